@@ -1,0 +1,1 @@
+"""Calibration: data readers, streaming observers, range methods, the ranges table."""

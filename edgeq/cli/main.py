@@ -1,0 +1,93 @@
+"""The ``edgeq`` command group.
+
+Commands are loaded lazily from ``edgeq.cli.<module>`` so that ``edgeq --help`` imports neither
+torch nor onnx_ir. Every ``EdgeqError`` becomes one line on stderr and exit code 1 (failure) or
+2 (usage); click's own usage errors exit with 2 as usual.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+__all__ = ["main", "cli", "COMMANDS"]
+
+# command name -> (module under edgeq.cli, attribute, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "export": ("export", "export", "Export a PyTorch model to ONNX and check it against torch."),
+    "prepare": ("prepare", "prepare", "Make an ONNX graph quantizable (constants, opset, BN, shapes)."),
+    "quantize": ("quantize", "quantize", "Quantize an ONNX model (static/dynamic int8, fp16)."),
+    "export-and-quantize": (
+        "quantize",
+        "export_and_quantize",
+        "Export a PyTorch model, then quantize it.",
+    ),
+    "sensitivity": ("sensitivity", "sensitivity", "Per-layer quantization sensitivity."),
+    "run": ("run", "run", "Run a model on input feeds and print or save the outputs."),
+    "bench": ("bench", "bench", "Benchmark latency, throughput, memory of models."),
+    "profile": ("profile", "profile", "Per-operator time of a model on a provider."),
+    "compare": ("compare", "compare", "Compare models across providers: speed and fidelity."),
+    "inspect": ("inspect", "inspect", "Describe a model: ops, params, int8 share of compute."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if self._available(name)]
+
+    @staticmethod
+    def _available(name: str) -> bool:
+        module = COMMANDS[name][0]
+        return importlib.util.find_spec(f"edgeq.cli.{module}") is not None
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS or not self._available(name):
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(f"edgeq.cli.{module}"), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgeq")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """edgeq: smaller, faster ONNX models that give the same answers, with the evidence."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the group, turning edgeq errors into one line and an exit code."""
+    from edgeq.errors import EdgeqError
+
+    try:
+        cli.main(args=argv, prog_name="edgeq", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("edgeq: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except EdgeqError as e:
+        click.echo(f"edgeq: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("edgeq: interrupted", err=True)
+        sys.exit(130)
+    except MemoryError:
+        click.echo("edgeq: error: out of memory: use fewer calibration samples or a smaller batch", err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""One exception family for edgeq.
+
+Every message names the file, node, tensor or input concerned and says what to do. The CLI prints
+``str(error)`` on one line and exits with ``error.exit_code``: 2 for a user's mistake in how edgeq
+was called (usage), 1 for a failure while doing the work.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EdgeqError",
+    "UsageError",
+    "ModelLoadError",
+    "InputError",
+    "DataError",
+    "ProviderError",
+    "ExportError",
+    "UnsupportedError",
+    "FidelityError",
+]
+
+
+class EdgeqError(Exception):
+    """Base of all edgeq errors: a failure while doing the work (exit code 1)."""
+
+    exit_code = 1
+
+
+class UsageError(EdgeqError):
+    """edgeq was called wrongly: a bad option, path, spec or combination (exit code 2)."""
+
+    exit_code = 2
+
+
+class ModelLoadError(UsageError):
+    """A model file is missing, truncated, corrupt, or points outside its folder."""
+
+
+class InputError(UsageError):
+    """Feeds do not match the model: wrong names, dtypes, ranks or fixed dimensions."""
+
+
+class DataError(UsageError):
+    """Calibration or evaluation data is empty, unreadable, or holds NaN/Inf."""
+
+
+class ProviderError(UsageError):
+    """An execution provider was asked for that is unknown or not available here."""
+
+
+class ExportError(EdgeqError):
+    """Exporting a PyTorch model to ONNX failed, or its outputs disagree with torch's."""
+
+
+class UnsupportedError(EdgeqError):
+    """The model uses something edgeq cannot handle (an operator, an opset, a dtype)."""
+
+
+class FidelityError(EdgeqError):
+    """A result misses a fidelity target (SQNR, tolerance) the user asked for."""

@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX export (dynamo first, TorchScript fallback), checked against torch."""

@@ -1,0 +1,181 @@
+"""Loading and saving ONNX models safely.
+
+* Loading checks that the file exists, parses, and that every external-data path stays inside
+  the model's folder. Weights in external data are read lazily (models over 2 GB stay on disk).
+* Saving is atomic (a temporary file in the destination folder, then a rename), refuses to write
+  over any of the inputs, and moves weights to external data when they exceed protobuf's 2 GB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from edgeq.errors import EdgeqError, ModelLoadError, UsageError
+
+if TYPE_CHECKING:
+    import onnx
+    import onnx_ir as ir
+
+__all__ = [
+    "load_model",
+    "save_model",
+    "check_output_path",
+    "atomic_path",
+    "model_bytes",
+    "EXTERNAL_DATA_THRESHOLD",
+]
+
+logger = logging.getLogger(__name__)
+
+# Protobuf cannot serialize a message over 2 GiB; leave room for the graph itself.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+def _check_readable(path: str) -> None:
+    if not os.path.exists(path):
+        raise ModelLoadError(f"model file {path} does not exist: check the path")
+    if os.path.isdir(path):
+        raise ModelLoadError(f"{path} is a folder, not a model file: pass the .onnx file inside it")
+    if os.path.getsize(path) == 0:
+        raise ModelLoadError(f"model file {path} is empty: re-export or re-download it")
+
+
+def _check_external_paths(model: "ir.Model", base_dir: str) -> None:
+    import onnx_ir as ir
+
+    root = os.path.realpath(base_dir)
+    graphs = [model.graph, *model.graph.subgraphs()]
+    for graph in graphs:
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if isinstance(tensor, ir.ExternalTensor):
+                target = os.path.realpath(os.path.join(tensor.base_dir or base_dir, tensor.location))
+                if os.path.commonpath([root, target]) != root:
+                    raise ModelLoadError(
+                        f"initializer {value.name!r} points to external data {tensor.location!r} "
+                        f"outside the model's folder {base_dir}: refusing to read it; move the "
+                        "data file beside the model"
+                    )
+                if not os.path.isfile(target):
+                    raise ModelLoadError(
+                        f"initializer {value.name!r} needs external data file {tensor.location!r}, "
+                        f"which is missing from {base_dir}: copy it beside the model"
+                    )
+
+
+def load_model(path: str | os.PathLike) -> "ir.Model":
+    """Load an ONNX file as an ``onnx_ir.Model``; external data is checked and read lazily."""
+    import onnx_ir as ir
+
+    path = os.fspath(path)
+    _check_readable(path)
+    try:
+        model = ir.load(path)
+    except Exception as e:  # protobuf raises DecodeError / RuntimeWarning-ish errors
+        raise ModelLoadError(
+            f"model file {path} is not a valid ONNX model ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else 'parse error'}): it may be truncated or "
+            "corrupt; re-export it"
+        ) from None
+    if model.graph is None or (len(model.graph) == 0 and len(model.graph.outputs) == 0):
+        raise ModelLoadError(f"model file {path} holds no graph: it may be truncated; re-export it")
+    _check_external_paths(model, os.path.dirname(os.path.abspath(path)))
+    return model
+
+
+def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> str:
+    """Refuse to write over an input; make sure the destination folder can be created."""
+    out = os.fspath(out)
+    real_out = os.path.realpath(out)
+    for src in inputs:
+        if src is None:
+            continue
+        src = os.fspath(src)
+        if os.path.realpath(src) == real_out:
+            raise UsageError(
+                f"output {out} is the same file as input {src}: choose another output path "
+                "(edgeq never writes over its inputs)"
+            )
+    if os.path.isdir(out):
+        raise UsageError(f"output {out} is a folder: give a file path such as {out}/model.onnx")
+    return out
+
+
+@contextlib.contextmanager
+def atomic_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Iterator[str]:
+    """Yield a temporary path in the destination's folder; rename it onto ``out`` on success."""
+    out = check_output_path(out, inputs)
+    folder = os.path.dirname(os.path.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".edgeq-", suffix=os.path.basename(out), dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _tensor_bytes(model: "ir.Model") -> int:
+    total = 0
+    for graph in [model.graph, *model.graph.subgraphs()]:
+        for value in graph.initializers.values():
+            if value.const_value is not None:
+                total += value.const_value.nbytes
+    return total
+
+
+def save_model(
+    model: "ir.Model | onnx.ModelProto",
+    path: str | os.PathLike,
+    *,
+    inputs: Iterable[str | os.PathLike] = (),
+    external_data: bool | None = None,
+) -> str:
+    """Write ``model`` to ``path`` atomically, never over one of ``inputs``.
+
+    ``external_data=None`` decides by size: weights go to ``<name>.data`` beside the model when
+    they would exceed protobuf's 2 GB limit.
+    """
+    import onnx_ir as ir
+
+    if not isinstance(model, ir.Model):
+        model = ir.from_proto(model)
+    path = check_output_path(path, inputs)
+    if external_data is None:
+        external_data = _tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    name = os.path.basename(path)
+    try:
+        if not external_data:
+            with atomic_path(path, inputs) as tmp:
+                ir.save(model, tmp)
+            return path
+        data_name = name + ".data"
+        tmp_dir = tempfile.mkdtemp(prefix=".edgeq-", dir=folder)
+        try:
+            ir.save(model, os.path.join(tmp_dir, name), external_data=data_name)
+            os.replace(os.path.join(tmp_dir, data_name), os.path.join(folder, data_name))
+            os.replace(os.path.join(tmp_dir, name), path)
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        return path
+    except OSError as e:
+        raise EdgeqError(f"could not write model to {path} ({e}): check the folder and free space") from None
+
+
+def model_bytes(model: "ir.Model | onnx.ModelProto") -> bytes:
+    """Serialize a (small) model for onnxruntime without touching the disk."""
+    import onnx_ir as ir
+
+    if isinstance(model, ir.Model):
+        model = ir.to_proto(model)
+    return model.SerializeToString()

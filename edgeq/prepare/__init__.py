@@ -1,0 +1,1 @@
+"""Make any real-world ONNX graph quantizable: passes that run before calibration."""

@@ -1,0 +1,70 @@
+"""Fidelity metrics between a reference output and a candidate (numpy only)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["sqnr_db", "cosine", "max_abs_error", "max_rel_error", "top1_agreement", "fidelity"]
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64).reshape(-1)
+
+
+def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB: 10*log10(|ref|^2 / |ref - cand|^2).
+
+    ``inf`` when identical; ``-inf`` when the reference is all zeros but the candidate is not.
+    """
+    ref, cand = _f64(reference), _f64(candidate)
+    noise = float(np.sum((ref - cand) ** 2))
+    signal = float(np.sum(ref**2))
+    if noise == 0.0:
+        return math.inf
+    if signal == 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+def cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Cosine similarity of the flattened tensors (1.0 when both are zero)."""
+    ref, cand = _f64(reference), _f64(candidate)
+    denom = float(np.linalg.norm(ref) * np.linalg.norm(cand))
+    if denom == 0.0:
+        return 1.0 if not ref.any() and not cand.any() else 0.0
+    return float(np.dot(ref, cand) / denom)
+
+
+def max_abs_error(reference: np.ndarray, candidate: np.ndarray) -> float:
+    ref, cand = _f64(reference), _f64(candidate)
+    return float(np.max(np.abs(ref - cand))) if ref.size else 0.0
+
+
+def max_rel_error(reference: np.ndarray, candidate: np.ndarray, eps: float = 1e-6) -> float:
+    """Max |ref - cand| / (|ref| + eps), with eps relative to the reference's scale."""
+    ref, cand = _f64(reference), _f64(candidate)
+    if not ref.size:
+        return 0.0
+    floor = eps * max(float(np.max(np.abs(ref))), 1e-12)
+    return float(np.max(np.abs(ref - cand) / (np.abs(ref) + floor)))
+
+
+def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Share of rows whose argmax over the last axis agrees (for classifier logits)."""
+    ref = np.asarray(reference).reshape(-1, np.asarray(reference).shape[-1])
+    cand = np.asarray(candidate).reshape(-1, np.asarray(candidate).shape[-1])
+    return float(np.mean(np.argmax(ref, axis=-1) == np.argmax(cand, axis=-1)))
+
+
+def fidelity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """All metrics for one output, as a JSON-ready dict."""
+    out = {
+        "sqnr_db": sqnr_db(reference, candidate),
+        "cosine": cosine(reference, candidate),
+        "max_abs_error": max_abs_error(reference, candidate),
+    }
+    if np.asarray(reference).ndim >= 1 and np.asarray(reference).shape[-1] > 1:
+        out["top1_agreement"] = top1_agreement(reference, candidate)
+    return out

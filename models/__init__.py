@@ -1,0 +1,1 @@
+"""Reference models defined in code, each with example inputs and data generators."""
