@@ -1,0 +1,206 @@
+"""``Session``: a lazy onnxruntime session with provider fallback and feed checks.
+
+    sess = Session("model.onnx", providers=("trt", "cuda", "cpu"), threads=2)
+    outputs = sess.run({"x": x})          # dict: output name -> np.ndarray
+    sess.providers                        # what onnxruntime actually used, e.g. ["CPUExecutionProvider"]
+
+The onnxruntime session is built on first use (``run``, ``input_specs``, ``providers``). Load
+failures of the model file become one-line ModelLoadError (or UnsupportedError for an operator
+onnxruntime has no kernel for).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from edgeq.errors import EdgeqError, InputError, ModelLoadError, UnsupportedError
+from edgeq.runtime.feeds import TensorSpec, check_feeds, spec_from_node_arg
+from edgeq.runtime.providers import CPUOptions, CUDAOptions, ProviderEntry, resolve_chain
+
+__all__ = ["Session", "model_label", "check_model_file"]
+
+logger = logging.getLogger(__name__)
+
+
+def model_label(model: Any) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return os.fspath(model)
+    return "the in-memory model"
+
+
+def check_model_file(path: str) -> None:
+    """Missing, folder or empty model files -> ModelLoadError naming the path and the fix."""
+    if not os.path.exists(path):
+        raise ModelLoadError(f"model file {path} does not exist: check the path")
+    if os.path.isdir(path):
+        raise ModelLoadError(f"{path} is a folder, not a model file: pass the .onnx file inside it")
+    if os.path.getsize(path) == 0:
+        raise ModelLoadError(f"model file {path} is empty: re-export or re-download it")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    line = line.removeprefix("[ONNXRuntimeError] : ").strip()
+    line = re.sub(r"^\d+ : [A-Z_]+ : ", "", line)
+    return re.sub(r"^Load model from .* failed:", "", line).strip()
+
+
+class Session:
+    """An onnxruntime session built on first use.
+
+    ``model``: path, bytes or ``onnx.ModelProto``. ``providers``: ordered names or typed options
+    (see ``edgeq.runtime.providers``); unavailable ones are skipped with a warning. ``threads``
+    sets intra-op threads (overrides ``CPUOptions.threads``).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | bytes | Any,
+        providers: Sequence[ProviderEntry] | str = ("cpu",),
+        threads: int | None = None,
+        *,
+        cpu_options: CPUOptions | None = None,
+        log_level: int = 3,
+    ) -> None:
+        if isinstance(model, os.PathLike):
+            model = os.fspath(model)
+        if isinstance(model, str):
+            check_model_file(model)
+        elif not isinstance(model, bytes):
+            if not hasattr(model, "SerializeToString"):
+                raise ModelLoadError(
+                    f"Session takes a model path, bytes or onnx.ModelProto, not {type(model).__name__}"
+                )
+        self._model = model
+        self.label = model_label(model)
+        # Resolve names now so that typos fail early, before the (lazy) session is built.
+        self._chain = resolve_chain(providers)
+        entries = [providers] if isinstance(providers, str) else list(providers)
+        cpu = cpu_options or next((e for e in entries if isinstance(e, CPUOptions)), None) or CPUOptions()
+        if threads is not None:
+            cpu = CPUOptions(
+                threads=threads,
+                inter_threads=cpu.inter_threads,
+                arena=cpu.arena,
+                graph_optimization=cpu.graph_optimization,
+                execution_mode=cpu.execution_mode,
+            )
+        self.cpu_options = cpu
+        self.cuda_options = next((e for e in entries if isinstance(e, CUDAOptions)), None)
+        self.log_level = log_level
+        self._sess: Any = None
+        self.start_seconds: float | None = None
+
+    # -- building -------------------------------------------------------------------------------
+    def _build(self) -> Any:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        self.cpu_options.apply(so)
+        so.log_severity_level = self.log_level
+        ort.set_default_logger_severity(self.log_level)
+        model = self._model
+        if not isinstance(model, (str, bytes)):
+            model = model.SerializeToString()
+        names = [name for name, _ in self._chain]
+        options = [opts for _, opts in self._chain]
+        start = time.perf_counter()
+        try:
+            sess = ort.InferenceSession(model, sess_options=so, providers=names, provider_options=options)
+        except Exception as e:  # onnxruntime raises its own pybind exception types
+            kind = type(e).__name__
+            line = _first_line(e)
+            if kind == "NotImplemented" or "Could not find an implementation" in line:
+                raise UnsupportedError(
+                    f"onnxruntime cannot run {self.label}: {line}: use a supported opset/operator "
+                    "or another provider"
+                ) from None
+            if "Load model" in line or kind in ("InvalidProtobuf", "InvalidArgument") or "Protobuf" in line:
+                raise ModelLoadError(
+                    f"model {self.label} is not a valid ONNX model ({line}): it may be truncated "
+                    "or corrupt; re-export it"
+                ) from None
+            raise ModelLoadError(f"onnxruntime cannot load {self.label}: {line}") from None
+        self.start_seconds = time.perf_counter() - start
+        used = sess.get_providers()
+        for name in names:
+            if name not in used:
+                logger.warning("provider %s could not be used for %s; fell back to %s", name, self.label, used)
+        return sess
+
+    @property
+    def ort_session(self) -> Any:
+        """The underlying ``onnxruntime.InferenceSession`` (built on first access)."""
+        if self._sess is None:
+            self._sess = self._build()
+        return self._sess
+
+    # -- metadata -------------------------------------------------------------------------------
+    @property
+    def providers(self) -> list[str]:
+        """Providers onnxruntime actually uses for this model, in priority order."""
+        return list(self.ort_session.get_providers())
+
+    @property
+    def requested_providers(self) -> list[str]:
+        return [name for name, _ in self._chain]
+
+    @property
+    def input_specs(self) -> list[TensorSpec]:
+        return [spec_from_node_arg(a) for a in self.ort_session.get_inputs()]
+
+    @property
+    def output_specs(self) -> list[TensorSpec]:
+        return [spec_from_node_arg(a) for a in self.ort_session.get_outputs()]
+
+    # -- running --------------------------------------------------------------------------------
+    def check(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Check feeds against the model's inputs; return them as arrays."""
+        return check_feeds(feeds, self.input_specs, where=self.label)
+
+    def run(self, feeds: Mapping[str, Any], outputs: Iterable[str] | None = None, *, checked: bool = False) -> dict[str, np.ndarray]:
+        """Run on ``feeds`` (checked first unless ``checked``); return ``{output name: array}``."""
+        sess = self.ort_session
+        arrays = dict(feeds) if checked else self.check(feeds)
+        names = list(outputs) if outputs is not None else [o.name for o in sess.get_outputs()]
+        known = {o.name for o in sess.get_outputs()}
+        bad = [n for n in names if n not in known]
+        if bad:
+            raise InputError(
+                f"unknown output name(s) {', '.join(map(repr, bad))} for {self.label}: it has "
+                f"{', '.join(map(repr, sorted(known)))}"
+            )
+        try:
+            if self.cuda_options is not None and self.cuda_options.use_io_binding and "CUDAExecutionProvider" in sess.get_providers():
+                values = self._run_io_binding(sess, arrays, names)
+            else:
+                values = sess.run(names, arrays)
+        except EdgeqError:
+            raise
+        except Exception as e:
+            raise EdgeqError(
+                f"onnxruntime failed running {self.label}: {_first_line(e)}: check the input "
+                "shapes against the model's"
+            ) from None
+        return dict(zip(names, values))
+
+    def _run_io_binding(self, sess: Any, arrays: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
+        binding = sess.io_binding()
+        for name, array in arrays.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        for name in names:
+            binding.bind_output(name, "cuda", self.cuda_options.device_id)
+        sess.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
+
+    def __repr__(self) -> str:
+        state = f"providers={self.providers}" if self._sess is not None else f"requested={self.requested_providers}"
+        return f"Session({self.label!r}, {state})"
