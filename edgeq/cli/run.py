@@ -11,6 +11,15 @@ import os
 
 import click
 
+def _console():
+    import sys
+
+    from rich.console import Console
+
+    # Tables stay readable when piped or captured: rich would squeeze them into 80 columns.
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
 __all__ = ["run", "summarize"]
 
 
@@ -38,7 +47,6 @@ def _fmt(value) -> str:
 
 
 def _print_summary(rows: list[dict], title: str) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
@@ -54,7 +62,7 @@ def _print_summary(rows: list[dict], title: str) -> None:
             _fmt(row.get("mean", "")),
             ", ".join(_fmt(v) for v in row["first"]),
         )
-    Console(soft_wrap=True).print(table)
+    _console().print(table)
 
 
 def _save(outputs: dict, out: str, inputs: list[str]) -> None:

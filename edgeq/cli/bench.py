@@ -1,0 +1,136 @@
+"""``edgeq bench``: latency, throughput, session start, memory and size of one or more models."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from edgeq.errors import UsageError
+
+def _console():
+    import sys
+
+    from rich.console import Console
+
+    # Tables stay readable when piped or captured: rich would squeeze them into 80 columns.
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
+__all__ = ["bench", "parse_int_list", "parse_shapes", "parse_dims", "render_table"]
+
+
+def parse_int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"{option} takes comma-separated integers such as 1,2,4, not {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise UsageError(f"{option} takes positive integers such as 1,2,4, not {text!r}")
+    return values
+
+
+def parse_shapes(items: tuple[str, ...]) -> dict[str, list[int]]:
+    shapes = {}
+    for item in items:
+        name, sep, dims = item.rpartition("=")
+        try:
+            shape = [int(d) for d in dims.lower().split("x")]
+        except ValueError:
+            shape = []
+        if not sep or not name or not shape or any(d < 0 for d in shape):
+            raise UsageError(f"--input-shape takes NAME=1x3x224x224, not {item!r}")
+        shapes[name] = shape
+    return shapes
+
+
+def parse_dims(items: tuple[str, ...]) -> dict[str, int]:
+    dims = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        if not sep or not name or not value.isdigit():
+            raise UsageError(f"--dim takes a symbolic dim's NAME=SIZE such as seq=128, not {item!r}")
+        dims[name] = int(value)
+    return dims
+
+
+def _mb(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.1f}"
+
+
+def render_table(results) -> "object":
+    from rich.table import Table
+
+    several = any(r.speedup is not None for r in results)
+    table = Table(title="edgeq bench (latency in ms)", title_justify="left")
+    for col in ("model", "provider", "threads", "batch", "p50", "p90", "p99", "mean", "samples/s",
+                "start ms", "peak MB", "size MB", "iters"):
+        table.add_column(col, justify="left" if col in ("model", "provider") else "right")
+    if several:
+        table.add_column("vs first", justify="right")
+    for r in results:
+        row = [
+            os.path.basename(r.model),
+            r.providers_used[0].removesuffix("ExecutionProvider") if r.providers_used else r.provider,
+            str(r.threads),
+            str(r.batch),
+            f"{r.p50_ms:.3f}",
+            f"{r.p90_ms:.3f}",
+            f"{r.p99_ms:.3f}",
+            f"{r.mean_ms:.3f}",
+            f"{r.throughput:.1f}",
+            f"{r.session_start_ms:.1f}",
+            _mb(r.peak_rss_delta_bytes),
+            _mb(r.file_bytes),
+            str(r.iters),
+        ]
+        if several:
+            row.append("-" if r.speedup is None else f"{r.speedup:.2f}x")
+        table.add_row(*row)
+    return table
+
+
+@click.command("bench")
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--providers", default="cpu", show_default=True, help="Providers to compare, comma-separated.")
+@click.option("--threads", default="1", show_default=True, help="Intra-op thread counts, e.g. 1,2,4.")
+@click.option("--batch", "batch", default=None,
+              help="Batch sizes, e.g. 1,8 (default: 1, or the --inputs data's own batch).")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed runs first.")
+@click.option("--iters", type=click.IntRange(min=1), default=None, help="Timed runs (overrides --seconds).")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+              help="Time per configuration (at least 10 runs).")
+@click.option("--inputs", type=click.Path(path_type=str), default=None,
+              help="Use the first feed of this .npz or folder instead of random inputs.")
+@click.option("--input-shape", "input_shape", multiple=True, metavar="NAME=1x3x224x224",
+              help="Shape of an input with symbolic dims (its first dim follows --batch).")
+@click.option("--dim", "dim", multiple=True, metavar="NAME=SIZE", help="Size of a named symbolic dim, e.g. seq=128.")
+@click.option("--json", "json_out", type=click.Path(path_type=str), default=None, help="Write all results as JSON.")
+@click.option("--in-process", is_flag=True, help="Measure in this process instead of one fresh process each.")
+def bench(models, providers, threads, batch, warmup, iters, seconds, inputs, input_shape, dim, json_out, in_process):
+    """Benchmark MODELS for every provider x threads x batch; the first model is the baseline."""
+    from edgeq.io import atomic_path
+    from edgeq.runtime.bench import bench as run_bench
+    from edgeq.runtime.bench import bench_report
+
+    results = run_bench(
+        list(models),
+        providers=[p for p in providers.split(",") if p.strip()],
+        threads=parse_int_list(threads, "--threads"),
+        batches=parse_int_list(batch, "--batch") if batch else None,
+        warmup=warmup,
+        iters=iters,
+        seconds=seconds,
+        inputs=inputs,
+        dims=parse_dims(dim),
+        shapes=parse_shapes(input_shape),
+        isolate=not in_process,
+        progress=True,
+    )
+    _console().print(render_table(results))
+    if json_out:
+        with atomic_path(json_out, models) as tmp:
+            with open(tmp, "w") as f:
+                json.dump(bench_report(results), f, indent=2)
+        click.echo(f"results written to {json_out}")

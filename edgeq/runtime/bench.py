@@ -1,0 +1,332 @@
+"""Benchmark models: latency percentiles, throughput, session start, peak memory, file size.
+
+    results = bench(["fp32.onnx", "int8.onnx"], providers=("cpu",), threads=(1, 2), batches=(1, 8))
+
+Every model x provider x threads x batch configuration runs in a fresh Python process (``isolate``,
+the default), so that its peak RSS is its own and one configuration's arena or thread pool does
+not warm the next. In that process: feeds are made (random from the input specs, or read from
+``inputs``), the baseline RSS is taken, the session is built (timed), warmed up, then run
+``iters`` times or for ``seconds`` (at least ``min_iters`` runs). ``speedup`` compares each
+model's p50 with the first model's in the same configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from edgeq import errors
+from edgeq.errors import EdgeqError, UsageError
+
+__all__ = ["BenchResult", "bench", "measure", "file_bytes", "bench_report"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchResult:
+    """One configuration's figures; times in milliseconds, memory and size in bytes."""
+
+    model: str
+    provider: str
+    providers_used: tuple[str, ...]
+    threads: int
+    batch: int
+    iters: int
+    warmup: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+    throughput: float  # samples per second: batch * iters / total run time
+    session_start_ms: float
+    peak_rss_delta_bytes: int | None
+    file_bytes: int
+    input_shapes: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    speedup: float | None = None  # first model's p50 / this p50, same provider/threads/batch
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["providers_used"] = list(self.providers_used)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "BenchResult":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in d.items() if k in fields}
+        data["providers_used"] = tuple(data.get("providers_used", ()))
+        return cls(**data)
+
+
+def file_bytes(path: str) -> int:
+    """Size of a model file plus the external-data files it references."""
+    total = os.path.getsize(path)
+    try:
+        import onnx
+
+        proto = onnx.load(path, load_external_data=False)
+    except Exception:  # the session will report a broken file properly
+        return total
+    locations: set[str] = set()
+    graphs = [proto.graph]
+    while graphs:
+        graph = graphs.pop()
+        for tensor in graph.initializer:
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                locations.update(e.value for e in tensor.external_data if e.key == "location")
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    graphs.append(attr.g)
+                graphs.extend(attr.graphs)
+    folder = os.path.dirname(os.path.abspath(path))
+    for location in locations:
+        target = os.path.join(folder, location)
+        if os.path.isfile(target):
+            total += os.path.getsize(target)
+    return total
+
+
+def _peak_rss() -> int | None:
+    """Peak resident set size of this process so far, in bytes (None where unknown)."""
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(peak if sys.platform == "darwin" else peak * 1024)
+    except ImportError:  # Windows
+        import psutil
+
+        info = psutil.Process().memory_info()
+        return getattr(info, "peak_wset", None)
+
+
+def _batch_feed(feed: dict[str, np.ndarray], specs: Sequence[Any], batch: int | None) -> dict[str, np.ndarray]:
+    """Repeat or trim given data along a symbolic first dim to ``batch`` samples."""
+    if batch is None:
+        return feed
+    out = {}
+    for spec in specs:
+        array = feed[spec.name]
+        first = spec.shape[0] if spec.shape else None
+        if spec.shape and not isinstance(first, int) and array.ndim and array.shape[0] != batch:
+            array = np.take(array, np.arange(batch) % array.shape[0], axis=0)
+        out[spec.name] = array
+    return out
+
+
+def measure(
+    model: str,
+    provider: str = "cpu",
+    threads: int = 1,
+    batch: int | None = 1,
+    *,
+    warmup: int = 5,
+    iters: int | None = None,
+    seconds: float = 2.0,
+    min_iters: int = 10,
+    inputs: str | None = None,
+    dims: Mapping[str, int] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+) -> BenchResult:
+    """Measure one configuration in this process (``bench`` calls it in a fresh one)."""
+    import gc
+
+    import psutil
+
+    from edgeq.runtime.feeds import iter_feeds, random_feeds
+    from edgeq.runtime.session import Session
+
+    gc.collect()
+    process = psutil.Process()
+    base_rss = process.memory_info().rss
+    session = Session(model, providers=(provider,), threads=threads)
+    sess = session.ort_session
+    start_ms = (session.start_seconds or 0.0) * 1e3
+    specs = session.input_specs
+    if inputs is not None:
+        _, feed = next(iter(iter_feeds(inputs, [s.name for s in specs])))
+        feed = session.check(_batch_feed(feed, specs, batch))
+    else:
+        feed = session.check(random_feeds(specs, batch if batch is not None else 1, dims, shapes))
+    # The feeds are the benchmark's, not the model's: leave them out of the memory figure.
+    feed_bytes = sum(a.nbytes for a in feed.values())
+    first = next(iter(feed.values()), None)
+    n = batch if batch is not None else (first.shape[0] if first is not None and first.ndim else 1)
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times: list[float] = []
+    began = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - t0)
+        if iters is not None:
+            if len(times) >= iters:
+                break
+        elif len(times) >= min_iters and time.perf_counter() - began >= seconds:
+            break
+    peak = max(_peak_rss() or 0, process.memory_info().rss)
+    ms = np.asarray(times) * 1e3
+    p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
+    return BenchResult(
+        model=model,
+        provider=provider,
+        providers_used=tuple(session.providers),
+        threads=threads,
+        batch=int(n),
+        iters=len(times),
+        warmup=warmup,
+        p50_ms=p50,
+        p90_ms=p90,
+        p99_ms=p99,
+        mean_ms=float(ms.mean()),
+        min_ms=float(ms.min()),
+        max_ms=float(ms.max()),
+        throughput=float(n * len(times) / float(np.sum(times))),
+        session_start_ms=start_ms,
+        peak_rss_delta_bytes=max(0, int(peak - base_rss - feed_bytes)),
+        file_bytes=file_bytes(model),
+        input_shapes={k: list(v.shape) for k, v in feed.items()},
+    )
+
+
+def _measure_isolated(spec: dict[str, Any], timeout: float) -> BenchResult:
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeq.runtime._bench_worker"],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EdgeqError(f"benchmark of {spec['model']} crashed (exit {proc.returncode}): {tail}")
+    payload = json.loads(lines[-1])
+    if "error" in payload:
+        cls = getattr(errors, payload["error"]["type"], EdgeqError)
+        raise cls(payload["error"]["message"])
+    return BenchResult.from_dict(payload["result"])
+
+
+def bench(
+    models: Sequence[str | os.PathLike],
+    providers: Sequence[str] = ("cpu",),
+    threads: Sequence[int] = (1,),
+    batches: Sequence[int] | None = None,
+    *,
+    warmup: int = 5,
+    iters: int | None = None,
+    seconds: float = 2.0,
+    min_iters: int = 10,
+    inputs: str | None = None,
+    dims: Mapping[str, int] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    isolate: bool = True,
+    progress: bool = False,
+) -> list[BenchResult]:
+    """Benchmark every model x provider x threads x batch; see the module docstring.
+
+    ``batches=None`` means batch 1 for random inputs and the data's own batch for ``inputs``.
+    Unavailable providers are skipped with a warning; none available raises ProviderError.
+    """
+    from edgeq.runtime.providers import available_providers, canonical_name
+    from edgeq.runtime.session import check_model_file
+
+    models = [os.fspath(m) for m in models]
+    if not models:
+        raise UsageError("give at least one model to benchmark")
+    for model in models:
+        check_model_file(model)
+    if iters is not None and iters < 1:
+        raise UsageError(f"--iters must be at least 1, got {iters}")
+    if warmup < 0 or seconds <= 0:
+        raise UsageError("--warmup must be >= 0 and --seconds > 0")
+    avail = available_providers()
+    chosen = []
+    for name in providers:
+        full = canonical_name(name)
+        if full in avail:
+            chosen.append(name)
+        else:
+            logger.warning("execution provider %s is not available here; not benchmarking it", full)
+    if not chosen:
+        from edgeq.errors import ProviderError
+
+        raise ProviderError(
+            f"none of the requested providers ({', '.join(providers)}) is available; available: {', '.join(avail)}"
+        )
+    configs = [
+        (index, model, p, t, b)
+        for index, model in enumerate(models)
+        for p in chosen
+        for t in threads
+        for b in (list(batches) if batches else [None])
+    ]
+    common = dict(warmup=warmup, iters=iters, seconds=seconds, min_iters=min_iters, inputs=inputs,
+                  dims=dict(dims or {}), shapes={k: list(v) for k, v in (shapes or {}).items()})
+    timeout = 120.0 + (seconds * 20 if iters is None else 600.0)
+    results: list[BenchResult] = []
+    bar = None
+    if progress:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       console=Console(stderr=True), transient=True)
+        bar.start()
+        task = bar.add_task("bench", total=len(configs))
+    try:
+        for _, model, p, t, b in configs:
+            label = f"{os.path.basename(model)} {p} threads={t} batch={b or 'data'}"
+            if bar is not None:
+                bar.update(task, description=label)
+            logger.info("benchmarking %s", label)
+            if isolate:
+                spec = dict(common, model=model, provider=p, threads=t, batch=b)
+                results.append(_measure_isolated(spec, timeout))
+            else:
+                results.append(measure(model, p, t, b, **common))
+            if bar is not None:
+                bar.advance(task)
+    finally:
+        if bar is not None:
+            bar.stop()
+    return _with_speedups(results, [c[0] for c in configs])
+
+
+def _with_speedups(results: list[BenchResult], indices: list[int]) -> list[BenchResult]:
+    base = {(r.provider, r.threads, r.batch): r.p50_ms for r, i in zip(results, indices) if i == 0}
+    out = []
+    for r, i in zip(results, indices):
+        ref = base.get((r.provider, r.threads, r.batch))
+        out.append(dataclasses.replace(r, speedup=None if ref is None or i == 0 else ref / r.p50_ms))
+    return out
+
+
+def bench_report(results: Sequence[BenchResult]) -> dict[str, Any]:
+    """JSON-ready report: versions, host, and every result."""
+    import platform
+
+    import onnxruntime as ort
+
+    import edgeq
+
+    return {
+        "edgeq": edgeq.__version__,
+        "onnxruntime": ort.__version__,
+        "host": {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()},
+        "results": [r.to_dict() for r in results],
+    }
