@@ -1,0 +1,49 @@
+"""``edgeq prepare IN.onnx -o OUT.onnx [--opset N] [--calib DATA]``: make a graph quantizable.
+
+Prints the quantizability findings of the input, runs :func:`edgeq.prepare.prepare_model`,
+writes the result atomically (never over the input) and prints the notes.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import click
+
+__all__ = ["prepare"]
+
+_CALIB_FEEDS = 8  # shape fallback reads only the first few feeds
+
+
+@click.command("prepare")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Where to write the prepared model.")
+@click.option("--opset", type=click.IntRange(7, 30), default=None,
+              help="Target opset (default: max(model's, 13)); never lower than the model's.")
+@click.option("--calib", type=click.Path(), default=None,
+              help="An .npz file (keys = input names) or a folder of them; used when shapes stay unknown.")
+@click.option("--check-only", is_flag=True, help="Only list what blocks or limits quantization.")
+def prepare(model: str, out: str, opset: int | None, calib: str | None, check_only: bool) -> None:
+    """Make an ONNX graph quantizable (constants, opset, BN, shapes)."""
+    from edgeq.io import check_output_path, load_model, save_model
+    from edgeq.prepare import prepare_model
+    from edgeq.prepare.quantizability import check
+
+    check_output_path(out, [model])
+    ir_model = load_model(model)
+    findings = check(ir_model)
+    for finding in findings:
+        click.echo(f"check: {finding}")
+    if check_only:
+        return
+    data = None
+    if calib is not None:
+        from edgeq.runtime.feeds import load_feeds
+
+        names = [v.name for v in ir_model.graph.inputs if v.name not in ir_model.graph.initializers]
+        data = list(itertools.islice(load_feeds(calib, names), _CALIB_FEEDS))
+    ir_model, notes = prepare_model(ir_model, target_opset=opset, data=data)
+    for note in notes:
+        click.echo(f"prepare: {note}")
+    save_model(ir_model, out, inputs=[model])
+    click.echo(f"wrote {out}")

@@ -1,0 +1,131 @@
+"""Shape and type inference, with a fallback that runs the model on data.
+
+    values with unknown dtype/shape  ==>  every float value typed, with rank and dims
+
+Cases:
+1. ONNX shape inference with data propagation (strict first, then lenient, as custom domains
+   and partial information make strict mode fail).
+2. Float-looking values of the main graph still lacking a dtype or a shape, when data is
+   given: the model runs on onnxruntime on the first few feeds with those values added as
+   outputs; dtype and rank are recorded, and a dim that varies across feeds (or between feeds
+   of different sizes) becomes symbolic.
+3. Values inside subgraphs cannot be made outputs: they keep what ONNX inference found.
+4. Without data, what stays unknown is listed in a note that says to pass calibration data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from edgeq.prepare._base import NotingPass
+
+__all__ = ["InferShapesPass", "unknown_values"]
+
+logger = logging.getLogger(__name__)
+
+FALLBACK_FEEDS = 3
+
+
+def unknown_values(graph: ir.Graph) -> list[ir.Value]:
+    """Node outputs of ``graph`` whose dtype or shape is unknown (non-float known types skipped)."""
+    unknown = []
+    for node in graph:
+        for value in node.outputs:
+            if not value.name:
+                continue
+            if value.type is not None and not isinstance(value.type, ir.TensorType):
+                continue  # sequences, optionals: not quantization candidates
+            if value.dtype is None or value.shape is None:
+                unknown.append(value)
+    return unknown
+
+
+def _merge_shape(shapes: list[tuple[int, ...]]) -> ir.Shape:
+    dims: list[int | ir.SymbolicDim] = []
+    for sizes in zip(*shapes):
+        dims.append(sizes[0] if len(set(sizes)) == 1 else ir.SymbolicDim(None))
+    return ir.Shape(dims)
+
+
+class InferShapesPass(NotingPass):
+    """ONNX shape inference, then a run-on-data fallback for what stays unknown."""
+
+    def __init__(
+        self, data: Iterable[Mapping[str, np.ndarray]] | None = None, *, quiet: bool = False
+    ) -> None:
+        super().__init__()
+        self.data = data
+        self.quiet = quiet  # an early run whose leftovers a later run reports
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        modified = self._onnx_inference(model)
+        unknown = unknown_values(model.graph)
+        if unknown and self.data is not None:
+            modified |= self._run_on_data(model, unknown)
+            unknown = unknown_values(model.graph)
+        if unknown and not self.quiet:  # case 4
+            names = ", ".join(v.name for v in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            hint = "" if self.data is not None else "; pass calibration data to infer them by running the model"
+            self.note(f"{len(unknown)} value(s) have unknown dtype or shape ({names}){hint}")
+        return ir.passes.PassResult(model, modified=modified)
+
+    @staticmethod
+    def _onnx_inference(model: ir.Model) -> bool:  # case 1
+        for strict in (True, False):
+            try:
+                from onnx_ir.passes.common import _c_api_utils
+                from onnx_ir.passes.common.shape_inference import _merge_func
+                import onnx
+
+                def infer(proto, strict=strict):
+                    return onnx.shape_inference.infer_shapes(
+                        proto, check_type=False, strict_mode=strict, data_prop=True
+                    )
+
+                inferred = _c_api_utils.call_onnx_api(infer, model)
+            except Exception as e:  # onnx raises InferenceError / ValidationError / RuntimeError
+                logger.info("ONNX shape inference (strict=%s) failed: %s", strict, e)
+                continue
+            return _merge_func(model, inferred)
+        return False
+
+    def _run_on_data(self, model: ir.Model, unknown: list[ir.Value]) -> bool:  # case 2
+        import onnxruntime as ort
+
+        from edgeq.io import model_bytes
+
+        feeds = list(itertools.islice(iter(self.data), FALLBACK_FEEDS))
+        if not feeds:
+            return False
+        outputs_before = list(model.graph.outputs)
+        extra = [v for v in unknown if v not in outputs_before]
+        model.graph.outputs.extend(extra)
+        try:
+            so = ort.SessionOptions()
+            so.log_severity_level = 3
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            sess = ort.InferenceSession(model_bytes(model), so, providers=["CPUExecutionProvider"])
+            names = [v.name for v in unknown]
+            results = [sess.run(names, dict(feed)) for feed in feeds]
+        except Exception as e:  # ORT errors: the model itself is broken or data does not fit
+            logger.warning("running the model to infer shapes failed: %s", e)
+            self.note(f"shape fallback could not run the model on data ({str(e).splitlines()[0]})")
+            return False
+        finally:
+            model.graph.outputs.clear()
+            model.graph.outputs.extend(outputs_before)
+        for i, value in enumerate(unknown):
+            arrays = [np.asarray(r[i]) for r in results]
+            if len({a.ndim for a in arrays}) != 1:
+                continue
+            if value.dtype is None:
+                value.dtype = ir.DataType.from_numpy(arrays[0].dtype)
+            if value.shape is None:
+                value.shape = _merge_shape([a.shape for a in arrays])
+        self.note(f"{len(unknown)} value type(s)/shape(s) inferred by running the model on {len(feeds)} feed(s)")
+        return True

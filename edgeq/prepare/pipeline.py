@@ -1,0 +1,71 @@
+"""The prepare pipeline: a literal list of passes, and ``prepare_model`` which runs it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from edgeq.prepare._base import NotingPass
+from edgeq.prepare.constants_to_initializers import ConstantsToInitializersPass
+from edgeq.prepare.eliminate_identity import EliminateIdentityPass
+from edgeq.prepare.fold_batchnorm import FoldBatchNormPass
+from edgeq.prepare.fold_constants import FoldConstantsPass
+from edgeq.prepare.infer_shapes import InferShapesPass
+from edgeq.prepare.opset_upgrade import OpsetUpgradePass
+from edgeq.prepare.remove_dead_code import RemoveDeadCodePass
+
+__all__ = ["prepare_passes", "prepare_model", "float_dtypes"]
+
+logger = logging.getLogger(__name__)
+
+Feeds = Iterable[Mapping[str, np.ndarray]]
+
+
+def prepare_passes(target_opset: int | None = None, data: Feeds | None = None) -> list[NotingPass]:
+    """The passes ``prepare_model`` runs, in order."""
+    return [
+        ConstantsToInitializersPass(),
+        OpsetUpgradePass(target_opset),
+        ConstantsToInitializersPass(),  # the converter may add Constant nodes (Split, Squeeze)
+        EliminateIdentityPass(),
+        InferShapesPass(quiet=True),  # static shapes let Shape nodes fold
+        FoldBatchNormPass(),
+        FoldConstantsPass(),
+        RemoveDeadCodePass(),
+        InferShapesPass(data),
+    ]
+
+
+def float_dtypes(model: ir.Model) -> set[ir.DataType]:
+    """Float dtypes of the model's inputs, outputs and float initializers."""
+    graph = model.graph
+    values = [*graph.inputs, *graph.outputs, *graph.initializers.values()]
+    floats = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE}
+    return {v.dtype for v in values if v.dtype in floats}
+
+
+def prepare_model(
+    model: ir.Model, *, target_opset: int | None = None, data: Feeds | None = None
+) -> tuple[ir.Model, list[str]]:
+    """Make ``model`` quantizable in place; return it with notes for the report.
+
+    ``target_opset`` defaults to max(current, 13) and is never lower than the model's opset.
+    ``data`` (an iterable of feeds) is only read when shape inference leaves values unknown:
+    its first few feeds are run; pass a list (or another re-iterable) if you reuse it.
+    """
+    notes: list[str] = []
+    dtypes = float_dtypes(model)
+    if ir.DataType.FLOAT16 in dtypes or ir.DataType.BFLOAT16 in dtypes:
+        notes.append(
+            "model holds fp16/bf16 tensors: int8 quantization needs an fp32 model; "
+            "re-export it in fp32 (prepare still cleaned the graph)"
+        )
+    passes = prepare_passes(target_opset, data)
+    for p in passes:
+        p(model)
+        notes.extend(p.notes)
+        logger.info("%s: %s", type(p).__name__, "; ".join(p.notes) or "no change")
+    return model, list(dict.fromkeys(notes))

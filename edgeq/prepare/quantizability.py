@@ -1,0 +1,270 @@
+"""What would block or limit quantization of a model, listed before any work is done.
+
+``check(model)`` reads the model (it is left unchanged) and returns findings:
+
+* ``blocker``: int8 quantization cannot proceed as is (fp16/bf16 model).
+* ``limit``: quantization proceeds but part of the model stays float or prepare has to change
+  something that may fail (opset < 13, subgraphs, custom domains, float islands, unknown shapes).
+* ``info``: handled by prepare or worth knowing (Constant-fed weights, external data, dynamic
+  dims).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+
+import onnx_ir as ir
+
+from edgeq.prepare._base import FLOAT_TYPES
+
+__all__ = ["Finding", "check", "SEVERITIES", "INT8_OPS", "WEIGHT_OPS"]
+
+logger = logging.getLogger(__name__)
+
+SEVERITIES = ("blocker", "limit", "info")
+
+# Ops that take weights which quantizers turn into int8 (input index of the weight).
+WEIGHT_OPS = {"Conv": 1, "ConvTranspose": 1, "MatMul": 1, "Gemm": 1, "Gather": 0, "LSTM": 1, "GRU": 1}
+# Ops with int8 (QDQ / QLinear) kernels in onnxruntime's CPU provider, or that move data only.
+INT8_OPS = frozenset(
+    {
+        "Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Mul", "Relu", "Clip", "LeakyRelu",
+        "Sigmoid", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat", "Resize",
+        "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Split", "Slice", "Gather",
+        "Softmax", "Pad", "ArgMax", "Where", "Expand", "Tile", "DepthToSpace", "SpaceToDepth",
+        "Identity", "Dropout", "Shape", "MatMulInteger", "ConvInteger",
+        "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+    }
+)
+_COMPUTE = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+_STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One thing that blocks, limits or is worth knowing about quantization."""
+
+    severity: str  # "blocker" | "limit" | "info"
+    where: str  # the node, value or file concerned
+    message: str
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, not {self.severity!r}")
+
+    def __str__(self) -> str:
+        return f"[{self.severity}] {self.where}: {self.message}"
+
+
+def _names(items, limit: int = 3) -> str:
+    items = list(items)
+    shown = ", ".join(str(i) for i in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _opset(model: ir.Model) -> list[Finding]:
+    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+    if opset >= 13:
+        return []
+    return [
+        Finding(
+            "limit",
+            f"opset {opset}",
+            "per-channel QDQ needs opset >= 13: prepare upgrades it with onnx's version "
+            "converter, which can fail on some operators",
+        )
+    ]
+
+
+def _dtype(model: ir.Model) -> list[Finding]:
+    graph = model.graph
+    values = [*graph.inputs, *graph.outputs, *graph.initializers.values()]
+    low = sorted({str(v.dtype) for v in values if v.dtype in (ir.DataType.FLOAT16, ir.DataType.BFLOAT16)})
+    if not low:
+        return []
+    return [
+        Finding(
+            "blocker",
+            "model dtype",
+            f"the model holds {', '.join(low)} tensors: int8 quantization needs an fp32 model; "
+            "re-export it in fp32",
+        )
+    ]
+
+
+def _constant_weights(model: ir.Model) -> list[Finding]:
+    fed: list[str] = []
+    for node in model.graph.all_nodes():
+        index = WEIGHT_OPS.get(node.op_type)
+        if index is None or index >= len(node.inputs) or node.inputs[index] is None:
+            continue
+        producer = node.inputs[index].producer()
+        while producer is not None and producer.op_type == "Identity":
+            producer = producer.inputs[0].producer() if producer.inputs[0] is not None else None
+        if producer is not None and producer.op_type == "Constant":
+            fed.append(node.name or node.op_type)
+    if not fed:
+        return []
+    return [
+        Finding(
+            "info",
+            _names(fed),
+            f"{len(fed)} weight(s) come from Constant nodes, which other quantizers leave in "
+            "float: prepare turns them into initializers",
+        )
+    ]
+
+
+def _subgraphs(model: ir.Model) -> list[Finding]:
+    findings = []
+    for node in model.graph.all_nodes():
+        graphs = [
+            g
+            for attr in node.attributes.values()
+            if attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+            for g in (attr.as_graphs() if attr.type == ir.AttributeType.GRAPHS else [attr.as_graph()])
+        ]
+        if not graphs:
+            continue
+        ops = collections.Counter(n.op_type for g in graphs for n in g.all_nodes())
+        heavy = {op: c for op, c in ops.items() if op in _COMPUTE}
+        what = ", ".join(f"{op} x{c}" for op, c in sorted(heavy.items())) or "no Conv/MatMul"
+        findings.append(
+            Finding(
+                "limit",
+                f"{node.op_type} node {node.name or '(unnamed)'}",
+                f"its subgraph(s) stay float ({what}); prepare cleans them but edgeq does not "
+                "quantize inside If/Loop/Scan",
+            )
+        )
+    return findings
+
+
+def _custom_domains(model: ir.Model) -> list[Finding]:
+    by_domain: dict[str, list[str]] = collections.defaultdict(list)
+    for node in model.graph.all_nodes():
+        if node.domain not in _STANDARD_DOMAINS:
+            by_domain[node.domain].append(node.name or node.op_type)
+    return [
+        Finding(
+            "limit",
+            f"domain {domain}",
+            f"{len(nodes)} node(s) ({_names(nodes)}) from a custom domain stay float and hide "
+            "shapes from ONNX shape inference",
+        )
+        for domain, nodes in sorted(by_domain.items())
+    ]
+
+
+def _float_islands(model: ir.Model) -> list[Finding]:
+    islands: dict[str, list[str]] = collections.defaultdict(list)
+    for node in model.graph:
+        if node.op_type in INT8_OPS or node.domain not in _STANDARD_DOMAINS:
+            continue
+        if any(out.dtype is not None and out.dtype not in FLOAT_TYPES for out in node.outputs):
+            continue  # integer shape arithmetic is no island
+        before = {v.producer().op_type for v in node.inputs if v is not None and v.producer() is not None}
+        after = {u.node.op_type for out in node.outputs for u in out.uses()}
+        if before & (INT8_OPS - {"Shape"}) and after & INT8_OPS:
+            islands[node.op_type].append(node.name or node.op_type)
+    return [
+        Finding(
+            "limit",
+            _names(nodes),
+            f"{len(nodes)} {op} node(s) have no int8 kernel and sit between int8-capable ops: "
+            "they run in float between a DequantizeLinear and a QuantizeLinear",
+        )
+        for op, nodes in sorted(islands.items())
+    ]
+
+
+def _external_data(model: ir.Model) -> list[Finding]:
+    external = [
+        v.name
+        for g in [model.graph, *model.graph.subgraphs()]
+        for v in g.initializers.values()
+        if isinstance(v.const_value, ir.ExternalTensor)
+    ]
+    if not external:
+        return []
+    total = sum(model.graph.initializers[n].const_value.nbytes for n in external if n in model.graph.initializers)
+    return [
+        Finding(
+            "info",
+            _names(external),
+            f"{len(external)} weight(s) ({total / 2**20:.0f} MiB) live in external data: read "
+            "lazily; outputs over 1.8 GB are written with external data too",
+        )
+    ]
+
+
+def _dynamic_dims(model: ir.Model) -> list[Finding]:
+    dynamic = []
+    for value in model.graph.inputs:
+        if value.name in model.graph.initializers:
+            continue
+        if value.shape is None:
+            dynamic.append(f"{value.name} (unknown rank)")
+        elif any(not isinstance(d, int) for d in value.shape):
+            dims = ",".join(str(d) if isinstance(d, int) else (d.value or "?") for d in value.shape)
+            dynamic.append(f"{value.name} [{dims}]")
+    if not dynamic:
+        return []
+    return [
+        Finding(
+            "info",
+            _names(dynamic, 5),
+            "input(s) with dynamic dims: calibration data may mix sizes; shapes downstream are "
+            "symbolic",
+        )
+    ]
+
+
+def _unknown_shapes(model: ir.Model) -> list[Finding]:
+    import onnx
+    from onnx_ir.passes.common import _c_api_utils
+
+    def infer(proto):
+        return onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
+
+    try:
+        inferred = _c_api_utils.call_onnx_api(infer, model)
+    except Exception as e:  # onnx raises several error types; report it as a finding
+        return [Finding("limit", "shape inference", f"ONNX shape inference fails ({str(e).splitlines()[0]}): prepare falls back to running the model on data")]
+    known = {vi.name for vi in inferred.graph.value_info if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape")}
+    known |= {vi.name for vi in inferred.graph.output}
+    unknown = [
+        v.name
+        for node in model.graph
+        for v in node.outputs
+        if v.name and v.name not in known and node.op_type != "Constant"
+    ]
+    if not unknown:
+        return []
+    return [
+        Finding(
+            "limit",
+            _names(unknown),
+            f"{len(unknown)} value(s) have shapes ONNX inference cannot find: prepare infers "
+            "them by running the model on calibration data (pass --calib)",
+        )
+    ]
+
+
+def check(model: ir.Model) -> list[Finding]:
+    """Findings about ``model`` (not modified), blockers first."""
+    findings = [
+        *_dtype(model),
+        *_opset(model),
+        *_constant_weights(model),
+        *_unknown_shapes(model),
+        *_subgraphs(model),
+        *_custom_domains(model),
+        *_float_islands(model),
+        *_external_data(model),
+        *_dynamic_dims(model),
+    ]
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    return sorted(findings, key=lambda f: order[f.severity])
