@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     from edgeq.errors import EdgeqError
 
     try:
-        cli.main(args=argv, prog_name="edgeq", standalone_mode=False)
+        # Without standalone mode click returns ctx.exit()'s code (0 for --help/--version).
+        code = cli.main(args=argv, prog_name="edgeq", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("edgeq: aborted", err=True)
         sys.exit(1)
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except EdgeqError as e:
-        click.echo(f"edgeq: error: {e}", err=True)
+        message = " ".join(str(e).split())  # one line, whatever the message held
+        click.echo(f"edgeq: error: {message}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("edgeq: interrupted", err=True)
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     except MemoryError:
         click.echo("edgeq: error: out of memory: use fewer calibration samples or a smaller batch", err=True)
         sys.exit(1)
-    sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -216,11 +216,6 @@ def concrete_shape(
     result = []
     for axis, d in enumerate(model_shape):
         if isinstance(d, int):
-            if axis == 0 and batch is not None and d != batch:
-                raise UsageError(
-                    f"input {spec.name!r} has a fixed batch of {d}: use batch {d} or re-export the "
-                    "model with a dynamic batch dim"
-                )
             result.append(d)
         elif isinstance(d, str) and d in dims:
             result.append(int(dims[d]))
@@ -251,6 +246,13 @@ def random_feeds(
             f"--input-shape names unknown input(s) {', '.join(map(repr, unknown))}: the model's "
             f"inputs are {', '.join(repr(s.name) for s in specs)}"
         )
+    if batch is not None and specs and all(s.shape and isinstance(s.shape[0], int) for s in specs):
+        fixed = specs[0].shape[0]
+        if batch != fixed and specs[0].name not in shapes:
+            raise UsageError(
+                f"the model has a fixed batch of {fixed} (input {specs[0].name!r} is "
+                f"{_fmt_shape(specs[0].shape)}): use batch {fixed} or re-export it with a dynamic batch dim"
+            )
     feed: dict[str, np.ndarray] = {}
     for spec in specs:
         shape = concrete_shape(spec, batch, dims, shapes.get(spec.name))

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -114,7 +115,9 @@ class Session:
         options = [opts for _, opts in self._chain]
         start = time.perf_counter()
         try:
-            sess = ort.InferenceSession(model, sess_options=so, providers=names, provider_options=options)
+            with warnings.catch_warnings():  # onnxruntime warns of missing providers; we log it below
+                warnings.simplefilter("ignore", UserWarning)
+                sess = ort.InferenceSession(model, sess_options=so, providers=names, provider_options=options)
         except Exception as e:  # onnxruntime raises its own pybind exception types
             kind = type(e).__name__
             line = _first_line(e)
