@@ -158,13 +158,31 @@ def _custom_domains(model: ir.Model) -> list[Finding]:
     ]
 
 
-def _float_islands(model: ir.Model) -> list[Finding]:
+def _producer_op(node: ir.Node) -> str | None:
+    source = node.inputs[0] if node.inputs else None
+    producer = source.producer() if source is not None else None
+    return producer.op_type if producer is not None else None
+
+
+def _is_float(value: ir.Value, types: dict[str, int] | None) -> bool:
+    if value.dtype is not None:
+        return value.dtype in FLOAT_TYPES
+    if types is not None and value.name in types:
+        return ir.DataType(types[value.name]) in FLOAT_TYPES
+    return True  # unknown: assume float
+
+
+def _float_islands(model: ir.Model, types: dict[str, int] | None) -> list[Finding]:
     islands: dict[str, list[str]] = collections.defaultdict(list)
     for node in model.graph:
         if node.op_type in INT8_OPS or node.domain not in _STANDARD_DOMAINS:
             continue
-        if any(out.dtype is not None and out.dtype not in FLOAT_TYPES for out in node.outputs):
+        if any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()):
+            continue  # reported by _subgraphs
+        if not all(_is_float(out, types) for out in node.outputs):
             continue  # integer shape arithmetic is no island
+        if node.op_type == "BatchNormalization" and _producer_op(node) in _COMPUTE:
+            continue  # prepare folds it
         before = {v.producer().op_type for v in node.inputs if v is not None and v.producer() is not None}
         after = {u.node.op_type for out in node.outputs for u in out.uses()}
         if before & (INT8_OPS - {"Shape"}) and after & INT8_OPS:
@@ -222,7 +240,8 @@ def _dynamic_dims(model: ir.Model) -> list[Finding]:
     ]
 
 
-def _unknown_shapes(model: ir.Model) -> list[Finding]:
+def _infer(model: ir.Model) -> tuple[dict[str, int] | None, str]:
+    """Element type of every value ONNX inference can type (None and the reason when it fails)."""
     import onnx
     from onnx_ir.passes.common import _c_api_utils
 
@@ -231,15 +250,31 @@ def _unknown_shapes(model: ir.Model) -> list[Finding]:
 
     try:
         inferred = _c_api_utils.call_onnx_api(infer, model)
-    except Exception as e:  # onnx raises several error types; report it as a finding
-        return [Finding("limit", "shape inference", f"ONNX shape inference fails ({str(e).splitlines()[0]}): prepare falls back to running the model on data")]
-    known = {vi.name for vi in inferred.graph.value_info if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape")}
-    known |= {vi.name for vi in inferred.graph.output}
+    except Exception as e:  # onnx raises several error types; the caller reports it
+        return None, str(e).splitlines()[0] if str(e) else type(e).__name__
+    types = {}
+    for vi in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
+        t = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and t.HasField("shape") and t.elem_type:
+            types[vi.name] = t.elem_type
+    return types, ""
+
+
+def _unknown_shapes(model: ir.Model, types: dict[str, int] | None, reason: str) -> list[Finding]:
+    if types is None:
+        return [
+            Finding(
+                "limit",
+                "shape inference",
+                f"ONNX shape inference fails ({reason}): prepare falls back to running the model "
+                "on calibration data (pass --calib)",
+            )
+        ]
     unknown = [
         v.name
         for node in model.graph
         for v in node.outputs
-        if v.name and v.name not in known and node.op_type != "Constant"
+        if v.name and v.name not in types and node.op_type != "Constant"
     ]
     if not unknown:
         return []
@@ -255,14 +290,15 @@ def _unknown_shapes(model: ir.Model) -> list[Finding]:
 
 def check(model: ir.Model) -> list[Finding]:
     """Findings about ``model`` (not modified), blockers first."""
+    types, reason = _infer(model)
     findings = [
         *_dtype(model),
         *_opset(model),
         *_constant_weights(model),
-        *_unknown_shapes(model),
+        *_unknown_shapes(model, types, reason),
         *_subgraphs(model),
         *_custom_domains(model),
-        *_float_islands(model),
+        *_float_islands(model, types),
         *_external_data(model),
         *_dynamic_dims(model),
     ]
