@@ -1,0 +1,88 @@
+"""bench: figures and their consistency, isolation in fresh processes, inputs, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+from rt_nets import conv_net, save
+
+from edgeq.errors import ModelLoadError, ProviderError, UsageError
+from edgeq.runtime.bench import BenchResult, bench, bench_report, file_bytes
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return save(conv_net()[0], tmp_path_factory.mktemp("bench") / "net.onnx")
+
+
+def _check_consistent(r: BenchResult) -> None:
+    assert 0 < r.min_ms <= r.p50_ms <= r.p90_ms <= r.p99_ms <= r.max_ms
+    assert r.min_ms <= r.mean_ms <= r.max_ms
+    # throughput = samples / total run time = batch / mean latency
+    assert r.throughput == pytest.approx(r.batch / (r.mean_ms / 1e3), rel=1e-6)
+    assert r.session_start_ms > 0
+    assert r.peak_rss_delta_bytes is not None and r.peak_rss_delta_bytes >= 0
+    assert r.providers_used == ("CPUExecutionProvider",)
+
+
+def test_isolated_bench_over_threads_and_batches(model_path):
+    results = bench([model_path], providers=["cpu"], threads=[1, 2], batches=[1, 4], warmup=2, iters=15)
+    assert [(r.threads, r.batch) for r in results] == [(1, 1), (1, 4), (2, 1), (2, 4)]
+    for r in results:
+        _check_consistent(r)
+        assert r.iters == 15 and r.warmup == 2
+        assert r.input_shapes == {"x": [r.batch, 3, 8, 8]}
+        assert r.file_bytes == os.path.getsize(model_path)
+        assert r.speedup is None
+    report = json.loads(json.dumps(bench_report(results)))
+    assert report["results"][1]["batch"] == 4 and report["results"][1]["p50_ms"] == results[1].p50_ms
+    assert BenchResult.from_dict(report["results"][0]) == results[0]
+
+
+def test_seconds_budget_and_speedup_against_first(model_path, tmp_path):
+    other = save(conv_net(seed=1)[0], tmp_path / "other.onnx")
+    results = bench([model_path, other], seconds=0.05, min_iters=12, warmup=1, isolate=False)
+    first, second = results
+    assert first.iters >= 12 and second.iters >= 12
+    assert first.speedup is None
+    assert second.speedup == pytest.approx(first.p50_ms / second.p50_ms)
+    _check_consistent(second)
+
+
+def test_external_data_counts_in_file_size(tmp_path):
+    model = conv_net()[0]
+    path = str(tmp_path / "ext.onnx")
+    onnx.save_model(model, path, save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    assert file_bytes(path) == os.path.getsize(path) + os.path.getsize(tmp_path / "ext.onnx.data")
+    (r,) = bench([path], iters=10, warmup=0, isolate=False)
+    assert r.file_bytes == file_bytes(path) > 5000
+
+
+def test_given_inputs_are_tiled_to_the_batch(model_path, tmp_path):
+    np.savez(tmp_path / "x.npz", x=np.ones((2, 3, 8, 8), np.float32))
+    own, tiled = bench([model_path], batches=None, inputs=str(tmp_path / "x.npz"), iters=10, isolate=False), \
+        bench([model_path], batches=[5], inputs=str(tmp_path / "x.npz"), iters=10, isolate=False)
+    assert own[0].batch == 2 and own[0].input_shapes == {"x": [2, 3, 8, 8]}
+    assert tiled[0].batch == 5 and tiled[0].input_shapes == {"x": [5, 3, 8, 8]}
+
+
+def test_unavailable_providers_are_skipped_or_refused(model_path):
+    (r,) = bench([model_path], providers=["cuda", "cpu"], iters=10, isolate=False)
+    assert r.provider == "cpu"
+    with pytest.raises(ProviderError, match="available: .*CPUExecutionProvider"):
+        bench([model_path], providers=["trt"], iters=10)
+
+
+def test_errors_before_and_inside_the_worker(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        bench([str(tmp_path / "none.onnx")])
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 50)
+    with pytest.raises(ModelLoadError, match="not a valid ONNX model"):  # raised in the subprocess
+        bench([str(bad)], iters=10)
+    with pytest.raises(UsageError, match="iters must be at least 1"):
+        bench([str(bad)], iters=0)
