@@ -76,16 +76,19 @@ def _save(outputs: dict, out: str, inputs: list[str]) -> None:
 
 
 def _reference_runner():
-    if importlib.util.find_spec("edgeq.reference") is None:
+    runner = None
+    if importlib.util.find_spec("edgeq.reference") is not None:
+        import edgeq.reference
+
+        runner = getattr(edgeq.reference, "run", None)
+    if runner is None:
         from edgeq.errors import UsageError
 
         raise UsageError(
-            "--reference needs edgeq's integer reference interpreter (edgeq.reference), which is not "
-            "in this build: run without --reference to use onnxruntime"
+            "--reference needs edgeq's integer reference interpreter (edgeq.reference.run), which is "
+            "not in this build: run without --reference to use onnxruntime"
         )
-    import edgeq.reference
-
-    return edgeq.reference.run
+    return runner
 
 
 @click.command("run")

@@ -255,14 +255,12 @@ def bench(
     if warmup < 0 or seconds <= 0:
         raise UsageError("--warmup must be >= 0 and --seconds > 0")
     avail = available_providers()
-    chosen = []
-    for name in providers:
-        full = canonical_name(name)
-        if full in avail:
-            chosen.append(name)
-        else:
-            logger.warning("execution provider %s is not available here; not benchmarking it", full)
-    if not chosen:
+    chosen = [name for name in providers if canonical_name(name) in avail]
+    if chosen:
+        for name in providers:
+            if name not in chosen:
+                logger.warning("execution provider %s is not available here; not benchmarking it", name)
+    else:
         from edgeq.errors import ProviderError
 
         raise ProviderError(
