@@ -154,5 +154,6 @@ class FoldBatchNormPass(NotingPass):
             y.name = None
             x.name = name
         x.shape = x.shape or y.shape
+        x.type = x.type or y.type
         logger.debug("folded %s into %s", bn.name, node.name)
         return True
