@@ -1,0 +1,255 @@
+"""``collect_ranges``: run calibration data through the model once and keep streaming ranges.
+
+    source = load_data("calib/", model)
+    table = collect_ranges(model, ["conv1_out", "relu2_out"], source, QuantConfig(method="entropy"))
+
+The values to observe become extra graph outputs of the model for the time it takes to build one
+onnxruntime CPU session (graph optimizations off so every name survives); the caller's model is
+left as it was. Each batch updates one observer per tensor and is dropped: memory does not grow
+with the number of samples. Histogram methods use a single pass (see ``observers``).
+
+Graph inputs are observed from the feeds, initializers from their values. Values inside subgraphs
+(If/Loop bodies), non-float tensors and tensors that stayed empty are left out of the table; the
+reason for each is logged and kept in ``table.meta["skipped"]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from edgeq.calibrate.data import FeedSource, load_data
+from edgeq.calibrate.methods import choose_range
+from edgeq.calibrate.observers import HistogramObserver, MinMaxObserver
+from edgeq.calibrate.ranges import RangesTable, TensorRange
+from edgeq.config import QuantConfig
+from edgeq.errors import DataError, UnsupportedError, UsageError
+
+__all__ = ["collect_ranges"]
+
+logger = logging.getLogger(__name__)
+
+_FLOAT_DTYPES = {"FLOAT", "FLOAT16", "DOUBLE", "BFLOAT16"}
+
+
+def _as_ir(model: Any) -> Any:
+    import onnx_ir as ir
+
+    if isinstance(model, ir.Model):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        from edgeq.io import load_model
+
+        return load_model(model)
+    if hasattr(model, "graph") and hasattr(model, "SerializeToString"):
+        return ir.from_proto(model)
+    raise UsageError(f"expected an ONNX model (path, onnx.ModelProto or onnx_ir.Model), got {type(model).__name__}")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    line = line.removeprefix("[ONNXRuntimeError] : ").strip()
+    return re.sub(r"^\d+ : [A-Z_]+ : ", "", line)
+
+
+class _ObservedModel:
+    """An onnxruntime CPU session of ``model`` with ``values`` added as outputs."""
+
+    def __init__(self, model: Any, values: Sequence[Any]) -> None:
+        import onnx_ir as ir
+        import onnxruntime as ort
+
+        from edgeq.io import EXTERNAL_DATA_THRESHOLD
+
+        graph = model.graph
+        added = [v for v in values if not v.is_graph_output()]
+        self.names = [v.name for v in values]
+        self._tmp: str | None = None
+        graph.outputs.extend(added)
+        try:
+            tensors = [v.const_value for g in (graph, *graph.subgraphs()) for v in g.initializers.values()]
+            external = any(isinstance(t, ir.ExternalTensor) for t in tensors)
+            big = sum(t.nbytes for t in tensors if t is not None) > EXTERNAL_DATA_THRESHOLD
+            if external or big:
+                self._tmp = tempfile.mkdtemp(prefix="edgeq-calib-")
+                target: str | bytes = os.path.join(self._tmp, "model.onnx")
+                ir.save(model, target, external_data="model.onnx.data")
+            else:
+                target = ir.to_proto(model).SerializeToString()
+        finally:
+            for v in added:
+                graph.outputs.remove(v)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(target, so, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            self.close()
+            raise UnsupportedError(
+                f"onnxruntime cannot load the model for calibration: {_first_line(e)}"
+            ) from None
+        del target
+
+    def run(self, feed: dict[str, np.ndarray], label: str) -> list[np.ndarray]:
+        try:
+            return self.session.run(self.names, feed)
+        except Exception as e:
+            raise DataError(f"running {label} through the model failed: {_first_line(e)}") from None
+
+    def close(self) -> None:
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=True,
+    )
+
+
+def collect_ranges(
+    model: Any,
+    names: Iterable[str],
+    source: Any,
+    config: QuantConfig | None = None,
+    *,
+    progress: bool = True,
+) -> RangesTable:
+    """One ``TensorRange`` per observable float tensor in ``names`` (see the module docstring).
+
+    ``model``: onnx_ir.Model | onnx.ModelProto | path. ``source``: a FeedSource or anything
+    ``load_data`` takes. ``config`` supplies method, percentile, num_bins, max_samples,
+    activations and symmetric.
+    """
+    config = config or QuantConfig()
+    model = _as_ir(model)
+    if not isinstance(source, FeedSource):
+        source = load_data(source, model)
+    graph = model.graph
+    names = list(dict.fromkeys(names))
+
+    produced = {v.name: v for node in graph for v in node.outputs if v.name}
+    inputs = {v.name: v for v in graph.inputs}
+    initializers = graph.initializers
+    in_subgraphs = {v.name for sub in graph.subgraphs() for node in sub for v in node.outputs}
+    in_subgraphs |= {v.name for sub in graph.subgraphs() for v in sub.inputs}
+
+    skipped: dict[str, str] = {}
+    run_values, from_feed, constants = [], [], []
+    for name in names:
+        value = next((m[name] for m in (initializers, inputs, produced) if name in m), None)
+        if value is None:
+            if name in in_subgraphs:
+                skipped[name] = "inside a subgraph (If/Loop/Scan body), which calibration cannot observe"
+                continue
+            raise UsageError(f"value {name!r} is not in the model's main graph: it cannot be calibrated")
+        if value.dtype is not None and value.dtype.name not in _FLOAT_DTYPES:
+            skipped[name] = f"not a float tensor ({value.dtype.name.lower()})"
+            continue
+        if name in initializers:
+            constants.append(value)
+        elif name in inputs:
+            from_feed.append(name)
+        else:
+            run_values.append(value)
+
+    def make(name: str) -> MinMaxObserver:
+        if config.method == "minmax":
+            return MinMaxObserver(name)
+        return HistogramObserver(name, config.num_bins)
+
+    observers = {name: make(name) for name in names if name not in skipped}
+    for value in constants:
+        if value.const_value is not None:
+            observers[value.name].update(value.const_value.numpy())
+
+    session = _ObservedModel(model, run_values) if run_values else None
+    limit = config.max_samples
+    try:
+        total = len(source)
+    except TypeError:
+        total = None
+    if limit is not None:
+        total = limit if total is None else min(total, limit)
+    num_samples = 0
+    try:
+        with _progress(progress) as bar:
+            task = bar.add_task(f"calibrating ({config.method})", total=total)
+            for label, feed in source.items():
+                if limit is not None and num_samples >= limit:
+                    break
+                if session is not None:
+                    outputs = session.run(feed, label)
+                    for name, array in zip(session.names, outputs):
+                        _observe(observers, skipped, name, array)
+                    del outputs
+                for name in from_feed:
+                    _observe(observers, skipped, name, feed[name])
+                del feed
+                num_samples += 1
+                bar.advance(task)
+    finally:
+        if session is not None:
+            session.close()
+
+    ranges: dict[str, TensorRange] = {}
+    for name, obs in observers.items():
+        if name in skipped:
+            continue
+        if not obs.seen:
+            skipped[name] = "empty or non-finite in every sample"
+            continue
+        lo, hi, summary = choose_range(
+            obs,
+            config.method,
+            percentile=config.percentile,
+            activations=config.activations,
+            symmetric=config.symmetric,
+        )
+        summary = {"num_samples": num_samples, **summary}
+        ranges[name] = TensorRange(lo=lo, hi=hi, min=obs.min, max=obs.max, method=config.method, summary=summary)
+    for name, reason in skipped.items():
+        logger.info("not calibrated: %r is %s", name, reason)
+    meta: dict[str, Any] = {
+        "activations": config.activations,
+        "symmetric": config.symmetric,
+        "source": source.description,
+    }
+    if config.method == "percentile":
+        meta["percentile"] = config.percentile
+    if config.method != "minmax":
+        meta["num_bins"] = config.num_bins
+    if skipped:
+        meta["skipped"] = skipped
+    logger.info("calibrated %d tensors on %d samples (%s)", len(ranges), num_samples, config.method)
+    return RangesTable(ranges, method=config.method, num_samples=num_samples, meta=meta)
+
+
+def _observe(observers: dict[str, MinMaxObserver], skipped: dict[str, str], name: str, array: Any) -> None:
+    if name in skipped:
+        return
+    if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
+        kind = array.dtype.name if isinstance(array, np.ndarray) else type(array).__name__
+        skipped[name] = f"not a float tensor ({kind})"
+        return
+    observers[name].update(array)
+

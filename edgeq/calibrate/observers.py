@@ -1,0 +1,136 @@
+"""Streaming observers: one per tensor, updated batch by batch, holding O(bins) state.
+
+* ``MinMaxObserver``: running min and max.
+* ``HistogramObserver``: min/max plus a histogram of ``2 * num_bins`` bins over ``[-R, R]``
+  (``num_bins`` per side, zero is a bin edge). It is single-pass: ``R`` starts at the first
+  batch's ``max|x|`` and, when a later batch goes beyond it, grows to ``R * 2**k`` (the smallest
+  power-of-two multiple that covers the batch); the old counts merge exactly, ``2**k`` adjacent
+  bins into one, as TensorRT's and PyTorch's histogram calibrators do. The final resolution is
+  thus at least half of a histogram built with the final range. ``abs_histogram()`` folds it to
+  ``num_bins`` bins of ``|x|`` over ``[0, R]``.
+
+Non-finite values (an overflowing activation) are ignored with a debug log; empty tensors are
+skipped. Batches are processed in chunks so the transient memory stays a few MB per tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+__all__ = ["MinMaxObserver", "HistogramObserver", "CHUNK"]
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 1 << 20  # elements per chunk while histogramming
+
+
+def _finite(array: np.ndarray, name: str) -> tuple[np.ndarray, float, float]:
+    lo, hi = float(array.min()), float(array.max())
+    if math.isfinite(lo) and math.isfinite(hi):
+        return array, lo, hi
+    array = array[np.isfinite(array)]
+    logger.debug("tensor %r: ignoring %s non-finite values", name, "some")
+    if array.size == 0:
+        return array, math.nan, math.nan
+    return array, float(array.min()), float(array.max())
+
+
+class MinMaxObserver:
+    """Running min/max over every element of every batch."""
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+        self.min = math.inf
+        self.max = -math.inf
+        self.num_batches = 0
+
+    @property
+    def seen(self) -> bool:
+        return self.num_batches > 0
+
+    def update(self, array: np.ndarray) -> None:
+        if array.size == 0:
+            return
+        array, lo, hi = _finite(array.reshape(-1), self.name)
+        if array.size == 0:
+            return
+        self._update(array, lo, hi)
+        self.min = min(self.min, lo)
+        self.max = max(self.max, hi)
+        self.num_batches += 1
+
+    def _update(self, array: np.ndarray, lo: float, hi: float) -> None:
+        pass
+
+
+class HistogramObserver(MinMaxObserver):
+    """Min/max plus a signed histogram that widens by power-of-two merges (single pass)."""
+
+    def __init__(self, name: str = "", num_bins: int = 2048) -> None:
+        super().__init__(name)
+        self.num_bins = int(num_bins)
+        self.radius = 0.0  # R: the histogram covers [-R, R]; 0 until a non-zero value is seen
+        self.counts = np.zeros(2 * self.num_bins, dtype=np.float64)
+        self._pending_zeros = 0  # zeros seen while R is still 0
+
+    @property
+    def width(self) -> float:
+        return self.radius / self.num_bins
+
+    def _widen(self, amax: float) -> None:
+        n = self.num_bins
+        if self.radius == 0.0:
+            self.radius = amax
+            self.counts[n] += self._pending_zeros
+            self._pending_zeros = 0
+            return
+        k = max(1, math.ceil(math.log2(amax / self.radius)))
+        while self.radius * 2.0**k < amax:  # guard log2 rounding
+            k += 1
+        shift = min(k, 62)
+        index = np.arange(n) >> shift
+        pos = np.bincount(index, weights=self.counts[n:], minlength=n)
+        neg = np.bincount(index, weights=self.counts[:n][::-1], minlength=n)
+        self.counts = np.concatenate([neg[::-1], pos])
+        self.radius = self.radius * 2.0**k
+        logger.debug("tensor %r: histogram range widened to +-%g", self.name, self.radius)
+
+    def _update(self, array: np.ndarray, lo: float, hi: float) -> None:
+        amax = max(-lo, hi)
+        if amax == 0.0 and self.radius == 0.0:
+            self._pending_zeros += array.size
+            return
+        if amax > self.radius:
+            self._widen(amax)
+        n = self.num_bins
+        if array.dtype not in (np.float32, np.float64):
+            array = array.astype(np.float32)  # float16 cannot index 2 * num_bins bins exactly
+        scale = np.float32(n / self.radius) if array.dtype == np.float32 else n / self.radius
+        top = 2 * n - 1
+        for start in range(0, array.size, CHUNK):
+            chunk = array[start : start + CHUNK]
+            pos = chunk * scale
+            pos += n  # in [0, 2n]; truncation below is floor for non-negatives
+            index = pos.astype(np.intp)
+            np.clip(index, 0, top, out=index)
+            self.counts += np.bincount(index, minlength=2 * n)
+
+    # -- views used by the range methods -------------------------------------------------
+    def signed_histogram(self) -> tuple[np.ndarray, float]:
+        """``(counts, width)``: ``2 * num_bins`` bins, bin ``j`` covers ``[-R + j*w, -R + (j+1)*w)``."""
+        counts = self.counts.copy()
+        if self.radius == 0.0:
+            counts[self.num_bins] += self._pending_zeros
+        return counts, self.width
+
+    def abs_histogram(self) -> tuple[np.ndarray, float]:
+        """``(counts, width)``: ``num_bins`` bins of ``|x|``, bin ``j`` covers ``[j*w, (j+1)*w)``."""
+        n = self.num_bins
+        counts = self.counts[n:] + self.counts[:n][::-1]
+        if self.radius == 0.0:
+            counts = counts.copy()
+            counts[0] += self._pending_zeros
+        return counts, self.width
