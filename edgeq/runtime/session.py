@@ -57,7 +57,7 @@ def _first_line(error: BaseException) -> str:
 class Session:
     """An onnxruntime session built on first use.
 
-    ``model``: path, bytes or ``onnx.ModelProto``. ``providers``: ordered names or typed options
+    ``model``: path, bytes, ``onnx.ModelProto`` (or an ``onnx_ir.Model`` a caller already holds). ``providers``: ordered names or typed options
     (see ``edgeq.runtime.providers``); unavailable ones are skipped with a warning. ``threads``
     sets intra-op threads (overrides ``CPUOptions.threads``).
     """
@@ -76,6 +76,11 @@ class Session:
         if isinstance(model, str):
             check_model_file(model)
         elif not isinstance(model, bytes):
+            if type(model).__module__.startswith("onnx_ir"):
+                # Only when the caller already holds an onnx_ir.Model, so the import is free.
+                import onnx_ir
+
+                model = onnx_ir.to_proto(model)
             if not hasattr(model, "SerializeToString"):
                 raise ModelLoadError(
                     f"Session takes a model path, bytes or onnx.ModelProto, not {type(model).__name__}"

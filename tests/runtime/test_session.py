@@ -117,3 +117,14 @@ def test_runtime_failure_becomes_edgeq_error():
     )
     with pytest.raises(EdgeqError, match="onnxruntime failed running"):
         Session(model).run({"x": np.zeros((2, 4), np.float32)})
+
+
+def test_onnx_ir_model_is_accepted(net, rng):
+    import onnx_ir as ir
+
+    model, weights = net
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    out = Session(ir.from_proto(model)).run({"x": x})
+    np.testing.assert_allclose(out["y"], conv_net_reference(x, weights), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ModelLoadError, match="not list"):
+        Session([1, 2])
