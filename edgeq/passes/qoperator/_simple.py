@@ -1,0 +1,34 @@
+"""Shared check for the com.microsoft QLinear activation ops: every float input comes from a
+per-tensor DequantizeLinear and the output goes to one per-tensor QuantizeLinear, all of
+one dtype (uint8 or int8)."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from edgeq.passes.qoperator._match import QInput, QOutput, dequantized, quantized_output
+
+__all__ = ["per_tensor_io"]
+
+
+def per_tensor_io(
+    node: ir.Node, graph: ir.Graph, inputs: int | None = None, fold: bool = True
+) -> tuple[list[QInput], QOutput] | str:
+    values = node.inputs if inputs is None else node.inputs[:inputs]
+    qins: list[QInput] = []
+    for i, value in enumerate(values):
+        q = dequantized(value, graph)
+        if isinstance(q, str):
+            return f"input {i}: {q}"
+        if not q.per_tensor:
+            return f"input {i} is not quantized per-tensor"
+        qins.append(q)
+    out = quantized_output(node.outputs[0], graph)
+    if isinstance(out, str):
+        return out
+    if out.fused and not fold:
+        return f"{out.fused[0].op_type} after {node.op_type} cannot be folded"
+    dtypes = {q.dtype for q in qins} | {out.dtype}
+    if len(dtypes) != 1:
+        return f"inputs and output mix {sorted(str(d) for d in dtypes)}; the op needs one dtype"
+    return qins, out

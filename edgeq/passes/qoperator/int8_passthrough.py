@@ -1,0 +1,85 @@
+"""``DQ(x) -> op -> Q  ==>  op`` on the integer tensor, when the op only moves or selects
+values (MaxPool, Reshape, Transpose, Slice, Concat, Flatten, Squeeze, Unsqueeze) and the Q
+has the DQ's scale and zero point; and ``DQ(x) -> Relu|Clip -> Q  ==>  Max|Clip`` on it.
+
+1. Every DequantizeLinear input (all inputs of Concat, input 0 of the others) shares the
+   output's dtype, scale and zero point; other inputs (shapes, axes) are left alone.
+2. MaxPool must not use its Indices output.
+3. Relu becomes ``Max(x, zero_point)``; Clip gets its bounds quantized (rounded inward).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from edgeq.passes.qoperator._match import add_initializer, const_array, dequantized, quantized_output, same_quant
+from edgeq.passes.qoperator._rule import Match, Rule, copy_attributes, replace_with
+
+__all__ = ["Int8PassthroughRule", "PASSTHROUGH_OPS"]
+
+PASSTHROUGH_OPS = (
+    "MaxPool", "Reshape", "Transpose", "Slice", "Concat", "Flatten", "Squeeze", "Unsqueeze",
+    "Relu", "Clip",
+)
+
+
+def _quantize_bound(value: float, scale: float, zp: int, dtype: np.dtype, up: bool) -> np.ndarray:
+    info = np.iinfo(dtype)
+    q = (np.ceil if up else np.floor)(value / scale) + zp
+    return np.array(np.clip(q, info.min, info.max), dtype=dtype)
+
+
+class Int8PassthroughRule(Rule):
+    name = "int8 passthrough"
+    op_types = PASSTHROUGH_OPS
+
+    def check(self, node: ir.Node, graph: ir.Graph) -> Match | str:
+        data = range(len(node.inputs)) if node.op_type == "Concat" else (0,)
+        if node.op_type == "MaxPool" and len(node.outputs) > 1 and node.outputs[1].uses():
+            return "MaxPool Indices output is used"
+        qins = {}
+        for i in data:
+            q = dequantized(node.inputs[i], graph)
+            if isinstance(q, str):
+                return f"input {i}: {q}"
+            qins[i] = q
+        out = quantized_output(node.outputs[0], graph)
+        if isinstance(out, str):
+            return out
+        if out.fused:
+            return f"{out.fused[0].op_type} after {node.op_type} is not folded"
+        for i, q in qins.items():
+            if not same_quant(q, out):
+                return f"input {i} and output are quantized differently (needs rescaling)"
+        bounds = None
+        if node.op_type == "Clip":
+            bounds = []
+            for idx, up in ((1, True), (2, False)):
+                v = node.inputs[idx] if len(node.inputs) > idx else None
+                if v is None:
+                    bounds.append(None)
+                    continue
+                arr = const_array(v)
+                if arr is None:
+                    return "Clip bounds are not constant"
+                bounds.append(_quantize_bound(float(arr), float(out.scale_array),
+                                              int(out.zero_point_array), out.dtype.numpy(), up))
+        return Match({"in": qins, "out": out, "bounds": bounds})
+
+    def rewrite(self, node: ir.Node, graph: ir.Graph, match: Match) -> ir.Node:
+        qins, out = match["in"], match["out"]
+        inputs = list(node.inputs)
+        for i, q in qins.items():
+            inputs[i] = q.value
+        op_type, attrs = node.op_type, copy_attributes(node)
+        if op_type == "Relu":
+            op_type, attrs = "Max", []
+            inputs.append(out.zero_point)
+        elif op_type == "Clip":
+            inputs = [inputs[0]] + [
+                None if b is None else add_initializer(graph, f"{node.name}_bound", b)
+                for b in match["bounds"]
+            ]
+        new = replace_with(graph, node, out, op_type, inputs, attrs)
+        return new

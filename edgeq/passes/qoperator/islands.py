@@ -1,0 +1,64 @@
+"""Float islands: what still runs in float between the first Q and the last DQ.
+
+A node is on an island when it is neither QuantizeLinear nor DequantizeLinear, computes on a
+float tensor, is reachable from some QuantizeLinear and reaches some DequantizeLinear. A
+``DQ -> Q`` pair (a requantization, e.g. after MatMulInteger) is listed apart: the integer
+reference runs it in fixed point, though onnxruntime runs it in float.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+__all__ = ["find_islands", "find_requantizations"]
+
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
+_FLOATS = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE)
+
+
+def _reach(starts: list[ir.Node], forward: bool) -> set[ir.Node]:
+    seen: set[ir.Node] = set()
+    stack = list(starts)
+    while stack:
+        node = stack.pop()
+        if forward:
+            nxt = [u.node for v in node.outputs for u in v.uses()]
+        else:
+            nxt = [v.producer() for v in node.inputs if v is not None and v.producer() is not None]
+        for n in nxt:
+            if n not in seen:
+                seen.add(n)
+                stack.append(n)
+    return seen
+
+
+def _is_float(node: ir.Node) -> bool:
+    values = [*node.inputs, *node.outputs]
+    return any(v is not None and v.dtype in _FLOATS and v.const_value is None for v in values)
+
+
+def find_islands(graph: ir.Graph, reasons: dict[ir.Node, list[str]]) -> list[dict]:
+    """Island nodes in graph order, each with why no rule rewrote it."""
+    after_q = _reach([n for n in graph if n.op_type == "QuantizeLinear"], forward=True)
+    before_dq = _reach([n for n in graph if n.op_type == "DequantizeLinear"], forward=False)
+    islands = []
+    for node in graph:
+        if node.op_type in _QDQ or node not in after_q or node not in before_dq:
+            continue
+        if not _is_float(node):
+            continue
+        why = reasons.get(node) or [f"no integer rule for {node.op_type}"]
+        islands.append({"node": node.name, "op_type": node.op_type, "reasons": why})
+    return islands
+
+
+def find_requantizations(graph: ir.Graph) -> list[dict]:
+    """``DQ -> Q`` pairs: the DQ output read only by QuantizeLinear nodes."""
+    pairs = []
+    for dq in graph:
+        if dq.op_type != "DequantizeLinear":
+            continue
+        uses = [u.node for u in dq.outputs[0].uses()]
+        if uses and all(u.op_type == "QuantizeLinear" for u in uses):
+            pairs += [{"dequantize": dq.name, "quantize": q.name} for q in uses]
+    return pairs
