@@ -24,6 +24,22 @@ HOW TO RUN (two steps, two machines)
      PYTHONPATH=. python bench/gpu_providers.py out/gpu_a --json out/gpu_a/results.json
      PYTHONPATH=. python bench/gpu_providers.py out/gpu_b --json out/gpu_b/results.json
 
+   Tested on the lent H100 (its image has CPU-only onnxruntime 1.30 and CUDA 13 libraries from
+   torch's nvidia-* wheels, which ``onnxruntime.preload_dlls()`` finds). The onnxruntime-gpu
+   1.31.1 wheel (CUDA 13 build) is 256 MB, so it travels in the five 52 MiB parts under .whl/
+   (``split -b 52m``), one ``run`` call each while the machine stays warm, each call carrying
+   one part and doing ``mkdir -p /tmp/p && cp .whl/ortgpu.partNN /tmp/p/``; the last call then::
+
+     cat /tmp/p/ortgpu.part0* > /tmp/onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl
+     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+         /tmp/onnxruntime_gpu-1.31.1-cp312-cp312-manylinux_2_28_x86_64.whl
+     PYTHONPATH=/tmp/site:. PYTHONUNBUFFERED=1 python3 bench/gpu_providers.py out/gpu_a \
+         --json $OUT/gpu_a.json
+
+   (carry ``out/gpu_a`` in that call too; /tmp/site must come first on PYTHONPATH so it shadows
+   the image's CPU onnxruntime). The run prints "available providers: [... CUDAExecutionProvider
+   ...]" first; a row marked FELL BACK means CUDA could not be used.
+
    Options: ``--providers cuda,cpu`` (default), ``--batches 1,8``, ``--runs 5`` (timed runs per
    configuration; each run is ``--iters 30`` calls; the figure is the median of the per-run
    medians), ``--warmup 10``, ``--threads 0`` (CPU intra-op threads, 0 = onnxruntime's default).
@@ -31,7 +47,8 @@ HOW TO RUN (two steps, two machines)
    CUDA-over-CPU speedup, fidelity against the fp32 CPU reference (SQNR, top-1 agreement),
    max abs difference between CUDA and CPU for the same file, the share of kernel time that ran
    on the requested provider (from an onnxruntime profile; ``int8`` QDQ on CUDA shows where the
-   Q/DQ and integer kernels ran), and GPU memory from nvidia-smi where present. If the CUDA
+   Q/DQ and integer kernels ran), and the GPU memory each session added (nvidia-smi, after all
+   its batches ran; the CUDA context is created once beforehand and not counted). If the CUDA
    provider cannot load, the row says so (fell back to CPU) instead of reporting CPU numbers
    as CUDA.
 """
@@ -298,6 +315,10 @@ def run_gpu(folder: str, providers: list[str], batches: list[int], threads: int,
     print(f"onnxruntime {ort.__version__}, available providers: {ort.get_available_providers()}")
     with open(os.path.join(folder, "manifest.json")) as f:
         manifest = json.load(f)
+    if "cuda" in providers and "CUDAExecutionProvider" in ort.get_available_providers() and manifest["models"]:
+        # Create the CUDA context once, so GPU memory figures are each session's own.
+        first = manifest["models"][0]
+        Session(os.path.join(folder, next(iter(first["files"].values()))), providers=(CUDAOptions(),)).providers
     rows: list[dict] = []
     for entry in manifest["models"]:
         with np.load(os.path.join(folder, entry["inputs"]), allow_pickle=False) as data:
@@ -315,7 +336,7 @@ def run_gpu(folder: str, providers: list[str], batches: list[int], threads: int,
                 session = Session(path, providers=chain, threads=threads or None)
                 used = session.providers
                 wanted = canonical_name(provider)
-                mem1 = _gpu_mem_mb()
+                first_row = len(rows)
                 share = _kernel_share(path, used, _slice(full, 1), wanted)
                 for batch in batches:
                     feed = _slice(full, batch)
@@ -331,13 +352,15 @@ def run_gpu(folder: str, providers: list[str], batches: list[int], threads: int,
                         "providers_used": used, "fell_back": used[0] != wanted,
                         **timing, "throughput": batch * 1e3 / timing["p50_ms"],
                         "session_start_ms": (session.start_seconds or 0) * 1e3,
-                        "gpu_mem_mb": None if mem0 is None or mem1 is None else mem1 - mem0,
                         "kernel_share_on_provider": share["share"], "ops_elsewhere": share["elsewhere"],
                         "sqnr_vs_fp32_db": fid.get("sqnr_db"), "top1_vs_fp32": fid.get("top1_agreement"),
                         "cosine_vs_fp32": fid.get("cosine"), "file_bytes": os.path.getsize(path),
                     })
                     print(f"  {entry['name']} {variant} {provider} b{batch}: {timing['p50_ms']:.3f} ms "
                           f"(used {used[0]}), SQNR vs fp32 {fid.get('sqnr_db', float('nan')):.1f} dB")
+                mem1 = _gpu_mem_mb()
+                for row in rows[first_row:]:  # this session's growth, after every batch ran
+                    row["gpu_mem_mb"] = None if mem0 is None or mem1 is None else mem1 - mem0
                 del session
             _cross_provider(rows, outputs_by_provider, entry["name"], variant)
     return rows
