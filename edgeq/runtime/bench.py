@@ -27,7 +27,7 @@ import numpy as np
 from edgeq import errors
 from edgeq.errors import EdgeqError, UsageError
 
-__all__ = ["BenchResult", "bench", "measure", "file_bytes", "bench_report"]
+__all__ = ["BenchResult", "bench", "measure", "make_feed", "file_bytes", "bench_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +126,25 @@ def _batch_feed(feed: dict[str, np.ndarray], specs: Sequence[Any], batch: int | 
     return out
 
 
+def make_feed(
+    session: Any,
+    batch: int | None,
+    *,
+    inputs: str | None = None,
+    dims: Mapping[str, int] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, np.ndarray]:
+    """The feed to time: the first feed of ``inputs`` (tiled to ``batch`` along a symbolic first
+    dim) or random data from the session's input specs; checked against the model."""
+    from edgeq.runtime.feeds import iter_feeds, random_feeds
+
+    specs = session.input_specs
+    if inputs is not None:
+        _, feed = next(iter(iter_feeds(inputs, [s.name for s in specs])))
+        return session.check(_batch_feed(feed, specs, batch))
+    return session.check(random_feeds(specs, batch if batch is not None else 1, dims, shapes))
+
+
 def measure(
     model: str,
     provider: str = "cpu",
@@ -145,7 +164,6 @@ def measure(
 
     import psutil
 
-    from edgeq.runtime.feeds import iter_feeds, random_feeds
     from edgeq.runtime.session import Session
 
     gc.collect()
@@ -154,12 +172,7 @@ def measure(
     session = Session(model, providers=(provider,), threads=threads)
     sess = session.ort_session
     start_ms = (session.start_seconds or 0.0) * 1e3
-    specs = session.input_specs
-    if inputs is not None:
-        _, feed = next(iter(iter_feeds(inputs, [s.name for s in specs])))
-        feed = session.check(_batch_feed(feed, specs, batch))
-    else:
-        feed = session.check(random_feeds(specs, batch if batch is not None else 1, dims, shapes))
+    feed = make_feed(session, batch, inputs=inputs, dims=dims, shapes=shapes)
     # The feeds are the benchmark's, not the model's: leave them out of the memory figure.
     feed_bytes = sum(a.nbytes for a in feed.values())
     first = next(iter(feed.values()), None)

@@ -70,6 +70,7 @@ class Session:
         *,
         cpu_options: CPUOptions | None = None,
         log_level: int = 3,
+        profile_prefix: str | None = None,
     ) -> None:
         if isinstance(model, os.PathLike):
             model = os.fspath(model)
@@ -102,6 +103,7 @@ class Session:
         self.cpu_options = cpu
         self.cuda_options = next((e for e in entries if isinstance(e, CUDAOptions)), None)
         self.log_level = log_level
+        self.profile_prefix = profile_prefix
         self._sess: Any = None
         self.start_seconds: float | None = None
 
@@ -112,6 +114,9 @@ class Session:
         so = ort.SessionOptions()
         self.cpu_options.apply(so)
         so.log_severity_level = self.log_level
+        if self.profile_prefix:
+            so.enable_profiling = True
+            so.profile_file_prefix = self.profile_prefix
         ort.set_default_logger_severity(self.log_level)
         model = self._model
         if not isinstance(model, (str, bytes)):
@@ -208,6 +213,10 @@ class Session:
             binding.bind_output(name, "cuda", self.cuda_options.device_id)
         sess.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()
+
+    def end_profiling(self) -> str:
+        """Stop onnxruntime's profiler (``profile_prefix`` given); return its trace file's path."""
+        return self.ort_session.end_profiling()
 
     def __repr__(self) -> str:
         state = f"providers={self.providers}" if self._sess is not None else f"requested={self.requested_providers}"
