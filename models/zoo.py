@@ -1,0 +1,140 @@
+"""The registry of reference models.
+
+    from models import zoo
+    zoo.names()                         # ['digits_mobilenet', 'digits_resnet', ...]
+    spec = zoo.get("digits_mobilenet")  # unknown name -> edgeq.errors.UsageError listing names
+    model = spec.build()                # torch.nn.Module in eval mode, weights loaded
+    feeds = spec.calibration_data(32)   # list of {input name: np.ndarray}, batch 1 each
+
+Building a model imports torch; the data generators do not (numpy / scikit-learn only, the
+tokenizer for minilm), so quantizing an exported zoo model does not need torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgeq.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["ModelSpec", "names", "get", "register"]
+
+Feeds = list[dict[str, np.ndarray]]
+
+
+def _lazy(target: str) -> Callable[..., Any]:
+    """``"models.digits:load"`` -> a function importing the module only when called."""
+    module, attr = target.split(":")
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+
+    call.__qualname__ = call.__name__ = target
+    return call
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A reference model: how to build it, its I/O names and axes, and its data."""
+
+    name: str
+    description: str
+    task: str  # "classification" | "embedding" | "hidden_states"
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    dynamic_axes: dict[str, dict[int, str]]
+    builder: Callable[[], "torch.nn.Module"] = field(repr=False)
+    example_builder: Callable[[], tuple["torch.Tensor", ...]] = field(repr=False)
+    calibration_source: Callable[[int, int], Feeds] = field(repr=False)
+    eval_source: Callable[[int, int], Feeds] = field(repr=False)
+    labels_source: Callable[[int, int], np.ndarray | None] | None = field(default=None, repr=False)
+
+    def build(self) -> "torch.nn.Module":
+        """The torch model in eval mode with its weights loaded."""
+        return self.builder().eval()
+
+    def example_inputs(self) -> tuple["torch.Tensor", ...]:
+        """Example inputs for export (batch 1), one tensor per name in ``input_names``."""
+        return tuple(self.example_builder())
+
+    def calibration_data(self, n: int = 32, seed: int = 0) -> Feeds:
+        """``n`` calibration feeds, batch 1 each, deterministic for a given seed."""
+        return self.calibration_source(n, seed)
+
+    def eval_data(self, n: int = 200, seed: int = 1) -> Feeds:
+        """``n`` held-out evaluation feeds (capped at the split size), batch 1 each."""
+        return self.eval_source(n, seed)
+
+    def eval_labels(self, n: int = 200, seed: int = 1) -> np.ndarray | None:
+        """True labels of ``eval_data(n, seed)`` in the same order, or None if the task has none."""
+        return None if self.labels_source is None else self.labels_source(n, seed)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def names() -> list[str]:
+    """Names of the reference models, in registration order."""
+    return list(_REGISTRY)
+
+
+def get(name: str) -> ModelSpec:
+    """The spec of reference model ``name``; an unknown name raises UsageError listing them."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise UsageError(f"unknown zoo model {name!r}: choose one of {', '.join(names())}") from None
+
+
+def _digits_example() -> tuple["torch.Tensor", ...]:
+    import torch
+
+    from models import digits_data
+
+    return (torch.from_numpy(digits_data.eval_data(1, seed=0)[0]["input"]),)
+
+
+def _cnn_axes() -> dict[str, dict[int, str]]:
+    return {"input": {0: "batch"}, "logits": {0: "batch"}}
+
+register(ModelSpec(
+    name="digits_mobilenet",
+    description="MobileNetV2-style classifier (inverted residuals, depthwise conv, BN, ReLU6) trained on "
+    "scikit-learn digits upsampled to 1x32x32; committed checkpoint",
+    task="classification",
+    input_names=("input",),
+    output_names=("logits",),
+    dynamic_axes=_cnn_axes(),
+    builder=lambda: _lazy("models.digits:load")("digits_mobilenet"),
+    example_builder=_digits_example,
+    calibration_source=_lazy("models.digits_data:calibration_data"),
+    eval_source=_lazy("models.digits_data:eval_data"),
+    labels_source=_lazy("models.digits_data:eval_labels"),
+))
+
+register(ModelSpec(
+    name="digits_resnet",
+    description="ResNet-style classifier (BasicBlocks, BN, ReLU) trained on scikit-learn digits upsampled "
+    "to 1x32x32; committed checkpoint",
+    task="classification",
+    input_names=("input",),
+    output_names=("logits",),
+    dynamic_axes=_cnn_axes(),
+    builder=lambda: _lazy("models.digits:load")("digits_resnet"),
+    example_builder=_digits_example,
+    calibration_source=_lazy("models.digits_data:calibration_data"),
+    eval_source=_lazy("models.digits_data:eval_data"),
+    labels_source=_lazy("models.digits_data:eval_labels"),
+))
