@@ -2,12 +2,13 @@
 
 * ``MinMaxObserver``: running min and max.
 * ``HistogramObserver``: min/max plus a histogram of ``2 * num_bins`` bins over ``[-R, R]``
-  (``num_bins`` per side, zero is a bin edge). It is single-pass: ``R`` starts at the first
-  batch's ``max|x|`` and, when a later batch goes beyond it, grows to ``R * 2**k`` (the smallest
-  power-of-two multiple that covers the batch); the old counts merge exactly, ``2**k`` adjacent
-  bins into one, as TensorRT's and PyTorch's histogram calibrators do. The final resolution is
-  thus at least half of a histogram built with the final range. ``abs_histogram()`` folds it to
-  ``num_bins`` bins of ``|x|`` over ``[0, R]``.
+  (``num_bins`` per side, zero is a bin edge). It is single-pass: the bin width is always a power
+  of two, the smallest that lets ``R`` cover every ``|x|`` seen so far. When a batch goes beyond
+  ``R``, the width doubles ``k`` times and the old counts merge exactly, ``2**k`` adjacent bins
+  into one (as TensorRT's and PyTorch's histogram calibrators widen theirs). The grid therefore
+  depends only on the final ``max|x|``: any split of the data into batches, in any order, gives
+  the very same histogram as one big batch. ``max|x|`` fills between half and all of ``[0, R]``.
+  ``abs_histogram()`` folds it to ``num_bins`` bins of ``|x|`` over ``[0, R]``.
 
 Non-finite values (an overflowing activation) are ignored with a debug log; empty tensors are
 skipped. Batches are processed in chunks so the transient memory stays a few MB per tensor.
@@ -82,20 +83,19 @@ class HistogramObserver(MinMaxObserver):
 
     def _widen(self, amax: float) -> None:
         n = self.num_bins
+        mantissa, exponent = math.frexp(amax / n)  # amax / n = mantissa * 2**exponent
+        radius = n * math.ldexp(1.0, exponent - 1 if mantissa == 0.5 else exponent)
         if self.radius == 0.0:
-            self.radius = amax
+            self.radius = radius
             self.counts[n] += self._pending_zeros
             self._pending_zeros = 0
             return
-        k = max(1, math.ceil(math.log2(amax / self.radius)))
-        while self.radius * 2.0**k < amax:  # guard log2 rounding
-            k += 1
-        shift = min(k, 62)
+        shift = min(round(math.log2(radius / self.radius)), 62)
         index = np.arange(n) >> shift
         pos = np.bincount(index, weights=self.counts[n:], minlength=n)
         neg = np.bincount(index, weights=self.counts[:n][::-1], minlength=n)
         self.counts = np.concatenate([neg[::-1], pos])
-        self.radius = self.radius * 2.0**k
+        self.radius = radius
         logger.debug("tensor %r: histogram range widened to +-%g", self.name, self.radius)
 
     def _update(self, array: np.ndarray, lo: float, hi: float) -> None:
