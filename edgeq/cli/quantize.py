@@ -1,0 +1,173 @@
+"""``edgeq quantize`` and ``edgeq export-and-quantize``: thin calls of ``edgeq.quantize``.
+
+Every option is one QuantConfig field; ``--config FILE`` (TOML/JSON) sets them all and the
+flags given on the command line override it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from typing import Any
+
+import click
+
+__all__ = ["quantize", "export_and_quantize", "quant_options", "build_config"]
+
+
+def quant_options(func):
+    """The options shared by both commands (each maps to a QuantConfig field)."""
+    options = [
+        click.option("--calib", "calib", default=None, help="Calibration data: .npz file, folder of .npz/.npy, or module:function."),
+        click.option("--mode", type=click.Choice(["static", "dynamic"]), default=None, help="static (default): int8 activations with calibrated scales; dynamic: int8 weights, activations quantized at run time."),
+        click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default=None, help="Range method for activations (default minmax)."),
+        click.option("--percentile", type=float, default=None, help="Percentile for --method percentile (default 99.99)."),
+        click.option("--granularity", default=None, help="Weights: per-channel (default) or per-tensor."),
+        click.option("--activations", type=click.Choice(["uint8", "int8"]), default=None, help="Activation type (default uint8, asymmetric)."),
+        click.option("--symmetric", is_flag=True, default=None, help="Symmetric activation ranges."),
+        click.option("--exclude", multiple=True, help="Keep a node (by name) or an op type float; repeatable."),
+        click.option("--ranges", "ranges", type=click.Path(dir_okay=False), default=None, help="Reuse a ranges table (JSON) and skip calibration."),
+        click.option("--save-ranges", type=click.Path(dir_okay=False), default=None, help="Write the ranges table used (JSON)."),
+        click.option("--trt-cache", type=click.Path(dir_okay=False), default=None, help="Also write a TensorRT calibration cache."),
+        click.option("--eval", "eval_data", default=None, help="Evaluation data: adds fidelity and latency vs fp32 to the report."),
+        click.option("--report", "report", type=click.Path(dir_okay=False), default=None, help="Write the JSON report here (a .md is written beside)."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML/JSON file of options (flags override it)."),
+        click.option("--format", "fmt", type=click.Choice(["qdq", "qoperator"]), default=None, help="qdq (default) or qoperator (integer-only operators)."),
+        click.option("--integer-only", is_flag=True, default=None, help="With qoperator: aim for no float islands."),
+        click.option("--strict", is_flag=True, default=None, help="With qoperator: fail on any float island."),
+        click.option("--max-samples", type=click.IntRange(1), default=None, help="Use at most N calibration samples."),
+        click.option("--min-sqnr", type=float, default=None, help="Fail if an output's SQNR (with --eval) is below this."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bars; only the summary."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_config(config_file: str | None, **flags: Any):
+    """QuantConfig from the config file, overridden by the flags that were given."""
+    from edgeq.config import QuantConfig, load_config_file
+
+    data = load_config_file(config_file) if config_file else {}
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    for key, value in flags.items():
+        if value is None or value == ():
+            continue
+        data[key] = value
+    return QuantConfig.from_dict(data)
+
+
+def _config_from(kw: dict[str, Any]):
+    return build_config(
+        kw["config_file"], mode=kw["mode"], method=kw["method"], percentile=kw["percentile"],
+        granularity=kw["granularity"], activations=kw["activations"], symmetric=kw["symmetric"],
+        exclude=tuple(kw["exclude"]), format=kw["fmt"], integer_only=kw["integer_only"],
+        strict=kw["strict"], max_samples=kw["max_samples"], min_sqnr=kw["min_sqnr"],
+    )
+
+
+def _fmt_db(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return "inf" if value is None or math.isinf(value) else f"{value:.1f}"
+
+
+def print_summary(report: dict[str, Any], out: str) -> None:
+    s = report["summary"]
+    ratio = f"{s['size_ratio']:.2f}x" if s.get("size_ratio") else "n/a"
+    click.echo(f"wrote {out}: {s['quantized']} nodes quantized ({s['int8_kernels']} int8 kernels), "
+               f"{s['left_float']} left float, weights {s['size_before_bytes']:,} -> "
+               f"{s['size_after_bytes']:,} bytes ({ratio}), {s['seconds']:.1f} s")
+    reasons: dict[str, int] = {}
+    for entry in report["float"]:
+        reasons[f"{entry['op']}: {entry['reason']}"] = reasons.get(f"{entry['op']}: {entry['reason']}", 0) + 1
+    for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]:
+        click.echo(f"  float x{n}  {reason}")
+    ev = report.get("evaluation")
+    if ev:
+        for name, m in ev["outputs"].items():
+            extra = f", top-1 agreement {m['top1_agreement']:.4f}" if "top1_agreement" in m else ""
+            click.echo(f"  {name}: SQNR {_fmt_db(m.get('sqnr_db'))} dB, cosine {m.get('cosine', 0):.5f}{extra}")
+        if ev.get("accuracy"):
+            a = ev["accuracy"]
+            click.echo(f"  top-1 vs labels: fp32 {a['fp32']:.4f}, int8 {a['int8']:.4f}")
+        for threads, lat in ev.get("latency_ms", {}).items():
+            click.echo(f"  latency {threads} thread(s): fp32 {lat['fp32']:.3f} ms, int8 {lat['int8']:.3f} ms "
+                       f"({lat['fp32'] / lat['int8']:.2f}x)")
+
+
+def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str], eval_data: Any = None,
+                  labels: Any = None, calib: Any = None):
+    import edgeq
+    from edgeq.io import check_output_path
+
+    check_output_path(out, inputs)
+    for extra in (kw["report"], kw["save_ranges"], kw["trt_cache"]):
+        if extra:
+            check_output_path(extra, [*inputs, out])
+    config = _config_from(kw)
+    result = edgeq.quantize(model, config, calib if calib is not None else kw["calib"],
+                            eval_data=eval_data if eval_data is not None else kw["eval_data"],
+                            labels=labels, ranges=kw["ranges"], progress=not kw["quiet"])
+    result.save(out, report=kw["report"])
+    if kw["save_ranges"] and result.ranges is not None:
+        result.ranges.save(kw["save_ranges"])
+    if kw["trt_cache"] and result.ranges is not None:
+        from edgeq.calibrate import write_trt_cache
+
+        write_trt_cache(result.ranges, kw["trt_cache"])
+    print_summary(result.report, out)
+    return result
+
+
+@click.command("quantize")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Where to write the quantized model.")
+@quant_options
+def quantize(model: str, out: str, **kw: Any) -> None:
+    """Quantize an ONNX model (static int8 with --calib, or --mode dynamic)."""
+    inputs = [model] + [p for p in (kw["calib"], kw["ranges"], kw["config_file"]) if p and os.path.exists(p)]
+    _run_quantize(model, out, kw, inputs=inputs)
+
+
+@click.command("export-and-quantize")
+@click.argument("spec")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Where to write the int8 model.")
+@click.option("--fp32-out", type=click.Path(dir_okay=False), default=None, help="Also keep the exported fp32 model here.")
+@quant_options
+def export_and_quantize(spec: str, out: str, fp32_out: str | None, **kw: Any) -> None:
+    """Export a PyTorch model (a zoo name or module:factory), then quantize it."""
+    import tempfile
+
+    from edgeq.exporter import export
+    from edgeq.io import check_output_path
+
+    check_output_path(out)
+    calib, eval_data, labels = kw["calib"], kw["eval_data"], None
+    zoo_spec = _zoo_spec(spec)
+    if zoo_spec is not None:
+        if calib is None and kw["ranges"] is None and (kw["mode"] or "static") == "static":
+            calib = list(zoo_spec.calibration_data(64))
+        if eval_data is None:
+            eval_data = list(zoo_spec.eval_data(200))
+            labels = zoo_spec.eval_labels(200)
+    with tempfile.TemporaryDirectory(prefix="edgeq-export-") as tmp:
+        fp32_path = fp32_out or os.path.join(tmp, "model.fp32.onnx")
+        if fp32_out:
+            check_output_path(fp32_out, [out])
+        result = export(spec, fp32_path)
+        click.echo(f"exported {spec} -> {fp32_out or 'fp32 model'} ({getattr(result, 'exporter', 'torch.onnx')})")
+        _run_quantize(fp32_path, out, kw, inputs=[fp32_path], eval_data=eval_data, labels=labels, calib=calib)
+
+
+@functools.lru_cache(maxsize=None)
+def _zoo_spec(name: str):
+    try:
+        from models import zoo
+    except ImportError:
+        return None
+    try:
+        return zoo.get(name)
+    except Exception:  # not a zoo name: a module:factory spec
+        return None

@@ -1,0 +1,130 @@
+"""Dynamic quantization: int8 weights offline, activations quantized at run time.
+
+    A -> MatMul(W)        ==>  A -> com.microsoft.DynamicQuantizeMatMul(W_q int8, s_w[N], 0)
+    A -> Gemm(W, C)       ==>  A -> com.microsoft.DynamicQuantizeMatMul(W_q, s_w[N], 0, C)
+    x -> Conv(W, B)       ==>  DynamicQuantizeLinear(x) -> ConvInteger(W_q) -> Cast
+                                -> Mul(s_x * s_w[C]) -> Add(B)        (only with dynamic_conv)
+
+1. DynamicQuantizeMatMul is the single kernel ORT's CPU provider runs fastest for this (it is
+   what ORT's own fusion turns DynamicQuantizeLinear + MatMulInteger into); it takes per-column
+   weight scales, so per-channel costs nothing and keeps fidelity.
+2. Gemm: a transB weight is transposed offline to [K, N]; C becomes the kernel's bias.
+3. Conv: per-channel int8 weights with zero points all 0 (so one scalar zero point serves),
+   the per-channel scale applied by the Mul after ConvInteger.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx_ir as ir
+
+from edgeq.config import PerTensor, QuantConfig
+from edgeq.passes.plan import QuantPlan, Role, const_array, node_label
+from edgeq.passes.weights import quantize_weight
+
+__all__ = ["DynamicQuantize"]
+
+logger = logging.getLogger(__name__)
+
+
+def _const(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+    value.shape = ir.Shape(array.shape)
+    value.dtype = value.const_value.dtype
+    graph.register_initializer(value)
+    return value
+
+
+def _replace(graph: ir.Graph, node: ir.Node, new_nodes: list[ir.Node]) -> None:
+    old, new = node.outputs[0], new_nodes[-1].outputs[0]
+    graph.insert_before(node, new_nodes)
+    new.shape, new.dtype = old.shape, old.dtype
+    old.replace_all_uses_with(new, replace_graph_outputs=True)
+    name = old.name
+    graph.remove(node, safe=True)
+    new.name = name
+
+
+class DynamicQuantize(ir.passes.InPlacePass):
+    def __init__(self, config: QuantConfig, plan: QuantPlan) -> None:
+        super().__init__()
+        self.config = config
+        self.plan = plan
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph, count = model.graph, 0
+        for node in list(graph):
+            if self.plan.role(node) != Role.DYNAMIC:
+                continue
+            if node.op_type == "Conv":
+                self._conv(graph, node)
+            else:
+                self._matmul(graph, node)
+            count += 1
+        if count and any(n.domain == "com.microsoft" for n in graph):
+            model.opset_imports.setdefault("com.microsoft", 1)
+        logger.info("dynamic: %d nodes to dynamic int8", count)
+        return ir.passes.PassResult(model, modified=count > 0)
+
+    def _per_channel(self) -> bool:
+        return not isinstance(self.config.granularity, PerTensor)
+
+    def _matmul(self, graph: ir.Graph, node: ir.Node) -> None:
+        weight = const_array(node.inputs[1]).astype(np.float32)
+        bias = None
+        if node.op_type == "Gemm":
+            trans_b = node.attributes.get("transB")
+            if trans_b is not None and trans_b.value:
+                weight = weight.T.copy()  # (2)
+            if len(node.inputs) > 2 and node.inputs[2] is not None:
+                bias = const_array(node.inputs[2]).astype(np.float32).reshape(-1)
+        qw = quantize_weight(weight, 1 if self._per_channel() else None)  # (1)
+        label = node_label(node)
+        base = f"{node.inputs[1].name or label}_{label}"
+        inputs = [
+            node.inputs[0],
+            _const(graph, f"{base}_quantized", qw.values),
+            _const(graph, f"{base}_scale", qw.scale),
+            _const(graph, f"{base}_zero_point", qw.zero_point),
+        ]
+        if bias is not None:
+            inputs.append(_const(graph, f"{base}_bias", bias))
+        new = ir.node("DynamicQuantizeMatMul", inputs, domain="com.microsoft", name=f"{label}_dynamic")
+        old_inputs = list(node.inputs[1:])
+        _replace(graph, node, [new])
+        _drop_unused(graph, old_inputs)
+        self.plan.weights[node] = {**qw.summary(weight), "kernel": "DynamicQuantizeMatMul"}
+
+    def _conv(self, graph: ir.Graph, node: ir.Node) -> None:
+        weight = const_array(node.inputs[1]).astype(np.float32)
+        qw = quantize_weight(weight, 0 if self._per_channel() else None)  # (3)
+        label = node_label(node)
+        base = f"{node.inputs[1].name or label}_{label}"
+        dql = ir.node("DynamicQuantizeLinear", [node.inputs[0]], num_outputs=3, name=f"{label}_dql")
+        w_q = _const(graph, f"{base}_quantized", qw.values)
+        w_zp = _const(graph, f"{base}_zero_point", np.asarray(0, np.int8))
+        attrs = {k: v for k, v in node.attributes.items()}
+        conv = ir.Node("", "ConvInteger", [dql.outputs[0], w_q, dql.outputs[2], w_zp], attrs.values(),
+                       name=f"{label}_ConvInteger")
+        cast = ir.node("Cast", [conv.outputs[0]], {"to": ir.DataType.FLOAT}, name=f"{label}_cast")
+        shape = [1, -1] + [1] * (weight.ndim - 2)
+        w_scale = _const(graph, f"{base}_scale", qw.scale.reshape(shape) if qw.scale.ndim else qw.scale)
+        scale = ir.node("Mul", [dql.outputs[1], w_scale], name=f"{label}_scale")
+        mul = ir.node("Mul", [cast.outputs[0], scale.outputs[0]], name=f"{label}_rescale")
+        new_nodes = [dql, conv, cast, scale, mul]
+        bias = const_array(node.inputs[2]) if len(node.inputs) > 2 else None
+        if bias is not None:
+            b = _const(graph, f"{base}_bias", bias.astype(np.float32).reshape(shape))
+            new_nodes.append(ir.node("Add", [mul.outputs[0], b], name=f"{label}_bias"))
+        old_inputs = list(node.inputs[1:])
+        _replace(graph, node, new_nodes)
+        _drop_unused(graph, old_inputs)
+        self.plan.weights[node] = {**qw.summary(weight), "kernel": "ConvInteger"}
+
+
+def _drop_unused(graph: ir.Graph, values: list[ir.Value | None]) -> None:
+    for value in values:
+        if value is not None and not value.uses() and not value.is_graph_output() and value.name in graph.initializers:
+            del graph.initializers[value.name]

@@ -1,0 +1,40 @@
+"""The quantize pipelines as literal lists: reordering is a one-line diff.
+
+Two stages around calibration: ``analysis_passes`` decide what is quantized (graph unchanged,
+so calibration sees the prepared float graph); ``rewrite_passes`` then rewrite it using the
+calibrated scales in the plan.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from edgeq.config import QuantConfig
+from edgeq.passes.dynamic import DynamicQuantize
+from edgeq.passes.insert_qdq import InsertQDQ
+from edgeq.passes.plan import QuantPlan
+from edgeq.passes.quantize_weights import QuantizeWeights
+from edgeq.passes.select import SelectNodes
+from edgeq.passes.share_scales import ShareScales
+
+__all__ = ["analysis_passes", "rewrite_passes", "run_passes"]
+
+
+def analysis_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.PassBase]:
+    return [
+        SelectNodes(config, plan),
+        ShareScales(plan),
+    ]
+
+
+def rewrite_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.PassBase]:
+    if config.mode == "dynamic":
+        return [DynamicQuantize(config, plan)]
+    return [
+        QuantizeWeights(config, plan),
+        InsertQDQ(plan),
+    ]
+
+
+def run_passes(model: ir.Model, passes: list[ir.passes.PassBase]) -> ir.Model:
+    return ir.passes.PassManager(passes)(model).model

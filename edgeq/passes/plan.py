@@ -1,0 +1,137 @@
+"""The quantization plan: what the passes decided, shared from selection to the report.
+
+``SelectNodes`` fills ``decisions`` (every node: quantized or not, and why) and ``values`` (the
+activation values that get a Q/DQ pair); ``ShareScales`` points shape-only outputs at the value
+whose scale they reuse; the quantizer turns calibrated ranges into ``qparams``; the rewrite
+passes read the plan and record what they wrote into ``weights``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
+
+__all__ = ["Role", "Decision", "QParams", "QuantPlan", "node_label", "qparams_from_range", "const_array", "is_float"]
+
+
+class Role:
+    """How a node takes part in the int8 graph."""
+
+    COMPUTE = "compute"  # has an int8 kernel (QLinearConv, QLinearAdd, ...)
+    PASSTHROUGH = "passthrough"  # moves data only; shares its input's scale (Reshape, MaxPool)
+    FOLDED = "folded"  # Relu/Clip folded into its producer's output range
+    DYNAMIC = "dynamic"  # weights int8 offline, activations quantized at run time
+    FLOAT = "float"
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    role: str
+    reason: str = ""
+
+    @property
+    def quantized(self) -> bool:
+        return self.role != Role.FLOAT
+
+
+@dataclasses.dataclass(frozen=True)
+class QParams:
+    """Scale and zero point of one activation tensor (per tensor)."""
+
+    scale: float
+    zero_point: int
+    dtype: str  # "uint8" | "int8"
+    lo: float
+    hi: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def node_label(node: "ir.Node") -> str:
+    return node.name or f"<{node.op_type}>"
+
+
+@dataclasses.dataclass
+class QuantPlan:
+    """Mutable state shared by the passes of one quantize run."""
+
+    decisions: dict["ir.Node", Decision] = dataclasses.field(default_factory=dict)
+    # activation value -> the value whose range/scale it uses (itself for a root)
+    values: dict["ir.Value", "ir.Value"] = dataclasses.field(default_factory=dict)
+    # root value -> its quantization parameters (filled after calibration)
+    qparams: dict["ir.Value", QParams] = dataclasses.field(default_factory=dict)
+    # node -> weight summary written by QuantizeWeights / DynamicQuantize
+    weights: dict["ir.Node", dict[str, Any]] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def decide(self, node: "ir.Node", role: str, reason: str = "") -> None:
+        self.decisions[node] = Decision(role, reason)
+
+    def role(self, node: "ir.Node | None") -> str:
+        if node is None:
+            return Role.FLOAT
+        decision = self.decisions.get(node)
+        return decision.role if decision else Role.FLOAT
+
+    def is_int8(self, node: "ir.Node | None") -> bool:
+        return self.role(node) in (Role.COMPUTE, Role.PASSTHROUGH, Role.FOLDED)
+
+    def root(self, value: "ir.Value") -> "ir.Value":
+        seen = 0
+        while self.values.get(value, value) is not value:
+            value = self.values[value]
+            seen += 1
+            assert seen < 100_000, "cycle in scale sharing"
+        return value
+
+    def roots(self) -> list["ir.Value"]:
+        """The values calibration must observe (one per distinct scale)."""
+        out: dict[ir.Value, None] = {}
+        for value in self.values:
+            out[self.root(value)] = None
+        return list(out)
+
+    def params(self, value: "ir.Value") -> QParams:
+        return self.qparams[self.root(value)]
+
+
+def qparams_from_range(lo: float, hi: float, dtype: str, symmetric: bool) -> QParams:
+    """Scale/zero point covering ``[lo, hi]`` (always including 0, so zero is exact)."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    qmin, qmax = (0, 255) if dtype == "uint8" else (-128, 127)
+    if symmetric:
+        absmax = max(-lo, hi)
+        scale = absmax / 127.0 if absmax > 0 else 1.0
+        zero_point = 128 if dtype == "uint8" else 0
+    else:
+        scale = (hi - lo) / float(qmax - qmin) if hi > lo else 1.0
+        zero_point = int(np.clip(round(qmin - lo / scale), qmin, qmax))
+    scale = float(np.float32(max(scale, 1e-12)))
+    return QParams(scale=scale, zero_point=zero_point, dtype=dtype, lo=lo, hi=hi)
+
+
+def const_array(value: "ir.Value | None") -> np.ndarray | None:
+    """The constant behind ``value`` (an initializer or a Constant node), else None."""
+    if value is None:
+        return None
+    if value.const_value is not None:
+        return value.const_value.numpy()
+    producer = value.producer()
+    if producer is not None and producer.op_type == "Constant" and producer.domain == "":
+        attr = producer.attributes.get("value")
+        if attr is not None and hasattr(attr.value, "numpy"):
+            return attr.value.numpy()
+    return None
+
+
+def is_float(value: "ir.Value | None") -> bool:
+    """True for float32 values and for values of unknown type (shape inference may miss them)."""
+    import onnx_ir as ir
+
+    return value is not None and value.dtype in (None, ir.DataType.FLOAT)

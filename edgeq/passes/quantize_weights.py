@@ -1,0 +1,119 @@
+"""Quantize the weights and biases of int8 Conv/MatMul/Gemm offline.
+
+    W (float) -> Conv        ==>   W_q (int8) -> DequantizeLinear(scale[C], zp int8 zeros[C], axis) -> Conv
+    B (float) -> Conv        ==>   B_q (int32) -> DequantizeLinear(scale = s_in * s_w[C], zp 0) -> Conv
+
+1. Weights are int8 symmetric in [-127, 127], per output channel by default: Conv axis 0,
+   MatMul the last axis (columns), Gemm axis 0 with transB=1 else axis 1.
+2. Biases are int32 with scale ``input_scale * weight_scale``; where a bias would overflow int32
+   (tiny weight scale), that channel's weight scale is raised until it fits.
+3. A Gemm bias of shape [1, N] is stored as [N].
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx_ir as ir
+
+from edgeq.config import PerTensor, QuantConfig
+from edgeq.passes.plan import QuantPlan, Role, const_array, node_label
+from edgeq.passes.weights import bias_safe_min_scale, quantize_bias, quantize_weight
+
+__all__ = ["QuantizeWeights", "weight_axis", "dequantize_node"]
+
+logger = logging.getLogger(__name__)
+
+
+def weight_axis(node: ir.Node, ndim: int) -> int:
+    """The output-channel axis of ``node``'s weight (input 1)."""
+    if node.op_type == "Gemm":
+        attr = node.attributes.get("transB")
+        return 0 if attr is not None and attr.value else 1
+    if node.op_type == "ConvTranspose":
+        return 1
+    if node.op_type == "MatMul":
+        return ndim - 1
+    return 0
+
+
+def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+    value.shape = ir.Shape(array.shape)
+    value.dtype = value.const_value.dtype
+    graph.register_initializer(value)
+    return value
+
+
+def dequantize_node(
+    graph: ir.Graph, base: str, values: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
+    axis: int | None,
+) -> ir.Node:
+    """Initializers ``base_quantized``/``_scale``/``_zero_point`` and a DequantizeLinear on them."""
+    q = _initializer(graph, f"{base}_quantized", values)
+    s = _initializer(graph, f"{base}_scale", scale.astype(np.float32))
+    z = _initializer(graph, f"{base}_zero_point", zero_point)
+    attrs = {"axis": int(axis)} if axis is not None and scale.ndim else {}
+    node = ir.node("DequantizeLinear", [q, s, z], attrs, name=f"{base}_DequantizeLinear")
+    node.outputs[0].name = f"{base}_dequantized"
+    node.outputs[0].dtype = ir.DataType.FLOAT
+    node.outputs[0].shape = ir.Shape(values.shape)
+    return node
+
+
+class QuantizeWeights(ir.passes.InPlacePass):
+    def __init__(self, config: QuantConfig, plan: QuantPlan) -> None:
+        super().__init__()
+        self.config = config
+        self.plan = plan
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph, count = model.graph, 0
+        for node in list(graph):
+            if self.plan.role(node) == Role.COMPUTE and node.op_type in ("Conv", "MatMul", "Gemm"):
+                if const_array(node.inputs[1]) is not None:
+                    self._quantize(graph, node)
+                    count += 1
+        logger.info("quantize_weights: %d weights to int8", count)
+        return ir.passes.PassResult(model, modified=count > 0)
+
+    def _quantize(self, graph: ir.Graph, node: ir.Node) -> None:
+        weight = const_array(node.inputs[1]).astype(np.float32)
+        per_channel = not isinstance(self.config.granularity, PerTensor)
+        axis = weight_axis(node, weight.ndim) if per_channel else None
+        bias_value = node.inputs[2] if len(node.inputs) > 2 else None
+        bias = const_array(bias_value)
+        input_scale = None
+        if bias is not None:
+            bias = bias.astype(np.float32).reshape(-1)
+            input_scale = self.plan.params(node.inputs[0]).scale
+        min_scale = bias_safe_min_scale(bias, input_scale, per_channel) if bias is not None else None
+        qw = quantize_weight(weight, axis, min_scale=min_scale)
+        label = node_label(node)
+        base = node.inputs[1].name or f"{label}_W"
+        dq_w = dequantize_node(graph, f"{base}_{label}", qw.values, qw.scale, qw.zero_point, axis)
+        new_nodes = [dq_w]
+        summary = qw.summary(weight)
+        if bias is not None:
+            qb, bias_scale = quantize_bias(bias, input_scale, qw.scale)
+            bias_axis = 0 if per_channel else None
+            bias_scale = bias_scale if per_channel else np.asarray(bias_scale.reshape(-1)[0], np.float32)
+            dq_b = dequantize_node(graph, f"{bias_value.name or label + '_B'}_{label}", qb, bias_scale,
+                                   np.zeros(bias_scale.shape, np.int32), bias_axis)
+            new_nodes.append(dq_b)
+            summary["bias_raised_channels"] = int(np.sum(qw.scale <= min_scale)) if np.any(min_scale > 0) else 0
+        graph.insert_before(node, new_nodes)
+        old_w = node.inputs[1]
+        node.replace_input_with(1, dq_w.outputs[0])
+        if bias is not None:
+            old_b = node.inputs[2]
+            node.replace_input_with(2, new_nodes[1].outputs[0])
+            _drop_if_unused(graph, old_b)
+        _drop_if_unused(graph, old_w)
+        self.plan.weights[node] = summary
+
+
+def _drop_if_unused(graph: ir.Graph, value: ir.Value) -> None:
+    if value is not None and not value.uses() and not value.is_graph_output() and value.name in graph.initializers:
+        del graph.initializers[value.name]

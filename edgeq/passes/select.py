@@ -1,0 +1,277 @@
+"""Decide which nodes run in int8 and which stay float, each float node with its reason.
+
+Analysis only: the graph is not changed; the decisions go into the shared ``QuantPlan``.
+
+Static mode (the rules ORT's QDQ transformers need to fuse, so int8 is actually faster):
+
+1. Conv, MatMul, Gemm with constant weights (MatMul also activation x activation) are
+   quantized wherever they are: their int8 kernels pay for the Q/DQ around them.
+2. Add, Mul, Concat, pooling, LeakyRelu, Sigmoid (fused QLinear* kernels) and shape-only ops
+   (Reshape, Transpose, MaxPool, Resize-nearest, ...) are quantized only between int8
+   neighbours: an isolated int8 op between float ops costs more than it saves.
+3. Relu and Clip(0, x) right after a quantized op fold into its output range (ORT then drops
+   them), so no Q/DQ sits between Conv and Relu.
+4. Everything else stays float with a reason (no int8 kernel, excluded, in a subgraph, not
+   float32, ...).
+
+Dynamic mode: MatMul/Gemm with constant weights become dynamic int8; Conv stays float unless
+``dynamic_conv`` (dynamic Conv is slower than float Conv on ORT's CPU provider).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import onnx_ir as ir
+
+from edgeq.config import QuantConfig
+from edgeq.passes.plan import QuantPlan, Role, const_array, is_float, node_label
+
+__all__ = ["SelectNodes", "HEAVY", "LIGHT", "PASSTHROUGH", "data_inputs"]
+
+logger = logging.getLogger(__name__)
+
+HEAVY = frozenset({"Conv", "MatMul", "Gemm"})
+LIGHT = frozenset(
+    {"Add", "Mul", "Concat", "AveragePool", "GlobalAveragePool", "LeakyRelu", "Sigmoid"}
+)
+PASSTHROUGH = frozenset(
+    {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Gather", "Expand",
+     "Tile", "MaxPool", "Resize", "Split"}
+)
+FOLDABLE = frozenset({"Relu", "Clip"})
+_ALL_INPUTS = frozenset({"Add", "Mul", "Concat"})
+
+_FLOAT_REASONS = {
+    "Softmax": "Softmax stays float in static mode (int8 Softmax loses accuracy)",
+    "LayerNormalization": "LayerNormalization has no int8 kernel in onnxruntime (CPU)",
+    "Gelu": "Gelu has no fused int8 kernel in onnxruntime (CPU)",
+    "Erf": "Erf has no int8 kernel in onnxruntime (CPU)",
+    "ConvTranspose": "ConvTranspose has no fused int8 kernel in onnxruntime (CPU)",
+    "BatchNormalization": "BatchNormalization was not folded (no int8 kernel)",
+    "Div": "Div has no int8 kernel in onnxruntime (CPU)",
+    "Sub": "Sub has no int8 kernel in onnxruntime (CPU)",
+    "Pow": "Pow has no int8 kernel in onnxruntime (CPU)",
+    "Sqrt": "Sqrt has no int8 kernel in onnxruntime (CPU)",
+    "ReduceMean": "ReduceMean has no int8 kernel in onnxruntime (CPU)",
+    "Tanh": "Tanh has no int8 kernel in onnxruntime (CPU)",
+    "HardSigmoid": "HardSigmoid has no int8 kernel in onnxruntime (CPU)",
+    "HardSwish": "HardSwish has no int8 kernel in onnxruntime (CPU)",
+}
+
+
+def data_inputs(node: ir.Node) -> list[ir.Value]:
+    """The inputs that carry activations (not shapes, indices or weights)."""
+    if node.op_type in _ALL_INPUTS:
+        return [v for v in node.inputs if v is not None]
+    if node.op_type in ("MatMul",):
+        return [v for v in node.inputs[:2] if v is not None and const_array(v) is None]
+    return [node.inputs[0]] if node.inputs and node.inputs[0] is not None else []
+
+
+def _attr(node: ir.Node, name: str, default):
+    attr = node.attributes.get(name)
+    return default if attr is None else attr.value
+
+
+class SelectNodes(ir.passes.InPlacePass):
+    """Fill ``plan.decisions`` and ``plan.values`` (analysis; the graph is unchanged)."""
+
+    def __init__(self, config: QuantConfig, plan: QuantPlan) -> None:
+        super().__init__()
+        self.config = config
+        self.plan = plan
+
+    # -- per-node checks: return None when the node can be int8, else the reason -------------
+    def _excluded(self, node: ir.Node) -> bool:
+        return node.op_type in self.config.exclude or (node.name or "") in self.config.exclude
+
+    def _check_heavy(self, node: ir.Node) -> str | None:
+        x = node.inputs[0]
+        if not is_float(x):
+            return f"input {x.name!r} is {x.dtype}, not float32"
+        if node.op_type == "Conv":
+            w = const_array(node.inputs[1])
+            if w is None:
+                return "Conv weight is not a constant"
+            if w.ndim not in (3, 4, 5):
+                return f"Conv weight has rank {w.ndim}"
+            if len(node.inputs) > 2 and node.inputs[2] is not None and const_array(node.inputs[2]) is None:
+                return "Conv bias is not a constant"
+            return None
+        if node.op_type == "MatMul":
+            a, b = node.inputs[0], node.inputs[1]
+            if const_array(a) is not None:
+                return "MatMul with a constant first input"
+            w = const_array(b)
+            if w is not None and w.ndim != 2:
+                return f"MatMul weight has rank {w.ndim} (int8 kernels need 2-D weights)"
+            if w is None and not is_float(b):
+                return f"input {b.name!r} is not float32"
+            return None
+        # Gemm
+        if _attr(node, "transA", 0):
+            return "Gemm with transA=1"
+        if _attr(node, "alpha", 1.0) != 1.0 or _attr(node, "beta", 1.0) != 1.0:
+            return "Gemm with alpha/beta other than 1"
+        w = const_array(node.inputs[1])
+        if w is None or w.ndim != 2:
+            return "Gemm weight is not a 2-D constant"
+        if len(node.inputs) > 2 and node.inputs[2] is not None:
+            c = const_array(node.inputs[2])
+            n = w.shape[0] if _attr(node, "transB", 0) else w.shape[1]
+            if c is None or c.size != n:
+                return "Gemm bias C is not a constant of one value per output"
+        return None
+
+    def _check(self, node: ir.Node, opset: int) -> tuple[str | None, str]:
+        """(role, "") when the node may be int8, else (None, reason)."""
+        op = node.op_type
+        if node.domain not in ("", "ai.onnx"):
+            return None, f"custom-domain op {node.domain}::{op}"
+        if self._excluded(node):
+            return None, "excluded by the user (--exclude)"
+        if any(attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+               for attr in node.attributes.values()):
+            return None, "control flow (If/Loop/Scan): nodes inside its subgraphs stay float"
+        if op in HEAVY:
+            reason = self._check_heavy(node)
+            return (Role.COMPUTE, "") if reason is None else (None, reason)
+        if op in LIGHT or op in PASSTHROUGH:
+            inputs = data_inputs(node)
+            if not inputs or all(const_array(v) is not None for v in inputs):
+                return None, "all inputs are constants"
+            bad = [v for v in inputs if not is_float(v)]
+            if bad:
+                return None, f"input {bad[0].name!r} is {bad[0].dtype}, not float32"
+            if op == "MaxPool" and (opset < 12 or (len(node.outputs) > 1 and node.outputs[1].uses())):
+                return None, "MaxPool with indices output or opset < 12 has no int8 kernel"
+            if op == "Resize" and _attr(node, "mode", "nearest") != "nearest":
+                return None, "Resize in linear/cubic mode stays float (rounding would differ)"
+            return (Role.PASSTHROUGH if op in PASSTHROUGH else Role.COMPUTE), ""
+        if op in FOLDABLE:
+            if op == "Clip":
+                lo = const_array(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+                lo = _attr(node, "min", None) if lo is None and opset < 11 else lo
+                if lo is None or float(lo) != 0.0:
+                    return None, "Clip with a lower bound other than 0 cannot fold into a range"
+                if len(node.inputs) > 2 and node.inputs[2] is not None and const_array(node.inputs[2]) is None:
+                    return None, "Clip with a non-constant upper bound"
+            return Role.FOLDED, ""
+        return None, _FLOAT_REASONS.get(op, f"{op} has no fused int8 kernel in onnxruntime (CPU)")
+
+    # -- the pass ---------------------------------------------------------------------------
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph, plan = model.graph, self.plan
+        opset = model.opset_imports.get("", 13)
+        for node in ir.traversal.RecursiveGraphIterator(graph):
+            if node.graph is not graph:
+                plan.decide(node, Role.FLOAT, "inside a subgraph (If/Loop/Scan): left float")
+        if self.config.mode == "dynamic":
+            self._select_dynamic(graph)
+        else:
+            self._select_static(graph, opset)
+        counts: dict[str, int] = {}
+        for decision in plan.decisions.values():
+            counts[decision.role] = counts.get(decision.role, 0) + 1
+        logger.info("select: %s", ", ".join(f"{n} {r}" for r, n in sorted(counts.items())))
+        return ir.passes.PassResult(model, modified=False)
+
+    def _select_dynamic(self, graph: ir.Graph) -> None:
+        for node in graph:
+            op = node.op_type
+            if op in ("MatMul", "Gemm") and node.domain == "" and not self._excluded(node):
+                reason = self._check_heavy(node)
+                if reason is None and const_array(node.inputs[1]) is None:
+                    reason = "dynamic mode quantizes only constant weights (activation x activation)"
+                self.plan.decide(node, Role.DYNAMIC if reason is None else Role.FLOAT, reason or "")
+            elif op == "Conv" and node.domain == "" and not self._excluded(node):
+                if self.config.dynamic_conv:
+                    reason = self._check_heavy(node)
+                    self.plan.decide(node, Role.DYNAMIC if reason is None else Role.FLOAT, reason or "")
+                else:
+                    self.plan.decide(node, Role.FLOAT, "dynamic Conv is slower than float Conv on the "
+                                     "CPU provider; use static mode, or dynamic_conv=True to force it")
+            else:
+                reason = "excluded by the user (--exclude)" if self._excluded(node) else (
+                    "dynamic mode quantizes only MatMul/Gemm weights")
+                self.plan.decide(node, Role.FLOAT, reason)
+
+    def _select_static(self, graph: ir.Graph, opset: int) -> None:
+        plan = self.plan
+        roles: dict[ir.Node, str] = {}
+        for node in graph:
+            role, reason = self._check(node, opset)
+            if role is None:
+                plan.decide(node, Role.FLOAT, reason)
+            else:
+                roles[node] = role
+        # (3) Relu/Clip fold into a quantized compute producer whose only use they are.
+        for node in list(roles):
+            if roles[node] != Role.FOLDED:
+                continue
+            x = node.inputs[0]
+            producer = x.producer()
+            if (producer is None or roles.get(producer) != Role.COMPUTE or len(x.uses()) != 1
+                    or x.is_graph_output()):
+                del roles[node]
+                plan.decide(node, Role.FLOAT, f"{node.op_type} does not follow a quantized op "
+                            "directly (nothing to fold it into)")
+        # (2) prune light/shape ops without int8 neighbours on both sides, until stable.
+        changed = True
+        while changed:
+            changed = False
+            for node in list(roles):
+                if node not in roles or node.op_type in HEAVY or roles[node] == Role.FOLDED:
+                    continue
+                reason = self._neighbour_reason(node, roles)
+                if reason:
+                    changed = True
+                    del roles[node]
+                    plan.decide(node, Role.FLOAT, reason)
+                    for folded in self._folded_after(node, roles):
+                        del roles[folded]
+                        plan.decide(folded, Role.FLOAT, f"its producer {node_label(node)} stays float")
+        for node, role in roles.items():
+            plan.decide(node, role)
+        self._mark_values(graph, roles)
+
+    @staticmethod
+    def _folded_after(node: ir.Node, roles: dict[ir.Node, str]) -> list[ir.Node]:
+        return [c for out in node.outputs for c in out.consumers() if roles.get(c) == Role.FOLDED]
+
+    def _int8_consumers(self, value: ir.Value, roles: dict[ir.Node, str]) -> bool:
+        for consumer in value.consumers():
+            role = roles.get(consumer)
+            if role == Role.FOLDED:
+                if self._int8_consumers(consumer.outputs[0], roles):
+                    return True
+            elif role is not None:
+                return True
+        return False
+
+    def _neighbour_reason(self, node: ir.Node, roles: dict[ir.Node, str]) -> str:
+        producers = [v.producer() for v in data_inputs(node) if const_array(v) is None]
+        if not any(p is not None and p in roles for p in producers):
+            return f"isolated: no int8 producer feeds this {node.op_type} (int8 here would only add Q/DQ)"
+        if not any(self._int8_consumers(out, roles) for out in node.outputs):
+            return f"isolated: no int8 consumer reads this {node.op_type} (int8 here would only add Q/DQ)"
+        return ""
+
+    def _mark_values(self, graph: ir.Graph, roles: dict[ir.Node, str]) -> None:
+        """(Values) inputs of int8 nodes, and outputs that int8 kernels produce."""
+        plan = self.plan
+        for node, role in roles.items():
+            if role == Role.FOLDED:
+                continue
+            for x in data_inputs(node):
+                if const_array(x) is None or node.op_type in _ALL_INPUTS:
+                    plan.values.setdefault(x, x)
+            folded = self._folded_after(node, roles)
+            out = folded[0].outputs[0] if folded else node.outputs[0]
+            if (node.op_type in ("MatMul", "Gemm") and not folded
+                    and not self._int8_consumers(out, roles)):
+                continue  # int8 inputs, float output: MatMulIntegerToFloat / QGemm
+            for value in (folded[0].outputs if folded else node.outputs):
+                if value.uses() or value.is_graph_output():
+                    plan.values.setdefault(value, value)

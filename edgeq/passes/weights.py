@@ -1,0 +1,79 @@
+"""Numpy helpers to quantize weights and biases (shared by the static and dynamic passes)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+__all__ = ["QuantizedWeight", "quantize_weight", "quantize_bias", "bias_safe_min_scale", "INT32_MAX"]
+
+INT32_MAX = 2**31 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizedWeight:
+    values: np.ndarray  # int8, same shape as the weight
+    scale: np.ndarray  # float32, [C] (per channel) or [] (per tensor)
+    zero_point: np.ndarray  # int8 zeros, same shape as scale
+    axis: int | None  # None for per tensor
+
+    def dequantize(self) -> np.ndarray:
+        scale = self.scale
+        if self.axis is not None:
+            shape = [1] * self.values.ndim
+            shape[self.axis] = -1
+            scale = scale.reshape(shape)
+        return self.values.astype(np.float32) * scale
+
+    def summary(self, weight: np.ndarray) -> dict:
+        return {
+            "granularity": "per-tensor" if self.axis is None else f"per-channel:{self.axis}",
+            "channels": int(self.scale.size),
+            "scale_min": float(self.scale.min()),
+            "scale_max": float(self.scale.max()),
+            "max_abs_error": float(np.max(np.abs(weight - self.dequantize()))) if weight.size else 0.0,
+        }
+
+
+def _scale_shape(ndim: int, axis: int) -> list[int]:
+    shape = [1] * ndim
+    shape[axis] = -1
+    return shape
+
+
+def quantize_weight(
+    weight: np.ndarray, axis: int | None, *, min_scale: np.ndarray | None = None
+) -> QuantizedWeight:
+    """Symmetric int8 in [-127, 127]: one scale per slice along ``axis`` (or one in all).
+
+    ``min_scale`` raises the scale where needed (so that a bias stays within int32).
+    """
+    weight = np.asarray(weight, dtype=np.float32)
+    if axis is None:
+        absmax = np.asarray(np.max(np.abs(weight)) if weight.size else 0.0, dtype=np.float32)
+    else:
+        axis = axis % weight.ndim
+        reduce = tuple(i for i in range(weight.ndim) if i != axis)
+        absmax = np.max(np.abs(weight), axis=reduce).astype(np.float32)
+    scale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
+    if min_scale is not None:
+        scale = np.maximum(scale, min_scale.astype(np.float32))
+    shaped = scale if axis is None else scale.reshape(_scale_shape(weight.ndim, axis))
+    values = np.clip(np.rint(weight / shaped), -127, 127).astype(np.int8)
+    return QuantizedWeight(values, scale, np.zeros(scale.shape, dtype=np.int8), axis)
+
+
+def quantize_bias(bias: np.ndarray, input_scale: float, weight_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int32 bias with scale ``input_scale * weight_scale`` (per channel); returns (values, scale)."""
+    scale = (np.float32(input_scale) * weight_scale.astype(np.float32)).astype(np.float32)
+    scale = np.broadcast_to(scale, bias.shape).astype(np.float32) if scale.ndim else scale
+    values = np.rint(bias.astype(np.float64) / scale.astype(np.float64))
+    return np.clip(values, -INT32_MAX, INT32_MAX).astype(np.int32), scale
+
+
+def bias_safe_min_scale(bias: np.ndarray, input_scale: float, per_channel: bool) -> np.ndarray:
+    """The smallest weight scale that keeps ``bias / (input_scale * w_scale)`` within int32."""
+    need = np.abs(bias.astype(np.float64)) / (float(input_scale) * (INT32_MAX - 1))
+    need = need * (1 + 1e-6)
+    return (need if per_channel else np.asarray(need.max() if need.size else 0.0)).astype(np.float32)

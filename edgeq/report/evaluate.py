@@ -1,0 +1,103 @@
+"""Fidelity and latency of a quantized model against its fp32 original (onnxruntime CPU)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from edgeq.report.metrics import fidelity
+
+__all__ = ["evaluate", "cpu_session", "median_latency_ms"]
+
+logger = logging.getLogger(__name__)
+
+
+def cpu_session(model: bytes | str, threads: int) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+def median_latency_ms(sessions: Sequence[Any], feed: Mapping[str, np.ndarray], *, runs: int = 20,
+                      budget_s: float = 2.0) -> list[float]:
+    """Median wall time per run of each session, runs interleaved so drift hits all alike."""
+    for sess in sessions:
+        for _ in range(3):
+            sess.run(None, dict(feed))
+    times: list[list[float]] = [[] for _ in sessions]
+    start = time.perf_counter()
+    for i in range(runs):
+        for sess, bucket in zip(sessions, times):
+            t0 = time.perf_counter()
+            sess.run(None, dict(feed))
+            bucket.append((time.perf_counter() - t0) * 1000.0)
+        if i >= 4 and time.perf_counter() - start > budget_s:
+            break
+    return [statistics.median(t) for t in times]
+
+
+def evaluate(
+    fp32: bytes | str,
+    int8: bytes | str,
+    feeds: Iterable[Mapping[str, np.ndarray]],
+    *,
+    labels: Sequence[int] | np.ndarray | None = None,
+    latency: bool = True,
+    threads: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Per-output fidelity over all feeds, top-1 accuracy vs ``labels``, median latency."""
+    ref_sess, q_sess = cpu_session(fp32, 0), cpu_session(int8, 0)
+    names = [o.name for o in ref_sess.get_outputs()]
+    refs: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    cands: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    first_feed = None
+    count = 0
+    for feed in feeds:
+        feed = dict(feed)
+        first_feed = first_feed or feed
+        for n, r, c in zip(names, ref_sess.run(None, feed), q_sess.run(None, feed)):
+            refs[n].append(np.asarray(r))
+            cands[n].append(np.asarray(c))
+        count += 1
+    if count == 0:
+        from edgeq.errors import DataError
+
+        raise DataError("evaluation data yielded no feeds: give at least one sample")
+    out: dict[str, Any] = {"num_samples": count, "outputs": {}}
+    for n in names:
+        ref = np.concatenate([r.reshape(-1, *r.shape[-1:]) if r.ndim else r.reshape(1, 1) for r in refs[n]])
+        cand = np.concatenate([c.reshape(-1, *c.shape[-1:]) if c.ndim else c.reshape(1, 1) for c in cands[n]])
+        if ref.dtype.kind != "f":
+            out["outputs"][n] = {"exact_match": float(np.mean(ref == cand))}
+            continue
+        out["outputs"][n] = fidelity(ref, cand)
+    if labels is not None:
+        first = names[0]
+        ref_logits = np.concatenate([r.reshape(-1, r.shape[-1]) for r in refs[first]])
+        q_logits = np.concatenate([c.reshape(-1, c.shape[-1]) for c in cands[first]])
+        labels = np.asarray(labels).reshape(-1)[: len(ref_logits)]
+        if len(labels) == len(ref_logits):
+            out["accuracy"] = {
+                "fp32": float(np.mean(np.argmax(ref_logits, -1) == labels)),
+                "int8": float(np.mean(np.argmax(q_logits, -1) == labels)),
+                "output": first,
+            }
+        else:
+            logger.warning("got %d labels for %d evaluation rows: accuracy skipped", len(labels), len(ref_logits))
+    if latency and first_feed is not None:
+        threads = list(threads or (1, os.cpu_count() or 1))
+        out["latency_ms"] = {}
+        for t in dict.fromkeys(threads):
+            fp32_ms, int8_ms = median_latency_ms([cpu_session(fp32, t), cpu_session(int8, t)], first_feed)
+            out["latency_ms"][str(t)] = {"fp32": fp32_ms, "int8": int8_ms}
+    return out

@@ -1,0 +1,140 @@
+"""The quantize report: a JSON-ready dict built from the plan; JSON is the source of truth.
+
+Sections: ``config``, ``summary`` (counts, sizes), ``quantized`` (every int8 node with its
+activation scales/zero points and weight-scale summary), ``float`` (every node left in float
+and why), ``prepare`` notes, ``qoperator`` (when rewritten), ``evaluation`` (with eval data).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import TYPE_CHECKING, Any
+
+from edgeq.passes.plan import QuantPlan, Role
+from edgeq.passes.select import data_inputs
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
+
+    from edgeq.config import QuantConfig
+
+__all__ = ["node_labels", "activation_params", "build_report", "write_report", "json_safe"]
+
+REPORT_VERSION = 1
+
+
+def node_labels(graph: "ir.Graph") -> dict["ir.Node", str]:
+    """A stable, unique label per node: its name, else ``OpType_index``."""
+    labels: dict[ir.Node, str] = {}
+    for i, node in enumerate(graph):
+        labels[node] = node.name or f"{node.op_type}_{i}"
+    return labels
+
+
+def activation_params(plan: QuantPlan, labels: dict["ir.Node", str]) -> dict["ir.Node", dict[str, Any]]:
+    """Scales/zero points around each int8 node; take it before the rewrite changes inputs."""
+    return {node: _activation_params(plan, node) for node in labels if plan.role(node) != Role.FLOAT}
+
+
+def _activation_params(plan: QuantPlan, node: "ir.Node") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for value in [*data_inputs(node), *node.outputs]:
+        if value in plan.values and plan.root(value) in plan.qparams:
+            qp = plan.params(value)
+            out[value.name or "?"] = {"scale": qp.scale, "zero_point": qp.zero_point, "dtype": qp.dtype,
+                                      "lo": qp.lo, "hi": qp.hi}
+    for consumer in [c for v in node.outputs for c in v.consumers()]:
+        if plan.role(consumer) == Role.FOLDED:
+            for value in consumer.outputs:
+                if value in plan.values and plan.root(value) in plan.qparams:
+                    qp = plan.params(value)
+                    out[value.name or "?"] = {"scale": qp.scale, "zero_point": qp.zero_point,
+                                              "dtype": qp.dtype, "lo": qp.lo, "hi": qp.hi}
+    return out
+
+
+def build_report(
+    plan: QuantPlan,
+    labels: dict["ir.Node", str],
+    config: "QuantConfig",
+    activations: dict["ir.Node", dict[str, Any]],
+    *,
+    source: str | None,
+    size_before: int,
+    size_after: int,
+    prepare_notes: list[str],
+    ranges_info: dict[str, Any] | None,
+    seconds: float,
+) -> dict[str, Any]:
+    """Everything but evaluation; ``labels`` must be taken before the graph was rewritten."""
+    quantized, left_float = [], []
+    for node, label in labels.items():
+        decision = plan.decisions.get(node)
+        role = decision.role if decision else Role.FLOAT
+        entry: dict[str, Any] = {"node": label, "op": node.op_type}
+        if role == Role.FLOAT:
+            entry["reason"] = (decision.reason if decision else "") or "not selected"
+            left_float.append(entry)
+            continue
+        entry["role"] = role
+        if role != Role.DYNAMIC:
+            entry["activations"] = activations.get(node, {})
+        weights = plan.weights.get(node)
+        if weights:
+            entry["weights"] = weights
+        quantized.append(entry)
+    subgraph_float = [
+        {"node": n.name or n.op_type, "op": n.op_type, "reason": d.reason}
+        for n, d in plan.decisions.items() if n not in labels
+    ]
+    compute = sum(1 for e in quantized if e["role"] in (Role.COMPUTE, Role.DYNAMIC))
+    return {
+        "format": "edgeq-quantize-report",
+        "version": REPORT_VERSION,
+        "source": source,
+        "config": config.to_dict(),
+        "summary": {
+            "nodes": len(labels),
+            "quantized": len(quantized),
+            "int8_kernels": compute,
+            "left_float": len(left_float),
+            "size_before_bytes": size_before,
+            "size_after_bytes": size_after,
+            "size_ratio": (size_after / size_before) if size_before else None,
+            "seconds": round(seconds, 3),
+        },
+        "quantized": quantized,
+        "float": left_float + subgraph_float,
+        "prepare": list(prepare_notes),
+        "calibration": ranges_info,
+        "notes": list(plan.notes),
+    }
+
+
+def json_safe(obj: Any) -> Any:
+    """Replace inf/nan (not valid JSON) by strings, recursively."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "inf" if obj > 0 else "-inf" if obj < 0 else "nan"
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def write_report(report: dict[str, Any], path: str | os.PathLike, *, inputs=()) -> tuple[str, str]:
+    """Write ``path`` (JSON) and its Markdown rendering beside it (``.md``); both atomic."""
+    from edgeq.io import atomic_path
+    from edgeq.report.markdown import render_markdown
+
+    path = os.fspath(path)
+    md_path = (path[:-5] if path.endswith(".json") else path) + ".md"
+    with atomic_path(path, inputs) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(json_safe(report), f, indent=1)
+    with atomic_path(md_path, inputs) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(render_markdown(report))
+    return path, md_path

@@ -1,0 +1,73 @@
+"""`edgeq quantize` on the command line: default invocation, --config, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+from passes.nets import conv_net, feeds
+
+from edgeq.cli.main import main
+
+
+@pytest.fixture
+def model_and_calib(tmp_path):
+    src = tmp_path / "net.onnx"
+    onnx.save(conv_net(), src)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i, feed in enumerate(feeds((1, 3, 16, 16), n=4)):
+        np.savez(calib / f"{i}.npz", **feed)
+    return src, calib
+
+
+def _run(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+def test_default_invocation(model_and_calib, tmp_path, capsys):
+    src, calib = model_and_calib
+    out = tmp_path / "out.onnx"
+    code, stdout, _ = _run(["quantize", str(src), "-o", str(out), "--calib", str(calib), "-q"], capsys)
+    assert code == 0
+    assert "9 nodes quantized" in stdout and "0 left float" in stdout
+    assert "QuantizeLinear" in [n.op_type for n in onnx.load(out).graph.node]
+
+
+def test_config_file_and_flag_override(model_and_calib, tmp_path, capsys):
+    src, calib = model_and_calib
+    cfg = tmp_path / "q.toml"
+    cfg.write_text('[quantize]\ngranularity = "per-tensor"\nexclude = ["Add"]\n')
+    out, rep = tmp_path / "out.onnx", tmp_path / "r.json"
+    code, _, err = _run(["quantize", str(src), "-o", str(out), "--calib", str(calib), "--config", str(cfg),
+                         "--method", "percentile", "--report", str(rep), "-q"], capsys)
+    assert code == 0, err
+    report = json.loads(rep.read_text())
+    assert report["config"]["granularity"] == "per-tensor" and report["config"]["method"] == "percentile"
+    assert any(e["op"] == "Add" for e in report["float"])
+    assert os.path.exists(tmp_path / "r.md")
+
+
+def test_no_data_is_a_usage_error(model_and_calib, tmp_path, capsys):
+    src, _ = model_and_calib
+    code, _, err = _run(["quantize", str(src), "-o", str(tmp_path / "o.onnx")], capsys)
+    assert code == 2 and "--calib" in err and "Traceback" not in err
+
+
+def test_bad_method_is_rejected(model_and_calib, tmp_path, capsys):
+    src, calib = model_and_calib
+    code, _, err = _run(["quantize", str(src), "-o", str(tmp_path / "o.onnx"), "--calib", str(calib),
+                         "--method", "magic"], capsys)
+    assert code == 2 and "magic" in err
+
+
+def test_output_over_input_is_refused(model_and_calib, capsys):
+    src, calib = model_and_calib
+    code, _, err = _run(["quantize", str(src), "-o", str(src), "--calib", str(calib)], capsys)
+    assert code == 2 and "same file" in err

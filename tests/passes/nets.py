@@ -1,0 +1,68 @@
+"""Small float graphs from ONNX text, with weights from a seeded generator, and feeds for them."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+__all__ = ["build", "conv_net", "mlp_net", "feeds"]
+
+CONV_NET = """<ir_version: 8, opset_import: ["" : 17]>
+conv_net (float[N,3,16,16] x) => (float[N,10] y) {
+  c1 = Conv<pads=[1,1,1,1]>(x, W1, B1)
+  r1 = Relu(c1)
+  p1 = MaxPool<kernel_shape=[2,2], strides=[2,2]>(r1)
+  c2 = Conv<pads=[1,1,1,1]>(p1, W2, B2)
+  r2 = Relu(c2)
+  a = Add(r2, p1)
+  g = GlobalAveragePool(a)
+  f = Flatten(g)
+  y = Gemm<transB=1>(f, G, GB)
+}"""
+
+MLP_NET = """<ir_version: 8, opset_import: ["" : 17]>
+mlp_net (float[N,32] x) => (float[N,10] y) {
+  h = MatMul(x, M1)
+  hb = Add(h, MB1)
+  r = Relu(hb)
+  y = Gemm<transB=1>(r, G, GB)
+}"""
+
+
+def build(text: str, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
+    model = onnx.parser.parse_model(text)
+    for name, array in weights.items():
+        array = np.asarray(array)
+        array = array.astype(np.float32) if array.dtype.kind == "f" else array.astype(np.int64)
+        model.graph.initializer.append(onnx.numpy_helper.from_array(array, name))
+    onnx.checker.check_model(model)
+    return model
+
+
+def conv_net(seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    return build(CONV_NET, {
+        "W1": rng.normal(0, 0.3, (8, 3, 3, 3)), "B1": rng.normal(0, 0.1, 8),
+        "W2": rng.normal(0, 0.2, (8, 8, 3, 3)), "B2": rng.normal(0, 0.1, 8),
+        "G": rng.normal(0, 0.3, (10, 8)), "GB": rng.normal(0, 0.1, 10),
+    })
+
+
+def mlp_net(seed: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    return build(MLP_NET, {
+        "M1": rng.normal(0, 0.2, (32, 64)), "MB1": rng.normal(0, 0.1, 64),
+        "G": rng.normal(0, 0.2, (10, 64)), "GB": rng.normal(0, 0.1, 10),
+    })
+
+
+def feeds(shape: tuple[int, ...], n: int = 8, seed: int = 1, name: str = "x") -> list[dict[str, np.ndarray]]:
+    """Real-ish inputs: smooth images (blurred noise) rather than white noise."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        x = rng.normal(0, 1, shape).astype(np.float32)
+        if len(shape) == 4:
+            x = (x + np.roll(x, 1, 2) + np.roll(x, 1, 3) + np.roll(x, (1, 1), (2, 3))) / 2
+        out.append({name: x.astype(np.float32)})
+    return out

@@ -1,0 +1,87 @@
+"""edgeq.quantize end to end: static and dynamic, ranges reuse, report content, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+from ortutil import op_types, run_ort
+from passes.nets import conv_net, feeds, mlp_net
+
+import edgeq
+from edgeq.report.metrics import sqnr_db
+
+
+def _sqnr(proto, model, data):
+    ref = np.concatenate([run_ort(proto, f)[0] for f in data])
+    got = np.concatenate([run_ort(model, f)[0] for f in data])
+    return sqnr_db(ref, got)
+
+
+def test_static_quantize_from_path_with_report_and_eval(tmp_path):
+    src = tmp_path / "net.onnx"
+    onnx.save(conv_net(), src)
+    data = feeds((1, 3, 16, 16), n=8)
+    result = edgeq.quantize(str(src), data=data, eval_data=feeds((1, 3, 16, 16), n=4, seed=7),
+                            labels=[0, 1, 2, 3], progress=False)
+    assert _sqnr(conv_net(), result.model, data) > 30.0
+    report = result.report
+    s = report["summary"]
+    assert s["quantized"] == 9 and s["left_float"] == 0 and s["int8_kernels"] == 5
+    assert s["size_after_bytes"] < 0.45 * s["size_before_bytes"]
+    conv = next(e for e in report["quantized"] if e["op"] == "Conv")
+    assert conv["weights"]["granularity"] == "per-channel:0" and "x" in conv["activations"]
+    ev = report["evaluation"]
+    assert ev["outputs"]["y"]["sqnr_db"] > 30 and ev["outputs"]["y"]["cosine"] > 0.999
+    assert set(ev["latency_ms"]["1"]) == {"fp32", "int8"} and "accuracy" in ev
+    assert result.ranges is not None and "x" in result.ranges
+
+    out, rep = tmp_path / "out.onnx", tmp_path / "rep.json"
+    result.save(out, report=rep)
+    assert json.loads(rep.read_text())["format"] == "edgeq-quantize-report"
+    assert (tmp_path / "rep.md").read_text().startswith("# edgeq quantize report")
+    assert op_types(onnx.load(out)).count("QuantizeLinear") >= 5
+    with pytest.raises(edgeq.UsageError, match="same file"):
+        result.save(src)
+
+
+def test_ranges_reuse_gives_the_same_model(tmp_path):
+    data = feeds((1, 3, 16, 16), n=4)
+    first = edgeq.quantize(conv_net(), data=data, progress=False)
+    path = first.ranges.save(tmp_path / "ranges.json")
+    second = edgeq.quantize(conv_net(), ranges=path, progress=False)
+    a = run_ort(first.model, data[0])[0]
+    b = run_ort(second.model, data[0])[0]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_static_without_data_is_a_usage_error():
+    with pytest.raises(edgeq.UsageError, match="--calib"):
+        edgeq.quantize(conv_net())
+
+
+def test_float_nodes_carry_reasons():
+    result = edgeq.quantize(conv_net(), edgeq.QuantConfig(exclude=("Add",)), feeds((1, 3, 16, 16), n=2),
+                            progress=False)
+    add = next(e for e in result.report["float"] if e["op"] == "Add")
+    assert "--exclude" in add["reason"]
+
+
+def test_dynamic_mlp_uses_dynamic_kernels_and_keeps_fidelity():
+    proto, data = mlp_net(), feeds((4, 32), n=4)
+    result = edgeq.quantize(proto, edgeq.QuantConfig(mode="dynamic"), progress=False)
+    assert op_types(result.model).count("DynamicQuantizeMatMul") == 2
+    assert _sqnr(proto, result.model, data) > 30.0
+    assert result.ranges is None
+
+
+def test_caller_model_is_not_modified():
+    import onnx_ir as ir
+
+    model = ir.from_proto(conv_net())
+    before = op_types(model)
+    edgeq.quantize(model, data=feeds((1, 3, 16, 16), n=2), progress=False)
+    assert op_types(model) == before
