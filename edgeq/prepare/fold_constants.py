@@ -96,13 +96,11 @@ class FoldConstantsPass(NotingPass):
         return ir.passes.PassResult(model, modified=bool(folded))
 
     def _fold(self, node: ir.Node) -> list[np.ndarray] | None:
-        if node.op_type == "Shape" and node.inputs and node.inputs[0] is not None:  # case 2
+        if node.op_type == "Shape" and node.inputs[0] is not None:  # case 2
             shape = _static_shape(node.inputs[0])
-            if shape is None or node.attributes:
-                if shape is None or const_tensor(node.inputs[0]) is None:
-                    return None
-            else:
-                return [np.asarray(shape, dtype=np.int64)]
+            if shape is not None:
+                start, end = node.attributes.get_int("start", 0), node.attributes.get_int("end", None)
+                return [np.asarray(shape[start:end], dtype=np.int64)]
         tensors = [const_tensor(v) if v is not None else None for v in node.inputs]
         if not node.inputs or any(t is None for v, t in zip(node.inputs, tensors) if v is not None):
             return None

@@ -99,6 +99,12 @@ class InferShapesPass(NotingPass):
 
         from edgeq.io import model_bytes
 
+        from edgeq.io import EXTERNAL_DATA_THRESHOLD
+
+        weights = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+        if weights > EXTERNAL_DATA_THRESHOLD:
+            self.note("shape fallback skipped: the model is over 2 GB and cannot be run from memory")
+            return False
         feeds = list(itertools.islice(iter(self.data), FALLBACK_FEEDS))
         if not feeds:
             return False
@@ -120,7 +126,9 @@ class InferShapesPass(NotingPass):
             model.graph.outputs.clear()
             model.graph.outputs.extend(outputs_before)
         for i, value in enumerate(unknown):
-            arrays = [np.asarray(r[i]) for r in results]
+            if not all(isinstance(r[i], np.ndarray) for r in results):
+                continue  # a sequence or optional: no tensor type to record
+            arrays = [r[i] for r in results]
             if len({a.ndim for a in arrays}) != 1:
                 continue
             if value.dtype is None:

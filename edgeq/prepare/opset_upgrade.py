@@ -55,8 +55,11 @@ class OpsetUpgradePass(NotingPass):
                 self.note(f"opset {current} kept: edgeq never downgrades (asked for {target})")
             return ir.passes.PassResult(model, modified=False)
         converted = self._convert(model, current, target)
+        import onnx
+
         model.graph = converted.graph
-        model.ir_version = max(model.ir_version, converted.ir_version)
+        needed = onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", target)])
+        model.ir_version = max(model.ir_version, converted.ir_version, needed)
         self.note(f"opset upgraded from {current} to {target}")
         return ir.passes.PassResult(model, modified=True)
 

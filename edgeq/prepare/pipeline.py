@@ -14,6 +14,7 @@ from edgeq.prepare.eliminate_identity import EliminateIdentityPass
 from edgeq.prepare.fold_batchnorm import FoldBatchNormPass
 from edgeq.prepare.fold_constants import FoldConstantsPass
 from edgeq.prepare.infer_shapes import InferShapesPass
+from edgeq.prepare.initializers_not_inputs import InitializersNotInputsPass
 from edgeq.prepare.opset_upgrade import OpsetUpgradePass
 from edgeq.prepare.remove_dead_code import RemoveDeadCodePass
 
@@ -27,6 +28,7 @@ Feeds = Iterable[Mapping[str, np.ndarray]]
 def prepare_passes(target_opset: int | None = None, data: Feeds | None = None) -> list[NotingPass]:
     """The passes ``prepare_model`` runs, in order."""
     return [
+        InitializersNotInputsPass(),
         ConstantsToInitializersPass(),
         OpsetUpgradePass(target_opset),
         ConstantsToInitializersPass(),  # the converter may add Constant nodes (Split, Squeeze)

@@ -25,6 +25,7 @@ __all__ = [
     "transformer_layer",
     "lstm_model",
     "if_loop",
+    "old_torch_style",
     "big_external",
 ]
 
@@ -307,6 +308,33 @@ def if_loop(seed: int = 0) -> tuple[onnx.ModelProto, FeedsFn]:
     return model, _image_feeds(x, 4, [8])
 
 
+def old_torch_style(seed: int = 0) -> tuple[onnx.ModelProto, FeedsFn]:
+    """An old torch exporter's model: opset 9, IR 3, every initializer also a graph input,
+    Conv-BN-Relu, Upsample (opset 9), MaxPool, Dropout, Flatten and Gemm(transB=1)."""
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder()
+    w = b.init("0.weight", he(rng, 8, 3, 3, 3))
+    y = b.op("Conv", ["input.1", w], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    params = [b.init(f"1.{p}", a) for p, a in zip(("weight", "bias", "running_mean", "running_var"), bn_stats(rng, 8))]
+    y = b.op("Relu", [b.op("BatchNormalization", [y, *params], epsilon=1e-5)])
+    y = b.op("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
+    y = b.op("Upsample", [y, b.init("scales", np.array([1, 1, 2, 2], np.float32))], mode="nearest")
+    y = b.op("Dropout", [y], ratio=0.5)
+    y = b.op("Flatten", [y], axis=1)
+    wf = b.init("fc.weight", he(rng, 10, 8 * 16 * 16))
+    bf = b.init("fc.bias", (rng.standard_normal(10) * 0.1).astype(np.float32))
+    b.nodes.append(helper.make_node("Gemm", [y, wf, bf], ["output"], transB=1))
+    inputs = [helper.make_tensor_value_info("input.1", F, ["batch", 3, 16, 16])]
+    inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in b.initializers]
+    model = b.model("old_torch_style", inputs, [helper.make_tensor_value_info("output", F, ["batch", 10])], opset=9, ir_version=3)
+
+    def feeds(n: int, seed: int) -> Feeds:
+        g = np.random.default_rng(seed)
+        return [{"input.1": g.standard_normal((4, 3, 16, 16)).astype(np.float32)} for _ in range(n)]
+
+    return model, feeds
+
+
 def big_external(folder: str, n_weights: int = 9, size: int = 8192) -> tuple[str, FeedsFn]:
     """A model over 2 GB: ``n_weights`` MatMul weights [size, size] of one constant value, opset 11.
 
@@ -358,4 +386,5 @@ CORPUS: dict[str, Callable[[], tuple[onnx.ModelProto, FeedsFn]]] = {
     "transformer_layer": transformer_layer,
     "lstm_model": lstm_model,
     "if_loop": if_loop,
+    "old_torch_style": old_torch_style,
 }
