@@ -17,6 +17,8 @@ from ortutil import run_ort
 __all__ = ["quantize_qdq", "lsb_diff", "with_weights"]
 
 _WEIGHT_AXIS = {"Conv": 0, "MatMul": 1}
+_FOLDS = ("Conv", "MatMul", "Gemm", "Add")
+_SHARED = ("MaxPool", "Reshape", "Transpose", "Slice", "Flatten", "Squeeze", "Unsqueeze", "Relu")
 
 
 def _ranges(model: onnx.ModelProto, feeds) -> dict[str, tuple[float, float]]:
@@ -51,10 +53,17 @@ def _init(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     return v
 
 
-def quantize_qdq(model: onnx.ModelProto, feeds, act_dtype=np.uint8, per_channel=True) -> onnx.ModelProto:
+def quantize_qdq(model: onnx.ModelProto, feeds, act_dtype=np.uint8, per_channel=True,
+                 quantize_outputs=True, fold_relu=True, skip=()) -> onnx.ModelProto:
+    """QDQ form of ``model``; ``skip`` names float values to leave unquantized."""
     ranges = _ranges(model, feeds)
     irm = ir.from_proto(onnx.shape_inference.infer_shapes(model))
     g = irm.graph
+    for node in g:  # ops that move values keep their input's scale, as quantizers do
+        producer = node.inputs[0].producer() if node.inputs else None
+        folded = node.op_type == "Relu" and producer is not None and producer.op_type in _FOLDS
+        if node.op_type in _SHARED and node.inputs[0].name in ranges and not folded:
+            ranges[node.outputs[0].name] = ranges[node.inputs[0].name]
     scales: dict[ir.Value, float] = {}
     count = [0]
 
@@ -91,10 +100,12 @@ def quantize_qdq(model: onnx.ModelProto, feeds, act_dtype=np.uint8, per_channel=
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue
         for out in node.outputs:
-            if out.dtype != ir.DataType.FLOAT:
+            if out.dtype != ir.DataType.FLOAT or out.name in skip:
+                continue
+            if out.is_graph_output() and not quantize_outputs:
                 continue
             uses = list(out.uses())
-            if (node.op_type in ("Conv", "MatMul", "Gemm", "Add") and len(uses) == 1
+            if (fold_relu and node.op_type in _FOLDS and len(uses) == 1
                     and uses[0].node.op_type == "Relu" and not out.is_graph_output()):
                 continue  # folded: op -> Relu -> Q
             insert_qdq(out, node)
@@ -150,7 +161,7 @@ def with_weights(text: str, rng, scale: float = 0.3) -> onnx.ModelProto:
     model = onnx.parser.parse_model(text)
     keep = []
     for inp in model.graph.input:
-        if inp.name[0] in "wb" and inp.name[1:2] in "0123456789_" :
+        if len(inp.name) > 1 and inp.name[0] in "wb" and inp.name[1] in "0123456789_":
             shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]
             arr = (rng.standard_normal(shape) * scale).astype(np.float32)
             model.graph.initializer.append(onnx.numpy_helper.from_array(arr, inp.name))
