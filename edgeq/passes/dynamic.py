@@ -9,6 +9,8 @@
    what ORT's own fusion turns DynamicQuantizeLinear + MatMulInteger into); it takes per-column
    weight scales, so per-channel costs nothing and keeps fidelity.
 2. Gemm: a transB weight is transposed offline to [K, N]; C becomes the kernel's bias.
+   MatMul followed by an Add of a constant [N] vector (a Linear layer's bias): the Add folds
+   into the kernel's bias input too.
 3. Conv: per-channel int8 weights with zero points all 0 (so one scalar zero point serves),
    the per-channel scale applied by the Mul after ConvInteger.
 """
@@ -37,14 +39,33 @@ def _const(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     return value
 
 
-def _replace(graph: ir.Graph, node: ir.Node, new_nodes: list[ir.Node]) -> None:
-    old, new = node.outputs[0], new_nodes[-1].outputs[0]
+def _replace(graph: ir.Graph, node: ir.Node, new_nodes: list[ir.Node], last: ir.Node | None = None) -> None:
+    """Put ``new_nodes`` in place of ``node`` (through ``last``, whose output they produce)."""
+    last = last or node
+    old, new = last.outputs[0], new_nodes[-1].outputs[0]
     graph.insert_before(node, new_nodes)
     new.shape, new.dtype = old.shape, old.dtype
     old.replace_all_uses_with(new, replace_graph_outputs=True)
     name = old.name
+    if last is not node:
+        graph.remove(last, safe=True)
     graph.remove(node, safe=True)
     new.name = name
+
+
+def _bias_add(node: ir.Node, n: int) -> tuple[ir.Node, np.ndarray] | tuple[None, None]:
+    """The Add right after a MatMul that adds a constant [N] vector, and that vector (2)."""
+    out = node.outputs[0]
+    if node.op_type != "MatMul" or len(out.uses()) != 1 or out.is_graph_output():
+        return None, None
+    add = next(iter(out.uses())).node
+    if add.op_type != "Add" or add.domain != "":
+        return None, None
+    other = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
+    bias = const_array(other)
+    if bias is None or bias.ndim != 1 or bias.shape[0] != n:
+        return None, None
+    return add, bias
 
 
 class DynamicQuantize(ir.passes.InPlacePass):
@@ -80,6 +101,9 @@ class DynamicQuantize(ir.passes.InPlacePass):
                 weight = weight.T.copy()  # (2)
             if len(node.inputs) > 2 and node.inputs[2] is not None:
                 bias = const_array(node.inputs[2]).astype(np.float32).reshape(-1)
+        add = None
+        if bias is None:
+            add, bias = _bias_add(node, weight.shape[1])
         qw = quantize_weight(weight, 1 if self._per_channel() else None)  # (1)
         label = node_label(node)
         base = f"{node.inputs[1].name or label}_{label}"
@@ -92,9 +116,11 @@ class DynamicQuantize(ir.passes.InPlacePass):
         if bias is not None:
             inputs.append(_const(graph, f"{base}_bias", bias))
         new = ir.node("DynamicQuantizeMatMul", inputs, domain="com.microsoft", name=f"{label}_dynamic")
-        old_inputs = list(node.inputs[1:])
-        _replace(graph, node, [new])
+        old_inputs = list(node.inputs[1:]) + (list(add.inputs) if add is not None else [])
+        _replace(graph, node, [new], add)
         _drop_unused(graph, old_inputs)
+        if add is not None:
+            self.plan.decide(add, Role.FOLDED, "")
         self.plan.weights[node] = {**qw.summary(weight), "kernel": "DynamicQuantizeMatMul"}
 
     def _conv(self, graph: ir.Graph, node: ir.Node) -> None:
