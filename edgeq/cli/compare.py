@@ -1,0 +1,81 @@
+"""``edgeq compare``: models x providers x threads x batch, speed and fidelity in one report."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+__all__ = ["compare", "write_reports"]
+
+
+def write_reports(report: dict, out_dir: str, inputs: list[str], title: str) -> list[str]:
+    """Write report.json, report.md and report.html into ``out_dir`` atomically."""
+    from edgeq.io import atomic_path
+    from edgeq.report.html import render_html
+    from edgeq.runtime.compare import to_markdown
+
+    os.makedirs(out_dir, exist_ok=True)
+    texts = {
+        "report.json": json.dumps(report, indent=2, default=str) + "\n",
+        "report.md": to_markdown(report),
+        "report.html": render_html(report, title),
+    }
+    written = []
+    for name, text in texts.items():
+        path = os.path.join(out_dir, name)
+        with atomic_path(path, inputs) as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+        written.append(path)
+    return written
+
+
+@click.command("compare")
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--providers", default="cpu", show_default=True,
+              help="Providers, comma-separated (cpu, cuda, trt, ...); unavailable ones are skipped.")
+@click.option("--inputs", type=click.Path(path_type=str), default=None,
+              help="An .npz (keys = input names) or a folder of them; default: random inputs.")
+@click.option("--batch", "batch", default=None, help="Batch sizes for timing, e.g. 1,8.")
+@click.option("--threads", default="1", show_default=True, help="Intra-op thread counts, e.g. 1,2,4.")
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--iters", type=click.IntRange(min=1), default=None, help="Timed runs (overrides --seconds).")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Time per configuration (at least 10 runs).")
+@click.option("--profile/--no-profile", default=True, show_default=True,
+              help="Per-operator time from onnxruntime's profiler.")
+@click.option("--input-shape", "input_shape", multiple=True, metavar="NAME=1x3x224x224",
+              help="Shape of an input with symbolic dims (its first dim follows --batch).")
+@click.option("--dim", "dim", multiple=True, metavar="NAME=SIZE", help="Size of a named symbolic dim.")
+@click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
+              help="Folder for report.json, report.md and report.html.")
+@click.option("--title", default="edgeq compare", show_default=True, help="Title of the HTML report.")
+def compare(models, providers, inputs, batch, threads, warmup, iters, seconds, profile, input_shape, dim,
+            out_dir, title):
+    """Compare MODELS on every provider: latency, throughput, memory, and each output against the
+    first model on the first provider (SQNR, cosine, max abs error, top-1 agreement)."""
+    from edgeq.cli.bench import parse_dims, parse_int_list, parse_shapes
+    from edgeq.runtime.compare import compare as run_compare
+    from edgeq.runtime.compare import to_markdown
+
+    report = run_compare(
+        list(models),
+        providers=[p for p in providers.split(",") if p.strip()],
+        inputs=inputs,
+        threads=parse_int_list(threads, "--threads"),
+        batches=parse_int_list(batch, "--batch") if batch else None,
+        warmup=warmup,
+        iters=iters,
+        seconds=seconds,
+        profile=profile,
+        dims=parse_dims(dim),
+        shapes=parse_shapes(input_shape),
+        progress=True,
+    ).to_dict()
+    click.echo(to_markdown(report))
+    if out_dir:
+        inputs_list = list(models) + ([inputs] if inputs else [])
+        for path in write_reports(report, out_dir, inputs_list, title):
+            click.echo(f"wrote {path}")
