@@ -21,13 +21,14 @@ def _console():
 __all__ = ["bench", "parse_int_list", "parse_shapes", "parse_dims", "render_table"]
 
 
-def parse_int_list(text: str, option: str) -> list[int]:
+def parse_int_list(text: str, option: str, minimum: int = 1) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise UsageError(f"{option} takes comma-separated integers such as 1,2,4, not {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise UsageError(f"{option} takes positive integers such as 1,2,4, not {text!r}")
+    if not values or any(v < minimum for v in values):
+        kind = "positive integers" if minimum > 0 else "integers >= 0 (0: onnxruntime's default)"
+        raise UsageError(f"{option} takes {kind} such as 1,2,4, not {text!r}")
     return values
 
 
@@ -94,7 +95,8 @@ def render_table(results) -> "object":
 @click.command("bench")
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--providers", default="cpu", show_default=True, help="Providers to compare, comma-separated.")
-@click.option("--threads", default="1", show_default=True, help="Intra-op thread counts, e.g. 1,2,4.")
+@click.option("--threads", default="1", show_default=True,
+              help="Intra-op thread counts, e.g. 1,2,4 (0: onnxruntime's default, all cores).")
 @click.option("--batch", "batch", default=None,
               help="Batch sizes, e.g. 1,8 (default: 1, or the --inputs data's own batch).")
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed runs first.")
@@ -117,7 +119,7 @@ def bench(models, providers, threads, batch, warmup, iters, seconds, inputs, inp
     results = run_bench(
         list(models),
         providers=[p for p in providers.split(",") if p.strip()],
-        threads=parse_int_list(threads, "--threads"),
+        threads=parse_int_list(threads, "--threads", minimum=0),
         batches=parse_int_list(batch, "--batch") if batch else None,
         warmup=warmup,
         iters=iters,

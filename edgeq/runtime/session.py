@@ -54,6 +54,21 @@ def _first_line(error: BaseException) -> str:
     return re.sub(r"^Load model from .* failed:", "", line).strip()
 
 
+_PRELOADED = False
+
+
+def _preload_gpu_libraries(ort: Any) -> None:
+    """onnxruntime-gpu >= 1.21: load CUDA/cuDNN from the nvidia-* pip packages when present."""
+    global _PRELOADED
+    if _PRELOADED or not hasattr(ort, "preload_dlls"):
+        return
+    _PRELOADED = True
+    try:
+        ort.preload_dlls(msvc=False)
+    except Exception as e:  # libraries may come from the system instead
+        logger.debug("onnxruntime.preload_dlls failed: %s", e)
+
+
 class Session:
     """An onnxruntime session built on first use.
 
@@ -105,6 +120,7 @@ class Session:
         self.log_level = log_level
         self.profile_prefix = profile_prefix
         self._sess: Any = None
+        self._graph: Any = None  # CUDA graph: (io binding, input and output device buffers)
         self.start_seconds: float | None = None
 
     # -- building -------------------------------------------------------------------------------
@@ -123,6 +139,8 @@ class Session:
             model = model.SerializeToString()
         names = [name for name, _ in self._chain]
         options = [opts for _, opts in self._chain]
+        if {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(names):
+            _preload_gpu_libraries(ort)
         start = time.perf_counter()
         try:
             with warnings.catch_warnings():  # onnxruntime warns of missing providers; we log it below
@@ -192,7 +210,10 @@ class Session:
                 f"{', '.join(map(repr, sorted(known)))}"
             )
         try:
-            if self.cuda_options is not None and self.cuda_options.use_io_binding and "CUDAExecutionProvider" in sess.get_providers():
+            on_cuda = self.cuda_options is not None and "CUDAExecutionProvider" in sess.get_providers()
+            if on_cuda and self.cuda_options.enable_cuda_graph:
+                values = self._run_cuda_graph(sess, arrays, names)
+            elif on_cuda and self.cuda_options.use_io_binding:
                 values = self._run_io_binding(sess, arrays, names)
             else:
                 values = sess.run(names, arrays)
@@ -213,6 +234,45 @@ class Session:
             binding.bind_output(name, "cuda", self.cuda_options.device_id)
         sess.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()
+
+    def _run_cuda_graph(self, sess: Any, arrays: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
+        """CUDA graphs replay fixed device addresses: inputs and outputs live in device buffers
+        made on the first run; later runs copy new inputs into them in place."""
+        import onnxruntime as ort
+
+        device = self.cuda_options.device_id
+        if self._graph is None:
+            symbols: dict[str, int] = {}
+            for spec in self.input_specs:
+                for want, got in zip(spec.shape or (), arrays[spec.name].shape):
+                    if isinstance(want, str):
+                        symbols[want] = got
+            binding = sess.io_binding()
+            inputs = {}
+            for name, array in arrays.items():
+                inputs[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", device)
+                binding.bind_ortvalue_input(name, inputs[name])
+            outputs = {}
+            for spec in self.output_specs:
+                shape = [symbols.get(d) if isinstance(d, str) else d for d in (spec.shape or [None])]
+                if spec.shape is None or any(d is None for d in shape):
+                    raise InputError(
+                        f"output {spec.name!r} of {self.label} has shape {spec.shape} that the inputs do not "
+                        "fix: CUDA graphs need static shapes; use enable_cuda_graph=False"
+                    )
+                outputs[spec.name] = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.dtype(spec.dtype), "cuda", device)
+                binding.bind_ortvalue_output(spec.name, outputs[spec.name])
+            self._graph = (binding, inputs, outputs)
+        binding, inputs, outputs = self._graph
+        for name, array in arrays.items():
+            if tuple(inputs[name].shape()) != array.shape:
+                raise InputError(
+                    f"input {name!r} of {self.label} has shape {list(array.shape)} but the CUDA graph was "
+                    f"captured for {inputs[name].shape()}: CUDA graphs replay one shape; make another Session"
+                )
+            inputs[name].update_inplace(np.ascontiguousarray(array))
+        sess.run_with_iobinding(binding)
+        return [outputs[name].numpy() for name in names]
 
     def end_profiling(self) -> str:
         """Stop onnxruntime's profiler (``profile_prefix`` given); return its trace file's path."""
