@@ -85,8 +85,11 @@ class QOperatorPass(ir.passes.InPlacePass):
                     continue
                 name, op_type = node.name, node.op_type
                 new = rule.rewrite(node, graph, match)
-                rewritten.append({"rule": rule.name, "node": name, "op_type": op_type,
-                                  "new_op": new.op_type})
+                record = {"rule": rule.name, "node": name, "op_type": op_type,
+                          "new_op": new.op_type}
+                if why:  # earlier rules (QLinear forms) that did not match, and why
+                    record["not_matched"] = why
+                rewritten.append(record)
                 logger.debug("%s: %s %s -> %s", rule.name, op_type, name, new.op_type)
                 break
             else:
