@@ -10,10 +10,11 @@ All work on the histogram of ``HistogramObserver`` with numpy, no per-element lo
   into ``levels`` groups and expanded back (each group's mass spread over its non-empty bins); the
   ``i`` minimizing KL(P||Q) gives ``t = i * width``. ``levels`` is 128 (a signed tensor, or a
   symmetric int8 target) or 256 for a non-negative tensor on an asymmetric 8-bit target (the
-  one-sided form). Candidates: every 16th bin count, then every bin around the best.
+  one-sided form). Candidates: every 8th bin count, then every bin count around the best.
 * ``mse``: the range minimizing the expected quantization MSE for the target dtype,
   ``step**2 / 12`` per value inside the range plus the squared clipping error outside it,
-  over a grid of candidate ranges (``[-t, t]`` when symmetric, ``lo`` x ``hi`` otherwise).
+  over a grid of candidate ranges (256 thresholds ``[-t, t]`` when symmetric, 256 ``lo`` x 256
+  ``hi`` otherwise); prefix sums over the histogram make each candidate O(1).
 
 Every method returns a range inside ``[min, max]``; ``finalize_range`` then makes sure it is not
 degenerate (a constant tensor gets a range that includes 0, an all-zero one ``[-eps, eps]``).
@@ -78,83 +79,93 @@ def percentile_range(obs: HistogramObserver, percentile: float, symmetric: bool)
 
 
 def _kl_candidates(hist: np.ndarray, candidates: np.ndarray, levels: int, eps: float = 1e-4) -> np.ndarray:
-    """KL(P||Q) for each threshold bin count in ``candidates``, vectorized (C x N).
+    """KL(P||Q) for each threshold bin count ``i`` in ``candidates`` (TensorRT's definition).
 
     P: ``hist[:i]`` with the outliers ``hist[i:]`` added to its last bin. Q: ``hist[:i]`` (no
-    outliers) merged into ``levels`` groups, each group's mass spread evenly over the bins where
-    P is non-zero. Zeros are smoothed with ``eps`` counts (as MXNet/TVM do) so KL stays finite.
+    outliers) merged into ``levels`` groups, each group's mass spread evenly over the bins where P
+    is non-zero; where that leaves Q zero under P's outliers, Q is ``eps`` (MXNet/TVM smoothing).
+    Within a group Q is constant, so ``sum p log q`` is a per-group sum: with prefix sums of
+    ``h``, ``h > 0`` and ``h log h`` this costs O(candidates x levels), not x bins.
     """
-    n = hist.size
-    j = np.arange(n)
-    inside = j[None, :] < candidates[:, None]  # C x N
-    sliced = np.where(inside, hist[None, :], 0.0)
-    rows = np.arange(candidates.size)
-    p = sliced.copy()
-    p[rows, candidates - 1] += hist.sum() - np.cumsum(hist)[candidates - 1]  # outliers
-    groups = np.where(inside, (j[None, :] * levels) // candidates[:, None], levels)  # dump group
-    flat = (rows[:, None] * (levels + 1) + groups).ravel()
-    nonzero = p > 0
-    size = candidates.size * (levels + 1)
-    group_sum = np.bincount(flat, weights=sliced.ravel(), minlength=size).reshape(-1, levels + 1)
-    group_cnt = np.bincount(flat, weights=nonzero.ravel(), minlength=size).reshape(-1, levels + 1)
-    spread = group_sum / np.maximum(group_cnt, 1)
-    q = np.where(nonzero, np.take_along_axis(spread, groups, axis=1), 0.0)
-    q = np.where(nonzero & (q <= 0), eps, q)
-    p_sum = p.sum(axis=1, keepdims=True)
-    q_sum = q.sum(axis=1, keepdims=True)
+    total = hist.sum()
+    cum = np.concatenate([[0.0], np.cumsum(hist)])
+    cum_nonzero = np.concatenate([[0.0], np.cumsum(hist > 0)])
     with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(nonzero, (p / p_sum) * np.log((p * q_sum) / (q * p_sum)), 0.0)
-    return terms.sum(axis=1)
+        cum_hlogh = np.concatenate([[0.0], np.cumsum(np.where(hist > 0, hist * np.log(hist), 0.0))])
+    i = candidates.astype(np.int64)
+    edges = (np.arange(levels + 1)[None, :] * i[:, None] + levels - 1) // levels  # group starts; last == i
+    group_sum = cum[edges[:, 1:]] - cum[edges[:, :-1]]  # C x levels, without outliers
+    group_cnt = cum_nonzero[edges[:, 1:]] - cum_nonzero[edges[:, :-1]]
+    tail = total - cum[i]
+    last = hist[i - 1]
+    group_cnt[:, -1] += (last == 0) & (tail > 0)  # the outliers make P's last bin non-zero
+    p_last = last + tail
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp = cum_hlogh[i - 1] + np.where(p_last > 0, p_last * np.log(p_last), 0.0)
+        q = np.where(group_cnt > 0, group_sum / np.maximum(group_cnt, 1), 0.0)
+        log_q = np.log(np.where(q > 0, q, 1.0))
+    p_mass = group_sum.copy()
+    p_mass[:, -1] += tail
+    plogq = (p_mass * log_q).sum(axis=1)
+    smoothed = (group_sum[:, -1] <= 0) & (tail > 0)
+    plogq = np.where(smoothed, plogq + tail * math.log(eps), plogq)
+    q_sum = cum[i] + np.where(smoothed, eps, 0.0)
+    return (plogp - plogq) / total + np.log(q_sum / total)
 
 
 def entropy_range(obs: HistogramObserver, activations: str, symmetric: bool) -> tuple[float, float, dict[str, Any]]:
     hist, width = obs.abs_histogram()
     n = hist.size
     one_sided = obs.min >= 0.0 and not symmetric
-    levels = 256 if one_sided and activations != "int16" else 128
+    levels = 256 if one_sided else 128
     if activations == "int16":
-        levels = max(levels, n)  # finer than the histogram: KL cannot beat no clipping
+        levels = n  # finer than the histogram: KL cannot beat no clipping
+    amax = obs.max if one_sided else max(-obs.min, obs.max)
     if levels >= n or hist.sum() == 0:
-        t = obs.max if one_sided else max(-obs.min, obs.max)
-        return max(-t, obs.min), min(t, obs.max), {"threshold": t, "levels": levels}
-    coarse = np.unique(np.append(np.arange(levels, n + 1, 16), n))
-    kl = _kl_candidates(hist, coarse, levels)
-    best = int(coarse[int(np.argmin(kl))])
-    fine = np.arange(max(levels, best - 16), min(n, best + 16) + 1)
-    kl_fine = _kl_candidates(hist, fine, levels)
-    best = int(fine[int(np.argmin(kl_fine))])
-    t = min(best * width, max(-obs.min, obs.max))
-    return max(-t, obs.min), min(t, obs.max), {"threshold": t, "levels": levels, "kl": float(kl_fine.min())}
+        return max(-amax, obs.min), min(amax, obs.max), {"threshold": amax, "levels": levels}
+    coarse = np.unique(np.append(np.arange(levels, n + 1, 8), n))
+    best = int(coarse[int(np.argmin(_kl_candidates(hist, coarse, levels)))])
+    fine = np.arange(max(levels, best - 8), min(n, best + 8) + 1)
+    kl = _kl_candidates(hist, fine, levels)
+    best = int(fine[int(np.argmin(kl))])
+    t = min(best * width, amax)
+    return max(-t, obs.min), min(t, obs.max), {"threshold": t, "levels": levels, "kl": float(kl.min())}
+
+
+def _tail_errors(counts: np.ndarray, centers: np.ndarray, bounds: np.ndarray, upper: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Clipping error ``sum n (c - bound)**2`` and count of the bins beyond each bound."""
+    s0 = np.concatenate([[0.0], np.cumsum(counts)])
+    s1 = np.concatenate([[0.0], np.cumsum(counts * centers)])
+    s2 = np.concatenate([[0.0], np.cumsum(counts * centers**2)])
+    if upper:  # bins with center > bound
+        k = np.searchsorted(centers, bounds, side="right")
+        n, m1, m2 = s0[-1] - s0[k], s1[-1] - s1[k], s2[-1] - s2[k]
+    else:  # bins with center < bound
+        k = np.searchsorted(centers, bounds, side="left")
+        n, m1, m2 = s0[k], s1[k], s2[k]
+    return np.maximum(m2 - 2.0 * bounds * m1 + bounds**2 * n, 0.0), n
 
 
 def mse_range(
-    obs: HistogramObserver, activations: str, symmetric: bool, candidates: int = 128
+    obs: HistogramObserver, activations: str, symmetric: bool, candidates: int = 256
 ) -> tuple[float, float, dict[str, Any]]:
     levels = _LEVELS[activations]
+    frac = np.arange(1, candidates + 1) / candidates
     if symmetric:
         counts, width = obs.abs_histogram()
         centers = (np.arange(counts.size) + 0.5) * width
-        amax = max(-obs.min, obs.max)
-        t = amax * np.arange(1, candidates + 1) / candidates  # C
+        t = max(-obs.min, obs.max) * frac
+        clip_err, n_out = _tail_errors(counts, centers, t, upper=True)
         step = 2.0 * t / (levels - 1)
-        over = np.clip(centers[None, :] - t[:, None], 0.0, None)
-        clip_err = (counts[None, :] * over**2).sum(axis=1)
-        n_in = (counts[None, :] * (centers[None, :] <= t[:, None])).sum(axis=1)
-        err = n_in * step**2 / 12.0 + clip_err
-        best = int(np.argmin(err))
-        tb = float(t[best])
+        err = (counts.sum() - n_out) * step**2 / 12.0 + clip_err
+        tb = float(t[int(np.argmin(err))])
         return max(-tb, obs.min), min(tb, obs.max), {"threshold": tb}
     counts, width = obs.signed_histogram()
     centers = -obs.radius + (np.arange(counts.size) + 0.5) * width
-    frac = np.arange(1, candidates + 1) / candidates
-    lo_c = min(obs.min, 0.0) * frac  # A
-    hi_c = max(obs.max, 0.0) * frac  # B
-    below = np.clip(lo_c[:, None] - centers[None, :], 0.0, None)  # A x N
-    above = np.clip(centers[None, :] - hi_c[:, None], 0.0, None)  # B x N
-    low_err = (counts * below**2).sum(axis=1)
-    high_err = (counts * above**2).sum(axis=1)
-    n_low = (counts * (below > 0)).sum(axis=1)
-    n_high = (counts * (above > 0)).sum(axis=1)
+    lo_c = min(obs.min, 0.0) * frac  # A candidates
+    hi_c = max(obs.max, 0.0) * frac  # B candidates
+    low_err, n_low = _tail_errors(counts, centers, lo_c, upper=False)
+    high_err, n_high = _tail_errors(counts, centers, hi_c, upper=True)
     step = (hi_c[None, :] - lo_c[:, None]) / (levels - 1)  # A x B
     n_in = counts.sum() - n_low[:, None] - n_high[None, :]
     err = low_err[:, None] + high_err[None, :] + n_in * step**2 / 12.0
