@@ -21,7 +21,8 @@ _CALIB_FEEDS = 8  # shape fallback reads only the first few feeds
 @click.option("--opset", type=click.IntRange(7, 30), default=None,
               help="Target opset (default: max(model's, 13)); never lower than the model's.")
 @click.option("--calib", type=click.Path(), default=None,
-              help="An .npz file (keys = input names) or a folder of them; used when shapes stay unknown.")
+              help="Feeds: an .npz file (keys = input names), a folder of them, or module:function; "
+                   "run when shapes stay unknown.")
 @click.option("--check-only", is_flag=True, help="Only list what blocks or limits quantization.")
 def prepare(model: str, out: str, opset: int | None, calib: str | None, check_only: bool) -> None:
     """Make an ONNX graph quantizable (constants, opset, BN, shapes)."""
@@ -38,10 +39,9 @@ def prepare(model: str, out: str, opset: int | None, calib: str | None, check_on
         return
     data = None
     if calib is not None:
-        from edgeq.runtime.feeds import load_feeds
+        from edgeq.calibrate import load_data
 
-        names = [v.name for v in ir_model.graph.inputs if v.name not in ir_model.graph.initializers]
-        data = list(itertools.islice(load_feeds(calib, names), _CALIB_FEEDS))
+        data = list(itertools.islice(iter(load_data(calib, ir_model)), _CALIB_FEEDS))
     ir_model, notes = prepare_model(ir_model, target_opset=opset, data=data)
     for note in notes:
         click.echo(f"prepare: {note}")

@@ -103,3 +103,12 @@ def test_external_data_outside_model_folder_is_refused(tmp_path):
     with pytest.raises(ModelLoadError, match=r"\.\./x\.data.*outside the model's folder"):
         load_model(path)
     assert os.path.exists(tmp_path / "x.data")
+
+
+def test_cli_prepare_calib_with_wrong_input_name_is_usage_error(tmp_path, capsys):
+    src, calib = tmp_path / "in.onnx", tmp_path / "bad.npz"
+    onnx.save(onnx.parser.parse_model(OPSET11), src)
+    np.savez(calib, nope=np.zeros((1, 3, 4, 4), np.float32))
+    code, _, err = _edgeq(capsys, "prepare", str(src), "-o", str(tmp_path / "o.onnx"), "--calib", str(calib))
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.onnx").exists()
