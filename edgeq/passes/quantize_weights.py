@@ -8,6 +8,10 @@
 2. Biases are int32 with scale ``input_scale * weight_scale``; where a bias would overflow int32
    (tiny weight scale), that channel's weight scale is raised until it fits.
 3. A Gemm bias of shape [1, N] is stored as [N].
+4. A MatMul whose output stays float (no int8 consumer) and feeds an Add of a constant [N]
+   vector (a Linear layer's bias): the bias is stored int32 the same way, read through a DQ.
+   ORT then runs MatMulIntegerToFloat + Add, or, with static shapes, one QGemm with the bias;
+   a float bias there would make ORT fuse MatMul+Add into a float Gemm first, losing int8.
 """
 
 from __future__ import annotations
@@ -104,6 +108,8 @@ class QuantizeWeights(ir.passes.InPlacePass):
             new_nodes.append(dq_b)
             summary["bias_raised_channels"] = int(np.sum(qw.scale <= min_scale)) if np.any(min_scale > 0) else 0
         graph.insert_before(node, new_nodes)
+        if node.op_type == "MatMul" and node.outputs[0] not in self.plan.values:
+            self._matmul_bias(graph, node, qw.scale, per_channel)  # (4)
         old_w = node.inputs[1]
         node.replace_input_with(1, dq_w.outputs[0])
         if bias is not None:
@@ -112,6 +118,30 @@ class QuantizeWeights(ir.passes.InPlacePass):
             _drop_if_unused(graph, old_b)
         _drop_if_unused(graph, old_w)
         self.plan.weights[node] = summary
+
+
+    def _matmul_bias(self, graph: ir.Graph, node: ir.Node, w_scale: np.ndarray, per_channel: bool) -> None:
+        out = node.outputs[0]
+        if len(out.uses()) != 1 or out.is_graph_output():
+            return
+        add, idx = next(iter(out.uses()))
+        if add.op_type != "Add" or add.domain != "" or self.plan.is_int8(add):
+            return
+        bias_value = add.inputs[1 - idx]
+        bias = const_array(bias_value)
+        n = w_scale.size if per_channel else const_array(node.inputs[1]).shape[-1]
+        if bias is None or bias.ndim != 1 or bias.shape[0] != n:
+            return
+        input_scale = self.plan.params(node.inputs[0]).scale
+        qb, bias_scale = quantize_bias(bias.astype(np.float32), input_scale, w_scale)
+        if not per_channel:
+            bias_scale = np.asarray(bias_scale.reshape(-1)[0], np.float32)
+        dq_b = dequantize_node(graph, f"{bias_value.name or 'bias'}_{node_label(node)}", qb, bias_scale,
+                               np.zeros(bias_scale.shape, np.int32), 0 if per_channel else None)
+        graph.insert_before(add, dq_b)
+        add.replace_input_with(1 - idx, dq_b.outputs[0])
+        _drop_if_unused(graph, bias_value)
+        self.plan.notes.append(f"bias of {node_label(add)} stored int32 after {node_label(node)} (int8 MatMul, float output)")
 
 
 def _drop_if_unused(graph: ir.Graph, value: ir.Value) -> None:

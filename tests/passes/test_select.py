@@ -1,0 +1,111 @@
+"""SelectNodes: which nodes become int8 and the reason for every node left in float."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from ortutil import run_ort
+from passes.helpers import ort_optimized_ops, plan_for, quantize_with_numpy_ranges
+from passes.nets import build, conv_net, feeds
+
+from edgeq.config import QuantConfig
+from edgeq.report.metrics import sqnr_db
+from edgeq.passes.plan import Role
+
+
+def _roles(model: ir.Model, plan) -> list[tuple[str, str]]:
+    return [(n.op_type, plan.role(n)) for n in model.graph]
+
+
+def test_conv_net_roles():
+    model, plan = plan_for(conv_net())
+    assert _roles(model, plan) == [
+        ("Conv", Role.COMPUTE), ("Relu", Role.FOLDED), ("MaxPool", Role.PASSTHROUGH),
+        ("Conv", Role.COMPUTE), ("Relu", Role.FOLDED), ("Add", Role.COMPUTE),
+        ("GlobalAveragePool", Role.COMPUTE), ("Flatten", Role.PASSTHROUGH), ("Gemm", Role.COMPUTE),
+    ]
+
+
+ISOLATED = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,16] x) => (float[1,16] y) {
+  s = Softmax(x)
+  a = Add(s, C)
+  y = Softmax(a)
+}"""
+
+
+def test_isolated_light_op_stays_float_with_reason():
+    model, plan = plan_for(build(ISOLATED, {"C": np.ones(16)}))
+    add = model.graph.node(1)
+    assert plan.role(add) == Role.FLOAT
+    assert plan.decisions[add].reason.startswith("isolated")
+    assert "Softmax stays float" in plan.decisions[model.graph.node(0)].reason
+    assert not plan.values  # nothing to calibrate, nothing inserted
+
+
+TRANSFORMER_BLOCK = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,8,16] x) => (float[1,8,16] y) {
+  h = MatMul(x, W)
+  hb = Add(h, B)
+  r = Add(hb, x)
+  y = LayerNormalization<axis=-1>(r, gamma, beta)
+}"""
+
+
+def test_matmul_feeding_float_ops_keeps_float_output(rng, tmp_path):
+    proto = build(TRANSFORMER_BLOCK, {"W": rng.normal(0, 0.2, (16, 16)), "B": rng.normal(0, 0.1, 16),
+                                      "gamma": np.ones(16), "beta": np.zeros(16)})
+    data = [{"x": rng.normal(0, 1, (1, 8, 16)).astype(np.float32)} for _ in range(4)]
+    model, plan = quantize_with_numpy_ranges(proto, data)
+    matmul = next(n for n in model.graph if n.op_type == "MatMul")
+    assert plan.role(matmul) == Role.COMPUTE
+    add = matmul.outputs[0].consumers()[0]
+    assert add.op_type == "Add"  # no Q/DQ after the MatMul: its output stays float
+    bias = add.inputs[1].producer()  # the bias is int32 behind a DQ (scale = s_in * s_w)
+    assert bias.op_type == "DequantizeLinear" and bias.inputs[0].dtype == ir.DataType.INT32
+    reasons = {n.op_type: d.reason for n, d in plan.decisions.items() if d.role == Role.FLOAT}
+    assert "no int8 consumer" in reasons["Add"] and "LayerNormalization" in reasons["LayerNormalization"]
+    # ORT must not turn MatMul+Add into a float Gemm: it runs one int8 QGemm (static shapes)
+    ops = ort_optimized_ops(model, tmp_path)
+    assert "QGemm" in ops and "Gemm" not in ops and "MatMul" not in ops, ops
+    ref = np.concatenate([run_ort(proto, f)[0] for f in data])
+    got = np.concatenate([run_ort(model, f)[0] for f in data])
+    assert sqnr_db(ref, got) > 30
+
+
+@pytest.mark.parametrize("exclude", [("Add",), ("second_conv",)])
+def test_exclude_by_op_type_or_name(exclude):
+    proto = conv_net()
+    proto.graph.node[3].name = "second_conv"
+    model, plan = plan_for(proto, QuantConfig(exclude=exclude))
+    node = next(n for n in model.graph if n.op_type in exclude or n.name in exclude)
+    assert plan.role(node) == Role.FLOAT and "--exclude" in plan.decisions[node].reason
+
+
+def test_dynamic_mode_leaves_conv_float_and_says_why():
+    model, plan = plan_for(conv_net(), QuantConfig(mode="dynamic"))
+    conv = model.graph.node(0)
+    assert plan.role(conv) == Role.FLOAT and "dynamic_conv" in plan.decisions[conv].reason
+    assert plan.role(model.graph.node(8)) == Role.DYNAMIC  # the Gemm
+
+
+SUBGRAPH = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,4] x, bool c) => (float[1,4] y) {
+  m = MatMul(x, W)
+  y = If(c) <then_branch = t () => (float[1,4] ty) { ty = MatMul(m, W) },
+             else_branch = e () => (float[1,4] ey) { ey = Relu(m) }>
+}"""
+
+
+def test_subgraphs_never_crash_and_stay_float(rng):
+    proto = build(SUBGRAPH, {"W": rng.normal(0, 0.5, (4, 4))})
+    data = [{"x": rng.normal(0, 1, (1, 4)).astype(np.float32), "c": np.array(flag)} for flag in (True, False)]
+    model, plan = quantize_with_numpy_ranges(proto, data)
+    inner = [n for n, d in plan.decisions.items() if n.graph is not model.graph]
+    assert len(inner) == 2 and all("subgraph" in plan.decisions[n].reason for n in inner)
+    assert "control flow" in plan.decisions[next(n for n in model.graph if n.op_type == "If")].reason
+    onnx.checker.check_model(ir.to_proto(model))
+    for feed in data:
+        np.testing.assert_allclose(run_ort(model, feed)[0], run_ort(proto, feed)[0], atol=0.1)
