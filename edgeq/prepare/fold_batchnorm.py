@@ -84,7 +84,7 @@ def _old_bias(node: ir.Node, channels: int) -> np.ndarray | None:
     return b if b.size == channels else None
 
 
-def _new_initializer(graph: ir.Graph, like: ir.Value | None, base: str, array: np.ndarray) -> ir.Value:
+def _new_initializer(graph: ir.Graph, base: str, array: np.ndarray) -> ir.Value:
     name = base
     counter = 0
     while name in graph.initializers:
@@ -135,14 +135,12 @@ class FoldBatchNormPass(NotingPass):
             return False
         new_b = old_b * s + t
         dtype = w.dtype
-        w_value = _new_initializer(graph, node.inputs[1], f"{node.inputs[1].name}_bnfold", new_w.astype(dtype))
-        b_value = _new_initializer(graph, None, f"{bn.outputs[0].name}_bias", new_b.astype(dtype))
+        w_value = _new_initializer(graph, f"{node.inputs[1].name}_bnfold", new_w.astype(dtype))
+        b_value = _new_initializer(graph, f"{bn.outputs[0].name}_bias", new_b.astype(dtype))
         node.replace_input_with(1, w_value)
-        if len(node.inputs) > 2:
-            node.replace_input_with(2, b_value)
-        else:
+        if len(node.inputs) < 3:
             node.resize_inputs(3)
-            node.replace_input_with(2, b_value)
+        node.replace_input_with(2, b_value)
         if node.op_type == "Gemm":
             node.attributes["alpha"] = ir.AttrFloat32("alpha", 1.0)
             node.attributes["beta"] = ir.AttrFloat32("beta", 1.0)

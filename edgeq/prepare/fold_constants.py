@@ -11,7 +11,8 @@ Cases:
    pre-quantized model stays quantized), nodes whose outputs are graph outputs, and nodes
    whose output would exceed the size of their inputs by more than ``growth`` (Expand, Tile,
    ConstantOfShape blowing up) or ``max_bytes`` in all.
-4. A node the reference evaluator cannot run is left as it is.
+4. A node the reference evaluator cannot run, or whose result is not numeric or does not
+   have the dtype the graph declares, is left as it is.
 """
 
 from __future__ import annotations
@@ -113,6 +114,11 @@ class FoldConstantsPass(NotingPass):
         except Exception as e:  # case 4: the reference evaluator lacks the op or fails
             logger.debug("cannot fold %s (%s): %s", node.name, node.op_type, e)
             return None
+        for output, result in zip(node.outputs, results):
+            if result.dtype.kind not in "biuf" or (
+                output.dtype is not None and output.dtype.numpy() != result.dtype
+            ):
+                return None  # case 4: strings, or the evaluator disagrees with the declared type
         out_bytes = sum(r.nbytes for r in results)
         if out_bytes > _SMALL and (out_bytes > self.growth * in_bytes or out_bytes > self.max_bytes):
             return None  # case 3: folding would blow the model up

@@ -76,17 +76,16 @@ class InferShapesPass(NotingPass):
 
     @staticmethod
     def _onnx_inference(model: ir.Model) -> bool:  # case 1
+        import onnx
+        from onnx_ir.passes.common import _c_api_utils
+        from onnx_ir.passes.common.shape_inference import _merge_func
+
         for strict in (True, False):
+            def infer(proto, strict=strict):
+                return onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=strict, data_prop=True)
+
             try:
-                from onnx_ir.passes.common import _c_api_utils
-                from onnx_ir.passes.common.shape_inference import _merge_func
-                import onnx
-
-                def infer(proto, strict=strict):
-                    return onnx.shape_inference.infer_shapes(
-                        proto, check_type=False, strict_mode=strict, data_prop=True
-                    )
-
+                # onnx_ir's helper hands the C API a copy without large weights (>2 GB safe)
                 inferred = _c_api_utils.call_onnx_api(infer, model)
             except Exception as e:  # onnx raises InferenceError / ValidationError / RuntimeError
                 logger.info("ONNX shape inference (strict=%s) failed: %s", strict, e)
@@ -97,9 +96,7 @@ class InferShapesPass(NotingPass):
     def _run_on_data(self, model: ir.Model, unknown: list[ir.Value]) -> bool:  # case 2
         import onnxruntime as ort
 
-        from edgeq.io import model_bytes
-
-        from edgeq.io import EXTERNAL_DATA_THRESHOLD
+        from edgeq.io import EXTERNAL_DATA_THRESHOLD, model_bytes
 
         weights = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
         if weights > EXTERNAL_DATA_THRESHOLD:
