@@ -1,0 +1,67 @@
+"""QuantizeWeights: int8 per-channel weights within half a step, int32 biases with s_in * s_w."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from passes.helpers import quantize_with_numpy_ranges
+from passes.nets import conv_net, feeds
+
+from edgeq.config import QuantConfig
+from edgeq.passes.weights import INT32_MAX, bias_safe_min_scale, quantize_bias, quantize_weight
+
+
+def _dq_inputs(node: ir.Node, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int | None]:
+    dq = node.inputs[i].producer()
+    assert dq.op_type == "DequantizeLinear"
+    axis = dq.attributes.get("axis")
+    return (*(v.const_value.numpy() for v in dq.inputs), axis.value if axis else None)
+
+
+def test_conv_and_gemm_weights_per_channel_and_bias_scale():
+    proto = conv_net()
+    float_w = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    model, plan = quantize_with_numpy_ranges(proto, feeds((1, 3, 16, 16)))
+    convs = [n for n in model.graph if n.op_type == "Conv"]
+    for node, w_name, b_name, axis in [(convs[0], "W1", "B1", 0), (convs[1], "W2", "B2", 0)]:
+        q, scale, zp, got_axis = _dq_inputs(node, 1)
+        w = float_w[w_name]
+        assert q.dtype == np.int8 and zp.dtype == np.int8 and not zp.any() and got_axis == axis
+        assert scale.shape == (w.shape[0],) and np.abs(q).max() <= 127
+        np.testing.assert_allclose(scale, np.abs(w).reshape(w.shape[0], -1).max(1) / 127, rtol=1e-6)
+        err = np.abs(w - q * scale.reshape(-1, 1, 1, 1))
+        assert np.all(err <= scale.reshape(-1, 1, 1, 1) / 2 + 1e-7)  # exact: half a step at most
+        qb, b_scale, b_zp, _ = _dq_inputs(node, 2)
+        in_scale = node.inputs[0].producer().inputs[1].const_value.numpy()
+        assert qb.dtype == np.int32 and not b_zp.any()
+        np.testing.assert_allclose(b_scale, np.float32(in_scale) * scale, rtol=1e-6)
+        assert np.all(np.abs(float_w[b_name] - qb * b_scale) <= b_scale / 2 + 1e-7)
+    gemm = next(n for n in model.graph if n.op_type == "Gemm")
+    q, scale, _, axis = _dq_inputs(gemm, 1)
+    assert axis == 0 and scale.shape == (10,)  # transB=1: output channels on axis 0
+
+
+def test_per_tensor_granularity_gives_scalar_scales():
+    model, _ = quantize_with_numpy_ranges(conv_net(), feeds((1, 3, 16, 16)), QuantConfig(granularity="per-tensor"))
+    conv = next(n for n in model.graph if n.op_type == "Conv")
+    _, scale, zp, axis = _dq_inputs(conv, 1)
+    assert scale.shape == () and zp.shape == () and axis is None
+
+
+def test_bias_overflow_raises_the_weight_scale_instead_of_clipping():
+    weight = np.zeros((2, 4), np.float32)
+    weight[0] = 1e-12  # a dead channel: a tiny scale would overflow the bias
+    weight[1] = 0.5
+    bias = np.array([3.0, 0.1], np.float32)
+    min_scale = bias_safe_min_scale(bias, 0.01, per_channel=True)
+    qw = quantize_weight(weight, 0, min_scale=min_scale)
+    qb, b_scale = quantize_bias(bias, 0.01, qw.scale)
+    assert np.abs(qb.astype(np.int64)).max() < INT32_MAX
+    np.testing.assert_allclose(qb * b_scale, bias, rtol=1e-6)
+    assert qw.scale[1] == np.float32(0.5 / 127)  # untouched where it fits
+
+
+def test_zero_weights_are_exact():
+    qw = quantize_weight(np.zeros((3, 2, 1, 1), np.float32), 0)
+    assert not qw.values.any() and np.all(qw.scale > 0)
