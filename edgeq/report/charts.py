@@ -86,7 +86,7 @@ def latency_bars(
     """Rows of ``(label, colour key, p50, p90)``: a bar to p50, a dark tick at p90."""
     keys = list(dict.fromkeys(key for _, key, _, _ in rows))
     label_w = min(320, 12 + 7 * max((len(label) for label, *_ in rows), default=10))
-    left, right, top, bar_h, gap = label_w, 70, 54, 18, 8
+    left, right, top, bar_h, gap = label_w, 130, 54, 18, 8
     plot_w = width - left - right
     body, extra = _legend(keys, left, 40, max_width=plot_w)
     top += extra
@@ -114,7 +114,8 @@ def latency_bars(
             body.append(f'<line x1="{x90:.1f}" y1="{y - 2}" x2="{x90:.1f}" y2="{y + bar_h + 2}" '
                         f'stroke="#222" stroke-width="2"/>')
             end = max(end, p90 * scale)
-        body.append(f'<text x="{left + end + 6:.1f}" y="{y + bar_h - 5}" font-size="11" fill="#333">{_fmt(p50)}</text>')
+        text = _fmt(p50) if p90 is None else f"{_fmt(p50)}  (p90 {_fmt(p90)})"
+        body.append(f'<text x="{left + end + 6:.1f}" y="{y + bar_h - 5}" font-size="11" fill="#333">{_esc(text)}</text>')
     body.append(f'<line x1="{left}" y1="{top - 4}" x2="{left}" y2="{height - 30}" stroke="#888"/>')
     return _svg(width, height, body, title)
 
