@@ -66,7 +66,10 @@ def _evaluate(node: ir.Node, arrays: list[np.ndarray | None]) -> list[np.ndarray
     opset = node.graph.opset_imports.get("", 13) if node.graph is not None else 13
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
     feeds = {n: a for n, a in zip(names, arrays) if a is not None}
-    return [np.asarray(r) for r in ReferenceEvaluator(model).run(None, feeds)]
+    results = ReferenceEvaluator(model).run(None, feeds)
+    if not all(isinstance(r, np.ndarray) for r in results):
+        raise TypeError("not a tensor result (a sequence or optional)")
+    return results
 
 
 class FoldConstantsPass(NotingPass):
@@ -85,6 +88,8 @@ class FoldConstantsPass(NotingPass):
                 continue
             if any(o.is_graph_output() for o in node.outputs) or not node.outputs:
                 continue
+            if any(o.type is not None and not isinstance(o.type, ir.TensorType) for o in node.outputs):
+                continue  # sequences and optionals do not become initializers
             if any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()):
                 continue
             results = self._fold(node)

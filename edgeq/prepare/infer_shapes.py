@@ -52,6 +52,25 @@ def _merge_shape(shapes: list[tuple[int, ...]]) -> ir.Shape:
     return ir.Shape(dims)
 
 
+def _merge(model: ir.Model, inferred_proto) -> bool:
+    """Copy inferred types (whole types: sequences stay sequences) and shapes onto ``model``."""
+    inferred = ir.serde.deserialize_model(inferred_proto)
+    modified = False
+    for graph, inferred_graph in zip(model.graphs(), inferred.graphs()):
+        found = ir.convenience.create_value_mapping(inferred_graph)
+        for name, value in ir.convenience.create_value_mapping(graph).items():
+            other = found.get(name)
+            if other is None:
+                continue
+            if other.type is not None and value.type != other.type:
+                value.type = other.type
+                modified = True
+            if other.shape is not None and value.shape != other.shape:
+                value.shape = other.shape
+                modified = True
+    return modified
+
+
 class InferShapesPass(NotingPass):
     """ONNX shape inference, then a run-on-data fallback for what stays unknown."""
 
@@ -78,7 +97,6 @@ class InferShapesPass(NotingPass):
     def _onnx_inference(model: ir.Model) -> bool:  # case 1
         import onnx
         from onnx_ir.passes.common import _c_api_utils
-        from onnx_ir.passes.common.shape_inference import _merge_func
 
         for strict in (True, False):
             def infer(proto, strict=strict):
@@ -90,7 +108,7 @@ class InferShapesPass(NotingPass):
             except Exception as e:  # onnx raises InferenceError / ValidationError / RuntimeError
                 logger.info("ONNX shape inference (strict=%s) failed: %s", strict, e)
                 continue
-            return _merge_func(model, inferred)
+            return _merge(model, inferred)
         return False
 
     def _run_on_data(self, model: ir.Model, unknown: list[ir.Value]) -> bool:  # case 2

@@ -255,8 +255,11 @@ def _infer(model: ir.Model) -> tuple[dict[str, int] | None, str]:
     types = {}
     for vi in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
         t = vi.type.tensor_type
-        if vi.type.HasField("tensor_type") and t.HasField("shape") and t.elem_type:
-            types[vi.name] = t.elem_type
+        if vi.type.HasField("tensor_type"):
+            if t.HasField("shape") and t.elem_type:
+                types[vi.name] = t.elem_type
+        elif vi.type.WhichOneof("value"):
+            types[vi.name] = 0  # a sequence, map or optional: known, not a float tensor
     return types, ""
 
 
