@@ -86,3 +86,41 @@ def test_caller_model_is_not_modified():
     before = op_types(model)
     edgeq.quantize(model, data=feeds((1, 3, 16, 16), n=2), progress=False)
     assert op_types(model) == before
+
+
+def _export_zoo(name: str, path) -> None:
+    try:
+        from edgeq.exporter import export
+    except ImportError:
+        export = None
+    if export is not None:
+        export(name, str(path))
+        return
+    import torch
+
+    from models import zoo
+
+    spec = zoo.get(name)
+    torch.onnx.export(spec.build(), spec.example_inputs(), str(path), input_names=list(spec.input_names),
+                      output_names=list(spec.output_names), dynamic_axes=spec.dynamic_axes,
+                      opset_version=17, dynamo=False)
+
+
+@pytest.mark.parametrize("name", ["digits_mobilenet", "digits_resnet"])
+def test_digits_models_keep_top1_and_fuse(name, tmp_path):
+    from collections import Counter
+
+    from models import zoo
+    from passes.helpers import ort_optimized_ops
+
+    spec = zoo.get(name)
+    fp32 = tmp_path / f"{name}.onnx"
+    _export_zoo(name, fp32)
+    result = edgeq.quantize(fp32, data=spec.calibration_data(32), eval_data=spec.eval_data(200),
+                            labels=spec.eval_labels(200), progress=False)
+    acc = result.report["evaluation"]["accuracy"]
+    assert acc["int8"] >= acc["fp32"] - 0.005, acc
+    assert result.report["summary"]["left_float"] == 0
+    ops = Counter(ort_optimized_ops(result.model, tmp_path))
+    assert ops["QLinearConv"] >= 9 and ops["QGemm"] == 1
+    assert not {"Conv", "Gemm", "DequantizeLinear"} & set(ops), ops  # everything runs int8
