@@ -60,6 +60,11 @@ def _mb(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:.1f}"
 
 
+def _provider(r) -> str:
+    used = r.providers_used[0].removesuffix("ExecutionProvider") if r.providers_used else r.provider
+    return f"{r.provider} FELL BACK to {used}" if r.fell_back else used
+
+
 def render_table(results) -> "object":
     from rich.table import Table
 
@@ -73,7 +78,7 @@ def render_table(results) -> "object":
     for r in results:
         row = [
             os.path.basename(r.model),
-            r.providers_used[0].removesuffix("ExecutionProvider") if r.providers_used else r.provider,
+            _provider(r),
             str(r.threads),
             str(r.batch),
             f"{r.p50_ms:.3f}",

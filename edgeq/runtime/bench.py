@@ -55,6 +55,7 @@ class BenchResult:
     file_bytes: int
     input_shapes: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     speedup: float | None = None  # first model's p50 / this p50, same provider/threads/batch
+    fell_back: bool = False  # the requested provider could not run the model (see providers_used)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -172,6 +173,9 @@ def measure(
     session = Session(model, providers=(provider,), threads=threads)
     sess = session.ort_session
     start_ms = (session.start_seconds or 0.0) * 1e3
+    fell_back = session.providers[0] != session.requested_providers[0]
+    if fell_back:
+        logger.warning("%s could not run %s; these figures are for %s", provider, model, session.providers[0])
     feed = make_feed(session, batch, inputs=inputs, dims=dims, shapes=shapes)
     # The feeds are the benchmark's, not the model's: leave them out of the memory figure.
     feed_bytes = sum(a.nbytes for a in feed.values())
@@ -212,6 +216,7 @@ def measure(
         peak_rss_delta_bytes=max(0, int(peak - base_rss - feed_bytes)),
         file_bytes=file_bytes(model),
         input_shapes={k: list(v.shape) for k, v in feed.items()},
+        fell_back=fell_back,
     )
 
 

@@ -37,7 +37,8 @@ CASES = {
     "dtype": (["run", "{d}/net.onnx", "--inputs", "{d}/dtype.npz"], "must be float32, got float64"),
     "provider": (["run", "{d}/net.onnx", "--inputs", "{d}/good.npz", "--providers", "tpu"],
                  "unknown execution provider 'tpu'"),
-    "bench-provider": (["bench", "{d}/net.onnx", "--providers", "cuda"], "none of the requested providers"),
+    # CANN (Ascend NPUs) is a known provider name that no standard onnxruntime wheel ships
+    "bench-provider": (["bench", "{d}/net.onnx", "--providers", "cann"], "none of the requested providers"),
     "inspect-corrupt": (["inspect", "{d}/half.onnx"], "not a valid ONNX model"),
     "bad-feeds-file": (["run", "{d}/net.onnx", "--inputs", "{d}/random.onnx"], "must be an .npz"),
 }

@@ -70,9 +70,12 @@ def test_given_inputs_are_tiled_to_the_batch(model_path, tmp_path):
     assert tiled[0].batch == 5 and tiled[0].input_shapes == {"x": [5, 3, 8, 8]}
 
 
-def test_unavailable_providers_are_skipped_or_refused(model_path):
+def test_unavailable_providers_are_skipped_or_refused(model_path, monkeypatch):
+    import edgeq.runtime.providers as providers
+
+    monkeypatch.setattr(providers, "available_providers", lambda: ["CPUExecutionProvider"])
     (r,) = bench([model_path], providers=["cuda", "cpu"], iters=10, isolate=False)
-    assert r.provider == "cpu"
+    assert r.provider == "cpu" and not r.fell_back
     with pytest.raises(ProviderError, match="available: .*CPUExecutionProvider"):
         bench([model_path], providers=["trt"], iters=10)
 
@@ -86,3 +89,16 @@ def test_errors_before_and_inside_the_worker(tmp_path):
         bench([str(bad)], iters=10)
     with pytest.raises(UsageError, match="iters must be at least 1"):
         bench([str(bad)], iters=0)
+
+
+def test_fallback_is_marked(model_path, monkeypatch):
+    """A provider that is listed but cannot run (onnxruntime-gpu without TensorRT) is flagged."""
+    import edgeq.runtime.providers as providers
+
+    monkeypatch.setattr(providers, "available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CPUExecutionProvider"])
+    (r,) = bench([model_path], providers=["trt"], iters=10, isolate=False)
+    assert r.fell_back and r.providers_used == ("CPUExecutionProvider",)
+    from edgeq.cli.bench import _provider
+
+    assert _provider(r) == "trt FELL BACK to CPU"
