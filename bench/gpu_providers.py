@@ -112,12 +112,26 @@ def _smoke_model(path: str) -> list[dict[str, np.ndarray]]:
 
 
 def _export_zoo(name: str, path: str) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]], str]:
-    from edgeq.exporter import export
     from models import zoo
 
     spec = zoo.get(name)
-    result = export(name, path, dynamic_batch=True)
-    return spec.calibration_data(32), spec.eval_data(BATCH), getattr(result, "exporter", "?")
+    try:
+        from edgeq.exporter import export
+    except ImportError:
+        export = None
+    if export is not None:
+        result = export(name, path, dynamic_batch=True)
+        how = f"edgeq.exporter.export ({getattr(result, 'exporter', '?')})"
+    else:  # the exporter has not landed: TorchScript export with the spec's dynamic axes
+        import torch
+
+        print("  edgeq.exporter.export unavailable; using torch.onnx.export (TorchScript)")
+        with torch.no_grad():
+            torch.onnx.export(spec.build(), spec.example_inputs(), path, input_names=list(spec.input_names),
+                              output_names=list(spec.output_names), dynamic_axes=spec.dynamic_axes,
+                              opset_version=17, dynamo=False)
+        how = "torch.onnx.export (TorchScript, opset 17)"
+    return spec.calibration_data(32), spec.eval_data(BATCH), how
 
 
 def _batched(feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -193,8 +207,8 @@ def prepare(folder: str, names: list[str], variants: list[str], max_mb: float) -
                 files["int8"] = os.path.join(work, f"{name}.int8.onnx")
                 int8_by = _quantize_int8(fp32, files["int8"], calib)
             files = {v: p for v, p in files.items() if v in variants}
-            np.savez(os.path.join(work, f"{name}.inputs.npz"), **feed)
-            np.savez(os.path.join(work, f"{name}.ref.npz"), **ref)
+            np.savez_compressed(os.path.join(work, f"{name}.inputs.npz"), **feed)
+            np.savez_compressed(os.path.join(work, f"{name}.ref.npz"), **ref)
             extra = [os.path.join(work, f"{name}.inputs.npz"), os.path.join(work, f"{name}.ref.npz")]
             size = sum(os.path.getsize(p) for p in [*files.values(), *extra])
             if used + size > max_mb * 1e6:
