@@ -2,14 +2,14 @@
 
     .venv/bin/python bench/calibration_memory.py --samples 8 32 64 --repeats 3 --write docs/calibration.md
 
-Every run is a fresh subprocess (peak RSS is per process): it builds the model's feeds on the fly
-(batch 1, 3x224x224, deterministic), calibrates every float tensor of the model (the graph input
+The feeds (batch 1, 3x224x224, deterministic) are written as .npz files first; every run is a
+fresh subprocess (peak RSS is per process) that reads them one file at a time, calibrates every float tensor of the model (the graph input
 and every node output, as ORT does with ``op_types_to_calibrate=None``), and reports the peak
 RSS of the process (``ru_maxrss``), the RSS just before calibrating, and the calibration time.
 Figures are medians over ``--repeats`` runs.
 
-The model is ``models.zoo.get("mobilenet224")`` exported to ONNX when the zoo has it, else an
-in-code MobileNetV2 (width 1.0, 224x224, ReLU6, residual adds, random He-initialized weights,
+The model is ``models.zoo.get("mobilenet224")`` exported to ONNX with its sample photos as data
+when the zoo has it (needs torch), else (or with ``--no-zoo``) an in-code MobileNetV2 (width 1.0, 224x224, ReLU6, residual adds, random He-initialized weights,
 BatchNorm folded) built with ``onnx.helper``.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,18 @@ MARK_END = "<!-- bench:calibration_memory:end -->"
 
 # -- the model ---------------------------------------------------------------------------------
 
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS of this process since exec (VmHWM). ru_maxrss would also count the parent's RSS
+    at fork time, which hides the child's own peak when the parent is larger."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 def mobilenet_v2(size: int = 224, seed: int = 0):
     """An ONNX MobileNetV2 (BN folded) with random weights, input ``x[N,3,size,size]``."""
@@ -96,35 +107,49 @@ def mobilenet_v2(size: int = 224, seed: int = 0):
     return model
 
 
-def build_model(path: str, size: int) -> str:
-    """Write the benchmark model to ``path``; return a label saying which model it is."""
+def build_model(path: str, size: int, use_zoo: bool = True) -> tuple[str, str]:
+    """Write the benchmark model to ``path``; return ``(label, data)`` where data is "zoo" (the
+    zoo's sample photos, one per seed) or "random" (N(0, 1) images)."""
     import onnx
 
-    try:
-        from models import zoo
+    if use_zoo:
+        try:
+            import torch
+            from models import zoo
 
-        spec = zoo.get("mobilenet224")
-        import torch
-
-        module = spec.build()
-        torch.onnx.export(module, spec.example_inputs(), path, input_names=list(spec.input_names),
-                          output_names=list(spec.output_names), dynamic_axes=spec.dynamic_axes, dynamo=False)
-        model = onnx.load(path)
-        if model.graph.input[0].name != "x":
-            raise ValueError("zoo model input is not 'x'")
-        return "models.zoo mobilenet224"
-    except Exception:
-        onnx.save(mobilenet_v2(size), path)
-        return f"in-code MobileNetV2 {size}x{size} (random weights)"
+            spec = zoo.get("mobilenet224")
+            torch.onnx.export(spec.build(), spec.example_inputs(), path, input_names=list(spec.input_names),
+                              output_names=list(spec.output_names), dynamic_axes=spec.dynamic_axes,
+                              dynamo=False, opset_version=17)
+            return "models.zoo mobilenet224 (MobileNetV2 1.0, torch.onnx.export, opset 17)", "zoo"
+        except Exception as e:  # the zoo is not there yet: fall back to the in-code net
+            print(f"zoo mobilenet224 unavailable ({type(e).__name__}: {e}); using the in-code MobileNetV2")
+    onnx.save(mobilenet_v2(size), path)
+    return f"in-code MobileNetV2 {size}x{size} (random weights)", "random"
 
 
 # -- one run (in a subprocess) -----------------------------------------------------------------
 
 
-def _feeds(num: int, size: int):
-    rng = np.random.default_rng(123)
-    for _ in range(num):
-        yield {"x": rng.standard_normal((1, 3, size, size)).astype(np.float32)}
+def write_data(folder: str, num: int, size: int, data: str, input_name: str) -> None:
+    """``num`` feeds as .npz files (zoo sample photos, or N(0, 1) images), made in the parent."""
+    os.makedirs(folder, exist_ok=True)
+    if data == "zoo":
+        from models import zoo
+
+        feeds = zoo.get("mobilenet224").calibration_data(num)
+    else:
+        rng = np.random.default_rng(123)
+        feeds = [{input_name: rng.standard_normal((1, 3, size, size)).astype(np.float32)} for _ in range(num)]
+    for i, feed in enumerate(feeds):
+        np.savez(os.path.join(folder, f"{i:04d}.npz"), **feed)
+
+
+def _feeds(folder: str, num: int):
+    """The first ``num`` feeds, read one file at a time (nothing is held)."""
+    for name in sorted(os.listdir(folder))[:num]:
+        with np.load(os.path.join(folder, name), allow_pickle=False) as f:
+            yield {k: f[k] for k in f.files}
 
 
 def _rss_mb() -> float:
@@ -133,11 +158,12 @@ def _rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def worker(tool: str, method: str, num: int, model_path: str, size: int) -> dict:
+def worker(tool: str, method: str, num: int, model_path: str, data: str) -> dict:
     import onnx
 
     model = onnx.load(model_path)
-    names = ["x"] + [out for node in model.graph.node for out in node.output]
+    inits = {i.name for i in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in inits] + [out for node in model.graph.node for out in node.output if out]
     if tool == "edgeq":
         from edgeq.calibrate import collect_ranges, load_data
         from edgeq.config import QuantConfig
@@ -145,7 +171,7 @@ def worker(tool: str, method: str, num: int, model_path: str, size: int) -> dict
         config = QuantConfig(method=method)
         before = _rss_mb()
         start = time.perf_counter()
-        table = collect_ranges(model, names, load_data(_feeds(num, size), model), config, progress=False)
+        table = collect_ranges(model, names, load_data(_feeds(data, num), model), config, progress=False)
         seconds = time.perf_counter() - start
         tensors = len(table)
     else:
@@ -153,7 +179,7 @@ def worker(tool: str, method: str, num: int, model_path: str, size: int) -> dict
 
         class Reader(CalibrationDataReader):
             def __init__(self) -> None:
-                self.it = _feeds(num, size)
+                self.it = _feeds(data, num)
 
             def get_next(self):
                 return next(self.it, None)
@@ -168,16 +194,16 @@ def worker(tool: str, method: str, num: int, model_path: str, size: int) -> dict
             ranges = calibrator.compute_data()
         seconds = time.perf_counter() - start
         tensors = len(ranges.data)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     return {"peak_mb": peak, "before_mb": before, "seconds": seconds, "tensors": tensors}
 
 
 # -- the driver --------------------------------------------------------------------------------
 
 
-def run_one(tool: str, method: str, num: int, model_path: str, size: int) -> dict:
+def run_one(tool: str, method: str, num: int, model_path: str, data: str) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--worker", tool, method, str(num), model_path, "--size", str(size)],
+        [sys.executable, __file__, "--worker", tool, method, str(num), model_path, "--data", data],
         capture_output=True, text=True, check=False,
     )
     if out.returncode != 0:
@@ -192,22 +218,32 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--tools", nargs="+", default=["edgeq", "ort"])
     parser.add_argument("--write", help="markdown file to update between the bench markers")
+    parser.add_argument("--no-zoo", action="store_true", help="use the in-code MobileNetV2 and random data")
+    parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=4, metavar=("TOOL", "METHOD", "N", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         tool, method, num, model_path = args.worker
-        print(json.dumps(worker(tool, method, int(num), model_path, args.size)))
+        print(json.dumps(worker(tool, method, int(num), model_path, args.data)))
         return
 
     with tempfile.TemporaryDirectory() as tmp:
         model_path = os.path.join(tmp, "model.onnx")
-        label = build_model(model_path, args.size)
+        label, kind = build_model(model_path, args.size, not args.no_zoo)
+        import onnx
+
+        proto = onnx.load(model_path)
+        inits = {i.name for i in proto.graph.initializer}
+        input_name = next(i.name for i in proto.graph.input if i.name not in inits)
+        del proto
+        data = os.path.join(tmp, "data")
+        write_data(data, max(args.samples), args.size, kind, input_name)
         print(f"model: {label}", flush=True)
         rows = []
         for num in args.samples:
             for tool in args.tools:
                 for method in EDGEQ_METHODS if tool == "edgeq" else ORT_METHODS:
-                    runs = [run_one(tool, method, num, model_path, args.size) for _ in range(args.repeats)]
+                    runs = [run_one(tool, method, num, model_path, data) for _ in range(args.repeats)]
                     row = {
                         "tool": "edgeq" if tool == "edgeq" else "onnxruntime",
                         "method": method.lower(),

@@ -113,10 +113,9 @@ class HistogramObserver(MinMaxObserver):
         for start in range(0, array.size, CHUNK):
             chunk = array[start : start + CHUNK]
             pos = chunk * scale
-            pos += n  # in [0, 2n]; truncation below is floor for non-negatives
-            index = pos.astype(np.intp)
-            np.clip(index, 0, top, out=index)
-            self.counts += np.bincount(index, minlength=2 * n)
+            np.add(pos, n, out=pos)  # in [0, 2n] as R >= max|x|; truncation is floor here
+            np.minimum(pos, top, out=pos)  # x == R goes to the last bin
+            self.counts += np.bincount(pos.astype(np.intp), minlength=2 * n)
 
     # -- views used by the range methods -------------------------------------------------
     def signed_histogram(self) -> tuple[np.ndarray, float]:
