@@ -41,7 +41,14 @@ def _tensor_of(node: ir.Node, name: str) -> ir.TensorProtocol | None:
 
 
 class ConstantsToInitializersPass(NotingPass):
-    """Lift Constant nodes and Identity-of-initializer to initializers in every graph."""
+    """Lift Constant nodes and Identity-of-initializer to initializers in every graph.
+
+    ``source`` names where the Constant nodes come from in the notes (e.g. "the opset converter").
+    """
+
+    def __init__(self, source: str | None = None) -> None:
+        super().__init__()
+        self.source = source
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         lifted = skipped = identities = 0
@@ -56,7 +63,8 @@ class ConstantsToInitializersPass(NotingPass):
             elif node.op_type == "Identity" and self._bypass_identity(node):
                 identities += 1
         if lifted:
-            self.note(f"{lifted} Constant node(s) became initializers (their weights are quantizable)")
+            origin = f" (added by {self.source})" if self.source else ""
+            self.note(f"{lifted} Constant node(s){origin} became initializers (their weights are quantizable)")
         if skipped:
             self.note(f"{skipped} Constant node(s) kept (graph output or sparse value)")
         if identities:

@@ -31,7 +31,7 @@ def prepare_passes(target_opset: int | None = None, data: Feeds | None = None) -
         InitializersNotInputsPass(),
         ConstantsToInitializersPass(),
         OpsetUpgradePass(target_opset),
-        ConstantsToInitializersPass(),  # the converter may add Constant nodes (Split, Squeeze)
+        ConstantsToInitializersPass("the opset converter"),  # Split/Squeeze axes, Dropout ratio
         EliminateIdentityPass(),
         InferShapesPass(quiet=True),  # static shapes let Shape nodes fold
         FoldBatchNormPass(),
