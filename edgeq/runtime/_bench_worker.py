@@ -20,7 +20,7 @@ def main() -> int:
     threads = spec.pop("threads")
     batch = spec.pop("batch")
     try:
-        result = measure(model, provider, threads, batch, **spec)
+        result = measure(model, provider, threads, batch=batch, **spec)
     except EdgeqError as e:
         print(json.dumps({"error": {"type": type(e).__name__, "message": str(e)}}))
         return 1

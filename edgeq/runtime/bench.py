@@ -150,8 +150,8 @@ def measure(
     model: str,
     provider: str = "cpu",
     threads: int = 1,
-    batch: int | None = 1,
     *,
+    batch: int | None = 1,
     warmup: int = 5,
     iters: int | None = None,
     seconds: float = 2.0,
@@ -221,13 +221,19 @@ def measure(
 
 
 def _measure_isolated(spec: dict[str, Any], timeout: float) -> BenchResult:
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgeq.runtime._bench_worker"],
-        input=json.dumps(spec),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgeq.runtime._bench_worker"],
+            input=json.dumps(spec),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise EdgeqError(
+            f"benchmark of {spec['model']} ({spec['provider']}, threads={spec['threads']}, batch={spec['batch']}) "
+            f"took over {timeout:.0f} s: use fewer --iters or a smaller --seconds"
+        ) from None
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -243,8 +249,8 @@ def bench(
     models: Sequence[str | os.PathLike],
     providers: Sequence[str] = ("cpu",),
     threads: Sequence[int] = (1,),
-    batches: Sequence[int] | None = None,
     *,
+    batches: Sequence[int] | None = None,
     warmup: int = 5,
     iters: int | None = None,
     seconds: float = 2.0,
@@ -293,7 +299,7 @@ def bench(
     ]
     common = dict(warmup=warmup, iters=iters, seconds=seconds, min_iters=min_iters, inputs=inputs,
                   dims=dict(dims or {}), shapes={k: list(v) for k, v in (shapes or {}).items()})
-    timeout = 120.0 + (seconds * 20 if iters is None else 600.0)
+    timeout = 600.0 + (seconds * 20 if iters is None else 1200.0)
     results: list[BenchResult] = []
     bar = None
     if progress:
@@ -314,7 +320,7 @@ def bench(
                 spec = dict(common, model=model, provider=p, threads=t, batch=b)
                 results.append(_measure_isolated(spec, timeout))
             else:
-                results.append(measure(model, p, t, b, **common))
+                results.append(measure(model, p, t, batch=b, **common))
             if bar is not None:
                 bar.advance(task)
     finally:

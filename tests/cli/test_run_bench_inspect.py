@@ -63,15 +63,39 @@ def test_run_saves_outputs_for_a_file_and_a_folder(net, tmp_path, capsys):
 
 
 def test_run_reference(net, tmp_path, capsys):
-    path, _ = net
-    np.savez(tmp_path / "in.npz", x=np.zeros((1, 3, 8, 8), np.float32))
-    code, out, err = _main(["run", path, "--inputs", tmp_path / "in.npz", "--reference"], capsys)
-    if importlib.util.find_spec("edgeq.reference") is None or not hasattr(
+    import onnx
+    from ortutil import run_ort
+
+    model = onnx.parser.parse_model(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, 4] x) => (float[N, 4] y) {
+            s = Constant<value = float {0.05}>()
+            z = Constant<value = int8 {0}>()
+            q = QuantizeLinear(x, s, z)
+            y = DequantizeLinear(q, s, z)
+        }
+        """
+    )
+    path = save(model, tmp_path / "q.onnx")
+    x = np.array([[0.1, -0.2, 0.33, 50.0]], np.float32)
+    np.savez(tmp_path / "in.npz", x=x)
+    code, out, err = _main(["run", path, "--inputs", tmp_path / "in.npz", "--reference", "--out", tmp_path / "y.npz"],
+                           capsys)
+    available = importlib.util.find_spec("edgeq.reference") is not None and hasattr(
         importlib.import_module("edgeq.reference"), "run"
-    ):
+    )
+    if not available:
         assert code == 2 and err.startswith("edgeq: error: --reference needs") and len(err.splitlines()) == 1
-    else:  # a float model is not integer-only: the reference says so in one line, or runs it
-        assert code == 0 and "edgeq.reference" in out or (code != 0 and err.startswith("edgeq: error:"))
+        return
+    assert code == 0, err
+    with np.load(tmp_path / "y.npz") as saved:
+        np.testing.assert_allclose(saved["y"], run_ort(model, {"x": x})[0], atol=0.05 + 1e-6)  # within 1 LSB
+        assert saved["y"][0, 3] == pytest.approx(127 * 0.05)  # saturated at int8's top
+    # a float model is not integer-only: one line naming the op
+    np.savez(tmp_path / "conv_in.npz", x=np.zeros((1, 3, 8, 8), np.float32))
+    code, _, err = _main(["run", net[0], "--inputs", tmp_path / "conv_in.npz", "--reference"], capsys)
+    assert code != 0 and err.startswith("edgeq: error:") and "Conv" in err and len(err.splitlines()) == 1
 
 
 def test_bench_json(net, tmp_path, capsys):
