@@ -57,3 +57,32 @@ def test_odd_graph_prepares_without_changing_outputs(name, rng):
     if name == "sequence":
         assert {n.op_type for n in out.graph.node} >= {"SequenceConstruct", "ConcatFromSequence"}
         assert not any("s" == f.where for f in findings), findings
+
+
+def test_int64_and_bool_inputs_with_fallback_inference(rng):
+    proto = onnx.parser.parse_model(
+        """
+        <ir_version: 8, opset_import: ["" : 13, "com.microsoft" : 1]>
+        g (int64[B,L] ids, bool[B,L] mask) => (float[B,L,4] y) <float[10,4] emb = {
+            0,1,2,3, 4,5,6,7, 8,9,0,1, 2,3,4,5, 6,7,8,9, 0,1,2,3, 4,5,6,7, 8,9,0,1, 2,3,4,5, 6,7,8,9}> {
+          e = Gather(emb, ids)
+          g = com.microsoft.Gelu(e)
+          m = Unsqueeze(mask, axes)
+          z = Constant <value = float {0.0}> ()
+          y = Where(m, g, z)
+        }
+        """
+    )
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(np.array([2], np.int64), "axes"))
+    feeds = [
+        {"ids": rng.integers(0, 10, (2, n)), "mask": rng.random((2, n)) > 0.3}
+        for n in (5, 7)
+    ]
+    model, notes = prepare_model(ir.from_proto(proto), data=feeds)
+    out = ir.to_proto(model)
+    onnx.checker.check_model(out, full_check=True)
+    gelu = next(n for n in model.graph if n.op_type == "Gelu").outputs[0]
+    assert gelu.dtype == ir.DataType.FLOAT and len(gelu.shape) == 3 and gelu.shape[2] == 4
+    assert [v.name for v in model.graph.inputs] == ["ids", "mask"]
+    for feed in feeds:
+        np.testing.assert_array_equal(run_ort(out, feed)[0], run_ort(proto, feed)[0])

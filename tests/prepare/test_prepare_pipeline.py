@@ -33,8 +33,10 @@ def test_prepare_opset11_constant_weights_bn(rng):
     x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
     (expected,) = run_ort(proto, {"x": x})
 
-    model, notes = prepare_model(ir.from_proto(proto))
+    given = ir.from_proto(proto)
+    model, notes = prepare_model(given)
 
+    assert model is given  # the contract: the same model, mutated
     out = ir.to_proto(model)
     onnx.checker.check_model(out, full_check=True)
     assert op_types(out) == ["Conv", "Relu", "MaxPool"]
