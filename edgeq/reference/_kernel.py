@@ -8,7 +8,11 @@ from typing import Any, Callable
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.reference.fixedpoint import quantize_multiplier
+from edgeq.reference.fixedpoint import (
+    multiply_by_quantized_multiplier,
+    quantize_multiplier,
+    requantize,
+)
 
 __all__ = ["Kernel", "Context", "register", "OPS", "attr", "multipliers", "describe"]
 
@@ -26,6 +30,13 @@ class Context:
     """Compile-time view of a node: its constant inputs (scales, zero points, weights)."""
 
     node: ir.Node
+    single_rounding: bool = False
+
+    def requantize(self, acc, multiplier, shift, zero_point, dtype) -> np.ndarray:
+        return requantize(acc, multiplier, shift, zero_point, dtype, self.single_rounding)
+
+    def scale(self, x, multiplier, shift) -> np.ndarray:
+        return multiply_by_quantized_multiplier(x, multiplier, shift, self.single_rounding)
 
     def const(self, idx: int) -> np.ndarray | None:
         if idx >= len(self.node.inputs) or self.node.inputs[idx] is None:

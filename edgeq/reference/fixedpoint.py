@@ -77,11 +77,21 @@ def rounding_divide_by_pot(x: np.ndarray, exponent: np.ndarray | int) -> np.ndar
 
 
 def multiply_by_quantized_multiplier(
-    x: np.ndarray, multiplier: np.ndarray | int, shift: np.ndarray | int
+    x: np.ndarray, multiplier: np.ndarray | int, shift: np.ndarray | int,
+    single_rounding: bool = False,
 ) -> np.ndarray:
-    """TFLite's MultiplyByQuantizedMultiplier; ``multiplier``/``shift`` broadcast against x."""
+    """TFLite's MultiplyByQuantizedMultiplier; ``multiplier``/``shift`` broadcast against x.
+
+    By default the gemmlowp double rounding (SRDHM, then RoundingDivideByPOT). With
+    ``single_rounding`` TFLite's ``TFLITE_SINGLE_ROUNDING`` form (also CMSIS-NN's option):
+    ``(x * multiplier + 2^(30 - shift)) >> (31 - shift)``, one rounding, half up.
+    """
     x = np.asarray(x, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)
+    if single_rounding:
+        x = np.clip(x, INT32_MIN, INT32_MAX)
+        total = 31 - shift
+        return (x * np.asarray(multiplier, np.int64) + (np.int64(1) << (total - 1))) >> total
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
     shifted = np.clip(x << left, INT32_MIN, INT32_MAX)
@@ -94,9 +104,11 @@ def requantize(
     shift: np.ndarray | int,
     zero_point: int,
     dtype: np.dtype,
+    single_rounding: bool = False,
 ) -> np.ndarray:
     """int32 accumulator -> quantized ``dtype``: scale, add the zero point, saturate."""
     info = np.iinfo(dtype)
     acc = np.clip(np.asarray(acc, dtype=np.int64), INT32_MIN, INT32_MAX)
-    y = multiply_by_quantized_multiplier(acc, multiplier, shift) + np.int64(zero_point)
+    y = multiply_by_quantized_multiplier(acc, multiplier, shift, single_rounding)
+    y = y + np.int64(zero_point)
     return np.clip(y, info.min, info.max).astype(dtype)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.errors import InputError, UnsupportedError
+from edgeq.errors import InputError, UnsupportedError, UsageError
 from edgeq.reference import ops_elementwise, ops_linear, ops_pool, ops_shape  # noqa: F401 (register)
 from edgeq.reference._kernel import OPS, Context, Kernel
 from edgeq.reference.ops_elementwise import requantize_kernel
@@ -96,8 +96,19 @@ def _check_float_end(node: ir.Node) -> None:
                 )
 
 
-def compile_model(model: Any) -> Program:
-    """Compile ``model`` (path, onnx.ModelProto or onnx_ir.Model) for ``Program.run``."""
+ROUNDINGS = ("double", "single")
+
+
+def compile_model(model: Any, rounding: str = "double") -> Program:
+    """Compile ``model`` (path, onnx.ModelProto or onnx_ir.Model) for ``Program.run``.
+
+    ``rounding``: ``"double"`` is gemmlowp/TFLite's default (SaturatingRoundingDoublingHighMul
+    then RoundingDivideByPOT); ``"single"`` is TFLITE_SINGLE_ROUNDING (one rounding, closer
+    to onnxruntime's float requantization, so deep networks drift less).
+    """
+    if rounding not in ROUNDINGS:
+        raise UsageError(f"unknown rounding {rounding!r}: choose double or single")
+    single = rounding == "single"
     graph = _as_ir(model).graph
     steps = []
     for node in graph:
@@ -110,7 +121,7 @@ def compile_model(model: Any) -> Program:
             continue
         producer = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
         if node.op_type == "QuantizeLinear" and producer is not None and _folded_dq(producer):
-            kernel = requantize_kernel(Context(producer), Context(node))
+            kernel = requantize_kernel(Context(producer, single), Context(node, single))
             steps.append(Step(node, (producer.inputs[0],), kernel))
             continue
         compiler = OPS.get((_domain(node), node.op_type))
@@ -122,18 +133,25 @@ def compile_model(model: Any) -> Program:
             )
         if node.op_type == "DequantizeLinear" or (node.op_type == "QGemm" and len(node.inputs) < 8):
             _check_float_end(node)
-        steps.append(Step(node, tuple(node.inputs), compiler(Context(node))))
+        steps.append(Step(node, tuple(node.inputs), compiler(Context(node, single))))
     return Program(graph, tuple(steps))
 
 
-def run(model: Any, feeds: dict[str, np.ndarray], intermediates: bool = False) -> dict[str, np.ndarray]:
-    """Run an integer-only model bit-exactly in numpy; returns ``{output name: array}``."""
-    return compile_model(model).run(feeds, intermediates=intermediates)
+def run(
+    model: Any, feeds: dict[str, np.ndarray], intermediates: bool = False, rounding: str = "double"
+) -> dict[str, np.ndarray]:
+    """Run an integer-only model bit-exactly in numpy; returns ``{output name: array}``
+    (every named value with ``intermediates``)."""
+    return compile_model(model, rounding).run(feeds, intermediates=intermediates)
 
 
-def export_params(model: Any) -> dict[str, Any]:
-    """Per-layer fixed-point parameters (multipliers, shifts, zero points) for code generation."""
-    program = compile_model(model)
+def export_params(model: Any, rounding: str = "double") -> dict[str, Any]:
+    """Per-layer fixed-point parameters (multipliers, shifts, zero points) for code generation.
+
+    ``multiplier`` is an int32 in [2^30, 2^31) and ``shift`` a left shift (negative: right),
+    so that ``real ~= multiplier * 2^(shift - 31)``; see ``edgeq.reference.fixedpoint``.
+    """
+    program = compile_model(model, rounding)
     layers = []
     for step in program.steps:
         if step.kernel.params is None:
@@ -142,4 +160,4 @@ def export_params(model: Any) -> dict[str, Any]:
         if op == "QuantizeLinear":
             op = "Requantize"
         layers.append({"node": step.node.name, "op_type": op, **step.kernel.params})
-    return {"layers": layers}
+    return {"rounding": rounding, "layers": layers}

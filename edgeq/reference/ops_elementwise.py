@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.reference._kernel import Context, Kernel, attr, describe, multipliers, register
-from edgeq.reference.fixedpoint import multiply_by_quantized_multiplier, requantize
 
 __all__: list[str] = []
 
@@ -74,7 +73,7 @@ def requantize_kernel(dq: Context, q: Context) -> Kernel:
             shape = [1] * x.ndim
             shape[axis] = -1
             m, s, z = m.reshape(shape), s.reshape(shape), z.reshape(shape) if z.size > 1 else z
-        return [requantize(x - z, m, s, int(z2), z2.dtype)]
+        return [q.requantize(x - z, m, s, int(z2), z2.dtype)]
 
     return Kernel(fn, {"x_zero_point": z1.ravel().tolist(), "y_zero_point": int(z2),
                        **describe(real, mult, shift)})
@@ -93,9 +92,9 @@ def _qlinear_add(ctx: Context) -> Kernel:
     def fn(inputs):
         a = (inputs[0].astype(_I64) - _I64(za)) << _LEFT_SHIFT
         b = (inputs[3].astype(_I64) - _I64(zb)) << _LEFT_SHIFT
-        a = multiply_by_quantized_multiplier(a, mult[0], shift[0])
-        b = multiply_by_quantized_multiplier(b, mult[1], shift[1])
-        return [requantize(a + b, mult[2], shift[2], int(zy), zy.dtype)]
+        a = ctx.scale(a, mult[0], shift[0])
+        b = ctx.scale(b, mult[1], shift[1])
+        return [ctx.requantize(a + b, mult[2], shift[2], int(zy), zy.dtype)]
 
     return Kernel(fn, {"left_shift": _LEFT_SHIFT, "a_zero_point": int(za), "b_zero_point": int(zb),
                        "y_zero_point": int(zy), **describe(reals, mult, shift)})
@@ -111,7 +110,7 @@ def _qlinear_mul(ctx: Context) -> Kernel:
 
     def fn(inputs):
         acc = (inputs[0].astype(_I64) - _I64(za)) * (inputs[3].astype(_I64) - _I64(zb))
-        return [requantize(acc, mult, shift, int(zy), zy.dtype)]
+        return [ctx.requantize(acc, mult, shift, int(zy), zy.dtype)]
 
     return Kernel(fn, {"a_zero_point": int(za), "b_zero_point": int(zb), "y_zero_point": int(zy),
                        **describe(real, mult, shift)})
@@ -150,8 +149,8 @@ def _qlinear_leaky_relu(ctx: Context) -> Kernel:
 
     def fn(inputs):
         x = inputs[0].astype(_I64) - _I64(zx)
-        pos = requantize(x, mult[0], shift[0], int(zy), zy.dtype)
-        neg = requantize(x, mult[1], shift[1], int(zy), zy.dtype)
+        pos = ctx.requantize(x, mult[0], shift[0], int(zy), zy.dtype)
+        neg = ctx.requantize(x, mult[1], shift[1], int(zy), zy.dtype)
         return [np.where(x >= 0, pos, neg)]
 
     return Kernel(fn, {"x_zero_point": int(zx), "y_zero_point": int(zy), **describe(reals, mult, shift)})

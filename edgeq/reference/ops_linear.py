@@ -11,7 +11,6 @@ import numpy as np
 
 from edgeq.reference._kernel import Context, Kernel, attr, describe, multipliers, register
 from edgeq.reference._windows import geometry, windows
-from edgeq.reference.fixedpoint import requantize
 
 __all__: list[str] = []
 
@@ -59,7 +58,7 @@ def _qlinear_conv(ctx: Context) -> Kernel:
         if bias is not None:
             acc = acc + bias.astype(_I64).reshape(_bias_shape(acc, 1))
         shape = _bias_shape(acc, 1)
-        return [requantize(acc, mult.reshape(shape), shift.reshape(shape), int(zy), zy_dtype)]
+        return [ctx.requantize(acc, mult.reshape(shape), shift.reshape(shape), int(zy), zy_dtype)]
 
     return Kernel(fn, {"x_zero_point": int(zx), "y_zero_point": int(zy), **describe(real, mult, shift)})
 
@@ -95,7 +94,7 @@ def _qlinear_matmul(ctx: Context) -> Kernel:
     def fn(inputs):
         a, b = _matmul_operands(inputs[0], za, inputs[3], zb)
         acc = np.matmul(a, b)
-        return [requantize(acc, mult, shift, int(zy), zy.dtype)]
+        return [ctx.requantize(acc, mult, shift, int(zy), zy.dtype)]
 
     return Kernel(fn, {"a_zero_point": int(za), "y_zero_point": int(zy), **describe(real, mult, shift)})
 
@@ -138,6 +137,6 @@ def _qgemm(ctx: Context) -> Kernel:
     def fn(inputs):
         a = inputs[0].astype(_I64) - _I64(za)
         acc = np.matmul(a.T if trans_a else a, bz) + (0 if c is None else c.astype(_I64))
-        return [requantize(acc, mult, shift, int(zy), zy.dtype)]
+        return [ctx.requantize(acc, mult, shift, int(zy), zy.dtype)]
 
     return Kernel(fn, {"a_zero_point": int(za), "y_zero_point": int(zy), **describe(real, mult, shift)})

@@ -7,7 +7,6 @@ import numpy as np
 
 from edgeq.reference._kernel import Context, Kernel, attr, describe, multipliers, register
 from edgeq.reference._windows import geometry, windows
-from edgeq.reference.fixedpoint import requantize
 
 __all__: list[str] = []
 
@@ -51,7 +50,7 @@ def _qlinear_gap(ctx: Context) -> Kernel:
             cache[count] = (real, *multipliers(real))
         real, m, s = cache[count]
         acc = (x.astype(_I64) - _I64(zx)).sum(axis=tuple(range(2, x.ndim)), keepdims=True)
-        return [requantize(acc, m, s, int(zy), zy.dtype)]
+        return [ctx.requantize(acc, m, s, int(zy), zy.dtype)]
 
     real = np.array(float(sx) / float(sy))
     m, s = multipliers(real)
@@ -76,6 +75,6 @@ def _qlinear_avg_pool(ctx: Context) -> Kernel:
         geo = geometry(ctx.node, kernel, x.shape[2:])
         win = windows(x.astype(_I64) - _I64(zx), geo, 0)
         axes = tuple(range(win.ndim - len(kernel), win.ndim))
-        return [requantize(win.sum(axis=axes), m, s, int(zy), zy.dtype)]
+        return [ctx.requantize(win.sum(axis=axes), m, s, int(zy), zy.dtype)]
 
     return Kernel(fn, {"x_zero_point": int(zx), "y_zero_point": int(zy), **describe(real, m, s)})

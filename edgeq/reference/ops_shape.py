@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from edgeq.reference._kernel import Context, Kernel, attr, describe, multipliers, register
-from edgeq.reference.fixedpoint import requantize
 
 __all__: list[str] = []
 
@@ -126,7 +125,7 @@ def _qlinear_concat(ctx: Context) -> Kernel:
             if float(scales[i]) == float(sy) and int(zps[i]) == int(zy):
                 parts.append(x.astype(zy.dtype))
             else:
-                parts.append(requantize(x.astype(_I64) - _I64(zps[i]), mult[i], shift[i],
+                parts.append(ctx.requantize(x.astype(_I64) - _I64(zps[i]), mult[i], shift[i],
                                         int(zy), zy.dtype))
         return [np.concatenate(parts, axis=axis)]
 

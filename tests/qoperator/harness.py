@@ -13,7 +13,7 @@ from ortutil import op_types, run_ort
 
 from .qdq import quantize_qdq, with_weights
 
-__all__ = ["Rewritten", "rewrite_text", "output_scales", "assert_within_lsb", "check_all"]
+__all__ = ["Rewritten", "rewrite_text", "output_scales", "assert_within_lsb", "check_all", "per_op_agreement"]
 
 
 class Rewritten:
@@ -73,3 +73,41 @@ def check_all(r: Rewritten, reference: bool = True) -> None:
     if reference:
         ref = run(r.model, r.feeds)
         assert_within_lsb([ref[o.name] for o in r.model.graph.output], got, scales)
+
+
+def _expose_all(model: onnx.ModelProto, program) -> onnx.ModelProto:
+    """The model with every integer node output as a graph output."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    names = {o.name for o in m.graph.output}
+    for step in program.steps:
+        for v in step.node.outputs:
+            if v.name not in names and v.dtype is not None:
+                m.graph.output.append(onnx.helper.make_tensor_value_info(v.name, v.dtype.value, None))
+    return m
+
+
+def per_op_agreement(model: onnx.ModelProto, feeds, rounding: str = "double") -> dict[str, float]:
+    """Each integer op of the reference fed onnxruntime's inputs: share within 1 LSB."""
+    from edgeq.reference import compile_model
+
+    program = compile_model(model, rounding)
+    exposed = _expose_all(model, program)
+    values = dict(zip([o.name for o in exposed.graph.output], run_ort(exposed, feeds)))
+    values.update(feeds)
+    for init in model.graph.initializer:
+        values[init.name] = onnx.numpy_helper.to_array(init)
+    shares = {}
+    for step in program.steps:
+        if step.node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        args = [None if v is None else values[v.name] for v in step.inputs]
+        (got,) = step.kernel.fn(args)
+        want = values[step.node.outputs[0].name]
+        assert got.dtype == want.dtype and got.shape == want.shape, step.node.op_type
+        if np.issubdtype(want.dtype, np.floating):  # QGemm float output: float rounding only
+            close = np.isclose(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()))
+        else:
+            close = np.abs(got.astype(np.int64) - want.astype(np.int64)) <= 1
+        shares[f"{step.node.op_type} {step.node.name}"] = float(close.mean())
+    return shares

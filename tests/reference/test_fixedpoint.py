@@ -82,3 +82,14 @@ def test_requantization_within_one_of_exact_rounding(rng):
         ])
         worst = max(worst, int(np.abs(got - exact).max()))
     assert worst <= 1
+
+
+def test_single_rounding_is_exact_round_half_up(rng):
+    """TFLITE_SINGLE_ROUNDING: x * (m * 2^(shift-31)) rounded once, half up, exactly."""
+    for real in np.exp(rng.uniform(np.log(1e-6), np.log(4.0), 200)):
+        m, shift = quantize_multiplier(real)
+        x = rng.integers(-(2**20), 2**20, 200)
+        got = multiply_by_quantized_multiplier(x, m, shift, single_rounding=True)
+        q = Fraction(m) * Fraction(2) ** (shift - 31)
+        exact = [math.floor(Fraction(int(v)) * q + Fraction(1, 2)) for v in x]
+        assert got.tolist() == exact

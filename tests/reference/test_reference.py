@@ -8,9 +8,9 @@ import onnx_ir as ir
 import pytest
 
 from edgeq.errors import InputError, UnsupportedError
-from edgeq.reference import compile_model, export_params, run
+from edgeq.reference import export_params, run
 from ortutil import run_ort
-from qoperator.harness import assert_within_lsb, output_scales, rewrite_text
+from qoperator.harness import assert_within_lsb, output_scales, per_op_agreement, rewrite_text
 
 HEAD = '<ir_version: 8, opset_import: ["" : 17]>\n'
 
@@ -48,39 +48,6 @@ net (float[2,16,32] x, float[32,64] w1, float[64,32] w2, float[32,8] w3) => (flo
 """
 
 
-def _expose_all(model: onnx.ModelProto, program) -> onnx.ModelProto:
-    """The model with every integer node output as a graph output."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    names = {o.name for o in m.graph.output}
-    for step in program.steps:
-        for v in step.node.outputs:
-            if v.name not in names and v.dtype is not None:
-                m.graph.output.append(onnx.helper.make_tensor_value_info(v.name, v.dtype.value, None))
-    return m
-
-
-def _per_op_agreement(model: onnx.ModelProto, feeds) -> dict[str, float]:
-    """Each integer op of the reference fed onnxruntime's inputs: share within 1 LSB."""
-    program = compile_model(model)
-    exposed = _expose_all(model, program)
-    values = dict(zip([o.name for o in exposed.graph.output], run_ort(exposed, feeds)))
-    values.update(feeds)
-    for init in model.graph.initializer:
-        values[init.name] = onnx.numpy_helper.to_array(init)
-    shares = {}
-    for step in program.steps:
-        if step.node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            continue
-        args = [None if v is None else values[v.name] for v in step.inputs]
-        (got,) = step.kernel.fn(args)
-        want = values[step.node.outputs[0].name]
-        assert got.dtype == want.dtype and got.shape == want.shape, step.node.op_type
-        diff = np.abs(got.astype(np.int64) - want.astype(np.int64))
-        shares[f"{step.node.op_type} {step.node.name}"] = float((diff <= 1).mean())
-    return shares
-
-
 def _fold_bn(model: ir.Model) -> None:
     """Test-only BatchNorm folding into the preceding Conv (the prepare step does this)."""
     for bn in [n for n in model.graph if n.op_type == "BatchNormalization"]:
@@ -104,7 +71,7 @@ def test_conv_net_matches_onnxruntime(rng, act_dtype):
     ref = run(r.model, r.feeds)
     got = run_ort(r.model, r.feeds)
     assert_within_lsb([ref["y"]], got, output_scales(r.model))
-    shares = _per_op_agreement(r.model, r.feeds)
+    shares = per_op_agreement(r.model, r.feeds)
     assert min(shares.values()) >= 0.999, shares
 
 
@@ -142,7 +109,7 @@ def test_matmul_net_matches_onnxruntime(rng):
     ref = run(r.model, r.feeds)
     got = run_ort(r.model, r.feeds)
     assert_within_lsb([ref["y"]], got, output_scales(r.model))
-    shares = _per_op_agreement(r.model, r.feeds)
+    shares = per_op_agreement(r.model, r.feeds)
     assert min(shares.values()) >= 0.999, shares
 
 
@@ -167,3 +134,13 @@ def test_missing_feed_is_an_input_error(rng):
     r = rewrite_text(MATMUL_NET, rng, {"x": (2, 16, 32)})
     with pytest.raises(InputError, match="'x'"):
         run(r.model, {})
+
+
+def test_single_rounding_is_bit_exact_with_onnxruntime(rng):
+    r = rewrite_text(CONV_NET, rng, {"x": (4, 3, 32, 32)})
+    shares = per_op_agreement(r.model, r.feeds, rounding="single")
+    assert min(shares.values()) == 1.0, shares
+    got = run_ort(r.model, r.feeds)[0]
+    ref = run(r.model, r.feeds, rounding="single")["y"]
+    np.testing.assert_array_equal(ref, got)
+    assert export_params(r.model, rounding="single")["rounding"] == "single"
