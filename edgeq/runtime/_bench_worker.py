@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sys
 
+__all__ = ["main"]
+
 
 def main() -> int:
     spec = json.loads(sys.stdin.read())
