@@ -7,8 +7,10 @@ Cases:
    and partial information make strict mode fail).
 2. Float-looking values of the main graph still lacking a dtype or a shape, when data is
    given: the model runs on onnxruntime on the first few feeds with those values added as
-   outputs; dtype and rank are recorded, and a dim that varies across feeds (or between feeds
-   of different sizes) becomes symbolic.
+   outputs; dtype and rank are recorded. A dim that varies across feeds becomes symbolic, and
+   so does one whose size equals a size a dynamic input dim took (batch 1 in every feed must
+   not fix the batch dim); a dim derived from a dynamic one (H/8) is only caught when the
+   feeds vary in size.
 3. Values inside subgraphs cannot be made outputs: they keep what ONNX inference found.
 4. Without data, what stays unknown is listed in a note that says to pass calibration data.
 """
@@ -45,11 +47,28 @@ def unknown_values(graph: ir.Graph) -> list[ir.Value]:
     return unknown
 
 
-def _merge_shape(shapes: list[tuple[int, ...]]) -> ir.Shape:
+def _merge_shape(shapes: list[tuple[int, ...]], dynamic_sizes: frozenset[int]) -> ir.Shape:
+    """A dim is fixed when every feed gave it the same size and that size is not one a dynamic
+    input dim took in the feeds (batch 1 in every feed must not make batch fixed)."""
     dims: list[int | ir.SymbolicDim] = []
     for sizes in zip(*shapes):
-        dims.append(sizes[0] if len(set(sizes)) == 1 else ir.SymbolicDim(None))
+        fixed = len(set(sizes)) == 1 and sizes[0] not in dynamic_sizes
+        dims.append(sizes[0] if fixed else ir.SymbolicDim(None))
     return ir.Shape(dims)
+
+
+def _dynamic_sizes(graph: ir.Graph, feeds: list[Mapping[str, np.ndarray]]) -> frozenset[int]:
+    """Sizes the feeds gave to graph-input dims that are not fixed in the model."""
+    sizes = set()
+    for value in graph.inputs:
+        for feed in feeds:
+            array = feed.get(value.name)
+            if array is None:
+                continue
+            for axis, size in enumerate(np.shape(array)):
+                if value.shape is None or axis >= len(value.shape) or not isinstance(value.shape[axis], int):
+                    sizes.add(int(size))
+    return frozenset(sizes)
 
 
 def _merge(model: ir.Model, inferred_proto) -> bool:
@@ -140,6 +159,7 @@ class InferShapesPass(NotingPass):
         finally:
             model.graph.outputs.clear()
             model.graph.outputs.extend(outputs_before)
+        dynamic = _dynamic_sizes(model.graph, feeds)
         for i, value in enumerate(unknown):
             if not all(isinstance(r[i], np.ndarray) for r in results):
                 continue  # a sequence or optional: no tensor type to record
@@ -149,6 +169,6 @@ class InferShapesPass(NotingPass):
             if value.dtype is None:
                 value.dtype = ir.DataType.from_numpy(arrays[0].dtype)
             if value.shape is None:
-                value.shape = _merge_shape([a.shape for a in arrays])
+                value.shape = _merge_shape([a.shape for a in arrays], dynamic)
         self.note(f"{len(unknown)} value type(s)/shape(s) inferred by running the model on {len(feeds)} feed(s)")
         return True

@@ -43,7 +43,8 @@ def test_fallback_runs_the_model_and_marks_varying_dims_symbolic(rng):
     assert unknown_values(model.graph) == []
     b = model.graph.node(1).outputs[0]
     assert b.dtype == ir.DataType.FLOAT
-    assert b.shape[0] == 2 and b.shape[2] == 4 and not isinstance(b.shape[1], int)  # case 2
+    assert b.shape[2] == 4 and not isinstance(b.shape[1], int)  # case 2: L varies
+    assert not isinstance(b.shape[0], int)  # N is 2 in both feeds, but dynamic in the model
     assert [v.name for v in model.graph.outputs] == ["y"]  # extra outputs removed again
     assert any("by running the model on 2 feed(s)" in n for n in p.notes)
 
@@ -54,3 +55,12 @@ def test_without_data_unknown_values_are_noted():
     p(model)
     assert unknown_values(model.graph)
     assert "pass calibration data" in p.notes[0]  # case 4
+
+
+def test_fallback_keeps_batch_symbolic_when_every_feed_has_batch_one(rng):
+    model = ir.from_proto(onnx.parser.parse_model(CUSTOM))
+    data = [{"x": rng.standard_normal((1, 5, 4)).astype(np.float32)} for _ in range(3)]
+    InferShapesPass(data)(model)
+    b = model.graph.node(1).outputs[0]
+    assert not isinstance(b.shape[0], int) and not isinstance(b.shape[1], int)  # N and L
+    assert b.shape[2] == 4  # a fixed dim of the model stays fixed
