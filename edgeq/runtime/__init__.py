@@ -1,5 +1,13 @@
 """A light layer over onnxruntime for apps: sessions, run, bench. Imports neither torch nor onnx_ir.
 
+    from edgeq.runtime import Session, CUDAOptions, TensorRTOptions, load_feeds
+    sess = Session("model.onnx", providers=(TensorRTOptions(fp16=True), CUDAOptions(), "cpu"))
+    outputs = sess.run(load_feeds("inputs.npz")[0])   # checked: names, dtypes, ranks, fixed dims
+    sess.providers                                     # what onnxruntime actually used
+
+    from edgeq.runtime.bench import bench             # latency, throughput, memory, size
+    from edgeq.runtime.profile import profile         # time per op type and node
+
 Names are imported lazily, so ``import edgeq.runtime`` does not even import onnxruntime.
 """
 
