@@ -96,3 +96,20 @@ def test_json_round_trip(tmp_path, rng):
     path = table.save(tmp_path / "ranges.json")
     back = RangesTable.load(path)
     assert dict(back) == dict(table) and back.num_samples == 1 and back.meta == table.meta
+
+
+def test_external_data_model_from_path(tmp_path, rng):
+    """A model whose weights live in external data calibrates from its path, same ranges."""
+    from edgeq.io import load_model
+
+    model = conv_model()
+    feeds = [{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)}]
+    expected = collect_ranges(model, ["c", "r", "w"], feeds, QuantConfig(), progress=False)
+    external = onnx.ModelProto()
+    external.CopyFrom(model)
+    onnx.save(external, tmp_path / "m.onnx", save_as_external_data=True, location="m.data", size_threshold=0)
+    assert (tmp_path / "m.data").stat().st_size > 0
+    assert dict(collect_ranges(str(tmp_path / "m.onnx"), ["c", "r", "w"], feeds, QuantConfig(), progress=False)) == dict(expected)
+    loaded = load_model(tmp_path / "m.onnx")
+    assert dict(collect_ranges(loaded, ["c", "r", "w"], feeds, QuantConfig(), progress=False)) == dict(expected)
+    assert [v.name for v in loaded.graph.outputs] == ["y", "s"]  # outputs restored
