@@ -1,0 +1,77 @@
+"""``edgeq export``: a PyTorch model -> ONNX, checked against torch on onnxruntime."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+__all__ = ["export", "describe"]
+
+
+def describe(result) -> list[tuple[str, str]]:
+    """Rows (field, value) summarizing an ExportResult."""
+    def io(names):
+        return ", ".join(
+            f"{n}[{','.join(f'{a}:{l}' for a, l in sorted(result.dynamic_axes.get(n, {}).items()))}]"
+            if result.dynamic_axes.get(n) else n
+            for n in names
+        )
+
+    rows = [
+        ("model", result.path),
+        ("exporter", result.exporter + (f" (fallback: {result.fallback_reason})" if result.fallback_reason else "")),
+        ("opset", str(result.opset)),
+        ("inputs", io(result.input_names)),
+        ("outputs", io(result.output_names)),
+        ("size", f"{result.size_bytes / 1e6:.2f} MB"),
+        ("export time", f"{result.export_seconds:.1f} s"),
+    ]
+    if result.max_abs_error is None:
+        rows.append(("check", "skipped (--no-check)"))
+    else:
+        rows.append(("max abs error", f"{result.max_abs_error:.3g}"))
+        rows.append(("max rel error", f"{result.max_rel_error:.3g}"))
+    return rows
+
+
+@click.command("export")
+@click.argument("spec")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=str), help="The ONNX file to write.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS[:DTYPE]",
+              help="Random example input, e.g. input=1x3x224x224 or ids=1x128:int64 (repeatable, in input order).")
+@click.option("--dynamic-batch", is_flag=True, help="Axis 0 of every input and output is dynamic, named 'batch'.")
+@click.option("--dynamic", "dynamic", multiple=True, metavar="NAME:AXIS=LABEL",
+              help="Make one axis dynamic, e.g. input_ids:1=sequence (repeatable).")
+@click.option("--opset", type=click.IntRange(7, 23), default=None, help="ONNX opset (default: 18, the dynamo exporter's own).")
+@click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True,
+              help="auto: dynamo first, TorchScript if it fails.")
+@click.option("--check/--no-check", default=True, show_default=True, help="Compare onnxruntime against torch.")
+@click.option("--rtol", type=click.FloatRange(min=0), default=1e-3, show_default=True)
+@click.option("--atol", type=click.FloatRange(min=0), default=1e-4, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def export(spec, out, input_shapes, dynamic_batch, dynamic, opset, exporter, check, rtol, atol, as_json) -> None:
+    """Export SPEC to ONNX: a zoo name, package.module:factory, or a torch.export .pt2 file.
+
+    The dynamo exporter runs first, TorchScript if it fails; the ONNX model then runs on
+    onnxruntime against torch and must agree within --rtol/--atol.
+    """
+    from dataclasses import asdict
+
+    from rich.console import Console
+
+    from edgeq.exporter import export as export_model
+    from edgeq.exporter import parse_dynamic, parse_input_shapes
+
+    shapes = parse_input_shapes(input_shapes)
+    axes = parse_dynamic(dynamic)
+    console = Console(stderr=True)
+    with console.status(f"exporting {spec} ..."):
+        result = export_model(spec, out, input_shapes=shapes or None, dynamic_batch=dynamic_batch, dynamic=axes or None,
+                              opset=opset, check=check, rtol=rtol, atol=atol, exporter=exporter)
+    if as_json:
+        click.echo(json.dumps(asdict(result), indent=2))
+        return
+    width = max(len(k) for k, _ in describe(result))
+    for key, value in describe(result):
+        click.echo(f"{key:<{width}}  {value}")
