@@ -26,6 +26,7 @@ __all__ = [
     "lstm_model",
     "if_loop",
     "old_torch_style",
+    "tf_style",
     "big_external",
 ]
 
@@ -335,6 +336,45 @@ def old_torch_style(seed: int = 0) -> tuple[onnx.ModelProto, FeedsFn]:
     return model, feeds
 
 
+def tf_style(seed: int = 0) -> tuple[onnx.ModelProto, FeedsFn]:
+    """A tf2onnx-like model: NHWC input with Transposes around the convs, weights behind
+    Identity nodes, bias as a separate Add, ReLU6 as Clip, BatchNormalization, names with ':0'."""
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder()
+
+    def ident(name: str, array: np.ndarray) -> str:
+        return b.op("Identity", [b.init(f"{name}/ReadVariableOp:0", array)], name=f"{name}/ReadVariableOp")
+
+    y = b.op("Transpose", ["input_1:0"], perm=[0, 3, 1, 2], name="model/conv2d/Conv2D__6")
+    w = ident("model/conv2d/Conv2D", he(rng, 16, 3, 3, 3))
+    y = b.op("Conv", [y, w], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2], name="model/conv2d/Conv2D")
+    y = b.op("Add", [y, b.init("model/conv2d/BiasAdd/ReadVariableOp:0", (rng.standard_normal((1, 16, 1, 1)) * 0.1).astype(np.float32))])
+    y = b.op("Clip", [y, b.init("zero:0", np.array(0.0, np.float32)), b.init("six:0", np.array(6.0, np.float32))])
+    w = ident("model/conv2d_1/Conv2D", he(rng, 32, 16, 3, 3))
+    y = b.op("Conv", [y, w], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="model/conv2d_1/Conv2D")
+    params = [ident(f"model/bn/{k}", a) for k, a in zip(("gamma", "beta", "mean", "var"), bn_stats(rng, 32))]
+    y = b.op("BatchNormalization", [y, *params], epsilon=1e-3, name="model/bn/FusedBatchNormV3")
+    y = b.op("Clip", [y, "zero:0", "six:0"])
+    y = b.op("Transpose", [y], perm=[0, 2, 3, 1], name="model/conv2d_1/Conv2D__20")
+    y = b.op("ReduceMean", [y], axes=[1, 2], keepdims=0, name="model/global_average_pooling2d/Mean")
+    w = ident("model/dense/MatMul", he(rng, 32, 10, fan_in=32))
+    y = b.op("Add", [b.op("MatMul", [y, w]), ident("model/dense/BiasAdd", (rng.standard_normal(10) * 0.1).astype(np.float32))])
+    b.nodes.append(helper.make_node("Softmax", [y], ["dense:0"], axis=-1, name="model/dense/Softmax"))
+    model = b.model(
+        "tf_style",
+        [helper.make_tensor_value_info("input_1:0", F, ["unk__12", 32, 32, 3])],
+        [helper.make_tensor_value_info("dense:0", F, ["unk__13", 10])],
+        opset=13,
+        ir_version=7,
+    )
+
+    def feeds(n: int, seed: int) -> Feeds:
+        g = np.random.default_rng(seed)
+        return [{"input_1:0": g.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)} for _ in range(n)]
+
+    return model, feeds
+
+
 def big_external(folder: str, n_weights: int = 9, size: int = 8192) -> tuple[str, FeedsFn]:
     """A model over 2 GB: ``n_weights`` MatMul weights [size, size] of one constant value, opset 11.
 
@@ -387,4 +427,5 @@ CORPUS: dict[str, Callable[[], tuple[onnx.ModelProto, FeedsFn]]] = {
     "lstm_model": lstm_model,
     "if_loop": if_loop,
     "old_torch_style": old_torch_style,
+    "tf_style": tf_style,
 }
