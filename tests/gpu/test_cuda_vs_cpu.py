@@ -91,3 +91,19 @@ def test_int8_qdq_cuda_close_to_cpu(tmp_path, feeds, reference):
     cpu = _run(data, "cpu", feeds)
     assert sqnr_db(cpu, cuda) > 30
     assert sqnr_db(reference, cuda) > 25 and sqnr_db(reference, cpu) > 25
+
+
+def test_trt_chain_runs_on_trt_or_falls_back_to_cuda(feeds, reference, caplog):
+    """onnxruntime-gpu lists TensorRT even where libnvinfer is missing: the chain must then run on
+    CUDA, say so in the log, and still give CUDA's answers."""
+    import logging
+
+    from edgeq.runtime import CUDAOptions, Session, TensorRTOptions
+
+    with caplog.at_level(logging.WARNING):
+        sess = Session(conv_net().SerializeToString(), providers=(TensorRTOptions(fp16=False), CUDAOptions(), "cpu"))
+        got = sess.run(feeds)["logits"]
+    assert sess.providers[0] in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+    if sess.providers[0] != "TensorrtExecutionProvider":
+        assert any("Tensorrt" in r.getMessage() for r in caplog.records)
+    assert sqnr_db(reference, got) > 60
