@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{onnxruntime.__version__}, onnx {onnx.__version__}; CPU provider, 1 thread).",
             "",
             "Each cell: worst SQNR over 4 held-out feeds against the fp32 model, and the share of "
-            "Conv/MatMul/Gemm weight parameters stored in int8 (0% means weights stayed float). "
+            "Conv/MatMul/Gemm weight parameters of the main graph stored in int8 (0% means weights "
+            "stayed float; LSTM weights and weights inside If/Loop bodies are not counted). "
             "Calibration: 8 feeds. onnxruntime.quantization runs on the raw model and on "
             "quant_pre_process's output (static: QDQ, per-channel, uint8 activations, MinMax; "
             "dynamic: per-channel int8). edgeq: defaults (static: QDQ per-channel uint8 MinMax; "
