@@ -5,6 +5,7 @@ gemmlowp/TFLite fixed-point requantization; ``export_params(model)`` lists each 
 multipliers and shifts for MCU code generation.
 """
 
+from edgeq.reference.agreement import agreement
 from edgeq.reference.fixedpoint import (
     multiply_by_quantized_multiplier,
     quantize_multiplier,
@@ -17,6 +18,7 @@ from edgeq.reference.interpreter import Program, compile_model, export_params, r
 __all__ = [
     "run",
     "export_params",
+    "agreement",
     "compile_model",
     "Program",
     "quantize_multiplier",

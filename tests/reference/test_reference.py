@@ -144,3 +144,15 @@ def test_single_rounding_is_bit_exact_with_onnxruntime(rng):
     ref = run(r.model, r.feeds, rounding="single")["y"]
     np.testing.assert_array_equal(ref, got)
     assert export_params(r.model, rounding="single")["rounding"] == "single"
+
+
+def test_agreement_summary(rng):
+    from edgeq.reference import agreement
+
+    r = rewrite_text(MATMUL_NET, rng, {"x": (2, 16, 32)})
+    single = agreement(r.model, [r.feeds], rounding="single")
+    assert single["per_op_worst"] == 1.0 and single["end_to_end"] == 1.0
+    assert set(single["per_op"]) == {f"{n.op_type} {n.name}" for n in r.model.graph.node
+                                     if n.op_type not in ("QuantizeLinear", "DequantizeLinear")}
+    double = agreement(r.model, [r.feeds])
+    assert double["rounding"] == "double" and double["per_op_worst"] >= 0.999
