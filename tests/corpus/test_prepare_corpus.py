@@ -14,6 +14,19 @@ from ortutil import run_ort
 from corpus.builders import CORPUS, big_external
 from edgeq.prepare import prepare_model
 from edgeq.prepare._base import FLOAT_TYPES
+from edgeq.prepare.quantizability import check
+
+# what quantizability.check must say about each corpus model before any work (severity, words)
+EXPECTED_FINDINGS = {
+    "paddle_style": [("limit", "opset 11"), ("info", "Constant nodes")],
+    "yolo_style": [("limit", "shapes ONNX inference cannot find"), ("info", "dynamic dims")],
+    "mobilenetv3_block": [("limit", "HardSigmoid")],
+    "transformer_layer": [("limit", "LayerNormalization"), ("info", "dynamic dims")],
+    "lstm_model": [("info", "dynamic dims")],
+    "if_loop": [("limit", "If node"), ("limit", "Loop node"), ("info", "Constant nodes")],
+    "old_torch_style": [("limit", "opset 9")],
+    "tf_style": [("info", "dynamic dims")],
+}
 
 
 def _nodes(model: onnx.ModelProto):
@@ -62,6 +75,16 @@ def test_prepare_corpus_model(name):
     assert all(isinstance(n, str) and n for n in notes)
 
 
+@pytest.mark.parametrize("name", sorted(CORPUS))
+def test_check_corpus_model(name):
+    original, _ = CORPUS[name]()
+    findings = check(ir.from_proto(original))
+    assert not [f for f in findings if f.severity == "blocker"]
+    for severity, words in EXPECTED_FINDINGS[name]:
+        assert any(f.severity == severity and (words in f.message or words in f.where) for f in findings), (
+            name, severity, words, [str(f) for f in findings])
+
+
 def test_prepare_paddle_style_weights_become_initializers():
     original, _ = CORPUS["paddle_style"]()
     model, notes = prepare_model(ir.from_proto(original))
@@ -99,6 +122,7 @@ def test_prepare_big_external_stays_lazy(tmp_path):
     path, feeds_fn = big_external(str(tmp_path / "in"))
     assert os.path.getsize(path + ".data") > 2**31
     model = load_model(path)
+    assert any("external data" in f.message for f in check(model))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     model, notes = prepare_model(model)
     out = str(tmp_path / "out" / "big.onnx")
