@@ -99,8 +99,29 @@ def file_bytes(path: str) -> int:
     return total
 
 
+def _reset_peak_rss() -> bool:
+    """Linux: restart this process's peak-RSS mark (VmHWM) now, so the peak excludes imports."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _peak_rss() -> int | None:
-    """Peak resident set size of this process so far, in bytes (None where unknown)."""
+    """Peak resident set size of this process, in bytes (None where unknown).
+
+    Linux: VmHWM of this process's own memory map. ``ru_maxrss`` is not used there: after
+    fork+exec it still holds the parent's peak, which would count the parent's memory.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     try:
         import resource
 
@@ -170,6 +191,7 @@ def measure(
     gc.collect()
     process = psutil.Process()
     base_rss = process.memory_info().rss
+    _reset_peak_rss()
     session = Session(model, providers=(provider,), threads=threads)
     sess = session.ort_session
     start_ms = (session.start_seconds or 0.0) * 1e3
