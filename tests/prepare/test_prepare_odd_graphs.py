@@ -30,6 +30,18 @@ ODD = {
     "onnx_ml": """
         <ir_version: 8, opset_import: ["" : 13, "ai.onnx.ml" : 3]>
         g (float[2,3] x) => (float[2,3] y) { n = ai.onnx.ml.Normalizer <norm = "L2"> (x)  y = Relu(n) }""",
+    "scan": """
+        <ir_version: 8, opset_import: ["" : 13]>
+        g (float[4,3] x) => (float[3] final, float[4,3] ys) <float[3] init = {0.0, 0.0, 0.0}> {
+          final, ys = Scan <num_scan_inputs = 1,
+            body = b (float[3] acc, float[3] xi) => (float[3] acc_out, float[3] yi) {
+              w = Constant <value = float[3,3] {1,2,3,4,5,6,7,8,9}> ()
+              wi = Identity(w)
+              m = MatMul(xi, wi)
+              acc_out = Add(acc, m)
+              yi = Identity(acc_out)
+            }> (init, x)
+        }""",
     "opset7_upsample": """
         <ir_version: 3, opset_import: ["" : 7]>
         g (float[2,3,4,4] x) => (float[2,3,8,8] y) {
@@ -54,6 +66,10 @@ def test_odd_graph_prepares_without_changing_outputs(name, rng):
     onnx.checker.check_model(out)
     assert out.opset_import[0].version >= 13 or out.opset_import[0].domain != ""
     np.testing.assert_allclose(run_ort(out, feed)[0], run_ort(proto, feed)[0], rtol=1e-6, atol=1e-6)
+    if name == "scan":
+        body = model.graph.node(0).attributes["body"].as_graph()
+        assert [n.op_type for n in body] == ["MatMul", "Add", "Identity"]  # yi = Identity(output) stays
+        assert "w" in body.initializers
     if name == "sequence":
         assert {n.op_type for n in out.graph.node} >= {"SequenceConstruct", "ConcatFromSequence"}
         assert not any("s" == f.where for f in findings), findings
