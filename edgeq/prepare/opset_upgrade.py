@@ -48,15 +48,17 @@ class OpsetUpgradePass(NotingPass):
         self.target_opset = target_opset
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        if "" not in model.opset_imports and "ai.onnx" not in model.opset_imports:
+            return ir.passes.PassResult(model, modified=False)  # no default-domain op to convert
         current = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
         target = self.target_opset if self.target_opset is not None else max(current, DEFAULT_MIN_OPSET)
         if target <= current:  # case 1
             if target < current:
                 self.note(f"opset {current} kept: edgeq never downgrades (asked for {target})")
             return ir.passes.PassResult(model, modified=False)
-        converted = self._convert(model, current, target)
         import onnx
 
+        converted = self._convert(model, current, target)
         model.graph = converted.graph
         needed = onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", target)])
         model.ir_version = max(model.ir_version, converted.ir_version, needed)

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.prepare._base import NotingPass
+from edgeq.prepare._base import FLOAT_TYPES, NotingPass
 from edgeq.prepare.constants_to_initializers import ConstantsToInitializersPass
 from edgeq.prepare.eliminate_identity import EliminateIdentityPass
 from edgeq.prepare.fold_batchnorm import FoldBatchNormPass
@@ -45,8 +45,7 @@ def float_dtypes(model: ir.Model) -> set[ir.DataType]:
     """Float dtypes of the model's inputs, outputs and float initializers."""
     graph = model.graph
     values = [*graph.inputs, *graph.outputs, *graph.initializers.values()]
-    floats = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE}
-    return {v.dtype for v in values if v.dtype in floats}
+    return {v.dtype for v in values if v.dtype in FLOAT_TYPES}
 
 
 def prepare_model(
