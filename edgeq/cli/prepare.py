@@ -17,20 +17,25 @@ _CALIB_FEEDS = 8  # shape fallback reads only the first few feeds
 
 @click.command("prepare")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Where to write the prepared model.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the prepared model (required unless --check-only).")
 @click.option("--opset", type=click.IntRange(7, 30), default=None,
               help="Target opset (default: max(model's, 13)); never lower than the model's.")
 @click.option("--calib", type=click.Path(), default=None,
               help="Feeds: an .npz file (keys = input names), a folder of them, or module:function; "
                    "run when shapes stay unknown.")
 @click.option("--check-only", is_flag=True, help="Only list what blocks or limits quantization.")
-def prepare(model: str, out: str, opset: int | None, calib: str | None, check_only: bool) -> None:
+def prepare(model: str, out: str | None, opset: int | None, calib: str | None, check_only: bool) -> None:
     """Make an ONNX graph quantizable (constants, opset, BN, shapes)."""
+    from edgeq.errors import UsageError
     from edgeq.io import check_output_path, load_model, save_model
     from edgeq.prepare import prepare_model
     from edgeq.prepare.quantizability import check
 
-    check_output_path(out, [model])
+    if out is None and not check_only:
+        raise UsageError("edgeq prepare needs -o OUT.onnx for the prepared model (or --check-only)")
+    if out is not None:
+        check_output_path(out, [model])
     ir_model = load_model(model)
     findings = check(ir_model)
     for finding in findings:

@@ -112,3 +112,14 @@ def test_cli_prepare_calib_with_wrong_input_name_is_usage_error(tmp_path, capsys
     code, _, err = _edgeq(capsys, "prepare", str(src), "-o", str(tmp_path / "o.onnx"), "--calib", str(calib))
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_cli_prepare_check_only_lists_findings_and_writes_nothing(tmp_path, capsys):
+    src = tmp_path / "in.onnx"
+    onnx.save(onnx.parser.parse_model(OPSET11), src)
+    code, out, _ = _edgeq(capsys, "prepare", str(src), "--check-only")
+    assert code == 0
+    assert "check: [info] Conv: 1 weight(s) come from Constant nodes" in out
+    assert "prepare:" not in out and sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx"]
+    code, _, err = _edgeq(capsys, "prepare", str(src))
+    assert code == 2 and "-o OUT.onnx" in err
