@@ -40,7 +40,9 @@ HOW TO RUN (two steps, two machines)
    the image's CPU onnxruntime). The run prints "available providers: [... CUDAExecutionProvider
    ...]" first; a row marked FELL BACK means CUDA could not be used.
 
-   Options: ``--providers cuda,cpu`` (default), ``--batches 1,8``, ``--runs 5`` (timed runs per
+   Options: ``--providers cuda,cuda-strict,cpu`` (default; ``cuda-strict`` is CUDA with TF32 off,
+   run for the fp32 files only: onnxruntime's CUDA default computes fp32 Conv/MatMul in TF32,
+   measured on mobilenet224 at 32.5 dB against CPU fp32 with TF32 and 93.5 dB without), ``--batches 1,8``, ``--runs 5`` (timed runs per
    configuration; each run is ``--iters 30`` calls; the figure is the median of the per-run
    medians), ``--warmup 10``, ``--threads 0`` (CPU intra-op threads, 0 = onnxruntime's default).
    It prints a Markdown table: latency p50 (median of run medians) and p90, throughput,
@@ -293,6 +295,18 @@ def _kernel_share(path: str, names: list[str], feed: dict[str, np.ndarray], prov
     return {"share": on / total if total else None, "elsewhere": sorted(elsewhere), "ops": sorted(ops_on)}
 
 
+def _strict_cuda():
+    """CUDAOptions with TF32 off: onnxruntime's CUDA provider runs float32 Conv/MatMul in TF32 on
+    Ampere and newer unless ``use_tf32=0`` (CUDAOptions has no field for it yet)."""
+    from edgeq.runtime import CUDAOptions
+
+    class StrictCUDAOptions(CUDAOptions):
+        def to_ort(self) -> dict[str, str]:
+            return {**super().to_ort(), "use_tf32": "0"}
+
+    return StrictCUDAOptions()
+
+
 def _time(session, feed, warmup: int, runs: int, iters: int) -> dict[str, float]:
     sess = session.ort_session
     for _ in range(warmup):
@@ -345,11 +359,13 @@ def run_gpu(folder: str, providers: list[str], batches: list[int], threads: int,
             path = os.path.join(folder, entry["files"][variant])
             outputs_by_provider: dict[tuple[str, int], dict[str, np.ndarray]] = {}
             for provider in providers:
-                chain = (CUDAOptions(), "cpu") if provider == "cuda" else (provider,)
+                if provider == "cuda-strict" and variant != "fp32":
+                    continue  # TF32 only changes float32 math
+                chain = {"cuda": (CUDAOptions(), "cpu"), "cuda-strict": (_strict_cuda(), "cpu")}.get(provider, (provider,))
                 mem0 = _gpu_mem_mb()
                 session = Session(path, providers=chain, threads=threads or None)
                 used = session.providers
-                wanted = canonical_name(provider)
+                wanted = canonical_name(provider.removesuffix("-strict"))
                 first_row = len(rows)
                 share = _kernel_share(path, used, _slice(full, 1), wanted)
                 for batch in batches:
@@ -433,7 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--max-mb", type=float, default=40.0)
     p.add_argument("--smoke", action="store_true", help="add a built-in conv net (no torch needed)")
-    p.add_argument("--providers", default="cuda,cpu")
+    p.add_argument("--providers", default="cuda,cuda-strict,cpu",
+                   help="cuda = onnxruntime defaults (TF32 math for fp32 on Ampere+); cuda-strict = "
+                        "CUDA with TF32 off (fp32 variant only); cpu")
     p.add_argument("--batches", default="1,8")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--warmup", type=int, default=10)
