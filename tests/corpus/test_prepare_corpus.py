@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 
 import numpy as np
 import onnx
@@ -117,6 +118,13 @@ def test_prepare_if_loop_cleans_subgraphs():
 
 @pytest.mark.slow
 def test_prepare_big_external_stays_lazy(tmp_path):
+    try:
+        _check_big_external(tmp_path)
+    finally:  # pytest keeps recent tmp folders: do not leave 5 GB behind
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _check_big_external(tmp_path):
     from edgeq.io import load_model, save_model
 
     path, feeds_fn = big_external(str(tmp_path / "in"))
