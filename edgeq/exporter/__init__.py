@@ -10,7 +10,7 @@ Importing this package does not import torch; ``export`` does.
 from __future__ import annotations
 
 from edgeq.exporter.axes import merge_dynamic_axes, parse_dynamic, parse_input_shapes
-from edgeq.exporter.export import DEFAULT_OPSET, EXPORTERS, ExportResult, export
+from edgeq.exporter.core import DEFAULT_OPSET, EXPORTERS, ExportResult, export
 from edgeq.exporter.spec import InputShape, ResolvedModel, resolve_spec
 
 __all__ = [
