@@ -52,9 +52,9 @@ def _remove_unused(graph: ir.Graph) -> int:
             continue
         graph.remove(node, safe=True)
         removed += 1
-    used = {v for n in graph for v in n.inputs if v is not None} | graph_outputs
     for name, value in list(graph.initializers.items()):
-        if value not in used and not value.is_graph_input():
+        # uses() also counts subgraph nodes reading the initializer from the outer scope
+        if not value.uses() and not value.is_graph_output() and not value.is_graph_input():
             del graph.initializers[name]
     return removed
 

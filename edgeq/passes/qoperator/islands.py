@@ -33,8 +33,14 @@ def _reach(starts: list[ir.Node], forward: bool) -> set[ir.Node]:
 
 
 def _is_float(node: ir.Node) -> bool:
+    """Float tensors in or out (a DQ input or a Q consumer counts when types are unknown)."""
     values = [*node.inputs, *node.outputs]
-    return any(v is not None and v.dtype in _FLOATS and v.const_value is None for v in values)
+    if any(v is not None and v.dtype in _FLOATS and v.const_value is None for v in values):
+        return True
+    from_dq = any(v is not None and v.producer() is not None
+                  and v.producer().op_type == "DequantizeLinear" for v in node.inputs)
+    to_q = any(u.node.op_type == "QuantizeLinear" for v in node.outputs for u in v.uses())
+    return from_dq or to_q
 
 
 def find_islands(graph: ir.Graph, reasons: dict[ir.Node, list[str]]) -> list[dict]:

@@ -72,7 +72,8 @@ class QOperatorPass(ir.passes.InPlacePass):
         for rule in rules():
             for op in rule.op_types:
                 by_op.setdefault(op, []).append(rule)
-        rewritten, not_rewritten = [], []
+        rewritten: list[dict] = []
+        not_rewritten: list[tuple[ir.Node, dict]] = []
         reasons: dict[ir.Node, list[str]] = {}
         for node in list(graph):
             if node.graph is None or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
@@ -95,14 +96,15 @@ class QOperatorPass(ir.passes.InPlacePass):
             else:
                 why = why or [f"no integer rule for {node.domain or 'ai.onnx'}.{node.op_type}"]
                 reasons[node] = why
-                not_rewritten.append({"node": node.name, "op_type": node.op_type, "reasons": why})
+                not_rewritten.append(
+                    (node, {"node": node.name, "op_type": node.op_type, "reasons": why}))
         RemoveDeadQDQPass()(model)
         islands = find_islands(graph, reasons)
         self.section = {
             "format": "qoperator",
             "integer_only": self.integer_only,
             "rewritten": rewritten,
-            "not_rewritten": [r for r in not_rewritten if _alive(graph, r["node"])],
+            "not_rewritten": [r for node, r in not_rewritten if node.graph is graph],
             "float_islands": islands,
             "requantizations": find_requantizations(graph),
             "layers": _layer_params(model),
@@ -116,10 +118,6 @@ class QOperatorPass(ir.passes.InPlacePass):
                 raise UnsupportedError(message + "; drop --strict to keep them in float")
             logger.warning(message)
         return ir.passes.PassResult(model, modified=bool(rewritten))
-
-
-def _alive(graph: ir.Graph, name: str) -> bool:
-    return any(n.name == name for n in graph)
 
 
 def _layer_params(model: ir.Model) -> list[dict]:
