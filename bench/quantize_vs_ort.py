@@ -42,6 +42,13 @@ def _worker(tool: str, options: dict, model: str, out: str, zoo_name: str, n_cal
     from models import zoo
 
     feeds = zoo.get(zoo_name).calibration_data(n_calib) if tool != "ort_dynamic" and options.get("mode") != "dynamic" else None
+    import onnx  # noqa: F401  (imports done before the baseline, so RSS deltas are the work's)
+    import onnx_ir  # noqa: F401
+    import onnxruntime.quantization  # noqa: F401
+
+    import edgeq.quantizer  # noqa: F401
+
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     if tool == "edgeq":
         import edgeq
@@ -67,7 +74,8 @@ def _worker(tool: str, options: dict, model: str, out: str, zoo_name: str, n_cal
 
         quantize_dynamic(model, out, weight_type=QuantType.QInt8)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": seconds, "peak_rss_mb": peak, "work_mb": peak - baseline}
 
 
 # -- parent side -------------------------------------------------------------------------------
@@ -100,8 +108,7 @@ def _quantize(label: str, model: str, out: str, name: str, args) -> dict:
         if proc.returncode != 0:
             return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:160]}
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return {"seconds": float(np.median([r["seconds"] for r in runs])),
-            "peak_rss_mb": float(np.median([r["peak_rss_mb"] for r in runs]))}
+    return {key: float(np.median([r[key] for r in runs])) for key in ("seconds", "peak_rss_mb", "work_mb")}
 
 
 def _outputs(path: str, feeds: list[dict]) -> list[np.ndarray]:
@@ -148,7 +155,7 @@ def run(args) -> str:
         rows = {"fp32": {"path": fp32, "size": os.path.getsize(fp32)}}
         if labels is not None and spec.task == "classification":
             rows["fp32"]["top1"] = float(np.mean(np.argmax(np.concatenate(ref), -1) == labels[: len(feeds)]))
-        for label in TOOLS:
+        for label in [t for t in TOOLS if not args.tools or t in args.tools.split(",")]:
             out = os.path.join(folder, f"{name}.{label.replace(' ', '_')}.onnx")
             row = _quantize(label, fp32, out, name, args)
             if "error" not in row:
@@ -169,7 +176,9 @@ def run(args) -> str:
         f"Machine: {os.cpu_count()} CPU cores (shared), onnxruntime {__import__('onnxruntime').__version__}, "
         f"CPU provider. Calibration: {args.calib} samples; evaluation: {args.eval} samples. Quantize time: median "
         f"of {args.repeats} run(s) in a fresh process, peak RSS of that process. Latency: batch 1, 1 thread, "
-        f"median of 3 medians of up to {args.latency_runs} interleaved runs. Speed-up = fp32 latency / latency.", "",
+        f"median of 3 medians of up to {args.latency_runs} interleaved runs. Speed-up = fp32 latency / latency. "
+        "RSS over imports: peak RSS minus the RSS after importing onnx, onnx_ir, onnxruntime and edgeq "
+        "(what the quantization itself costs).", "",
     ]
     return "\n".join(header + lines) + "\n"
 
@@ -177,7 +186,7 @@ def run(args) -> str:
 def _table(name: str, task: str, rows: dict) -> list[str]:
     fp32_ms = rows["fp32"].get("latency_ms")
     cls = task == "classification"
-    head = ["tool", "quantize s", "peak RSS MB", "size KB", "SQNR dB", "cosine",
+    head = ["tool", "quantize s", "peak RSS MB", "RSS over imports MB", "size KB", "SQNR dB", "cosine",
             "top-1" if cls else "mean cos", "" if cls else "NN agree", "latency ms", "speed-up"]
     head = [h for h in head if h]
     out = [f"## {name}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -186,6 +195,7 @@ def _table(name: str, task: str, rows: dict) -> list[str]:
             out.append(f"| {label} | failed: {r['error']} |" + " |" * (len(head) - 2))
             continue
         cells = [label, f"{r['seconds']:.2f}" if "seconds" in r else "", f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else "",
+                 f"{r['work_mb']:.0f}" if "work_mb" in r else "",
                  f"{r['size'] / 1024:.0f}", f"{r['sqnr_db']:.1f}" if "sqnr_db" in r else "",
                  f"{r['cosine']:.5f}" if "cosine" in r else ""]
         if cls:
@@ -205,6 +215,7 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=64)
     parser.add_argument("--eval", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--tools", default=None, help="comma-separated subset of: " + ", ".join(TOOLS))
     parser.add_argument("--latency-runs", type=int, default=200)
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks-quantize.md"))
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)

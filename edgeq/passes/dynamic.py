@@ -23,7 +23,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.config import PerTensor, QuantConfig
-from edgeq.passes.plan import QuantPlan, Role, const_array, node_label
+from edgeq.passes.plan import QuantPlan, Role, const_array, fresh_base, node_label
 from edgeq.passes.weights import quantize_weight
 
 __all__ = ["DynamicQuantize"]
@@ -106,12 +106,12 @@ class DynamicQuantize(ir.passes.InPlacePass):
             add, bias = _bias_add(node, weight.shape[1])
         qw = quantize_weight(weight, 1 if self._per_channel() else None)  # (1)
         label = node_label(node)
-        base = f"{node.inputs[1].name or label}_{label}"
+        base = fresh_base(graph, node.inputs[1].name or label, ("_q", "_scale", "_zp", "_bias"))
         inputs = [
             node.inputs[0],
-            _const(graph, f"{base}_quantized", qw.values),
+            _const(graph, f"{base}_q", qw.values),
             _const(graph, f"{base}_scale", qw.scale),
-            _const(graph, f"{base}_zero_point", qw.zero_point),
+            _const(graph, f"{base}_zp", qw.zero_point),
         ]
         if bias is not None:
             inputs.append(_const(graph, f"{base}_bias", bias))
@@ -127,10 +127,10 @@ class DynamicQuantize(ir.passes.InPlacePass):
         weight = const_array(node.inputs[1]).astype(np.float32)
         qw = quantize_weight(weight, 0 if self._per_channel() else None)  # (3)
         label = node_label(node)
-        base = f"{node.inputs[1].name or label}_{label}"
+        base = fresh_base(graph, node.inputs[1].name or label, ("_q", "_scale", "_zp", "_bias"))
         dql = ir.node("DynamicQuantizeLinear", [node.inputs[0]], num_outputs=3, name=f"{label}_dql")
-        w_q = _const(graph, f"{base}_quantized", qw.values)
-        w_zp = _const(graph, f"{base}_zero_point", np.asarray(0, np.int8))
+        w_q = _const(graph, f"{base}_q", qw.values)
+        w_zp = _const(graph, f"{base}_zp", np.asarray(0, np.int8))
         attrs = {k: v for k, v in node.attributes.items()}
         conv = ir.Node("", "ConvInteger", [dql.outputs[0], w_q, dql.outputs[2], w_zp], attrs.values(),
                        name=f"{label}_ConvInteger")

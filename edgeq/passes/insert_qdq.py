@@ -20,7 +20,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.passes.plan import QParams, QuantPlan, const_array
+from edgeq.passes.plan import QParams, QuantPlan, const_array, fresh_name
 
 __all__ = ["InsertQDQ"]
 
@@ -50,8 +50,8 @@ class InsertQDQ(ir.passes.InPlacePass):
             np_type, _ = _QTYPES[qp.dtype]
             base = root.name or "value"
             self._params[root] = (
-                _scalar(graph, f"{base}_scale", np.asarray(qp.scale, dtype=np.float32)),
-                _scalar(graph, f"{base}_zero_point", np.asarray(qp.zero_point, dtype=np_type)),
+                _scalar(graph, fresh_name(graph, f"{base}_scale"), np.asarray(qp.scale, dtype=np.float32)),
+                _scalar(graph, fresh_name(graph, f"{base}_zp"), np.asarray(qp.zero_point, dtype=np_type)),
             )
         scale, zp = self._params[root]
         return scale, zp, qp
@@ -74,13 +74,13 @@ class InsertQDQ(ir.passes.InPlacePass):
         int8_producer = self.plan.is_int8(producer)
         uses = [u for u in value.uses() if int8_producer or self.plan.is_int8(u.node)]  # (1), (2)
         name = value.name or "value"
-        q = ir.node("QuantizeLinear", [value, scale, zp], name=f"{name}_QuantizeLinear")
-        q.outputs[0].name = f"{name}_quantized"
+        q = ir.node("QuantizeLinear", [value, scale, zp], name=f"{name}_Q")
+        q.outputs[0].name = f"{name}_q"
         q.outputs[0].dtype = _QTYPES[qp.dtype][1]
         q.outputs[0].shape = value.shape
-        dq = ir.node("DequantizeLinear", [q.outputs[0], scale, zp], name=f"{name}_DequantizeLinear")
+        dq = ir.node("DequantizeLinear", [q.outputs[0], scale, zp], name=f"{name}_DQ")
         dq_out = dq.outputs[0]
-        dq_out.name = f"{name}_dequantized"
+        dq_out.name = f"{name}_dq"
         dq_out.dtype = ir.DataType.FLOAT
         dq_out.shape = value.shape
         if producer is None:
@@ -106,9 +106,9 @@ class InsertQDQ(ir.passes.InPlacePass):
         array = const_array(value).astype(np.float32)
         quantized = np.clip(np.rint(array / qp.scale) + qp.zero_point, info.min, info.max).astype(np_type)
         name = value.name or "const"
-        q = _scalar(graph, f"{name}_quantized", quantized)
-        dq = ir.node("DequantizeLinear", [q, scale, zp], name=f"{name}_DequantizeLinear")
-        dq.outputs[0].name = f"{name}_dequantized"
+        q = _scalar(graph, fresh_name(graph, f"{name}_q"), quantized)
+        dq = ir.node("DequantizeLinear", [q, scale, zp], name=f"{name}_DQ")
+        dq.outputs[0].name = f"{name}_dq"
         dq.outputs[0].dtype = ir.DataType.FLOAT
         dq.outputs[0].shape = ir.Shape(array.shape)
         uses = [u for u in value.uses() if self.plan.is_int8(u.node)]

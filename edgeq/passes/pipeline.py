@@ -1,8 +1,8 @@
 """The quantize pipelines as literal lists: reordering is a one-line diff.
 
-Two stages around calibration: ``analysis_passes`` decide what is quantized (graph unchanged,
-so calibration sees the prepared float graph); ``rewrite_passes`` then rewrite it using the
-calibrated scales in the plan.
+Two stages around calibration: ``analysis_passes`` put float ops into forms with int8 kernels
+(still float, so calibration sees an equivalent float graph) and decide what is quantized;
+``rewrite_passes`` then rewrite it using the calibrated scales in the plan.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from edgeq.config import QuantConfig
+from edgeq.passes.canonicalize import Canonicalize
 from edgeq.passes.dynamic import DynamicQuantize
 from edgeq.passes.insert_qdq import InsertQDQ
 from edgeq.passes.plan import QuantPlan
@@ -22,6 +23,7 @@ __all__ = ["analysis_passes", "rewrite_passes", "run_passes"]
 
 def analysis_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.PassBase]:
     return [
+        Canonicalize(),
         SelectNodes(config, plan),
         ShareScales(plan),
     ]

@@ -16,7 +16,7 @@ import numpy as np
 if TYPE_CHECKING:
     import onnx_ir as ir
 
-__all__ = ["Role", "Decision", "QParams", "QuantPlan", "node_label", "qparams_from_range", "const_array", "is_float"]
+__all__ = ["Role", "Decision", "QParams", "QuantPlan", "node_label", "qparams_from_range", "const_array", "is_float", "fresh_name", "fresh_base"]
 
 
 class Role:
@@ -135,3 +135,22 @@ def is_float(value: "ir.Value | None") -> bool:
     import onnx_ir as ir
 
     return value is not None and value.dtype in (None, ir.DataType.FLOAT)
+
+
+def fresh_name(graph: "ir.Graph", name: str) -> str:
+    """``name``, or ``name_1``, ``name_2`` ... when an initializer already has it."""
+    if name not in graph.initializers:
+        return name
+    i = 1
+    while f"{name}_{i}" in graph.initializers:
+        i += 1
+    return f"{name}_{i}"
+
+
+def fresh_base(graph: "ir.Graph", base: str, suffixes: tuple[str, ...] = ("_q", "_scale", "_zp")) -> str:
+    """``base`` (or ``base_1`` ...) such that no initializer is named ``base + suffix``."""
+    candidate, i = base, 0
+    while any(candidate + s in graph.initializers for s in suffixes):
+        i += 1
+        candidate = f"{base}_{i}"
+    return candidate

@@ -22,7 +22,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.config import PerTensor, QuantConfig
-from edgeq.passes.plan import QuantPlan, Role, const_array, node_label
+from edgeq.passes.plan import QuantPlan, Role, const_array, fresh_base, node_label
 from edgeq.passes.weights import bias_safe_min_scale, quantize_bias, quantize_weight
 
 __all__ = ["QuantizeWeights", "weight_axis", "dequantize_node"]
@@ -54,13 +54,14 @@ def dequantize_node(
     graph: ir.Graph, base: str, values: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
     axis: int | None,
 ) -> ir.Node:
-    """Initializers ``base_quantized``/``_scale``/``_zero_point`` and a DequantizeLinear on them."""
-    q = _initializer(graph, f"{base}_quantized", values)
+    """Initializers ``base_q``/``_scale``/``_zp`` and a DequantizeLinear on them."""
+    base = fresh_base(graph, base)
+    q = _initializer(graph, f"{base}_q", values)
     s = _initializer(graph, f"{base}_scale", scale.astype(np.float32))
-    z = _initializer(graph, f"{base}_zero_point", zero_point)
+    z = _initializer(graph, f"{base}_zp", zero_point)
     attrs = {"axis": int(axis)} if axis is not None and scale.ndim else {}
-    node = ir.node("DequantizeLinear", [q, s, z], attrs, name=f"{base}_DequantizeLinear")
-    node.outputs[0].name = f"{base}_dequantized"
+    node = ir.node("DequantizeLinear", [q, s, z], attrs, name=f"{base}_DQ")
+    node.outputs[0].name = f"{base}_dq"
     node.outputs[0].dtype = ir.DataType.FLOAT
     node.outputs[0].shape = ir.Shape(values.shape)
     return node
@@ -95,15 +96,14 @@ class QuantizeWeights(ir.passes.InPlacePass):
         min_scale = bias_safe_min_scale(bias, input_scale, per_channel) if bias is not None else None
         qw = quantize_weight(weight, axis, min_scale=min_scale)
         label = node_label(node)
-        base = node.inputs[1].name or f"{label}_W"
-        dq_w = dequantize_node(graph, f"{base}_{label}", qw.values, qw.scale, qw.zero_point, axis)
+        dq_w = dequantize_node(graph, _base(node.inputs[1], label, "W"), qw.values, qw.scale, qw.zero_point, axis)
         new_nodes = [dq_w]
         summary = qw.summary(weight)
         if bias is not None:
             qb, bias_scale = quantize_bias(bias, input_scale, qw.scale)
             bias_axis = 0 if per_channel else None
             bias_scale = bias_scale if per_channel else np.asarray(bias_scale.reshape(-1)[0], np.float32)
-            dq_b = dequantize_node(graph, f"{bias_value.name or label + '_B'}_{label}", qb, bias_scale,
+            dq_b = dequantize_node(graph, _base(bias_value, label, "B"), qb, bias_scale,
                                    np.zeros(bias_scale.shape, np.int32), bias_axis)
             new_nodes.append(dq_b)
             summary["bias_raised_channels"] = int(np.sum(qw.scale <= min_scale)) if np.any(min_scale > 0) else 0
@@ -136,12 +136,19 @@ class QuantizeWeights(ir.passes.InPlacePass):
         qb, bias_scale = quantize_bias(bias.astype(np.float32), input_scale, w_scale)
         if not per_channel:
             bias_scale = np.asarray(bias_scale.reshape(-1)[0], np.float32)
-        dq_b = dequantize_node(graph, f"{bias_value.name or 'bias'}_{node_label(node)}", qb, bias_scale,
+        dq_b = dequantize_node(graph, _base(bias_value, node_label(node), "B"), qb, bias_scale,
                                np.zeros(bias_scale.shape, np.int32), 0 if per_channel else None)
         graph.insert_before(add, dq_b)
         add.replace_input_with(1 - idx, dq_b.outputs[0])
         _drop_if_unused(graph, bias_value)
         self.plan.notes.append(f"bias of {node_label(add)} stored int32 after {node_label(node)} (int8 MatMul, float output)")
+
+
+def _base(value: ir.Value, label: str, kind: str) -> str:
+    """A short base name: the constant's own name when only this node reads it."""
+    if value.name and len(value.uses()) == 1:
+        return value.name
+    return f"{value.name or kind}_{label}"
 
 
 def _drop_if_unused(graph: ir.Graph, value: ir.Value) -> None:
