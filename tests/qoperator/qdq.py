@@ -54,15 +54,16 @@ def _init(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
 
 
 def quantize_qdq(model: onnx.ModelProto, feeds, act_dtype=np.uint8, per_channel=True,
-                 quantize_outputs=True, fold_relu=True, skip=()) -> onnx.ModelProto:
-    """QDQ form of ``model``; ``skip`` names float values to leave unquantized."""
+                 quantize_outputs=True, fold_relu=True, skip=(), share=True) -> onnx.ModelProto:
+    """QDQ form of ``model``; ``skip`` names float values to leave unquantized; ``share``
+    gives value-moving ops (MaxPool, Reshape, ...) their input's range, as quantizers do."""
     ranges = _ranges(model, feeds)
     irm = ir.from_proto(onnx.shape_inference.infer_shapes(model))
     g = irm.graph
     for node in g:  # ops that move values keep their input's scale, as quantizers do
         producer = node.inputs[0].producer() if node.inputs else None
         folded = node.op_type == "Relu" and producer is not None and producer.op_type in _FOLDS
-        if node.op_type in _SHARED and node.inputs[0].name in ranges and not folded:
+        if share and node.op_type in _SHARED and node.inputs[0].name in ranges and not folded:
             ranges[node.outputs[0].name] = ranges[node.inputs[0].name]
     scales: dict[ir.Value, float] = {}
     count = [0]
@@ -95,7 +96,8 @@ def quantize_qdq(model: onnx.ModelProto, feeds, act_dtype=np.uint8, per_channel=
         scales[dq.outputs[0]] = float(s)
 
     for inp in list(g.inputs):
-        insert_qdq(inp, None)
+        if inp.name not in skip:
+            insert_qdq(inp, None)
     for node in list(g):
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue
