@@ -111,8 +111,9 @@ def _profile_section(report: Mapping[str, Any]) -> list[str]:
     rows = [(f"{_name(p['model'])} · {p['provider']}", {o["op_type"]: o["share"] for o in p.get("by_op_type", [])})
             for p in profiles]
     svg = charts.share_bars(rows, "Share of kernel time by operator type")
-    notes = [f"{_name(p['model'])} on {p['provider']}: {p['kernel_ms']:.3f} ms of kernels per run, "
-             f"Q/DQ {p.get('qdq_share', 0):.0%}, nodes by provider {p.get('nodes_by_provider')}" for p in profiles]
+    notes = [f"{_name(p['model'])} on {p['provider']}: {p['kernel_ms']:.3f} ms of kernels per run; "
+             f"integer (int8) kernels {p.get('int8_kernel_share', 0):.0%} of it, Q/DQ {p.get('qdq_share', 0):.0%}; "
+             f"nodes by provider {p.get('nodes_by_provider')}" for p in profiles]
     return ["<h2>Where the time goes</h2>", f'<div class="chart">{svg}</div>',
             '<ul class="note">' + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>"]
 
@@ -133,7 +134,7 @@ def _speed_table(report: Mapping[str, Any]) -> list[str]:
 
 def _fidelity_table(report: Mapping[str, Any]) -> list[str]:
     ref = report.get("reference", {})
-    header = ["model", "provider (used)", "output", "SQNR dB", "cosine", "max abs error", "top-1 agreement", "GPU MB"]
+    header = ["model", "provider (used)", "output", "SQNR dB", "cosine", "max abs error", "top-1 agreement", "GPU MB added"]
     rows = []
     for f in report.get("fidelity", []):
         outputs = f.get("outputs") or {"(reference)": {}}

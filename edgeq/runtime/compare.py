@@ -8,8 +8,8 @@ percentiles, throughput, session start and peak RSS (each configuration in a fre
 Fidelity: every model on every provider runs the same feeds (the files of ``inputs``, or random
 feeds from the reference's input specs) and each output is compared with the reference, the
 first model on the first provider: SQNR, cosine, max abs error, top-1 agreement. GPU memory
-(this process's, from ``nvidia-smi``; omitted without it) is read after the fidelity runs of a
-CUDA/TensorRT session. ``profile=True`` adds per-operator-type time from onnxruntime's profiler.
+(from ``nvidia-smi``; omitted without it) is what each CUDA/TensorRT session added while it
+was built and ran the fidelity feeds (the first one also holds the CUDA context). ``profile=True`` adds per-operator-type time from onnxruntime's profiler.
 
 Providers not available in this onnxruntime build are skipped and listed with the reason; a
 provider that onnxruntime could not use for a model (it fell back) is flagged in the rows.
@@ -29,11 +29,18 @@ import numpy as np
 
 from edgeq.errors import ProviderError, UsageError
 
-__all__ = ["CompareReport", "compare", "gpu_memory_mb", "to_markdown"]
+__all__ = ["CompareReport", "compare", "gpu_memory_mb", "to_markdown", "INT8_KERNELS"]
 
 logger = logging.getLogger(__name__)
 
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+# Kernels that compute in integers: their share of kernel time says whether int8 runs as int8.
+INT8_KERNELS = frozenset({
+    "QLinearConv", "QLinearMatMul", "QGemm", "MatMulInteger", "ConvInteger", "QLinearAdd", "QLinearMul",
+    "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu",
+    "QLinearSoftmax", "QLinearReduceMean", "QLinearWhere", "QAttention", "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat", "NhwcQLinearConv", "QOrderedMatMul",
+})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,7 +201,12 @@ def compare(
     sessions = {(m, p): Session(m, providers=(p,), threads=threads[0]) for m in models for p in chosen}
     ref_key = (models[0], chosen[0])
     feeds, feed_info = _feeds(sessions[ref_key], inputs, fid_batch, random_feeds, max_feeds, dims, shapes)
-    outputs = {key: [s.run(f) for f in feeds] for key, s in sessions.items()}
+    outputs, gpu_added = {}, {}
+    for key, session in sessions.items():  # sessions are built on first run: measure each one's GPU memory
+        before = gpu_memory_mb()
+        outputs[key] = [session.run(f) for f in feeds]
+        after = gpu_memory_mb()
+        gpu_added[key] = None if before is None or after is None else after - before
     fidelity_rows = []
     for (model, provider), session in sessions.items():
         used = session.providers
@@ -203,8 +215,8 @@ def compare(
             "fell_back": used[0] != canonical_name(provider),
             "outputs": {} if (model, provider) == ref_key else _fidelity(outputs[ref_key], outputs[(model, provider)]),
         }
-        if used[0] in _GPU_PROVIDERS:
-            row["gpu_memory_mb"] = gpu_memory_mb()
+        if used[0] in _GPU_PROVIDERS:  # the first GPU session also holds the CUDA context
+            row["gpu_memory_mb"] = gpu_added[(model, provider)]
         fidelity_rows.append(row)
     del sessions, outputs
 
@@ -237,6 +249,7 @@ def _profiles(models, providers, threads, batch, inputs, dims, shapes) -> list[d
             out.append({
                 "model": model, "provider": provider, "providers_used": list(result.providers),
                 "kernel_ms": result.kernel_ms, "qdq_share": result.qdq_share,
+                "int8_kernel_share": sum(o.share for o in result.by_op_type if o.op_type in INT8_KERNELS),
                 "nodes_by_provider": dict(result.nodes_by_provider),
                 "by_op_type": [dataclasses.asdict(o) for o in result.by_op_type],
             })
@@ -271,7 +284,7 @@ def to_markdown(report: Mapping[str, Any]) -> str:
             f"{'-' if r.get('speedup') is None else _fmt(r['speedup'], '.2f') + 'x'} |"
         )
     lines += ["", "## Fidelity against the reference", "",
-              "| model | provider | output | SQNR dB | cosine | max abs error | top-1 agreement | GPU MB |",
+              "| model | provider | output | SQNR dB | cosine | max abs error | top-1 agreement | GPU MB added |",
               "|---|---|---|---|---|---|---|---|"]
     for f in report["fidelity"]:
         for out, m in (f["outputs"] or {"(reference)": {}}).items():
@@ -280,6 +293,13 @@ def to_markdown(report: Mapping[str, Any]) -> str:
                 f"{_fmt(m.get('cosine'), '.6f')} | {_fmt(m.get('max_abs_error'), '.3g')} | "
                 f"{_fmt(m.get('top1_agreement'), '.3f')} | {_fmt(f.get('gpu_memory_mb'), '.0f')} |"
             )
+    if report.get("profiles"):
+        lines += ["", "## Where the time goes", "", "| model | provider | kernel ms/run | integer kernels | Q/DQ | "
+                  "top op types |", "|---|---|---|---|---|---|"]
+        for p in report["profiles"]:
+            top = ", ".join(f"{o['op_type']} {o['share']:.0%}" for o in p["by_op_type"][:4])
+            lines.append(f"| {name(p['model'])} | {p['provider']} | {_fmt(p['kernel_ms'])} | "
+                         f"{p.get('int8_kernel_share', 0):.0%} | {p.get('qdq_share', 0):.0%} | {top} |")
     if report.get("skipped"):
         lines += ["", "## Skipped providers", ""] + [f"- {s['provider']}: {s['reason']}" for s in report["skipped"]]
     return "\n".join(lines) + "\n"

@@ -103,6 +103,7 @@ def test_cli_writes_json_markdown_html(models, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["fidelity"][1]["outputs"]["logits"]["sqnr_db"] > 40
     assert report["profiles"] and report["profiles"][0]["by_op_type"][0]["op_type"] == "Conv"
+    assert report["profiles"][0]["int8_kernel_share"] == 0.0  # a float model runs no integer kernels
     page = (out / "report.html").read_text()
     assert "<script" not in page and "t &lt;1&gt;" in page
     assert page.count("<svg") >= 3  # latency (2 batches) + throughput + op share
@@ -118,3 +119,23 @@ def test_runtime_compare_imports_neither_torch_nor_onnx_ir():
             "print('torch' in sys.modules, 'onnx_ir' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_profile_shows_int8_kernels_for_a_qdq_model(models, tmp_path):
+    """"Does int8 really run as int8?": on CPU a QDQ conv net runs QLinearConv kernels."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    calib = iter([conv_feeds(batch=1, seed=50 + i) for i in range(8)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(calib, None)
+
+    int8 = tmp_path / "int8.onnx"
+    quantize_static(str(models / "fp32.onnx"), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    report = compare([str(models / "fp32.onnx"), str(int8)], profile=True, **_fast()).to_dict()
+    shares = {p["model"]: p["int8_kernel_share"] for p in report["profiles"]}
+    assert shares[str(models / "fp32.onnx")] == 0.0
+    assert shares[str(int8)] > 0.5
+    assert report["fidelity"][1]["outputs"]["logits"]["sqnr_db"] > 25
+    assert "integer kernels" in to_markdown(report)
