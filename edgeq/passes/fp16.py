@@ -98,6 +98,8 @@ INTEGER_OPS = frozenset(
 )
 DEFAULT_KEEP_FP32 = RANGE_OPS | SHAPE_OPS | INTEGER_OPS
 
+# Ops that accept a float32 input as it is in an fp16 graph: no Cast is put before them.
+_ANY_INPUT = frozenset({"Cast", "Shape", "Size"})
 FP16_MAX = 65504.0
 _F32 = ir.DataType.FLOAT
 _F16 = ir.DataType.FLOAT16
@@ -216,12 +218,13 @@ class Float16Pass(ir.passes.InPlacePass):
     def _fix_inputs(self, graph: ir.Graph, plan: _Plan, counts: dict[str, int]) -> None:
         to16: dict[int, ir.Value] = {}
         to32: dict[int, ir.Value] = {}
-        for node in list(graph):
+        # Subgraph nodes run in fp32 (case 1); they may read main-graph values, which get a Cast.
+        for node in list(ir.traversal.RecursiveGraphIterator(graph)):
             is16 = id(node) in plan.fp16
             for index, value in enumerate(node.inputs):
                 if value is None:
                     continue
-                if is16 and value.dtype == _F32 and node.op_type != "Cast":  # Cast takes any input
+                if is16 and value.dtype == _F32 and node.op_type not in _ANY_INPUT:
                     if value.is_initializer() and value.const_value is not None and not value.is_graph_input():
                         new = to16.get(id(value)) or self._fp16_initializer(graph, value, plan, counts)
                     else:

@@ -141,3 +141,28 @@ def test_keeping_conv_leaves_conv_weights_fp32(keep):
     for node in model.graph:
         if node.op_type == "Conv":
             assert node.inputs[1].dtype == F32
+
+
+def test_subgraph_node_stays_fp32_and_shape_reads_fp32_input():
+    text = """
+    <ir_version: 9, opset_import: ["" : 17]>
+    g (float[2, 3] x, bool c) => (float[2, 3] y, int64[2] s) {
+        s = Shape (x)
+        a = Relu (x)
+        y = If (c) <then_branch = t () => (float[2, 3] o) { o = Neg (a) },
+                    else_branch = e () => (float[2, 3] o) { o = Identity (a) }>
+    }
+    """
+    from compare.graphs import with_weights
+
+    proto = with_weights(text, {})
+    feeds = {"x": np.array([[1.0, -2.0, 3.0], [0.5, 0.25, -1.0]], np.float32), "c": np.array(True)}
+    ref = run_ort(proto, feeds)
+    model = ir.from_proto(proto)
+    report = convert_fp16(model)
+    got = run_ort(model, feeds)
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-3)
+    np.testing.assert_array_equal(got[1], ref[1])
+    assert [k["op_type"] for k in report["kept_fp32"]] == ["If"]
+    shape = next(n for n in model.graph if n.op_type == "Shape")
+    assert shape.inputs[0].is_graph_input()  # no Cast in front of Shape
