@@ -57,6 +57,13 @@ CASES = {
         {"x": (2, 16)},
         ["QuantizeLinear", "MatMulInteger", "DequantizeLinear"], {"quantize_outputs": False},
     ),
+    "matmul_bias_add_3d": (  # Linear on a 3-D input: MatMul -> Add(bias) -> Q
+        "net (float[2,5,16] x, float[16,8] w1, float[8] b1) => (float[2,5,8] y) {"
+        " h = MatMul (x, w1)  y = Add (h, b1) }",
+        {"x": (2, 5, 16)},
+        ["QuantizeLinear", "MatMulInteger", "Add", "DequantizeLinear", "QuantizeLinear",
+         "DequantizeLinear"], {"skip": ("h",)},
+    ),
     "conv_integer_float_output": (
         "net (float[1,3,8,8] x, float[5,3,3,3] w1, float[5] b1) => (float[1,5,6,6] y) {"
         " y = Conv (x, w1, b1) }",

@@ -13,10 +13,12 @@ __all__ = ["dequantize_accumulator"]
 def dequantize_accumulator(
     graph: ir.Graph, node: ir.Node, integer: ir.Node, x: QInput, w: QInput,
     bias: ir.Value | None, channel_axis: int, bias_shape: tuple[int, ...],
+    also: ir.Node | None = None,
 ) -> None:
     """Replace ``node`` by ``integer`` followed by an int32 bias Add and a DequantizeLinear
     at scale ``s_x * s_w`` (per channel on ``channel_axis`` when ``w`` is per channel). A Q
-    after ``node`` stays: the DQ -> Q pair is then a requantization."""
+    after ``node`` stays: the DQ -> Q pair is then a requantization. ``also``: a bias Add after
+    ``node`` that the int32 Add replaces (its output is the one taken over)."""
     nodes = [integer]
     acc = integer.outputs[0]
     if bias is not None:
@@ -32,6 +34,7 @@ def dequantize_accumulator(
                          name=f"{node.name}_dequantize"))
     for n in nodes[:-1]:
         n.outputs[0].dtype = ir.DataType.INT32
+    old = [node] if also is None else [node, also]
     ir.convenience.replace_nodes_and_values(
-        graph, node, [node], nodes, [node.outputs[0]], [nodes[-1].outputs[0]]
+        graph, old[-1], old, nodes, [old[-1].outputs[0]], [nodes[-1].outputs[0]]
     )
