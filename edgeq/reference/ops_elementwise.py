@@ -153,7 +153,8 @@ def _qlinear_leaky_relu(ctx: Context) -> Kernel:
         neg = ctx.requantize(x, mult[1], shift[1], int(zy), zy.dtype)
         return [np.where(x >= 0, pos, neg)]
 
-    return Kernel(fn, {"x_zero_point": int(zx), "y_zero_point": int(zy), **describe(reals, mult, shift)})
+    return Kernel(fn, {"x_zero_point": int(zx), "y_zero_point": int(zy),
+                       **describe(reals, mult, shift)})
 
 
 def _integer_inputs(ctx: Context, inputs) -> None:

@@ -121,7 +121,8 @@ def _qgemm(ctx: Context) -> Kernel:
     sy, zy = ctx.const(7), ctx.const(8)
     alpha = float(attr(node, "alpha", 1.0))
     trans_a, trans_b = attr(node, "transA", 0), attr(node, "transB", 0)
-    bz = b.astype(_I64) - (zb.astype(_I64).reshape(-1, 1) if trans_b and zb.size > 1 else zb.astype(_I64))
+    zb64 = zb.astype(_I64)
+    bz = b.astype(_I64) - (zb64.reshape(-1, 1) if trans_b and zb.size > 1 else zb64)
     bz = bz.T if trans_b else bz
     acc_scale = alpha * sa.astype(np.float64) * sb.astype(np.float64)
     if sy is None:  # float output: the integer path ends here, like a DequantizeLinear

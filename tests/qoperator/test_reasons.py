@@ -56,3 +56,18 @@ def test_reason(case, rng):
     assert any(reason in why for why in entry["reasons"]), entry["reasons"]
     assert op_type in r.ops
     check_all(r, reference=False)  # still the QDQ model's numbers
+
+
+def test_integer_only_requantizes_instead_of_an_island(rng):
+    """The MaxPool between different scales: a float island by default, integer with
+    integer_only (MaxPool on uint8, then a DQ -> Q requantization)."""
+    from edgeq.config import QuantConfig
+
+    body, shapes, options, _, _ = CASES["max_pool_rescaled"]
+    r = rewrite_text(HEAD + body, rng, shapes, QuantConfig(format="qoperator", integer_only=True),
+                     **options)
+    assert r.ops == ["QuantizeLinear", "MaxPool", "DequantizeLinear", "QuantizeLinear",
+                     "DequantizeLinear"]
+    assert r.section["float_islands"] == [] and len(r.section["requantizations"]) == 1
+    assert [layer["op_type"] for layer in r.section["layers"]] == ["Requantize"]
+    check_all(r)

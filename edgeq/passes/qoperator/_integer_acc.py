@@ -27,8 +27,9 @@ def dequantize_accumulator(
         nodes.append(ir.Node("", "Add", [acc, b_value], name=f"{node.name}_bias"))
         acc = nodes[-1].outputs[0]
     scale = (x.scale_array.astype(np.float64) * w.scale_array.astype(np.float64)).astype(np.float32)
-    scale_v = add_initializer(graph, f"{node.name}_acc_scale", scale.reshape(scale.shape if scale.size > 1 else ()))
-    zp_v = add_initializer(graph, f"{node.name}_acc_zero_point", np.zeros(scale.shape if scale.size > 1 else (), np.int32))
+    shape = scale.shape if scale.size > 1 else ()
+    scale_v = add_initializer(graph, f"{node.name}_acc_scale", scale.reshape(shape))
+    zp_v = add_initializer(graph, f"{node.name}_acc_zero_point", np.zeros(shape, np.int32))
     attrs = [ir.AttrInt64("axis", channel_axis)] if scale.size > 1 else []
     nodes.append(ir.Node("", "DequantizeLinear", [acc, scale_v, zp_v], attributes=attrs,
                          name=f"{node.name}_dequantize"))

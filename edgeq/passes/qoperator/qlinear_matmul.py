@@ -23,7 +23,8 @@ def matmul_inputs(node: ir.Node, graph: ir.Graph) -> tuple[QInput, QInput] | str
     if not a.per_tensor:
         return "input A is not quantized per-tensor"
     b_dq = node.inputs[1].producer()
-    if b_dq is not None and b_dq.op_type == "DequantizeLinear" and const_array(b_dq.inputs[0]) is not None:
+    is_dq = b_dq is not None and b_dq.op_type == "DequantizeLinear"
+    if is_dq and const_array(b_dq.inputs[0]) is not None:
         rank = len(b_dq.inputs[0].shape) if b_dq.inputs[0].shape is not None else 2
         b = weight_input(node.inputs[1], graph, channels_axis=rank - 1)
         if not isinstance(b, str) and b.scale_array.size > 1 and rank != 2:

@@ -37,8 +37,11 @@ __all__ = ["rules", "rewrite_qoperator", "QOperatorPass"]
 logger = logging.getLogger(__name__)
 
 
-def rules() -> list[Rule]:
-    """Every rule, in the order tried for a node (QLinear forms before integer fallbacks)."""
+def rules(integer_only: bool = False) -> list[Rule]:
+    """Every rule, in the order tried for a node (QLinear forms before integer fallbacks).
+
+    ``integer_only`` lets value-moving ops between different scales run on integers followed
+    by a requantization, rather than stay float islands."""
     return [
         QLinearConvRule(),
         ConvIntegerRule(),
@@ -51,7 +54,8 @@ def rules() -> list[Rule]:
         QLinearLeakyReluRule(),
         QLinearGlobalAveragePoolRule(),
         QLinearAveragePoolRule(),
-        Int8PassthroughRule(),  # before QLinearConcat: same-scale Concat needs no rescaling
+        # before QLinearConcat: a same-scale Concat needs no rescaling
+        Int8PassthroughRule(requantize=integer_only),
         QLinearConcatRule(),
     ]
 
@@ -69,7 +73,7 @@ class QOperatorPass(ir.passes.InPlacePass):
         graph = model.graph
         common_passes.NameFixPass()(model)  # the report names nodes
         by_op: dict[str, list[Rule]] = {}
-        for rule in rules():
+        for rule in rules(self.integer_only):
             for op in rule.op_types:
                 by_op.setdefault(op, []).append(rule)
         rewritten: list[dict] = []
@@ -125,7 +129,7 @@ def _layer_params(model: ir.Model) -> list[dict]:
         from edgeq.reference import export_params
 
         return export_params(model)["layers"]
-    except (UnsupportedError, ImportError) as e:  # float islands: the integer reference cannot run the model
+    except (UnsupportedError, ImportError) as e:  # float islands: the reference cannot run it
         logger.debug("no fixed-point parameters: %s", e)
         return []
 
@@ -133,7 +137,8 @@ def _layer_params(model: ir.Model) -> list[dict]:
 def rewrite_qoperator(model: ir.Model, config) -> dict[str, Any]:
     """Rewrite ``model`` (QDQ form) in place into integer operators; return the report section.
 
-    ``config`` is an ``edgeq.config.QuantConfig``: ``integer_only`` warns about float islands,
+    ``config`` is an ``edgeq.config.QuantConfig``: ``integer_only`` also rewrites value-moving
+    ops between different scales (with a requantization) and warns about float islands left;
     ``strict`` raises ``UnsupportedError`` naming them.
     """
     rewrite = QOperatorPass(integer_only=config.integer_only, strict=config.strict)
