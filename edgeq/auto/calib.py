@@ -1,0 +1,172 @@
+"""One calibration pass that serves every range method and every repair.
+
+    cal = calibrate_once(model, source, config)       # one run over the data
+    cal.table("entropy")                              # RangesTable by one method
+    cal.table_for({"x": "mse"}, default="minmax")     # a table mixing methods per tensor
+    cal.outlier_ratio("x")                            # max|x| / p99.99(|x|)
+    cal.channel_mean("x", axis=1)                     # per-channel mean (bias correction)
+    cal.channel_absmax("x")                           # per-channel max|x| on the last axis (SmoothQuant)
+
+Every float activation of the main graph (graph inputs and node outputs) gets one streaming
+``HistogramObserver``; the four range methods are then read from the same histogram, so choosing
+a method per tensor costs no further pass over the data. Tensors that feed Conv/Gemm/MatMul also
+keep per-channel sums and maxima (O(channels) each). Memory does not grow with the samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from edgeq.calibrate.methods import choose_range, percentile_range
+from edgeq.calibrate.observers import HistogramObserver
+from edgeq.calibrate.ranges import RangesTable, TensorRange
+from edgeq.config import QuantConfig
+
+__all__ = ["Calibration", "calibrate_once", "METHODS"]
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("minmax", "percentile", "entropy", "mse")
+_NON_FLOAT = {"INT64", "INT32", "INT8", "UINT8", "BOOL", "STRING", "INT16", "UINT16", "UINT32", "UINT64"}
+
+
+@dataclasses.dataclass
+class _Channels:
+    """Running per-channel sum/count along ``axis`` and abs max along the last axis."""
+
+    axis: int
+    sums: np.ndarray | None = None
+    count: int = 0
+    absmax: np.ndarray | None = None
+
+    def update(self, array: np.ndarray) -> None:
+        if array.ndim < 2:
+            return
+        axis = self.axis % array.ndim
+        moved = np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1).astype(np.float64)
+        sums = moved.sum(axis=1)
+        self.sums = sums if self.sums is None or self.sums.shape != sums.shape else self.sums + sums
+        self.count += moved.shape[1]
+        last = np.abs(array).reshape(-1, array.shape[-1]).max(axis=0).astype(np.float64)
+        self.absmax = last if self.absmax is None or self.absmax.shape != last.shape else np.maximum(self.absmax, last)
+
+
+class Calibration:
+    """Histograms (and channel statistics) of every float activation, from one pass."""
+
+    def __init__(self, observers: dict[str, HistogramObserver], channels: dict[str, _Channels],
+                 config: QuantConfig, num_samples: int, source: str) -> None:
+        self.observers = observers
+        self.channels = channels
+        self.config = config
+        self.num_samples = num_samples
+        self.source = source
+        self._cache: dict[tuple[str, str], TensorRange] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.observers
+
+    def range(self, name: str, method: str) -> TensorRange:
+        key = (name, method)
+        if key not in self._cache:
+            obs, c = self.observers[name], self.config
+            lo, hi, summary = choose_range(obs, method, percentile=c.percentile, activations=c.activations,
+                                           symmetric=c.symmetric)
+            summary = {"num_samples": self.num_samples, **summary}
+            self._cache[key] = TensorRange(lo=lo, hi=hi, min=obs.min, max=obs.max, method=method, summary=summary)
+        return self._cache[key]
+
+    def table_for(self, methods: Mapping[str, str], default: str = "minmax") -> RangesTable:
+        """Each tensor by its method in ``methods`` (else ``default``)."""
+        ranges = {name: self.range(name, methods.get(name, default)) for name in self.observers}
+        used = {methods.get(name, default) for name in self.observers} or {default}
+        method = used.pop() if len(used) == 1 else "mixed"
+        meta = {"activations": self.config.activations, "symmetric": self.config.symmetric,
+                "source": self.source, "chosen_by": "edgeq.auto"}
+        return RangesTable(ranges, method=method, num_samples=self.num_samples, meta=meta)
+
+    def table(self, method: str) -> RangesTable:
+        return self.table_for({}, default=method)
+
+    def outlier_ratio(self, name: str) -> float:
+        """``max|x| / p99.99(|x|)``: far above 1 when a few values dominate the range."""
+        obs = self.observers[name]
+        amax = max(-obs.min, obs.max)
+        if amax <= 0:
+            return 1.0
+        _, _, summary = percentile_range(obs, 99.99, symmetric=True)
+        t = float(summary["threshold"])
+        return amax / t if t > 0 else float("inf")
+
+    def channel_mean(self, name: str) -> np.ndarray | None:
+        ch = self.channels.get(name)
+        if ch is None or ch.sums is None or ch.count == 0:
+            return None
+        return (ch.sums / ch.count).astype(np.float32)
+
+    def channel_absmax(self, name: str) -> np.ndarray | None:
+        ch = self.channels.get(name)
+        return None if ch is None or ch.absmax is None else ch.absmax.astype(np.float32)
+
+
+def _observed_values(graph: Any) -> tuple[list[Any], list[str], dict[str, int]]:
+    """(node outputs to add as outputs, graph input names, channel axis by value name)."""
+    produced, inputs, channel_axis = [], [], {}
+    for value in graph.inputs:
+        if value.dtype is None or value.dtype.name not in _NON_FLOAT:
+            inputs.append(value.name)
+    for node in graph:
+        for value in node.outputs:
+            if value.name and (value.dtype is None or value.dtype.name not in _NON_FLOAT):
+                produced.append(value)
+        if node.domain in ("", "ai.onnx") and node.op_type in ("Conv", "Gemm", "MatMul") and node.inputs:
+            x = node.inputs[0]
+            if x is not None and x.const_value is None and x.name:
+                channel_axis[x.name] = 1 if node.op_type == "Conv" else -1
+    return produced, inputs, channel_axis
+
+
+def calibrate_once(model: Any, source: Any, config: QuantConfig | None = None, *,
+                   max_samples: int | None = None, progress: bool = True) -> Calibration:
+    """Observe every float activation of ``model`` (onnx_ir.Model) over ``source`` once."""
+    from edgeq.calibrate import load_data
+    from edgeq.calibrate.collect import _ObservedModel, _progress
+
+    config = config or QuantConfig()
+    source = load_data(source, model)
+    produced, inputs, channel_axis = _observed_values(model.graph)
+    observers = {n: HistogramObserver(n, config.num_bins) for n in [*inputs, *(v.name for v in produced)]}
+    channels = {n: _Channels(axis) for n, axis in channel_axis.items() if n in observers}
+    session = _ObservedModel(model, produced) if produced else None
+    limit = max_samples or config.max_samples
+    total = len(source) if limit is None else min(len(source), limit)
+    skipped: set[str] = set()
+    count = 0
+    try:
+        with _progress(progress) as bar:
+            task = bar.add_task("calibrating (all methods)", total=total)
+            for label, feed in source.items():
+                if limit is not None and count >= limit:
+                    break
+                arrays = list(zip(session.names, session.run(feed, label))) if session else []
+                arrays += [(n, feed[n]) for n in inputs]
+                for name, array in arrays:
+                    if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
+                        skipped.add(name)
+                        continue
+                    observers[name].update(array)
+                    if name in channels:
+                        channels[name].update(array)
+                count += 1
+                bar.advance(task)
+    finally:
+        if session is not None:
+            session.close()
+    observers = {n: o for n, o in observers.items() if o.seen and n not in skipped}
+    logger.info("auto calibration: %d tensors on %d samples", len(observers), count)
+    return Calibration(observers, channels, config, count, source.description)

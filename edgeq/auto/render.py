@@ -1,0 +1,126 @@
+"""Markdown and HTML renderings of the sensitivity and auto reports (JSON stays the source)."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["sensitivity_markdown", "sensitivity_html", "auto_markdown", "auto_html"]
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "-"
+    return str(value)
+
+
+def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(_fmt(v).replace("|", "\\|") for v in row) + " |" for row in rows]
+    return out
+
+
+def _html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _page(title: str, parts: list[str]) -> str:
+    style = ("body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;"
+             "margin:1em 0}td,th{border:1px solid #ddd;padding:3px 8px;font-size:13px;text-align:right}"
+             "td:first-child,th:first-child{text-align:left}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>")
+
+
+def _sens_rows(report: Mapping[str, Any]) -> list[list[Any]]:
+    return [[e["node"], e["group"], e["only_int8_sqnr_db"], e["all_but_sqnr_db"], e["gain_if_float_db"],
+             max(e["outlier_ratio"].values(), default=None), e["outlier_dominated"]] for e in report["layers"]]
+
+
+_SENS_HEAD = ["node", "group", "SQNR only it int8 (dB)", "SQNR all but it (dB)", "gain if float (dB)",
+              "max outlier ratio", "outlier-dominated tensors"]
+
+
+def sensitivity_markdown(report: Mapping[str, Any]) -> str:
+    lines = [f"# Quantization sensitivity: {report.get('model') or 'model'}", ""]
+    cal = report["calibration"]
+    lines += [f"Calibration: one pass, {cal['num_samples']} samples, {cal['tensors']} tensors, method "
+              f"{cal['method']}; evaluation on {report['eval_samples']} samples.",
+              f"All quantizable nodes int8: min output SQNR {_fmt(report['all_int8']['min_sqnr_db'])} dB.", ""]
+    lines += ["## Layers (most sensitive first)", ""] + _md_table(_SENS_HEAD, _sens_rows(report)) + [""]
+    outliers = [t for t in report["tensors"] if t["outlier_dominated"]]
+    lines += ["## Outlier-dominated ranges (max|x| / p99.99)", ""]
+    lines += _md_table(["tensor", "min", "max", "ratio"], [[t["tensor"], t["min"], t["max"], t["outlier_ratio"]]
+                                                         for t in outliers]) if outliers else ["none"]
+    lines += [""] + [f"- {n}" for n in report.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+def sensitivity_html(report: Mapping[str, Any]) -> str:
+    from edgeq.auto.chart import sensitivity_bars
+
+    rows = [(e["node"], _num(e["only_int8_sqnr_db"]), _num(e["all_but_sqnr_db"])) for e in report["layers"]]
+    chart = sensitivity_bars(rows, "Output SQNR per layer")
+    outliers = [[t["tensor"], t["min"], t["max"], t["outlier_ratio"]] for t in report["tensors"] if t["outlier_dominated"]]
+    parts = [f"<p>All int8: min output SQNR {_fmt(report['all_int8']['min_sqnr_db'])} dB.</p>", chart,
+             "<h2>Layers (most sensitive first)</h2>", _html_table(_SENS_HEAD, _sens_rows(report)),
+             "<h2>Outlier-dominated ranges</h2>",
+             _html_table(["tensor", "min", "max", "ratio"], outliers) if outliers else "<p>none</p>"]
+    parts += [f"<p>{html.escape(n)}</p>" for n in report.get("notes", [])]
+    return _page(f"Sensitivity: {report.get('model') or 'model'}", parts)
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return float(value)
+    return float(value)
+
+
+_AUTO_HEAD = ["configuration", "min SQNR (dB)", "latency (ms)", "meets target", "chosen"]
+
+
+def _auto_rows(auto: Mapping[str, Any]) -> list[list[Any]]:
+    return [[c["name"], c["min_sqnr_db"], c.get("latency_ms"), "yes" if c["meets_target"] else "no",
+             "*" if c["name"] == auto.get("chosen") else ""] for c in auto["configurations"]]
+
+
+def _layer_rows(auto: Mapping[str, Any]) -> list[list[Any]]:
+    return [[e["node"], e["op"], e["precision"], e["why"]] for e in auto["layers"]]
+
+
+def auto_markdown(report: Mapping[str, Any]) -> str:
+    auto = report["auto"]
+    lines = ["# edgeq auto", "", f"Verdict: {auto['verdict']}", "",
+             f"Target: min output SQNR {auto['target']['min_sqnr']} dB"
+             + (f", metric >= {auto['target']['min_score']}" if auto["target"].get("min_score") is not None else ""),
+             ""]
+    lines += ["## Configurations tried", ""] + _md_table(_AUTO_HEAD, _auto_rows(auto)) + [""]
+    lines += ["## Repairs", ""] + _md_table(["repair", "kept", "min SQNR before", "after", "detail"],
+                                            [[r["repair"], r["kept"], r.get("before_db"), r.get("after_db"),
+                                              r.get("detail", "")] for r in auto["repairs"]]) + [""]
+    lines += ["## Per-layer precision", ""] + _md_table(["node", "op", "precision", "why"], _layer_rows(auto))
+    lines += [""] + [f"- {n}" for n in auto.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+def auto_html(report: Mapping[str, Any]) -> str:
+    from edgeq.auto.chart import tradeoff_scatter
+
+    auto = report["auto"]
+    points = [(c["name"], c["latency_ms"], _num(c["min_sqnr_db"]), c["meets_target"])
+              for c in auto["configurations"] if c.get("latency_ms") is not None]
+    chart = tradeoff_scatter(points, auto.get("chosen"), "Error vs latency", target=auto["target"]["min_sqnr"])
+    parts = [f"<p>Verdict: {html.escape(auto['verdict'])}</p>", chart, "<h2>Configurations tried</h2>",
+             _html_table(_AUTO_HEAD, _auto_rows(auto)), "<h2>Per-layer precision</h2>",
+             _html_table(["node", "op", "precision", "why"], _layer_rows(auto))]
+    parts += [f"<p>{html.escape(n)}</p>" for n in auto.get("notes", [])]
+    return _page("edgeq auto", parts)

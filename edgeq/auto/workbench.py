@@ -1,0 +1,193 @@
+"""Build quantized variants of one float model and score them against its fp32 outputs.
+
+    bench = Workbench.create(model, config, calib_source, eval_data)   # prepares once, runs fp32 once
+    units = bench.units()                       # the quantizable nodes (as the selector groups them)
+    result = bench.build(table, exclude=("conv3",))   # edgeq.quantize with reused ranges
+    score = bench.score(result.model)           # SQNR of every output, min, user metric
+
+Variants differ only in ``QuantConfig.exclude`` and in the ranges table they are given, so no
+variant calibrates again. Scores come from a few evaluation feeds run on onnxruntime (CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from edgeq.config import QuantConfig
+from edgeq.errors import UsageError
+
+__all__ = ["Workbench", "Unit", "Score", "resolve_metric", "prepare_float", "model_bytes_of"]
+
+logger = logging.getLogger(__name__)
+
+Metric = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], float]
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """One quantizable node (a compute node, with the Relu/Clip folded into it)."""
+
+    name: str
+    op: str
+    folded: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return "+".join([self.op, *(f.split(":")[-1] for f in self.folded)])
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    """Fidelity of one variant: SQNR (dB) per float output, their minimum, the user metric."""
+
+    sqnr: dict[str, float]
+    metric: float | None = None
+
+    @property
+    def min_sqnr(self) -> float:
+        return min(self.sqnr.values()) if self.sqnr else math.inf
+
+    def meets(self, min_sqnr: float | None, min_score: float | None) -> bool:
+        ok = min_sqnr is None or self.min_sqnr >= min_sqnr
+        return ok and (min_score is None or (self.metric is not None and self.metric >= min_score))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"min_sqnr_db": _round(self.min_sqnr), "sqnr_db": {k: _round(v) for k, v in self.sqnr.items()}}
+        if self.metric is not None:
+            out["metric"] = self.metric
+        return out
+
+
+def _round(value: float) -> float:
+    return round(value, 3) if math.isfinite(value) else value
+
+
+def resolve_metric(metric: Any) -> Metric | None:
+    """A callable, or ``"module:function"`` taking (reference_outputs, outputs) -> score."""
+    if metric is None or callable(metric):
+        return metric
+    module, _, attr = str(metric).partition(":")
+    if not module or not attr:
+        raise UsageError(f"metric {metric!r} must be 'module:function' (e.g. mypkg.metrics:accuracy)")
+    try:
+        function = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise UsageError(f"metric {metric!r} cannot be imported ({e}): check the module path") from None
+    if not callable(function):
+        raise UsageError(f"metric {metric!r} is not a function")
+    return function
+
+
+def model_bytes_of(model: Any) -> bytes:
+    import onnx_ir as ir
+
+    return ir.to_proto(model).SerializeToString()
+
+
+def prepare_float(model: Any, config: QuantConfig, source: Any) -> tuple[Any, list[str]]:
+    """Load and prepare ``model`` once; give every unnamed node a unique name (exclude needs names)."""
+    from edgeq.prepare import prepare_model
+    from edgeq.quantizer import _load
+
+    model, _ = _load(model)
+    model, notes = prepare_model(model, target_opset=config.opset, data=source)
+    taken = {n.name for n in model.graph if n.name}
+    for i, node in enumerate(model.graph):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+    return model, notes
+
+
+def _session(data: bytes, threads: int = 1) -> Any:
+    from edgeq.report.evaluate import cpu_session
+
+    return cpu_session(data, threads)
+
+
+def _stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    arrays = [np.asarray(a) for a in arrays]
+    if all(a.ndim for a in arrays):
+        try:
+            return np.concatenate(arrays)
+        except ValueError:
+            pass
+    return np.concatenate([a.reshape(-1) for a in arrays])
+
+
+class Workbench:
+    """The prepared float model, its fp32 outputs on the eval feeds, and variant builders."""
+
+    def __init__(self, model: Any, config: QuantConfig, feeds: list[dict[str, np.ndarray]],
+                 metric: Metric | None = None) -> None:
+        self.model = model
+        self.config = config
+        self.feeds = feeds
+        self.metric = metric
+        self.refs = self.outputs(model)
+
+    @classmethod
+    def create(cls, model: Any, config: QuantConfig, feeds: list[dict[str, np.ndarray]],
+               metric: Any = None) -> "Workbench":
+        return cls(model, config, feeds, resolve_metric(metric))
+
+    def outputs(self, model: Any) -> dict[str, np.ndarray]:
+        sess = _session(model_bytes_of(model) if not isinstance(model, bytes) else model)
+        names = [o.name for o in sess.get_outputs()]
+        got: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        for feed in self.feeds:
+            for n, out in zip(names, sess.run(None, feed)):
+                got[n].append(out)
+        return {n: _stack(v) for n, v in got.items()}
+
+    def score(self, model: Any) -> Score:
+        from edgeq.report.metrics import sqnr_db
+
+        outs = self.outputs(model)
+        sqnr = {n: sqnr_db(ref, outs[n]) for n, ref in self.refs.items() if ref.dtype.kind == "f"}
+        value = None
+        if self.metric is not None:
+            value = float(self.metric(self.refs, outs))
+        return Score(sqnr, value)
+
+    def plan(self, exclude: Sequence[str] = ()) -> tuple[Any, Any]:
+        """(plan, analysed copy of the model) for the static config with ``exclude``."""
+        import onnx_ir as ir
+
+        from edgeq.passes.pipeline import analysis_passes, run_passes
+        from edgeq.passes.plan import QuantPlan
+
+        copy = ir.from_proto(ir.to_proto(self.model))
+        plan = QuantPlan()
+        run_passes(copy, analysis_passes(self.config.replace(exclude=tuple(exclude)), plan))
+        return plan, copy
+
+    def units(self) -> list[Unit]:
+        from edgeq.passes.plan import Role
+
+        plan, copy = self.plan(self.config.exclude)
+        out = []
+        for node in copy.graph:
+            if plan.role(node) != Role.COMPUTE:
+                continue
+            folded = tuple(f"{c.name}:{c.op_type}" for v in node.outputs for c in v.consumers()
+                           if plan.role(c) == Role.FOLDED)
+            out.append(Unit(node.name, node.op_type, folded))
+        return out
+
+    def build(self, table: Any, exclude: Sequence[str] = (), model: Any = None) -> Any:
+        """``edgeq.quantize`` of ``model`` (default: the float model) with ranges ``table``."""
+        import edgeq
+
+        config = self.config.replace(exclude=tuple(dict.fromkeys([*self.config.exclude, *exclude])), min_sqnr=None)
+        return edgeq.quantize(self.model if model is None else model, config, None, ranges=table, progress=False)
