@@ -38,10 +38,22 @@ TOOLS = {
 
 
 # -- worker side: one quantization in a fresh process ---------------------------------------
-def _worker(tool: str, options: dict, model: str, out: str, zoo_name: str, n_calib: int) -> dict:
-    from models import zoo
+def _load_feeds(path: str) -> list[dict[str, np.ndarray]]:
+    """Feeds saved by ``_save_feeds`` (keys ``index/input``)."""
+    feeds: dict[int, dict[str, np.ndarray]] = {}
+    with np.load(path, allow_pickle=False) as data:
+        for key in data.files:
+            index, name = key.split("/", 1)
+            feeds.setdefault(int(index), {})[name] = data[key]
+    return [feeds[i] for i in sorted(feeds)]
 
-    feeds = zoo.get(zoo_name).calibration_data(n_calib) if tool != "ort_dynamic" and options.get("mode") != "dynamic" else None
+
+def _save_feeds(path: str, feeds: list[dict[str, np.ndarray]]) -> None:
+    np.savez(path, **{f"{i}/{k}": v for i, feed in enumerate(feeds) for k, v in feed.items()})
+
+
+def _worker(tool: str, options: dict, model: str, out: str, calib_path: str) -> dict:
+    feeds = _load_feeds(calib_path) if tool != "ort_dynamic" and options.get("mode") != "dynamic" else None
     import onnx  # noqa: F401  (imports done before the baseline, so RSS deltas are the work's)
     import onnx_ir  # noqa: F401
     import onnxruntime.quantization  # noqa: F401
@@ -103,7 +115,8 @@ def _quantize(label: str, model: str, out: str, name: str, args) -> dict:
     tool, options = TOOLS[label]
     runs = []
     for _ in range(args.repeats):
-        cmd = [sys.executable, __file__, "--worker", json.dumps([tool, options, model, out, name, args.calib])]
+        calib = os.path.join(os.path.dirname(out), f"{name}.calib{args.calib}.npz")
+        cmd = [sys.executable, __file__, "--worker", json.dumps([tool, options, model, out, calib])]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if proc.returncode != 0:
             return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:160]}
@@ -149,6 +162,7 @@ def run(args) -> str:
         spec = zoo.get(name)
         fp32 = os.path.join(folder, f"{name}.fp32.onnx")
         _export(name, fp32)
+        _save_feeds(os.path.join(folder, f"{name}.calib{args.calib}.npz"), spec.calibration_data(args.calib))
         feeds = spec.eval_data(args.eval)
         labels = spec.eval_labels(args.eval)
         ref = _outputs(fp32, feeds)

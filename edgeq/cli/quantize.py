@@ -159,6 +159,8 @@ def export_and_quantize(spec: str, out: str, fp32_out: str | None, **kw: Any) ->
         result = export(spec, fp32_path)
         click.echo(f"exported {spec} -> {fp32_out or 'fp32 model'} ({getattr(result, 'exporter', 'torch.onnx')})")
         _run_quantize(fp32_path, out, kw, inputs=[fp32_path], eval_data=eval_data, labels=labels, calib=calib)
+        before, after = os.path.getsize(fp32_path), os.path.getsize(out)
+        click.echo(f"  file size: fp32 {before / 1024:,.0f} KB -> int8 {after / 1024:,.0f} KB ({after / before:.2f}x)")
 
 
 @functools.lru_cache(maxsize=None)

@@ -71,3 +71,16 @@ def test_output_over_input_is_refused(model_and_calib, capsys):
     src, calib = model_and_calib
     code, _, err = _run(["quantize", str(src), "-o", str(src), "--calib", str(calib)], capsys)
     assert code == 2 and "same file" in err
+
+
+@pytest.mark.slow
+def test_export_and_quantize_zoo_model(tmp_path, capsys):
+    out, fp32, rep = tmp_path / "m.int8.onnx", tmp_path / "m.fp32.onnx", tmp_path / "report.json"
+    code, stdout, err = _run(["export-and-quantize", "digits_resnet", "-o", str(out), "--fp32-out", str(fp32),
+                              "--report", str(rep), "-q"], capsys)
+    assert code == 0, err
+    assert "top-1 vs labels" in stdout and "latency 1 thread" in stdout and "file size" in stdout
+    report = json.loads(rep.read_text())
+    acc = report["evaluation"]["accuracy"]
+    assert acc["int8"] >= acc["fp32"] - 0.005 and report["evaluation"]["num_samples"] >= 100
+    assert os.path.getsize(out) < 0.5 * os.path.getsize(fp32)
