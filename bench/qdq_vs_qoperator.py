@@ -154,7 +154,9 @@ def table(rows: list[dict], command: str) -> str:
             f"| {r['qdq_ms'] / r['qop_ms']:.2f}x | {ort} | {r['islands']} | {r['top1_agree']:.0%} "
             f"| {per_op} | {end} |"
         )
-    lines += ["", "Median per-inference latency, batch 1, CPU provider, 1 thread.", MARK_END]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines += ["", f"Median per-inference latency, batch 1, CPU provider, 1 thread; {os.cpu_count()} "
+              f"CPU cores, load average {load:.1f} at the end of the run.", MARK_END]
     return "\n".join(lines)
 
 
