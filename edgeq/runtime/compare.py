@@ -134,19 +134,26 @@ def _feeds(reference: Any, inputs: str | None, batch: int | None, count: int, ma
     return feeds, {"source": os.fspath(inputs), "count": len(feeds)}
 
 
+def _rows(outputs: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
+    """One output over all feeds, float64, stacked along the first axis (last axis kept)."""
+    return np.concatenate([np.asarray(o[key], dtype=np.float64).reshape(-1, *o[key].shape[-1:]) for o in outputs])
+
+
 def _fidelity(ref: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
     from edgeq.report.metrics import fidelity
 
     out = {}
-    for name in ref[0]:
-        if name not in got[0]:
-            continue
-        r = np.concatenate([np.asarray(o[name], dtype=np.float64).reshape(-1, *o[name].shape[-1:]) for o in ref])
-        g = np.concatenate([np.asarray(o[name], dtype=np.float64).reshape(-1, *o[name].shape[-1:]) for o in got])
+    # Outputs pair by name; models from different tools may rename them, then by position.
+    by_name = all(name in got[0] for name in ref[0])
+    if not by_name and len(ref[0]) != len(got[0]):
+        return {"error": {"error": f"outputs {list(got[0])} do not match the reference's {list(ref[0])}"}}
+    for index, name in enumerate(ref[0]):
+        other = name if by_name else list(got[0])[index]
+        r, g = _rows(ref, name), _rows(got, other)
         if r.shape != g.shape:
             out[name] = {"error": f"shape {list(g.shape)} differs from the reference's {list(r.shape)}"}
             continue
-        out[name] = fidelity(r, g)
+        out[name] = fidelity(r, g) if by_name else {**fidelity(r, g), "matched": other}
     return out
 
 

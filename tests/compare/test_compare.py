@@ -141,3 +141,13 @@ def test_profile_shows_int8_kernels_for_a_qdq_model(models, tmp_path):
     assert "QLinearConv" in ops and "Conv" not in ops
     assert report["fidelity"][1]["outputs"]["logits"]["sqnr_db"] > 25
     assert "integer kernels" in to_markdown(report)
+
+
+def test_renamed_outputs_pair_by_position(models, tmp_path):
+    renamed = conv_net()
+    renamed.graph.node[-1].output[0] = "scores"
+    renamed.graph.output[0].name = "scores"
+    onnx.save(renamed, tmp_path / "renamed.onnx")
+    report = compare([str(models / "fp32.onnx"), str(tmp_path / "renamed.onnx")], **_fast()).to_dict()
+    logits = report["fidelity"][1]["outputs"]["logits"]
+    assert logits["matched"] == "scores" and math.isinf(logits["sqnr_db"])
