@@ -124,3 +124,19 @@ def test_digits_models_keep_top1_and_fuse(name, tmp_path):
     ops = Counter(ort_optimized_ops(result.model, tmp_path))
     assert ops["QLinearConv"] >= 9 and ops["QGemm"] == 1
     assert not {"Conv", "Gemm", "DequantizeLinear"} & set(ops), ops  # everything runs int8
+
+
+def test_qoperator_format_rewrites_the_qdq_model():
+    data = feeds((1, 3, 16, 16), n=4)
+    result = edgeq.quantize(conv_net(), edgeq.QuantConfig(format="qoperator"), data, progress=False)
+    ops = op_types(result.model)
+    assert "QLinearConv" in ops and "DequantizeLinear" not in ops and "Conv" not in ops
+    assert result.report["qoperator"]["format"] == "qoperator"
+    assert _sqnr(conv_net(), result.model, data) > 30.0
+
+
+def test_unsupported_options_fail_clearly():
+    with pytest.raises(edgeq.UsageError, match="static"):
+        edgeq.quantize(conv_net(), edgeq.QuantConfig(mode="dynamic", format="qoperator"))
+    with pytest.raises(edgeq.UnsupportedError, match="int4"):
+        edgeq.quantize(conv_net(), edgeq.QuantConfig(weights="int4"), feeds((1, 3, 16, 16), n=1))
