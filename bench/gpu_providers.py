@@ -12,6 +12,8 @@ HOW TO RUN (two steps, two machines)
      .venv/bin/python bench/gpu_providers.py --prepare out/gpu_b \\
          --models resnet224 --variants fp16,int8
 
+   Both folders were prepared this way on 2026-11-23 (out/gpu_a 34.2 MB, out/gpu_b 39.1 MB;
+   out/ is git-ignored: carry them). Re-running --prepare replaces a folder's manifest.
    Each folder gets ``manifest.json``, ``<model>.<variant>.onnx``, ``<model>.inputs.npz``
    (batch 8) and ``<model>.ref.npz`` (fp32 outputs on the CPU provider, computed here, so the
    fp32 file itself is optional on the GPU machine). ``--max-mb`` (default 40) stops adding files
@@ -37,13 +39,15 @@ HOW TO RUN (two steps, two machines)
          --json $OUT/gpu_a.json
 
    (carry ``out/gpu_a`` in that call too; /tmp/site must come first on PYTHONPATH so it shadows
-   the image's CPU onnxruntime). The run prints "available providers: [... CUDAExecutionProvider
+   the image's CPU onnxruntime). gpu_a took ~70 s, gpu_b ~20 s there; then a separate call
+   carrying ``out/gpu_b`` while the machine is still warm (/tmp/site stays until it is given
+   back). ``python3 -m pytest -o addopts= tests/gpu`` runs the CUDA tests the same way. The run prints "available providers: [... CUDAExecutionProvider
    ...]" first; a row marked FELL BACK means CUDA could not be used.
 
    Options: ``--providers cuda,cuda-strict,cpu`` (default; ``cuda-strict`` is CUDA with TF32 off,
    run for the fp32 files only: onnxruntime's CUDA default computes fp32 Conv/MatMul in TF32,
-   measured on mobilenet224 at 32.5 dB against CPU fp32 with TF32 and 93.5 dB without), ``--batches 1,8``, ``--runs 5`` (timed runs per
-   configuration; each run is ``--iters 30`` calls; the figure is the median of the per-run
+   measured on mobilenet224 at 32.5 dB against CPU fp32 with TF32 and 93.5 dB without),
+   ``--batches 1,8``, ``--runs 5`` (timed runs per configuration; each run is ``--iters 30`` calls; the figure is the median of the per-run
    medians), ``--warmup 10``, ``--threads 0`` (CPU intra-op threads, 0 = onnxruntime's default).
    It prints a Markdown table: latency p50 (median of run medians) and p90, throughput,
    CUDA-over-CPU speedup, fidelity against the fp32 CPU reference (SQNR, top-1 agreement),
