@@ -166,6 +166,25 @@ def _compare_page(report: Mapping[str, Any], title: str) -> str:
 
 
 # -- any other report ---------------------------------------------------------------------------
+def _safe_svg(svg: Any) -> bool:
+    """Only plain SVG (as ``edgeq.report.charts`` makes) is embedded: no scripts, handlers or links."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(str(svg))
+    except ET.ParseError:
+        return False
+    if not root.tag.endswith("svg"):
+        return False
+    for element in root.iter():
+        tag = element.tag.rsplit("}", 1)[-1].lower()
+        if tag in ("script", "foreignobject", "a", "image", "use"):
+            return False
+        if any(k.lower().startswith("on") or k.lower().endswith("href") for k in element.attrib):
+            return False
+    return True
+
+
 def _is_records(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
 
@@ -178,7 +197,7 @@ def _generic(value: Any, depth: int) -> list[str]:
     for key, item in value.items():
         tag = f"h{min(2 + depth, 4)}"
         if key == "charts" and isinstance(item, list):
-            parts += [f'<div class="chart">{svg}</div>' for svg in item if str(svg).lstrip().startswith("<svg")]
+            parts += [f'<div class="chart">{svg}</div>' for svg in item if _safe_svg(svg)]
         elif isinstance(item, Mapping):
             parts += [f"<{tag}>{_esc(key)}</{tag}>", *_generic(item, depth + 1)]
         elif _is_records(item):

@@ -82,3 +82,11 @@ def test_render_generic_report_tables():
     page = render_html(report, "Quantize")
     assert "<h2>kept_float</h2>" in page and "a &lt; b" in page and "<h2>fp16</h2>" in page
     assert "3.9" in page
+
+
+def test_generic_report_embeds_only_plain_svg_charts():
+    good = charts.line_chart({"a": [(1, 1.0), (8, 4.0)]}, "ok chart", "batch", "y")
+    bad = '<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+    handler = '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"></svg>'
+    page = render_html({"charts": [good, bad, handler, "<b>x</b>"]}, "r")
+    assert page.count("<svg") == 1 and "ok chart" in page and "alert" not in page
