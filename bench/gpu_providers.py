@@ -65,7 +65,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -249,20 +248,9 @@ def prepare(folder: str, names: list[str], variants: list[str], max_mb: float) -
 # ---------------------------------------------------------------------------------------------
 def _gpu_mem_mb() -> float | None:
     """This process's GPU memory from nvidia-smi (None without nvidia-smi)."""
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    for line in out.splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) == 2 and parts[0] == str(os.getpid()):
-            return float(parts[1])
-    return 0.0
+    from edgeq.runtime.compare import gpu_memory_mb
+
+    return gpu_memory_mb()
 
 
 def _metrics(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
