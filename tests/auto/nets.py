@@ -21,6 +21,8 @@ outlier_net (float[N,8,16,16] x) => (float[N,10] y) {
 
 def build(text: str, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
     model = onnx.parser.parse_model(text)
+    for i, node in enumerate(model.graph.node):
+        node.name = node.name or f"{node.op_type.lower()}{i}"
     for name, array in weights.items():
         model.graph.initializer.append(onnx.numpy_helper.from_array(np.asarray(array, np.float32), name))
     onnx.checker.check_model(model)

@@ -1,0 +1,132 @@
+"""SmoothQuant (Xiao et al. 2023): move activation outliers of MatMul inputs into the weights.
+
+    X -> MatMul(., W)   ==>   X / s -> MatMul(., diag(s) W)        s_k = max|X_k|^a / max|W_k|^(1-a)
+
+Exact in float (``(X / s) (diag(s) W) == X W``); afterwards the activation channels are flatter,
+so a per-tensor int8 range loses less, while per-channel int8 weights absorb the factors.
+
+Cases:
+1. Every consumer of X must be a MatMul (2-D constant weight, X as input A) or a Gemm
+   (transA = 0, alpha = 1, constant B); one ``s`` serves them all (``max|W_k|`` over all).
+2. X produced by LayerNormalization (normalized over the last axis, constant scale and bias):
+   the ``1/s`` folds into its scale and bias; nothing is added to the graph.
+3. Otherwise, with ``insert_mul``, ``Mul(X, 1/s)`` is inserted before the consumers; else skip.
+4. Only X whose channel maxima have outliers (``max / median >= min_ratio``) are smoothed.
+   ``absmax`` maps a value name to per-channel ``max|X_k|`` over calibration data (last axis).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+import onnx_ir as ir
+
+from edgeq.passes.equalize import replace_constant
+
+__all__ = ["SmoothQuant"]
+
+logger = logging.getLogger(__name__)
+
+
+def _const(value: ir.Value | None) -> np.ndarray | None:
+    return None if value is None or value.const_value is None else value.const_value.numpy()
+
+
+def _attr(node: ir.Node, name: str, default):
+    attr = node.attributes.get(name)
+    return default if attr is None else attr.value
+
+
+def _weight_rows(node: ir.Node, x: ir.Value) -> np.ndarray | None:
+    """W as [K, N] (K = X's channels) when ``node`` qualifies for case 1, else None."""
+    if node.domain not in ("", "ai.onnx") or not node.inputs or node.inputs[0] is not x:
+        return None
+    w = _const(node.inputs[1]) if len(node.inputs) > 1 else None
+    if w is None or w.ndim != 2 or any(v is x for v in node.inputs[1:]):
+        return None
+    if node.op_type == "MatMul":
+        return w
+    if node.op_type == "Gemm" and not _attr(node, "transA", 0) and _attr(node, "alpha", 1.0) == 1.0:
+        return w.T if _attr(node, "transB", 0) else w
+    return None
+
+
+class SmoothQuant(ir.passes.InPlacePass):
+    """Migrate activation scale into MatMul/Gemm weights (see the module docstring)."""
+
+    def __init__(self, absmax: Mapping[str, np.ndarray], alpha: float = 0.5, min_ratio: float = 4.0,
+                 insert_mul: bool = True) -> None:
+        super().__init__()
+        self.absmax = absmax
+        self.alpha = alpha
+        self.min_ratio = min_ratio
+        self.insert_mul = insert_mul
+        self.smoothed: dict[str, float] = {}  # value -> channel outlier ratio before
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        candidates = {node.inputs[0] for node in graph if node.op_type in ("MatMul", "Gemm") and node.inputs
+                      and node.inputs[0] is not None and node.inputs[0].const_value is None}
+        for x in sorted(candidates, key=lambda v: v.name or ""):
+            self._smooth(graph, x)
+        logger.info("smoothquant: %d activations", len(self.smoothed))
+        return ir.passes.PassResult(model, modified=bool(self.smoothed))
+
+    def _smooth(self, graph: ir.Graph, x: ir.Value) -> None:
+        amax = self.absmax.get(x.name)
+        consumers = list(x.consumers())
+        if amax is None or x.is_graph_output() or not consumers:
+            return
+        weights = [_weight_rows(node, x) for node in consumers]
+        if any(w is None or w.shape[0] != amax.size for w in weights):
+            return  # case 1
+        amax = np.maximum(np.asarray(amax, np.float64), 1e-8)
+        ratio = float(amax.max() / max(np.median(amax), 1e-8))
+        if ratio < self.min_ratio:
+            return  # case 4
+        wmax = np.max([np.abs(w).max(axis=1) for w in weights], axis=0).astype(np.float64)
+        s = amax**self.alpha / np.maximum(wmax, 1e-8) ** (1.0 - self.alpha)
+        s = np.clip(s, 1e-5, 1e5)
+        if not self._scale_input(graph, x, 1.0 / s):
+            return
+        for node in consumers:
+            w = _const(node.inputs[1]).astype(np.float64)
+            transposed = node.op_type == "Gemm" and _attr(node, "transB", 0)
+            replace_constant(node, 1, w * s[None, :] if transposed else w * s[:, None])
+        self.smoothed[x.name] = ratio
+
+    def _scale_input(self, graph: ir.Graph, x: ir.Value, inv: np.ndarray) -> bool:
+        producer = x.producer()
+        if producer is not None and producer.op_type == "LayerNormalization" and producer.outputs[0] is x:
+            axis = _attr(producer, "axis", -1)
+            gamma = _const(producer.inputs[1])
+            beta_in = producer.inputs[2] if len(producer.inputs) > 2 else None
+            beta = _const(beta_in)
+            extra = [o for o in producer.outputs[1:] if o.uses() or o.is_graph_output()]
+            if (axis == -1 and gamma is not None and gamma.size == inv.size and not extra
+                    and (beta_in is None or beta is not None)):  # case 2
+                replace_constant(producer, 1, gamma.reshape(-1) * inv)
+                if beta is not None:
+                    replace_constant(producer, 2, beta.reshape(-1) * inv)
+                return True
+        if not self.insert_mul:
+            return False
+        name = f"{x.name}_smooth"
+        scale = ir.Value(name=name + "_inv", const_value=ir.tensor(inv.astype(np.float32), name=name + "_inv"),
+                         shape=ir.Shape([inv.size]), type=ir.TensorType(ir.DataType.FLOAT))
+        graph.register_initializer(scale)
+        consumers = list(x.consumers())
+        mul = ir.node("Mul", [x, scale], name=name)
+        out = mul.outputs[0]
+        out.name, out.shape, out.type = name, x.shape, x.type
+        if producer is not None:
+            graph.insert_after(producer, mul)
+        else:
+            graph.insert_before(next(iter(graph)), mul)
+        for node in consumers:
+            for i, v in enumerate(node.inputs):
+                if v is x:
+                    node.replace_input_with(i, out)
+        return True
