@@ -86,6 +86,35 @@ def _ort_qoperator(fp32: str, out: str, calib: list[dict]) -> str | None:
         return f"{type(e).__name__}: {str(e).splitlines()[0][:90]}"
 
 
+def _ort_sensitivity(model, feed: dict, share: float = 1e-4, seed: int = 0) -> float | None:
+    """A control for the end-to-end column: onnxruntime against itself when 1-LSB changes
+    hit ``share`` of the quantized input. Share of the last integer tensor within 1 LSB."""
+    import onnx
+    import onnx_ir as ir
+
+    from edgeq.reference.agreement import _ort_values
+
+    proto = ir.to_proto(model)
+    graph = proto.graph
+    first = graph.node[0]
+    last = next((n for n in reversed(graph.node) if n.op_type in ("DequantizeLinear", "QGemm")), None)
+    if first.op_type != "QuantizeLinear" or len(graph.input) != 1 or last is None:
+        return None
+    values = _ort_values(proto, {first.output[0]: 2, last.input[0]: 2}, feed)
+    xq, base = values[first.output[0]], values[last.input[0]]
+    info = np.iinfo(xq.dtype)
+    elem = onnx.helper.np_dtype_to_tensor_dtype(xq.dtype)
+    graph.input[0].CopyFrom(onnx.helper.make_tensor_value_info(first.output[0], elem, list(xq.shape)))
+    del graph.node[0]
+    rng = np.random.default_rng(seed)
+    x = xq.astype(np.int64)
+    mask = rng.random(x.shape) < share
+    x[mask] += rng.choice([-1, 1], int(mask.sum()))
+    x = np.clip(x, info.min, info.max).astype(xq.dtype)
+    out = _ort_values(proto, {last.input[0]: elem}, {first.output[0]: x})[last.input[0]]
+    return float((np.abs(out.astype(np.int64) - base.astype(np.int64)) <= 1).mean())
+
+
 def bench_model(name: str, args, tmp: str) -> dict:
     import onnx_ir as ir
 
@@ -129,6 +158,7 @@ def bench_model(name: str, args, tmp: str) -> dict:
         sample = feeds[: args.reference]
         for rounding in ("double", "single"):
             row[rounding] = agreement(result.model, sample, rounding)
+        row["ort_flips"] = _ort_sensitivity(result.model, feed)
     return row
 
 
@@ -139,20 +169,22 @@ def table(rows: list[dict], command: str) -> str:
         "",
         "| model | fp32 ms | edgeq QDQ ms | edgeq QOperator ms | QOperator vs QDQ | ORT QOperator ms "
         "| float islands | top-1 QOperator = QDQ | reference vs ORT within 1 LSB: worst op "
-        "(double / single rounding) | end to end (double / single) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "(double / single rounding) | end to end (double / single) "
+        "| control: ORT vs ORT, 0.01% input LSB flips |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ort = f"{r['ort_qop_ms']:.2f}" if r["ort_qop_ms"] is not None else f"fails: `{r['ort_error']}`"
-        per_op = end = "-"
+        per_op = end = flips = "-"
         if "double" in r:
             d, s = r["double"], r["single"]
             per_op = f"{d['per_op_worst']:.3%} / {s['per_op_worst']:.3%}"
             end = f"{d['end_to_end']:.2%} / {s['end_to_end']:.2%}"
+            flips = "-" if r.get("ort_flips") is None else f"{r['ort_flips']:.2%}"
         lines.append(
             f"| {r['model']} | {r['fp32_ms']:.2f} | {r['qdq_ms']:.2f} | {r['qop_ms']:.2f} "
             f"| {r['qdq_ms'] / r['qop_ms']:.2f}x | {ort} | {r['islands']} | {r['top1_agree']:.0%} "
-            f"| {per_op} | {end} |"
+            f"| {per_op} | {end} | {flips} |"
         )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines += ["", f"Median per-inference latency, batch 1, CPU provider, 1 thread; {os.cpu_count()} "
