@@ -107,3 +107,39 @@ def test_layer_parameters_are_ready_for_codegen(rng):
         assert abs(m * 2.0 ** (s - 31) - real) <= real * 2**-30
     assert isinstance(layers["QGemm"]["multiplier"], list)  # per-column weight scales
     check_all(r)
+
+
+def test_hand_written_qdq_without_zero_points(rng):
+    """DequantizeLinear/QuantizeLinear with the zero point left out (uint8 0 by ONNX rules)."""
+    import onnx
+    import onnx_ir as ir
+
+    from edgeq.passes.qoperator import rewrite_qoperator
+    from edgeq.reference import run
+
+    text = HEAD + """
+net (float[1,2,6,6] x) => (float[1,3,3,3] y) {
+  s = Constant <value=float {0.05}> ()  so = Constant <value=float {0.02}> ()
+  ws = Constant <value=float[3] {0.01, 0.02, 0.03}> ()
+  wz = Constant <value=int8[3] {0, 0, 0}> ()
+  w = Constant <value=int8[3,2,1,1] {3, -5, 7, 100, -128, 9}> ()
+  q = QuantizeLinear (x, s)  d = DequantizeLinear (q, s)
+  m = MaxPool <kernel_shape=[2,2], strides=[2,2]> (d)
+  q2 = QuantizeLinear (m, s)  d2 = DequantizeLinear (q2, s)
+  wd = DequantizeLinear <axis=0> (w, ws, wz)
+  c = Conv (d2, wd)  r = Relu (c)
+  q3 = QuantizeLinear (r, so)  y = DequantizeLinear (q3, so)
+}"""
+    proto = onnx.parser.parse_model(text)
+    feeds = {"x": np.abs(rng.standard_normal((1, 2, 6, 6))).astype(np.float32) * 4}
+    model = ir.from_proto(proto)
+    section = rewrite_qoperator(model, QuantConfig(format="qoperator", integer_only=True, strict=True))
+    out = ir.to_proto(model)
+    onnx.checker.check_model(out, full_check=True)
+    assert [n.op_type for n in out.graph.node if n.op_type != "Constant"] == [
+        "QuantizeLinear", "MaxPool", "QLinearConv", "DequantizeLinear"]
+    assert section["float_islands"] == []
+    want = run_ort(proto, feeds)[0]
+    got = run_ort(out, feeds)[0]
+    assert np.abs(got - want).max() <= 0.02 * 1.01
+    assert np.abs(run(out, feeds)["y"] - got).max() <= 0.02 * 1.01
