@@ -5,12 +5,16 @@ All work on the histogram of ``HistogramObserver`` with numpy, no per-element lo
 * ``percentile``: symmetric -> the ``p``-th percentile of ``|x|``, range ``[-t, t]``;
   asymmetric -> ``(100 - p) / 2`` % cut from each tail, or ``100 - p`` % from the far tail of a
   one-sided (e.g. post-ReLU) tensor. Linear interpolation inside a bin.
-* ``entropy``: TensorRT's KL-divergence calibration. For a threshold bin count ``i >= levels``,
+* ``entropy``: TensorRT's KL-divergence calibration (as in NVIDIA's pytorch-quantization, the
+  first bin takes the second's count, so a spike of exact zeros does not decide). For a
+  threshold bin count ``i >= levels``,
   P is the ``|x|`` histogram cut at ``i`` with the outliers added to its last bin, Q is P merged
   into ``levels`` groups and expanded back (each group's mass spread over its non-empty bins); the
   ``i`` minimizing KL(P||Q) gives ``t = i * width``. ``levels`` is 128 (a signed tensor, or a
   symmetric int8 target) or 256 for a non-negative tensor on an asymmetric 8-bit target (the
-  one-sided form). Candidates: every 8th bin count, then every bin count around the best.
+  one-sided form). Candidates: every 4th bin count; the minimum is taken on the KL curve averaged
+  over +-16 bin counts, since on spiky histograms (few samples, discrete inputs) single candidates
+  dip where bins happen to fall well into groups.
 * ``mse``: the range minimizing the expected quantization MSE for the target dtype,
   ``step**2 / 12`` per value inside the range plus the squared clipping error outside it,
   over a grid of candidate ranges (256 thresholds ``[-t, t]`` when symmetric, 256 ``lo`` x 256
@@ -33,6 +37,8 @@ from edgeq.calibrate.observers import HistogramObserver, MinMaxObserver
 __all__ = ["choose_range", "finalize_range", "percentile_range", "entropy_range", "mse_range", "EPS"]
 
 EPS = 2.0**-20
+_KL_STRIDE = 4  # candidate bin counts: levels, levels + 4, ...
+_KL_SMOOTH = 8  # KL is averaged over this many neighbouring candidates (+-16 bin counts)
 
 _LEVELS = {"int8": 256, "uint8": 256, "int16": 65536}
 
@@ -115,6 +121,9 @@ def _kl_candidates(hist: np.ndarray, candidates: np.ndarray, levels: int, eps: f
 
 def entropy_range(obs: HistogramObserver, activations: str, symmetric: bool) -> tuple[float, float, dict[str, Any]]:
     hist, width = obs.abs_histogram()
+    hist = hist.copy()
+    hist[0] = hist[1]  # as pytorch-quantization: 0 is exact in any range, so a spike of zeros
+    # (post-ReLU) must not steer the threshold; left in, it drives KL to the smallest candidate
     n = hist.size
     one_sided = obs.min >= 0.0 and not symmetric
     levels = 256 if one_sided else 128
@@ -123,13 +132,17 @@ def entropy_range(obs: HistogramObserver, activations: str, symmetric: bool) -> 
     amax = obs.max if one_sided else max(-obs.min, obs.max)
     if levels >= n or hist.sum() == 0:
         return max(-amax, obs.min), min(amax, obs.max), {"threshold": amax, "levels": levels}
-    coarse = np.unique(np.append(np.arange(levels, n + 1, 8), n))
-    best = int(coarse[int(np.argmin(_kl_candidates(hist, coarse, levels)))])
-    fine = np.arange(max(levels, best - 8), min(n, best + 8) + 1)
-    kl = _kl_candidates(hist, fine, levels)
-    best = int(fine[int(np.argmin(kl))])
-    t = min(best * width, amax)
-    return max(-t, obs.min), min(t, obs.max), {"threshold": t, "levels": levels, "kl": float(kl.min())}
+    candidates = np.arange(levels, n + 1, _KL_STRIDE)
+    kl = _kl_candidates(hist, candidates, levels)
+    # KL of a spiky histogram (few samples, discrete inputs) jumps from one bin count to the
+    # next; a lone dip there is an artefact of how bins fall into groups, not a good range.
+    # Take the minimum of the curve averaged over +-16 bin counts.
+    half = min(_KL_SMOOTH // 2, (kl.size - 1) // 2)
+    padded = np.pad(kl, half, mode="edge")
+    smooth = np.convolve(padded, np.full(2 * half + 1, 1.0 / (2 * half + 1)), mode="valid")
+    best = int(np.argmin(smooth))
+    t = min(int(candidates[best]) * width, amax)
+    return max(-t, obs.min), min(t, obs.max), {"threshold": t, "levels": levels, "kl": float(kl[best])}
 
 
 def _tail_errors(counts: np.ndarray, centers: np.ndarray, bounds: np.ndarray, upper: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +189,7 @@ def mse_range(
 
 def choose_range(obs: MinMaxObserver, method: str, *, percentile: float = 99.99, activations: str = "uint8", symmetric: bool = False) -> tuple[float, float, dict[str, Any]]:
     """``(lo, hi, summary)`` for ``obs`` by ``method`` (minmax | percentile | entropy | mse)."""
-    if method == "minmax" or not isinstance(obs, HistogramObserver):
+    if method == "minmax" or not isinstance(obs, HistogramObserver) or obs.min == obs.max:
         lo, hi, summary = obs.min, obs.max, {}
     elif method == "percentile":
         lo, hi, summary = percentile_range(obs, percentile, symmetric)
@@ -189,6 +202,8 @@ def choose_range(obs: MinMaxObserver, method: str, *, percentile: float = 99.99,
         raise ValueError(f"unknown method {method!r}")
     if isinstance(obs, HistogramObserver):
         summary["bins"] = obs.num_bins
+    if lo > hi:  # all data beyond a threshold on one side: the range is [0, t] (or [-t, 0])
+        lo, hi = (hi, hi) if obs.min > 0 else (lo, lo)
     lo, hi = finalize_range(lo, hi)
     summary = {k: (float(f"{v:.7g}") if isinstance(v, float) and math.isfinite(v) else v) for k, v in summary.items()}
     return lo, hi, summary
