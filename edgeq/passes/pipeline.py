@@ -35,6 +35,7 @@ def rewrite_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.PassB
     return [
         QuantizeWeights(config, plan),
         InsertQDQ(plan),
+        DynamicQuantize(config, plan),  # select.py (5): weighted MatMul/Gemm between float ops
     ]
 
 

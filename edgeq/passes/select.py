@@ -8,9 +8,14 @@ Static mode (the rules ORT's QDQ transformers need to fuse, so int8 is actually 
    quantized wherever they are: their int8 kernels pay for the Q/DQ around them.
 2. Add, Mul, Concat, pooling, LeakyRelu, Sigmoid (fused QLinear* kernels) and shape-only ops
    (Reshape, Transpose, MaxPool, Resize-nearest, ...) are quantized only between int8
-   neighbours: an isolated int8 op between float ops costs more than it saves.
+   neighbours: every activation input from an int8 op and some consumer int8. An int8 op next
+   to float ops costs Q/DQ work and accuracy and saves nothing.
 3. Relu and Clip(0, x) right after a quantized op fold into its output range (ORT then drops
    them), so no Q/DQ sits between Conv and Relu.
+5. A MatMul/Gemm with constant weights whose input comes from a float op and whose output goes
+   to float ops (transformer FFNs: LayerNorm -> MatMul -> GELU) becomes dynamic int8: the
+   input's range is measured per inference, which is as fast and more faithful than a static
+   scale for such outlier-heavy activations (format qdq only; qoperator needs static scales).
 4. Everything else stays float with a reason (no int8 kernel, excluded, in a subgraph, not
    float32, ...).
 
@@ -232,9 +237,26 @@ class SelectNodes(ir.passes.InPlacePass):
                     for folded in self._folded_after(node, roles):
                         del roles[folded]
                         plan.decide(folded, Role.FLOAT, f"its producer {node_label(node)} stays float")
+        # (5) a weighted MatMul/Gemm between float ops: dynamic int8 (qdq format only).
+        if self.config.format == "qdq":
+            for node in list(roles):
+                if self._dynamic_island(node, roles):
+                    del roles[node]
+                    plan.decide(node, Role.DYNAMIC, "between float ops: activation range measured "
+                                "per inference (no calibration error)")
         for node, role in roles.items():
             plan.decide(node, role)
         self._mark_values(graph, roles)
+
+    def _dynamic_island(self, node: ir.Node, roles: dict[ir.Node, str]) -> bool:
+        if node.op_type not in ("MatMul", "Gemm") or const_array(node.inputs[1]) is None:
+            return False
+        producer = node.inputs[0].producer()
+        if producer is not None and producer in roles:
+            return False
+        if self._folded_after(node, roles) or self._int8_consumers(node.outputs[0], roles):
+            return False
+        return True
 
     @staticmethod
     def _folded_after(node: ir.Node, roles: dict[ir.Node, str]) -> list[ir.Node]:
@@ -252,8 +274,9 @@ class SelectNodes(ir.passes.InPlacePass):
 
     def _neighbour_reason(self, node: ir.Node, roles: dict[ir.Node, str]) -> str:
         producers = [v.producer() for v in data_inputs(node) if const_array(v) is None]
-        if not any(p is not None and p in roles for p in producers):
-            return f"isolated: no int8 producer feeds this {node.op_type} (int8 here would only add Q/DQ)"
+        if not all(p is not None and p in roles for p in producers):
+            return (f"an input of this {node.op_type} comes from a float op (int8 here would add a "
+                    "QuantizeLinear and lose accuracy for no faster kernel)")
         if not any(self._int8_consumers(out, roles) for out in node.outputs):
             return f"isolated: no int8 consumer reads this {node.op_type} (int8 here would only add Q/DQ)"
         return ""
