@@ -178,6 +178,7 @@ def quantize(
         _assign_qparams(plan, table, config)
         ranges_info = {"method": table.method, "num_samples": table.num_samples, "tensors": len(names)}
     activations = activation_params(plan, labels_by_node)
+    observed = [v.name for v in plan.values if const_array(v) is None and not v.is_graph_output() and v.name]
     run_passes(model, rewrite_passes(config, plan))
     report_extra: dict[str, Any] = {}
     if config.format == "qoperator":
@@ -197,8 +198,13 @@ def quantize(
         from edgeq.calibrate import load_data
         from edgeq.report.evaluate import evaluate
 
+        from edgeq.report.evaluate import layer_errors
+
         feeds = load_data(eval_data, _proto_of(fp32_bytes))
-        report["evaluation"] = evaluate(fp32_bytes, model_bytes(model), feeds, labels=labels)
+        int8_bytes = model_bytes(model)
+        report["evaluation"] = evaluate(fp32_bytes, int8_bytes, feeds, labels=labels)
+        if config.format == "qdq" and observed:
+            report["evaluation"]["layers"] = layer_errors(fp32_bytes, int8_bytes, observed, feeds)
         _check_min_sqnr(report, config)
     report["summary"]["seconds"] = round(time.perf_counter() - start, 3)
     return QuantResult(model=model, report=report, ranges=table, source=source)

@@ -37,6 +37,8 @@ def test_static_quantize_from_path_with_report_and_eval(tmp_path):
     ev = report["evaluation"]
     assert ev["outputs"]["y"]["sqnr_db"] > 30 and ev["outputs"]["y"]["cosine"] > 0.999
     assert set(ev["latency_ms"]["1"]) == {"fp32", "int8"} and "accuracy" in ev
+    # per-layer error: every calibrated activation, error accumulating along the net
+    assert {"r1", "p1", "r2", "a"} <= set(ev["layers"]) and ev["layers"]["r1"]["sqnr_db"] > 30
     assert result.ranges is not None and "x" in result.ranges
 
     out, rep = tmp_path / "out.onnx", tmp_path / "rep.json"

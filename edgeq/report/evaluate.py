@@ -13,7 +13,7 @@ import numpy as np
 
 from edgeq.report.metrics import fidelity
 
-__all__ = ["evaluate", "cpu_session", "median_latency_ms"]
+__all__ = ["evaluate", "layer_errors", "cpu_session", "median_latency_ms"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,4 +100,53 @@ def evaluate(
         for t in dict.fromkeys(threads):
             fp32_ms, int8_ms = median_latency_ms([cpu_session(fp32, t), cpu_session(int8, t)], first_feed)
             out["latency_ms"][str(t)] = {"fp32": fp32_ms, "int8": int8_ms}
+    return out
+
+
+def layer_errors(fp32: bytes, int8: bytes, names: Sequence[str], feeds: Iterable[Mapping[str, np.ndarray]],
+                 *, max_feeds: int = 8) -> dict[str, dict[str, float]]:
+    """SQNR and cosine of each named activation in the int8 model vs the fp32 model.
+
+    The int8 model runs unoptimized (its QDQ simulated in float, which is what the fused kernels
+    compute up to rounding), so the float value before each QuantizeLinear still exists and
+    carries all the error accumulated up to that layer.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    from edgeq.report.metrics import cosine, sqnr_db
+
+    def probe(data: bytes, disable: bool) -> Any:
+        model = onnx.ModelProto()
+        model.ParseFromString(data)
+        present = {o for node in model.graph.node for o in node.output}
+        outputs = {o.name for o in model.graph.output}
+        wanted = [n for n in names if n in present]
+        for name in wanted:
+            if name not in outputs:
+                model.graph.output.append(onnx.ValueInfoProto(name=name))
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if disable:
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]), wanted
+
+    ref_sess, ref_names = probe(fp32, False)
+    q_sess, q_names = probe(int8, True)
+    common = [n for n in ref_names if n in set(q_names)]
+    if not common:
+        return {}
+    refs: dict[str, list[np.ndarray]] = {n: [] for n in common}
+    cands: dict[str, list[np.ndarray]] = {n: [] for n in common}
+    for i, feed in enumerate(feeds):
+        if i >= max_feeds:
+            break
+        for n, r, c in zip(common, ref_sess.run(common, dict(feed)), q_sess.run(common, dict(feed))):
+            refs[n].append(np.asarray(r).reshape(-1))
+            cands[n].append(np.asarray(c).reshape(-1))
+    out = {}
+    for n in common:
+        if refs[n]:
+            r, c = np.concatenate(refs[n]), np.concatenate(cands[n])
+            out[n] = {"sqnr_db": sqnr_db(r, c), "cosine": cosine(r, c)}
     return out

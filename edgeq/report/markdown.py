@@ -35,6 +35,11 @@ def _evaluation(ev: dict[str, Any]) -> list[str]:
             ["threads", "fp32 ms (median)", "int8 ms (median)", "speed-up"],
             [[k, v["fp32"], v["int8"], v["fp32"] / v["int8"] if v["int8"] else ""] for k, v in lat.items()],
         )
+    layers = ev.get("layers")
+    if layers:
+        worst = sorted(layers.items(), key=lambda kv: kv[1]["sqnr_db"])[:10]
+        lines += ["", "Per-layer error (activations, error accumulated up to that layer; worst 10):", ""]
+        lines += _table(["tensor", "SQNR dB", "cosine"], [[k, v["sqnr_db"], v["cosine"]] for k, v in worst])
     return lines
 
 
