@@ -99,12 +99,14 @@ def _check_float_end(node: ir.Node) -> None:
 ROUNDINGS = ("double", "single")
 
 
-def compile_model(model: Any, rounding: str = "double") -> Program:
+def compile_model(model: Any, rounding: str = "double", partial: bool = False) -> Program:
     """Compile ``model`` (path, onnx.ModelProto or onnx_ir.Model) for ``Program.run``.
 
     ``rounding``: ``"double"`` is gemmlowp/TFLite's default (SaturatingRoundingDoublingHighMul
     then RoundingDivideByPOT); ``"single"`` is TFLITE_SINGLE_ROUNDING (one rounding, closer
-    to onnxruntime's float requantization, so deep networks drift less).
+    to onnxruntime's float requantization, so deep networks drift less). ``partial`` skips the
+    nodes it cannot run instead of raising (for ``export_params`` on models with float islands;
+    such a program cannot ``run``).
     """
     if rounding not in ROUNDINGS:
         raise UsageError(f"unknown rounding {rounding!r}: choose double or single")
@@ -125,15 +127,22 @@ def compile_model(model: Any, rounding: str = "double") -> Program:
             steps.append(Step(node, (producer.inputs[0],), kernel))
             continue
         compiler = OPS.get((_domain(node), node.op_type))
+        if compiler is None and partial:
+            continue
         if compiler is None:
             raise UnsupportedError(
                 f"the integer reference does not support {node.domain or 'ai.onnx'}."
                 f"{node.op_type} (node {node.name!r}); it runs the ops that edgeq's "
                 "integer-only rewrite emits"
             )
-        if node.op_type == "DequantizeLinear" or (node.op_type == "QGemm" and len(node.inputs) < 8):
-            _check_float_end(node)
-        steps.append(Step(node, tuple(node.inputs), compiler(Context(node, single))))
+        try:
+            float_out = node.op_type == "QGemm" and len(node.inputs) < 8
+            if node.op_type == "DequantizeLinear" or float_out:
+                _check_float_end(node)
+            steps.append(Step(node, tuple(node.inputs), compiler(Context(node, single))))
+        except UnsupportedError:
+            if not partial:
+                raise
     return Program(graph, tuple(steps))
 
 
@@ -145,13 +154,14 @@ def run(
     return compile_model(model, rounding).run(feeds, intermediates=intermediates)
 
 
-def export_params(model: Any, rounding: str = "double") -> dict[str, Any]:
+def export_params(model: Any, rounding: str = "double", partial: bool = False) -> dict[str, Any]:
     """Per-layer fixed-point parameters (multipliers, shifts, zero points) for code generation.
 
     ``multiplier`` is an int32 in [2^30, 2^31) and ``shift`` a left shift (negative: right),
     so that ``real ~= multiplier * 2^(shift - 31)``; see ``edgeq.reference.fixedpoint``.
+    ``partial`` lists the integer layers of a model that still has float islands.
     """
-    program = compile_model(model, rounding)
+    program = compile_model(model, rounding, partial)
     layers = []
     for step in program.steps:
         if step.kernel.params is None:

@@ -143,3 +143,8 @@ net (float[1,2,6,6] x) => (float[1,3,3,3] y) {
     got = run_ort(out, feeds)[0]
     assert np.abs(got - want).max() <= 0.02 * 1.01
     assert np.abs(run(out, feeds)["y"] - got).max() <= 0.02 * 1.01
+
+
+def test_layers_are_listed_around_an_island(rng):
+    r = rewrite_text(ISLAND, rng, {"x": (1, 3, 8, 8)})
+    assert [layer["op_type"] for layer in r.section["layers"]] == ["QLinearConv", "QLinearConv"]

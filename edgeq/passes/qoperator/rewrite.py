@@ -111,7 +111,6 @@ class QOperatorPass(ir.passes.InPlacePass):
             "not_rewritten": [r for node, r in not_rewritten if node.graph is graph],
             "float_islands": islands,
             "requantizations": find_requantizations(graph),
-            "layers": _layer_params(model),
         }
         logger.info("qoperator: %d nodes rewritten, %d float islands", len(rewritten), len(islands))
         if islands and (self.strict or self.integer_only):
@@ -121,17 +120,15 @@ class QOperatorPass(ir.passes.InPlacePass):
             if self.strict:
                 raise UnsupportedError(message + "; drop --strict to keep them in float")
             logger.warning(message)
+        self.section["layers"] = _layer_params(model)
         return ir.passes.PassResult(model, modified=bool(rewritten))
 
 
 def _layer_params(model: ir.Model) -> list[dict]:
-    try:
-        from edgeq.reference import export_params
+    """Fixed-point parameters of every integer layer (float islands are skipped)."""
+    from edgeq.reference import export_params
 
-        return export_params(model)["layers"]
-    except (UnsupportedError, ImportError) as e:  # float islands: the reference cannot run it
-        logger.debug("no fixed-point parameters: %s", e)
-        return []
+    return export_params(model, partial=True)["layers"]
 
 
 def rewrite_qoperator(model: ir.Model, config) -> dict[str, Any]:
