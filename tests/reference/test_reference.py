@@ -156,3 +156,21 @@ def test_agreement_summary(rng):
                                      if n.op_type not in ("QuantizeLinear", "DequantizeLinear")}
     double = agreement(r.model, [r.feeds])
     assert double["rounding"] == "double" and double["per_op_worst"] >= 0.999
+
+
+def test_dq_to_q_is_a_fixed_point_requantization(rng):
+    text = HEAD + """
+net (float[4,64] x) => (float[4,64] y) {
+  s1 = Constant <value=float {0.02}> ()  z1 = Constant <value=uint8 {130}> ()
+  s2 = Constant <value=float {0.0537}> ()  z2 = Constant <value=int8 {-7}> ()
+  q1 = QuantizeLinear (x, s1, z1)  d1 = DequantizeLinear (q1, s1, z1)
+  q2 = QuantizeLinear (d1, s2, z2)  y = DequantizeLinear (q2, s2, z2)
+}"""
+    model = onnx.parser.parse_model(text)
+    feeds = {"x": (rng.standard_normal((4, 64)) * 2).astype(np.float32)}
+    layers = export_params(model)["layers"]
+    assert [layer["op_type"] for layer in layers] == ["Requantize"]
+    assert abs(layers[0]["real"] - 0.02 / 0.0537) < 1e-6
+    scale = 0.0537
+    for rounding in ("double", "single"):
+        assert_within_lsb([run(model, feeds, rounding=rounding)["y"]], run_ort(model, feeds), [scale], 1.0)
