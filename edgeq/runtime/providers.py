@@ -156,12 +156,17 @@ class CPUOptions:
 
 @dataclasses.dataclass(frozen=True)
 class CUDAOptions:
-    """CUDA provider options. ``use_io_binding`` makes Session.run bind inputs and outputs."""
+    """CUDA provider options. ``use_io_binding`` makes Session.run bind inputs and outputs.
+
+    ``use_tf32`` (onnxruntime's default: on) runs fp32 Conv/MatMul in TF32 on Ampere and newer:
+    faster, but only ~10 mantissa bits; turn it off to compare fp32 outputs against the CPU.
+    """
 
     device_id: int = 0
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "EXHAUSTIVE"
     use_io_binding: bool = False
     enable_cuda_graph: bool = False
+    use_tf32: bool = True
 
     provider = "CUDAExecutionProvider"
 
@@ -181,6 +186,7 @@ class CUDAOptions:
             "device_id": str(self.device_id),
             "cudnn_conv_algo_search": self.cudnn_conv_algo_search,
             "enable_cuda_graph": "1" if self.enable_cuda_graph else "0",
+            "use_tf32": "1" if self.use_tf32 else "0",
         }
 
 

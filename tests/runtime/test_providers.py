@@ -71,7 +71,9 @@ def test_cuda_and_cpu_options():
         "device_id": "1",
         "cudnn_conv_algo_search": "HEURISTIC",
         "enable_cuda_graph": "0",
+        "use_tf32": "1",
     }
+    assert CUDAOptions(use_tf32=False).to_ort()["use_tf32"] == "0"
     assert CUDAOptions(use_io_binding=True, enable_cuda_graph=True).to_ort()["enable_cuda_graph"] == "1"
     assert CPUOptions(arena=False).to_ort() == {"use_arena": "0"}
 
