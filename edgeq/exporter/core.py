@@ -1,8 +1,9 @@
 """``export``: PyTorch -> ONNX with the dynamo exporter, TorchScript as fallback, checked on ORT.
 
 1. Resolve the spec (zoo name, ``pkg.mod:factory``, ``.pt2`` file or module) and its inputs.
-2. Export with ``torch.onnx.export(dynamo=True)``; if that fails, or onnxruntime cannot run the
-   result, or it disagrees with torch, fall back to ``dynamo=False`` and say why in one line.
+2. Export with ``torch.onnx.export(dynamo=True)``; if that fails, cannot give the opset asked
+   for, or onnxruntime cannot run the result, or it disagrees with torch, fall back to
+   ``dynamo=False`` and say why in one line.
 3. Save into a temporary folder beside ``out`` (weights to external data past 2 GB), run it on
    onnxruntime's CPU provider against torch on the example inputs (and on a batch of 3 when the
    batch axis is dynamic), then move it into place. Disagreement above tolerance: ExportError.
@@ -166,7 +167,7 @@ def export(
     for name, given in merge_dynamic_axes(in_names, out_names, dynamic_batch=dynamic_batch, dynamic=dynamic).items():
         axes.setdefault(name, {}).update(given)
     names = (in_names, out_names)
-    opset = DEFAULT_OPSET if opset is None else int(opset)
+    requested_opset, opset = opset, DEFAULT_OPSET if opset is None else int(opset)
 
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
@@ -185,6 +186,10 @@ def export(
                 logger.info("%s: %s", resolved.label, failures[-1])
                 continue
             seconds = time.perf_counter() - start
+            if requested_opset is not None and _opset_of(model) != opset and kind != attempts[-1]:
+                # torch converts its native opset 18 to others and keeps 18 when that fails
+                failures.append(f"{kind} produced opset {_opset_of(model)}, not the requested {opset}")
+                continue
             staged = os.path.join(workdir, os.path.basename(out))
             save_model(model, staged)
             agreement = None
