@@ -107,7 +107,10 @@ def _check(path: str, resolved: ResolvedModel, names, axes, reference, rtol: flo
     cases = [(resolved.example_inputs, reference)]
     if all(0 in axes.get(name, {}) for name in input_names) and resolved.example_inputs[0].shape[0] == 1:
         grown = grow_batch(resolved.example_inputs, _BATCH_CHECK)
-        cases.append((grown, torch_outputs(_callable(resolved.model), grown)))
+        try:
+            cases.append((grown, torch_outputs(_callable(resolved.model), grown)))
+        except Exception as e:  # the torch model itself only takes batch 1: nothing to compare
+            logger.warning("%s: torch fails at batch %d (%s); checked at batch 1 only", resolved.label, _BATCH_CHECK, _one_line(e))
     results = []
     for inputs, want in cases:
         feeds = {name: tensor.detach().cpu().numpy() for name, tensor in zip(input_names, inputs)}
@@ -158,7 +161,17 @@ def export(
     in_names = tuple(input_names or resolved.input_names)
     if len(in_names) != len(resolved.example_inputs):
         raise UsageError(f"{len(in_names)} input names ({', '.join(in_names)}) for {len(resolved.example_inputs)} example inputs")
-    reference = torch_outputs(_callable(resolved.model), resolved.example_inputs)
+    try:
+        reference = torch_outputs(_callable(resolved.model), resolved.example_inputs)
+    except EdgeqError:
+        raise
+    except Exception as e:
+        shapes = ", ".join("x".join(map(str, t.shape)) for t in resolved.example_inputs)
+        error = UsageError if input_shapes else ExportError
+        raise error(
+            f"{resolved.label!r} fails in torch on example inputs of shape {shapes} ({_one_line(e)}): "
+            "check --input-shape against what the model's forward expects"
+        ) from None
     out_names = tuple(output_names or resolved.output_names or
                       (("output",) if len(reference) == 1 else tuple(f"output_{i}" for i in range(len(reference)))))
     if len(out_names) != len(reference):

@@ -184,3 +184,8 @@ def test_requested_opset_is_honoured(factories, tmp_path):
     assert result.opset == 17 == onnx.load(result.path).opset_import[0].version
     if result.exporter == "torchscript":  # torch 2.13's dynamo keeps its native 18 for this graph
         assert result.fallback_reason == "dynamo produced opset 18, not the requested 17"
+
+
+def test_wrong_input_shape_is_usage_error(factories, tmp_path):
+    with pytest.raises(UsageError, match=r"'tiny' fails in torch on example inputs of shape 1x5x16x16 .*--input-shape"):
+        export("edgeq_test_factories:tiny", tmp_path / "m.onnx", input_shapes={"image": (1, 5, 16, 16)})
