@@ -54,11 +54,13 @@ def _save_feeds(path: str, feeds: list[dict[str, np.ndarray]]) -> None:
 
 def _worker(tool: str, options: dict, model: str, out: str, calib_path: str) -> dict:
     feeds = _load_feeds(calib_path) if tool != "ort_dynamic" and options.get("mode") != "dynamic" else None
-    import onnx  # noqa: F401  (imports done before the baseline, so RSS deltas are the work's)
-    import onnx_ir  # noqa: F401
-    import onnxruntime.quantization  # noqa: F401
-
-    import edgeq.quantizer  # noqa: F401
+    # each tool imports what it needs before the baseline, so "over imports" is the work's
+    if tool == "edgeq":
+        import edgeq.calibrate  # noqa: F401
+        import edgeq.prepare  # noqa: F401
+        import edgeq.quantizer  # noqa: F401
+    else:
+        import onnxruntime.quantization  # noqa: F401
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()

@@ -12,6 +12,9 @@ Static mode (the rules ORT's QDQ transformers need to fuse, so int8 is actually 
    to float ops costs Q/DQ work and accuracy and saves nothing.
 3. Relu and Clip(0, x) right after a quantized op fold into its output range (ORT then drops
    them), so no Q/DQ sits between Conv and Relu.
+6. A Conv/MatMul/Gemm with float ops on both sides and little work per output (fewer than 64
+   multiply-adds: depthwise 3x3, tiny projections) stays float: Q before and DQ after cost
+   more than its int8 kernel saves.
 5. A MatMul/Gemm with constant weights whose input comes from a float op and whose output goes
    to float ops (transformer FFNs: LayerNorm -> MatMul -> GELU) becomes dynamic int8: the
    input's range is measured per inference, which is as fast and more faithful than a static
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import onnx_ir as ir
 
 from edgeq.config import QuantConfig
@@ -45,6 +49,7 @@ PASSTHROUGH = frozenset(
      "Tile", "MaxPool", "Resize", "Split"}
 )
 FOLDABLE = frozenset({"Relu", "Clip"})
+MIN_ISOLATED_WORK = 64  # (6) multiply-adds per output below which an isolated Conv/MatMul stays float
 _ALL_INPUTS = frozenset({"Add", "Mul", "Concat"})
 
 _FLOAT_REASONS = {
@@ -237,6 +242,15 @@ class SelectNodes(ir.passes.InPlacePass):
                     for folded in self._folded_after(node, roles):
                         del roles[folded]
                         plan.decide(folded, Role.FLOAT, f"its producer {node_label(node)} stays float")
+        # (6) an isolated heavy op with little work per output stays float.
+        for node in list(roles):
+            reason = self._small_island(node, roles)
+            if reason:
+                del roles[node]
+                plan.decide(node, Role.FLOAT, reason)
+                for folded in self._folded_after(node, roles):
+                    del roles[folded]
+                    plan.decide(folded, Role.FLOAT, f"its producer {node_label(node)} stays float")
         # (5) a weighted MatMul/Gemm between float ops: dynamic int8 (qdq format only).
         if self.config.format == "qdq":
             for node in list(roles):
@@ -247,6 +261,32 @@ class SelectNodes(ir.passes.InPlacePass):
         for node, role in roles.items():
             plan.decide(node, role)
         self._mark_values(graph, roles)
+
+    def _isolated(self, node: ir.Node, roles: dict[ir.Node, str]) -> bool:
+        """No int8 op on either side (its Q and DQ are pure overhead)."""
+        producers = [v.producer() for v in data_inputs(node) if const_array(v) is None]
+        if any(p is not None and p in roles for p in producers):
+            return False
+        folded = self._folded_after(node, roles)
+        out = folded[0].outputs[0] if folded else node.outputs[0]
+        return not self._int8_consumers(out, roles)
+
+    def _small_island(self, node: ir.Node, roles: dict[ir.Node, str]) -> str:
+        if node.op_type not in HEAVY or not self._isolated(node, roles):
+            return ""
+        weight = const_array(node.inputs[1])
+        if weight is None:
+            return ""
+        if node.op_type == "Conv":
+            work = int(np.prod(weight.shape[1:]))
+        elif node.op_type == "Gemm" and _attr(node, "transB", 0):
+            work = weight.shape[1]
+        else:
+            work = weight.shape[0]
+        if work >= MIN_ISOLATED_WORK:
+            return ""
+        return (f"isolated between float ops with {work} multiply-adds per output (< {MIN_ISOLATED_WORK}, "
+                "e.g. depthwise): the Q/DQ around it would cost more than int8 saves")
 
     def _dynamic_island(self, node: ir.Node, roles: dict[ir.Node, str]) -> bool:
         if node.op_type not in ("MatMul", "Gemm") or const_array(node.inputs[1]) is None:

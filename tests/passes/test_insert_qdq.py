@@ -12,7 +12,7 @@ from passes.nets import build, conv_net, feeds
 from edgeq.report.metrics import sqnr_db
 
 CONV_RELU = """<ir_version: 8, opset_import: ["" : 17]>
-g (float[1,3,8,8] x) => (float[1,4,8,8] y) {
+g (float[1,8,8,8] x) => (float[1,4,8,8] y) {
   c = Conv<pads=[1,1,1,1]>(x, W, B)
   y = Relu(c)
 }"""
@@ -29,12 +29,12 @@ g (float[1,3,8,8] x) => (float[1,10] y) {
 
 def _conv_relu():
     rng = np.random.default_rng(0)
-    return build(CONV_RELU, {"W": rng.normal(0, 0.3, (4, 3, 3, 3)), "B": rng.normal(0, 0.1, 4)})
+    return build(CONV_RELU, {"W": rng.normal(0, 0.3, (4, 8, 3, 3)), "B": rng.normal(0, 0.1, 4)})
 
 
 def test_conv_relu_sequence_relu_folded_and_output_float():
     proto = _conv_relu()
-    model, _ = quantize_with_numpy_ranges(proto, feeds((1, 3, 8, 8)))
+    model, _ = quantize_with_numpy_ranges(proto, feeds((1, 8, 8, 8)))
     # input Q/DQ, weight DQ, bias DQ, Conv, Relu (folded: no Q/DQ between), output Q/DQ
     assert op_types(model) == ["QuantizeLinear", "DequantizeLinear", "DequantizeLinear", "DequantizeLinear",
                                "Conv", "Relu", "QuantizeLinear", "DequantizeLinear"]
@@ -75,6 +75,22 @@ def test_conv_net_fuses_in_ort_and_keeps_fidelity(tmp_path):
 
 def test_graph_output_of_int8_producer_keeps_its_name_and_float():
     proto = _conv_relu()
-    model, _ = quantize_with_numpy_ranges(proto, feeds((1, 3, 8, 8)))
+    model, _ = quantize_with_numpy_ranges(proto, feeds((1, 8, 8, 8)))
     assert [o.name for o in model.graph.outputs] == ["y"]
-    assert run_ort(model, feeds((1, 3, 8, 8), n=1)[0])[0].dtype == np.float32
+    assert run_ort(model, feeds((1, 8, 8, 8), n=1)[0])[0].dtype == np.float32
+
+
+DEPTHWISE = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,8,8,8] x) => (float[1,8,8,8] y) {
+  s = Sigmoid(x)
+  c = Conv<pads=[1,1,1,1], group=8>(s, W)
+  y = Sigmoid(c)
+}"""
+
+
+def test_isolated_depthwise_conv_stays_float_with_reason(rng):
+    proto = build(DEPTHWISE, {"W": rng.normal(0, 0.3, (8, 1, 3, 3))})
+    model, plan = quantize_with_numpy_ranges(proto, feeds((1, 8, 8, 8)))
+    conv = next(n for n in model.graph if n.op_type == "Conv")
+    assert plan.role(conv) == "float" and "9 multiply-adds per output" in plan.decisions[conv].reason
+    assert "QuantizeLinear" not in op_types(model)

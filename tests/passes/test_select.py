@@ -115,7 +115,7 @@ def test_subgraphs_never_crash_and_stay_float(rng):
 
 
 FFN = """<ir_version: 8, opset_import: ["" : 17]>
-g (float[1,8,16] x) => (float[1,8,32] y) {
+g (float[1,8,64] x) => (float[1,8,32] y) {
   n = LayerNormalization<axis=-1>(x, gamma, beta)
   h = MatMul(n, W)
   hb = Add(h, B)
@@ -126,9 +126,9 @@ g (float[1,8,16] x) => (float[1,8,32] y) {
 @pytest.mark.parametrize("fmt, expected", [("qdq", ["LayerNormalization", "DynamicQuantizeMatMul", "Erf"]),
                                            ("qoperator", None)])
 def test_weighted_matmul_between_float_ops_goes_dynamic_in_qdq_format(fmt, expected, rng):
-    proto = build(FFN, {"gamma": np.ones(16), "beta": np.zeros(16), "W": rng.normal(0, 0.3, (16, 32)),
+    proto = build(FFN, {"gamma": np.ones(64), "beta": np.zeros(64), "W": rng.normal(0, 0.2, (64, 32)),
                         "B": rng.normal(0, 0.1, 32)})
-    data = [{"x": rng.normal(0, 1, (1, 8, 16)).astype(np.float32)} for _ in range(4)]
+    data = [{"x": rng.normal(0, 1, (1, 8, 64)).astype(np.float32)} for _ in range(4)]
     model, plan = quantize_with_numpy_ranges(proto, data, QuantConfig(format=fmt))
     matmul = next(n for n in plan.decisions if n.op_type == "MatMul")
     if expected is None:  # qoperator needs static scales: a static QDQ MatMul
