@@ -38,6 +38,19 @@ TOOLS = {
 
 
 # -- worker side: one quantization in a fresh process ---------------------------------------
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process (VmHWM: unlike ru_maxrss it does not inherit the parent's peak
+    through fork/exec on Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _load_feeds(path: str) -> list[dict[str, np.ndarray]]:
     """Feeds saved by ``_save_feeds`` (keys ``index/input``)."""
     feeds: dict[int, dict[str, np.ndarray]] = {}
@@ -62,7 +75,7 @@ def _worker(tool: str, options: dict, model: str, out: str, calib_path: str) -> 
     else:
         import onnxruntime.quantization  # noqa: F401
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    baseline = _peak_rss_mb()
     start = time.perf_counter()
     if tool == "edgeq":
         import edgeq
@@ -88,7 +101,7 @@ def _worker(tool: str, options: dict, model: str, out: str, calib_path: str) -> 
 
         quantize_dynamic(model, out, weight_type=QuantType.QInt8)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb()
     return {"seconds": seconds, "peak_rss_mb": peak, "work_mb": peak - baseline}
 
 
