@@ -13,7 +13,7 @@ outlier_net (float[N,8,16,16] x) => (float[N,10] y) {
   r1 = Relu(c1)
   c2 = Conv<pads=[1,1,1,1]>(r1, W2, B2)
   r2 = Relu(c2)
-  c3 = Conv(r2, W3, B3)
+  c3 = Conv<pads=[1,1,1,1]>(r2, W3, B3)
   g = GlobalAveragePool(c3)
   y = Flatten(g)
 }"""
@@ -39,7 +39,7 @@ def outlier_net(seed: int = 0) -> onnx.ModelProto:
     return build(OUTLIER_NET, {
         "W1": w1, "B1": rng.normal(0, 0.1, 16),
         "W2": rng.normal(0, 0.15, (16, 16, 3, 3)), "B2": rng.normal(0, 0.1, 16),
-        "W3": rng.normal(0, 0.3, (10, 16, 1, 1)), "B3": rng.normal(0, 0.1, 10),
+        "W3": rng.normal(0, 0.1, (10, 16, 3, 3)), "B3": rng.normal(0, 0.1, 10),
     })
 
 

@@ -9,7 +9,7 @@ from ortutil import op_types, run_ort
 from .nets import build
 
 LN_NET = """<ir_version: 8, opset_import: ["" : 17]>
-ln_net (float[N,6,16] x) => (float[N,6,8] y, float[N,6,16] z) {
+ln_net (float[N,6,64] x) => (float[N,6,8] y, float[N,6,64] z) {
   n = LayerNormalization<axis=-1>(x, gamma, beta)
   q = MatMul(n, Wq)
   k = MatMul(n, Wk)
@@ -20,26 +20,26 @@ ln_net (float[N,6,16] x) => (float[N,6,8] y, float[N,6,16] z) {
 
 
 def _outlier_gamma(rng):
-    gamma = rng.normal(1, 0.1, 16)
-    gamma[[3, 11]] = [40.0, -25.0]  # two outlier channels, as in transformers
+    gamma = rng.normal(1, 0.1, 64)
+    gamma[[3, 41]] = [40.0, -25.0]  # two outlier channels, as in transformers
     return gamma
 
 
 def ln_net(seed=0):
-    text = LN_NET.replace("(float[N,6,16] x)", "(float[N,6,16] x, float[6,16] x2)")
+    text = LN_NET.replace("(float[N,6,64] x)", "(float[N,6,64] x, float[6,64] x2)")
     rng = np.random.default_rng(seed)
     return build(text, {
-        "gamma": _outlier_gamma(rng), "beta": rng.normal(0, 0.1, 16),
-        "Wq": rng.normal(0, 0.3, (16, 8)), "Wk": rng.normal(0, 0.3, (16, 8)),
-        "Wg": rng.normal(0, 0.3, (16, 16)), "Bg": rng.normal(0, 0.1, 16),
+        "gamma": _outlier_gamma(rng), "beta": rng.normal(0, 0.1, 64),
+        "Wq": rng.normal(0, 0.3, (64, 8)), "Wk": rng.normal(0, 0.3, (64, 8)),
+        "Wg": rng.normal(0, 0.3, (64, 64)), "Bg": rng.normal(0, 0.1, 64),
     })
 
 
 def _feeds(seed=2):
     rng = np.random.default_rng(seed)
-    x2 = rng.normal(0, 1, (6, 16))
+    x2 = rng.normal(0, 1, (6, 64))
     x2[:, 5] *= 30.0  # an outlier channel in a graph input read by a Gemm
-    return {"x": rng.normal(0, 1, (2, 6, 16)).astype(np.float32), "x2": x2.astype(np.float32)}
+    return {"x": rng.normal(0, 1, (2, 6, 64)).astype(np.float32), "x2": x2.astype(np.float32)}
 
 
 def _absmax(proto, feeds):

@@ -1,0 +1,117 @@
+"""Latency-aware placement: where int8 pays on the target provider, measured, not assumed.
+
+* ``islands``: int8 compute nodes with no int8 compute neighbour (through shape-only and folded
+  nodes): the Q and DQ around them often cost more than the int8 kernel saves.
+* ``gaps``: float compute nodes with int8 compute neighbours on both sides: quantizing them back
+  (when fidelity allows) merges two int8 regions, so precision changes fewer times.
+* ``measure``: median latency of several models on one provider and thread count, runs
+  interleaved so that drift on a shared machine hits them alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["islands", "gaps", "measure", "precision_changes"]
+
+logger = logging.getLogger(__name__)
+
+
+def _compute_neighbours(plan: Any, node: Any, upstream: bool) -> list[Any]:
+    """Nearest compute nodes up- or downstream of ``node``, walking through int8 passthrough
+    and folded nodes (and through nothing else)."""
+    from edgeq.passes.plan import Role
+
+    found, seen = [], set()
+    frontier = [v for v in (node.inputs if upstream else node.outputs) if v is not None]
+    while frontier:
+        value = frontier.pop()
+        if value in seen or value.const_value is not None:
+            continue
+        seen.add(value)
+        nodes = [value.producer()] if upstream else list(value.consumers())
+        for other in nodes:
+            if other is None or other is node:
+                continue
+            role = plan.role(other)
+            if role == Role.COMPUTE:
+                found.append(other)
+            elif role in (Role.PASSTHROUGH, Role.FOLDED):
+                frontier.extend(v for v in (other.inputs if upstream else other.outputs) if v is not None)
+    return found
+
+
+def islands(plan: Any, graph: Any) -> list[str]:
+    """Names of int8 compute nodes whose nearest compute neighbours are all float."""
+    from edgeq.passes.plan import Role
+
+    out = []
+    for node in graph:
+        if plan.role(node) != Role.COMPUTE:
+            continue
+        around = _compute_neighbours(plan, node, True) + _compute_neighbours(plan, node, False)
+        if not any(plan.role(n) == Role.COMPUTE for n in around):
+            out.append(node.name)
+    return out
+
+
+def _float_neighbours(graph: Any, node: Any, upstream: bool) -> list[Any]:
+    values = [v for v in (node.inputs if upstream else node.outputs) if v is not None and v.const_value is None]
+    if upstream:
+        return [v.producer() for v in values if v.producer() is not None]
+    return [c for v in values for c in v.consumers()]
+
+
+def gaps(plan: Any, graph: Any, candidates: Sequence[str]) -> list[str]:
+    """Of ``candidates`` (float compute nodes), those between int8 compute nodes on both sides
+    (at most one float Relu/Clip or shape op in between)."""
+    from edgeq.passes.plan import Role
+
+    wanted = set(candidates)
+
+    def int8_near(node: Any, upstream: bool) -> bool:
+        for other in _float_neighbours(graph, node, upstream):
+            if plan.role(other) != Role.FLOAT:
+                return True
+            if other.op_type in ("Relu", "Clip", "Reshape", "Flatten", "MaxPool"):
+                if any(plan.role(o) != Role.FLOAT for o in _float_neighbours(graph, other, upstream)):
+                    return True
+        return False
+
+    return [n.name for n in graph if n.name in wanted and int8_near(n, True) and int8_near(n, False)]
+
+
+def precision_changes(model: Any) -> int:
+    """QuantizeLinear + DequantizeLinear nodes on activations: each is one precision change."""
+    return sum(1 for n in model.graph if n.op_type == "QuantizeLinear")
+
+
+def measure(models: Mapping[str, bytes], feed: Mapping[str, np.ndarray], *, provider: str = "cpu",
+            threads: int = 1, runs: int = 25, budget_s: float = 6.0) -> dict[str, float]:
+    """Median ms per run of each model (interleaved runs after 3 warm-up runs each)."""
+    from edgeq.runtime.session import Session
+
+    sessions = {name: Session(data, providers=(provider,), threads=threads) for name, data in models.items()}
+    feed = dict(feed)
+    for sess in sessions.values():
+        for _ in range(3):
+            sess.run(feed, checked=True)
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    start = time.perf_counter()
+    for i in range(runs):
+        for name, sess in sessions.items():
+            t0 = time.perf_counter()
+            sess.run(feed, checked=True)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+        if i >= 6 and time.perf_counter() - start > budget_s:
+            break
+    result = {name: statistics.median(t) for name, t in times.items()}
+    logger.info("latency (%s, %d thread(s)): %s", provider, threads,
+                ", ".join(f"{k} {v:.3f} ms" for k, v in result.items()))
+    return result

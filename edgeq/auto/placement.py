@@ -1,0 +1,100 @@
+"""Step 4 of auto: merge int8 regions, drop isolated int8 nodes, time everything, pick.
+
+The fastest configuration that meets the fidelity target wins, provided it is not slower than
+the fp32 model on the same provider and thread count; otherwise the verdict is fp32.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+__all__ = ["place"]
+
+logger = logging.getLogger(__name__)
+
+NOISE = 0.03  # latencies within 3% of the fastest count as equal (medians on a shared machine)
+
+
+def _merge_gaps(search: Any, best: Any, user: set[str]) -> Any:
+    from edgeq.auto.latency import gaps
+
+    bench = search.bench
+    plan, copy = bench.plan(best.exclude)
+    current = best
+    for name in gaps(plan, copy.graph, [n for n in best.exclude if n not in user]):
+        exclude = tuple(n for n in current.exclude if n != name)
+        trial = search.build(f"re-quantize {name}", best.model, search.cal, best.methods, best.base, exclude,
+                             record=False)
+        if search.meets(trial):
+            current = trial
+    if current is not best:
+        current.name = f"int8, regions merged ({len(current.exclude)} float)"
+        search.tried.append(current)
+    return current
+
+
+def _drop_islands(search: Any, best: Any) -> tuple[Any | None, list[str]]:
+    from edgeq.auto.latency import islands
+
+    exclude, dropped = tuple(best.exclude), []
+    for _ in range(4):
+        plan, copy = search.bench.plan(exclude)
+        found = [n for n in islands(plan, copy.graph) if n not in exclude]
+        if not found:
+            break
+        dropped += found
+        exclude += tuple(found)
+    if not dropped:
+        return None, []
+    trial = search.build(f"int8, {len(dropped)} isolated int8 node(s) dropped", best.model, search.cal,
+                         best.methods, best.base, exclude)
+    return trial, dropped
+
+
+def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, threads: int,
+          feed: dict) -> tuple[Any, str, dict[str, str]]:
+    """(chosen configuration, verdict, {node: why it was dropped for speed})."""
+    from edgeq.auto.latency import measure
+    from edgeq.auto.workbench import model_bytes_of
+
+    search.cal = cal
+    user = set(search.bench.config.exclude)
+    dropped: dict[str, str] = {}
+    if search.meets(best):
+        best = _merge_gaps(search, best, user)
+        trial, islands = _drop_islands(search, best)
+        for name in islands:
+            dropped[name] = ("fp32 for speed: an isolated int8 node between float ones (the Q/DQ it needs "
+                             "cost more than its int8 kernel saves, measured below)")
+    models = {"fp32": model_bytes_of(float_model)}
+    for i, c in enumerate(search.tried):
+        models[f"{i}"] = c.data
+    search.bar.update(search.task, description=f"auto: timing {len(models)} configurations")
+    times = measure(models, feed, provider=provider, threads=threads)
+    for i, c in enumerate(search.tried):
+        c.latency_ms = times[f"{i}"]
+    fp32_ms = times["fp32"]
+    search.fp32_ms = fp32_ms
+    eligible = [c for c in search.tried if search.meets(c)]
+    chosen = None
+    if eligible:  # the fastest, and among those within timing noise of it, the most faithful
+        fastest = min(c.latency_ms for c in eligible)
+        close = [c for c in eligible if c.latency_ms <= fastest * (1 + NOISE)]
+        chosen = max(close, key=search.key)
+    search.bench.model = chosen.model if chosen is not None else float_model
+    all_float = chosen is not None and not set(u.name for u in search.bench.units()) - set(chosen.exclude)
+    if chosen is not None and chosen.latency_ms <= fp32_ms and not all_float:
+        verdict = (f"int8 configuration {chosen.name!r}: {chosen.latency_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms "
+                   f"({fp32_ms / chosen.latency_ms:.2f}x) on {provider} with {threads} thread(s), "
+                   f"min output SQNR {chosen.score.min_sqnr:.1f} dB")
+        return chosen, verdict, {k: v for k, v in dropped.items() if k in chosen.exclude}
+    reason = ("no int8 configuration met the fidelity target" if chosen is None or all_float else
+              f"the best int8 configuration meeting the target ({chosen.name!r}, {chosen.latency_ms:.3f} ms) "
+              f"is not faster than fp32 ({fp32_ms:.3f} ms) on {provider} with {threads} thread(s)")
+    search.bench.model = float_model
+    units = tuple(u.name for u in search.bench.units())
+    fp32 = search.build("fp32", float_model, cal, {}, best.base, units, record=False)
+    fp32.latency_ms = fp32_ms
+    search.tried.append(fp32)
+    return fp32, f"fp32: {reason}", {}

@@ -1,0 +1,76 @@
+"""The repairs auto tries before keeping any layer float; each returns a repaired copy or None.
+
+* ``equalize``: cross-layer equalization (``edgeq.passes.equalize``) where conv pairs exist;
+  Clip(0, c) between them only when calibration shows it never reaches ``c``.
+* ``smooth``: SmoothQuant (``edgeq.passes.smoothquant``) on MatMul/Gemm inputs whose channel
+  maxima have outliers.
+* ``correct_bias``: bias correction (``edgeq.passes.bias_correction``) from the calibrated input
+  means, for the weight granularity the quantizer will use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgeq.config import PerTensor, QuantConfig
+
+__all__ = ["REPAIRS", "equalize", "smooth", "correct_bias"]
+
+
+def _copy(model: Any) -> Any:
+    import onnx_ir as ir
+
+    return ir.from_proto(ir.to_proto(model))
+
+
+def _clip_max(node: Any) -> float | None:
+    def const(i: int) -> Any:
+        v = node.inputs[i] if len(node.inputs) > i else None
+        return None if v is None or v.const_value is None else float(v.const_value.numpy())
+
+    return const(2) if const(1) == 0.0 else None
+
+
+def equalize(model: Any, cal: Any, config: QuantConfig) -> tuple[Any | None, str]:
+    from edgeq.passes.equalize import EqualizeCrossLayer
+
+    safe = []
+    for node in model.graph:
+        if node.op_type == "Clip" and node.inputs and node.inputs[0] is not None:
+            top, name = _clip_max(node), node.inputs[0].name
+            if top is not None and name in cal and cal.observers[name].max <= top:
+                safe.append(name)
+    copy = _copy(model)
+    cle = EqualizeCrossLayer(clip_as_relu=safe)
+    pairs = len(cle.pairs(copy.graph))
+    if not cle(copy).modified:
+        return None, "no Conv -> (Relu) -> Conv pairs (a Clip that saturates on the data is not equalized)"
+    return copy, f"{pairs} conv pair(s) equalized (before ReLU6 rewrites); {len(cle.notes)} ReLU6 never saturating -> Relu"
+
+
+def smooth(model: Any, cal: Any, config: QuantConfig) -> tuple[Any | None, str]:
+    from edgeq.passes.smoothquant import SmoothQuant
+
+    absmax = {name: cal.channel_absmax(name) for name in cal.channels}
+    absmax = {k: v for k, v in absmax.items() if v is not None}
+    copy = _copy(model)
+    sq = SmoothQuant(absmax, alpha=0.5)
+    if not sq(copy).modified:
+        return None, "no MatMul/Gemm input with outlier channels (max/median < 4)"
+    worst = max(sq.smoothed.items(), key=lambda kv: kv[1])
+    return copy, f"{len(sq.smoothed)} MatMul input(s) smoothed (alpha 0.5; worst channel ratio {worst[1]:.1f} on {worst[0]!r})"
+
+
+def correct_bias(model: Any, cal: Any, config: QuantConfig) -> tuple[Any | None, str]:
+    from edgeq.passes.bias_correction import BiasCorrection
+
+    means = {name: cal.channel_mean(name) for name in cal.channels}
+    means = {k: v for k, v in means.items() if v is not None}
+    copy = _copy(model)
+    bc = BiasCorrection(means, per_channel=not isinstance(config.granularity, PerTensor))
+    if not bc(copy).modified:
+        return None, "no Conv/Gemm with calibrated input means"
+    return copy, f"{len(bc.corrected)} layer bias(es) corrected"
+
+
+REPAIRS = (("cross-layer equalization", equalize), ("SmoothQuant", smooth), ("bias correction", correct_bias))

@@ -1,0 +1,231 @@
+"""``auto_quantize``: per-layer precision chosen by measured error and measured speed.
+
+Order of work (each step measured on the evaluation feeds against the fp32 outputs):
+
+1. Calibrate once (every activation histogrammed, see ``calib``); try each range method
+   uniformly, then, for the tensors where the methods disagree most, each method per tensor
+   (greedy on the output SQNR: no method wins on every network).
+2. Repairs before any fallback: cross-layer equalization, SmoothQuant, bias correction; each is
+   kept only if it raises the fidelity (the float graph changes, so ranges are re-collected).
+3. Precision fallback: int8 or fp32 per quantizable node (the quantizer has no int16 activations
+   or fp16 mode), most sensitive first (ranked by what keeping each alone float buys), the fewest
+   float nodes that reach the target (binary search over the ranked prefix).
+4. Latency: float gaps between int8 regions are quantized back where fidelity allows (fewer
+   precision changes); isolated int8 nodes are dropped; every configuration tried is timed on the
+   provider at ``threads`` (interleaved medians). The fastest one meeting the target wins; if it
+   is not faster than fp32, the fp32 model is returned with that verdict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any
+
+from edgeq.auto.calib import METHODS, calibrate_once
+from edgeq.config import QuantConfig
+from edgeq.errors import UsageError
+
+__all__ = ["auto_quantize"]
+
+logger = logging.getLogger(__name__)
+
+REFINE_TENSORS = 4  # tensors whose range method is chosen one by one
+
+
+@dataclasses.dataclass
+class _Config:
+    name: str
+    exclude: tuple[str, ...]
+    score: Any
+    result: Any
+    model: Any  # the float model it was built from
+    methods: dict[str, str]
+    base: str
+    latency_ms: float | None = None
+    data: bytes | None = None
+
+
+class _Search:
+    def __init__(self, bench: Any, source: Any, min_sqnr: float | None, min_score: float | None, bar: Any) -> None:
+        self.bench, self.source, self.bar = bench, source, bar
+        self.min_sqnr, self.min_score = min_sqnr, min_score
+        self.tried: list[_Config] = []
+        self.task = bar.add_task("auto: searching", total=None)
+
+    def meets(self, c: _Config) -> bool:
+        return c.score.meets(self.min_sqnr, self.min_score)
+
+    def key(self, c: _Config) -> tuple:
+        metric = c.score.metric if c.score.metric is not None else 0.0
+        return (self.meets(c), metric, c.score.min_sqnr, -len(c.exclude))
+
+    def build(self, name: str, model: Any, cal: Any, methods: dict[str, str], base: str,
+              exclude: tuple[str, ...] = (), record: bool = True) -> _Config:
+        from edgeq.auto.workbench import model_bytes_of
+
+        self.bar.update(self.task, description=f"auto: {name}")
+        result = self.bench.build(cal.table_for(methods, base), exclude, model=model)
+        data = model_bytes_of(result.model)
+        c = _Config(name, tuple(exclude), self.bench.score(data), result, model, dict(methods), base, data=data)
+        self.bar.advance(self.task)
+        logger.info("auto: %s -> min SQNR %.2f dB", name, c.score.min_sqnr)
+        if record:
+            self.tried.append(c)
+        return c
+
+
+def _disagreement(cal: Any, name: str) -> float:
+    widths = [cal.range(name, m).hi - cal.range(name, m).lo for m in METHODS]
+    return max(widths) / max(min(widths), 1e-12)
+
+
+def _refine_methods(search: _Search, model: Any, cal: Any, best: _Config, roots: list[str]) -> _Config:
+    ranked = sorted((n for n in roots if n in cal), key=lambda n: -_disagreement(cal, n))
+    ranked = [n for n in ranked if _disagreement(cal, n) > 1.2][:REFINE_TENSORS]
+    current = best
+    for name in ranked:
+        for method in METHODS:
+            if method == current.methods.get(name, current.base):
+                continue
+            trial = search.build(f"range {name}: {method}", model, cal, {**current.methods, name: method},
+                                 current.base, current.exclude, record=False)
+            if search.key(trial) > search.key(current) and trial.score.min_sqnr > current.score.min_sqnr + 0.05:
+                current = trial
+    if current is not best:
+        current.name = f"int8, per-tensor ranges ({len(current.methods)} changed)"
+        search.tried.append(current)
+    return current
+
+
+def _roots(bench: Any, exclude: tuple[str, ...]) -> list[str]:
+    plan, _ = bench.plan(exclude)
+    return [v.name for v in plan.roots() if v.const_value is None]
+
+
+def auto_quantize(
+    model: Any,
+    data: Any,
+    *,
+    min_sqnr: float | None = 30.0,
+    metric: Any = None,
+    min_score: float | None = None,
+    provider: str = "cpu",
+    threads: int = 1,
+    eval_data: Any = None,
+    config: QuantConfig | None = None,
+    progress: bool = True,
+    max_eval: int = 16,
+) -> Any:
+    """Quantize ``model`` choosing per-layer precision (see the module docstring).
+
+    ``min_sqnr``: every float output's SQNR vs fp32 (dB) on the eval feeds must reach it.
+    ``metric``: ``"module:function"`` or a callable ``(reference_outputs, outputs) -> score``
+    (dicts of output name -> array stacked over the eval feeds), with ``min_score``.
+    Returns an ``edgeq.QuantResult`` whose ``report["auto"]`` says what was tried and why.
+    """
+    from edgeq.auto.analysis import _progress, eval_feeds
+    from edgeq.auto.workbench import Workbench, prepare_float
+    from edgeq.calibrate import load_data
+    from edgeq.quantizer import _load
+
+    if min_score is not None and metric is None:
+        raise UsageError("min_score needs a metric: pass metric='module:function' (or --metric)")
+    if min_sqnr is None and min_score is None:
+        raise UsageError("give a fidelity target: min_sqnr (dB) and/or metric with min_score")
+    if threads < 1:
+        raise UsageError(f"threads must be at least 1, got {threads}")
+    config = (config or QuantConfig()).replace(mode="static", min_sqnr=None)
+    loaded, source_path = _load(model)
+    source = load_data(data, loaded)
+    float_model, _ = prepare_float(loaded, config, source)
+    feeds, note = eval_feeds(eval_data, source, float_model, max_eval)
+    bench = Workbench.create(float_model, config, feeds, metric)
+    notes = [n for n in [note] if n]
+    notes.append("precisions: int8 or fp32 per layer (the quantizer has no int16 activations or fp16 mode yet)")
+    with _progress(progress) as bar:
+        search = _Search(bench, source, min_sqnr, min_score, bar)
+        cal = calibrate_once(float_model, source, config, progress=False)
+        uniform = [search.build(f"int8 uniform {m}", float_model, cal, {}, m) for m in METHODS]
+        best = max(uniform, key=search.key)
+        best = _refine_methods(search, float_model, cal, best, _roots(bench, ()))
+        repairs, best, cal = _repair(search, best, cal, config)
+        bench.model = best.model
+        fallback: dict[str, dict[str, Any]] = {}
+        if not search.meets(best):
+            best, fallback = _fallback(search, best, cal)
+        from edgeq.auto.placement import place
+
+        chosen, verdict, dropped = place(search, best, cal, float_model, provider, threads, feeds[0])
+    from edgeq.auto.summary import auto_section
+
+    result = chosen.result
+    result.source = source_path
+    result.report["auto"] = auto_section(search, chosen, verdict, repairs, fallback, dropped, notes,
+                                         min_sqnr=min_sqnr, min_score=min_score, provider=provider, threads=threads)
+    result.report["config"]["mode"] = "auto"
+    return result
+
+
+def _repair(search: _Search, best: _Config, cal: Any, config: QuantConfig) -> tuple[list[dict], _Config, Any]:
+    from edgeq.auto.repairs import REPAIRS
+
+    records = []
+    for name, repair in REPAIRS:
+        model, detail = repair(best.model, cal, config)
+        record: dict[str, Any] = {"repair": name, "kept": False, "detail": detail, "before_db": _db(best.score.min_sqnr)}
+        if model is not None:
+            new_cal = calibrate_once(model, search.source, config, progress=False)
+            trial = search.build(f"int8 + {name}", model, new_cal, best.methods, best.base, best.exclude)
+            record["after_db"] = _db(trial.score.min_sqnr)
+            if search.key(trial) > search.key(best) and trial.score.min_sqnr > best.score.min_sqnr + 0.05:
+                record["kept"] = True
+                best, cal = trial, new_cal
+        records.append(record)
+    return records, best, cal
+
+
+def _noise(sqnr_db: float) -> float:
+    return 10.0 ** (-sqnr_db / 10.0) if math.isfinite(sqnr_db) else 0.0
+
+
+def _fallback(search: _Search, best: _Config, cal: Any) -> tuple[_Config, dict[str, dict[str, Any]]]:
+    """Rank units by the output noise each adds alone (SQNR with only it int8; for a light op,
+    which cannot be int8 alone, the noise removed by keeping it float), then keep the smallest
+    ranked prefix float that meets the target (binary search: noise adds up, so it is monotone)."""
+    units = [u.name for u in search.bench.units() if u.name not in best.exclude]
+    noise, only_db = {}, {}
+    full = _noise(best.score.min_sqnr)
+    for name in units:
+        others = tuple(n for n in units if n != name)
+        plan, copy = search.bench.plan(best.exclude + others)
+        node = next((n for n in copy.graph if n.name == name), None)
+        if node is not None and plan.is_int8(node):
+            trial = search.build(f"only {name}", best.model, cal, best.methods, best.base,
+                                 best.exclude + others, record=False)
+            only_db[name] = trial.score.min_sqnr
+            noise[name] = _noise(trial.score.min_sqnr)
+        else:
+            trial = search.build(f"all but {name}", best.model, cal, best.methods, best.base,
+                                 best.exclude + (name,), record=False)
+            noise[name] = max(full - _noise(trial.score.min_sqnr), 0.0)
+    ranked = sorted(units, key=lambda n: -noise[n])
+    lo, hi, found = 1, len(ranked), None
+    while lo <= hi:  # smallest prefix of the ranked units that, kept float, meets the target
+        k = (lo + hi) // 2
+        trial = search.build(f"int8, {k} most sensitive float", best.model, cal, best.methods, best.base,
+                             best.exclude + tuple(ranked[:k]))
+        if search.meets(trial):
+            found, hi = trial, k - 1
+        else:
+            lo = k + 1
+    if found is None:
+        return best, {}
+    why = {name: {"rank": i + 1, "only_int8_sqnr_db": _db(only_db[name]) if name in only_db else None}
+           for i, name in enumerate(ranked) if name in found.exclude}
+    return found, why
+
+
+def _db(value: float) -> Any:
+    return round(value, 3) if math.isfinite(value) else ("inf" if value > 0 else "-inf")

@@ -1,0 +1,97 @@
+"""The ``auto`` section of the quantize report: target, verdict, every configuration tried
+(error and latency), repairs, range methods, and per layer the precision chosen and why."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["auto_section"]
+
+
+def _db(value: float) -> Any:
+    return round(value, 3) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+
+
+def _layers(search: Any, chosen: Any, verdict: str, fallback: dict, dropped: dict) -> list[dict[str, Any]]:
+    from edgeq.auto.analysis import OUTLIER_RATIO
+    from edgeq.passes.plan import Role
+
+    cal = search.cal
+    bench = search.bench
+    bench.model = chosen.model
+    user = set(bench.config.exclude)
+    units = bench.units()
+    plan, copy = bench.plan(chosen.exclude)
+    nodes = {n.name: n for n in copy.graph}
+    float_reasons = {e["node"]: e["reason"] for e in chosen.result.report.get("float", [])}
+    out = []
+    for unit in units:
+        entry: dict[str, Any] = {"node": unit.name, "op": unit.op, "group": unit.label}
+        if verdict.startswith("fp32"):
+            entry.update(precision="fp32", why=verdict)
+        elif unit.name in dropped:
+            entry.update(precision="fp32", why=dropped[unit.name])
+        elif unit.name in fallback:
+            f = fallback[unit.name]
+            alone = f["only_int8_sqnr_db"]
+            why = (f"fp32 for fidelity: sensitivity rank {f['rank']} of {len(units)}"
+                   + (f" (with only it int8 the output SQNR is {alone} dB)" if alone is not None else "")
+                   + "; the target needs it float")
+            node = nodes.get(unit.name)
+            ratios = [(v.name, cal.outlier_ratio(v.name)) for v in ([*node.inputs[:1], *node.outputs] if node else [])
+                      if v is not None and v.name in cal]
+            ratios = [(t, r) for t, r in ratios if r >= OUTLIER_RATIO]
+            if ratios:
+                why += f"; {ratios[0][0]!r} is outlier-dominated (max/p99.99 = {ratios[0][1]:.1f})"
+            entry.update(precision="fp32", why=why)
+        elif unit.name in user:
+            entry.update(precision="fp32", why="excluded by the user")
+        elif plan.role(nodes.get(unit.name)) == Role.COMPUTE:
+            node = nodes[unit.name]
+            tensors = [v.name for v in [*node.inputs[:2], *node.outputs] if v is not None]
+            ranges = "; ".join(f"range of {t!r} by {chosen.methods[t]}" for t in tensors if t in chosen.methods)
+            why = "int8: the target holds with it quantized" + (f" ({ranges})" if ranges else f" (ranges by {chosen.base})")
+            outliers = [(t, cal.outlier_ratio(t)) for t in tensors if t in cal]
+            outliers = [(t, r) for t, r in outliers if r >= OUTLIER_RATIO]
+            if outliers:
+                method = chosen.methods.get(outliers[0][0], chosen.base)
+                why += (f"; repaired: {outliers[0][0]!r} is outlier-dominated (max/p99.99 = {outliers[0][1]:.1f}), "
+                        f"its range by {method} instead of min/max")
+                entry["outliers"] = {t: round(r, 2) for t, r in outliers}
+            entry.update(precision="int8", why=why)
+        else:
+            entry.update(precision="fp32", why=float_reasons.get(unit.name, "left float by the selector"))
+        out.append(entry)
+    return out
+
+
+def auto_section(search: Any, chosen: Any, verdict: str, repairs: list, fallback: dict, dropped: dict,
+                 notes: list[str], *, min_sqnr: float | None, min_score: float | None, provider: str,
+                 threads: int) -> dict[str, Any]:
+    from edgeq.auto.latency import precision_changes
+
+    configurations = []
+    for c in search.tried:
+        entry = {"name": c.name, "min_sqnr_db": _db(c.score.min_sqnr), "meets_target": search.meets(c),
+                 "float_nodes": len(c.exclude), "latency_ms": None if c.latency_ms is None else round(c.latency_ms, 4),
+                 "precision_changes": precision_changes(c.result.model)}
+        if c.score.metric is not None:
+            entry["metric"] = c.score.metric
+        configurations.append(entry)
+    return {
+        "mode": "auto",
+        "target": {"min_sqnr": min_sqnr, "min_score": min_score},
+        "provider": provider,
+        "threads": threads,
+        "verdict": verdict,
+        "chosen": chosen.name,
+        "fidelity": chosen.score.to_dict(),
+        "fp32_latency_ms": round(getattr(search, "fp32_ms", math.nan), 4),
+        "eval_samples": len(search.bench.feeds),
+        "configurations": configurations,
+        "repairs": repairs,
+        "ranges": {"base_method": chosen.base, "per_tensor": dict(chosen.methods)},
+        "layers": _layers(search, chosen, verdict, fallback, dropped),
+        "notes": notes,
+    }

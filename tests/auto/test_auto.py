@@ -1,0 +1,135 @@
+"""auto_quantize: meets its target, repairs or keeps float the outlier layer (with the reason),
+never returns a model slower than fp32, honours a user metric."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from ortutil import op_types, run_ort
+
+from .nets import build, outlier_feeds, outlier_net
+
+
+def _sqnr(proto, model, feeds):
+    from edgeq.report.metrics import sqnr_db
+
+    ref = np.concatenate([run_ort(proto, f)[0] for f in feeds])
+    got = np.concatenate([run_ort(model, f)[0] for f in feeds])
+    return sqnr_db(ref, got)
+
+
+@pytest.fixture(scope="module")
+def outlier_result():
+    from edgeq.auto import auto_quantize
+
+    return auto_quantize(outlier_net(), outlier_feeds(16), eval_data=outlier_feeds(8, seed=5), min_sqnr=30.0,
+                         progress=False)
+
+
+def test_outlier_model_meets_target_with_reason(outlier_result):
+    auto = outlier_result.report["auto"]
+    assert auto["fidelity"]["min_sqnr_db"] >= 30.0
+    # Uniform min/max int8 misses the target: the spiky input takes the whole int8 range.
+    uniform = {c["name"]: c for c in auto["configurations"]}
+    assert uniform["int8 uniform minmax"]["min_sqnr_db"] < 25.0
+    conv1 = auto["layers"][0]
+    assert conv1["node"] == "conv0"
+    if conv1["precision"] == "int8":  # repaired: its input's range no longer by min/max
+        assert "outlier-dominated" in conv1["why"] and "repaired" in conv1["why"]
+        assert auto["ranges"]["per_tensor"].get("x", auto["ranges"]["base_method"]) != "minmax"
+    else:
+        assert "outlier-dominated" in conv1["why"]
+    # The returned model really is that faithful, checked independently on the eval feeds.
+    assert _sqnr(outlier_net(), outlier_result.model, outlier_feeds(8, seed=5)) >= 30.0
+    assert "QuantizeLinear" in op_types(outlier_result.model) or auto["verdict"].startswith("fp32")
+
+
+def test_report_marks_one_chosen_configuration_and_renders(outlier_result):
+    from edgeq.auto.render import auto_html, auto_markdown
+
+    auto = outlier_result.report["auto"]
+    names = [c["name"] for c in auto["configurations"]]
+    assert auto["chosen"] in names and len(set(names)) == len(names)
+    assert all(c["latency_ms"] > 0 for c in auto["configurations"])
+    chosen = next(c for c in auto["configurations"] if c["name"] == auto["chosen"])
+    assert chosen["meets_target"]
+    if not auto["verdict"].startswith("fp32"):
+        assert chosen["latency_ms"] <= auto["fp32_latency_ms"]
+    page = auto_html(outlier_result.report)
+    assert page.count("<svg") == 1 and page.count('r="10"') == 1  # one chosen point ringed
+    assert auto["chosen"] in auto_markdown(outlier_result.report)
+    assert {r["repair"] for r in auto["repairs"]} == {"cross-layer equalization", "SmoothQuant", "bias correction"}
+
+
+TINY = """<ir_version: 8, opset_import: ["" : 17]>
+tiny (float[1,4,4,4] x) => (float[1,4,4,4] y) {
+  y = Conv(x, W, B)
+}"""
+
+
+def test_never_slower_than_fp32():
+    """One tiny conv between graph input and output: Q/DQ overhead beats the int8 kernel."""
+    from edgeq.auto import auto_quantize
+
+    rng = np.random.default_rng(0)
+    proto = build(TINY, {"W": rng.normal(0, 0.5, (4, 4, 1, 1)), "B": rng.normal(0, 0.1, 4)})
+    feeds = [{"x": rng.normal(0, 1, (1, 4, 4, 4)).astype(np.float32)} for _ in range(4)]
+    result = auto_quantize(proto, feeds, min_sqnr=20.0, progress=False)
+    auto = result.report["auto"]
+    if auto["verdict"].startswith("fp32"):
+        assert "QuantizeLinear" not in op_types(result.model)
+        np.testing.assert_array_equal(run_ort(result.model, feeds[0])[0], run_ort(proto, feeds[0])[0])
+        assert all(e["precision"] == "fp32" for e in auto["layers"])
+    else:  # int8 was measured faster here
+        chosen = next(c for c in auto["configurations"] if c["name"] == auto["chosen"])
+        assert chosen["latency_ms"] <= auto["fp32_latency_ms"]
+
+
+def test_user_metric_and_its_errors(tmp_path, monkeypatch):
+    from edgeq.auto import auto_quantize
+    from edgeq.errors import UsageError
+
+    (tmp_path / "my_metric.py").write_text(
+        "import numpy as np\n"
+        "def agreement(ref, out):\n"
+        "    return float(np.mean(np.argmax(ref['y'], -1) == np.argmax(out['y'], -1)))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = auto_quantize(outlier_net(), outlier_feeds(16), eval_data=outlier_feeds(8, seed=5), min_sqnr=None,
+                           metric="my_metric:agreement", min_score=1.0, progress=False)
+    auto = result.report["auto"]
+    assert auto["fidelity"]["metric"] == 1.0
+    assert all("metric" in c for c in auto["configurations"])
+    with pytest.raises(UsageError, match="metric"):
+        auto_quantize(outlier_net(), outlier_feeds(4), min_score=0.9, progress=False)
+    with pytest.raises(UsageError, match="module:function"):
+        auto_quantize(outlier_net(), outlier_feeds(4), metric="nocolon", min_score=0.9, progress=False)
+
+
+@pytest.fixture(scope="module")
+def digits_mobilenet(tmp_path_factory):
+    from edgeq.exporter import export
+
+    path = tmp_path_factory.mktemp("digits") / "digits_mobilenet.onnx"
+    export("digits_mobilenet", str(path))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_digits_mobilenet_meets_target_and_keeps_top1(digits_mobilenet):
+    from edgeq.auto import auto_quantize
+    from models import zoo
+
+    spec = zoo.get("digits_mobilenet")
+    evals, labels = spec.eval_data(100), spec.eval_labels(100)
+    result = auto_quantize(digits_mobilenet, spec.calibration_data(32), eval_data=evals[:16], min_sqnr=32.0,
+                           progress=False)
+    auto = result.report["auto"]
+    assert auto["fidelity"]["min_sqnr_db"] >= 32.0
+    proto = onnx.load(digits_mobilenet)
+    fp32 = np.concatenate([run_ort(proto, f)[0] for f in evals]).argmax(1)
+    got = np.concatenate([run_ort(result.model, f)[0] for f in evals]).argmax(1)
+    assert np.mean(got == labels) >= np.mean(fp32 == labels) - 0.02
+    assert np.mean(got == fp32) >= 0.97
+    if not auto["verdict"].startswith("fp32"):
+        assert sum(e["precision"] == "int8" for e in auto["layers"]) >= len(auto["layers"]) // 2
