@@ -111,6 +111,8 @@ def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str]
                             eval_data=eval_data if eval_data is not None else kw["eval_data"],
                             labels=labels, ranges=kw["ranges"], progress=not kw["quiet"])
     result.save(out, report=kw["report"])
+    if (kw["save_ranges"] or kw["trt_cache"]) and result.ranges is None:
+        click.echo("note: no ranges table in dynamic mode: --save-ranges/--trt-cache not written", err=True)
     if kw["save_ranges"] and result.ranges is not None:
         result.ranges.save(kw["save_ranges"])
     if kw["trt_cache"] and result.ranges is not None:

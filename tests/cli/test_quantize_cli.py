@@ -84,3 +84,18 @@ def test_export_and_quantize_zoo_model(tmp_path, capsys):
     acc = report["evaluation"]["accuracy"]
     assert acc["int8"] >= acc["fp32"] - 0.005 and report["evaluation"]["num_samples"] >= 100
     assert os.path.getsize(out) < 0.5 * os.path.getsize(fp32)
+
+
+def test_save_ranges_then_reuse_without_data(model_and_calib, tmp_path, capsys):
+    src, calib = model_and_calib
+    ranges, cache = tmp_path / "ranges.json", tmp_path / "calib.cache"
+    first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    code, _, err = _run(["quantize", str(src), "-o", str(first), "--calib", str(calib), "--save-ranges", str(ranges),
+                         "--trt-cache", str(cache), "-q"], capsys)
+    assert code == 0, err
+    assert json.loads(ranges.read_text())["format"] == "edgeq-ranges" and cache.read_text().startswith("TRT-")
+    code, _, err = _run(["quantize", str(src), "-o", str(second), "--ranges", str(ranges), "-q"], capsys)
+    assert code == 0, err
+    a = [onnx.numpy_helper.to_array(i) for i in onnx.load(first).graph.initializer if i.name.endswith("_scale")]
+    b = [onnx.numpy_helper.to_array(i) for i in onnx.load(second).graph.initializer if i.name.endswith("_scale")]
+    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
