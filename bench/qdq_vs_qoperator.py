@@ -7,8 +7,9 @@ For every zoo model: export fp32 (torch.onnx, TorchScript, opset 17), quantize i
 ``edgeq.quantize`` twice (format qdq; format qoperator with integer_only), and once with
 ``onnxruntime.quantization.quantize_static(quant_format=QOperator, per_channel=True)`` on the
 same calibration feeds (its result or its exception is recorded). Latency: one session per
-model (1 intra-op thread, sequential), 5 warm-up runs, then ``--repeats`` timings of ``--runs``
-inferences each; the table gives the median per-inference time. Also: float islands left, top-1
+model (1 intra-op thread, sequential), 5 warm-up runs, then ``--repeats`` timings (interleaved
+across the variants) of at least ``--runs`` inferences and 0.25 s each; the table gives the
+median per-inference time. Also: float islands left, top-1
 agreement QOperator vs QDQ on the model's eval data, and the integer reference's agreement.
 """
 
@@ -50,20 +51,26 @@ def _session(model_bytes: bytes):
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 
-def _latencies_ms(models: dict[str, bytes], feed: dict, runs: int, repeats: int) -> dict[str, float]:
-    """Median per-inference ms of each model; repeats interleave the models so that load from
-    other processes hits them alike."""
+def _latencies_ms(models: dict[str, bytes], feed: dict, runs: int, repeats: int,
+                  min_seconds: float = 0.25) -> dict[str, float]:
+    """Median per-inference ms of each model. A timing is at least ``runs`` inferences and at
+    least ``min_seconds`` long; repeats interleave the models so that load from other processes
+    hits them alike."""
     sessions = {k: _session(v) for k, v in models.items()}
-    for sess in sessions.values():
+    counts = {}
+    for key, sess in sessions.items():
+        start = time.perf_counter()
         for _ in range(5):
             sess.run(None, feed)
+        per_run = (time.perf_counter() - start) / 5
+        counts[key] = max(runs, int(min_seconds / max(per_run, 1e-6)))
     times: dict[str, list[float]] = {k: [] for k in sessions}
     for _ in range(repeats):
         for key, sess in sessions.items():
             start = time.perf_counter()
-            for _ in range(runs):
+            for _ in range(counts[key]):
                 sess.run(None, feed)
-            times[key].append((time.perf_counter() - start) / runs * 1000)
+            times[key].append((time.perf_counter() - start) / counts[key] * 1000)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
