@@ -114,7 +114,7 @@ def _qrange(dtype: ir.DataType) -> tuple[int, int]:
     return int(info.min), int(info.max)
 
 
-def _foldable(act: ir.Node, q: QOutput | None, scale: float, zp: int, dtype) -> str | None:
+def _foldable(act: ir.Node, scale: float, zp: int, dtype: ir.DataType) -> str | None:
     """None when ``act`` (Relu or Clip) is implied by the Q range, else why not."""
     qmin, qmax = _qrange(dtype)
     if zp != qmin:
@@ -156,7 +156,7 @@ def quantized_output(value: ir.Value, graph: ir.Graph) -> QOutput | str:
     if ir.DataType.from_numpy(zp[1].dtype) not in QUANT_DTYPES or zp[1].size != 1:
         return f"QuantizeLinear {consumer.name!r} is not per-tensor uint8/int8"
     for act in fused:
-        reason = _foldable(act, None, float(scale), int(zp[1]), ir.DataType.from_numpy(zp[1].dtype))
+        reason = _foldable(act, float(scale), int(zp[1]), ir.DataType.from_numpy(zp[1].dtype))
         if reason:
             return reason
     return QOutput(
