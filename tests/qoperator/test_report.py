@@ -106,6 +106,9 @@ def test_layer_parameters_are_ready_for_codegen(rng):
         assert 2**30 <= m < 2**31
         assert abs(m * 2.0 ** (s - 31) - real) <= real * 2**-30
     assert isinstance(layers["QGemm"]["multiplier"], list)  # per-column weight scales
+    import json
+
+    assert json.loads(json.dumps(r.section)) == r.section  # JSON-ready
     check_all(r)
 
 
