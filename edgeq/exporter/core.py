@@ -124,6 +124,12 @@ def _check(path: str, resolved: ResolvedModel, names, axes, reference, rtol: flo
     )
 
 
+def _program_type() -> type:
+    import torch
+
+    return torch.export.ExportedProgram
+
+
 def _callable(model: Any) -> Any:
     import torch
 
@@ -179,6 +185,8 @@ def export(
     axes = {k: dict(v) for k, v in resolved.dynamic_axes.items()}
     for name, given in merge_dynamic_axes(in_names, out_names, dynamic_batch=dynamic_batch, dynamic=dynamic).items():
         axes.setdefault(name, {}).update(given)
+    if isinstance(resolved.model, _program_type()):
+        _check_program_axes(resolved.model, in_names, axes)
     names = (in_names, out_names)
     requested_opset, opset = opset, DEFAULT_OPSET if opset is None else int(opset)
 
@@ -202,6 +210,10 @@ def export(
             if requested_opset is not None and _opset_of(model) != opset and kind != attempts[-1]:
                 # torch converts its native opset 18 to others and keeps 18 when that fails
                 failures.append(f"{kind} produced opset {_opset_of(model)}, not the requested {opset}")
+                continue
+            static = _static_axes(model, axes)
+            if static:
+                failures.append(f"{kind} kept {static} static")
                 continue
             staged = os.path.join(workdir, os.path.basename(out))
             save_model(model, staged)
@@ -244,6 +256,30 @@ def export(
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     raise ExportError(f"exporting {resolved.label!r} to {out} failed: " + "; ".join(failures))
+
+
+def _static_axes(model: Any, axes: Mapping[str, Mapping[int, str]]) -> str:
+    """'axis 0 of input' for the first requested dynamic axis the exported graph fixed, else ''."""
+    for value in [*model.graph.inputs, *model.graph.outputs]:
+        for axis in axes.get(value.name, {}):
+            if value.shape is not None and axis < len(value.shape) and isinstance(value.shape[axis], int):
+                return f"axis {axis} of {value.name!r}"
+    return ""
+
+
+def _check_program_axes(program: Any, input_names: Sequence[str], axes: Mapping[str, Mapping[int, str]]) -> None:
+    """A torch.export program fixes its dynamic dimensions; asking for others is a usage error."""
+    placeholders = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind.name == "USER_INPUT"]
+    nodes = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    for name, placeholder in zip(input_names, placeholders):
+        shape = getattr(nodes[placeholder].meta.get("val"), "shape", None)
+        for axis in axes.get(name, {}):
+            if shape is not None and axis < len(shape) and isinstance(shape[axis], int):
+                raise UsageError(
+                    f"axis {axis} of input {name!r} is static in the torch.export program: dynamic dimensions are "
+                    "fixed when the program is made; re-export it with dynamic_shapes, or export the module from a "
+                    "'package.module:factory' spec"
+                )
 
 
 def _umask() -> int:

@@ -159,6 +159,8 @@ def test_pt2_program_export_and_never_over_input(factories, tmp_path):
         np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-4, atol=1e-5)
     with pytest.raises(UsageError, match="same file as input"):
         export(str(program_path), program_path)
+    with pytest.raises(UsageError, match="axis 0 of input 'input' is static in the torch.export program"):
+        export(str(program_path), tmp_path / "dyn.onnx", dynamic_batch=True)
 
 
 def test_module_object_and_external_data(factories, tmp_path, monkeypatch):
