@@ -9,8 +9,10 @@ observes), so calibration needs fewer tensors as well.
 1. Reshape, Transpose, Flatten, Squeeze, Unsqueeze, Slice, Gather, Expand, Tile, Split and
    Resize-nearest copy values: the output range is within the input range, sharing is exact.
 2. MaxPool picks values: also exact.
-3. Concat keeps its own scale: its inputs come from different producers with different ranges,
-   and onnxruntime's QLinearConcat requantizes each input for the price of a copy.
+3. Concat: an input whose only use is this Concat (and whose scale is its own) takes the
+   Concat output's scale. Sound: the output range is the union of the input ranges, and the
+   value is requantized to the output's scale anyway, so a finer input scale buys nothing; with
+   equal scales QLinearConcat is a plain copy. Inputs read elsewhere keep their own scale.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class ShareScales(ir.passes.InPlacePass):
         shared = 0
         for node in model.graph:
             if plan.role(node) != Role.PASSTHROUGH:
+                if node.op_type == "Concat" and plan.role(node) == Role.COMPUTE:
+                    shared += self._concat(node)
                 continue
             source = node.inputs[0]
             if source not in plan.values:
@@ -44,5 +48,18 @@ class ShareScales(ir.passes.InPlacePass):
                 if out in plan.values:
                     plan.values[out] = source  # (1), (2)
                     shared += 1
-        logger.info("share_scales: %d values reuse their input's scale", shared)
+        logger.info("share_scales: %d values reuse another value's scale", shared)
         return ir.passes.PassResult(model, modified=False)
+
+    def _concat(self, node: ir.Node) -> int:
+        """(3) single-use inputs with their own scale take the output's."""
+        plan, out, count = self.plan, node.outputs[0], 0
+        if out not in plan.values or plan.values[out] is not out:
+            return 0
+        for value in node.inputs:
+            if (value is not None and plan.values.get(value) is value and len(value.uses()) == 1
+                    and not value.is_graph_output() and value.producer() is not None
+                    and plan.is_int8(value.producer())):
+                plan.values[value] = out
+                count += 1
+        return count

@@ -94,3 +94,27 @@ def test_isolated_depthwise_conv_stays_float_with_reason(rng):
     conv = next(n for n in model.graph if n.op_type == "Conv")
     assert plan.role(conv) == "float" and "9 multiply-adds per output" in plan.decisions[conv].reason
     assert "QuantizeLinear" not in op_types(model)
+
+
+CONCAT = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,8,8,8] x) => (float[1,4,8,8] y) {
+  a = Conv(x, WA, BA)
+  ar = Relu(a)
+  b = Conv(x, WB, BB)
+  c = Concat<axis=1>(ar, b)
+  y = Conv(c, WC, BC)
+}"""
+
+
+def test_concat_inputs_used_only_there_share_the_output_scale(rng, tmp_path):
+    proto = build(CONCAT, {"WA": rng.normal(0, 0.3, (4, 8, 1, 1)), "BA": rng.normal(0, 0.1, 4),
+                           "WB": rng.normal(0, 0.1, (4, 8, 1, 1)), "BB": rng.normal(0, 0.1, 4),
+                           "WC": rng.normal(0, 0.3, (4, 8, 1, 1)), "BC": rng.normal(0, 0.1, 4)})
+    data = feeds((1, 8, 8, 8))
+    model, plan = quantize_with_numpy_ranges(proto, data)
+    by_input = {n.inputs[0].name: n for n in model.graph if n.op_type == "QuantizeLinear"}
+    assert by_input["ar"].inputs[1] is by_input["b"].inputs[1] is by_input["c"].inputs[1]
+    assert "QLinearConcat" in ort_optimized_ops(model, tmp_path)
+    ref = np.concatenate([run_ort(proto, f)[0] for f in data])
+    got = np.concatenate([run_ort(model, f)[0] for f in data])
+    assert sqnr_db(ref, got) > 30
