@@ -39,7 +39,7 @@ def _close(got: np.ndarray, want: np.ndarray) -> np.ndarray:
 
 
 def agreement(
-    model: Any, feeds: list[dict[str, np.ndarray]], rounding: str = "double"
+    model: Any, feeds: list[dict[str, np.ndarray]], rounding: str = "single"
 ) -> dict[str, Any]:
     """Shares of elements within 1 LSB: ``per_op`` (worst op and each op) and ``end_to_end``."""
     import onnx_ir as ir
