@@ -145,7 +145,7 @@ def sensitivity(
             only_plan, copy = bench.plan([n for n in names if n != unit.name])
             node = next(n for n in copy.graph if n.name == unit.name)
             only = None
-            if only_plan.is_int8(node):
+            if only_plan.role(node) != "float":
                 only = bench.score(bench.build(table, [n for n in names if n != unit.name]).model)
             bar.advance(task)
             all_but = bench.score(bench.build(table, [unit.name]).model)

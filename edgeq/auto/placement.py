@@ -1,4 +1,6 @@
-"""Step 4 of auto: merge int8 regions, drop isolated int8 nodes, time everything, pick.
+"""Step 4 of auto: drop isolated int8 nodes, time every configuration tried, pick.
+
+(Float gaps between int8 regions are quantized back at the end of the fallback, in ``search``.)
 
 The fastest configuration that meets the fidelity target wins, provided it is not slower than
 the fp32 model on the same provider and thread count; otherwise the verdict is fp32.
@@ -14,24 +16,6 @@ __all__ = ["place"]
 logger = logging.getLogger(__name__)
 
 NOISE = 0.03  # latencies within 3% of the fastest count as equal (medians on a shared machine)
-
-
-def _merge_gaps(search: Any, best: Any, user: set[str]) -> Any:
-    from edgeq.auto.latency import gaps
-
-    bench = search.bench
-    plan, copy = bench.plan(best.exclude)
-    current = best
-    for name in gaps(plan, copy.graph, [n for n in best.exclude if n not in user]):
-        exclude = tuple(n for n in current.exclude if n != name)
-        trial = search.build(f"re-quantize {name}", best.model, search.cal, best.methods, best.base, exclude,
-                             record=False)
-        if search.meets(trial):
-            current = trial
-    if current is not best:
-        current.name = f"int8, regions merged ({len(current.exclude)} float)"
-        search.tried.append(current)
-    return current
 
 
 def _drop_islands(search: Any, best: Any) -> tuple[Any | None, list[str]]:
@@ -59,14 +43,12 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
     from edgeq.auto.workbench import model_bytes_of
 
     search.cal = cal
-    user = set(search.bench.config.exclude)
     dropped: dict[str, str] = {}
     if search.meets(best):
-        best = _merge_gaps(search, best, user)
         trial, islands = _drop_islands(search, best)
         for name in islands:
             dropped[name] = ("fp32 for speed: an isolated int8 node between float ones (the Q/DQ it needs "
-                             "cost more than its int8 kernel saves, measured below)")
+                             "cost more than its int8 kernel saves: the configuration without it measured faster)")
     models = {"fp32": model_bytes_of(float_model)}
     for i, c in enumerate(search.tried):
         models[f"{i}"] = c.data

@@ -32,6 +32,7 @@ __all__ = ["auto_quantize"]
 logger = logging.getLogger(__name__)
 
 REFINE_TENSORS = 4  # tensors whose range method is chosen one by one
+MAX_REQUANTIZE = 64  # float units tried back in int8 after the binary search
 
 
 @dataclasses.dataclass
@@ -201,7 +202,7 @@ def _fallback(search: _Search, best: _Config, cal: Any) -> tuple[_Config, dict[s
         others = tuple(n for n in units if n != name)
         plan, copy = search.bench.plan(best.exclude + others)
         node = next((n for n in copy.graph if n.name == name), None)
-        if node is not None and plan.is_int8(node):
+        if node is not None and plan.role(node) != "float":
             trial = search.build(f"only {name}", best.model, cal, best.methods, best.base,
                                  best.exclude + others, record=False)
             only_db[name] = trial.score.min_sqnr
@@ -222,9 +223,31 @@ def _fallback(search: _Search, best: _Config, cal: Any) -> tuple[_Config, dict[s
             lo = k + 1
     if found is None:
         return best, {}
+    found = _requantize(search, found, cal, [n for n in reversed(ranked) if n in found.exclude])
     why = {name: {"rank": i + 1, "only_int8_sqnr_db": _db(only_db[name]) if name in only_db else None}
            for i, name in enumerate(ranked) if name in found.exclude}
     return found, why
+
+
+def _requantize(search: _Search, found: _Config, cal: Any, order: list[str]) -> _Config:
+    """Quantize float units back one at a time while the target holds: first those in gaps
+    between int8 regions (fewer precision changes), then the least sensitive. The ranking is an
+    estimate (noise does not add exactly); this pass corrects it with measurements."""
+    from edgeq.auto.latency import gaps
+
+    plan, copy = search.bench.plan(found.exclude)
+    in_gaps = gaps(plan, copy.graph, order)
+    current = found
+    for name in [*in_gaps, *(n for n in order if n not in in_gaps)][:MAX_REQUANTIZE]:
+        exclude = tuple(n for n in current.exclude if n != name)
+        trial = search.build(f"re-quantize {name}", found.model, cal, found.methods, found.base, exclude,
+                             record=False)
+        if search.meets(trial):
+            current = trial
+    if current is not found:
+        current.name = f"int8, {len(current.exclude)} float (gaps merged, least sensitive re-quantized)"
+        search.tried.append(current)
+    return current
 
 
 def _db(value: float) -> Any:

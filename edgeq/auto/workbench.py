@@ -178,7 +178,7 @@ class Workbench:
         plan, copy = self.plan(self.config.exclude)
         out = []
         for node in copy.graph:
-            if plan.role(node) != Role.COMPUTE:
+            if plan.role(node) not in (Role.COMPUTE, Role.DYNAMIC):
                 continue
             folded = tuple(f"{c.name}:{c.op_type}" for v in node.outputs for c in v.consumers()
                            if plan.role(c) == Role.FOLDED)
