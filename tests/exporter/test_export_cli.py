@@ -44,7 +44,7 @@ def _edgeq(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edgeq", *args], capture_output=True, text=True)
 
 
-def test_cli_export_json_and_errors(tmp_path):
+def test_cli_export_json(tmp_path):
     out = tmp_path / "digits.onnx"
     done = _edgeq("export", "digits_resnet", "-o", str(out), "--exporter", "torchscript", "--json")
     assert done.returncode == 0, done.stderr
@@ -57,11 +57,27 @@ def test_cli_export_json_and_errors(tmp_path):
     (logits,) = run_ort(str(out), {"input": np.concatenate([f["input"] for f in feed])})
     assert logits.shape == (3, 10)
 
-    bad = _edgeq("export", "resnet_50", "-o", str(tmp_path / "x.onnx"))
-    assert bad.returncode == 2
-    assert bad.stderr.strip().count("\n") == 0 and "digits_mobilenet" in bad.stderr and "Traceback" not in bad.stderr
-    bad = _edgeq("export", "digits_resnet", "-o", str(tmp_path / "x.onnx"), "--dynamic", "nope:0=batch")
-    assert bad.returncode == 2 and "neither an input" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["resnet_50"], "cannot export 'resnet_50': it is not a zoo model.*digits_mobilenet"),
+        (["digits_resnet", "--dynamic", "nope:0=batch"], "--dynamic names 'nope', which is neither an input"),
+        (["digits_resnet", "--input-shape", "input=1xx"], "--input-shape 'input=1xx': write NAME=DIMS"),
+    ],
+)
+def test_cli_usage_errors_are_one_line(tmp_path, capsys, args, message):
+    import re
+
+    from edgeq.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", *args, "-o", str(tmp_path / "x.onnx")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("edgeq: error: ") and "\n" not in err and re.search(message, err)
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_imports_stay_light():
