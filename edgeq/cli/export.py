@@ -43,6 +43,7 @@ def describe(result) -> list[tuple[str, str]]:
 @click.option("--dynamic-batch", is_flag=True, help="Axis 0 of every input and output is dynamic, named 'batch'.")
 @click.option("--dynamic", "dynamic", multiple=True, metavar="NAME:AXIS=LABEL",
               help="Make one axis dynamic, e.g. input_ids:1=sequence (repeatable).")
+@click.option("--static", is_flag=True, help="Drop a zoo model's own dynamic axes (fixed shapes, e.g. for TensorRT).")
 @click.option("--opset", type=click.IntRange(7, 23), default=None, help="ONNX opset (default: 18, the dynamo exporter's own).")
 @click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True,
               help="auto: dynamo first, TorchScript if it fails.")
@@ -50,7 +51,7 @@ def describe(result) -> list[tuple[str, str]]:
 @click.option("--rtol", type=click.FloatRange(min=0), default=1e-3, show_default=True)
 @click.option("--atol", type=click.FloatRange(min=0), default=1e-4, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def export(spec, out, input_shapes, dynamic_batch, dynamic, opset, exporter, check, rtol, atol, as_json) -> None:
+def export(spec, out, input_shapes, dynamic_batch, dynamic, static, opset, exporter, check, rtol, atol, as_json) -> None:
     """Export SPEC to ONNX: a zoo name, package.module:factory, or a torch.export .pt2 file.
 
     The dynamo exporter runs first, TorchScript if it fails; the ONNX model then runs on
@@ -67,7 +68,7 @@ def export(spec, out, input_shapes, dynamic_batch, dynamic, opset, exporter, che
     axes = parse_dynamic(dynamic)
     console = Console(stderr=True)
     with console.status(f"exporting {spec} ..."):
-        result = export_model(spec, out, input_shapes=shapes or None, dynamic_batch=dynamic_batch, dynamic=axes or None,
+        result = export_model(spec, out, input_shapes=shapes or None, dynamic_batch=dynamic_batch, dynamic=axes or None, static=static,
                               opset=opset, check=check, rtol=rtol, atol=atol, exporter=exporter)
     if as_json:
         click.echo(json.dumps(asdict(result), indent=2))

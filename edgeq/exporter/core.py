@@ -151,8 +151,13 @@ def export(
     example_inputs: Any = None,
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
+    static: bool = False,
 ) -> ExportResult:
-    """Export ``spec`` to the ONNX file ``out`` and check it against torch; see the module doc."""
+    """Export ``spec`` to the ONNX file ``out`` and check it against torch; see the module doc.
+
+    Dynamic axes: a zoo model's own (unless ``static``), plus axis 0 of everything with
+    ``dynamic_batch``, plus ``dynamic`` (``{"input_ids": {1: "sequence"}}``).
+    """
     from edgeq.io import check_output_path, save_model
 
     if exporter not in EXPORTERS:
@@ -182,7 +187,8 @@ def export(
                       (("output",) if len(reference) == 1 else tuple(f"output_{i}" for i in range(len(reference)))))
     if len(out_names) != len(reference):
         raise UsageError(f"{len(out_names)} output names ({', '.join(out_names)}) for {len(reference)} outputs of the model")
-    axes = {k: dict(v) for k, v in resolved.dynamic_axes.items()}
+    # a zoo model brings its own dynamic axes (batch, sequence); static=True drops them
+    axes = {} if static else {k: dict(v) for k, v in resolved.dynamic_axes.items()}
     for name, given in merge_dynamic_axes(in_names, out_names, dynamic_batch=dynamic_batch, dynamic=dynamic).items():
         axes.setdefault(name, {}).update(given)
     if isinstance(resolved.model, _program_type()):

@@ -110,3 +110,15 @@ def test_minilm_export_embeddings_match_torch(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
     cosine = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
     assert cosine.min() >= 0.9999
+
+
+def test_static_drops_zoo_axes_and_dynamic_adds_one(tmp_path):
+    static = export("digits_resnet", tmp_path / "s.onnx", static=True, exporter="torchscript")
+    model = onnx.load(static.path)
+    assert static.dynamic_axes == {} and _dims(model.graph.input[0]) == [1, 1, 32, 32]
+    x = zoo.get("digits_resnet").eval_data(2)
+    with pytest.raises(Exception, match="Got: 2 Expected: 1"):
+        run_ort(static.path, {"input": np.concatenate([f["input"] for f in x])})
+    seq = export("tiny_transformer", tmp_path / "t.onnx", static=True, dynamic={"input_ids": {1: "seq"}, "attention_mask": {1: "seq"}},
+                 exporter="torchscript")
+    assert [_dims(i) for i in onnx.load(seq.path).graph.input] == [[1, "seq"], [1, "seq"]]
