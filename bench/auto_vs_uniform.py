@@ -47,13 +47,15 @@ def _outputs(data: bytes, feeds: list[dict]) -> list[np.ndarray]:
     return [np.concatenate([o[i] for o in outs]) for i in range(len(outs[0]))]
 
 
-def _fidelity(ref: list[np.ndarray], got: list[np.ndarray], labels) -> dict:
+def _fidelity(ref: list[np.ndarray], got: list[np.ndarray], labels, classifier: bool) -> dict:
     from edgeq.report.metrics import sqnr_db
 
     sqnr = min(sqnr_db(r, g) for r, g in zip(ref, got) if r.dtype.kind == "f")
     out = {"sqnr": sqnr}
     if labels is not None:
         out["top1"] = float(np.mean(got[0].reshape(len(labels), -1).argmax(1) == labels))
+    if classifier:
+        out["agree"] = float(np.mean(got[0].argmax(-1) == ref[0].argmax(-1)))
     return out
 
 
@@ -94,12 +96,11 @@ def run_model(name: str, args) -> list[dict]:
         for k, v in measure(models, evals[0], threads=1, runs=args.runs, budget_s=30.0).items():
             medians[k].append(v)
     for label, data in models.items():
-        fid = _fidelity(ref, _outputs(data, evals), labels) if label != "fp32" else {
-            "sqnr": float("inf"), **({"top1": float(np.mean(ref[0].reshape(len(labels), -1).argmax(1) == labels))}
-                                     if labels is not None else {})}
+        fid = _fidelity(ref, ref if label == "fp32" else _outputs(data, evals), labels,
+                        spec.task == "classification")
         report = {"uniform int8": uniform.report, "auto": auto.report}.get(label)
         rows.append({
-            "model": name, "config": label, "sqnr": fid["sqnr"], "top1": fid.get("top1"),
+            "model": name, "config": label, "sqnr": fid["sqnr"], "top1": fid.get("top1"), "agree": fid.get("agree"),
             "latency_ms": statistics.median(medians[label]),
             "int8": _int8_share(report) if report else "0",
             "seconds": {"uniform int8": t_uniform, "auto": t_auto}.get(label),
@@ -127,14 +128,16 @@ def to_markdown(rows: list[dict], command: str, args) -> str:
         command,
         "```",
         "",
-        "| model | configuration | min output SQNR (dB) | top-1 | latency 1 thread (ms) | vs fp32 | int8 layers | quantize time (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | configuration | min output SQNR (dB) | top-1 vs labels | top-1 agreement vs fp32 | "
+        "latency 1 thread (ms) | vs fp32 | int8 layers | quantize time (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         sqnr = "exact" if r["sqnr"] == float("inf") else f"{r['sqnr']:.1f}"
         top1 = "n/a" if r["top1"] is None else f"{r['top1']:.3f}"
+        agree = "n/a" if r["agree"] is None else f"{r['agree']:.3f}"
         secs = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
-        lines.append(f"| {r['model']} | {r['config']} | {sqnr} | {top1} | {r['latency_ms']:.3f} | "
+        lines.append(f"| {r['model']} | {r['config']} | {sqnr} | {top1} | {agree} | {r['latency_ms']:.3f} | "
                      f"{r['speedup']:.2f}x | {r['int8']} | {secs} |")
     lines += ["", "Auto's verdicts:", ""]
     lines += [f"- {r['model']}: {r['verdict']}" for r in rows if r["config"] == "auto"]

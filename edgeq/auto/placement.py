@@ -58,25 +58,24 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
         c.latency_ms = times[f"{i}"]
     fp32_ms = times["fp32"]
     search.fp32_ms = fp32_ms
-    eligible = [c for c in search.tried if search.meets(c)]
+    search.bench.model = float_model
+    units = {u.name for u in search.bench.units()}
+    # a configuration with every unit float is fp32 in disguise: it competes as "fp32" below
+    eligible = [c for c in search.tried if search.meets(c) and units - set(c.exclude)]
     chosen = None
     if eligible:  # the fastest, and among those within timing noise of it, the most faithful
         fastest = min(c.latency_ms for c in eligible)
         close = [c for c in eligible if c.latency_ms <= fastest * (1 + NOISE)]
         chosen = max(close, key=search.key)
-    search.bench.model = chosen.model if chosen is not None else float_model
-    all_float = chosen is not None and not set(u.name for u in search.bench.units()) - set(chosen.exclude)
-    if chosen is not None and chosen.latency_ms <= fp32_ms and not all_float:
+    if chosen is not None and chosen.latency_ms <= fp32_ms:
         verdict = (f"int8 configuration {chosen.name!r}: {chosen.latency_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms "
                    f"({fp32_ms / chosen.latency_ms:.2f}x) on {provider} with {threads} thread(s), "
                    f"min output SQNR {chosen.score.min_sqnr:.1f} dB")
         return chosen, verdict, {k: v for k, v in dropped.items() if k in chosen.exclude}
-    reason = ("no int8 configuration met the fidelity target" if chosen is None or all_float else
+    reason = ("no configuration with int8 layers met the fidelity target" if chosen is None else
               f"the best int8 configuration meeting the target ({chosen.name!r}, {chosen.latency_ms:.3f} ms) "
               f"is not faster than fp32 ({fp32_ms:.3f} ms) on {provider} with {threads} thread(s)")
-    search.bench.model = float_model
-    units = tuple(u.name for u in search.bench.units())
-    fp32 = search.build("fp32", float_model, cal, {}, best.base, units, record=False)
+    fp32 = search.build("fp32", float_model, cal, {}, best.base, tuple(units), record=False)
     fp32.latency_ms = fp32_ms
     search.tried.append(fp32)
     return fp32, f"fp32: {reason}", {}

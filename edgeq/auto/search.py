@@ -224,8 +224,8 @@ def _fallback(search: _Search, best: _Config, cal: Any) -> tuple[_Config, dict[s
     if found is None:
         return best, {}
     found = _requantize(search, found, cal, [n for n in reversed(ranked) if n in found.exclude])
-    why = {name: {"rank": i + 1, "only_int8_sqnr_db": _db(only_db[name]) if name in only_db else None}
-           for i, name in enumerate(ranked) if name in found.exclude}
+    why = {name: {"rank": i + 1, "of": len(ranked), "only_int8_sqnr_db": _db(only_db[name]) if name in only_db else None}
+           for i, name in enumerate(ranked)}
     return found, why
 
 

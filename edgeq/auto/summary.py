@@ -32,10 +32,10 @@ def _layers(search: Any, chosen: Any, verdict: str, fallback: dict, dropped: dic
             entry.update(precision="fp32", why=verdict)
         elif unit.name in dropped:
             entry.update(precision="fp32", why=dropped[unit.name])
-        elif unit.name in fallback:
+        elif unit.name in fallback and unit.name in chosen.exclude:
             f = fallback[unit.name]
             alone = f["only_int8_sqnr_db"]
-            why = (f"fp32 for fidelity: sensitivity rank {f['rank']} of {len(units)}"
+            why = (f"fp32 for fidelity: sensitivity rank {f['rank']} of {f['of']}"
                    + (f" (with only it int8 the output SQNR is {alone} dB)" if alone is not None else "")
                    + "; the target needs it float")
             node = nodes.get(unit.name)

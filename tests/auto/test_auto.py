@@ -133,3 +133,15 @@ def test_digits_mobilenet_meets_target_and_keeps_top1(digits_mobilenet):
     assert np.mean(got == fp32) >= 0.97
     if not auto["verdict"].startswith("fp32"):
         assert sum(e["precision"] == "int8" for e in auto["layers"]) >= len(auto["layers"]) // 2
+
+
+def test_result_saves_model_and_report(outlier_result, tmp_path):
+    import json
+
+    outlier_result.save(tmp_path / "m.onnx", report=tmp_path / "m.json")
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["auto"]["chosen"] == outlier_result.report["auto"]["chosen"]
+    assert report["config"]["mode"] == "auto"
+    saved = onnx.load(str(tmp_path / "m.onnx"))
+    feed = outlier_feeds(1, seed=9)[0]
+    np.testing.assert_allclose(run_ort(saved, feed)[0], run_ort(outlier_result.model, feed)[0], rtol=1e-6)
