@@ -115,12 +115,19 @@ def atomic_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".edgeq-", suffix=os.path.basename(out), dir=folder)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _tensor_bytes(model: "ir.Model") -> int:
