@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["islands", "gaps", "measure", "precision_changes"]
+__all__ = ["islands", "gaps", "measure", "precision_changes", "has_int8"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,12 @@ def gaps(plan: Any, graph: Any, candidates: Sequence[str]) -> list[str]:
 def precision_changes(model: Any) -> int:
     """QuantizeLinear + DequantizeLinear nodes on activations: each is one precision change."""
     return sum(1 for n in model.graph if n.op_type == "QuantizeLinear")
+
+
+def has_int8(model: Any) -> bool:
+    """Whether any node of the main graph runs or feeds an int8 kernel."""
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
+               or n.op_type.startswith("QLinear") or n.op_type.endswith("Integer") for n in model.graph)
 
 
 def measure(models: Mapping[str, bytes], feed: Mapping[str, np.ndarray], *, provider: str = "cpu",

@@ -39,7 +39,7 @@ def _drop_islands(search: Any, best: Any) -> tuple[Any | None, list[str]]:
 def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, threads: int,
           feed: dict) -> tuple[Any, str, dict[str, str]]:
     """(chosen configuration, verdict, {node: why it was dropped for speed})."""
-    from edgeq.auto.latency import measure
+    from edgeq.auto.latency import has_int8, measure
     from edgeq.auto.workbench import model_bytes_of
 
     search.cal = cal
@@ -58,10 +58,8 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
         c.latency_ms = times[f"{i}"]
     fp32_ms = times["fp32"]
     search.fp32_ms = fp32_ms
-    search.bench.model = float_model
-    units = {u.name for u in search.bench.units()}
-    # a configuration with every unit float is fp32 in disguise: it competes as "fp32" below
-    eligible = [c for c in search.tried if search.meets(c) and units - set(c.exclude)]
+    # a configuration without any int8 node is fp32 in disguise: it competes as "fp32" below
+    eligible = [c for c in search.tried if search.meets(c) and has_int8(c.result.model)]
     chosen = None
     if eligible:  # the fastest, and among those within timing noise of it, the most faithful
         fastest = min(c.latency_ms for c in eligible)
@@ -75,7 +73,9 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
     reason = ("no configuration with int8 layers met the fidelity target" if chosen is None else
               f"the best int8 configuration meeting the target ({chosen.name!r}, {chosen.latency_ms:.3f} ms) "
               f"is not faster than fp32 ({fp32_ms:.3f} ms) on {provider} with {threads} thread(s)")
-    fp32 = search.build("fp32", float_model, cal, {}, best.base, tuple(units), record=False)
+    search.bench.model = float_model
+    units = tuple(u.name for u in search.bench.units())
+    fp32 = search.build("fp32", float_model, cal, {}, best.base, units, record=False)
     fp32.latency_ms = fp32_ms
     search.tried.append(fp32)
     return fp32, f"fp32: {reason}", {}

@@ -6,7 +6,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["sensitivity_markdown", "sensitivity_html", "auto_markdown", "auto_html"]
+__all__ = ["sensitivity_markdown", "sensitivity_html", "auto_markdown", "auto_html", "write_auto_html"]
 
 
 def _fmt(value: Any) -> str:
@@ -124,3 +124,13 @@ def auto_html(report: Mapping[str, Any]) -> str:
              _html_table(["node", "op", "precision", "why"], _layer_rows(auto))]
     parts += [f"<p>{html.escape(n)}</p>" for n in auto.get("notes", [])]
     return _page("edgeq auto", parts)
+
+
+def write_auto_html(report: Mapping[str, Any], path: str, *, inputs: Sequence[str] = ()) -> str:
+    """Write ``auto_html(report)`` to ``path`` atomically (never over an input)."""
+    from edgeq.io import atomic_path
+
+    with atomic_path(path, list(inputs)) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(auto_html(report))
+    return path

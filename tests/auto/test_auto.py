@@ -142,6 +142,10 @@ def test_result_saves_model_and_report(outlier_result, tmp_path):
     report = json.loads((tmp_path / "m.json").read_text())
     assert report["auto"]["chosen"] == outlier_result.report["auto"]["chosen"]
     assert report["config"]["mode"] == "auto"
+    from edgeq.auto.render import write_auto_html
+
+    write_auto_html(report, str(tmp_path / "m.html"), inputs=[str(tmp_path / "m.onnx")])
+    assert "<svg" in (tmp_path / "m.html").read_text()
     saved = onnx.load(str(tmp_path / "m.onnx"))
     feed = outlier_feeds(1, seed=9)[0]
     np.testing.assert_allclose(run_ort(saved, feed)[0], run_ort(outlier_result.model, feed)[0], rtol=1e-6)
