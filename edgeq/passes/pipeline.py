@@ -14,6 +14,7 @@ from edgeq.passes.canonicalize import Canonicalize
 from edgeq.passes.dynamic import DynamicQuantize
 from edgeq.passes.insert_qdq import InsertQDQ
 from edgeq.passes.plan import QuantPlan
+from edgeq.passes.quantize_embeddings import QuantizeEmbeddings
 from edgeq.passes.quantize_weights import QuantizeWeights
 from edgeq.passes.select import SelectNodes
 from edgeq.passes.share_scales import ShareScales
@@ -31,11 +32,12 @@ def analysis_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.Pass
 
 def rewrite_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.PassBase]:
     if config.mode == "dynamic":
-        return [DynamicQuantize(config, plan)]
+        return [DynamicQuantize(config, plan), QuantizeEmbeddings(plan)]
     return [
         QuantizeWeights(config, plan),
         InsertQDQ(plan),
         DynamicQuantize(config, plan),  # select.py (5): weighted MatMul/Gemm between float ops
+        QuantizeEmbeddings(plan),  # select.py (7): int8 Gather tables
     ]
 
 

@@ -26,6 +26,7 @@ class Role:
     PASSTHROUGH = "passthrough"  # moves data only; shares its input's scale (Reshape, MaxPool)
     FOLDED = "folded"  # Relu/Clip folded into its producer's output range
     DYNAMIC = "dynamic"  # weights int8 offline, activations quantized at run time
+    WEIGHT_ONLY = "weight-only"  # an int8 table read by an int8 Gather (embeddings)
     FLOAT = "float"
 
 

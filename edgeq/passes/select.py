@@ -15,6 +15,8 @@ Static mode (the rules ORT's QDQ transformers need to fuse, so int8 is actually 
 6. A Conv/MatMul/Gemm with float ops on both sides and little work per output (fewer than 64
    multiply-adds: depthwise 3x3, tiny projections) stays float: Q before and DQ after cost
    more than its int8 kernel saves.
+7. A Gather from a large constant table (embeddings) reads an int8 table (format qdq):
+   4x smaller, and ORT runs the Gather on int8 data.
 5. A MatMul/Gemm with constant weights whose input comes from a float op and whose output goes
    to float ops (transformer FFNs: LayerNorm -> MatMul -> GELU) becomes dynamic int8: the
    input's range is measured per inference, which is as fast and more faithful than a static
@@ -49,6 +51,7 @@ PASSTHROUGH = frozenset(
      "Tile", "MaxPool", "Resize", "Split"}
 )
 FOLDABLE = frozenset({"Relu", "Clip"})
+MIN_EMBEDDING = 4096  # (7) elements in a Gather table worth storing in int8
 MIN_ISOLATED_WORK = 64  # (6) multiply-adds per output below which an isolated Conv/MatMul stays float
 _ALL_INPUTS = frozenset({"Add", "Mul", "Concat"})
 
@@ -181,11 +184,24 @@ class SelectNodes(ir.passes.InPlacePass):
             self._select_dynamic(graph)
         else:
             self._select_static(graph, opset)
+        if self.config.format == "qdq":
+            self._select_embeddings(graph)
         counts: dict[str, int] = {}
         for decision in plan.decisions.values():
             counts[decision.role] = counts.get(decision.role, 0) + 1
         logger.info("select: %s", ", ".join(f"{n} {r}" for r, n in sorted(counts.items())))
         return ir.passes.PassResult(model, modified=False)
+
+    def _select_embeddings(self, graph: ir.Graph) -> None:
+        """(7) Gather from a large constant table (embeddings): int8 table, int8 Gather."""
+        for node in graph:
+            if node.op_type != "Gather" or node.domain != "" or self._excluded(node):
+                continue
+            table = const_array(node.inputs[0])
+            if (table is None or table.dtype != np.float32 or table.ndim < 2 or table.size < MIN_EMBEDDING
+                    or const_array(node.inputs[1]) is not None or self.plan.role(node) != Role.FLOAT):
+                continue
+            self.plan.decide(node, Role.WEIGHT_ONLY, "")
 
     def _select_dynamic(self, graph: ir.Graph) -> None:
         for node in graph:
