@@ -121,15 +121,14 @@ def sensitivity(
 ) -> SensitivityReport:
     """Measure every quantizable node's effect on the outputs (see the module docstring)."""
     from edgeq.auto.calib import calibrate_once
-    from edgeq.auto.workbench import Workbench, prepare_float
-    from edgeq.calibrate import load_data
+    from edgeq.auto.workbench import Workbench, prepare_float, reusable_source
 
     config = (config or QuantConfig()).replace(mode="static", min_sqnr=None)
     source_path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
     from edgeq.quantizer import _load
 
     loaded, _ = _load(model)
-    source = load_data(data, loaded)
+    source = reusable_source(data, loaded)
     float_model, _ = prepare_float(loaded, config, source)
     feeds, note = eval_feeds(eval_data, source, float_model, max_eval)
     cal = calibrate_once(float_model, source, config, progress=progress)

@@ -144,7 +144,10 @@ def calibrate_once(model: Any, source: Any, config: QuantConfig | None = None, *
     channels = {n: _Channels(axis) for n, axis in channel_axis.items() if n in observers}
     session = _ObservedModel(model, produced) if produced else None
     limit = max_samples or config.max_samples
-    total = len(source) if limit is None else min(len(source), limit)
+    try:
+        total: int | None = len(source) if limit is None else min(len(source), limit)
+    except TypeError:  # a module:function source of unknown length
+        total = limit
     skipped: set[str] = set()
     count = 0
     try:

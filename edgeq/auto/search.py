@@ -127,8 +127,7 @@ def auto_quantize(
     Returns an ``edgeq.QuantResult`` whose ``report["auto"]`` says what was tried and why.
     """
     from edgeq.auto.analysis import _progress, eval_feeds
-    from edgeq.auto.workbench import Workbench, prepare_float
-    from edgeq.calibrate import load_data
+    from edgeq.auto.workbench import Workbench, prepare_float, reusable_source
     from edgeq.quantizer import _load
 
     if min_score is not None and metric is None:
@@ -139,7 +138,7 @@ def auto_quantize(
         raise UsageError(f"threads must be at least 1, got {threads}")
     config = (config or QuantConfig()).replace(mode="static", min_sqnr=None)
     loaded, source_path = _load(model)
-    source = load_data(data, loaded)
+    source = reusable_source(data, loaded)
     float_model, _ = prepare_float(loaded, config, source)
     feeds, note = eval_feeds(eval_data, source, float_model, max_eval)
     bench = Workbench.create(float_model, config, feeds, metric)

@@ -23,7 +23,7 @@ import numpy as np
 from edgeq.config import QuantConfig
 from edgeq.errors import UsageError
 
-__all__ = ["Workbench", "Unit", "Score", "resolve_metric", "prepare_float", "model_bytes_of"]
+__all__ = ["Workbench", "Unit", "Score", "resolve_metric", "prepare_float", "model_bytes_of", "reusable_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,18 @@ def model_bytes_of(model: Any) -> bytes:
     import onnx_ir as ir
 
     return ir.to_proto(model).SerializeToString()
+
+
+def reusable_source(data: Any, model: Any) -> Any:
+    """``load_data(data, model)``, read into memory first when it can be iterated only once
+    (a generator): auto and sensitivity go over the calibration data more than once."""
+    from edgeq.calibrate import load_data
+
+    source = load_data(data, model)
+    if getattr(source, "_one_shot", False):
+        logger.info("calibration data is a one-shot iterator: holding it in memory to re-read it")
+        source = load_data([dict(feed) for _, feed in source.items()], model)
+    return source
 
 
 def prepare_float(model: Any, config: QuantConfig, source: Any) -> tuple[Any, list[str]]:

@@ -79,3 +79,12 @@ def test_cli_missing_model_is_one_line(tmp_path, capsys):
     assert e.value.code in (1, 2)
     err = capsys.readouterr().err
     assert "Traceback" not in err and "nope.onnx" in err
+
+
+def test_one_shot_generator_data_is_read_once_and_reused():
+    from edgeq.auto import sensitivity
+
+    report = sensitivity(outlier_net(), (feed for feed in outlier_feeds(16)), progress=False)
+    assert report.calibration["num_samples"] == 16 and report.eval_samples == 16
+    assert report.layers[0]["outlier_dominated"] == ["x"]
+    assert any("calibration samples" in n for n in report.notes)
