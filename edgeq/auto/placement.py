@@ -32,7 +32,7 @@ def _drop_islands(search: Any, best: Any) -> tuple[Any | None, list[str]]:
     if not dropped:
         return None, []
     trial = search.build(f"int8, {len(dropped)} isolated int8 node(s) dropped", best.model, search.cal,
-                         best.methods, best.base, exclude)
+                         best.methods, best.base, exclude, bias=best.bias)
     return trial, dropped
 
 

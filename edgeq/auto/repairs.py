@@ -61,16 +61,18 @@ def smooth(model: Any, cal: Any, config: QuantConfig) -> tuple[Any | None, str]:
     return copy, f"{len(sq.smoothed)} MatMul input(s) smoothed (alpha 0.5; worst channel ratio {worst[1]:.1f} on {worst[0]!r})"
 
 
-def correct_bias(model: Any, cal: Any, config: QuantConfig) -> tuple[Any | None, str]:
+def correct_bias(model: Any, cal: Any, config: QuantConfig, nodes: Any = None) -> tuple[Any | None, str]:
+    """Bias correction on ``nodes`` (default: every Conv/Gemm); only right where they end int8."""
     from edgeq.passes.bias_correction import BiasCorrection
 
     means = {name: cal.channel_mean(name) for name in cal.channels}
     means = {k: v for k, v in means.items() if v is not None}
     copy = _copy(model)
-    bc = BiasCorrection(means, per_channel=not isinstance(config.granularity, PerTensor))
+    bc = BiasCorrection(means, per_channel=not isinstance(config.granularity, PerTensor), nodes=nodes)
     if not bc(copy).modified:
         return None, "no Conv/Gemm with calibrated input means"
     return copy, f"{len(bc.corrected)} layer bias(es) corrected"
 
 
-REPAIRS = (("cross-layer equalization", equalize), ("SmoothQuant", smooth), ("bias correction", correct_bias))
+# exact float rewrites, tried in this order; bias correction is applied per configuration (search)
+REPAIRS = (("cross-layer equalization", equalize), ("SmoothQuant", smooth))

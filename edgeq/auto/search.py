@@ -44,6 +44,7 @@ class _Config:
     model: Any  # the float model it was built from
     methods: dict[str, str]
     base: str
+    bias: bool = False  # bias correction applied to the nodes that are int8 in this configuration
     latency_ms: float | None = None
     data: bytes | None = None
 
@@ -63,18 +64,30 @@ class _Search:
         return (self.meets(c), metric, c.score.min_sqnr, -len(c.exclude))
 
     def build(self, name: str, model: Any, cal: Any, methods: dict[str, str], base: str,
-              exclude: tuple[str, ...] = (), record: bool = True) -> _Config:
+              exclude: tuple[str, ...] = (), record: bool = True, bias: bool = False) -> _Config:
         from edgeq.auto.workbench import model_bytes_of
 
         self.bar.update(self.task, description=f"auto: {name}")
-        result = self.bench.build(cal.table_for(methods, base), exclude, model=model)
+        target = self._bias_corrected(model, cal, exclude) if bias else model
+        result = self.bench.build(cal.table_for(methods, base), exclude, model=target)
         data = model_bytes_of(result.model)
-        c = _Config(name, tuple(exclude), self.bench.score(data), result, model, dict(methods), base, data=data)
+        c = _Config(name, tuple(exclude), self.bench.score(data), result, model, dict(methods), base, bias, data=data)
         self.bar.advance(self.task)
         logger.info("auto: %s -> min SQNR %.2f dB", name, c.score.min_sqnr)
         if record:
             self.tried.append(c)
         return c
+
+
+    def _bias_corrected(self, model: Any, cal: Any, exclude: tuple[str, ...]) -> Any:
+        """A copy of ``model`` with bias correction on exactly the nodes that will be int8 (a
+        float node must keep its float bias: the correction would be an error there)."""
+        from edgeq.auto.repairs import correct_bias
+
+        plan, copy = self.bench.plan(exclude, model=model)
+        int8 = [n.name for n in copy.graph if plan.role(n) != "float"]
+        corrected, _ = correct_bias(model, cal, self.bench.config, nodes=int8)
+        return model if corrected is None else corrected
 
 
 def _disagreement(cal: Any, name: str) -> float:
@@ -169,7 +182,10 @@ def auto_quantize(
 
 
 def _repair(search: _Search, best: _Config, cal: Any, config: QuantConfig) -> tuple[list[dict], _Config, Any]:
-    from edgeq.auto.repairs import REPAIRS
+    """Equalization and SmoothQuant change the float graph exactly (ranges re-collected);
+    bias correction is tried last and stays a property of the configuration, applied at each
+    build to the nodes that are int8 there."""
+    from edgeq.auto.repairs import REPAIRS, correct_bias
 
     records = []
     for name, repair in REPAIRS:
@@ -183,6 +199,16 @@ def _repair(search: _Search, best: _Config, cal: Any, config: QuantConfig) -> tu
                 record["kept"] = True
                 best, cal = trial, new_cal
         records.append(record)
+    model, detail = correct_bias(best.model, cal, config)
+    record = {"repair": "bias correction", "kept": False, "detail": detail, "before_db": _db(best.score.min_sqnr)}
+    if model is not None:
+        trial = search.build("int8 + bias correction", best.model, cal, best.methods, best.base, best.exclude,
+                             bias=True)
+        record["after_db"] = _db(trial.score.min_sqnr)
+        if search.key(trial) > search.key(best) and trial.score.min_sqnr > best.score.min_sqnr + 0.05:
+            record["kept"] = True
+            best = trial
+    records.append(record)
     return records, best, cal
 
 
@@ -203,19 +229,19 @@ def _fallback(search: _Search, best: _Config, cal: Any) -> tuple[_Config, dict[s
         node = next((n for n in copy.graph if n.name == name), None)
         if node is not None and plan.role(node) != "float":
             trial = search.build(f"only {name}", best.model, cal, best.methods, best.base,
-                                 best.exclude + others, record=False)
+                                 best.exclude + others, record=False, bias=best.bias)
             only_db[name] = trial.score.min_sqnr
             noise[name] = _noise(trial.score.min_sqnr)
         else:
             trial = search.build(f"all but {name}", best.model, cal, best.methods, best.base,
-                                 best.exclude + (name,), record=False)
+                                 best.exclude + (name,), record=False, bias=best.bias)
             noise[name] = max(full - _noise(trial.score.min_sqnr), 0.0)
     ranked = sorted(units, key=lambda n: -noise[n])
     lo, hi, found = 1, len(ranked), None
     while lo <= hi:  # smallest prefix of the ranked units that, kept float, meets the target
         k = (lo + hi) // 2
         trial = search.build(f"int8, {k} most sensitive float", best.model, cal, best.methods, best.base,
-                             best.exclude + tuple(ranked[:k]))
+                             best.exclude + tuple(ranked[:k]), bias=best.bias)
         if search.meets(trial):
             found, hi = trial, k - 1
         else:
@@ -240,7 +266,7 @@ def _requantize(search: _Search, found: _Config, cal: Any, order: list[str]) -> 
     for name in [*in_gaps, *(n for n in order if n not in in_gaps)][:MAX_REQUANTIZE]:
         exclude = tuple(n for n in current.exclude if n != name)
         trial = search.build(f"re-quantize {name}", found.model, cal, found.methods, found.base, exclude,
-                             record=False)
+                             record=False, bias=found.bias)
         if search.meets(trial):
             current = trial
     if current is not found:

@@ -172,14 +172,14 @@ class Workbench:
             value = float(self.metric(self.refs, outs))
         return Score(sqnr, value)
 
-    def plan(self, exclude: Sequence[str] = ()) -> tuple[Any, Any]:
+    def plan(self, exclude: Sequence[str] = (), model: Any = None) -> tuple[Any, Any]:
         """(plan, analysed copy of the model) for the static config with ``exclude``."""
         import onnx_ir as ir
 
         from edgeq.passes.pipeline import analysis_passes, run_passes
         from edgeq.passes.plan import QuantPlan
 
-        copy = ir.from_proto(ir.to_proto(self.model))
+        copy = ir.from_proto(ir.to_proto(self.model if model is None else model))
         plan = QuantPlan()
         run_passes(copy, analysis_passes(self.config.replace(exclude=tuple(exclude)), plan))
         return plan, copy

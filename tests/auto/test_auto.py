@@ -149,3 +149,31 @@ def test_result_saves_model_and_report(outlier_result, tmp_path):
     saved = onnx.load(str(tmp_path / "m.onnx"))
     feed = outlier_feeds(1, seed=9)[0]
     np.testing.assert_allclose(run_ort(saved, feed)[0], run_ort(outlier_result.model, feed)[0], rtol=1e-6)
+
+
+BIAS2 = """<ir_version: 8, opset_import: ["" : 17]>
+bias2 (float[N,8,10,10] x) => (float[N,16,10,10] y) {
+  a = Conv<pads=[1,1,1,1]>(x, W1, B1)
+  r = Relu(a)
+  y = Conv<pads=[1,1,1,1]>(r, W2, B2)
+}"""
+
+
+def test_bias_correction_only_on_int8_nodes():
+    """Bias correction kept, then a fidelity target that needs layers float: a configuration with
+    no int8 node left must be the float model exactly (no correction left on float layers)."""
+    from edgeq.auto import auto_quantize
+    from edgeq.config import QuantConfig
+
+    rng = np.random.default_rng(0)
+    scale = np.exp(np.linspace(-3, 1, 16)).reshape(16, 1, 1, 1)
+    proto = build(BIAS2, {"W1": rng.normal(0.05, 0.3, (16, 8, 3, 3)) * scale, "B1": rng.normal(0, 0.1, 16),
+                          "W2": rng.normal(0.02, 0.1, (16, 16, 3, 3)) * scale, "B2": rng.normal(0, 0.1, 16)})
+    feeds = [{"x": (3.0 + rng.normal(0, 0.5, (1, 8, 10, 10))).astype(np.float32)} for _ in range(12)]
+    result = auto_quantize(proto, feeds, min_sqnr=200.0, config=QuantConfig(granularity="per-tensor"),
+                           progress=False)
+    auto = result.report["auto"]
+    assert {r["repair"]: r["kept"] for r in auto["repairs"]}["bias correction"]
+    no_int8 = [c for c in auto["configurations"] if c["precision_changes"] == 0]
+    assert no_int8 and all(c["min_sqnr_db"] == "inf" or c["min_sqnr_db"] > 100 for c in no_int8)
+    assert auto["verdict"].startswith("fp32")
