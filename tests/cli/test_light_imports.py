@@ -43,3 +43,40 @@ def test_python_m_edgeq_help_is_light():
     assert proc.returncode == 0, proc.stderr
     assert "Commands" in proc.stdout
     assert "torch" not in proc.stdout.strip().splitlines()[-1]
+
+
+NO_TORCH = """
+import sys, importlib.abc
+class _NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError("No module named 'torch' (blocked: edgeq without [torch])")
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+def test_quantize_and_run_work_without_torch(tmp_path):
+    """`pip install edgeq` (no torch): prepare, calibrate, quantize, save, run, all torch-free."""
+    code = NO_TORCH + f"""
+import numpy as np, onnx
+import onnx.helper as oh, onnx.numpy_helper as onh
+import edgeq
+from edgeq.runtime import Session
+rng = np.random.default_rng(0)
+w = onh.from_array(rng.normal(0, 0.2, (8, 3, 3, 3)).astype(np.float32), "w")
+g = oh.make_graph([oh.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), oh.make_node("Relu", ["c"], ["y"])],
+                  "g", [oh.make_tensor_value_info("x", 1, [1, 3, 16, 16])],
+                  [oh.make_tensor_value_info("y", 1, [1, 8, 16, 16])], [w])
+m = oh.make_model(g, opset_imports=[oh.make_opsetid("", 17)])
+data = [{{"x": rng.normal(size=(1, 3, 16, 16)).astype(np.float32)}} for _ in range(8)]
+r = edgeq.quantize(m, None, data, progress=False)
+r.save(r"{tmp_path}/q.onnx")
+out = Session(r"{tmp_path}/q.onnx").run(data[0])["y"]
+ref = Session(m).run(data[0])["y"]
+sqnr = 10 * np.log10((ref ** 2).sum() / ((ref - out) ** 2).sum())
+print("torch" in sys.modules, round(float(sqnr), 1))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded, sqnr = proc.stdout.split()
+    assert loaded == "False" and float(sqnr) > 30
