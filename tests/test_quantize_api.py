@@ -142,3 +142,21 @@ def test_unsupported_options_fail_clearly():
         edgeq.quantize(conv_net(), edgeq.QuantConfig(mode="dynamic", format="qoperator"))
     with pytest.raises(edgeq.UnsupportedError, match="int4"):
         edgeq.quantize(conv_net(), edgeq.QuantConfig(weights="int4"), feeds((1, 3, 16, 16), n=1))
+
+
+QKV = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[2,8,64] x) => (float[2,8,32] y) {
+  q = MatMul(x, WQ)
+  k = MatMul(x, WK)
+  y = Add(q, k)
+}"""
+
+
+def test_dynamic_matmuls_sharing_an_input_quantize_it_once(rng):
+    from passes.nets import build
+
+    proto = build(QKV, {"WQ": rng.normal(0, 0.2, (64, 32)), "WK": rng.normal(0, 0.2, (64, 32))})
+    data = [{"x": rng.normal(0, 1, (2, 8, 64)).astype(np.float32)} for _ in range(3)]
+    result = edgeq.quantize(proto, edgeq.QuantConfig(mode="dynamic"), progress=False)
+    assert op_types(result.model) == ["DynamicQuantizeLinear", "MatMulIntegerToFloat", "MatMulIntegerToFloat", "Add"]
+    assert _sqnr(proto, result.model, data) > 30.0

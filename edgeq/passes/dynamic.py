@@ -11,6 +11,8 @@
 2. Gemm: a transB weight is transposed offline to [K, N]; C becomes the kernel's bias.
    MatMul followed by an Add of a constant [N] vector (a Linear layer's bias): the Add folds
    into the kernel's bias input too.
+4. Several MatMuls reading the same input (attention's Q, K, V projections) share one
+   DynamicQuantizeLinear and each run MatMulIntegerToFloat: the input is quantized once.
 3. Conv: per-channel int8 weights with zero points all 0 (so one scalar zero point serves),
    the per-channel scale applied by the Mul after ConvInteger.
 """
@@ -76,6 +78,7 @@ class DynamicQuantize(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph, count = model.graph, 0
+        self._shared = self._shared_inputs(graph)
         for node in list(graph):
             if self.plan.role(node) != Role.DYNAMIC:
                 continue
@@ -88,6 +91,28 @@ class DynamicQuantize(ir.passes.InPlacePass):
             model.opset_imports.setdefault("com.microsoft", 1)
         logger.info("dynamic: %d nodes to dynamic int8", count)
         return ir.passes.PassResult(model, modified=count > 0)
+
+    def _shared_inputs(self, graph: ir.Graph) -> dict[ir.Value, ir.Node]:
+        """(4) one DynamicQuantizeLinear per input read by several dynamic MatMul/Gemm."""
+        readers: dict[ir.Value, int] = {}
+        for node in graph:
+            if self.plan.role(node) == Role.DYNAMIC and node.op_type in ("MatMul", "Gemm"):
+                readers[node.inputs[0]] = readers.get(node.inputs[0], 0) + 1
+        shared = {}
+        for value, n in readers.items():
+            if n < 2:
+                continue
+            dql = ir.node("DynamicQuantizeLinear", [value], num_outputs=3, name=f"{value.name}_dql")
+            for out, suffix, dtype in zip(dql.outputs, ("_q", "_scale", "_zp"),
+                                          (ir.DataType.UINT8, ir.DataType.FLOAT, ir.DataType.UINT8)):
+                out.name, out.dtype = f"{value.name}{suffix}", dtype
+            producer = value.producer()
+            if producer is None:
+                graph.insert_before(next(iter(graph)), dql)
+            else:
+                graph.insert_after(producer, dql)
+            shared[value] = dql
+        return shared
 
     def _per_channel(self) -> bool:
         return not isinstance(self.config.granularity, PerTensor)
@@ -115,13 +140,19 @@ class DynamicQuantize(ir.passes.InPlacePass):
         ]
         if bias is not None:
             inputs.append(_const(graph, f"{base}_bias", bias))
-        new = ir.node("DynamicQuantizeMatMul", inputs, domain="com.microsoft", name=f"{label}_dynamic")
+        dql = self._shared.get(node.inputs[0])
+        if dql is None:
+            new = ir.node("DynamicQuantizeMatMul", inputs, domain="com.microsoft", name=f"{label}_dynamic")
+        else:  # (4) A, B, a_scale, b_scale, a_zero_point, b_zero_point[, bias]
+            x_q, x_scale, x_zp = dql.outputs
+            new = ir.node("MatMulIntegerToFloat", [x_q, inputs[1], x_scale, inputs[2], x_zp, inputs[3], *inputs[4:]],
+                          domain="com.microsoft", name=f"{label}_dynamic")
         old_inputs = list(node.inputs[1:]) + (list(add.inputs) if add is not None else [])
         _replace(graph, node, [new], add)
         _drop_unused(graph, old_inputs)
         if add is not None:
             self.plan.decide(add, Role.FOLDED, "")
-        self.plan.weights[node] = {**qw.summary(weight), "kernel": "DynamicQuantizeMatMul"}
+        self.plan.weights[node] = {**qw.summary(weight), "kernel": new.op_type}
 
     def _conv(self, graph: ir.Graph, node: ir.Node) -> None:
         weight = const_array(node.inputs[1]).astype(np.float32)
