@@ -160,3 +160,11 @@ def test_dynamic_matmuls_sharing_an_input_quantize_it_once(rng):
     result = edgeq.quantize(proto, edgeq.QuantConfig(mode="dynamic"), progress=False)
     assert op_types(result.model) == ["DynamicQuantizeLinear", "MatMulIntegerToFloat", "MatMulIntegerToFloat", "Add"]
     assert _sqnr(proto, result.model, data) > 30.0
+
+
+def test_dynamic_conv_only_when_asked():
+    data = feeds((1, 3, 16, 16), n=2)
+    result = edgeq.quantize(conv_net(), edgeq.QuantConfig(mode="dynamic", dynamic_conv=True), progress=False)
+    ops = op_types(result.model)
+    assert ops.count("ConvInteger") == 2 and ops.count("DynamicQuantizeLinear") == 2 and "Conv" not in ops
+    assert _sqnr(conv_net(), result.model, data) > 30.0

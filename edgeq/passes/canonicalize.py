@@ -17,7 +17,7 @@ import logging
 
 import onnx_ir as ir
 
-from edgeq.passes.plan import const_array
+from edgeq.passes.plan import const_array, derived_name
 
 __all__ = ["Canonicalize"]
 
@@ -57,10 +57,10 @@ class Canonicalize(ir.passes.InPlacePass):
         keepdims = 1 if keep is None else keep.value
         if not keepdims and rank != 4:  # (2)
             return False
-        pool = ir.node("GlobalAveragePool", [x], name=f"{node.name or 'ReduceMean'}_gap")
+        pool = ir.node("GlobalAveragePool", [x], name=derived_name(node, "gap"))
         new = [pool]
         if not keepdims:
-            new.append(ir.node("Flatten", [pool.outputs[0]], {"axis": 1}, name=f"{node.name or 'ReduceMean'}_flatten"))
+            new.append(ir.node("Flatten", [pool.outputs[0]], {"axis": 1}, name=derived_name(node, "flatten")))
         old = node.outputs[0]
         out = new[-1].outputs[0]
         out.shape, out.dtype = old.shape, old.dtype

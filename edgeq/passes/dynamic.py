@@ -25,7 +25,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.config import PerTensor, QuantConfig
-from edgeq.passes.plan import QuantPlan, Role, const_array, fresh_base, node_label
+from edgeq.passes.plan import QuantPlan, Role, const_array, derived_name, fresh_base, node_label
 from edgeq.passes.weights import quantize_weight
 
 __all__ = ["DynamicQuantize"]
@@ -142,11 +142,11 @@ class DynamicQuantize(ir.passes.InPlacePass):
             inputs.append(_const(graph, f"{base}_bias", bias))
         dql = self._shared.get(node.inputs[0])
         if dql is None:
-            new = ir.node("DynamicQuantizeMatMul", inputs, domain="com.microsoft", name=f"{label}_dynamic")
+            new = ir.node("DynamicQuantizeMatMul", inputs, domain="com.microsoft", name=derived_name(node, "dynamic"))
         else:  # (4) A, B, a_scale, b_scale, a_zero_point, b_zero_point[, bias]
             x_q, x_scale, x_zp = dql.outputs
             new = ir.node("MatMulIntegerToFloat", [x_q, inputs[1], x_scale, inputs[2], x_zp, inputs[3], *inputs[4:]],
-                          domain="com.microsoft", name=f"{label}_dynamic")
+                          domain="com.microsoft", name=derived_name(node, "dynamic"))
         old_inputs = list(node.inputs[1:]) + (list(add.inputs) if add is not None else [])
         _replace(graph, node, [new], add)
         _drop_unused(graph, old_inputs)
@@ -159,22 +159,22 @@ class DynamicQuantize(ir.passes.InPlacePass):
         qw = quantize_weight(weight, 0 if self._per_channel() else None)  # (3)
         label = node_label(node)
         base = fresh_base(graph, node.inputs[1].name or label, ("_q", "_scale", "_zp", "_bias"))
-        dql = ir.node("DynamicQuantizeLinear", [node.inputs[0]], num_outputs=3, name=f"{label}_dql")
+        dql = ir.node("DynamicQuantizeLinear", [node.inputs[0]], num_outputs=3, name=derived_name(node, "dql"))
         w_q = _const(graph, f"{base}_q", qw.values)
         w_zp = _const(graph, f"{base}_zp", np.asarray(0, np.int8))
         attrs = {k: v for k, v in node.attributes.items()}
         conv = ir.Node("", "ConvInteger", [dql.outputs[0], w_q, dql.outputs[2], w_zp], attrs.values(),
-                       name=f"{label}_ConvInteger")
-        cast = ir.node("Cast", [conv.outputs[0]], {"to": ir.DataType.FLOAT}, name=f"{label}_cast")
+                       name=derived_name(node, "ConvInteger"))
+        cast = ir.node("Cast", [conv.outputs[0]], {"to": ir.DataType.FLOAT}, name=derived_name(node, "cast"))
         shape = [1, -1] + [1] * (weight.ndim - 2)
         w_scale = _const(graph, f"{base}_scale", qw.scale.reshape(shape) if qw.scale.ndim else qw.scale)
-        scale = ir.node("Mul", [dql.outputs[1], w_scale], name=f"{label}_scale")
-        mul = ir.node("Mul", [cast.outputs[0], scale.outputs[0]], name=f"{label}_rescale")
+        scale = ir.node("Mul", [dql.outputs[1], w_scale], name=derived_name(node, "scale"))
+        mul = ir.node("Mul", [cast.outputs[0], scale.outputs[0]], name=derived_name(node, "rescale"))
         new_nodes = [dql, conv, cast, scale, mul]
         bias = const_array(node.inputs[2]) if len(node.inputs) > 2 else None
         if bias is not None:
             b = _const(graph, f"{base}_bias", bias.astype(np.float32).reshape(shape))
-            new_nodes.append(ir.node("Add", [mul.outputs[0], b], name=f"{label}_bias"))
+            new_nodes.append(ir.node("Add", [mul.outputs[0], b], name=derived_name(node, "bias")))
         old_inputs = list(node.inputs[1:])
         _replace(graph, node, new_nodes)
         _drop_unused(graph, old_inputs)

@@ -16,7 +16,7 @@ import numpy as np
 if TYPE_CHECKING:
     import onnx_ir as ir
 
-__all__ = ["Role", "Decision", "QParams", "QuantPlan", "node_label", "qparams_from_range", "const_array", "is_float", "fresh_name", "fresh_base"]
+__all__ = ["Role", "Decision", "QParams", "QuantPlan", "node_label", "qparams_from_range", "const_array", "is_float", "fresh_name", "fresh_base", "derived_name"]
 
 
 class Role:
@@ -155,3 +155,9 @@ def fresh_base(graph: "ir.Graph", base: str, suffixes: tuple[str, ...] = ("_q", 
         i += 1
         candidate = f"{base}_{i}"
     return candidate
+
+
+def derived_name(node: "ir.Node", suffix: str) -> str | None:
+    """A name for a node that replaces ``node``: ``<name>_<suffix>``, or none when ``node`` has
+    none (ORT refuses two nodes with the same non-empty name)."""
+    return f"{node.name}_{suffix}" if node.name else None
