@@ -1,7 +1,7 @@
 """edgeq auto vs uniform int8 (edgeq static) vs fp32 on the zoo models.
 
     .venv/bin/python bench/auto_vs_uniform.py [--models digits_mobilenet,digits_resnet,mobilenet224,tiny_transformer]
-        [--calib 32] [--eval 100] [--min-sqnr 30] [--repeats 3] [--out docs/auto.md]
+        [--calib 32] [--eval 100] [--min-sqnr 30] [--extra mobilenet224:15] [--repeats 3] [--out docs/auto.md]
 
 For every model: export fp32 (edgeq.exporter) once into --workdir; quantize it uniformly
 (``edgeq.quantize``, static, min/max, every quantizable node int8) and with
@@ -83,12 +83,16 @@ def run_model(name: str, args) -> list[dict]:
     t0 = time.perf_counter()
     uniform = edgeq.quantize(path, QuantConfig(), calib, progress=False)
     t_uniform = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    auto = auto_quantize(path, calib, eval_data=search_eval, min_sqnr=args.min_sqnr, threads=1, progress=False)
-    t_auto = time.perf_counter() - t0
     with open(path, "rb") as f:
         fp32 = f.read()
-    models = {"fp32": fp32, "uniform int8": model_bytes_of(uniform.model), "auto": model_bytes_of(auto.model)}
+    models = {"fp32": fp32, "uniform int8": model_bytes_of(uniform.model)}
+    autos, seconds = {}, {"uniform int8": t_uniform}
+    for target in [args.min_sqnr, *args.extra.get(name, [])]:
+        label = "auto" if target == args.min_sqnr else f"auto (target {target:g} dB)"
+        t0 = time.perf_counter()
+        autos[label] = auto_quantize(path, calib, eval_data=search_eval, min_sqnr=target, threads=1, progress=False)
+        seconds[label] = time.perf_counter() - t0
+        models[label] = model_bytes_of(autos[label].model)
     ref = _outputs(fp32, evals)
     rows = []
     medians: dict[str, list[float]] = {k: [] for k in models}
@@ -98,13 +102,13 @@ def run_model(name: str, args) -> list[dict]:
     for label, data in models.items():
         fid = _fidelity(ref, ref if label == "fp32" else _outputs(data, evals), labels,
                         spec.task == "classification")
-        report = {"uniform int8": uniform.report, "auto": auto.report}.get(label)
+        report = {"uniform int8": uniform.report, **{k: a.report for k, a in autos.items()}}.get(label)
         rows.append({
             "model": name, "config": label, "sqnr": fid["sqnr"], "top1": fid.get("top1"), "agree": fid.get("agree"),
             "latency_ms": statistics.median(medians[label]),
             "int8": _int8_share(report) if report else "0",
-            "seconds": {"uniform int8": t_uniform, "auto": t_auto}.get(label),
-            "verdict": auto.report["auto"]["verdict"] if label == "auto" else "",
+            "seconds": seconds.get(label),
+            "verdict": autos[label].report["auto"]["verdict"] if label in autos else "",
         })
     fp32_ms = rows[0]["latency_ms"]
     for row in rows:
@@ -140,7 +144,7 @@ def to_markdown(rows: list[dict], command: str, args) -> str:
         lines.append(f"| {r['model']} | {r['config']} | {sqnr} | {top1} | {agree} | {r['latency_ms']:.3f} | "
                      f"{r['speedup']:.2f}x | {r['int8']} | {secs} |")
     lines += ["", "Auto's verdicts:", ""]
-    lines += [f"- {r['model']}: {r['verdict']}" for r in rows if r["config"] == "auto"]
+    lines += [f"- {r['model']}, {r['config']}: {r['verdict']}" for r in rows if r["verdict"]]
     return "\n".join(lines) + "\n"
 
 
@@ -150,11 +154,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib", type=int, default=32)
     parser.add_argument("--eval", type=int, default=100)
     parser.add_argument("--min-sqnr", type=float, default=30.0)
+    parser.add_argument("--extra", default="", help="extra auto targets per model: name:dB[,name:dB]")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "edgeq-bench-auto"))
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "auto.md"))
     args = parser.parse_args(argv)
+    extra: dict[str, list[float]] = {}
+    for item in filter(None, args.extra.split(",")):
+        model, _, target = item.partition(":")
+        extra.setdefault(model.strip(), []).append(float(target))
+    args.extra = extra
     os.makedirs(args.workdir, exist_ok=True)
     rows = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
