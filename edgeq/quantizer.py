@@ -174,7 +174,12 @@ def quantize(
     table, ranges_info = None, None
     if config.mode == "static":
         names = [v.name for v in plan.roots() if const_array(v) is None]
-        table = _ranges(model, names, config, source_data, ranges, progress)
+        if names:
+            table = _ranges(model, names, config, source_data, ranges, progress)
+        else:  # nothing static to calibrate (e.g. every MatMul went dynamic)
+            from edgeq.calibrate.ranges import RangesTable
+
+            table = RangesTable({}, method=config.method)
         _assign_qparams(plan, table, config)
         ranges_info = {"method": table.method, "num_samples": table.num_samples, "tensors": len(names)}
     activations = activation_params(plan, labels_by_node)

@@ -4,8 +4,10 @@ Analysis only: the graph is not changed; the decisions go into the shared ``Quan
 
 Static mode (the rules ORT's QDQ transformers need to fuse, so int8 is actually faster):
 
-1. Conv, MatMul, Gemm with constant weights (MatMul also activation x activation) are
-   quantized wherever they are: their int8 kernels pay for the Q/DQ around them.
+1. Conv, MatMul, Gemm with constant weights are quantized wherever they are (but see 5, 6):
+   their int8 kernels pay for the Q/DQ around them. An activation x activation MatMul
+   (attention) only between int8 neighbours, like a light op (1b): next to Softmax and masks
+   it costs accuracy and saves nothing at typical sequence lengths.
 2. Add, Mul, Concat, pooling, LeakyRelu, Sigmoid (fused QLinear* kernels) and shape-only ops
    (Reshape, Transpose, MaxPool, Resize-nearest, ...) are quantized only between int8
    neighbours: every activation input from an int8 op and some consumer int8. An int8 op next
@@ -248,8 +250,11 @@ class SelectNodes(ir.passes.InPlacePass):
         while changed:
             changed = False
             for node in list(roles):
-                if node not in roles or node.op_type in HEAVY or roles[node] == Role.FOLDED:
+                if node not in roles or roles[node] == Role.FOLDED:
                     continue
+                if node.op_type in HEAVY and const_array(node.inputs[1]) is not None:
+                    continue  # (1) weighted: always worth int8
+                # (1b) activation x activation MatMul (attention) is pruned like a light op
                 reason = self._neighbour_reason(node, roles)
                 if reason:
                     changed = True
