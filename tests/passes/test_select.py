@@ -139,3 +139,26 @@ def test_weighted_matmul_between_float_ops_goes_dynamic_in_qdq_format(fmt, expec
     ref = np.concatenate([run_ort(proto, f)[0] for f in data])
     got = np.concatenate([run_ort(model, f)[0] for f in data])
     assert sqnr_db(ref, got) > 30
+
+
+ATTENTION = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,8,64] x) => (float[1,8,8] y) {
+  q = MatMul(x, WQ)
+  k = MatMul(x, WK)
+  kt = Transpose<perm=[0,2,1]>(k)
+  s = MatMul(q, kt)
+  y = Softmax(s)
+}"""
+
+
+def test_attention_scores_stay_float_and_projections_go_dynamic(rng):
+    proto = build(ATTENTION, {"WQ": rng.normal(0, 0.2, (64, 16)), "WK": rng.normal(0, 0.2, (64, 16))})
+    data = [{"x": rng.normal(0, 1, (1, 8, 64)).astype(np.float32)} for _ in range(4)]
+    model, plan = quantize_with_numpy_ranges(proto, data)
+    scores = next(n for n in plan.decisions if n.op_type == "MatMul" and n.inputs[1].name == "kt")
+    assert plan.role(scores) == Role.FLOAT and "int8 consumer" in plan.decisions[scores].reason
+    assert op_types(model) == ["DynamicQuantizeLinear", "MatMulIntegerToFloat", "MatMulIntegerToFloat",
+                               "Transpose", "MatMul", "Softmax"]
+    ref = np.concatenate([run_ort(proto, f)[0] for f in data])
+    got = np.concatenate([run_ort(model, f)[0] for f in data])
+    assert sqnr_db(ref, got) > 30
