@@ -114,6 +114,8 @@ class QuantConfig:
     batch_size: int = 1
     dynamic_conv: bool = False
     min_sqnr: float | None = None
+    metric: str | None = None
+    min_score: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:

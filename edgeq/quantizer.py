@@ -65,8 +65,6 @@ def _load(model: Any) -> tuple["ir.Model", str | None]:
 
 
 def _check_config(config: QuantConfig, data: Any, ranges: Any) -> None:
-    if config.mode in ("fp16", "auto"):
-        raise UnsupportedError(f"mode {config.mode!r} is not implemented yet: use static or dynamic")
     if config.weights != "int8" or isinstance(config.granularity, PerBlock):
         raise UnsupportedError("only int8 weights (per-channel or per-tensor) are implemented: "
                                "drop --weights int4 / per-block granularity")
@@ -154,6 +152,14 @@ def quantize(
     from edgeq.report.quant_report import activation_params, build_report, node_labels
 
     config = config or QuantConfig()
+    if config.mode == "fp16":
+        from edgeq.modes import quantize_fp16
+
+        return quantize_fp16(model, config, data=data, eval_data=eval_data, labels=labels)
+    if config.mode == "auto":
+        from edgeq.modes import quantize_auto
+
+        return quantize_auto(model, config, data, eval_data=eval_data, labels=labels, progress=progress)
     _check_config(config, data, ranges)
     start = time.perf_counter()
     model, source = _load(model)

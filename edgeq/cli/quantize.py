@@ -20,7 +20,10 @@ def quant_options(func):
     """The options shared by both commands (each maps to a QuantConfig field)."""
     options = [
         click.option("--calib", "calib", default=None, help="Calibration data: .npz file, folder of .npz/.npy, or module:function."),
-        click.option("--mode", type=click.Choice(["static", "dynamic"]), default=None, help="static (default): int8 activations with calibrated scales; dynamic: int8 weights, activations quantized at run time."),
+        click.option("--mode", type=click.Choice(["static", "dynamic", "auto", "fp16"]), default=None, help="static (default): int8 activations with calibrated scales; dynamic: int8 weights, activations quantized at run time; auto: per-layer int8/fp32 chosen by measured error and speed; fp16: fp16 compute, fp32 inputs/outputs."),
+        click.option("--auto", "auto", is_flag=True, default=None, help="Same as --mode auto: meet --min-sqnr (default 30 dB) or --metric/--min-score, never slower than fp32."),
+        click.option("--metric", default=None, help="With --auto: module:function(reference_outputs, outputs) -> score."),
+        click.option("--min-score", type=float, default=None, help="With --auto and --metric: the score to reach."),
         click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default=None, help="Range method for activations (default minmax)."),
         click.option("--percentile", type=float, default=None, help="Percentile for --method percentile (default 99.99)."),
         click.option("--granularity", default=None, help="Weights: per-channel (default) or per-tensor."),
@@ -37,7 +40,7 @@ def quant_options(func):
         click.option("--integer-only", is_flag=True, default=None, help="With qoperator: aim for no float islands."),
         click.option("--strict", is_flag=True, default=None, help="With qoperator: fail on any float island."),
         click.option("--max-samples", type=click.IntRange(1), default=None, help="Use at most N calibration samples."),
-        click.option("--min-sqnr", type=float, default=None, help="Fail if an output's SQNR (with --eval) is below this."),
+        click.option("--min-sqnr", type=float, default=None, help="Fail if an output's SQNR (with --eval) is below this; with --auto: the fidelity target."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars; only the summary."),
     ]
     for option in reversed(options):
@@ -60,11 +63,22 @@ def build_config(config_file: str | None, **flags: Any):
 
 def _config_from(kw: dict[str, Any]):
     return build_config(
-        kw["config_file"], mode=kw["mode"], method=kw["method"], percentile=kw["percentile"],
+        kw["config_file"], mode=_mode(kw), method=kw["method"], percentile=kw["percentile"],
         granularity=kw["granularity"], activations=kw["activations"], symmetric=kw["symmetric"],
         exclude=tuple(kw["exclude"]), format=kw["fmt"], integer_only=kw["integer_only"],
         strict=kw["strict"], max_samples=kw["max_samples"], min_sqnr=kw["min_sqnr"],
+        metric=kw["metric"], min_score=kw["min_score"],
     )
+
+
+def _mode(kw: dict[str, Any]) -> str | None:
+    from edgeq.errors import UsageError
+
+    if kw["auto"]:
+        if kw["mode"] not in (None, "auto"):
+            raise UsageError(f"--auto and --mode {kw['mode']} disagree: give one of them")
+        return "auto"
+    return kw["mode"]
 
 
 def _fmt_db(value: Any) -> str:
@@ -85,15 +99,16 @@ def print_summary(report: dict[str, Any], out: str) -> None:
     for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]:
         click.echo(f"  float x{n}  {reason}")
     ev = report.get("evaluation")
+    low = "fp16" if report.get("config", {}).get("mode") == "fp16" else "int8"
     if ev:
         for name, m in ev["outputs"].items():
             extra = f", top-1 agreement {m['top1_agreement']:.4f}" if "top1_agreement" in m else ""
             click.echo(f"  {name}: SQNR {_fmt_db(m.get('sqnr_db'))} dB, cosine {m.get('cosine', 0):.5f}{extra}")
         if ev.get("accuracy"):
             a = ev["accuracy"]
-            click.echo(f"  top-1 vs labels: fp32 {a['fp32']:.4f}, int8 {a['int8']:.4f}")
+            click.echo(f"  top-1 vs labels: fp32 {a['fp32']:.4f}, {low} {a['int8']:.4f}")
         for threads, lat in ev.get("latency_ms", {}).items():
-            click.echo(f"  latency {threads} thread(s): fp32 {lat['fp32']:.3f} ms, int8 {lat['int8']:.3f} ms "
+            click.echo(f"  latency {threads} thread(s): fp32 {lat['fp32']:.3f} ms, {low} {lat['int8']:.3f} ms "
                        f"({lat['fp32'] / lat['int8']:.2f}x)")
 
 
@@ -149,7 +164,7 @@ def export_and_quantize(spec: str, out: str, fp32_out: str | None, **kw: Any) ->
     calib, eval_data, labels = kw["calib"], kw["eval_data"], None
     zoo_spec = _zoo_spec(spec)
     if zoo_spec is not None:
-        if calib is None and kw["ranges"] is None and (kw["mode"] or "static") == "static":
+        if calib is None and kw["ranges"] is None and (_mode(kw) or "static") in ("static", "auto"):
             calib = list(zoo_spec.calibration_data(64))
         if eval_data is None:
             eval_data = list(zoo_spec.eval_data(200))

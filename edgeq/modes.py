@@ -1,0 +1,109 @@
+"""The quantize modes that are not a plain pass list: ``fp16`` and ``auto``.
+
+``edgeq.quantize`` dispatches here for ``config.mode`` in (``"fp16"``, ``"auto"``); both return
+the same ``QuantResult`` (model, JSON report) as static and dynamic mode, so the CLI, ``save``
+and the report renderers need no special case.
+
+* fp16: prepare, then ``edgeq.passes.fp16.convert_fp16`` (inputs and outputs stay fp32; ops
+  with fp16 range problems stay fp32, each with its reason in ``report["fp16"]``).
+* auto: ``edgeq.auto.auto_quantize`` (per-layer precision by measured error and speed) with
+  ``config.min_sqnr`` (default 30 dB) and/or ``config.metric`` + ``config.min_score``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from edgeq.config import QuantConfig
+from edgeq.errors import UsageError
+
+if TYPE_CHECKING:
+    from edgeq.quantizer import QuantResult
+
+__all__ = ["quantize_fp16", "quantize_auto", "DEFAULT_AUTO_MIN_SQNR"]
+
+DEFAULT_AUTO_MIN_SQNR = 30.0
+
+
+def _evaluate(report: dict[str, Any], fp32_bytes: bytes, model: Any, eval_data: Any, labels: Any) -> None:
+    from edgeq.calibrate import load_data
+    from edgeq.io import model_bytes
+    from edgeq.report.evaluate import evaluate
+    from edgeq.quantizer import _proto_of
+
+    feeds = load_data(eval_data, _proto_of(fp32_bytes))
+    report["evaluation"] = evaluate(fp32_bytes, model_bytes(model), feeds, labels=labels)
+
+
+def quantize_fp16(model: Any, config: QuantConfig, *, data: Any = None, eval_data: Any = None,
+                  labels: Any = None) -> "QuantResult":
+    """fp16 weights and compute, fp32 at the graph boundary (what the CUDA provider runs fastest)."""
+    from edgeq.io import model_bytes
+    from edgeq.passes.fp16 import convert_fp16
+    from edgeq.quantizer import QuantResult, _check, _load, _prepare, _weights_size
+
+    start = time.perf_counter()
+    loaded, source = _load(model)
+    fp32_bytes = model_bytes(loaded) if eval_data is not None else None
+    size_before = _weights_size(loaded)
+    source_data = None
+    if data is not None:
+        from edgeq.calibrate import load_data
+
+        source_data = load_data(data, loaded)
+    loaded, notes = _prepare(loaded, config, source_data)
+    section = convert_fp16(loaded)
+    _check(loaded)
+    size_after = _weights_size(loaded)
+    kept = section.get("kept_fp32", [])
+    report: dict[str, Any] = {
+        "format": "edgeq-quantize-report",
+        "source": source,
+        "config": config.to_dict(),
+        "summary": {
+            "nodes": len(loaded.graph),
+            "quantized": len(loaded.graph) - len(kept),
+            "int8_kernels": 0,
+            "left_float": len(kept),
+            "size_before_bytes": size_before,
+            "size_after_bytes": size_after,
+            "size_ratio": (size_after / size_before) if size_before else None,
+        },
+        "quantized": [],
+        "float": [{"node": k.get("node", ""), "op": k.get("op_type", ""), "reason": f"kept fp32: {k.get('reason', '')}"}
+                  for k in kept if isinstance(k, dict)],
+        "prepare": list(notes),
+        "fp16": section,
+    }
+    if eval_data is not None:
+        _evaluate(report, fp32_bytes, loaded, eval_data, labels)
+        from edgeq.quantizer import _check_min_sqnr
+
+        _check_min_sqnr(report, config)
+    report["summary"]["seconds"] = round(time.perf_counter() - start, 3)
+    return QuantResult(model=loaded, report=report, ranges=None, source=source)
+
+
+def quantize_auto(model: Any, config: QuantConfig, data: Any, *, eval_data: Any = None, labels: Any = None,
+                  progress: bool = True) -> "QuantResult":
+    """Per-layer precision (int8 or fp32) meeting the fidelity target, never slower than fp32."""
+    from edgeq.auto import auto_quantize
+    from edgeq.io import model_bytes
+    from edgeq.quantizer import _load
+
+    if data is None:
+        raise UsageError("--auto needs calibration data: pass --calib DATA (or data=...)")
+    min_sqnr = config.min_sqnr
+    if min_sqnr is None and config.min_score is None:
+        min_sqnr = DEFAULT_AUTO_MIN_SQNR
+    fp32_bytes = None
+    if eval_data is not None:
+        fp32_bytes = model_bytes(_load(model)[0])
+    result = auto_quantize(model, data, min_sqnr=min_sqnr, metric=config.metric, min_score=config.min_score,
+                           eval_data=eval_data, config=config.replace(mode="static", min_sqnr=None),
+                           progress=progress)
+    result.report["config"] = config.replace(min_sqnr=min_sqnr).to_dict()
+    if eval_data is not None:
+        _evaluate(result.report, fp32_bytes, result.model, eval_data, labels)
+    return result
