@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 def replace_constant(node: ir.Node, index: int, array: np.ndarray) -> None:
     """Give ``node`` input ``index`` the constant ``array`` (in place when only it reads it)."""
-    value = node.inputs[index]
+    value = node.inputs[index] if index < len(node.inputs) else None  # e.g. a Conv without bias
     graph = node.graph
     array = np.ascontiguousarray(array, dtype=np.float32)
     if value is not None and value.const_value is not None and len(value.uses()) == 1 and not value.is_graph_output():

@@ -114,3 +114,24 @@ def test_bias_correction_reduces_output_error():
     assert after > before + 1.0, (before, after)
     # the mean error per output channel shrinks
     assert np.abs((fixed - ref).mean(axis=(0, 2, 3))).max() < 0.5 * np.abs((plain - ref).mean(axis=(0, 2, 3))).max()
+
+
+def test_bias_correction_adds_a_bias_to_a_conv_without_one():
+    """A Conv with no bias input (TF/Paddle exports) gets one, holding just the correction."""
+    from edgeq.auto.calib import calibrate_once
+    from edgeq.config import QuantConfig
+    from edgeq.passes.bias_correction import BiasCorrection
+
+    rng = np.random.default_rng(1)
+    text = BIAS_NET.replace("Conv<pads=[1,1,1,1]>(x, W, B)", "Conv<pads=[1,1,1,1]>(x, W)")
+    scale = np.exp(np.linspace(-3, 1, 16)).reshape(16, 1, 1, 1)
+    proto = build(text, {"W": rng.normal(0.05, 0.3, (16, 8, 3, 3)) * scale})
+    data = [{"x": (3.0 + rng.normal(0, 0.5, (1, 8, 10, 10))).astype(np.float32)} for _ in range(8)]
+    cal = calibrate_once(ir.from_proto(proto), data, QuantConfig(granularity="per-tensor"), progress=False)
+    model = ir.from_proto(proto)
+    assert BiasCorrection({"x": cal.channel_mean("x")}, per_channel=False)(model).modified
+    conv = model.graph.node(0)
+    assert len(conv.inputs) == 3 and conv.inputs[2].const_value.numpy().shape == (16,)
+    # float outputs move only by the (small) correction itself
+    delta = run_ort(model, data[0])[0] - run_ort(proto, data[0])[0]
+    np.testing.assert_allclose(delta.mean(axis=(0, 2, 3)), conv.inputs[2].const_value.numpy(), atol=1e-4)
