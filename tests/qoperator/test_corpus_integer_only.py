@@ -6,7 +6,7 @@ MIN_SQNR_DB of fp32 on held-out feeds; each float island in report["qoperator"] 
 None of the corpus graphs becomes integer-only end to end, so edgeq.reference.run refuses every
 one with an UnsupportedError naming a node (allowed: the float parts are listed in FLOAT_PARTS):
   - float islands between integer ops: mobilenetv3_block (HardSigmoid, Mul of the SE block),
-    yolo_style (Split, Resize), old_torch_style (Resize, not listed by the report: see below);
+    yolo_style (Split, Resize), old_torch_style (Resize, before a float-output QGemm);
   - a float head and/or tail only (no island): paddle_style (Softmax), tf_style (NHWC Transpose,
     ReduceMean, dense head, Softmax), transformer_layer (Gather/Range embeddings, LayerNorm,
     attention; only ffn.down is integer), if_loop (If/Loop; only the head MatMul is integer),
@@ -44,14 +44,6 @@ FLOAT_PARTS = {
     "transformer_layer": "Range",
     "yolo_style": "Split",
 }
-# a float island the report leaves out: the Resize between MaxPool (int8) and the float-output
-# QGemm is reachable from a QuantizeLinear but reaches no DequantizeLinear (QGemm ends the
-# integer part itself), so islands.find_islands misses it; the reference names it an island
-MISSED_ISLAND = (
-    "report['qoperator']['float_islands'] == [] but edgeq.reference.run raises: DequantizeLinear "
-    "'maxpool_6_DQ' feeds float 'maxpool_6_dq' to Resize 'node': a float island, which the "
-    "integer reference does not run; rewrite it with --integer-only or leave it out"
-)
 
 
 @pytest.fixture(scope="module", params=sorted(CORPUS))
@@ -158,10 +150,9 @@ def test_corpus_integer_only_reference(quantized):
     assert shares["per_op_worst"] >= MIN_AGREEMENT, (name, shares["per_op"])
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=MISSED_ISLAND)) if n == "old_torch_style" else n
-    for n in sorted(CORPUS)
-])
+# old_torch_style is the case that needed it: a Resize between MaxPool (int8) and a QGemm with a
+# float output, which ends the integer part without any DequantizeLinear
+@pytest.mark.parametrize("name", sorted(CORPUS))
 def test_corpus_report_lists_every_float_island(name):
     """A float op between a DequantizeLinear and a QuantizeLinear (integer on both sides) is an
     island; the report must list it, whatever ends the integer part after it."""

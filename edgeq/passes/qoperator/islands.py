@@ -1,7 +1,8 @@
 """Float islands: what still runs in float between the first Q and the last DQ.
 
 A node is on an island when it is neither QuantizeLinear nor DequantizeLinear, computes on a
-float tensor, is reachable from some QuantizeLinear and reaches some DequantizeLinear. A
+float tensor, is reachable from some QuantizeLinear and reaches the end of an integer region:
+a DequantizeLinear, or an integer operator with a float output (QGemm with no output scale). A
 ``DQ -> Q`` pair (a requantization, e.g. after MatMulInteger) is listed apart: the integer
 reference runs it in fixed point, though onnxruntime runs it in float.
 """
@@ -43,10 +44,23 @@ def _is_float(node: ir.Node) -> bool:
     return from_dq or to_q
 
 
+_INTS = (ir.DataType.INT8, ir.DataType.UINT8)
+
+
+def _ends_integer(node: ir.Node) -> bool:
+    """DequantizeLinear, or an op reading a computed int8/uint8 tensor and writing a float one."""
+    if node.op_type == "DequantizeLinear":
+        return True
+    if node.op_type in _QDQ:
+        return False
+    reads_int = any(v is not None and v.dtype in _INTS and v.const_value is None for v in node.inputs)
+    return reads_int and any(v.dtype in _FLOATS for v in node.outputs)
+
+
 def find_islands(graph: ir.Graph, reasons: dict[ir.Node, list[str]]) -> list[dict]:
     """Island nodes in graph order, each with why no rule rewrote it."""
     after_q = _reach([n for n in graph if n.op_type == "QuantizeLinear"], forward=True)
-    before_dq = _reach([n for n in graph if n.op_type == "DequantizeLinear"], forward=False)
+    before_dq = _reach([n for n in graph if _ends_integer(n)], forward=False)
     islands = []
     for node in graph:
         if node.op_type in _QDQ or node not in after_q or node not in before_dq:
