@@ -28,6 +28,7 @@ __all__ = [
     "check_output_path",
     "atomic_path",
     "model_bytes",
+    "weights_nbytes",
     "EXTERNAL_DATA_THRESHOLD",
 ]
 
@@ -130,7 +131,8 @@ def _umask() -> int:
     return mask
 
 
-def _tensor_bytes(model: "ir.Model") -> int:
+def weights_nbytes(model: "ir.Model") -> int:
+    """Bytes held by the initializers of ``model``'s graph and all its subgraphs."""
     total = 0
     for graph in [model.graph, *model.graph.subgraphs()]:
         for value in graph.initializers.values():
@@ -157,7 +159,7 @@ def save_model(
         model = ir.from_proto(model)
     path = check_output_path(path, inputs)
     if external_data is None:
-        external_data = _tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
+        external_data = weights_nbytes(model) > EXTERNAL_DATA_THRESHOLD
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     name = os.path.basename(path)

@@ -39,14 +39,14 @@ def _evaluate(report: dict[str, Any], fp32_bytes: bytes, model: Any, eval_data: 
 def quantize_fp16(model: Any, config: QuantConfig, *, data: Any = None, eval_data: Any = None,
                   labels: Any = None) -> "QuantResult":
     """fp16 weights and compute, fp32 at the graph boundary (what the CUDA provider runs fastest)."""
-    from edgeq.io import model_bytes
+    from edgeq.io import model_bytes, weights_nbytes
     from edgeq.passes.fp16 import convert_fp16
-    from edgeq.quantizer import QuantResult, _check, _load, _prepare, _weights_size
+    from edgeq.quantizer import QuantResult, _check, _load, _prepare
 
     start = time.perf_counter()
     loaded, source = _load(model)
     fp32_bytes = model_bytes(loaded) if eval_data is not None else None
-    size_before = _weights_size(loaded)
+    size_before = weights_nbytes(loaded)
     source_data = None
     if data is not None:
         from edgeq.calibrate import load_data
@@ -55,7 +55,7 @@ def quantize_fp16(model: Any, config: QuantConfig, *, data: Any = None, eval_dat
     loaded, notes = _prepare(loaded, config, source_data)
     section = convert_fp16(loaded)
     _check(loaded)
-    size_after = _weights_size(loaded)
+    size_after = weights_nbytes(loaded)
     kept = section.get("kept_fp32", [])
     report: dict[str, Any] = {
         "format": "edgeq-quantize-report",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeq.config import PerBlock, QuantConfig
 from edgeq.errors import EdgeqError, UnsupportedError, UsageError
+from edgeq.io import weights_nbytes
 
 if TYPE_CHECKING:
     import onnx
@@ -164,7 +165,7 @@ def quantize(
     start = time.perf_counter()
     model, source = _load(model)
     fp32_bytes = model_bytes(model) if eval_data is not None else None
-    size_before = _weights_size(model)
+    size_before = weights_nbytes(model)
     source_data = None
     if data is not None:
         from edgeq.calibrate import load_data
@@ -201,7 +202,7 @@ def quantize(
     _check(model)
     report = build_report(
         plan, labels_by_node, config, activations, source=source, size_before=size_before,
-        size_after=_weights_size(model), prepare_notes=notes, ranges_info=ranges_info,
+        size_after=weights_nbytes(model), prepare_notes=notes, ranges_info=ranges_info,
         seconds=time.perf_counter() - start,
     )
     report.update(report_extra)
@@ -229,20 +230,11 @@ def _proto_of(data: bytes) -> "onnx.ModelProto":
     return proto
 
 
-def _weights_size(model: "ir.Model") -> int:
-    total = 0
-    for graph in [model.graph, *model.graph.subgraphs()]:
-        for value in graph.initializers.values():
-            if value.const_value is not None:
-                total += value.const_value.nbytes
-    return total
-
-
 def _check(model: "ir.Model") -> None:
     import onnx
     import onnx_ir as ir
 
-    if _weights_size(model) > 1_800_000_000:
+    if weights_nbytes(model) > 1_800_000_000:
         return  # the checker cannot take a >2 GB proto in memory
     try:
         onnx.checker.check_model(ir.to_proto(model))
