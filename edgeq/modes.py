@@ -41,10 +41,10 @@ def quantize_fp16(model: Any, config: QuantConfig, *, data: Any = None, eval_dat
     """fp16 weights and compute, fp32 at the graph boundary (what the CUDA provider runs fastest)."""
     from edgeq.io import model_bytes, weights_nbytes
     from edgeq.passes.fp16 import convert_fp16
-    from edgeq.quantizer import QuantResult, _check, _load, _prepare
+    from edgeq.quantizer import QuantResult, _check, _prepare, load_input
 
     start = time.perf_counter()
-    loaded, source = _load(model)
+    loaded, source = load_input(model)
     fp32_bytes = model_bytes(loaded) if eval_data is not None else None
     size_before = weights_nbytes(loaded)
     source_data = None
@@ -90,7 +90,7 @@ def quantize_auto(model: Any, config: QuantConfig, data: Any, *, eval_data: Any 
     """Per-layer precision (int8 or fp32) meeting the fidelity target, never slower than fp32."""
     from edgeq.auto import auto_quantize
     from edgeq.io import model_bytes
-    from edgeq.quantizer import _load
+    from edgeq.quantizer import load_input
 
     if data is None:
         raise UsageError("--auto needs calibration data: pass --calib DATA (or data=...)")
@@ -99,7 +99,7 @@ def quantize_auto(model: Any, config: QuantConfig, data: Any, *, eval_data: Any 
         min_sqnr = DEFAULT_AUTO_MIN_SQNR
     fp32_bytes = None
     if eval_data is not None:
-        fp32_bytes = model_bytes(_load(model)[0])
+        fp32_bytes = model_bytes(load_input(model)[0])
     result = auto_quantize(model, data, min_sqnr=min_sqnr, metric=config.metric, min_score=config.min_score,
                            eval_data=eval_data, config=config.replace(mode="static", min_sqnr=None),
                            progress=progress)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from edgeq.calibrate.ranges import RangesTable
 
-__all__ = ["quantize", "QuantResult"]
+__all__ = ["quantize", "QuantResult", "load_input"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ class QuantResult:
         return save_model(self.model, path, inputs=inputs)
 
 
-def _load(model: Any) -> tuple["ir.Model", str | None]:
+def load_input(model: Any) -> tuple["ir.Model", str | None]:
+    """``model`` (a path, onnx.ModelProto or onnx_ir.Model) as a fresh onnx_ir.Model, and its path if any."""
     import onnx
     import onnx_ir as ir
 
@@ -163,7 +164,7 @@ def quantize(
         return quantize_auto(model, config, data, eval_data=eval_data, labels=labels, progress=progress)
     _check_config(config, data, ranges)
     start = time.perf_counter()
-    model, source = _load(model)
+    model, source = load_input(model)
     fp32_bytes = model_bytes(model) if eval_data is not None else None
     size_before = weights_nbytes(model)
     source_data = None

@@ -103,12 +103,6 @@ def eval_feeds(eval_data: Any, source: Any, model: Any, limit: int) -> tuple[lis
     return feeds, note
 
 
-def _progress(enabled: bool) -> Any:
-    from edgeq.calibrate.collect import _progress as make
-
-    return make(enabled)
-
-
 def sensitivity(
     model: Any,
     data: Any,
@@ -122,12 +116,12 @@ def sensitivity(
     """Measure every quantizable node's effect on the outputs (see the module docstring)."""
     from edgeq.auto.calib import calibrate_once
     from edgeq.auto.workbench import Workbench, prepare_float, reusable_source
+    from edgeq.calibrate.collect import progress_bar
+    from edgeq.quantizer import load_input
 
     config = (config or QuantConfig()).replace(mode="static", min_sqnr=None)
     source_path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
-    from edgeq.quantizer import _load
-
-    loaded, _ = _load(model)
+    loaded, _ = load_input(model)
     source = reusable_source(data, loaded)
     float_model, _ = prepare_float(loaded, config, source)
     feeds, note = eval_feeds(eval_data, source, float_model, max_eval)
@@ -138,7 +132,7 @@ def sensitivity(
     names = [u.name for u in units]
     full = bench.score(bench.build(table).model)
     layers = []
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("sensitivity", total=2 * len(units))
         for unit in units:
             only_plan, copy = bench.plan([n for n in names if n != unit.name])

@@ -135,14 +135,14 @@ def calibrate_once(model: Any, source: Any, config: QuantConfig | None = None, *
                    max_samples: int | None = None, progress: bool = True) -> Calibration:
     """Observe every float activation of ``model`` (onnx_ir.Model) over ``source`` once."""
     from edgeq.calibrate import load_data
-    from edgeq.calibrate.collect import _ObservedModel, _progress
+    from edgeq.calibrate.collect import ObservedModel, progress_bar
 
     config = config or QuantConfig()
     source = load_data(source, model)
     produced, inputs, channel_axis = _observed_values(model.graph)
     observers = {n: HistogramObserver(n, config.num_bins) for n in [*inputs, *(v.name for v in produced)]}
     channels = {n: _Channels(axis) for n, axis in channel_axis.items() if n in observers}
-    session = _ObservedModel(model, produced) if produced else None
+    session = ObservedModel(model, produced) if produced else None
     limit = max_samples or config.max_samples
     try:
         total: int | None = len(source) if limit is None else min(len(source), limit)
@@ -151,7 +151,7 @@ def calibrate_once(model: Any, source: Any, config: QuantConfig | None = None, *
     skipped: set[str] = set()
     count = 0
     try:
-        with _progress(progress) as bar:
+        with progress_bar(progress) as bar:
             task = bar.add_task("calibrating (all methods)", total=total)
             for label, feed in source.items():
                 if limit is not None and count >= limit:

@@ -139,9 +139,10 @@ def auto_quantize(
     (dicts of output name -> array stacked over the eval feeds), with ``min_score``.
     Returns an ``edgeq.QuantResult`` whose ``report["auto"]`` says what was tried and why.
     """
-    from edgeq.auto.analysis import _progress, eval_feeds
+    from edgeq.auto.analysis import eval_feeds
     from edgeq.auto.workbench import Workbench, prepare_float, reusable_source
-    from edgeq.quantizer import _load
+    from edgeq.calibrate.collect import progress_bar
+    from edgeq.quantizer import load_input
 
     if min_score is not None and metric is None:
         raise UsageError("min_score needs a metric: pass metric='module:function' (or --metric)")
@@ -150,14 +151,14 @@ def auto_quantize(
     if threads < 1:
         raise UsageError(f"threads must be at least 1, got {threads}")
     config = (config or QuantConfig()).replace(mode="static", min_sqnr=None)
-    loaded, source_path = _load(model)
+    loaded, source_path = load_input(model)
     source = reusable_source(data, loaded)
     float_model, _ = prepare_float(loaded, config, source)
     feeds, note = eval_feeds(eval_data, source, float_model, max_eval)
     bench = Workbench.create(float_model, config, feeds, metric)
     notes = [n for n in [note] if n]
     notes.append("precisions: int8 or fp32 per layer (the quantizer has no int16 activations or fp16 mode yet)")
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         search = _Search(bench, source, min_sqnr, min_score, bar)
         cal = calibrate_once(float_model, source, config, progress=False)
         uniform = [search.build(f"int8 uniform {m}", float_model, cal, {}, m) for m in METHODS]

@@ -106,9 +106,9 @@ def reusable_source(data: Any, model: Any) -> Any:
 def prepare_float(model: Any, config: QuantConfig, source: Any) -> tuple[Any, list[str]]:
     """Load and prepare ``model`` once; give every unnamed node a unique name (exclude needs names)."""
     from edgeq.prepare import prepare_model
-    from edgeq.quantizer import _load
+    from edgeq.quantizer import load_input
 
-    model, _ = _load(model)
+    model, _ = load_input(model)
     model, notes = prepare_model(model, target_opset=config.opset, data=source)
     taken = {n.name for n in model.graph if n.name}
     for i, node in enumerate(model.graph):

@@ -32,7 +32,7 @@ from edgeq.calibrate.ranges import RangesTable, TensorRange
 from edgeq.config import QuantConfig
 from edgeq.errors import DataError, UnsupportedError, UsageError
 
-__all__ = ["collect_ranges"]
+__all__ = ["collect_ranges", "ObservedModel", "progress_bar"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _first_line(error: BaseException) -> str:
     return re.sub(r"^\d+ : [A-Z_]+ : ", "", line)
 
 
-class _ObservedModel:
+class ObservedModel:
     """An onnxruntime CPU session of ``model`` with ``values`` added as outputs."""
 
     def __init__(self, model: Any, values: Sequence[Any]) -> None:
@@ -111,7 +111,8 @@ class _ObservedModel:
             self._tmp = None
 
 
-def _progress(enabled: bool) -> Any:
+def progress_bar(enabled: bool) -> Any:
+    """A rich progress bar on stderr (hidden when ``enabled`` is false), gone when done."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -182,7 +183,7 @@ def collect_ranges(
         if value.const_value is not None:
             observers[value.name].update(value.const_value.numpy())
 
-    session = _ObservedModel(model, run_values) if run_values else None
+    session = ObservedModel(model, run_values) if run_values else None
     limit = config.max_samples
     try:
         total = len(source)
@@ -192,7 +193,7 @@ def collect_ranges(
         total = limit if total is None else min(total, limit)
     num_samples = 0
     try:
-        with _progress(progress) as bar:
+        with progress_bar(progress) as bar:
             task = bar.add_task(f"calibrating ({config.method})", total=total)
             for label, feed in source.items():
                 if limit is not None and num_samples >= limit:
