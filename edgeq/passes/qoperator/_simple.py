@@ -7,8 +7,9 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from edgeq.passes.qoperator._match import QInput, QOutput, dequantized, quantized_output
+from edgeq.passes.qoperator._rule import MS_DOMAIN, Match, Rule, replace_with
 
-__all__ = ["per_tensor_io"]
+__all__ = ["per_tensor_io", "BinaryQLinearRule"]
 
 
 def per_tensor_io(
@@ -32,3 +33,19 @@ def per_tensor_io(
     if len(dtypes) != 1:
         return f"inputs and output mix {sorted(str(d) for d in dtypes)}; the op needs one dtype"
     return qins, out
+
+
+
+class BinaryQLinearRule(Rule):
+    """``DQ(a) op DQ(b) [-> Relu|Clip] -> Q  ==>  com.microsoft.QLinear<op>``: a and b per-tensor,
+    of the output's dtype, broadcasting as in the float op; subclasses name the op."""
+
+    def check(self, node: ir.Node, graph: ir.Graph) -> Match | str:
+        io = per_tensor_io(node, graph)
+        return io if isinstance(io, str) else Match({"in": io[0], "out": io[1]})
+
+    def rewrite(self, node: ir.Node, graph: ir.Graph, match: Match) -> ir.Node:
+        (a, b), out = match["in"], match["out"]
+        inputs = [a.value, a.scale, a.zero_point, b.value, b.scale, b.zero_point,
+                  out.scale, out.zero_point]
+        return replace_with(graph, node, out, self.name, inputs, domain=MS_DOMAIN)
