@@ -60,6 +60,9 @@ def compare(models, providers, inputs, batch, threads, warmup, iters, seconds, p
     from edgeq.runtime.compare import compare as run_compare
     from edgeq.runtime.compare import to_markdown
 
+    if inputs is None and len(models) > 1:
+        click.echo("note: no --inputs: random inputs are fine for speed, but a quantized model's "
+                   "fidelity on them is not representative; pass --inputs with real data", err=True)
     report = run_compare(
         list(models),
         providers=[p for p in providers.split(",") if p.strip()],

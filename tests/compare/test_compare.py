@@ -102,7 +102,8 @@ def test_cli_writes_json_markdown_html(models, tmp_path):
     assert "| fp16.onnx | cpu | logits |" in proc.stdout
     report = json.loads((out / "report.json").read_text())
     assert report["fidelity"][1]["outputs"]["logits"]["sqnr_db"] > 40
-    assert report["profiles"] and report["profiles"][0]["by_op_type"][0]["op_type"] == "Conv"
+    # which op type tops the profile depends on timing noise on a loaded machine: Conv must be in it
+    assert report["profiles"] and "Conv" in [e["op_type"] for e in report["profiles"][0]["by_op_type"]]
     assert report["profiles"][0]["int8_kernel_share"] == 0.0  # a float model runs no integer kernels
     page = (out / "report.html").read_text()
     assert "<script" not in page and "t &lt;1&gt;" in page
@@ -112,6 +113,10 @@ def test_cli_writes_json_markdown_html(models, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown execution provider 'nope'" in bad.stderr
     assert "Traceback" not in bad.stderr
+    random = subprocess.run([sys.executable, "-m", "edgeq", "compare", str(models / "fp32.onnx"),
+                             str(models / "fp16.onnx"), "--iters", "2", "--warmup", "0", "--no-profile"],
+                            capture_output=True, text=True, timeout=300)
+    assert random.returncode == 0 and "no --inputs" in random.stderr
 
 
 def test_runtime_compare_imports_neither_torch_nor_onnx_ir():
