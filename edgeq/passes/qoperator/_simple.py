@@ -9,7 +9,7 @@ import onnx_ir as ir
 from edgeq.passes.qoperator._match import QInput, QOutput, dequantized, quantized_output
 from edgeq.passes.qoperator._rule import MS_DOMAIN, Match, Rule, replace_with
 
-__all__ = ["per_tensor_io", "BinaryQLinearRule"]
+__all__ = ["per_tensor_io", "UnaryQLinearRule", "BinaryQLinearRule"]
 
 
 def per_tensor_io(
@@ -49,3 +49,20 @@ class BinaryQLinearRule(Rule):
         inputs = [a.value, a.scale, a.zero_point, b.value, b.scale, b.zero_point,
                   out.scale, out.zero_point]
         return replace_with(graph, node, out, self.name, inputs, domain=MS_DOMAIN)
+
+
+class UnaryQLinearRule(Rule):
+    """``DQ(x) -> op -> Q  ==>  com.microsoft.QLinear<op>``: x per-tensor, no Relu folded into
+    the output; subclasses name the op and may carry attributes over (``attributes``)."""
+
+    def attributes(self, node: ir.Node) -> list[ir.Attr]:
+        return []
+
+    def check(self, node: ir.Node, graph: ir.Graph) -> Match | str:
+        io = per_tensor_io(node, graph, fold=False)
+        return io if isinstance(io, str) else Match({"in": io[0], "out": io[1]})
+
+    def rewrite(self, node: ir.Node, graph: ir.Graph, match: Match) -> ir.Node:
+        (x,), out = match["in"], match["out"]
+        inputs = [x.value, x.scale, x.zero_point, out.scale, out.zero_point]
+        return replace_with(graph, node, out, self.name, inputs, self.attributes(node), domain=MS_DOMAIN)
