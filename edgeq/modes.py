@@ -26,33 +26,16 @@ __all__ = ["quantize_fp16", "quantize_auto", "DEFAULT_AUTO_MIN_SQNR"]
 DEFAULT_AUTO_MIN_SQNR = 30.0
 
 
-def _evaluate(report: dict[str, Any], fp32_bytes: bytes, model: Any, eval_data: Any, labels: Any) -> None:
-    from edgeq.calibrate import load_data
-    from edgeq.io import model_bytes
-    from edgeq.report.evaluate import evaluate
-    from edgeq.quantizer import _proto_of
-
-    feeds = load_data(eval_data, _proto_of(fp32_bytes))
-    report["evaluation"] = evaluate(fp32_bytes, model_bytes(model), feeds, labels=labels)
-
-
 def quantize_fp16(model: Any, config: QuantConfig, *, data: Any = None, eval_data: Any = None,
                   labels: Any = None) -> "QuantResult":
     """fp16 weights and compute, fp32 at the graph boundary (what the CUDA provider runs fastest)."""
-    from edgeq.io import model_bytes, weights_nbytes
+    from edgeq.io import weights_nbytes
     from edgeq.passes.fp16 import convert_fp16
-    from edgeq.quantizer import QuantResult, _check, _prepare, load_input
+    from edgeq.quantizer import QuantResult, _check, load_and_prepare
 
     start = time.perf_counter()
-    loaded, source = load_input(model)
-    fp32_bytes = model_bytes(loaded) if eval_data is not None else None
-    size_before = weights_nbytes(loaded)
-    source_data = None
-    if data is not None:
-        from edgeq.calibrate import load_data
-
-        source_data = load_data(data, loaded)
-    loaded, notes = _prepare(loaded, config, source_data)
+    prepared = load_and_prepare(model, config, data, keep_fp32=eval_data is not None)
+    loaded, source, notes, size_before = prepared.model, prepared.source, prepared.notes, prepared.size_before
     section = convert_fp16(loaded)
     _check(loaded)
     size_after = weights_nbytes(loaded)
@@ -77,9 +60,9 @@ def quantize_fp16(model: Any, config: QuantConfig, *, data: Any = None, eval_dat
         "fp16": section,
     }
     if eval_data is not None:
-        _evaluate(report, fp32_bytes, loaded, eval_data, labels)
-        from edgeq.quantizer import _check_min_sqnr
+        from edgeq.quantizer import _check_min_sqnr, evaluate_against_fp32
 
+        evaluate_against_fp32(report, prepared.fp32_bytes, loaded, eval_data, labels)
         _check_min_sqnr(report, config)
     report["summary"]["seconds"] = round(time.perf_counter() - start, 3)
     return QuantResult(model=loaded, report=report, ranges=None, source=source)
@@ -90,7 +73,7 @@ def quantize_auto(model: Any, config: QuantConfig, data: Any, *, eval_data: Any 
     """Per-layer precision (int8 or fp32) meeting the fidelity target, never slower than fp32."""
     from edgeq.auto import auto_quantize
     from edgeq.io import model_bytes
-    from edgeq.quantizer import load_input
+    from edgeq.quantizer import evaluate_against_fp32, load_input
 
     if data is None:
         raise UsageError("--auto needs calibration data: pass --calib DATA (or data=...)")
@@ -105,5 +88,5 @@ def quantize_auto(model: Any, config: QuantConfig, data: Any, *, eval_data: Any 
                            progress=progress)
     result.report["config"] = config.replace(min_sqnr=min_sqnr).to_dict()
     if eval_data is not None:
-        _evaluate(result.report, fp32_bytes, result.model, eval_data, labels)
+        evaluate_against_fp32(result.report, fp32_bytes, result.model, eval_data, labels)
     return result

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from edgeq.calibrate.ranges import RangesTable
 
-__all__ = ["quantize", "QuantResult", "load_input"]
+__all__ = ["quantize", "QuantResult", "Loaded", "load_input", "load_and_prepare", "evaluate_against_fp32"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,48 @@ def _check_config(config: QuantConfig, data: Any, ranges: Any) -> None:
                          "or reuse a ranges table with --ranges FILE; or use --mode dynamic")
     if config.format == "qoperator" and config.mode != "static":
         raise UsageError("--format qoperator needs static mode (activation scales fixed offline)")
+
+
+@dataclasses.dataclass
+class Loaded:
+    """A model loaded and prepared for quantization, with what the report needs from before."""
+
+    model: "ir.Model"
+    source: str | None
+    data: Any  # the validated FeedSource, or None
+    notes: list[str]
+    fp32_bytes: bytes | None  # the fp32 model as given, kept for evaluation
+    size_before: int
+
+
+def load_and_prepare(model: Any, config: QuantConfig, data: Any, *, keep_fp32: bool) -> Loaded:
+    """Load ``model`` (never changing the caller's), validate ``data`` against it, prepare it."""
+    from edgeq.io import model_bytes
+
+    loaded, source = load_input(model)
+    fp32_bytes = model_bytes(loaded) if keep_fp32 else None
+    size_before = weights_nbytes(loaded)
+    source_data = None
+    if data is not None:
+        from edgeq.calibrate import load_data
+
+        source_data = load_data(data, loaded)
+    loaded, notes = _prepare(loaded, config, source_data)
+    return Loaded(loaded, source, source_data, notes, fp32_bytes, size_before)
+
+
+def evaluate_against_fp32(report: dict[str, Any], fp32_bytes: bytes, model: "ir.Model", eval_data: Any,
+                          labels: Any) -> tuple[Any, bytes]:
+    """Put fidelity, accuracy and latency of ``model`` vs the fp32 model in ``report["evaluation"]``;
+    return the evaluation feeds and the serialized model for further comparisons."""
+    from edgeq.calibrate import load_data
+    from edgeq.io import model_bytes
+    from edgeq.report.evaluate import evaluate
+
+    feeds = load_data(eval_data, _proto_of(fp32_bytes))
+    candidate = model_bytes(model)
+    report["evaluation"] = evaluate(fp32_bytes, candidate, feeds, labels=labels)
+    return feeds, candidate
 
 
 def _prepare(model: "ir.Model", config: QuantConfig, data: Any) -> tuple["ir.Model", list[str]]:
@@ -146,9 +188,6 @@ def quantize(
     RangesTable or its JSON file (skips calibration for the tensors it covers). ``eval_data``
     (and ``labels``): adds fidelity, accuracy and latency vs fp32 to the report.
     """
-    import onnx_ir as ir
-
-    from edgeq.io import model_bytes
     from edgeq.passes.pipeline import analysis_passes, rewrite_passes, run_passes
     from edgeq.passes.plan import QuantPlan, const_array
     from edgeq.report.quant_report import activation_params, build_report, node_labels
@@ -164,15 +203,9 @@ def quantize(
         return quantize_auto(model, config, data, eval_data=eval_data, labels=labels, progress=progress)
     _check_config(config, data, ranges)
     start = time.perf_counter()
-    model, source = load_input(model)
-    fp32_bytes = model_bytes(model) if eval_data is not None else None
-    size_before = weights_nbytes(model)
-    source_data = None
-    if data is not None:
-        from edgeq.calibrate import load_data
-
-        source_data = load_data(data, model)
-    model, notes = _prepare(model, config, source_data)
+    loaded = load_and_prepare(model, config, data, keep_fp32=eval_data is not None)
+    model, source, source_data, notes = loaded.model, loaded.source, loaded.data, loaded.notes
+    fp32_bytes, size_before = loaded.fp32_bytes, loaded.size_before
     if model.opset_imports.get("", 0) < 13:
         raise UnsupportedError(f"opset {model.opset_imports.get('')} is below 13 (needed for per-channel "
                                "DequantizeLinear): pass --opset 13 or re-export")
@@ -208,14 +241,9 @@ def quantize(
     )
     report.update(report_extra)
     if eval_data is not None:
-        from edgeq.calibrate import load_data
-        from edgeq.report.evaluate import evaluate
-
         from edgeq.report.evaluate import layer_errors
 
-        feeds = load_data(eval_data, _proto_of(fp32_bytes))
-        int8_bytes = model_bytes(model)
-        report["evaluation"] = evaluate(fp32_bytes, int8_bytes, feeds, labels=labels)
+        feeds, int8_bytes = evaluate_against_fp32(report, fp32_bytes, model, eval_data, labels)
         if config.format == "qdq" and observed:
             report["evaluation"]["layers"] = layer_errors(fp32_bytes, int8_bytes, observed, feeds)
         _check_min_sqnr(report, config)
