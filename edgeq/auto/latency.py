@@ -94,8 +94,13 @@ def precision_changes(model: Any) -> int:
 
 def has_int8(model: Any) -> bool:
     """Whether any node of the main graph runs or feeds an int8 kernel."""
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
-               or n.op_type.startswith("QLinear") or n.op_type.endswith("Integer") for n in model.graph)
+    return any(_is_int8_op(n.op_type) for n in model.graph)
+
+
+def _is_int8_op(op: str) -> bool:
+    # QuantizeLinear/DequantizeLinear, DynamicQuantizeLinear/DynamicQuantizeMatMul/DynamicQuantizeLSTM,
+    # QLinear*, QGemm/QAttention, MatMulInteger/ConvInteger, MatMulIntegerToFloat
+    return ("Quantize" in op or op.startswith(("QLinear", "QGemm", "QAttention")) or "Integer" in op)
 
 
 def measure(models: Mapping[str, bytes], feed: Mapping[str, np.ndarray], *, provider: str = "cpu",

@@ -70,9 +70,15 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
                    f"({fp32_ms / chosen.latency_ms:.2f}x) on {provider} with {threads} thread(s), "
                    f"min output SQNR {chosen.score.min_sqnr:.1f} dB")
         return chosen, verdict, {k: v for k, v in dropped.items() if k in chosen.exclude}
-    reason = ("no configuration with int8 layers met the fidelity target" if chosen is None else
-              f"the best int8 configuration meeting the target ({chosen.name!r}, {chosen.latency_ms:.3f} ms) "
-              f"is not faster than fp32 ({fp32_ms:.3f} ms) on {provider} with {threads} thread(s)")
+    if not any(has_int8(c.result.model) for c in search.tried):
+        reason = (f"nothing in this graph is worth int8 on {provider}: the selector keeps every node float "
+                  "(see the per-node reasons in the report's 'float' list)")
+    elif chosen is None:
+        reason = "no configuration with int8 layers met the fidelity target"
+    else:
+        reason = (
+            f"the best int8 configuration meeting the target ({chosen.name!r}, {chosen.latency_ms:.3f} ms) "
+            f"is not faster than fp32 ({fp32_ms:.3f} ms) on {provider} with {threads} thread(s)")
     search.bench.model = float_model
     units = tuple(u.name for u in search.bench.units())
     fp32 = search.build("fp32", float_model, cal, {}, best.base, units, record=False)
