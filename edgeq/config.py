@@ -106,6 +106,8 @@ class QuantConfig:
     weights: str = "int8"
     symmetric: bool = False
     exclude: tuple[str, ...] = ()
+    int16_nodes: tuple[str, ...] = ()  # nodes (by name) whose activations are int16 (weights int8)
+    fp16_nodes: tuple[str, ...] = ()  # nodes (by name) computed in fp16 (Casts at the boundaries)
     format: Format = "qdq"
     integer_only: bool = False
     strict: bool = False
@@ -117,6 +119,9 @@ class QuantConfig:
     metric: str | None = None
     min_score: float | None = None
     seed: int = 0
+    provider: str = "cpu"  # auto mode: the provider whose latency counts ("never slower than fp32" there)
+    threads: int = 1  # auto mode: intra-op threads for those latency measurements
+    time_budget_s: float | None = None  # auto mode: stop searching after about this long (None: no limit)
 
     def __post_init__(self) -> None:
         for field, choices in _CHOICES.items():
@@ -136,13 +141,19 @@ class QuantConfig:
         if self.opset is not None and not 10 <= self.opset <= 26:
             raise UsageError(f"opset must be between 10 and 26, got {self.opset}")
         object.__setattr__(self, "granularity", parse_granularity(self.granularity))
-        object.__setattr__(self, "exclude", tuple(self.exclude))
+        if self.threads < 1:
+            raise UsageError(f"threads must be at least 1, got {self.threads}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise UsageError(f"time_budget_s must be positive, got {self.time_budget_s}")
+        for field in ("exclude", "int16_nodes", "fp16_nodes"):
+            object.__setattr__(self, field, tuple(getattr(self, field)))
 
     # -- serialization -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["granularity"] = str(self.granularity)
-        out["exclude"] = list(self.exclude)
+        for field in ("exclude", "int16_nodes", "fp16_nodes"):
+            out[field] = list(getattr(self, field))
         return out
 
     @classmethod
