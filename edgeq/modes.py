@@ -84,8 +84,8 @@ def quantize_auto(model: Any, config: QuantConfig, data: Any, *, eval_data: Any 
     if eval_data is not None:
         fp32_bytes = model_bytes(load_input(model)[0])
     result = auto_quantize(model, data, min_sqnr=min_sqnr, metric=config.metric, min_score=config.min_score,
-                           eval_data=eval_data, config=config.replace(mode="static", min_sqnr=None),
-                           progress=progress)
+                           provider=config.provider, threads=config.threads, eval_data=eval_data,
+                           config=config.replace(mode="static", min_sqnr=None), progress=progress)
     result.report["config"] = config.replace(min_sqnr=min_sqnr).to_dict()
     if eval_data is not None:
         evaluate_against_fp32(result.report, fp32_bytes, result.model, eval_data, labels)

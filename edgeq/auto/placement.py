@@ -69,6 +69,7 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
         verdict = (f"int8 configuration {chosen.name!r}: {chosen.latency_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms "
                    f"({fp32_ms / chosen.latency_ms:.2f}x) on {provider} with {threads} thread(s), "
                    f"min output SQNR {chosen.score.min_sqnr:.1f} dB")
+        chosen.result.ranges = cal.table_for(chosen.methods, chosen.base)  # every tensor: reusable by --ranges
         return chosen, verdict, {k: v for k, v in dropped.items() if k in chosen.exclude}
     if not any(has_int8(c.result.model) for c in search.tried):
         reason = (f"nothing in this graph is worth int8 on {provider}: the selector keeps every node float "
@@ -83,5 +84,6 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
     units = tuple(u.name for u in search.bench.units())
     fp32 = search.build("fp32", float_model, cal, {}, best.base, units, record=False)
     fp32.latency_ms = fp32_ms
+    fp32.result.ranges = cal.table_for(best.methods, best.base)
     search.tried.append(fp32)
     return fp32, f"fp32: {reason}", {}

@@ -20,8 +20,11 @@ def quant_options(func):
     """The options shared by both commands (each maps to a QuantConfig field)."""
     options = [
         click.option("--calib", "calib", default=None, help="Calibration data: .npz file, folder of .npz/.npy, or module:function."),
-        click.option("--mode", type=click.Choice(["static", "dynamic", "auto", "fp16"]), default=None, help="static (default): int8 activations with calibrated scales; dynamic: int8 weights, activations quantized at run time; auto: per-layer int8/fp32 chosen by measured error and speed; fp16: fp16 compute, fp32 inputs/outputs."),
+        click.option("--mode", type=click.Choice(["auto", "static", "dynamic", "fp16"]), default=None, help="auto (the default with --calib): per-layer precision chosen by measured error and speed, never slower than fp32; static: uniform int8 (every node that has a fast int8 kernel); dynamic: int8 weights, activations quantized at run time; fp16: fp16 compute, fp32 inputs/outputs."),
         click.option("--auto", "auto", is_flag=True, default=None, help="Same as --mode auto: meet --min-sqnr (default 30 dB) or --metric/--min-score, never slower than fp32."),
+        click.option("--provider", default=None, help="Auto mode: the execution provider whose speed counts (default cpu)."),
+        click.option("--threads", type=click.IntRange(1), default=None, help="Auto mode: threads for its latency measurements (default 1)."),
+        click.option("--time-budget", "time_budget_s", type=click.FloatRange(min=1.0), default=None, help="Auto mode: stop searching after about this many seconds and keep the best found."),
         click.option("--metric", default=None, help="With --auto: module:function(reference_outputs, outputs) -> score."),
         click.option("--min-score", type=float, default=None, help="With --auto and --metric: the score to reach."),
         click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default=None, help="Range method for activations (default minmax)."),
@@ -48,8 +51,12 @@ def quant_options(func):
     return func
 
 
-def build_config(config_file: str | None, **flags: Any):
-    """QuantConfig from the config file, overridden by the flags that were given."""
+def build_config(config_file: str | None, *, has_data: bool = True, **flags: Any):
+    """QuantConfig from the config file, overridden by the flags that were given.
+
+    Where neither sets ``mode``, the default is auto when there is calibration data to measure
+    with, and static otherwise (a reused ranges table, or the qoperator format whose scales are
+    fixed offline; with no data at all static says what to pass)."""
     from edgeq.config import QuantConfig, load_config_file
 
     data = load_config_file(config_file) if config_file else {}
@@ -58,16 +65,20 @@ def build_config(config_file: str | None, **flags: Any):
         if value is None or value == ():
             continue
         data[key] = value
+    if data.get("mode") is None:
+        data["mode"] = "auto" if has_data and data.get("format", "qdq") == "qdq" else "static"
     return QuantConfig.from_dict(data)
 
 
-def _config_from(kw: dict[str, Any]):
+def _config_from(kw: dict[str, Any], calib: Any = None):
+    has_data = (calib is not None or kw["calib"] is not None) and kw["ranges"] is None
     return build_config(
-        kw["config_file"], mode=_mode(kw), method=kw["method"], percentile=kw["percentile"],
+        kw["config_file"], has_data=has_data, mode=_mode(kw), method=kw["method"], percentile=kw["percentile"],
         granularity=kw["granularity"], activations=kw["activations"], symmetric=kw["symmetric"],
         exclude=tuple(kw["exclude"]), format=kw["fmt"], integer_only=kw["integer_only"],
         strict=kw["strict"], max_samples=kw["max_samples"], min_sqnr=kw["min_sqnr"],
-        metric=kw["metric"], min_score=kw["min_score"],
+        metric=kw["metric"], min_score=kw["min_score"], provider=kw["provider"], threads=kw["threads"],
+        time_budget_s=kw["time_budget_s"],
     )
 
 
@@ -121,7 +132,7 @@ def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str]
     for extra in (kw["report"], kw["save_ranges"], kw["trt_cache"]):
         if extra:
             check_output_path(extra, [*inputs, out])
-    config = _config_from(kw)
+    config = _config_from(kw, calib)
     result = edgeq.quantize(model, config, calib if calib is not None else kw["calib"],
                             eval_data=eval_data if eval_data is not None else kw["eval_data"],
                             labels=labels, ranges=kw["ranges"], progress=not kw["quiet"])
@@ -135,6 +146,12 @@ def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str]
 
         write_trt_cache(result.ranges, kw["trt_cache"])
     print_summary(result.report, out)
+    auto = result.report.get("auto")
+    if auto:
+        click.echo(f"  auto: {auto['verdict']}")
+        if auto.get("chosen") == "fp32":
+            click.echo(f"note: {out} is the fp32 model (auto mode found no int8 configuration that is both "
+                       "faithful and faster here); --mode static forces uniform int8", err=True)
     return result
 
 
@@ -143,7 +160,8 @@ def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str]
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Where to write the quantized model.")
 @quant_options
 def quantize(model: str, out: str, **kw: Any) -> None:
-    """Quantize an ONNX model (static int8 with --calib, or --mode dynamic)."""
+    """Quantize an ONNX model: with --calib DATA, auto mode (int8 where it is faithful and fast,
+    measured per layer); --mode static for uniform int8, --mode dynamic without data."""
     inputs = [model] + [p for p in (kw["calib"], kw["ranges"], kw["config_file"]) if p and os.path.exists(p)]
     _run_quantize(model, out, kw, inputs=inputs)
 
@@ -164,7 +182,7 @@ def export_and_quantize(spec: str, out: str, fp32_out: str | None, **kw: Any) ->
     calib, eval_data, labels = kw["calib"], kw["eval_data"], None
     zoo_spec = _zoo_spec(spec)
     if zoo_spec is not None:
-        if calib is None and kw["ranges"] is None and (_mode(kw) or "static") in ("static", "auto"):
+        if calib is None and kw["ranges"] is None and (_mode(kw) or "auto") in ("static", "auto"):
             calib = list(zoo_spec.calibration_data(64))
         if eval_data is None:
             eval_data = list(zoo_spec.eval_data(200))

@@ -31,12 +31,38 @@ def _run(argv, capsys):
     return exit_info.value.code, out.out, out.err
 
 
-def test_default_invocation(model_and_calib, tmp_path, capsys):
+def test_default_invocation_is_auto(model_and_calib, tmp_path, capsys):
+    """With --calib and no --mode, auto mode decides; the model written is the one it chose:
+    int8 (meeting 30 dB, not slower than fp32 where timed) or the fp32 model with a note."""
+    from ortutil import run_ort
+
+    from edgeq.report.metrics import sqnr_db
+
+    src, calib = model_and_calib
+    out, rep = tmp_path / "out.onnx", tmp_path / "r.json"
+    code, stdout, err = _run(["quantize", str(src), "-o", str(out), "--calib", str(calib), "--report", str(rep), "-q"],
+                             capsys)
+    assert code == 0, err
+    report = json.loads(rep.read_text())
+    auto = report["auto"]
+    assert report["config"]["mode"] == "auto" and auto["target"]["min_sqnr"] == 30.0
+    assert f"auto: {auto['verdict']}" in stdout
+    ops = [n.op_type for n in onnx.load(out).graph.node]
+    if auto["chosen"] == "fp32":
+        assert "QuantizeLinear" not in ops and "is the fp32 model" in err
+    else:
+        assert "QuantizeLinear" in ops and auto["fidelity"]["min_sqnr_db"] >= 30.0
+    for feed in feeds((1, 3, 16, 16), n=2, seed=9):
+        assert sqnr_db(run_ort(onnx.load(src), feed)[0], run_ort(onnx.load(out), feed)[0]) >= 30.0
+
+
+def test_mode_static_is_uniform_int8(model_and_calib, tmp_path, capsys):
     src, calib = model_and_calib
     out = tmp_path / "out.onnx"
-    code, stdout, _ = _run(["quantize", str(src), "-o", str(out), "--calib", str(calib), "-q"], capsys)
+    code, stdout, _ = _run(["quantize", str(src), "-o", str(out), "--calib", str(calib), "--mode", "static", "-q"],
+                           capsys)
     assert code == 0
-    assert "9 nodes quantized" in stdout and "0 left float" in stdout
+    assert "9 nodes quantized" in stdout and "0 left float" in stdout and "auto:" not in stdout
     assert "QuantizeLinear" in [n.op_type for n in onnx.load(out).graph.node]
 
 
@@ -90,7 +116,8 @@ def test_save_ranges_then_reuse_without_data(model_and_calib, tmp_path, capsys):
     src, calib = model_and_calib
     ranges, cache = tmp_path / "ranges.json", tmp_path / "calib.cache"
     first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
-    code, _, err = _run(["quantize", str(src), "-o", str(first), "--calib", str(calib), "--save-ranges", str(ranges),
+    code, _, err = _run(["quantize", str(src), "-o", str(first), "--calib", str(calib), "--mode", "static",
+                         "--save-ranges", str(ranges),
                          "--trt-cache", str(cache), "-q"], capsys)
     assert code == 0, err
     assert json.loads(ranges.read_text())["format"] == "edgeq-ranges" and cache.read_text().startswith("TRT-")
@@ -99,3 +126,18 @@ def test_save_ranges_then_reuse_without_data(model_and_calib, tmp_path, capsys):
     a = [onnx.numpy_helper.to_array(i) for i in onnx.load(first).graph.initializer if i.name.endswith("_scale")]
     b = [onnx.numpy_helper.to_array(i) for i in onnx.load(second).graph.initializer if i.name.endswith("_scale")]
     assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_auto_ranges_table_is_complete_and_reusable(model_and_calib, tmp_path, capsys):
+    """Whatever auto chose (fp32 included), --save-ranges writes every calibrated tensor, so a
+    later --ranges run (static: no data needed) can quantize every node."""
+    src, calib = model_and_calib
+    ranges = tmp_path / "ranges.json"
+    code, _, err = _run(["quantize", str(src), "-o", str(tmp_path / "a.onnx"), "--calib", str(calib),
+                         "--save-ranges", str(ranges), "-q"], capsys)
+    assert code == 0, err
+    assert "x" in json.loads(ranges.read_text())["ranges"]
+    code, stdout, err = _run(["quantize", str(src), "-o", str(tmp_path / "b.onnx"), "--ranges", str(ranges), "-q"],
+                             capsys)
+    assert code == 0, err
+    assert "9 nodes quantized" in stdout
