@@ -80,6 +80,7 @@ def quantize_auto(model: Any, config: QuantConfig, data: Any, *, eval_data: Any 
     min_sqnr = config.min_sqnr
     if min_sqnr is None and config.min_score is None:
         min_sqnr = DEFAULT_AUTO_MIN_SQNR
+    start = time.perf_counter()
     fp32_bytes = None
     if eval_data is not None:
         fp32_bytes = model_bytes(load_input(model)[0])
@@ -87,6 +88,7 @@ def quantize_auto(model: Any, config: QuantConfig, data: Any, *, eval_data: Any 
                            provider=config.provider, threads=config.threads, eval_data=eval_data,
                            config=config.replace(mode="static", min_sqnr=None), progress=progress)
     result.report["config"] = config.replace(min_sqnr=min_sqnr).to_dict()
+    result.report["summary"]["seconds"] = round(time.perf_counter() - start, 3)  # the whole search
     if eval_data is not None:
         evaluate_against_fp32(result.report, fp32_bytes, result.model, eval_data, labels)
     return result
