@@ -151,7 +151,7 @@ def _quantize_int8(fp32_path: str, out: str, calib: list[dict[str, np.ndarray]])
     try:
         import edgeq
 
-        result = edgeq.quantize(fp32_path, data=calib, progress=False)
+        result = edgeq.quantize(fp32_path, edgeq.QuantConfig(), data=calib, progress=False)
         result.save(out)
         return "edgeq.quantize (static int8 QDQ, defaults)"
     except (ImportError, AttributeError) as e:

@@ -25,7 +25,7 @@ def test_static_quantize_from_path_with_report_and_eval(tmp_path):
     src = tmp_path / "net.onnx"
     onnx.save(conv_net(), src)
     data = feeds((1, 3, 16, 16), n=8)
-    result = edgeq.quantize(str(src), data=data, eval_data=feeds((1, 3, 16, 16), n=4, seed=7),
+    result = edgeq.quantize(str(src), edgeq.QuantConfig(), data=data, eval_data=feeds((1, 3, 16, 16), n=4, seed=7),
                             labels=[0, 1, 2, 3], progress=False)
     assert _sqnr(conv_net(), result.model, data) > 30.0
     report = result.report
@@ -52,12 +52,24 @@ def test_static_quantize_from_path_with_report_and_eval(tmp_path):
 
 def test_ranges_reuse_gives_the_same_model(tmp_path):
     data = feeds((1, 3, 16, 16), n=4)
-    first = edgeq.quantize(conv_net(), data=data, progress=False)
+    first = edgeq.quantize(conv_net(), edgeq.QuantConfig(), data=data, progress=False)
     path = first.ranges.save(tmp_path / "ranges.json")
     second = edgeq.quantize(conv_net(), ranges=path, progress=False)
     a = run_ort(first.model, data[0])[0]
     b = run_ort(second.model, data[0])[0]
     np.testing.assert_array_equal(a, b)
+
+
+def test_no_config_means_auto_with_data_static_with_ranges(tmp_path):
+    """edgeq.quantize(model, data=...) does what `edgeq quantize --calib` does: auto mode, whose
+    answer meets 30 dB on every output (int8 where it pays, else the fp32 model)."""
+    data = feeds((1, 3, 16, 16), n=4)
+    result = edgeq.quantize(conv_net(), data=data, progress=False)
+    assert result.report["config"]["mode"] == "auto" and result.report["auto"]["target"]["min_sqnr"] == 30.0
+    assert _sqnr(conv_net(), result.model, feeds((1, 3, 16, 16), n=2, seed=5)) >= 30.0
+    path = result.ranges.save(tmp_path / "ranges.json")
+    reused = edgeq.quantize(conv_net(), ranges=path, progress=False)
+    assert reused.report["config"]["mode"] == "static" and reused.report["summary"]["left_float"] == 0
 
 
 def test_static_without_data_is_a_usage_error():
@@ -118,7 +130,7 @@ def test_digits_models_keep_top1_and_fuse(name, tmp_path):
     spec = zoo.get(name)
     fp32 = tmp_path / f"{name}.onnx"
     _export_zoo(name, fp32)
-    result = edgeq.quantize(fp32, data=spec.calibration_data(32), eval_data=spec.eval_data(200),
+    result = edgeq.quantize(fp32, edgeq.QuantConfig(), data=spec.calibration_data(32), eval_data=spec.eval_data(200),
                             labels=spec.eval_labels(200), progress=False)
     acc = result.report["evaluation"]["accuracy"]
     assert acc["int8"] >= acc["fp32"] - 0.005, acc

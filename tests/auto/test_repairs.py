@@ -78,8 +78,8 @@ def test_smoothquant_improves_int8_fidelity():
     _, absmax = _absmax(proto, feeds)
     smoothed = ir.from_proto(proto)
     SmoothQuant(absmax)(smoothed)
-    plain = edgeq.quantize(proto, None, calib, progress=False).model
-    smooth = edgeq.quantize(smoothed, None, calib, progress=False).model
+    plain = edgeq.quantize(proto, edgeq.QuantConfig(), calib, progress=False).model
+    smooth = edgeq.quantize(smoothed, edgeq.QuantConfig(), calib, progress=False).model
     ref = run_ort(proto, feeds)[0]
     assert sqnr_db(ref, run_ort(smooth, feeds)[0]) > sqnr_db(ref, run_ort(plain, feeds)[0]) + 3.0
 
