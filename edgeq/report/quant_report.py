@@ -125,7 +125,9 @@ def json_safe(obj: Any) -> Any:
 
 
 def write_report(report: dict[str, Any], path: str | os.PathLike, *, inputs=()) -> tuple[str, str]:
-    """Write ``path`` (JSON) and its Markdown rendering beside it (``.md``); both atomic."""
+    """Write ``path`` (JSON) and its Markdown rendering beside it (``.md``); both atomic. An auto
+    mode report also gets ``.html`` beside them: the error-vs-latency chart of the configurations
+    tried (the chosen one ringed) and the per-layer precision table."""
     from edgeq.io import atomic_path
     from edgeq.report.markdown import render_markdown
 
@@ -134,7 +136,13 @@ def write_report(report: dict[str, Any], path: str | os.PathLike, *, inputs=()) 
     with atomic_path(path, inputs) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(json_safe(report), f, indent=1)
+    markdown = render_markdown(report)
+    if report.get("auto"):  # auto mode: per-layer precision and why, and the error-vs-latency chart
+        from edgeq.auto.render import auto_markdown, write_auto_html
+
+        markdown += "\n" + auto_markdown(report).replace("# edgeq auto", "## Auto mode", 1).replace("\n## ", "\n### ")
+        write_auto_html(report, md_path[:-3] + ".html", inputs=list(inputs))
     with atomic_path(md_path, inputs) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(render_markdown(report))
+            f.write(markdown)
     return path, md_path

@@ -141,3 +141,18 @@ def test_auto_ranges_table_is_complete_and_reusable(model_and_calib, tmp_path, c
                              capsys)
     assert code == 0, err
     assert "9 nodes quantized" in stdout
+
+
+def test_auto_report_renders_layers_and_tradeoff_chart(model_and_calib, tmp_path, capsys):
+    src, calib = model_and_calib
+    rep = tmp_path / "r.json"
+    code, _, err = _run(["quantize", str(src), "-o", str(tmp_path / "o.onnx"), "--calib", str(calib),
+                         "--report", str(rep), "-q"], capsys)
+    assert code == 0, err
+    report = json.loads(rep.read_text())
+    md = (tmp_path / "r.md").read_text()
+    assert "## Auto mode" in md and "### Per-layer precision" in md and report["auto"]["verdict"] in md
+    assert all(e["node"] in md for e in report["auto"]["layers"])
+    page = (tmp_path / "r.html").read_text()
+    assert "<svg" in page and "Error vs latency" in page
+    assert page.count("<circle") >= len([c for c in report["auto"]["configurations"] if c.get("latency_ms")])
