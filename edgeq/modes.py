@@ -80,6 +80,9 @@ def quantize_auto(model: Any, config: QuantConfig, data: Any, *, eval_data: Any 
     min_sqnr = config.min_sqnr
     if min_sqnr is None and config.min_score is None:
         min_sqnr = DEFAULT_AUTO_MIN_SQNR
+    from edgeq.runtime.providers import resolve_chain
+
+    resolve_chain(config.provider)  # an unknown or unavailable provider fails now, not after the search
     start = time.perf_counter()
     fp32_bytes = None
     if eval_data is not None:
