@@ -70,8 +70,9 @@ def _check_config(config: QuantConfig, data: Any, ranges: Any) -> None:
     if config.weights != "int8" or isinstance(config.granularity, PerBlock):
         raise UnsupportedError("only int8 weights (per-channel or per-tensor) are implemented: "
                                "drop --weights int4 / per-block granularity")
-    if config.activations == "int16":
-        raise UnsupportedError("int16 activations are not implemented: use uint8 or int8")
+    if config.format == "qoperator" and (config.activations == "int16" or config.int16_nodes or config.fp16_nodes):
+        raise UnsupportedError("int16 activations and fp16 nodes need --format qdq (the QOperator format "
+                               "has int8 kernels only)")
     if config.mode == "static" and data is None and ranges is None:
         raise UsageError("static quantization needs calibration data: pass --calib DATA (or data=...) "
                          "or reuse a ranges table with --ranges FILE; or use --mode dynamic")

@@ -11,6 +11,11 @@
    through a DQ only.
 4. Values that share a scale (see share_scales.py) share the very same scale and zero-point
    initializers, so ORT can drop the DQ/Q pair around shape-only ops.
+5. int16 nodes (``plan.int16``): their inputs and outputs get int16 pairs (symmetric, zero point
+   0, from the same range). A value read by both int8 and int16 nodes gets one pair per type,
+   each consumer reading its own; float consumers read the pair of the value's producer type.
+   int16 Q/DQ are ai.onnx ops from opset 21; below that they are com.microsoft Q/DQ (onnxruntime
+   runs both), so the model's opset is left as it is.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ __all__ = ["InsertQDQ"]
 
 logger = logging.getLogger(__name__)
 
-_QTYPES = {"uint8": (np.uint8, ir.DataType.UINT8), "int8": (np.int8, ir.DataType.INT8)}
+_QTYPES = {"uint8": (np.uint8, ir.DataType.UINT8), "int8": (np.int8, ir.DataType.INT8),
+           "int16": (np.int16, ir.DataType.INT16)}
+MS_DOMAIN = "com.microsoft"
 
 
 def _scalar(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
@@ -41,23 +48,31 @@ class InsertQDQ(ir.passes.InPlacePass):
     def __init__(self, plan: QuantPlan) -> None:
         super().__init__()
         self.plan = plan
-        self._params: dict[ir.Value, tuple[ir.Value, ir.Value]] = {}
+        self._params: dict[tuple[ir.Value, str], tuple[ir.Value, ir.Value]] = {}
+        self._domain16 = ""
 
-    def _scale_zp(self, graph: ir.Graph, value: ir.Value) -> tuple[ir.Value, ir.Value, QParams]:
+    def _scale_zp(self, graph: ir.Graph, value: ir.Value, dtype: str | None = None) -> tuple[ir.Value, ir.Value, QParams]:
         root = self.plan.root(value)
-        qp = self.plan.qparams[root]
-        if root not in self._params:  # (4)
+        qp = self.plan.params(root, dtype)
+        if (root, qp.dtype) not in self._params:  # (4)
             np_type, _ = _QTYPES[qp.dtype]
-            base = root.name or "value"
-            self._params[root] = (
+            base = (root.name or "value") + ("_i16" if dtype == "int16" and dtype != self.plan.qparams[root].dtype else "")
+            self._params[(root, qp.dtype)] = (
                 _scalar(graph, fresh_name(graph, f"{base}_scale"), np.asarray(qp.scale, dtype=np.float32)),
                 _scalar(graph, fresh_name(graph, f"{base}_zp"), np.asarray(qp.zero_point, dtype=np_type)),
             )
-        scale, zp = self._params[root]
+        scale, zp = self._params[(root, qp.dtype)]
         return scale, zp, qp
+
+    def _domain(self, dtype: str) -> str:
+        return self._domain16 if dtype == "int16" else ""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
+        if model.opset_imports.get("", 13) < 21 and (
+                self.plan.int16 or any(qp.dtype == "int16" for qp in self.plan.qparams.values())):
+            self._domain16 = MS_DOMAIN  # (5)
+            model.opset_imports.setdefault(MS_DOMAIN, 1)
         count = 0
         for value in list(self.plan.values):
             if const_array(value) is not None:
@@ -69,16 +84,35 @@ class InsertQDQ(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=count > 0)
 
     def _activation(self, graph: ir.Graph, value: ir.Value) -> None:
-        scale, zp, qp = self._scale_zp(graph, value)
+        plan = self.plan
         producer = value.producer()
-        int8_producer = self.plan.is_int8(producer)
-        uses = [u for u in value.uses() if int8_producer or self.plan.is_int8(u.node)]  # (1), (2)
+        int16_producer = plan.is_int16(producer)
+        int8_producer = plan.is_int8(producer) and not int16_producer
+        uses16 = [u for u in value.uses() if plan.is_int16(u.node)]  # (5)
+        uses8 = [u for u in value.uses() if plan.is_int8(u.node) and not plan.is_int16(u.node)]
+        floats = [u for u in value.uses() if not plan.is_int8(u.node)]
+        if int16_producer or uses16:
+            self._pair(graph, value, "int16", uses16 + (floats if int16_producer else []), int16_producer)
+        if int8_producer or uses8:
+            self._pair(graph, value, None, uses8 + (floats if int8_producer else []), int8_producer)  # (1), (2)
+
+    def _pair(self, graph: ir.Graph, value: ir.Value, dtype: str | None, uses: list, owns_output: bool) -> None:
+        """A Q/DQ pair on ``value`` in ``dtype`` (None: the plan's own) read by ``uses``; when
+        ``owns_output`` and ``value`` is a graph output, the DQ output takes its place. No pair
+        when nothing would read it (an int16 node's output read only by int8 nodes)."""
+        if not uses and not (owns_output and value.is_graph_output()):
+            return
+        scale, zp, qp = self._scale_zp(graph, value, dtype)
+        producer = value.producer()
         name = value.name or "value"
-        q = ir.node("QuantizeLinear", [value, scale, zp], name=f"{name}_Q")
+        if dtype is not None and dtype != self.plan.qparams[self.plan.root(value)].dtype:
+            name = f"{name}_i16"
+        domain = self._domain(qp.dtype)
+        q = ir.node("QuantizeLinear", [value, scale, zp], name=f"{name}_Q", domain=domain)
         q.outputs[0].name = f"{name}_q"
         q.outputs[0].dtype = _QTYPES[qp.dtype][1]
         q.outputs[0].shape = value.shape
-        dq = ir.node("DequantizeLinear", [q.outputs[0], scale, zp], name=f"{name}_DQ")
+        dq = ir.node("DequantizeLinear", [q.outputs[0], scale, zp], name=f"{name}_DQ", domain=domain)
         dq_out = dq.outputs[0]
         dq_out.name = f"{name}_dq"
         dq_out.dtype = ir.DataType.FLOAT
@@ -93,27 +127,34 @@ class InsertQDQ(ir.passes.InPlacePass):
             graph.insert_after(producer, [q, dq])
         for use in uses:
             use.node.replace_input_with(use.idx, dq_out)
-        if int8_producer and value.is_graph_output():
+        if owns_output and value.is_graph_output():
+            original = value.name
             for i, out in enumerate(graph.outputs):
                 if out is value:
                     graph.outputs[i] = dq_out
-            value.name, dq_out.name = f"{name}_float", name
+            value.name, dq_out.name = f"{original}_float", original
 
     def _constant(self, graph: ir.Graph, value: ir.Value) -> None:
-        scale, zp, qp = self._scale_zp(graph, value)
+        uses16 = [u for u in value.uses() if self.plan.is_int16(u.node)]  # (5)
+        uses8 = [u for u in value.uses() if self.plan.is_int8(u.node) and not self.plan.is_int16(u.node)]
+        for dtype, uses in (("int16", uses16), (None, uses8)):
+            if uses:
+                self._constant_dq(graph, value, dtype, uses)
+        if not value.uses() and not value.is_graph_output() and value.name in graph.initializers:
+            del graph.initializers[value.name]
+
+    def _constant_dq(self, graph: ir.Graph, value: ir.Value, dtype: str | None, uses: list) -> None:
+        scale, zp, qp = self._scale_zp(graph, value, dtype)
         np_type, _ = _QTYPES[qp.dtype]
         info = np.iinfo(np_type)
         array = const_array(value).astype(np.float32)
         quantized = np.clip(np.rint(array / qp.scale) + qp.zero_point, info.min, info.max).astype(np_type)
         name = value.name or "const"
         q = _scalar(graph, fresh_name(graph, f"{name}_q"), quantized)
-        dq = ir.node("DequantizeLinear", [q, scale, zp], name=f"{name}_DQ")
+        dq = ir.node("DequantizeLinear", [q, scale, zp], name=f"{name}_DQ", domain=self._domain(qp.dtype))
         dq.outputs[0].name = f"{name}_dq"
         dq.outputs[0].dtype = ir.DataType.FLOAT
         dq.outputs[0].shape = ir.Shape(array.shape)
-        uses = [u for u in value.uses() if self.plan.is_int8(u.node)]
         graph.insert_before(next(iter(graph)), dq)
         for use in uses:
             use.node.replace_input_with(use.idx, dq.outputs[0])
-        if not value.uses() and not value.is_graph_output() and value.name in graph.initializers:
-            del graph.initializers[value.name]

@@ -10,8 +10,10 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from edgeq.config import QuantConfig
+from edgeq.errors import EdgeqError
 from edgeq.passes.canonicalize import Canonicalize
 from edgeq.passes.dynamic import DynamicQuantize
+from edgeq.passes.fp16 import Float16Nodes
 from edgeq.passes.insert_qdq import InsertQDQ
 from edgeq.passes.plan import QuantPlan
 from edgeq.passes.quantize_embeddings import QuantizeEmbeddings
@@ -31,15 +33,27 @@ def analysis_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.Pass
 
 
 def rewrite_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.PassBase]:
+    fp16 = [Float16Nodes(config.fp16_nodes, plan)] if config.fp16_nodes else []  # fp16.py (6): last
     if config.mode == "dynamic":
-        return [DynamicQuantize(config, plan), QuantizeEmbeddings(plan)]
+        return [DynamicQuantize(config, plan), QuantizeEmbeddings(plan), *fp16]
     return [
         QuantizeWeights(config, plan),
-        InsertQDQ(plan),
+        InsertQDQ(plan),  # int16 pairs too (insert_qdq.py (5))
         DynamicQuantize(config, plan),  # select.py (5): weighted MatMul/Gemm between float ops
         QuantizeEmbeddings(plan),  # select.py (7): int8 Gather tables
+        *fp16,
     ]
 
 
 def run_passes(model: ir.Model, passes: list[ir.passes.PassBase]) -> ir.Model:
-    return ir.passes.PassManager(passes)(model).model
+    """Run ``passes``; an EdgeqError a pass raises (a user mistake) comes out as itself, not
+    wrapped in onnx_ir's PassError."""
+    try:
+        return ir.passes.PassManager(passes)(model).model
+    except ir.passes.PassError as e:
+        cause = e.__cause__
+        while cause is not None and not isinstance(cause, EdgeqError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None

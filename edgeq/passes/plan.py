@@ -4,6 +4,11 @@
 activation values that get a Q/DQ pair); ``ShareScales`` points shape-only outputs at the value
 whose scale they reuse; the quantizer turns calibrated ranges into ``qparams``; the rewrite
 passes read the plan and record what they wrote into ``weights``.
+
+Precision per node: int8 nodes use the config's activation type (uint8/int8, or int16 for the
+whole model); nodes in ``int16`` (``QuantConfig.int16_nodes`` and the Relu/Clip folded into
+them) get int16 activation Q/DQ (symmetric, zero point 0) from the same calibrated range, while
+their weights stay int8. ``params(value, dtype)`` gives a root's parameters in either type.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ class QParams:
 
     scale: float
     zero_point: int
-    dtype: str  # "uint8" | "int8"
+    dtype: str  # "uint8" | "int8" | "int16"
     lo: float
     hi: float
 
@@ -70,6 +75,8 @@ class QuantPlan:
     # node -> weight summary written by QuantizeWeights / DynamicQuantize
     weights: dict["ir.Node", dict[str, Any]] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
+    # nodes whose activation Q/DQ (inputs and outputs) are int16 while the rest use the default
+    int16: set["ir.Node"] = dataclasses.field(default_factory=set)
 
     def decide(self, node: "ir.Node", role: str, reason: str = "") -> None:
         self.decisions[node] = Decision(role, reason)
@@ -98,15 +105,31 @@ class QuantPlan:
             out[self.root(value)] = None
         return list(out)
 
-    def params(self, value: "ir.Value") -> QParams:
-        return self.qparams[self.root(value)]
+    def is_int16(self, node: "ir.Node | None") -> bool:
+        return node is not None and node in self.int16
+
+    def params(self, value: "ir.Value", dtype: str | None = None) -> QParams:
+        """``value``'s parameters; in ``dtype`` (from the same range) when it differs."""
+        qp = self.qparams[self.root(value)]
+        if dtype is None or dtype == qp.dtype:
+            return qp
+        return qparams_from_range(qp.lo, qp.hi, dtype, symmetric=True)
+
+    def input_params(self, node: "ir.Node", value: "ir.Value") -> QParams:
+        """The parameters ``node`` reads ``value`` with (int16 for an int16 node)."""
+        return self.params(value, "int16" if node in self.int16 else None)
 
 
 def qparams_from_range(lo: float, hi: float, dtype: str, symmetric: bool) -> QParams:
-    """Scale/zero point covering ``[lo, hi]`` (always including 0, so zero is exact)."""
+    """Scale/zero point covering ``[lo, hi]`` (always including 0, so zero is exact); int16 is
+    always symmetric with zero point 0 (what integer int16 kernels expect)."""
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     qmin, qmax = (0, 255) if dtype == "uint8" else (-128, 127)
-    if symmetric:
+    if dtype == "int16":
+        absmax = max(-lo, hi)
+        scale = absmax / 32767.0 if absmax > 0 else 1.0
+        zero_point = 0
+    elif symmetric:
         absmax = max(-lo, hi)
         scale = absmax / 127.0 if absmax > 0 else 1.0
         zero_point = 128 if dtype == "uint8" else 0

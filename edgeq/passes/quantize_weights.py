@@ -92,7 +92,7 @@ class QuantizeWeights(ir.passes.InPlacePass):
         input_scale = None
         if bias is not None:
             bias = bias.astype(np.float32).reshape(-1)
-            input_scale = self.plan.params(node.inputs[0]).scale
+            input_scale = self.plan.input_params(node, node.inputs[0]).scale
         min_scale = bias_safe_min_scale(bias, input_scale, per_channel) if bias is not None else None
         qw = quantize_weight(weight, axis, min_scale=min_scale)
         label = node_label(node)
@@ -132,7 +132,7 @@ class QuantizeWeights(ir.passes.InPlacePass):
         n = w_scale.size if per_channel else const_array(node.inputs[1]).shape[-1]
         if bias is None or bias.ndim != 1 or bias.shape[0] != n:
             return
-        input_scale = self.plan.params(node.inputs[0]).scale
+        input_scale = self.plan.input_params(node, node.inputs[0]).scale
         qb, bias_scale = quantize_bias(bias.astype(np.float32), input_scale, w_scale)
         if not per_channel:
             bias_scale = np.asarray(bias_scale.reshape(-1)[0], np.float32)

@@ -25,6 +25,10 @@ Static mode (the rules ORT's QDQ transformers need to fuse, so int8 is actually 
    scale for such outlier-heavy activations (format qdq only; qoperator needs static scales).
 4. Everything else stays float with a reason (no int8 kernel, excluded, in a subgraph, not
    float32, ...).
+8. ``int16_nodes`` (by name) are quantized wherever rule 1-3 allow (rules 2, 5, 6 are about int8
+   speed; int16 is for fidelity), with int16 Q/DQ (``plan.int16``, folded Relu/Clip included);
+   ``fp16_nodes`` stay float here (fp16.py converts them last); an unknown name is a usage error.
+   With ``activations="int16"`` rule 5 is off (static int16 is the more faithful choice).
 
 Dynamic mode: MatMul/Gemm with constant weights become dynamic int8; Conv stays float unless
 ``dynamic_conv`` (dynamic Conv is slower than float Conv on ORT's CPU provider).
@@ -38,6 +42,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.config import QuantConfig
+from edgeq.errors import UsageError
 from edgeq.passes.plan import QuantPlan, Role, const_array, is_float, node_label
 
 __all__ = ["SelectNodes", "HEAVY", "LIGHT", "PASSTHROUGH", "data_inputs"]
@@ -99,7 +104,14 @@ class SelectNodes(ir.passes.InPlacePass):
 
     # -- per-node checks: return None when the node can be int8, else the reason -------------
     def _excluded(self, node: ir.Node) -> bool:
-        return node.op_type in self.config.exclude or (node.name or "") in self.config.exclude
+        return (node.op_type in self.config.exclude or (node.name or "") in self.config.exclude
+                or self._fp16(node))
+
+    def _fp16(self, node: ir.Node) -> bool:
+        return bool(node.name) and node.name in self.config.fp16_nodes
+
+    def _int16(self, node: ir.Node) -> bool:  # (8)
+        return bool(node.name) and node.name in self.config.int16_nodes and not self._excluded(node)
 
     def _check_heavy(self, node: ir.Node) -> str | None:
         x = node.inputs[0]
@@ -144,6 +156,8 @@ class SelectNodes(ir.passes.InPlacePass):
         op = node.op_type
         if node.domain not in ("", "ai.onnx"):
             return None, f"custom-domain op {node.domain}::{op}"
+        if self._fp16(node):
+            return None, "computed in fp16 as asked (fp16_nodes): Casts at its fp16 region's boundaries"
         if self._excluded(node):
             return None, "excluded by the user (--exclude)"
         if any(attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
@@ -179,6 +193,7 @@ class SelectNodes(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph, plan = model.graph, self.plan
         opset = model.opset_imports.get("", 13)
+        self._check_names(graph)
         for node in ir.traversal.RecursiveGraphIterator(graph):
             if node.graph is not graph:
                 plan.decide(node, Role.FLOAT, "inside a subgraph (If/Loop/Scan): left float")
@@ -193,6 +208,17 @@ class SelectNodes(ir.passes.InPlacePass):
             counts[decision.role] = counts.get(decision.role, 0) + 1
         logger.info("select: %s", ", ".join(f"{n} {r}" for r, n in sorted(counts.items())))
         return ir.passes.PassResult(model, modified=False)
+
+    def _check_names(self, graph: ir.Graph) -> None:
+        """(8) every name in int16_nodes/fp16_nodes is a node of the graph, and in one list only."""
+        names = {n.name for n in graph if n.name}
+        for field in ("int16_nodes", "fp16_nodes"):
+            unknown = [n for n in getattr(self.config, field) if n not in names]
+            if unknown:
+                raise UsageError(f"{field} names {unknown[0]!r}, which is not a node of the prepared model: "
+                                 "use the node names `edgeq inspect` (or the report's node list) shows")
+        if both := sorted(set(self.config.int16_nodes) & set(self.config.fp16_nodes)):
+            raise UsageError(f"node {both[0]!r} is in both int16_nodes and fp16_nodes: choose one precision")
 
     def _select_embeddings(self, graph: ir.Graph) -> None:
         """(7) Gather from a large constant table (embeddings): int8 table, int8 Gather."""
@@ -252,8 +278,8 @@ class SelectNodes(ir.passes.InPlacePass):
             for node in list(roles):
                 if node not in roles or roles[node] == Role.FOLDED:
                     continue
-                if node.op_type in HEAVY and const_array(node.inputs[1]) is not None:
-                    continue  # (1) weighted: always worth int8
+                if (node.op_type in HEAVY and const_array(node.inputs[1]) is not None) or self._int16(node):
+                    continue  # (1) weighted: always worth int8; (8) int16 is for fidelity
                 # (1b) activation x activation MatMul (attention) is pruned like a light op
                 reason = self._neighbour_reason(node, roles)
                 if reason:
@@ -265,7 +291,7 @@ class SelectNodes(ir.passes.InPlacePass):
                         plan.decide(folded, Role.FLOAT, f"its producer {node_label(node)} stays float")
         # (6) an isolated heavy op with little work per output stays float.
         for node in list(roles):
-            reason = self._small_island(node, roles)
+            reason = "" if self._int16(node) else self._small_island(node, roles)
             if reason:
                 del roles[node]
                 plan.decide(node, Role.FLOAT, reason)
@@ -273,15 +299,26 @@ class SelectNodes(ir.passes.InPlacePass):
                     del roles[folded]
                     plan.decide(folded, Role.FLOAT, f"its producer {node_label(node)} stays float")
         # (5) a weighted MatMul/Gemm between float ops: dynamic int8 (qdq format only).
-        if self.config.format == "qdq":
+        if self.config.format == "qdq" and self.config.activations != "int16":
             for node in list(roles):
-                if self._dynamic_island(node, roles):
+                if not self._int16(node) and self._dynamic_island(node, roles):
                     del roles[node]
                     plan.decide(node, Role.DYNAMIC, "between float ops: activation range measured "
                                 "per inference (no calibration error)")
         for node, role in roles.items():
             plan.decide(node, role)
+        self._mark_int16(roles)
         self._mark_values(graph, roles)
+
+    def _mark_int16(self, roles: dict[ir.Node, str]) -> None:
+        """(8) int16 compute nodes and the Relu/Clip folded into them."""
+        for node in list(roles):
+            if roles[node] == Role.COMPUTE and self._int16(node):
+                self.plan.int16.add(node)
+                self.plan.int16.update(self._folded_after(node, roles))
+        left = [n for n in self.config.int16_nodes if n not in {x.name for x in self.plan.int16}]
+        if left:
+            self.plan.notes.append(f"int16_nodes: {', '.join(left)} stay float (see their reasons)")
 
     def _isolated(self, node: ir.Node, roles: dict[ir.Node, str]) -> bool:
         """No int8 op on either side (its Q and DQ are pure overhead)."""
