@@ -156,7 +156,8 @@ def fidelity(case: Case, ref: list, got: list) -> dict[str, Any]:
     pairs = [(r, g) for (_, r), (_, g) in zip(ref, got) if np.asarray(r[0]).dtype.kind == "f"]
     out["sqnr"] = min(sqnr_db(np.concatenate([a.ravel() for a in r]), np.concatenate([a.ravel() for a in g]))
                       for r, g in pairs)
-    r0, g0 = np.concatenate([a.reshape(len(a), -1) for a in ref[0][1]]), np.concatenate([a.reshape(len(a), -1) for a in got[0][1]])
+    if case.task in ("classification", "embedding", "hidden_states"):  # zoo: one batch-1 output per sample
+        r0, g0 = (np.concatenate([a.reshape(len(a), -1) for a in outs[0][1]]) for outs in (ref, got))
     if case.task == "classification":
         if case.labels is not None:
             out["top1"] = float(np.mean(g0.argmax(-1) == np.asarray(case.labels)[: len(g0)]))
