@@ -24,7 +24,7 @@ def _drop_islands(search: Any, best: Any) -> tuple[Any | None, list[str]]:
     exclude, dropped = tuple(best.exclude), []
     for _ in range(4):
         plan, copy = search.bench.plan(exclude)
-        found = [n for n in islands(plan, copy.graph) if n not in exclude]
+        found = [n for n in islands(plan, copy.graph) if n not in exclude and n not in (*best.int16, *best.fp16)]
         if not found:
             break
         dropped += found
@@ -32,7 +32,7 @@ def _drop_islands(search: Any, best: Any) -> tuple[Any | None, list[str]]:
     if not dropped:
         return None, []
     trial = search.build(f"int8, {len(dropped)} isolated int8 node(s) dropped", best.model, search.cal,
-                         best.methods, best.base, exclude, bias=best.bias)
+                         best.methods, best.base, exclude, bias=best.bias, int16=best.int16, fp16=best.fp16)
     return trial, dropped
 
 
@@ -58,8 +58,8 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
         c.latency_ms = times[f"{i}"]
     fp32_ms = times["fp32"]
     search.fp32_ms = fp32_ms
-    # a configuration without any int8 node is fp32 in disguise: it competes as "fp32" below
-    eligible = [c for c in search.tried if search.meets(c) and has_int8(c.result.model)]
+    # a configuration without any int8 (or fp16) node is fp32 in disguise: it competes as "fp32" below
+    eligible = [c for c in search.tried if search.meets(c) and (has_int8(c.result.model) or c.fp16)]
     chosen = None
     if eligible:  # the fastest, and among those within timing noise of it, the most faithful
         fastest = min(c.latency_ms for c in eligible)

@@ -7,13 +7,21 @@ Order of work (each step measured on the evaluation feeds against the fp32 outpu
    (greedy on the output SQNR: no method wins on every network).
 2. Repairs before any fallback: cross-layer equalization, SmoothQuant, bias correction; each is
    kept only if it raises the fidelity (the float graph changes, so ranges are re-collected).
-3. Precision fallback: int8 or fp32 per quantizable node (the quantizer has no int16 activations
-   or fp16 mode), most sensitive first (ranked by what keeping each alone float buys), the fewest
-   float nodes that reach the target (binary search over the ranked prefix).
+3. Precision ladder per quantizable node: int8, int16 activations (int8 weights), fp16 (only
+   where the provider has fp16 kernels: not on "cpu", where onnxruntime casts fp16 Conv/MatMul/
+   Gemm back to fp32), fp32. Units are ranked most sensitive first (by what keeping each alone
+   float buys); binary searches over the ranked prefix find the fewest units that, in fp32 (and,
+   separately, in each ladder precision), reach the target; float units are then quantized back
+   to int8 where the target holds, and each one still float tries the ladder precisions before
+   staying fp32. int16 tensors use min/max ranges (65536 levels need no clipping) where no int8
+   node shares them.
 4. Latency: float gaps between int8 regions are quantized back where fidelity allows (fewer
    precision changes); isolated int8 nodes are dropped; every configuration tried is timed on the
    provider at ``threads`` (interleaved medians). The fastest one meeting the target wins; if it
-   is not faster than fp32, the fp32 model is returned with that verdict.
+   is not faster than fp32, the fp32 model is returned with that verdict. So an int16 or fp16
+   layer survives only in a configuration that measured faster than the alternatives (on the CPU
+   provider int16 runs as a float kernel between Q/DQ: it rarely pays there; its value is
+   fidelity on integer-only targets).
 """
 
 from __future__ import annotations
@@ -32,7 +40,8 @@ __all__ = ["auto_quantize"]
 logger = logging.getLogger(__name__)
 
 REFINE_TENSORS = 4  # tensors whose range method is chosen one by one
-MAX_REQUANTIZE = 64  # float units tried back in int8 after the binary search
+MAX_REQUANTIZE = 64  # float units tried back in int8 (then on the ladder) after the binary search
+LADDER_NAMES = {"int16": "int16 activations", "fp16": "fp16"}
 
 
 @dataclasses.dataclass
@@ -47,6 +56,14 @@ class _Config:
     bias: bool = False  # bias correction applied to the nodes that are int8 in this configuration
     latency_ms: float | None = None
     data: bytes | None = None
+    int16: tuple[str, ...] = ()  # units with int16 activations (int8 weights)
+    fp16: tuple[str, ...] = ()  # units computed in fp16
+
+
+def ladder(provider: str) -> tuple[str, ...]:
+    """The precisions tried between int8 and fp32, first choice first: fp16 only where the
+    provider has fp16 kernels (not onnxruntime's CPU provider: measured no faster than fp32)."""
+    return ("int16",) if provider == "cpu" else ("fp16", "int16")
 
 
 class _Search:
@@ -64,20 +81,64 @@ class _Search:
         return (self.meets(c), metric, c.score.min_sqnr, -len(c.exclude))
 
     def build(self, name: str, model: Any, cal: Any, methods: dict[str, str], base: str,
-              exclude: tuple[str, ...] = (), record: bool = True, bias: bool = False) -> _Config:
+              exclude: tuple[str, ...] = (), record: bool = True, bias: bool = False,
+              int16: tuple[str, ...] = (), fp16: tuple[str, ...] = ()) -> _Config:
         from edgeq.auto.workbench import model_bytes_of
 
         self.bar.update(self.task, description=f"auto: {name}")
         target = self._bias_corrected(model, cal, exclude) if bias else model
-        result = self.bench.build(cal.table_for(methods, base), exclude, model=target)
+        if int16 or fp16:
+            table = cal.table_for({**methods, **self._int16_minmax(exclude, int16, model)}, base)
+            result = self._variant(table, exclude, target, int16, fp16)
+        else:
+            result = self.bench.build(cal.table_for(methods, base), exclude, model=target)
         data = model_bytes_of(result.model)
-        c = _Config(name, tuple(exclude), self.bench.score(data), result, model, dict(methods), base, bias, data=data)
+        c = _Config(name, tuple(exclude), self.bench.score(data), result, model, dict(methods), base, bias, data=data,
+                    int16=tuple(int16), fp16=tuple(fp16))
         self.bar.advance(self.task)
         logger.info("auto: %s -> min SQNR %.2f dB", name, c.score.min_sqnr)
         if record:
             self.tried.append(c)
         return c
 
+
+    def _variant(self, table: Any, exclude: tuple[str, ...], model: Any, int16: tuple[str, ...],
+                 fp16: tuple[str, ...]) -> Any:
+        """``Workbench.build`` with int16/fp16 units too (an fp16 unit takes its folded Relu/Clip)."""
+        import edgeq
+
+        folded = {u.name: [f.split(":")[0] for f in u.folded] for u in self.bench.units()}
+        fp16_nodes = tuple(dict.fromkeys(n for u in fp16 for n in [u, *folded.get(u, [])]))
+        config = self.bench.config
+        config = config.replace(exclude=tuple(dict.fromkeys([*config.exclude, *exclude])), min_sqnr=None,
+                                int16_nodes=tuple(int16), fp16_nodes=fp16_nodes)
+        return edgeq.quantize(model, config, None, ranges=table, progress=False)
+
+    def _int16_minmax(self, exclude: tuple[str, ...], int16: tuple[str, ...], model: Any) -> dict[str, str]:
+        """{tensor: "minmax"} for the activations of int16 units that no int8 node produces or
+        reads: 65536 levels resolve a min/max range finely; clipping would be the only error left."""
+        from edgeq.passes.plan import Role
+        from edgeq.passes.select import data_inputs
+
+        if not int16:
+            return {}
+        plan, copy = self.bench.plan(exclude, model=model)
+        wanted, out = set(int16), {}
+        for node in copy.graph:
+            if node.name not in wanted:
+                continue
+            after = [c for v in node.outputs for c in v.consumers() if plan.role(c) == Role.FOLDED]
+            for value in [*data_inputs(node), *(after[0].outputs if after else node.outputs)]:
+                if value is None or value.const_value is not None or plan.values.get(value, value) is not value:
+                    continue
+                readers = [c for c in value.consumers() if c.name not in wanted and plan.role(c) != Role.FLOAT]
+                producer = value.producer()
+                if producer is not None and plan.role(producer) == Role.FOLDED:
+                    producer = producer.inputs[0].producer()
+                own = producer is None or producer.name in wanted or plan.role(producer) == Role.FLOAT
+                if own and not readers and value.name:
+                    out[value.name] = "minmax"
+        return out
 
     def _bias_corrected(self, model: Any, cal: Any, exclude: tuple[str, ...]) -> Any:
         """A copy of ``model`` with bias correction on exactly the nodes that will be int8 (a
@@ -157,7 +218,10 @@ def auto_quantize(
     feeds, note = eval_feeds(eval_data, source, float_model, max_eval)
     bench = Workbench.create(float_model, config, feeds, metric)
     notes = [n for n in [note] if n]
-    notes.append("precisions: int8 or fp32 per layer (the quantizer has no int16 activations or fp16 mode yet)")
+    rungs = ladder(provider)
+    notes.append(f"precisions per layer: int8, {', '.join(LADDER_NAMES[r] for r in rungs)}, fp32"
+                 + ("; fp16 is not tried on the CPU provider (onnxruntime has no fp16 Conv/MatMul/Gemm CPU "
+                    "kernels: it casts them back to fp32, so fp16 cannot be faster there)" if provider == "cpu" else ""))
     with progress_bar(progress) as bar:
         search = _Search(bench, source, min_sqnr, min_score, bar)
         cal = calibrate_once(float_model, source, config, progress=False)
@@ -168,7 +232,7 @@ def auto_quantize(
         bench.model = best.model
         fallback: dict[str, dict[str, Any]] = {}
         if not search.meets(best):
-            best, fallback = _fallback(search, best, cal)
+            best, fallback = _fallback(search, best, cal, rungs)
         from edgeq.auto.placement import place
 
         chosen, verdict, dropped = place(search, best, cal, float_model, provider, threads, feeds[0])
@@ -217,10 +281,11 @@ def _noise(sqnr_db: float) -> float:
     return 10.0 ** (-sqnr_db / 10.0) if math.isfinite(sqnr_db) else 0.0
 
 
-def _fallback(search: _Search, best: _Config, cal: Any) -> tuple[_Config, dict[str, dict[str, Any]]]:
+def _fallback(search: _Search, best: _Config, cal: Any, rungs: tuple[str, ...] = ()) -> tuple[_Config, dict[str, dict[str, Any]]]:
     """Rank units by the output noise each adds alone (SQNR with only it int8; for a light op,
-    which cannot be int8 alone, the noise removed by keeping it float), then keep the smallest
-    ranked prefix float that meets the target (binary search: noise adds up, so it is monotone)."""
+    which cannot be int8 alone, the noise removed by keeping it float), then find the smallest
+    ranked prefix that meets the target in fp32 (binary search: noise adds up, so it is
+    monotone) and, recorded beside it, in each ladder precision; then re-quantize and ladder."""
     units = [u.name for u in search.bench.units() if u.name not in best.exclude]
     noise, only_db = {}, {}
     full = _noise(best.score.min_sqnr)
@@ -238,24 +303,43 @@ def _fallback(search: _Search, best: _Config, cal: Any) -> tuple[_Config, dict[s
                                  best.exclude + (name,), record=False, bias=best.bias)
             noise[name] = max(full - _noise(trial.score.min_sqnr), 0.0)
     ranked = sorted(units, key=lambda n: -noise[n])
-    lo, hi, found = 1, len(ranked), None
-    while lo <= hi:  # smallest prefix of the ranked units that, kept float, meets the target
-        k = (lo + hi) // 2
-        trial = search.build(f"int8, {k} most sensitive float", best.model, cal, best.methods, best.base,
-                             best.exclude + tuple(ranked[:k]), bias=best.bias)
-        if search.meets(trial):
-            found, hi = trial, k - 1
-        else:
-            lo = k + 1
+    for rung in rungs:  # the ladder precisions for the ranked prefix, before fp32
+        _prefix(search, best, cal, ranked, rung)
+    found = _prefix(search, best, cal, ranked, "fp32")
     if found is None:
         return best, {}
-    found = _requantize(search, found, cal, [n for n in reversed(ranked) if n in found.exclude])
-    why = {name: {"rank": i + 1, "of": len(ranked), "only_int8_sqnr_db": _db(only_db[name]) if name in only_db else None}
+    tried: dict[str, dict[str, Any]] = {}
+    found = _requantize(search, found, cal, [n for n in reversed(ranked) if n in found.exclude], tried)
+    _ladder(search, found, cal, [n for n in reversed(ranked) if n in found.exclude], rungs, tried)
+    why = {name: {"rank": i + 1, "of": len(ranked), "only_int8_sqnr_db": _db(only_db[name]) if name in only_db else None,
+                  "tried_db": tried.get(name, {})}
            for i, name in enumerate(ranked)}
     return found, why
 
 
-def _requantize(search: _Search, found: _Config, cal: Any, order: list[str]) -> _Config:
+def _prefix(search: _Search, best: _Config, cal: Any, ranked: list[str], rung: str) -> _Config | None:
+    """The smallest prefix of ``ranked`` that, in ``rung`` ("fp32", "int16" or "fp16"), meets
+    the target (binary search); None when even the whole list does not."""
+    lo, hi, found = 1, len(ranked), None
+    while lo <= hi:
+        k = (lo + hi) // 2
+        chosen = tuple(ranked[:k])
+        if rung == "fp32":
+            trial = search.build(f"int8, {k} most sensitive float", best.model, cal, best.methods, best.base,
+                                 best.exclude + chosen, bias=best.bias)
+        else:
+            trial = search.build(f"int8, {k} most sensitive in {LADDER_NAMES[rung]}", best.model, cal,
+                                 best.methods, best.base, best.exclude, bias=best.bias,
+                                 int16=chosen if rung == "int16" else (), fp16=chosen if rung == "fp16" else ())
+        if search.meets(trial):
+            found, hi = trial, k - 1
+        else:
+            lo = k + 1
+    return found
+
+
+def _requantize(search: _Search, found: _Config, cal: Any, order: list[str],
+                tried: dict[str, dict[str, Any]] | None = None) -> _Config:
     """Quantize float units back one at a time while the target holds: first those in gaps
     between int8 regions (fewer precision changes), then the least sensitive. The ranking is an
     estimate (noise does not add exactly); this pass corrects it with measurements."""
@@ -268,10 +352,41 @@ def _requantize(search: _Search, found: _Config, cal: Any, order: list[str]) -> 
         exclude = tuple(n for n in current.exclude if n != name)
         trial = search.build(f"re-quantize {name}", found.model, cal, found.methods, found.base, exclude,
                              record=False, bias=found.bias)
+        if tried is not None:
+            tried.setdefault(name, {})["int8"] = _db(trial.score.min_sqnr)
         if search.meets(trial):
             current = trial
     if current is not found:
         current.name = f"int8, {len(current.exclude)} float (gaps merged, least sensitive re-quantized)"
+        search.tried.append(current)
+    return current
+
+
+def _ladder(search: _Search, found: _Config, cal: Any, order: list[str], rungs: tuple[str, ...],
+            tried: dict[str, dict[str, Any]]) -> _Config:
+    """From ``found`` (meets the target), give each fp32 unit the first ladder precision that
+    keeps the target, least sensitive first; recorded as one more configuration beside
+    ``found``, so that timing decides between them."""
+    current = found
+    for name in [n for n in order if n in found.exclude][:MAX_REQUANTIZE]:
+        for rung in rungs:
+            exclude = tuple(n for n in current.exclude if n != name)
+            int16 = current.int16 + ((name,) if rung == "int16" else ())
+            fp16 = current.fp16 + ((name,) if rung == "fp16" else ())
+            trial = search.build(f"{LADDER_NAMES[rung]} {name}", found.model, cal, found.methods, found.base,
+                                 exclude, record=False, bias=found.bias, int16=int16, fp16=fp16)
+            tried.setdefault(name, {})[rung] = _db(trial.score.min_sqnr)
+            if search.meets(trial):
+                tried[name].setdefault("meets", []).append(rung)
+                current = trial
+                break
+    same = [c for c in search.tried if (set(c.exclude), set(c.int16), set(c.fp16), c.bias)
+            == (set(current.exclude), set(current.int16), set(current.fp16), current.bias)]
+    if current is not found and not same:  # (the binary search may have built it already)
+        parts = [f"{len(current.int16)} int16 activations" if current.int16 else "",
+                 f"{len(current.fp16)} fp16" if current.fp16 else "",
+                 f"{len(current.exclude)} fp32" if current.exclude else ""]
+        current.name = "int8, " + ", ".join(p for p in parts if p) + " (precision ladder)"
         search.tried.append(current)
     return current
 

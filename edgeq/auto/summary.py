@@ -1,5 +1,11 @@
 """The ``auto`` section of the quantize report: target, verdict, every configuration tried
-(error and latency), repairs, range methods, and per layer the precision chosen and why."""
+(error and latency), repairs, range methods, and per layer the precision chosen and why.
+
+Per layer, ``precision`` is one of "int8", "int8-dynamic", "int16" (int16 activations, int8
+weights), "fp16" and "fp32"; ``why`` says what was measured: the layer's sensitivity rank, the
+output SQNR with it int8 and on each rung of the ladder, and, where a cheaper-in-error precision
+met the target in a configuration that lost on latency, both timings.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,53 @@ __all__ = ["auto_section"]
 
 def _db(value: float) -> Any:
     return round(value, 3) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+
+
+_LABEL = {"int16": "int16 activations", "fp16": "fp16"}
+
+
+def _rank(f: dict | None) -> str:
+    if not f:
+        return ""
+    alone = f["only_int8_sqnr_db"]
+    return (f"sensitivity rank {f['rank']} of {f['of']}"
+            + (f" (with only it int8 the output SQNR is {alone} dB)" if alone is not None else ""))
+
+
+def _fastest_with(search: Any, name: str, precision: str) -> Any:
+    """The fastest configuration tried that meets the target with ``name`` in ``precision``."""
+    timed = [c for c in search.tried if name in getattr(c, precision) and search.meets(c) and c.latency_ms is not None]
+    return min(timed, key=lambda c: c.latency_ms, default=None)
+
+
+def _ladder_why(search: Any, chosen: Any, name: str, precision: str, f: dict | None) -> str:
+    label = _LABEL[precision]
+    tried = (f or {}).get("tried_db", {})
+    why = f"{label}{' (int8 weights)' if precision == 'int16' else ''} for fidelity"
+    why += f": {_rank(f)}" if f else ""
+    if "int8" in tried:
+        why += f"; with it int8 the target fails ({tried['int8']} dB)"
+    why += (f"; in {label} it holds ({tried[precision]} dB)" if precision in tried
+            else f"; the most sensitive layers in {label} meet the target")
+    if chosen.latency_ms is not None:
+        why += (f"; this configuration measured {chosen.latency_ms:.3f} ms, the fastest meeting the target "
+                f"(fp32 model {getattr(search, 'fp32_ms', float('nan')):.3f} ms)")
+    return why
+
+
+def _ladder_tail(search: Any, chosen: Any, name: str, f: dict) -> str:
+    """What the ladder measured for a layer that stayed fp32."""
+    tail, tried = "", f.get("tried_db", {})
+    for precision in ("fp16", "int16"):
+        if precision not in tried:
+            continue
+        other = _fastest_with(search, name, precision)
+        if precision in tried.get("meets", []) and other is not None and chosen.latency_ms is not None:
+            tail += (f"; {_LABEL[precision]} also met the target ({tried[precision]} dB) but measured slower "
+                     f"({other.latency_ms:.3f} ms vs {chosen.latency_ms:.3f} ms)")
+        elif precision not in tried.get("meets", []):
+            tail += f"; {_LABEL[precision]} misses the target too ({tried[precision]} dB)"
+    return tail
 
 
 def _layers(search: Any, chosen: Any, verdict: str, fallback: dict, dropped: dict) -> list[dict[str, Any]]:
@@ -32,12 +85,13 @@ def _layers(search: Any, chosen: Any, verdict: str, fallback: dict, dropped: dic
             entry.update(precision="fp32", why=verdict)
         elif unit.name in dropped:
             entry.update(precision="fp32", why=dropped[unit.name])
+        elif unit.name in chosen.int16 or unit.name in chosen.fp16:
+            precision = "int16" if unit.name in chosen.int16 else "fp16"
+            entry.update(precision=precision, why=_ladder_why(search, chosen, unit.name, precision,
+                                                              fallback.get(unit.name)))
         elif unit.name in fallback and unit.name in chosen.exclude:
             f = fallback[unit.name]
-            alone = f["only_int8_sqnr_db"]
-            why = (f"fp32 for fidelity: sensitivity rank {f['rank']} of {f['of']}"
-                   + (f" (with only it int8 the output SQNR is {alone} dB)" if alone is not None else "")
-                   + "; the target needs it float")
+            why = f"fp32 for fidelity: {_rank(f)}; the target needs it float" + _ladder_tail(search, chosen, unit.name, f)
             node = nodes.get(unit.name)
             ratios = [(v.name, cal.outlier_ratio(v.name)) for v in ([*node.inputs[:1], *node.outputs] if node else [])
                       if v is not None and v.name in cal]
