@@ -1,7 +1,8 @@
 """``textdet``: a small DBNet-style text detector and the loading of its committed checkpoint.
 
-3x128x128 image -> 1x128x128 text probability map (Sigmoid). Like mobile OCR detectors: a strided
-Conv-BN-ReLU stem, depthwise-separable stages (strides 4, 8, 16), an FPN neck (1x1 laterals,
+3x128x128 image -> 1x128x128 text probability map (Sigmoid). Like mobile OCR detectors (DBNet on a
+MobileNetV3 backbone): a strided Conv-BN-ReLU stem, depthwise-separable stages (strides 4, 8, 16;
+ReLU early, Hardswish and squeeze-excite with Hardsigmoid late), an FPN neck (1x1 laterals,
 top-down nearest Resize + Add, 3x3 smoothing, every scale resized to stride 4 and concatenated
 as DBNet does), and a head of Conv then two stride-2 ConvTranspose back to full resolution.
 """
@@ -15,27 +16,44 @@ from torch import nn
 
 from edgeq.errors import ModelLoadError
 
-__all__ = ["TextDetector", "CHECKPOINT", "build", "load", "example_inputs"]
+__all__ = ["TextDetector", "DepthwiseSeparable", "SqueezeExcite", "CHECKPOINT", "build", "load", "example_inputs"]
 
 CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints", "textdet.pt")
 
 
-def _cbr(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
+def _cbr(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, act: type = nn.ReLU) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+                         nn.BatchNorm2d(cout), act())
+
+
+class SqueezeExcite(nn.Module):
+    """MobileNetV3's channel attention: global average pool, 1x1 reduce, ReLU, 1x1, Hardsigmoid, Mul."""
+
+    def __init__(self, channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, channels // reduction, 1)
+        self.expand = nn.Conv2d(channels // reduction, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = nn.functional.adaptive_avg_pool2d(x, 1)
+        return x * nn.functional.hardsigmoid(self.expand(nn.functional.relu(self.reduce(w))))
 
 
 class DepthwiseSeparable(nn.Module):
-    """Depthwise 3x3 (BN, ReLU) then pointwise 1x1 (BN, ReLU); a residual when shapes allow."""
+    """Depthwise 3x3 (BN, act), optional squeeze-excite, pointwise 1x1 (BN, act); residual when shapes allow.
 
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+    ``act`` is ReLU in the early stages and Hardswish in the late ones, as in MobileNetV3.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, act: type = nn.ReLU, se: bool = False) -> None:
         super().__init__()
-        self.dw = _cbr(cin, cin, 3, stride, groups=cin)
-        self.pw = _cbr(cin, cout, 1)
+        self.dw = _cbr(cin, cin, 3, stride, groups=cin, act=act)
+        self.se = SqueezeExcite(cin) if se else nn.Identity()
+        self.pw = _cbr(cin, cout, 1, act=act)
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.pw(self.dw(x))
+        y = self.pw(self.se(self.dw(x)))
         return x + y if self.residual else y
 
 
@@ -44,9 +62,10 @@ class TextDetector(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(_cbr(3, 16, 3, 2), DepthwiseSeparable(16, 24))  # /2
         self.stage2 = nn.Sequential(DepthwiseSeparable(24, 32, 2), DepthwiseSeparable(32, 32))  # /4
-        self.stage3 = nn.Sequential(DepthwiseSeparable(32, 48, 2), DepthwiseSeparable(48, 48))  # /8
-        self.stage4 = nn.Sequential(DepthwiseSeparable(48, 64, 2), DepthwiseSeparable(64, 64),
-                                    DepthwiseSeparable(64, 64))  # /16
+        hs = nn.Hardswish
+        self.stage3 = nn.Sequential(DepthwiseSeparable(32, 48, 2, hs), DepthwiseSeparable(48, 48, 1, hs, se=True))  # /8
+        self.stage4 = nn.Sequential(DepthwiseSeparable(48, 64, 2, hs, se=True), DepthwiseSeparable(64, 64, 1, hs, se=True),
+                                    DepthwiseSeparable(64, 64, 1, hs, se=True))  # /16
         self.lateral = nn.ModuleList([nn.Conv2d(c, neck, 1) for c in (32, 48, 64)])
         self.smooth = nn.ModuleList([_cbr(neck, neck // 2) for _ in range(3)])
         self.head = nn.Sequential(

@@ -200,3 +200,33 @@ register(ModelSpec(
     calibration_source=_lazy("models.minilm:calibration_data"),
     eval_source=_lazy("models.minilm:eval_data"),
 ))
+
+register(ModelSpec(
+    name="textdet",
+    description="DBNet-style OCR text detector (depthwise-separable backbone, FPN neck with Resize/Add/Concat, "
+    "ConvTranspose head, Sigmoid), 3x128x128 -> 1x128x128 text map; trained on synthetic documents; "
+    "committed checkpoint",
+    task="detection",
+    input_names=("input",),
+    output_names=("text_map",),
+    dynamic_axes={"input": {0: "batch"}, "text_map": {0: "batch"}},
+    builder=_lazy("models.textdet:load"),
+    example_builder=_lazy("models.textdet:example_inputs"),
+    calibration_source=_lazy("models.synth_text:calibration_data"),
+    eval_source=_lazy("models.synth_text:eval_data"),
+))
+
+register(ModelSpec(
+    name="kws",
+    description="DS-CNN keyword spotter with attention pooling over time, 1x40x64 log-mel -> 12 classes; "
+    "trained on synthetic spoken keywords (formant speech, noise); committed checkpoint",
+    task="classification",
+    input_names=("input",),
+    output_names=("logits",),
+    dynamic_axes=_cnn_axes(),
+    builder=_lazy("models.kws:load"),
+    example_builder=_lazy("models.kws:example_inputs"),
+    calibration_source=_lazy("models.synth_speech:calibration_data"),
+    eval_source=_lazy("models.synth_speech:eval_data"),
+    labels_source=_lazy("models.synth_speech:eval_labels"),
+))
