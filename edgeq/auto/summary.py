@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from edgeq.auto.placement import NOISE
+
 __all__ = ["auto_section"]
 
 
@@ -59,8 +61,10 @@ def _ladder_tail(search: Any, chosen: Any, name: str, f: dict) -> str:
             continue
         other = _fastest_with(search, name, precision)
         if precision in tried.get("meets", []) and other is not None and chosen.latency_ms is not None:
-            tail += (f"; {_LABEL[precision]} also met the target ({tried[precision]} dB) but measured slower "
-                     f"({other.latency_ms:.3f} ms vs {chosen.latency_ms:.3f} ms)")
+            slower = other.latency_ms > chosen.latency_ms * (1 + NOISE)
+            tail += (f"; {_LABEL[precision]} also met the target ({tried[precision]} dB) but measured "
+                     + ("slower" if slower else "no faster (within timing noise; fp32 is the more faithful)")
+                     + f" ({other.latency_ms:.3f} ms vs {chosen.latency_ms:.3f} ms)")
         elif precision not in tried.get("meets", []):
             tail += f"; {_LABEL[precision]} misses the target too ({tried[precision]} dB)"
     return tail

@@ -42,8 +42,8 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.config import QuantConfig
-from edgeq.errors import UsageError
 from edgeq.passes.plan import QuantPlan, Role, const_array, is_float, node_label
+from edgeq.passes.precision import check_precision_names
 
 __all__ = ["SelectNodes", "HEAVY", "LIGHT", "PASSTHROUGH", "data_inputs"]
 
@@ -193,7 +193,7 @@ class SelectNodes(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph, plan = model.graph, self.plan
         opset = model.opset_imports.get("", 13)
-        self._check_names(graph)
+        check_precision_names(self.config, graph)  # (8)
         for node in ir.traversal.RecursiveGraphIterator(graph):
             if node.graph is not graph:
                 plan.decide(node, Role.FLOAT, "inside a subgraph (If/Loop/Scan): left float")
@@ -208,17 +208,6 @@ class SelectNodes(ir.passes.InPlacePass):
             counts[decision.role] = counts.get(decision.role, 0) + 1
         logger.info("select: %s", ", ".join(f"{n} {r}" for r, n in sorted(counts.items())))
         return ir.passes.PassResult(model, modified=False)
-
-    def _check_names(self, graph: ir.Graph) -> None:
-        """(8) every name in int16_nodes/fp16_nodes is a node of the graph, and in one list only."""
-        names = {n.name for n in graph if n.name}
-        for field in ("int16_nodes", "fp16_nodes"):
-            unknown = [n for n in getattr(self.config, field) if n not in names]
-            if unknown:
-                raise UsageError(f"{field} names {unknown[0]!r}, which is not a node of the prepared model: "
-                                 "use the node names `edgeq inspect` (or the report's node list) shows")
-        if both := sorted(set(self.config.int16_nodes) & set(self.config.fp16_nodes)):
-            raise UsageError(f"node {both[0]!r} is in both int16_nodes and fp16_nodes: choose one precision")
 
     def _select_embeddings(self, graph: ir.Graph) -> None:
         """(7) Gather from a large constant table (embeddings): int8 table, int8 Gather."""
@@ -323,7 +312,7 @@ class SelectNodes(ir.passes.InPlacePass):
     def _isolated(self, node: ir.Node, roles: dict[ir.Node, str]) -> bool:
         """No int8 op on either side (its Q and DQ are pure overhead)."""
         producers = [v.producer() for v in data_inputs(node) if const_array(v) is None]
-        if any(p is not None and p in roles for p in producers):
+        if any(self._int8(p, roles) for p in producers):
             return False
         folded = self._folded_after(node, roles)
         out = folded[0].outputs[0] if folded else node.outputs[0]
@@ -349,8 +338,7 @@ class SelectNodes(ir.passes.InPlacePass):
     def _dynamic_island(self, node: ir.Node, roles: dict[ir.Node, str]) -> bool:
         if node.op_type not in ("MatMul", "Gemm") or const_array(node.inputs[1]) is None:
             return False
-        producer = node.inputs[0].producer()
-        if producer is not None and producer in roles:
+        if self._int8(node.inputs[0].producer(), roles):
             return False
         if self._folded_after(node, roles) or self._int8_consumers(node.outputs[0], roles):
             return False
@@ -366,13 +354,21 @@ class SelectNodes(ir.passes.InPlacePass):
             if role == Role.FOLDED:
                 if self._int8_consumers(consumer.outputs[0], roles):
                     return True
-            elif role is not None:
+            elif role is not None and self._int8(consumer, roles):
                 return True
         return False
 
+    def _int8(self, node: ir.Node | None, roles: dict[ir.Node, str]) -> bool:
+        """In ``roles`` and not int16 (8): an int16 neighbour gives no int8 kernel to fuse with."""
+        if node is None or node not in roles:
+            return False
+        if roles[node] == Role.FOLDED:
+            node = node.inputs[0].producer()
+        return not self._int16(node)
+
     def _neighbour_reason(self, node: ir.Node, roles: dict[ir.Node, str]) -> str:
         producers = [v.producer() for v in data_inputs(node) if const_array(v) is None]
-        if not all(p is not None and p in roles for p in producers):
+        if not all(self._int8(p, roles) for p in producers):
             return (f"an input of this {node.op_type} comes from a float op (int8 here would add a "
                     "QuantizeLinear and lose accuracy for no faster kernel)")
         if not any(self._int8_consumers(out, roles) for out in node.outputs):
