@@ -107,11 +107,13 @@ class _Search:
         """``Workbench.build`` with int16/fp16 units too (an fp16 unit takes its folded Relu/Clip)."""
         import edgeq
 
+        config = self.bench.config  # the user's own int16_nodes/fp16_nodes stay
         folded = {u.name: [f.split(":")[0] for f in u.folded] for u in self.bench.units()}
-        fp16_nodes = tuple(dict.fromkeys(n for u in fp16 for n in [u, *folded.get(u, [])]))
-        config = self.bench.config
+        int16_nodes = tuple(dict.fromkeys([*config.int16_nodes, *int16]))
+        fp16_nodes = tuple(dict.fromkeys(n for u in [*config.fp16_nodes, *fp16] for n in [u, *folded.get(u, [])]
+                                         if n not in int16_nodes))
         config = config.replace(exclude=tuple(dict.fromkeys([*config.exclude, *exclude])), min_sqnr=None,
-                                int16_nodes=tuple(int16), fp16_nodes=fp16_nodes)
+                                int16_nodes=int16_nodes, fp16_nodes=fp16_nodes)
         return edgeq.quantize(model, config, None, ranges=table, progress=False)
 
     def _int16_minmax(self, exclude: tuple[str, ...], int16: tuple[str, ...], model: Any) -> dict[str, str]:

@@ -236,8 +236,8 @@ class SelectNodes(ir.passes.InPlacePass):
                     self.plan.decide(node, Role.FLOAT, "dynamic Conv is slower than float Conv on the "
                                      "CPU provider; use static mode, or dynamic_conv=True to force it")
             else:
-                reason = "excluded by the user (--exclude)" if self._excluded(node) else (
-                    "dynamic mode quantizes only MatMul/Gemm weights")
+                reason = (self._check(node, 13)[1] if self._excluded(node)  # excluded or fp16 (8)
+                          else "dynamic mode quantizes only MatMul/Gemm weights")
                 self.plan.decide(node, Role.FLOAT, reason)
 
     def _select_static(self, graph: ir.Graph, opset: int) -> None:

@@ -95,3 +95,12 @@ def test_fp16_graph_output_cast_back_under_its_name():
 def test_unknown_fp16_node_is_a_usage_error():
     with pytest.raises(UsageError, match="fp16_nodes names 'c9'"):
         _quantize(fp16_nodes=("c9",))
+
+
+def test_dynamic_mode_keeps_fp16_nodes_with_their_reason():
+    result = edgeq.quantize(chain(), QuantConfig(mode="dynamic", fp16_nodes=("c2", "r2")), None, progress=False)
+    onnx.checker.check_model(ir.to_proto(result.model), full_check=True)
+    reasons = {f["node"]: f["reason"] for f in result.report["float"]}
+    assert reasons["c2"].startswith("computed in fp16 as asked")
+    assert sum(n.op_type == "Cast" for n in result.model.graph) == 2
+    assert _sqnr(result.model) > 50.0
