@@ -40,7 +40,8 @@ __all__ = ["auto_quantize"]
 logger = logging.getLogger(__name__)
 
 REFINE_TENSORS = 4  # tensors whose range method is chosen one by one
-MAX_REQUANTIZE = 64  # float units tried back in int8 (then on the ladder) after the binary search
+MAX_REQUANTIZE = 64  # float units tried back in int8 after the binary search
+MAX_LADDER = 16  # fp32 units then tried on the ladder (each rung is one more build)
 LADDER_NAMES = {"int16": "int16 activations", "fp16": "fp16"}
 
 
@@ -370,7 +371,7 @@ def _ladder(search: _Search, found: _Config, cal: Any, order: list[str], rungs: 
     keeps the target, least sensitive first; recorded as one more configuration beside
     ``found``, so that timing decides between them."""
     current = found
-    for name in [n for n in order if n in found.exclude][:MAX_REQUANTIZE]:
+    for name in [n for n in order if n in found.exclude][:MAX_LADDER]:
         for rung in rungs:
             exclude = tuple(n for n in current.exclude if n != name)
             int16 = current.int16 + ((name,) if rung == "int16" else ())

@@ -305,8 +305,10 @@ class SelectNodes(ir.passes.InPlacePass):
             if roles[node] == Role.COMPUTE and self._int16(node):
                 self.plan.int16.add(node)
                 self.plan.int16.update(self._folded_after(node, roles))
-        left = [n for n in self.config.int16_nodes if n not in {x.name for x in self.plan.int16}]
-        if left:
+        done = [n.name for n in roles if n in self.plan.int16 and roles[n] == Role.COMPUTE]
+        if done:
+            self.plan.notes.append(f"int16 activations (int8 weights) around {', '.join(done)}")
+        if left := [n for n in self.config.int16_nodes if n not in done]:
             self.plan.notes.append(f"int16_nodes: {', '.join(left)} stay float (see their reasons)")
 
     def _isolated(self, node: ir.Node, roles: dict[ir.Node, str]) -> bool:

@@ -101,7 +101,10 @@ def _weight_types(model: ir.Model) -> set[int]:
 
 
 def test_int16_nodes_get_int16_qdq_exactly_around_them_weights_int8():
-    model = _quantize(wide_net(), int16_nodes=("c1", "c2"))
+    result = edgeq.quantize(wide_net(), QuantConfig(int16_nodes=("c1", "c2")), CALIB, progress=False)
+    assert "int16 activations (int8 weights) around c1, c2" in result.report["notes"]
+    model = result.model
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
     types, readers = _qdq(model)
     # x read by c1 only; r1 (Relu folded into c1) read by c2 in int16 and by c3 in int8;
     # c2's output read by the float Add in int16 (its producer's type); c3's in uint8.
