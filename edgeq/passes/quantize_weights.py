@@ -12,6 +12,11 @@
    vector (a Linear layer's bias): the bias is stored int32 the same way, read through a DQ.
    ORT then runs MatMulIntegerToFloat + Add, or, with static shapes, one QGemm with the bias;
    a float bias there would make ORT fuse MatMul+Add into a float Gemm first, losing int8.
+5. An int16-activation MatMul/Gemm (``plan.int16``, or all with ``activations="int16"``) keeps int8 weight values ([-127, 127]) but
+   stores them in int16: onnxruntime (1.32) turns an int8 weight DQ feeding a float MatMul/Gemm
+   into MatMulNBits, which quantizes the activations to int8 blocks at run time (accuracy level
+   4) and so undoes int16 (measured: a Gemm's output fell from 47.1 to 44.4 dB); an int16 DQ it
+   leaves alone (com.microsoft DQ below opset 21). int16 Conv weights stay int8.
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ class QuantizeWeights(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph, count = model.graph, 0
+        self._model = model
         for node in list(graph):
             if self.plan.role(node) == Role.COMPUTE and node.op_type in ("Conv", "MatMul", "Gemm"):
                 if const_array(node.inputs[1]) is not None:
@@ -96,7 +102,13 @@ class QuantizeWeights(ir.passes.InPlacePass):
         min_scale = bias_safe_min_scale(bias, input_scale, per_channel) if bias is not None else None
         qw = quantize_weight(weight, axis, min_scale=min_scale)
         label = node_label(node)
-        dq_w = dequantize_node(graph, _base(node.inputs[1], label, "W"), qw.values, qw.scale, qw.zero_point, axis)
+        values, zero_point = qw.values, qw.zero_point
+        if node.op_type in ("MatMul", "Gemm") and (self.plan.is_int16(node) or self.config.activations == "int16"):  # (5)
+            values, zero_point = values.astype(np.int16), zero_point.astype(np.int16)
+        dq_w = dequantize_node(graph, _base(node.inputs[1], label, "W"), values, qw.scale, zero_point, axis)
+        if values.dtype == np.int16 and self._model.opset_imports.get("", 13) < 21:
+            dq_w.domain = "com.microsoft"
+            self._model.opset_imports.setdefault("com.microsoft", 1)
         new_nodes = [dq_w]
         summary = qw.summary(weight)
         if bias is not None:
