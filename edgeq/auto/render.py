@@ -97,6 +97,15 @@ def _layer_rows(auto: Mapping[str, Any]) -> list[list[Any]]:
     return [[e["node"], e["op"], e["precision"], e["why"]] for e in auto["layers"]]
 
 
+_PRECISIONS = ("int8", "int8-dynamic", "int16", "fp16", "fp32")
+
+
+def _precision_counts(auto: Mapping[str, Any]) -> str:
+    """e.g. "24 int8, 1 int16, 3 fp32" (the ladder's order)."""
+    counts = {p: sum(e["precision"] == p for e in auto["layers"]) for p in _PRECISIONS}
+    return ", ".join(f"{n} {p}" for p, n in counts.items() if n) or "no quantizable layers"
+
+
 def auto_markdown(report: Mapping[str, Any]) -> str:
     auto = report["auto"]
     lines = ["# edgeq auto", "", f"Verdict: {auto['verdict']}", "",
@@ -107,7 +116,8 @@ def auto_markdown(report: Mapping[str, Any]) -> str:
     lines += ["## Repairs", ""] + _md_table(["repair", "kept", "min SQNR before", "after", "detail"],
                                             [[r["repair"], r["kept"], r.get("before_db"), r.get("after_db"),
                                               r.get("detail", "")] for r in auto["repairs"]]) + [""]
-    lines += ["## Per-layer precision", ""] + _md_table(["node", "op", "precision", "why"], _layer_rows(auto))
+    lines += ["## Per-layer precision", "", f"Layers: {_precision_counts(auto)}.", ""]
+    lines += _md_table(["node", "op", "precision", "why"], _layer_rows(auto))
     lines += [""] + [f"- {n}" for n in auto.get("notes", [])]
     return "\n".join(lines) + "\n"
 
@@ -121,6 +131,7 @@ def auto_html(report: Mapping[str, Any]) -> str:
     chart = tradeoff_scatter(points, auto.get("chosen"), "Error vs latency", target=auto["target"]["min_sqnr"])
     parts = [f"<p>Verdict: {html.escape(auto['verdict'])}</p>", chart, "<h2>Configurations tried</h2>",
              _html_table(_AUTO_HEAD, _auto_rows(auto)), "<h2>Per-layer precision</h2>",
+             f"<p>Layers: {html.escape(_precision_counts(auto))}.</p>",
              _html_table(["node", "op", "precision", "why"], _layer_rows(auto))]
     parts += [f"<p>{html.escape(n)}</p>" for n in auto.get("notes", [])]
     return _page("edgeq auto", parts)

@@ -150,3 +150,4 @@ def test_summary_precisions_and_rendering(monkeypatch):
     assert all(e["why"] for e in auto["layers"])
     page = auto_markdown(report)
     assert "| c0 | Conv | int16 | int16 activations (int8 weights) for fidelity" in page
+    assert "Layers: 2 int8, 1 int16." in page
