@@ -87,7 +87,8 @@ class _Search:
         from edgeq.auto.workbench import model_bytes_of
 
         self.bar.update(self.task, description=f"auto: {name}")
-        target = self._bias_corrected(model, cal, exclude) if bias else model
+        # fp16 units keep their float weights: no bias correction for them either
+        target = self._bias_corrected(model, cal, tuple(exclude) + tuple(fp16)) if bias else model
         if int16 or fp16:
             table = cal.table_for({**methods, **self._int16_minmax(exclude, int16, model)}, base)
             result = self._variant(table, exclude, target, int16, fp16)
@@ -102,14 +103,13 @@ class _Search:
             self.tried.append(c)
         return c
 
-
     def _variant(self, table: Any, exclude: tuple[str, ...], model: Any, int16: tuple[str, ...],
                  fp16: tuple[str, ...]) -> Any:
         """``Workbench.build`` with int16/fp16 units too (an fp16 unit takes its folded Relu/Clip)."""
         import edgeq
 
         config = self.bench.config  # the user's own int16_nodes/fp16_nodes stay
-        folded = {u.name: [f.split(":")[0] for f in u.folded] for u in self.bench.units()}
+        folded = {u.name: [f.split(":")[0] for f in u.folded] for u in self.bench.units()} if fp16 else {}
         int16_nodes = tuple(dict.fromkeys([*config.int16_nodes, *int16]))
         fp16_nodes = tuple(dict.fromkeys(n for u in [*config.fp16_nodes, *fp16] for n in [u, *folded.get(u, [])]
                                          if n not in int16_nodes))
