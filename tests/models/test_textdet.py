@@ -75,27 +75,74 @@ def test_textmap_iou_metric():
     assert metrics.textmap_iou({"m": np.zeros(4)}, {"m": np.zeros(4)}) == 1.0  # nothing detected by either
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """`edgeq export textdet` and 32 calibration .npz files, as a user would make them."""
+    folder = tmp_path_factory.mktemp("textdet")
+    fp32, calib = folder / "textdet.onnx", folder / "calib"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "textdet", "-o", str(fp32)])
+    assert exit_info.value.code == 0
+    calib.mkdir()
+    for i, feed in enumerate(zoo.get("textdet").calibration_data(32)):
+        np.savez(calib / f"{i:03d}.npz", **feed)
+    return fp32, calib
+
+
 @pytest.mark.slow
-def test_cli_export_then_auto_quantize_keeps_the_text_map(tmp_path, capsys):
+def test_cli_export_then_auto_quantize_keeps_the_text_map(exported, tmp_path, capsys):
     """As a user would: `edgeq export textdet`, .npz calibration files, `edgeq quantize --calib --auto`."""
     from ortutil import op_types
 
     from edgeq.report.metrics import sqnr_db
 
-    fp32, out, calib = tmp_path / "textdet.onnx", tmp_path / "textdet.int8.onnx", tmp_path / "calib"
-    _cli(["export", "textdet", "-o", str(fp32)], capsys)
-    calib.mkdir()
-    for i, feed in enumerate(zoo.get("textdet").calibration_data(32)):
-        np.savez(calib / f"{i:03d}.npz", **feed)
+    fp32, calib = exported
+    out = tmp_path / "textdet.int8.onnx"
     text = _cli(["quantize", str(fp32), "-o", str(out), "--calib", str(calib), "--auto", "-q"], capsys)
     assert "wrote" in text
     model = onnx.load(out)
     assert {"QuantizeLinear", "DequantizeLinear"} <= set(op_types(model))
-    # of 38 Conv/ConvTranspose, 23 run int8 (float: squeeze-excite 1x1s on 1x1 maps, depthwise convs
-    # isolated between Hardswish, the ConvTranspose head)
+    # of 38 Conv/ConvTranspose, 23 run int8 (float: depthwise convs isolated between Hardswish,
+    # the ConvTranspose head, some squeeze-excite 1x1s)
     assert _int8_weight_convs(model) >= 20
     feeds = zoo.get("textdet").eval_data(48)
     ref, got = _outputs(fp32, feeds), _outputs(out, feeds)
-    # measured: IoU@0.3 0.989, 32 dB (ORT quantize_static per-channel: 0.986, 31 dB)
+    # measured on 200 held-out images with 64 calibration files: IoU@0.3 0.989, 32 dB
+    # (onnxruntime.quantization quantize_static per-channel: 0.986, 30 dB)
     assert metrics.textmap_iou({"text_map": ref}, {"text_map": got}) >= 0.95
     assert sqnr_db(ref, got) >= 25.0
+
+
+def _squeeze_excite_convs(model: onnx.ModelProto) -> list[str]:
+    """The 1x1 Convs of the squeeze-excite blocks: they read a globally pooled (one value per
+    channel per image) tensor, or feed the Hardsigmoid gate."""
+    gates = {n.input[0] for n in model.graph.node if n.op_type == "HardSigmoid"}
+    return [n.name for n in model.graph.node if n.op_type == "Conv"
+            and (n.input[0].startswith("as_strided") or n.output[0] in gates)]
+
+
+def _few_samples_sqnr(fp32, calib, tmp_path, capsys, extra: list[str]) -> float:
+    from edgeq.report.metrics import sqnr_db
+
+    out = tmp_path / "few.onnx"
+    _cli(["quantize", str(fp32), "-o", str(out), "--calib", str(calib), "--max-samples", "12", "--mode", "static",
+          "-q", *extra], capsys)
+    feeds = zoo.get("textdet").eval_data(96)
+    return sqnr_db(_outputs(fp32, feeds), _outputs(out, feeds))
+
+
+def test_few_calibration_images_and_squeeze_excite(exported, tmp_path, capsys):
+    """The cause of the next (xfail) test: with 12 calibration images, keeping the 8 squeeze-excite
+    1x1 Convs float restores the held-out SQNR (measured 32.4 dB vs 22.5 dB with them int8)."""
+    fp32, calib = exported
+    se = _squeeze_excite_convs(onnx.load(fp32))
+    assert len(se) == 8
+    assert _few_samples_sqnr(fp32, calib, tmp_path, capsys, [f"--exclude={n}" for n in se]) >= 28.0
+
+
+@pytest.mark.xfail(strict=True, reason="edgeq quantizes squeeze-excite 1x1 Convs whose input ranges come from one "
+                   "pooled value per channel per image: a few calibration images under-estimate them and held-out "
+                   "images clip (22.5 dB); the selector (edgeq/passes/select.py) should keep them float")
+def test_few_calibration_images_default(exported, tmp_path, capsys):
+    fp32, calib = exported
+    assert _few_samples_sqnr(fp32, calib, tmp_path, capsys, []) >= 28.0
