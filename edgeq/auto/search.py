@@ -91,7 +91,7 @@ class _Search:
         target = self._bias_corrected(model, cal, tuple(exclude) + tuple(fp16)) if bias else model
         if int16 or fp16:
             table = cal.table_for({**methods, **self._int16_minmax(exclude, int16, model)}, base)
-            result = self._variant(table, exclude, target, int16, fp16)
+            result = self._variant(table, exclude, target, int16=int16, fp16=fp16)
         else:
             result = self.bench.build(cal.table_for(methods, base), exclude, model=target)
         data = model_bytes_of(result.model)
@@ -103,7 +103,7 @@ class _Search:
             self.tried.append(c)
         return c
 
-    def _variant(self, table: Any, exclude: tuple[str, ...], model: Any, int16: tuple[str, ...],
+    def _variant(self, table: Any, exclude: tuple[str, ...], model: Any, *, int16: tuple[str, ...],
                  fp16: tuple[str, ...]) -> Any:
         """``Workbench.build`` with int16/fp16 units too (an fp16 unit takes its folded Relu/Clip)."""
         import edgeq
@@ -313,7 +313,7 @@ def _fallback(search: _Search, best: _Config, cal: Any, rungs: tuple[str, ...] =
         return best, {}
     tried: dict[str, dict[str, Any]] = {}
     found = _requantize(search, found, cal, [n for n in reversed(ranked) if n in found.exclude], tried)
-    _ladder(search, found, cal, [n for n in reversed(ranked) if n in found.exclude], rungs, tried)
+    _ladder(search, found, cal, order=[n for n in reversed(ranked) if n in found.exclude], rungs=rungs, tried=tried)
     why = {name: {"rank": i + 1, "of": len(ranked), "only_int8_sqnr_db": _db(only_db[name]) if name in only_db else None,
                   "tried_db": tried.get(name, {})}
            for i, name in enumerate(ranked)}
@@ -365,7 +365,7 @@ def _requantize(search: _Search, found: _Config, cal: Any, order: list[str],
     return current
 
 
-def _ladder(search: _Search, found: _Config, cal: Any, order: list[str], rungs: tuple[str, ...],
+def _ladder(search: _Search, found: _Config, cal: Any, *, order: list[str], rungs: tuple[str, ...],
             tried: dict[str, dict[str, Any]]) -> _Config:
     """From ``found`` (meets the target), give each fp32 unit the first ladder precision that
     keeps the target, least sensitive first; recorded as one more configuration beside

@@ -92,11 +92,13 @@ class InsertQDQ(ir.passes.InPlacePass):
         uses8 = [u for u in value.uses() if plan.is_int8(u.node) and not plan.is_int16(u.node)]
         floats = [u for u in value.uses() if not plan.is_int8(u.node)]
         if int16_producer or uses16:
-            self._pair(graph, value, "int16", uses16 + (floats if int16_producer else []), int16_producer)
+            self._pair(graph, value, dtype="int16", uses=uses16 + (floats if int16_producer else []),
+                       owns_output=int16_producer)
         if int8_producer or uses8:
-            self._pair(graph, value, None, uses8 + (floats if int8_producer else []), int8_producer)  # (1), (2)
+            self._pair(graph, value, dtype=None, uses=uses8 + (floats if int8_producer else []),  # (1), (2)
+                       owns_output=int8_producer)
 
-    def _pair(self, graph: ir.Graph, value: ir.Value, dtype: str | None, uses: list, owns_output: bool) -> None:
+    def _pair(self, graph: ir.Graph, value: ir.Value, *, dtype: str | None, uses: list, owns_output: bool) -> None:
         """A Q/DQ pair on ``value`` in ``dtype`` (None: the plan's own) read by ``uses``; when
         ``owns_output`` and ``value`` is a graph output, the DQ output takes its place. No pair
         when nothing would read it (an int16 node's output read only by int8 nodes)."""
