@@ -46,7 +46,7 @@ class ModelSpec:
 
     name: str
     description: str
-    task: str  # "classification" | "embedding" (one vector per input) | "hidden_states" (per token)
+    task: str  # "classification" | "embedding" (one vector per input) | "hidden_states" (per token) | "detection" (maps)
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     dynamic_axes: dict[str, dict[int, str]]

@@ -180,3 +180,25 @@ def test_dynamic_conv_only_when_asked():
     ops = op_types(result.model)
     assert ops.count("ConvInteger") == 2 and ops.count("DynamicQuantizeLinear") == 2 and "Conv" not in ops
     assert _sqnr(conv_net(), result.model, data) > 30.0
+
+
+def test_top1_agreement_only_for_class_outputs():
+    """A (batch, classes) output gets top-1 agreement; a map or hidden states do not (argmax
+    across image columns or hidden units means nothing)."""
+    from edgeq.report.evaluate import evaluate
+
+    def net(shift: float) -> bytes:
+        text = f"""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[2, 10] x, float[2, 1, 8, 8] m) => (float[2, 10] logits, float[2, 1, 8, 8] text_map) {{
+            s = Constant <value = float {{{shift}}}> ()
+            logits = Add(x, s)
+            text_map = Add(m, s)
+        }}"""
+        return onnx.parser.parse_model(text).SerializeToString()
+
+    rng = np.random.default_rng(0)
+    feeds_ = [{"x": rng.normal(size=(2, 10)).astype(np.float32), "m": rng.random((2, 1, 8, 8)).astype(np.float32)}
+              for _ in range(3)]
+    out = evaluate(net(0.0), net(0.01), feeds_, latency=False)["outputs"]
+    assert out["logits"]["top1_agreement"] == 1.0 and out["logits"]["sqnr_db"] > 30
+    assert "top1_agreement" not in out["text_map"] and out["text_map"]["sqnr_db"] > 20

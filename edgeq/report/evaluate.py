@@ -80,7 +80,7 @@ def evaluate(
         if ref.dtype.kind != "f":
             out["outputs"][n] = {"exact_match": float(np.mean(ref == cand))}
             continue
-        out["outputs"][n] = fidelity(ref, cand)
+        out["outputs"][n] = fidelity(ref, cand, top1=all(r.ndim == 2 for r in refs[n]))  # (batch, classes) only
     if labels is not None:
         first = names[0]
         ref_logits = np.concatenate([r.reshape(-1, r.shape[-1]) for r in refs[first]])

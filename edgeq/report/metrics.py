@@ -58,13 +58,17 @@ def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
     return float(np.mean(np.argmax(ref, axis=-1) == np.argmax(cand, axis=-1)))
 
 
-def fidelity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """All metrics for one output, as a JSON-ready dict."""
+def fidelity(reference: np.ndarray, candidate: np.ndarray, *, top1: bool | None = None) -> dict[str, float]:
+    """All metrics for one output, as a JSON-ready dict. ``top1``: whether the last axis is a
+    class axis (logits); None guesses from the shape (callers that flatten outputs should say,
+    from the output's rank: a (batch, classes) output yes, a map or hidden states no)."""
     out = {
         "sqnr_db": sqnr_db(reference, candidate),
         "cosine": cosine(reference, candidate),
         "max_abs_error": max_abs_error(reference, candidate),
     }
-    if np.asarray(reference).ndim >= 1 and np.asarray(reference).shape[-1] > 1:
+    if top1 is None:
+        top1 = np.asarray(reference).ndim >= 1 and np.asarray(reference).shape[-1] > 1
+    if top1 and np.asarray(reference).shape[-1] > 1:
         out["top1_agreement"] = top1_agreement(reference, candidate)
     return out

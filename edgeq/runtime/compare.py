@@ -153,7 +153,8 @@ def _fidelity(ref: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]]
         if r.shape != g.shape:
             out[name] = {"error": f"shape {list(g.shape)} differs from the reference's {list(r.shape)}"}
             continue
-        out[name] = fidelity(r, g) if by_name else {**fidelity(r, g), "matched": other}
+        top1 = all(np.ndim(feed[name]) == 2 for feed in ref)  # (batch, classes): not maps or hidden states
+        out[name] = fidelity(r, g, top1=top1) if by_name else {**fidelity(r, g, top1=top1), "matched": other}
     return out
 
 
