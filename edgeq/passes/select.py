@@ -29,6 +29,8 @@ Static mode (the rules ORT's QDQ transformers need to fuse, so int8 is actually 
    speed; int16 is for fidelity), with int16 Q/DQ (``plan.int16``, folded Relu/Clip included);
    ``fp16_nodes`` stay float here (fp16.py converts them last); an unknown name is a usage error.
    With ``activations="int16"`` rule 5 is off (static int16 is the more faithful choice).
+9. A Conv on a 1x1 map (squeeze-excite gates, pooled heads) stays float: one value per channel
+   per image gives unreliable calibrated ranges, and there is no int8 speed to gain.
 
 Dynamic mode: MatMul/Gemm with constant weights become dynamic int8; Conv stays float unless
 ``dynamic_conv`` (dynamic Conv is slower than float Conv on ORT's CPU provider).
@@ -87,6 +89,20 @@ def data_inputs(node: ir.Node) -> list[ir.Value]:
     if node.op_type in ("MatMul",):
         return [v for v in node.inputs[:2] if v is not None and const_array(v) is None]
     return [node.inputs[0]] if node.inputs and node.inputs[0] is not None else []
+
+
+def _pooled_conv(node: ir.Node) -> str | None:
+    """(9) A Conv on a 1x1 map (squeeze-excite, a pooled head) stays float: its input holds one
+    value per channel per image, so a few calibration images set its ranges poorly (held-out
+    images clip), and int8 saves nothing on what is a matrix-vector product."""
+    shape = node.inputs[0].shape
+    if shape is None or len(shape) < 3:
+        return None
+    spatial = list(shape)[2:]
+    if all(isinstance(d, int) and d == 1 for d in spatial):
+        return ("Conv on a 1x1 map (squeeze-excite or pooled head): one value per channel per image makes "
+                "its calibrated ranges unreliable, and int8 saves nothing on a matrix-vector product")
+    return None
 
 
 def _attr(node: ir.Node, name: str, default):
@@ -165,6 +181,8 @@ class SelectNodes(ir.passes.InPlacePass):
             return None, "control flow (If/Loop/Scan): nodes inside its subgraphs stay float"
         if op in HEAVY:
             reason = self._check_heavy(node)
+            if reason is None and op == "Conv" and not self._int16(node):
+                reason = _pooled_conv(node)
             return (Role.COMPUTE, "") if reason is None else (None, reason)
         if op in LIGHT or op in PASSTHROUGH:
             inputs = data_inputs(node)

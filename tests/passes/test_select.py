@@ -162,3 +162,35 @@ def test_attention_scores_stay_float_and_projections_go_dynamic(rng):
     ref = np.concatenate([run_ort(proto, f)[0] for f in data])
     got = np.concatenate([run_ort(model, f)[0] for f in data])
     assert sqnr_db(ref, got) > 30
+
+
+def test_conv_on_a_1x1_map_stays_float_with_its_reason():
+    """Squeeze-excite: GlobalAveragePool -> 1x1 Conv -> Relu -> 1x1 Conv -> Sigmoid -> Mul. The
+    gate Convs see one value per channel per image: float, named reason; the main Convs int8."""
+    import onnx
+
+    import edgeq
+
+    rng = np.random.default_rng(0)
+    w = {n: rng.normal(0, 0.3, s).astype(np.float32) for n, s in
+         (("w1", (16, 8, 3, 3)), ("w2", (4, 16, 1, 1)), ("w3", (16, 4, 1, 1)), ("w4", (8, 16, 3, 3)))}
+    text = """<ir_version: 8, opset_import: ["" : 17]>
+    g (float[1, 8, 16, 16] x) => (float[1, 8, 16, 16] y) {
+        a = Conv <pads = [1, 1, 1, 1]> (x, w1)
+        r = Relu(a)
+        p = GlobalAveragePool(r)
+        s1 = Conv(p, w2)
+        s2 = Relu(s1)
+        s3 = Conv(s2, w3)
+        gate = Sigmoid(s3)
+        m = Mul(r, gate)
+        y = Conv <pads = [1, 1, 1, 1]> (m, w4)
+    }"""
+    model = onnx.parser.parse_model(text)
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(v, k) for k, v in w.items())
+    model = onnx.shape_inference.infer_shapes(model)
+    data = [{"x": rng.normal(size=(1, 8, 16, 16)).astype(np.float32)} for _ in range(4)]
+    report = edgeq.quantize(model, edgeq.QuantConfig(), data, progress=False).report
+    gate = [e for e in report["float"] if e["op"] == "Conv"]
+    assert len(gate) == 2 and all("1x1 map" in e["reason"] for e in gate)
+    assert sum(q["op"] == "Conv" for q in report["quantized"]) == 2
