@@ -57,12 +57,13 @@ class _Reader:
 
 
 @contextlib.contextmanager
-def _quiet():
-    """onnxruntime.quantization prints and logs a lot; keep the benchmark's output readable."""
+def _quiet(workdir: str):
+    """onnxruntime.quantization prints and logs a lot, and quant_pre_process leaves files in the
+    current directory (external data, sym_shape_infer_temp.onnx): run it quietly in ``workdir``."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.chdir(workdir):
             yield
     finally:
         logging.disable(previous)
@@ -102,20 +103,25 @@ def ort_quantize(path: str, calib: Feeds, workdir: str, *, dynamic: str = "auto"
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    path, workdir = os.path.abspath(path), os.path.abspath(workdir)
     pre = os.path.join(workdir, f"{stem}.ort_pre.onnx")
+    before = set(os.listdir(workdir))
     t0 = time.perf_counter()
     try:
-        with _quiet():
+        with _quiet(workdir):
             quant_pre_process(path, pre)
         source, note = pre, "after quant_pre_process"
     except Exception as e:  # noqa: BLE001
         source, note = path, f"quant_pre_process failed ({first_line(e)}): raw model"
+    for name in set(os.listdir(workdir)) - before:  # its scratch files (a MiniLM-sized .data each run)
+        if name == "sym_shape_infer_temp.onnx" or (name.endswith(".data") and name.count("-") == 4):
+            os.remove(os.path.join(workdir, name))
     pre_seconds = time.perf_counter() - t0 if source == pre else 0.0
     runs: list[OrtRun] = []
     out = os.path.join(workdir, f"{stem}.ort_static.onnx")
     t0 = time.perf_counter()
     try:
-        with _quiet():
+        with _quiet(workdir):
             quantize_static(source, out, _Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.MinMax)
@@ -130,7 +136,7 @@ def ort_quantize(path: str, calib: Feeds, workdir: str, *, dynamic: str = "auto"
         out = os.path.join(workdir, f"{stem}.ort_dynamic.onnx")
         t0 = time.perf_counter()
         try:
-            with _quiet():
+            with _quiet(workdir):
                 quantize_dynamic(source, out, weight_type=QuantType.QInt8)
             seconds = pre_seconds + time.perf_counter() - t0
             error = _check(out, check_feed)
