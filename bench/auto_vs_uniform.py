@@ -74,6 +74,7 @@ class Case:
 # -- the models ---------------------------------------------------------------------------------
 def model_names(spec: str) -> list[str]:
     """``zoo`` -> every zoo name; ``corpus`` -> ``corpus:NAME`` for every corpus model."""
+    from edgeq.errors import UsageError
     from models import zoo
 
     names: list[str] = []
@@ -82,7 +83,15 @@ def model_names(spec: str) -> list[str]:
             names += zoo.names()
         elif item == "corpus":
             names += [f"corpus:{n}" for n in _corpus() if n not in SKIP_CORPUS]
+        elif item.startswith("corpus:"):
+            if item.split(":", 1)[1] not in _corpus():
+                raise SystemExit(f"unknown corpus model {item!r}: choose among {', '.join(_corpus())}")
+            names.append(item)
         else:
+            try:
+                zoo.get(item)  # an unknown name fails here, before any work, listing the zoo
+            except UsageError as e:
+                raise SystemExit(str(e)) from None
             names.append(item)
     return list(dict.fromkeys(names))
 
@@ -235,9 +244,12 @@ def run_model(case: Case, args, step) -> list[dict]:
     rows: dict[str, dict[str, Any]] = {"fp32": {}}
     step(case.name, "uniform int8")
     t0 = time.perf_counter()
-    uniform = edgeq.quantize(case.path, QuantConfig(), case.calib, progress=False)
-    models["edgeq uniform int8"] = model_bytes_of(uniform.model)
-    rows["edgeq uniform int8"] = {"seconds": time.perf_counter() - t0, "target": target}
+    try:
+        uniform = edgeq.quantize(case.path, QuantConfig(), case.calib, progress=False)
+        models["edgeq uniform int8"] = model_bytes_of(uniform.model)
+        rows["edgeq uniform int8"] = {"seconds": time.perf_counter() - t0, "target": target}
+    except Exception as e:  # a crash is a finding: put it in the table
+        rows["edgeq uniform int8"] = {"error": f"crashed: {type(e).__name__}: {' '.join(str(e).split())[:140]}"}
     for i, (min_sqnr, min_score) in enumerate([target] + [(t, None) for t in args.extra.get(case.name, [])]):
         label = "edgeq auto" if i == 0 else f"edgeq auto (target {min_sqnr:g} dB)"
         step(case.name, "auto")
