@@ -121,7 +121,7 @@ class QuantConfig:
     seed: int = 0
     provider: str = "cpu"  # auto mode: the provider whose latency counts ("never slower than fp32" there)
     threads: int = 1  # auto mode: intra-op threads for those latency measurements
-    time_budget_s: float | None = None  # auto mode: stop searching after about this long (None: no limit)
+    time_budget_s: float | None = 600.0  # auto mode: optional search steps stop after about this long (None: no limit)
 
     def __post_init__(self) -> None:
         for field, choices in _CHOICES.items():

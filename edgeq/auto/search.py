@@ -26,12 +26,12 @@ Order of work (each step measured on the evaluation feeds against the fp32 outpu
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from typing import Any
 
 from edgeq.auto.calib import METHODS, calibrate_once
+from edgeq.auto.state import Config, Search
 from edgeq.config import QuantConfig
 from edgeq.errors import UsageError
 
@@ -45,113 +45,10 @@ MAX_LADDER = 16  # fp32 units then tried on the ladder (each rung is one more bu
 LADDER_NAMES = {"int16": "int16 activations", "fp16": "fp16"}
 
 
-@dataclasses.dataclass
-class _Config:
-    name: str
-    exclude: tuple[str, ...]
-    score: Any
-    result: Any
-    model: Any  # the float model it was built from
-    methods: dict[str, str]
-    base: str
-    bias: bool = False  # bias correction applied to the nodes that are int8 in this configuration
-    latency_ms: float | None = None
-    data: bytes | None = None
-    int16: tuple[str, ...] = ()  # units with int16 activations (int8 weights)
-    fp16: tuple[str, ...] = ()  # units computed in fp16
-
-
 def ladder(provider: str) -> tuple[str, ...]:
     """The precisions tried between int8 and fp32, first choice first: fp16 only where the
     provider has fp16 kernels (not onnxruntime's CPU provider: measured no faster than fp32)."""
     return ("int16",) if provider == "cpu" else ("fp16", "int16")
-
-
-class _Search:
-    def __init__(self, bench: Any, source: Any, min_sqnr: float | None, min_score: float | None, bar: Any) -> None:
-        self.bench, self.source, self.bar = bench, source, bar
-        self.min_sqnr, self.min_score = min_sqnr, min_score
-        self.tried: list[_Config] = []
-        self.task = bar.add_task("auto: searching", total=None)
-
-    def meets(self, c: _Config) -> bool:
-        return c.score.meets(self.min_sqnr, self.min_score)
-
-    def key(self, c: _Config) -> tuple:
-        metric = c.score.metric if c.score.metric is not None else 0.0
-        return (self.meets(c), metric, c.score.min_sqnr, -len(c.exclude))
-
-    def build(self, name: str, model: Any, cal: Any, methods: dict[str, str], base: str,
-              exclude: tuple[str, ...] = (), record: bool = True, bias: bool = False,
-              int16: tuple[str, ...] = (), fp16: tuple[str, ...] = ()) -> _Config:
-        from edgeq.auto.workbench import model_bytes_of
-
-        self.bar.update(self.task, description=f"auto: {name}")
-        # fp16 units keep their float weights: no bias correction for them either
-        target = self._bias_corrected(model, cal, tuple(exclude) + tuple(fp16)) if bias else model
-        if int16 or fp16:
-            table = cal.table_for({**methods, **self._int16_minmax(exclude, int16, model)}, base)
-            result = self._variant(table, exclude, target, int16=int16, fp16=fp16)
-        else:
-            result = self.bench.build(cal.table_for(methods, base), exclude, model=target)
-        data = model_bytes_of(result.model)
-        c = _Config(name, tuple(exclude), self.bench.score(data), result, model, dict(methods), base, bias, data=data,
-                    int16=tuple(int16), fp16=tuple(fp16))
-        self.bar.advance(self.task)
-        logger.info("auto: %s -> min SQNR %.2f dB", name, c.score.min_sqnr)
-        if record:
-            self.tried.append(c)
-        return c
-
-    def _variant(self, table: Any, exclude: tuple[str, ...], model: Any, *, int16: tuple[str, ...],
-                 fp16: tuple[str, ...]) -> Any:
-        """``Workbench.build`` with int16/fp16 units too (an fp16 unit takes its folded Relu/Clip)."""
-        import edgeq
-
-        config = self.bench.config  # the user's own int16_nodes/fp16_nodes stay
-        folded = {u.name: [f.split(":")[0] for f in u.folded] for u in self.bench.units()} if fp16 else {}
-        int16_nodes = tuple(dict.fromkeys([*config.int16_nodes, *int16]))
-        fp16_nodes = tuple(dict.fromkeys(n for u in [*config.fp16_nodes, *fp16] for n in [u, *folded.get(u, [])]
-                                         if n not in int16_nodes))
-        config = config.replace(exclude=tuple(dict.fromkeys([*config.exclude, *exclude])), min_sqnr=None,
-                                int16_nodes=int16_nodes, fp16_nodes=fp16_nodes)
-        return edgeq.quantize(model, config, None, ranges=table, progress=False)
-
-    def _int16_minmax(self, exclude: tuple[str, ...], int16: tuple[str, ...], model: Any) -> dict[str, str]:
-        """{tensor: "minmax"} for the activations of int16 units that no int8 node produces or
-        reads: 65536 levels resolve a min/max range finely; clipping would be the only error left."""
-        from edgeq.passes.plan import Role
-        from edgeq.passes.select import data_inputs
-
-        if not int16:
-            return {}
-        plan, copy = self.bench.plan(exclude, model=model)
-        wanted, out = set(int16), {}
-        for node in copy.graph:
-            if node.name not in wanted:
-                continue
-            after = [c for v in node.outputs for c in v.consumers() if plan.role(c) == Role.FOLDED]
-            for value in [*data_inputs(node), *(after[0].outputs if after else node.outputs)]:
-                if value is None or value.const_value is not None or plan.values.get(value, value) is not value:
-                    continue
-                readers = [c for c in value.consumers() if c.name not in wanted and plan.role(c) != Role.FLOAT]
-                producer = value.producer()
-                if producer is not None and plan.role(producer) == Role.FOLDED:
-                    producer = producer.inputs[0].producer()
-                own = producer is None or producer.name in wanted or plan.role(producer) == Role.FLOAT
-                if own and not readers and value.name:
-                    out[value.name] = "minmax"
-        return out
-
-    def _bias_corrected(self, model: Any, cal: Any, exclude: tuple[str, ...]) -> Any:
-        """A copy of ``model`` with bias correction on exactly the nodes that will be int8 (a
-        float node must keep its float bias: the correction would be an error there)."""
-        from edgeq.auto.repairs import correct_bias
-
-        plan, copy = self.bench.plan(exclude, model=model)
-        int8 = [n.name for n in copy.graph if plan.role(n) != "float"]
-        corrected, _ = correct_bias(model, cal, self.bench.config, nodes=int8)
-        return model if corrected is None else corrected
 
 
 def _disagreement(cal: Any, name: str) -> float:
@@ -159,11 +56,13 @@ def _disagreement(cal: Any, name: str) -> float:
     return max(widths) / max(min(widths), 1e-12)
 
 
-def _refine_methods(search: _Search, model: Any, cal: Any, best: _Config, roots: list[str]) -> _Config:
+def _refine_methods(search: Search, model: Any, cal: Any, best: Config, roots: list[str]) -> Config:
     ranked = sorted((n for n in roots if n in cal), key=lambda n: -_disagreement(cal, n))
     ranked = [n for n in ranked if _disagreement(cal, n) > 1.2][:REFINE_TENSORS]
     current = best
     for name in ranked:
+        if search.over_budget("per-tensor range methods"):
+            break
         for method in METHODS:
             if method == current.methods.get(name, current.base):
                 continue
@@ -203,7 +102,7 @@ def auto_quantize(
     (dicts of output name -> array stacked over the eval feeds), with ``min_score``.
     Returns an ``edgeq.QuantResult`` whose ``report["auto"]`` says what was tried and why.
     """
-    from edgeq.auto.analysis import eval_feeds
+    from edgeq.auto.analysis import holdout
     from edgeq.auto.workbench import Workbench, prepare_float, reusable_source
     from edgeq.calibrate.collect import progress_bar
     from edgeq.quantizer import load_input
@@ -218,7 +117,7 @@ def auto_quantize(
     loaded, source_path = load_input(model)
     source = reusable_source(data, loaded)
     float_model, _ = prepare_float(loaded, config, source)
-    feeds, note = eval_feeds(eval_data, source, float_model, max_eval)
+    source, feeds, note = holdout(eval_data, source, float_model, max_eval)
     bench = Workbench.create(float_model, config, feeds, metric)
     notes = [n for n in [note] if n]
     rungs = ladder(provider)
@@ -226,7 +125,7 @@ def auto_quantize(
                  + ("; fp16 is not tried on the CPU provider (onnxruntime has no fp16 Conv/MatMul/Gemm CPU "
                     "kernels: it casts them back to fp32, so fp16 cannot be faster there)" if provider == "cpu" else ""))
     with progress_bar(progress) as bar:
-        search = _Search(bench, source, min_sqnr, min_score, bar)
+        search = Search(bench, source, min_sqnr, min_score, bar, config.time_budget_s)
         cal = calibrate_once(float_model, source, config, progress=False)
         uniform = [search.build(f"int8 uniform {m}", float_model, cal, {}, m) for m in METHODS]
         best = max(uniform, key=search.key)
@@ -239,6 +138,8 @@ def auto_quantize(
         from edgeq.auto.placement import place
 
         chosen, verdict, dropped = place(search, best, cal, float_model, provider, threads, feeds[0])
+    if search.cut:
+        notes.append(f"time budget ({config.time_budget_s:.0f} s) spent: cut short: {'; '.join(search.cut)}")
     from edgeq.auto.summary import auto_section
 
     result = chosen.result
@@ -249,7 +150,7 @@ def auto_quantize(
     return result
 
 
-def _repair(search: _Search, best: _Config, cal: Any, config: QuantConfig) -> tuple[list[dict], _Config, Any]:
+def _repair(search: Search, best: Config, cal: Any, config: QuantConfig) -> tuple[list[dict], Config, Any]:
     """Equalization and SmoothQuant change the float graph exactly (ranges re-collected);
     bias correction is tried last and stays a property of the configuration, applied at each
     build to the nodes that are int8 there."""
@@ -257,6 +158,8 @@ def _repair(search: _Search, best: _Config, cal: Any, config: QuantConfig) -> tu
 
     records = []
     for name, repair in REPAIRS:
+        if search.over_budget("repairs"):
+            return records, best, cal
         model, detail = repair(best.model, cal, config)
         record: dict[str, Any] = {"repair": name, "kept": False, "detail": detail, "before_db": _db(best.score.min_sqnr)}
         if model is not None:
@@ -267,6 +170,8 @@ def _repair(search: _Search, best: _Config, cal: Any, config: QuantConfig) -> tu
                 record["kept"] = True
                 best, cal = trial, new_cal
         records.append(record)
+    if search.over_budget("repairs"):
+        return records, best, cal
     model, detail = correct_bias(best.model, cal, config)
     record = {"repair": "bias correction", "kept": False, "detail": detail, "before_db": _db(best.score.min_sqnr)}
     if model is not None:
@@ -284,7 +189,7 @@ def _noise(sqnr_db: float) -> float:
     return 10.0 ** (-sqnr_db / 10.0) if math.isfinite(sqnr_db) else 0.0
 
 
-def _fallback(search: _Search, best: _Config, cal: Any, rungs: tuple[str, ...] = ()) -> tuple[_Config, dict[str, dict[str, Any]]]:
+def _fallback(search: Search, best: Config, cal: Any, rungs: tuple[str, ...] = ()) -> tuple[Config, dict[str, dict[str, Any]]]:
     """Rank units by the output noise each adds alone (SQNR with only it int8; for a light op,
     which cannot be int8 alone, the noise removed by keeping it float), then find the smallest
     ranked prefix that meets the target in fp32 (binary search: noise adds up, so it is
@@ -293,6 +198,9 @@ def _fallback(search: _Search, best: _Config, cal: Any, rungs: tuple[str, ...] =
     noise, only_db = {}, {}
     full = _noise(best.score.min_sqnr)
     for name in units:
+        if search.over_budget("per-layer sensitivity ranking (unmeasured layers ranked last)"):
+            noise.update({n: -1.0 for n in units if n not in noise})
+            break
         others = tuple(n for n in units if n != name)
         plan, copy = search.bench.plan(best.exclude + others)
         node = next((n for n in copy.graph if n.name == name), None)
@@ -307,6 +215,8 @@ def _fallback(search: _Search, best: _Config, cal: Any, rungs: tuple[str, ...] =
             noise[name] = max(full - _noise(trial.score.min_sqnr), 0.0)
     ranked = sorted(units, key=lambda n: -noise[n])
     for rung in rungs:  # the ladder precisions for the ranked prefix, before fp32
+        if search.over_budget("precision ladder"):
+            break
         _prefix(search, best, cal, ranked, rung)
     found = _prefix(search, best, cal, ranked, "fp32")
     if found is None:
@@ -320,7 +230,7 @@ def _fallback(search: _Search, best: _Config, cal: Any, rungs: tuple[str, ...] =
     return found, why
 
 
-def _prefix(search: _Search, best: _Config, cal: Any, ranked: list[str], rung: str) -> _Config | None:
+def _prefix(search: Search, best: Config, cal: Any, ranked: list[str], rung: str) -> Config | None:
     """The smallest prefix of ``ranked`` that, in ``rung`` ("fp32", "int16" or "fp16"), meets
     the target (binary search); None when even the whole list does not."""
     lo, hi, found = 1, len(ranked), None
@@ -341,8 +251,8 @@ def _prefix(search: _Search, best: _Config, cal: Any, ranked: list[str], rung: s
     return found
 
 
-def _requantize(search: _Search, found: _Config, cal: Any, order: list[str],
-                tried: dict[str, dict[str, Any]] | None = None) -> _Config:
+def _requantize(search: Search, found: Config, cal: Any, order: list[str],
+                tried: dict[str, dict[str, Any]] | None = None) -> Config:
     """Quantize float units back one at a time while the target holds: first those in gaps
     between int8 regions (fewer precision changes), then the least sensitive. The ranking is an
     estimate (noise does not add exactly); this pass corrects it with measurements."""
@@ -352,6 +262,8 @@ def _requantize(search: _Search, found: _Config, cal: Any, order: list[str],
     in_gaps = gaps(plan, copy.graph, order)
     current = found
     for name in [*in_gaps, *(n for n in order if n not in in_gaps)][:MAX_REQUANTIZE]:
+        if search.over_budget("re-quantizing float layers"):
+            break
         exclude = tuple(n for n in current.exclude if n != name)
         trial = search.build(f"re-quantize {name}", found.model, cal, found.methods, found.base, exclude,
                              record=False, bias=found.bias)
@@ -365,13 +277,15 @@ def _requantize(search: _Search, found: _Config, cal: Any, order: list[str],
     return current
 
 
-def _ladder(search: _Search, found: _Config, cal: Any, *, order: list[str], rungs: tuple[str, ...],
-            tried: dict[str, dict[str, Any]]) -> _Config:
+def _ladder(search: Search, found: Config, cal: Any, *, order: list[str], rungs: tuple[str, ...],
+            tried: dict[str, dict[str, Any]]) -> Config:
     """From ``found`` (meets the target), give each fp32 unit the first ladder precision that
     keeps the target, least sensitive first; recorded as one more configuration beside
     ``found``, so that timing decides between them."""
     current = found
     for name in [n for n in order if n in found.exclude][:MAX_LADDER]:
+        if search.over_budget("precision ladder"):
+            break
         for rung in rungs:
             exclude = tuple(n for n in current.exclude if n != name)
             int16 = current.int16 + ((name,) if rung == "int16" else ())

@@ -177,3 +177,31 @@ def test_bias_correction_only_on_int8_nodes():
     no_int8 = [c for c in auto["configurations"] if c["precision_changes"] == 0]
     assert no_int8 and all(c["min_sqnr_db"] == "inf" or c["min_sqnr_db"] > 100 for c in no_int8)
     assert auto["verdict"].startswith("fp32")
+
+
+def test_without_eval_data_scores_on_held_out_calibration_samples():
+    """No eval data: the last quarter of the calibration samples is held out of calibration and
+    scores the configurations (in-sample scores never see clipping); too few: said so."""
+    from edgeq.auto import auto_quantize
+
+    result = auto_quantize(outlier_net(), outlier_feeds(12), min_sqnr=30.0, progress=False)
+    auto = result.report["auto"]
+    assert result.ranges.num_samples == 9 and auto["eval_samples"] == 3
+    assert any("last 3 of the 12 calibration samples, held out" in n for n in auto["notes"])
+    few = auto_quantize(outlier_net(), outlier_feeds(4), min_sqnr=30.0, progress=False).report["auto"]
+    assert few["eval_samples"] == 4 and any("too few calibration samples" in n for n in few["notes"])
+
+
+def test_time_budget_cuts_optional_steps_and_still_meets_the_target():
+    from edgeq.auto import auto_quantize
+    from edgeq.config import QuantConfig
+
+    feeds = outlier_feeds(16)
+    result = auto_quantize(outlier_net(), feeds[:12], eval_data=feeds[12:], min_sqnr=30.0, progress=False,
+                           config=QuantConfig(time_budget_s=1e-3))
+    auto = result.report["auto"]
+    assert any(n.startswith("time budget") and "cut short" in n for n in auto["notes"])
+    names = [c["name"] for c in auto["configurations"]]
+    assert not any(n.startswith("int8 + ") for n in names)  # repairs skipped
+    assert auto["fidelity"]["min_sqnr_db"] >= 30.0 or auto["chosen"] == "fp32"
+    assert _sqnr(outlier_net(), result.model, feeds[12:]) >= 30.0

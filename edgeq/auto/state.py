@@ -1,0 +1,135 @@
+"""The state of one auto search: the configurations built so far, how to build and score one
+more, and the time budget.
+
+``Search.build`` is the unit of work (``edgeq.quantize`` with reused ranges, then a score on the
+evaluation feeds). ``Search.over_budget()`` tells the optional steps (per-tensor range methods,
+repairs, re-quantizing, the precision ladder, the per-unit ranking) to stop early once
+``time_budget_s`` has passed; the steps that make the target hold run regardless.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+__all__ = ["Config", "Search"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Config:
+    name: str
+    exclude: tuple[str, ...]
+    score: Any
+    result: Any
+    model: Any  # the float model it was built from
+    methods: dict[str, str]
+    base: str
+    bias: bool = False  # bias correction applied to the nodes that are int8 in this configuration
+    latency_ms: float | None = None
+    data: bytes | None = None
+    int16: tuple[str, ...] = ()  # units with int16 activations (int8 weights)
+    fp16: tuple[str, ...] = ()  # units computed in fp16
+
+
+class Search:
+    def __init__(self, bench: Any, source: Any, min_sqnr: float | None, min_score: float | None, bar: Any,
+                 time_budget_s: float | None = None) -> None:
+        self.bench, self.source, self.bar = bench, source, bar
+        self.min_sqnr, self.min_score = min_sqnr, min_score
+        self.tried: list[Config] = []
+        self.task = bar.add_task("auto: searching", total=None)
+        self.started = time.perf_counter()
+        self.time_budget_s = time_budget_s
+        self.cut: list[str] = []  # the steps the budget cut short, for the report
+
+    def over_budget(self, step: str = "") -> bool:
+        """True once the time budget is spent (the step asking is recorded once)."""
+        if self.time_budget_s is None or time.perf_counter() - self.started < self.time_budget_s:
+            return False
+        if step and step not in self.cut:
+            self.cut.append(step)
+            logger.info("auto: time budget of %.0f s spent: %s cut short", self.time_budget_s, step)
+        return True
+
+    def meets(self, c: Config) -> bool:
+        return c.score.meets(self.min_sqnr, self.min_score)
+
+    def key(self, c: Config) -> tuple:
+        metric = c.score.metric if c.score.metric is not None else 0.0
+        return (self.meets(c), metric, c.score.min_sqnr, -len(c.exclude))
+
+    def build(self, name: str, model: Any, cal: Any, methods: dict[str, str], base: str,
+              exclude: tuple[str, ...] = (), record: bool = True, bias: bool = False,
+              int16: tuple[str, ...] = (), fp16: tuple[str, ...] = ()) -> Config:
+        from edgeq.auto.workbench import model_bytes_of
+
+        self.bar.update(self.task, description=f"auto: {name}")
+        # fp16 units keep their float weights: no bias correction for them either
+        target = self._bias_corrected(model, cal, tuple(exclude) + tuple(fp16)) if bias else model
+        if int16 or fp16:
+            table = cal.table_for({**methods, **self._int16_minmax(exclude, int16, model)}, base)
+            result = self._variant(table, exclude, target, int16=int16, fp16=fp16)
+        else:
+            result = self.bench.build(cal.table_for(methods, base), exclude, model=target)
+        data = model_bytes_of(result.model)
+        c = Config(name, tuple(exclude), self.bench.score(data), result, model, dict(methods), base, bias, data=data,
+                    int16=tuple(int16), fp16=tuple(fp16))
+        self.bar.advance(self.task)
+        logger.info("auto: %s -> min SQNR %.2f dB", name, c.score.min_sqnr)
+        if record:
+            self.tried.append(c)
+        return c
+
+    def _variant(self, table: Any, exclude: tuple[str, ...], model: Any, *, int16: tuple[str, ...],
+                 fp16: tuple[str, ...]) -> Any:
+        """``Workbench.build`` with int16/fp16 units too (an fp16 unit takes its folded Relu/Clip)."""
+        import edgeq
+
+        config = self.bench.config  # the user's own int16_nodes/fp16_nodes stay
+        folded = {u.name: [f.split(":")[0] for f in u.folded] for u in self.bench.units()} if fp16 else {}
+        int16_nodes = tuple(dict.fromkeys([*config.int16_nodes, *int16]))
+        fp16_nodes = tuple(dict.fromkeys(n for u in [*config.fp16_nodes, *fp16] for n in [u, *folded.get(u, [])]
+                                         if n not in int16_nodes))
+        config = config.replace(exclude=tuple(dict.fromkeys([*config.exclude, *exclude])), min_sqnr=None,
+                                int16_nodes=int16_nodes, fp16_nodes=fp16_nodes)
+        return edgeq.quantize(model, config, None, ranges=table, progress=False)
+
+    def _int16_minmax(self, exclude: tuple[str, ...], int16: tuple[str, ...], model: Any) -> dict[str, str]:
+        """{tensor: "minmax"} for the activations of int16 units that no int8 node produces or
+        reads: 65536 levels resolve a min/max range finely; clipping would be the only error left."""
+        from edgeq.passes.plan import Role
+        from edgeq.passes.select import data_inputs
+
+        if not int16:
+            return {}
+        plan, copy = self.bench.plan(exclude, model=model)
+        wanted, out = set(int16), {}
+        for node in copy.graph:
+            if node.name not in wanted:
+                continue
+            after = [c for v in node.outputs for c in v.consumers() if plan.role(c) == Role.FOLDED]
+            for value in [*data_inputs(node), *(after[0].outputs if after else node.outputs)]:
+                if value is None or value.const_value is not None or plan.values.get(value, value) is not value:
+                    continue
+                readers = [c for c in value.consumers() if c.name not in wanted and plan.role(c) != Role.FLOAT]
+                producer = value.producer()
+                if producer is not None and plan.role(producer) == Role.FOLDED:
+                    producer = producer.inputs[0].producer()
+                own = producer is None or producer.name in wanted or plan.role(producer) == Role.FLOAT
+                if own and not readers and value.name:
+                    out[value.name] = "minmax"
+        return out
+
+    def _bias_corrected(self, model: Any, cal: Any, exclude: tuple[str, ...]) -> Any:
+        """A copy of ``model`` with bias correction on exactly the nodes that will be int8 (a
+        float node must keep its float bias: the correction would be an error there)."""
+        from edgeq.auto.repairs import correct_bias
+
+        plan, copy = self.bench.plan(exclude, model=model)
+        int8 = [n.name for n in copy.graph if plan.role(n) != "float"]
+        corrected, _ = correct_bias(model, cal, self.bench.config, nodes=int8)
+        return model if corrected is None else corrected
