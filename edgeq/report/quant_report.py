@@ -42,14 +42,14 @@ def _activation_params(plan: QuantPlan, node: "ir.Node") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for value in [*data_inputs(node), *node.outputs]:
         if value in plan.values and plan.root(value) in plan.qparams:
-            qp = plan.params(value)
+            qp = plan.input_params(node, value)  # int16 for an int16 node
             out[value.name or "?"] = {"scale": qp.scale, "zero_point": qp.zero_point, "dtype": qp.dtype,
                                       "lo": qp.lo, "hi": qp.hi}
     for consumer in [c for v in node.outputs for c in v.consumers()]:
         if plan.role(consumer) == Role.FOLDED:
             for value in consumer.outputs:
                 if value in plan.values and plan.root(value) in plan.qparams:
-                    qp = plan.params(value)
+                    qp = plan.input_params(node, value)
                     out[value.name or "?"] = {"scale": qp.scale, "zero_point": qp.zero_point,
                                               "dtype": qp.dtype, "lo": qp.lo, "hi": qp.hi}
     return out

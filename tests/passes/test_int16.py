@@ -118,6 +118,10 @@ def test_int16_nodes_get_int16_qdq_exactly_around_them_weights_int8():
                for n in model.graph if n.op_type == "QuantizeLinear"}
     assert domains == {("QuantizeLinear", INT16, "com.microsoft"), ("QuantizeLinear", onnx.TensorProto.UINT8, "")}
     assert model.opset_imports["com.microsoft"] == 1 and model.opset_imports[""] == 17
+    # the report shows each node's activations in the type it reads them with
+    acts = {q["node"]: q["activations"] for q in result.report["quantized"] if q["node"] in ("c1", "c3")}
+    assert acts["c1"]["x"]["dtype"] == "int16" and acts["c1"]["x"]["zero_point"] == 0
+    assert acts["c3"]["r1"]["dtype"] == "uint8"
 
 
 def test_int16_beats_int8_on_a_wide_range_layer_by_15_db():
