@@ -15,6 +15,7 @@ from edgeq.prepare.fold_batchnorm import FoldBatchNormPass
 from edgeq.prepare.fold_constants import FoldConstantsPass
 from edgeq.prepare.infer_shapes import InferShapesPass
 from edgeq.prepare.initializers_not_inputs import InitializersNotInputsPass
+from edgeq.prepare.name_nodes import NameNodesPass
 from edgeq.prepare.opset_upgrade import OpsetUpgradePass
 from edgeq.prepare.remove_dead_code import RemoveDeadCodePass
 
@@ -38,6 +39,7 @@ def prepare_passes(target_opset: int | None = None, data: Feeds | None = None) -
         FoldConstantsPass(),
         RemoveDeadCodePass(),
         InferShapesPass(data),
+        NameNodesPass(),
     ]
 
 

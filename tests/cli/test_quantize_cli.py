@@ -156,3 +156,22 @@ def test_auto_report_renders_layers_and_tradeoff_chart(model_and_calib, tmp_path
     page = (tmp_path / "r.html").read_text()
     assert "<svg" in page and "Error vs latency" in page
     assert page.count("<circle") >= len([c for c in report["auto"]["configurations"] if c.get("latency_ms")])
+
+
+def test_int16_and_fp16_nodes_from_the_command_line(model_and_calib, tmp_path, capsys):
+    src, calib = model_and_calib
+    out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
+    code, _, err = _run(["quantize", str(src), "-o", str(out), "--calib", str(calib), "--mode", "static",
+                         "--report", str(rep), "-q"], capsys)
+    names = [q["node"] for q in json.loads(rep.read_text())["quantized"] if q["op"] == "Conv"]  # as the report names them
+    code, _, err = _run(["quantize", str(src), "-o", str(out), "--calib", str(calib), "--mode", "static",
+                         "--int16-node", names[0], "--fp16-node", names[-1], "--report", str(rep), "-q"], capsys)
+    assert code == 0, err
+    report = json.loads(rep.read_text())
+    assert report["config"]["int16_nodes"] == [names[0]] and report["config"]["fp16_nodes"] == [names[-1]]
+    model = onnx.load(out)
+    q16 = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.domain == "com.microsoft"]
+    assert q16 and any(n.op_type == "Cast" for n in model.graph.node)
+    code, _, err = _run(["quantize", str(src), "-o", str(tmp_path / "p.onnx"), "--calib", str(calib),
+                         "--int16-node", "nope", "-q"], capsys)
+    assert code == 2 and "nope" in err
