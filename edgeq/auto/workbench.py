@@ -137,6 +137,21 @@ def _stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate([a.reshape(-1) for a in arrays])
 
 
+MAX_SHAPE_MISMATCH = 0.25  # share of eval samples whose output shape may differ from fp32's
+
+
+def _sqnr_over_samples(refs: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> float:
+    """SQNR of one output over the samples where its shape matches fp32's. Outputs whose size
+    depends on the values (detections after NMS, NonZero) may differ in shape: a few such
+    samples are left out; more than a quarter of them is a changed answer (-inf)."""
+    from edgeq.report.metrics import sqnr_db
+
+    same = [(r, g) for r, g in zip(refs, got) if r.shape == g.shape]
+    if len(refs) - len(same) > MAX_SHAPE_MISMATCH * len(refs) or not same:
+        return -math.inf
+    return sqnr_db(np.concatenate([r.reshape(-1) for r, _ in same]), np.concatenate([g.reshape(-1) for _, g in same]))
+
+
 class Workbench:
     """The prepared float model, its fp32 outputs on the eval feeds, and variant builders."""
 
@@ -146,30 +161,34 @@ class Workbench:
         self.config = config
         self.feeds = feeds
         self.metric = metric
-        self.refs = self.outputs(model)
+        self.ref_samples = self.samples(model)
+        self.refs = {n: _stack(v) for n, v in self.ref_samples.items()}
 
     @classmethod
     def create(cls, model: Any, config: QuantConfig, feeds: list[dict[str, np.ndarray]],
                metric: Any = None) -> "Workbench":
         return cls(model, config, feeds, resolve_metric(metric))
 
-    def outputs(self, model: Any) -> dict[str, np.ndarray]:
+    def samples(self, model: Any) -> dict[str, list[np.ndarray]]:
+        """Each output of ``model`` on each eval feed (a list per output name)."""
         sess = _session(model_bytes_of(model) if not isinstance(model, bytes) else model)
         names = [o.name for o in sess.get_outputs()]
         got: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for feed in self.feeds:
             for n, out in zip(names, sess.run(None, feed)):
-                got[n].append(out)
-        return {n: _stack(v) for n, v in got.items()}
+                got[n].append(np.asarray(out))
+        return got
+
+    def outputs(self, model: Any) -> dict[str, np.ndarray]:
+        return {n: _stack(v) for n, v in self.samples(model).items()}
 
     def score(self, model: Any) -> Score:
-        from edgeq.report.metrics import sqnr_db
-
-        outs = self.outputs(model)
-        sqnr = {n: sqnr_db(ref, outs[n]) for n, ref in self.refs.items() if ref.dtype.kind == "f"}
+        samples = self.samples(model)
+        sqnr = {n: _sqnr_over_samples(ref, samples[n]) for n, ref in self.ref_samples.items()
+                if ref and ref[0].dtype.kind == "f"}
         value = None
         if self.metric is not None:
-            value = float(self.metric(self.refs, outs))
+            value = float(self.metric(self.refs, {n: _stack(v) for n, v in samples.items()}))
         return Score(sqnr, value)
 
     def plan(self, exclude: Sequence[str] = (), model: Any = None) -> tuple[Any, Any]:

@@ -116,7 +116,13 @@ def print_summary(report: dict[str, Any], out: str) -> None:
     low = "fp16" if report.get("config", {}).get("mode") == "fp16" else "int8"
     if ev:
         for name, m in ev["outputs"].items():
+            if "sqnr_db" not in m:
+                click.echo(f"  {name}: " + (f"exact match {m['exact_match']:.4f}" if "exact_match" in m else
+                                            f"shape differs from fp32 on all {m.get('shape_mismatch')} samples"))
+                continue
             extra = f", top-1 agreement {m['top1_agreement']:.4f}" if "top1_agreement" in m else ""
+            if m.get("shape_mismatch"):
+                extra += f" (on the samples of the same shape: {m['shape_mismatch']} differ)"
             click.echo(f"  {name}: SQNR {_fmt_db(m.get('sqnr_db'))} dB, cosine {m.get('cosine', 0):.5f}{extra}")
         if ev.get("accuracy"):
             a = ev["accuracy"]

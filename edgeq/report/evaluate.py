@@ -75,12 +75,24 @@ def evaluate(
         raise DataError("evaluation data yielded no feeds: give at least one sample")
     out: dict[str, Any] = {"num_samples": count, "outputs": {}}
     for n in names:
-        ref = np.concatenate([r.reshape(-1, *r.shape[-1:]) if r.ndim else r.reshape(1, 1) for r in refs[n]])
-        cand = np.concatenate([c.reshape(-1, *c.shape[-1:]) if c.ndim else c.reshape(1, 1) for c in cands[n]])
+        # outputs whose size depends on the values (detections after NMS) may differ in shape:
+        # compare the samples where they agree and say how many did not
+        pairs = [(r, c) for r, c in zip(refs[n], cands[n]) if r.shape == c.shape]
+        mismatched = len(refs[n]) - len(pairs)
+        if not pairs:
+            out["outputs"][n] = {"shape_mismatch": mismatched}
+            continue
+        if len({r.shape[-1:] for r, _ in pairs}) == 1:  # rows of one width (logits, features)
+            ref = np.concatenate([r.reshape(-1, *r.shape[-1:]) if r.ndim else r.reshape(1, 1) for r, _ in pairs])
+            cand = np.concatenate([c.reshape(-1, *c.shape[-1:]) if c.ndim else c.reshape(1, 1) for _, c in pairs])
+        else:  # a length that varies from sample to sample: one flat vector
+            ref, cand = (np.concatenate([a.reshape(-1) for a in side]) for side in zip(*pairs))
         if ref.dtype.kind != "f":
             out["outputs"][n] = {"exact_match": float(np.mean(ref == cand))}
-            continue
-        out["outputs"][n] = fidelity(ref, cand, top1=all(r.ndim == 2 for r in refs[n]))  # (batch, classes) only
+        else:
+            out["outputs"][n] = fidelity(ref, cand, top1=all(r.ndim == 2 for r in refs[n]))  # (batch, classes) only
+        if mismatched:
+            out["outputs"][n]["shape_mismatch"] = mismatched
     if labels is not None:
         first = names[0]
         ref_logits = np.concatenate([r.reshape(-1, r.shape[-1]) for r in refs[first]])

@@ -205,3 +205,43 @@ def test_time_budget_cuts_optional_steps_and_still_meets_the_target():
     assert not any(n.startswith("int8 + ") for n in names)  # repairs skipped
     assert auto["fidelity"]["min_sqnr_db"] >= 30.0 or auto["chosen"] == "fp32"
     assert _sqnr(outlier_net(), result.model, feeds[12:]) >= 30.0
+
+
+def _variable_output_net() -> onnx.ModelProto:
+    """Conv features plus a value-dependent output (the scores above 0.5, as after a detector's
+    threshold/NMS): its length differs between fp32 and int8 on some inputs."""
+    rng = np.random.default_rng(3)
+    text = """<ir_version: 8, opset_import: ["" : 17]>
+    g (float[1, 8, 16, 16] x) => (float[1, 16, 16, 16] y, float[N] kept) {
+        c = Conv <pads = [1, 1, 1, 1]> (x, w)
+        y = Relu(c)
+        flat = Reshape(y, shape)
+        mask = Greater(flat, thr)
+        kept = Compress <axis = 0> (flat, mask)
+    }"""
+    model = onnx.parser.parse_model(text)
+    model.graph.initializer.extend([
+        onnx.numpy_helper.from_array(rng.normal(0, 0.2, (16, 8, 3, 3)).astype(np.float32), "w"),
+        onnx.numpy_helper.from_array(np.array([-1], np.int64), "shape"),
+        onnx.numpy_helper.from_array(np.array(0.5, np.float32), "thr")])
+    return model
+
+
+def test_value_dependent_output_sizes_do_not_crash_scoring_or_the_report(tmp_path):
+    """Detectors' outputs after NMS change length with the values: scoring compares the samples
+    whose shapes agree (more than a quarter differing is a changed answer); the quantize report
+    says how many differed."""
+    import edgeq
+
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.normal(size=(1, 8, 16, 16)).astype(np.float32)} for _ in range(20)]
+    static = edgeq.quantize(_variable_output_net(), edgeq.QuantConfig(), feeds[:12], eval_data=feeds[12:],
+                            progress=False).report["evaluation"]["outputs"]
+    assert static["y"]["sqnr_db"] >= 30.0
+    assert static["kept"]["shape_mismatch"] >= 1 and "top1_agreement" not in static["kept"]
+    result = edgeq.quantize(_variable_output_net(), edgeq.QuantConfig(mode="auto"), feeds[:12], eval_data=feeds[12:],
+                            progress=False)
+    auto = result.report["auto"]
+    uniform = next(c for c in auto["configurations"] if c["name"] == "int8 uniform minmax")
+    assert uniform["min_sqnr_db"] == "-inf" and not uniform["meets_target"]  # 'kept' changed length on most samples
+    assert auto["chosen"] == "fp32" and result.report["evaluation"]["outputs"]["kept"]["sqnr_db"] == float("inf")
