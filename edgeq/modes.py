@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["quantize_fp16", "quantize_auto", "DEFAULT_AUTO_MIN_SQNR"]
 
 DEFAULT_AUTO_MIN_SQNR = 30.0
+AUTO_MAX_BYTES = 1_500_000_000  # weights over this: static mode (auto serializes each variant whole)
 
 
 def quantize_fp16(model: Any, config: QuantConfig, *, data: Any = None, eval_data: Any = None,
@@ -72,7 +73,7 @@ def quantize_auto(model: Any, config: QuantConfig, data: Any, *, eval_data: Any 
                   progress: bool = True) -> "QuantResult":
     """Per-layer precision (int8 or fp32) meeting the fidelity target, never slower than fp32."""
     from edgeq.auto import auto_quantize
-    from edgeq.io import model_bytes
+    from edgeq.io import model_bytes, weights_nbytes
     from edgeq.quantizer import evaluate_against_fp32, load_input
 
     if data is None:
@@ -84,9 +85,19 @@ def quantize_auto(model: Any, config: QuantConfig, data: Any, *, eval_data: Any 
 
     resolve_chain(config.provider)  # an unknown or unavailable provider fails now, not after the search
     start = time.perf_counter()
-    fp32_bytes = None
-    if eval_data is not None:
-        fp32_bytes = model_bytes(load_input(model)[0])
+    loaded, _ = load_input(model)
+    if weights_nbytes(loaded) > AUTO_MAX_BYTES:
+        from edgeq.quantizer import quantize
+
+        del loaded
+        result = quantize(model, config.replace(mode="static"), data, eval_data=eval_data, labels=labels,
+                          progress=progress)
+        result.report.setdefault("notes", []).append(
+            f"auto mode builds and times many variants in memory, each a single protobuf (2 GB at most): "
+            f"a model with over {AUTO_MAX_BYTES / 1e9:.1f} GB of weights gets static mode (uniform int8) instead")
+        return result
+    fp32_bytes = model_bytes(loaded) if eval_data is not None else None
+    del loaded
     result = auto_quantize(model, data, min_sqnr=min_sqnr, metric=config.metric, min_score=config.min_score,
                            provider=config.provider, threads=config.threads, eval_data=eval_data,
                            config=config.replace(mode="static", min_sqnr=None), progress=progress)

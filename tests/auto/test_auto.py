@@ -245,3 +245,16 @@ def test_value_dependent_output_sizes_do_not_crash_scoring_or_the_report(tmp_pat
     uniform = next(c for c in auto["configurations"] if c["name"] == "int8 uniform minmax")
     assert uniform["min_sqnr_db"] == "-inf" and not uniform["meets_target"]  # 'kept' changed length on most samples
     assert auto["chosen"] == "fp32" and result.report["evaluation"]["outputs"]["kept"]["sqnr_db"] == float("inf")
+
+
+def test_models_too_big_to_serialize_whole_get_static_mode_with_a_note(monkeypatch):
+    """Auto serializes every variant whole (protobuf: 2 GB at most): past AUTO_MAX_BYTES of
+    weights it runs static mode and says why (monkeypatched down to test on a small model)."""
+    import edgeq
+    import edgeq.modes
+
+    monkeypatch.setattr(edgeq.modes, "AUTO_MAX_BYTES", 100)
+    result = edgeq.quantize(outlier_net(), edgeq.QuantConfig(mode="auto"), outlier_feeds(8), progress=False)
+    assert "auto" not in result.report and result.report["config"]["mode"] == "static"
+    assert any("static mode (uniform int8) instead" in n for n in result.report["notes"])
+    assert "QuantizeLinear" in op_types(result.model)
