@@ -156,6 +156,10 @@ def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str]
         write_trt_cache(result.ranges, kw["trt_cache"])
     print_summary(result.report, out)
     auto = result.report.get("auto")
+    if config.mode == "auto" and not auto:  # auto fell back to static (a model too big for it)
+        for note in result.report.get("notes", []):
+            if "instead" in note:
+                click.echo(f"note: {note}", err=True)
     if auto:
         click.echo(f"  auto: {auto['verdict']}")
         if auto.get("chosen") == "fp32":
