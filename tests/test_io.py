@@ -11,7 +11,7 @@ import pytest
 
 from edgeq.errors import ModelLoadError, UsageError
 from edgeq.io import load_model, save_model
-from tests.ortutil import run_ort
+from ortutil import run_ort
 
 
 def _matmul_model(k: int = 64) -> onnx.ModelProto:
