@@ -75,7 +75,8 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
         chosen.latency_ms = statistics.median([chosen.latency_ms, *(r["pick"] for r in rounds)])
         fp32_ms = search.fp32_ms = statistics.median([fp32_ms, *(r["fp32"] for r in rounds)])
     if chosen is not None and chosen.latency_ms <= fp32_ms:
-        verdict = (f"int8 configuration {chosen.name!r}: {chosen.latency_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms "
+        kind = "int8" if has_int8(chosen.result.model) else "fp16"
+        verdict = (f"{kind} configuration {chosen.name!r}: {chosen.latency_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms "
                    f"({fp32_ms / chosen.latency_ms:.2f}x) on {provider} with {threads} thread(s), "
                    f"min output SQNR {chosen.score.min_sqnr:.1f} dB")
         chosen.result.ranges = cal.table_for(chosen.methods, chosen.base)  # every tensor: reusable by --ranges

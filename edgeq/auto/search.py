@@ -135,6 +135,8 @@ def auto_quantize(
         fallback: dict[str, dict[str, Any]] = {}
         if not search.meets(best):
             best, fallback = _fallback(search, best, cal, rungs)
+        if "fp16" in rungs and not fallback:  # int8 met the target: the ladder never tried fp16
+            _whole_fp16(search, float_model, best, config)
         from edgeq.auto.placement import place
 
         chosen, verdict, dropped = place(search, best, cal, float_model, provider, threads, feeds[0])
@@ -306,6 +308,27 @@ def _ladder(search: Search, found: Config, cal: Any, *, order: list[str], rungs:
         current.name = "int8, " + ", ".join(p for p in parts if p) + " (precision ladder)"
         search.tried.append(current)
     return current
+
+
+def _whole_fp16(search: Search, float_model: Any, best: Config, config: QuantConfig) -> Config:
+    """Every node in fp16 (``mode="fp16"``: fp32 at the graph boundary), one more configuration.
+    On a provider with fp16 kernels (CUDA) int8 QDQ runs as DequantizeLinear -> float kernel ->
+    QuantizeLinear, slower than fp32, so the fastest pick there is often fp16 everywhere; the
+    ladder alone never builds it when int8 already meets the target (no fallback then)."""
+    import onnx_ir as ir
+
+    import edgeq
+    from edgeq.auto.workbench import model_bytes_of
+
+    search.bar.update(search.task, description="auto: fp16 (whole model)")
+    result = edgeq.quantize(ir.to_proto(float_model), config.replace(mode="fp16"), None, progress=False)
+    data = model_bytes_of(result.model)
+    units = tuple(u.name for u in search.bench.units())
+    c = Config("fp16 (whole model)", (), search.bench.score(data), result, float_model, dict(best.methods),
+               best.base, data=data, fp16=units)
+    logger.info("auto: fp16 (whole model) -> min SQNR %.2f dB", c.score.min_sqnr)
+    search.tried.append(c)
+    return c
 
 
 def _db(value: float) -> Any:
