@@ -31,7 +31,7 @@ import math
 from typing import Any
 
 from edgeq.auto.calib import METHODS, calibrate_once
-from edgeq.auto.state import Config, Search
+from edgeq.auto.state import SQNR_MARGIN_DB, Config, Search
 from edgeq.config import QuantConfig
 from edgeq.errors import UsageError
 
@@ -120,6 +120,9 @@ def auto_quantize(
     source, feeds, note = holdout(eval_data, source, float_model, max_eval)
     bench = Workbench.create(float_model, config, feeds, metric)
     notes = [n for n in [note] if n]
+    if min_sqnr is not None:
+        notes.append(f"the search aims at {min_sqnr + SQNR_MARGIN_DB:g} dB: {SQNR_MARGIN_DB:g} dB of headroom over the "
+                     f"{min_sqnr:g} dB target, estimated on {len(feeds)} samples, for data it has not seen")
     rungs = ladder(provider)
     notes.append(f"precisions per layer: int8, {', '.join(LADDER_NAMES[r] for r in rungs)}, fp32"
                  + ("; fp16 is not tried on the CPU provider (onnxruntime has no fp16 Conv/MatMul/Gemm CPU "

@@ -18,6 +18,8 @@ __all__ = ["Config", "Search"]
 
 logger = logging.getLogger(__name__)
 
+SQNR_MARGIN_DB = 1.0  # headroom over the user's min_sqnr while searching (see Search.__init__)
+
 
 @dataclasses.dataclass
 class Config:
@@ -39,7 +41,10 @@ class Search:
     def __init__(self, bench: Any, source: Any, min_sqnr: float | None, min_score: float | None, bar: Any,
                  time_budget_s: float | None = None) -> None:
         self.bench, self.source, self.bar = bench, source, bar
-        self.min_sqnr, self.min_score = min_sqnr, min_score
+        # the SQNR is estimated on a few samples: the search aims SQNR_MARGIN_DB above the target
+        # so that it holds on data it has not seen (resnet224: 30.0 dB on 16 samples, 29.2 held out)
+        self.min_sqnr = None if min_sqnr is None else min_sqnr + SQNR_MARGIN_DB
+        self.min_score = min_score
         self.tried: list[Config] = []
         self.task = bar.add_task("auto: searching", total=None)
         self.started = time.perf_counter()
