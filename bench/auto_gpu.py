@@ -205,10 +205,16 @@ def run_model(folder: str, name: str, args: Any) -> dict[str, Any]:
     models["int8"] = model_bytes(edgeq.quantize(path, QuantConfig(mode="static"), calib, progress=False).model)
     models["fp16"] = model_bytes(edgeq.quantize(path, QuantConfig(mode="fp16"), calib, progress=False).model)
     row["build_s"] = round(time.perf_counter() - t0, 1)
-    for provider in args.auto_providers:
+    for provider in args.auto_providers:  # "cuda+": search.FP16_AFTER_FALLBACK on
+        import edgeq.auto.search as search
+
         t0 = time.perf_counter()
-        result = auto_quantize(path, calib, min_sqnr=args.min_sqnr, provider=provider, progress=False,
-                               config=QuantConfig(time_budget_s=args.time_budget))
+        search.FP16_AFTER_FALLBACK = provider.endswith("+")
+        try:
+            result = auto_quantize(path, calib, min_sqnr=args.min_sqnr, provider=provider.rstrip("+"),
+                                   progress=False, config=QuantConfig(time_budget_s=args.time_budget))
+        finally:
+            search.FP16_AFTER_FALLBACK = False
         auto = result.report["auto"]
         models[f"auto-{provider}"] = model_bytes(result.model)
         row[f"auto-{provider}"] = {
@@ -269,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heldout", type=int, default=16)
     p.add_argument("--min-sqnr", type=float, default=30.0)
     p.add_argument("--time-budget", type=float, default=90.0, help="auto's time budget per run (s)")
-    p.add_argument("--auto-providers", default="cuda,cpu")
+    p.add_argument("--auto-providers", default="cuda,cpu",
+                   help="auto runs; 'cuda+' is cuda with whole-model fp16 also after a fallback")
     p.add_argument("--batches", default="1,8")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--iters", type=int, default=30)

@@ -88,7 +88,7 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
         reason = "no configuration with int8 layers met the fidelity target"
     else:
         reason = (
-            f"the best int8 configuration meeting the target ({chosen.name!r}, {chosen.latency_ms:.3f} ms) "
+            f"the best {'int8' if has_int8(chosen.result.model) else 'fp16'} configuration meeting the target ({chosen.name!r}, {chosen.latency_ms:.3f} ms) "
             f"is not faster than fp32 ({fp32_ms:.3f} ms) on {provider} with {threads} thread(s)")
     search.bench.model = float_model
     units = tuple(u.name for u in search.bench.units())

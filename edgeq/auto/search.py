@@ -43,6 +43,9 @@ REFINE_TENSORS = 4  # tensors whose range method is chosen one by one
 MAX_REQUANTIZE = 64  # float units tried back in int8 after the binary search
 MAX_LADDER = 16  # fp32 units then tried on the ladder (each rung is one more build)
 LADDER_NAMES = {"int16": "int16 activations", "fp16": "fp16"}
+# whole-model fp16 also competes when int8 missed the target and the ladder ran (its per-layer
+# fp16 keeps Q/DQ around the int8 layers, slower than fp32 on CUDA); off until measured
+FP16_AFTER_FALLBACK = False
 
 
 def ladder(provider: str) -> tuple[str, ...]:
@@ -138,7 +141,7 @@ def auto_quantize(
         fallback: dict[str, dict[str, Any]] = {}
         if not search.meets(best):
             best, fallback = _fallback(search, best, cal, rungs)
-        if "fp16" in rungs and not fallback:  # int8 met the target: the ladder never tried fp16
+        if "fp16" in rungs and (FP16_AFTER_FALLBACK or not fallback):  # else the ladder never tries fp16
             _whole_fp16(search, float_model, best, config)
         from edgeq.auto.placement import place
 
