@@ -14,7 +14,9 @@ HOW TO RUN (two steps, two machines)
    1x3x512x512 input (``edgeq export models.textdet:load --input-shape input=1x3x512x512``), its
    feeds 4x4 tiles of the synthetic 128x128 documents; the others are zoo exports with a dynamic
    batch. Feeds over 1 MB are stored as uint8 codes with a per-array offset and step (a real
-   image has 8-bit pixels anyway), so the folder stays small (~8 MB).
+   image has 8-bit pixels anyway): 18 MB for the four default models; resnet224 alone is 50 MB
+   (prepare it into a second folder with ``--models resnet224 --calib 24 --heldout 8``; each
+   run call carries at most 64 MiB).
 
 2. On the GPU machine (onnxruntime-gpu, and onnx, onnx_ir, ml_dtypes, click, rich, psutil for
    edgeq's quantizer), from the repository root::
