@@ -8,6 +8,8 @@ Cases:
 2. Large initializers travel to the converter as typed graph inputs without data, so a model
    over 2 GB converts without being serialized whole; they are put back afterwards by name.
 3. The converter fails: UnsupportedError naming the operator(s) it could not convert.
+4. Upsample (opset < 10) and Resize (opset 10) become Resize-11+ with their own meaning stated
+   (coordinate_transformation_mode asymmetric, nearest_mode floor), not the default half_pixel.
 """
 
 from __future__ import annotations
@@ -40,6 +42,25 @@ def _detach_large_initializers(model: ir.Model) -> dict[str, ir.Value]:
     return detached
 
 
+def _upsample_outputs(model: ir.Model) -> set[str]:
+    """Outputs of Upsample (opset < 10) and Resize (opset 10) nodes: both mean 'asymmetric'."""
+    return {node.outputs[0].name for node in model.graph if node.op_type in ("Upsample", "Resize")}
+
+
+def _keep_upsample_semantics(graph: ir.Graph, outputs: set[str]) -> None:
+    """case 4: the converter's Resize-11 takes the default coordinate mode (half_pixel); the
+    opset < 11 ops it came from are asymmetric (and floor for nearest). Same values for integer
+    scales, but onnxruntime's half_pixel kernel is several times slower; state the original."""
+    for node in graph:
+        if node.op_type != "Resize" or node.outputs[0].name not in outputs:
+            continue
+        node.attributes["coordinate_transformation_mode"] = ir.AttrString("coordinate_transformation_mode",
+                                                                         "asymmetric")
+        mode = node.attributes.get("mode")
+        if mode is None or mode.as_string() == "nearest":
+            node.attributes["nearest_mode"] = ir.AttrString("nearest_mode", "floor")
+
+
 class OpsetUpgradePass(NotingPass):
     """Convert the model to ``target_opset`` (default: max(current, 13))."""
 
@@ -58,7 +79,9 @@ class OpsetUpgradePass(NotingPass):
             return ir.passes.PassResult(model, modified=False)
         import onnx
 
+        upsampled = _upsample_outputs(model) if current < 11 else set()
         converted = self._convert(model, current, target)
+        _keep_upsample_semantics(converted.graph, upsampled)
         model.graph = converted.graph
         needed = onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", target)])
         model.ir_version = max(model.ir_version, converted.ir_version, needed)

@@ -71,3 +71,26 @@ def test_converter_failure_names_the_operator():
     )
     with pytest.raises(UnsupportedError, match=r"operator FooBar.*opset >= 13"):
         OpsetUpgradePass()(ir.from_proto(proto))
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_upsample_keeps_its_asymmetric_meaning_as_resize(rng, mode):
+    """Opset 9 Upsample -> Resize-13 states asymmetric coordinates (and floor for nearest), not
+    the default half_pixel: same values, and onnxruntime's fast kernel path."""
+    proto = onnx.parser.parse_model(
+        f"""
+        <ir_version: 4, opset_import: ["" : 9]>
+        g (float[1,2,5,7] x) => (float[1,2,15,14] y) {{
+          s = Constant <value = float[4] {{1.0, 1.0, 3.0, 2.0}}> ()
+          y = Upsample <mode = "{mode}"> (x, s)
+        }}
+        """
+    )
+    model = ir.from_proto(proto)
+    OpsetUpgradePass()(model)
+    resize = next(n for n in model.graph if n.op_type == "Resize")
+    assert resize.attributes["coordinate_transformation_mode"].as_string() == "asymmetric"
+    if mode == "nearest":
+        assert resize.attributes["nearest_mode"].as_string() == "floor"
+    x = rng.normal(size=(1, 2, 5, 7)).astype(np.float32)
+    np.testing.assert_allclose(run_ort(ir.to_proto(model), {"x": x})[0], run_ort(proto, {"x": x})[0], rtol=1e-6, atol=1e-6)
