@@ -104,21 +104,26 @@ def _is_int8_op(op: str) -> bool:
 
 
 def measure(models: Mapping[str, bytes], feed: Mapping[str, np.ndarray], *, provider: str = "cpu",
-            threads: int = 1, runs: int = 25, budget_s: float = 6.0) -> dict[str, float]:
-    """Median ms per run of each model (interleaved runs after 3 warm-up runs each)."""
+            threads: int = 1, runs: int = 25, budget_s: float = 6.0, min_s: float = 0.25) -> dict[str, float]:
+    """Median ms per run of each model (interleaved runs after 3 warm-up runs each; at least
+    ``runs``, more for fast models so that each gets about ``min_s`` of runs, within ``budget_s``:
+    25 runs of a 30-microsecond model are noise)."""
     from edgeq.runtime.session import Session
 
     sessions = {name: Session(data, providers=(provider,), threads=threads) for name, data in models.items()}
     feed = dict(feed)
+    warm = time.perf_counter()
     for sess in sessions.values():
         for _ in range(3):
             sess.run(feed, checked=True)
+    per_round = max((time.perf_counter() - warm) / 3, 1e-6)  # all models once
+    runs = int(min(max(runs, min_s * len(sessions) / per_round), 2000))
     times: dict[str, list[float]] = {name: [] for name in sessions}
     start = time.perf_counter()
     for i in range(runs):
         for name, sess in sessions.items():
             t0 = time.perf_counter()
-            sess.run(feed, checked=True)
+            sess.run(feed, checked=True)  # the feed is already validated: no checks in the timed call
             times[name].append((time.perf_counter() - t0) * 1e3)
         if i >= 6 and time.perf_counter() - start > budget_s:
             break

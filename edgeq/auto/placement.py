@@ -17,6 +17,7 @@ __all__ = ["place"]
 logger = logging.getLogger(__name__)
 
 NOISE = 0.03  # latencies within 3% of the fastest count as equal (medians on a shared machine)
+MIN_WIN = 0.03  # a pick must be this much faster than fp32 (after re-timing) to be worth a changed model
 CONFIRM_ROUNDS = 2  # extra interleaved timings of the pick against fp32 (median of 3 with the first)
 
 
@@ -39,8 +40,12 @@ def _drop_islands(search: Any, best: Any) -> tuple[Any | None, list[str]]:
 
 
 def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, threads: int,
-          feed: dict) -> tuple[Any, str, dict[str, str]]:
-    """(chosen configuration, verdict, {node: why it was dropped for speed})."""
+          feed: dict, original: Any = None) -> tuple[Any, str, dict[str, str]]:
+    """(chosen configuration, verdict, {node: why it was dropped for speed}).
+
+    The fp32 baseline is the faster of the prepared float model and ``original`` (the user's
+    model as given: prepare's rewrites can change which kernels onnxruntime picks); a pick must
+    beat it by ``MIN_WIN`` after re-timing, and a float answer is whichever of the two is faster."""
     from edgeq.auto.latency import has_int8, measure
     from edgeq.auto.workbench import model_bytes_of
 
@@ -52,14 +57,23 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
             dropped[name] = ("fp32 for speed: an isolated int8 node between float ones (the Q/DQ it needs "
                              "cost more than its int8 kernel saves: the configuration without it measured faster)")
     models = {"fp32": model_bytes_of(float_model)}
+    if original is not None:
+        models["original"] = model_bytes_of(original)
     for i, c in enumerate(search.tried):
         models[f"{i}"] = c.data
     search.bar.update(search.task, description=f"auto: timing {len(models)} configurations")
-    times = measure(models, feed, provider=provider, threads=threads)
+    try:
+        times = measure(models, feed, provider=provider, threads=threads)
+    except Exception as e:  # the user's graph as given may not run as such (prepare fixed it): drop it
+        if "original" not in models:
+            raise
+        logger.info("auto: the model as given does not run for timing (%s); prepared float is the baseline", e)
+        del models["original"]
+        times = measure(models, feed, provider=provider, threads=threads)
     for i, c in enumerate(search.tried):
         c.latency_ms = times[f"{i}"]
-    fp32_ms = times["fp32"]
-    search.fp32_ms = fp32_ms
+    baseline = "original" if "original" in times and times["original"] < times["fp32"] else "fp32"
+    fp32_ms = search.fp32_ms = times[baseline]
     # a configuration without any int8 (or fp16) node is fp32 in disguise: it competes as "fp32" below
     eligible = [c for c in search.tried if search.meets(c) and (has_int8(c.result.model) or c.fp16)]
     chosen = None
@@ -70,11 +84,11 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
     if chosen is not None and chosen.latency_ms <= fp32_ms * (1 + NOISE):
         # the pick is the minimum of several noisy timings: time it against fp32 again before deciding
         search.bar.update(search.task, description="auto: re-timing the pick against fp32")
-        rounds = [measure({"fp32": models["fp32"], "pick": chosen.data}, feed, provider=provider, threads=threads)
+        rounds = [measure({"fp32": models[baseline], "pick": chosen.data}, feed, provider=provider, threads=threads)
                   for _ in range(CONFIRM_ROUNDS)]
         chosen.latency_ms = statistics.median([chosen.latency_ms, *(r["pick"] for r in rounds)])
         fp32_ms = search.fp32_ms = statistics.median([fp32_ms, *(r["fp32"] for r in rounds)])
-    if chosen is not None and chosen.latency_ms <= fp32_ms:
+    if chosen is not None and chosen.latency_ms <= fp32_ms * (1 - MIN_WIN):
         kind = "int8" if has_int8(chosen.result.model) else "fp16"
         verdict = (f"{kind} configuration {chosen.name!r}: {chosen.latency_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms "
                    f"({fp32_ms / chosen.latency_ms:.2f}x) on {provider} with {threads} thread(s), "
@@ -89,11 +103,16 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
     else:
         reason = (
             f"the best {'int8' if has_int8(chosen.result.model) else 'fp16'} configuration meeting the target ({chosen.name!r}, {chosen.latency_ms:.3f} ms) "
-            f"is not faster than fp32 ({fp32_ms:.3f} ms) on {provider} with {threads} thread(s)")
+            f"is not faster than fp32 ({fp32_ms:.3f} ms) by {MIN_WIN:.0%} on {provider} with {threads} thread(s)")
     search.bench.model = float_model
     units = tuple(u.name for u in search.bench.units())
     fp32 = search.build("fp32", float_model, cal, {}, best.base, units, record=False)
     fp32.latency_ms = fp32_ms
     fp32.result.ranges = cal.table_for(best.methods, best.base)
+    if baseline == "original":  # the user's graph runs faster than the prepared one: give it back as it was
+        import onnx_ir as ir
+
+        fp32.result.model = ir.from_proto(ir.to_proto(original))
+        reason += "; the model is returned as given (it ran faster than edgeq's prepared float graph)"
     search.tried.append(fp32)
     return fp32, f"fp32: {reason}", {}

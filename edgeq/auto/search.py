@@ -145,7 +145,7 @@ def auto_quantize(
             _whole_fp16(search, float_model, best, config)
         from edgeq.auto.placement import place
 
-        chosen, verdict, dropped = place(search, best, cal, float_model, provider, threads, feeds[0])
+        chosen, verdict, dropped = place(search, best, cal, float_model, provider, threads, feeds[0], original=loaded)
     if search.cut:
         notes.append(f"time budget ({config.time_budget_s:.0f} s) spent: cut short: {'; '.join(search.cut)}")
     from edgeq.auto.summary import auto_section
