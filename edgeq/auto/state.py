@@ -18,7 +18,7 @@ __all__ = ["Config", "Search"]
 
 logger = logging.getLogger(__name__)
 
-SQNR_MARGIN_DB = 1.0  # headroom over the user's min_sqnr while searching (see Search.__init__)
+SQNR_MARGIN_DB = 0.5  # headroom over the user's min_sqnr while searching (see Search.__init__)
 
 
 @dataclasses.dataclass

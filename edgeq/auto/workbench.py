@@ -49,13 +49,20 @@ class Score:
 
     sqnr: dict[str, float]
     metric: float | None = None
+    low: dict[str, float] | None = None  # per output: a bootstrap lower bound of the SQNR over samples
 
     @property
     def min_sqnr(self) -> float:
         return min(self.sqnr.values()) if self.sqnr else math.inf
 
+    @property
+    def min_low(self) -> float:
+        """The SQNR the target is judged on: the lower bound where there is one."""
+        values = (self.low or self.sqnr).values()
+        return min(values) if values else math.inf
+
     def meets(self, min_sqnr: float | None, min_score: float | None) -> bool:
-        ok = min_sqnr is None or self.min_sqnr >= min_sqnr
+        ok = min_sqnr is None or self.min_low >= min_sqnr
         return ok and (min_score is None or (self.metric is not None and self.metric >= min_score))
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,16 +147,34 @@ def _stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
 MAX_SHAPE_MISMATCH = 0.25  # share of eval samples whose output shape may differ from fp32's
 
 
-def _sqnr_over_samples(refs: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> float:
-    """SQNR of one output over the samples where its shape matches fp32's. Outputs whose size
-    depends on the values (detections after NMS, NonZero) may differ in shape: a few such
-    samples are left out; more than a quarter of them is a changed answer (-inf)."""
-    from edgeq.report.metrics import sqnr_db
+BOOTSTRAP_DRAWS = 200
+BOOTSTRAP_QUANTILE = 0.2  # the lower bound: 80% of resampled eval sets score at least this
 
+
+def _sqnr_over_samples(refs: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> tuple[float, float]:
+    """(SQNR, bootstrap lower bound) of one output over the samples where its shape matches
+    fp32's. Outputs whose size depends on the values (detections after NMS, NonZero) may differ
+    in shape: a few such samples are left out; more than a quarter of them is a changed answer
+    (-inf). The lower bound resamples the eval samples: where a few inputs carry most of the
+    error (resnet224: per-sample SQNR from 18 to 40 dB), the SQNR of 16 samples is optimistic
+    for other data, and the target is judged on the bound."""
     same = [(r, g) for r, g in zip(refs, got) if r.shape == g.shape]
     if len(refs) - len(same) > MAX_SHAPE_MISMATCH * len(refs) or not same:
-        return -math.inf
-    return sqnr_db(np.concatenate([r.reshape(-1) for r, _ in same]), np.concatenate([g.reshape(-1) for _, g in same]))
+        return -math.inf, -math.inf
+    signal = np.array([float(np.sum(np.square(r, dtype=np.float64))) for r, _ in same])
+    noise = np.array([float(np.sum(np.square(r.astype(np.float64) - g))) for r, g in same])
+    point = _db(signal.sum(), noise.sum())
+    if len(same) < 4 or not math.isfinite(point):
+        return point, point
+    draws = np.random.default_rng(0).integers(0, len(same), size=(BOOTSTRAP_DRAWS, len(same)))
+    bound = np.quantile([_db(signal[d].sum(), noise[d].sum()) for d in draws], BOOTSTRAP_QUANTILE)
+    return point, float(min(bound, point))
+
+
+def _db(signal: float, noise: float) -> float:
+    if noise == 0.0:
+        return math.inf
+    return -math.inf if signal == 0.0 else 10.0 * math.log10(signal / noise)
 
 
 class Workbench:
@@ -184,12 +209,12 @@ class Workbench:
 
     def score(self, model: Any) -> Score:
         samples = self.samples(model)
-        sqnr = {n: _sqnr_over_samples(ref, samples[n]) for n, ref in self.ref_samples.items()
+        both = {n: _sqnr_over_samples(ref, samples[n]) for n, ref in self.ref_samples.items()
                 if ref and ref[0].dtype.kind == "f"}
         value = None
         if self.metric is not None:
             value = float(self.metric(self.refs, {n: _stack(v) for n, v in samples.items()}))
-        return Score(sqnr, value)
+        return Score({n: p for n, (p, _) in both.items()}, value, low={n: lo for n, (_, lo) in both.items()})
 
     def plan(self, exclude: Sequence[str] = (), model: Any = None) -> tuple[Any, Any]:
         """(plan, analysed copy of the model) for the static config with ``exclude``."""
