@@ -89,6 +89,11 @@ def _layers(search: Any, chosen: Any, verdict: str, fallback: dict, dropped: dic
             entry.update(precision="fp32", why=verdict)
         elif unit.name in dropped:
             entry.update(precision="fp32", why=dropped[unit.name])
+        elif chosen.name == "fp16 (whole model)":
+            entry.update(precision="fp16", why=(
+                f"fp16 for speed: the whole model in fp16 measured {chosen.latency_ms:.3f} ms against fp32 "
+                f"{getattr(search, 'fp32_ms', float('nan')):.3f} ms, the fastest configuration meeting the target "
+                "(int8 Q/DQ runs float kernels on this provider)"))
         elif unit.name in chosen.int16 or unit.name in chosen.fp16:
             precision = "int16" if unit.name in chosen.int16 else "fp16"
             entry.update(precision=precision, why=_ladder_why(search, chosen, unit.name, precision,

@@ -62,6 +62,7 @@ def _check_structure(auto: dict, provider: str) -> None:
     assert precisions <= {"int8", "int8-dynamic", "int16", "fp16", "fp32"}
     if auto["verdict"].startswith("fp16"):
         assert auto["chosen"] == "fp16 (whole model)" and precisions == {"fp16"}
+        assert all(layer["why"].startswith("fp16 for speed") for layer in auto["layers"])
 
 
 def test_cuda_ladder_builds_whole_fp16_on_cpu(monkeypatch):
