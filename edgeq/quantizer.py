@@ -7,6 +7,8 @@ rewrite -> onnx.checker -> report (and fidelity/latency with eval data).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import logging
 import os
@@ -23,7 +25,23 @@ if TYPE_CHECKING:
 
     from edgeq.calibrate.ranges import RangesTable
 
-__all__ = ["quantize", "QuantResult", "Loaded", "load_input", "load_and_prepare", "evaluate_against_fp32"]
+__all__ = ["quantize", "QuantResult", "Loaded", "load_input", "load_and_prepare", "evaluate_against_fp32",
+           "already_prepared"]
+
+# Set by ``already_prepared()``: the models quantized in this context come out of prepare_model
+# already (auto mode builds dozens of variants of one prepared graph): skip prepare and the checker.
+_PREPARED = contextvars.ContextVar("edgeq_already_prepared", default=False)
+
+
+@contextlib.contextmanager
+def already_prepared():
+    """Within this block ``quantize`` skips the prepare pipeline and the final onnx checker:
+    only for models that prepare_model has already made quantizable (auto's variants)."""
+    token = _PREPARED.set(True)
+    try:
+        yield
+    finally:
+        _PREPARED.reset(token)
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +122,7 @@ def load_and_prepare(model: Any, config: QuantConfig, data: Any, *, keep_fp32: b
         from edgeq.calibrate import load_data
 
         source_data = load_data(data, loaded)
-    loaded, notes = _prepare(loaded, config, source_data)
+    loaded, notes = (loaded, []) if _PREPARED.get() else _prepare(loaded, config, source_data)
     return Loaded(loaded, source, source_data, notes, fp32_bytes, size_before)
 
 
@@ -270,7 +288,7 @@ def _check(model: "ir.Model") -> None:
     import onnx
     import onnx_ir as ir
 
-    if weights_nbytes(model) > 1_800_000_000:
+    if _PREPARED.get() or weights_nbytes(model) > 1_800_000_000:
         return  # the checker cannot take a >2 GB proto in memory
     try:
         onnx.checker.check_model(ir.to_proto(model))

@@ -119,7 +119,7 @@ def auto_quantize(
     config = (config or QuantConfig()).replace(mode="static", min_sqnr=None)
     loaded, source_path = load_input(model)
     source = reusable_source(data, loaded)
-    float_model, _ = prepare_float(loaded, config, source)
+    float_model, prepare_notes = prepare_float(loaded, config, source)
     source, feeds, note = holdout(eval_data, source, float_model, max_eval)
     bench = Workbench.create(float_model, config, feeds, metric)
     notes = [n for n in [note] if n]
@@ -150,7 +150,11 @@ def auto_quantize(
         notes.append(f"time budget ({config.time_budget_s:.0f} s) spent: cut short: {'; '.join(search.cut)}")
     from edgeq.auto.summary import auto_section
 
+    from edgeq.quantizer import _check
+
     result = chosen.result
+    _check(result.model)  # the variants skipped the checker; the answer gets it
+    result.report["prepare"] = list(prepare_notes)  # the variants skipped prepare: what it did, once
     result.source = source_path
     result.report["auto"] = auto_section(search, chosen, verdict, repairs, fallback, dropped, notes,
                                          min_sqnr=min_sqnr, min_score=min_score, provider=provider, threads=threads)
@@ -169,6 +173,10 @@ def _repair(search: Search, best: Config, cal: Any, config: QuantConfig) -> tupl
         if search.over_budget("repairs"):
             return records, best, cal
         model, detail = repair(best.model, cal, config)
+        if model is not None:  # re-prepared: the variants built from it skip prepare (names, shapes)
+            from edgeq.auto.workbench import prepare_float
+
+            model, _ = prepare_float(model, config, search.source)
         record: dict[str, Any] = {"repair": name, "kept": False, "detail": detail, "before_db": _db(best.score.min_sqnr)}
         if model is not None:
             new_cal = calibrate_once(model, search.source, config, progress=False)
@@ -327,7 +335,10 @@ def _whole_fp16(search: Search, float_model: Any, best: Config, config: QuantCon
     from edgeq.auto.workbench import model_bytes_of
 
     search.bar.update(search.task, description="auto: fp16 (whole model)")
-    result = edgeq.quantize(ir.to_proto(float_model), config.replace(mode="fp16"), None, progress=False)
+    from edgeq.quantizer import already_prepared
+
+    with already_prepared():
+        result = edgeq.quantize(ir.to_proto(float_model), config.replace(mode="fp16"), None, progress=False)
     data = model_bytes_of(result.model)
     units = tuple(u.name for u in search.bench.units())
     c = Config("fp16 (whole model)", (), search.bench.score(data), result, float_model, dict(best.methods),

@@ -101,7 +101,10 @@ class Search:
                                          if n not in int16_nodes))
         config = config.replace(exclude=tuple(dict.fromkeys([*config.exclude, *exclude])), min_sqnr=None,
                                 int16_nodes=int16_nodes, fp16_nodes=fp16_nodes)
-        return edgeq.quantize(model, config, None, ranges=table, progress=False)
+        from edgeq.quantizer import already_prepared
+
+        with already_prepared():
+            return edgeq.quantize(model, config, None, ranges=table, progress=False)
 
     def _int16_minmax(self, exclude: tuple[str, ...], int16: tuple[str, ...], model: Any) -> dict[str, str]:
         """{tensor: "minmax"} for the activations of int16 units that no int8 node produces or

@@ -245,5 +245,8 @@ class Workbench:
         """``edgeq.quantize`` of ``model`` (default: the float model) with ranges ``table``."""
         import edgeq
 
+        from edgeq.quantizer import already_prepared
+
         config = self.config.replace(exclude=tuple(dict.fromkeys([*self.config.exclude, *exclude])), min_sqnr=None)
-        return edgeq.quantize(self.model if model is None else model, config, None, ranges=table, progress=False)
+        with already_prepared():  # a variant of the prepared float model: no prepare, no checker
+            return edgeq.quantize(self.model if model is None else model, config, None, ranges=table, progress=False)
