@@ -45,6 +45,7 @@ import onnx_ir as ir
 
 from edgeq.config import QuantConfig
 from edgeq.passes.plan import QuantPlan, Role, const_array, is_float, node_label
+from edgeq.passes.float_reasons import FLOAT_REASONS, pooled_conv
 from edgeq.passes.precision import check_precision_names
 
 __all__ = ["SelectNodes", "HEAVY", "LIGHT", "PASSTHROUGH", "data_inputs"]
@@ -64,22 +65,6 @@ MIN_EMBEDDING = 4096  # (7) elements in a Gather table worth storing in int8
 MIN_ISOLATED_WORK = 64  # (6) multiply-adds per output below which an isolated Conv/MatMul stays float
 _ALL_INPUTS = frozenset({"Add", "Mul", "Concat"})
 
-_FLOAT_REASONS = {
-    "Softmax": "Softmax stays float in static mode (int8 Softmax loses accuracy)",
-    "LayerNormalization": "LayerNormalization has no int8 kernel in onnxruntime (CPU)",
-    "Gelu": "Gelu has no fused int8 kernel in onnxruntime (CPU)",
-    "Erf": "Erf has no int8 kernel in onnxruntime (CPU)",
-    "ConvTranspose": "ConvTranspose has no fused int8 kernel in onnxruntime (CPU)",
-    "BatchNormalization": "BatchNormalization was not folded (no int8 kernel)",
-    "Div": "Div has no int8 kernel in onnxruntime (CPU)",
-    "Sub": "Sub has no int8 kernel in onnxruntime (CPU)",
-    "Pow": "Pow has no int8 kernel in onnxruntime (CPU)",
-    "Sqrt": "Sqrt has no int8 kernel in onnxruntime (CPU)",
-    "ReduceMean": "ReduceMean has no int8 kernel in onnxruntime (CPU)",
-    "Tanh": "Tanh has no int8 kernel in onnxruntime (CPU)",
-    "HardSigmoid": "HardSigmoid has no int8 kernel in onnxruntime (CPU)",
-    "HardSwish": "HardSwish has no int8 kernel in onnxruntime (CPU)",
-}
 
 
 def data_inputs(node: ir.Node) -> list[ir.Value]:
@@ -89,20 +74,6 @@ def data_inputs(node: ir.Node) -> list[ir.Value]:
     if node.op_type in ("MatMul",):
         return [v for v in node.inputs[:2] if v is not None and const_array(v) is None]
     return [node.inputs[0]] if node.inputs and node.inputs[0] is not None else []
-
-
-def _pooled_conv(node: ir.Node) -> str | None:
-    """(9) A Conv on a 1x1 map (squeeze-excite, a pooled head) stays float: its input holds one
-    value per channel per image, so a few calibration images set its ranges poorly (held-out
-    images clip), and int8 saves nothing on what is a matrix-vector product."""
-    shape = node.inputs[0].shape
-    if shape is None or len(shape) < 3:
-        return None
-    spatial = list(shape)[2:]
-    if all(isinstance(d, int) and d == 1 for d in spatial):
-        return ("Conv on a 1x1 map (squeeze-excite or pooled head): one value per channel per image makes "
-                "its calibrated ranges unreliable, and int8 saves nothing on a matrix-vector product")
-    return None
 
 
 def _attr(node: ir.Node, name: str, default):
@@ -182,7 +153,7 @@ class SelectNodes(ir.passes.InPlacePass):
         if op in HEAVY:
             reason = self._check_heavy(node)
             if reason is None and op == "Conv" and not self._int16(node):
-                reason = _pooled_conv(node)
+                reason = pooled_conv(node)
             return (Role.COMPUTE, "") if reason is None else (None, reason)
         if op in LIGHT or op in PASSTHROUGH:
             inputs = data_inputs(node)
@@ -205,7 +176,7 @@ class SelectNodes(ir.passes.InPlacePass):
                 if len(node.inputs) > 2 and node.inputs[2] is not None and const_array(node.inputs[2]) is None:
                     return None, "Clip with a non-constant upper bound"
             return Role.FOLDED, ""
-        return None, _FLOAT_REASONS.get(op, f"{op} has no fused int8 kernel in onnxruntime (CPU)")
+        return None, FLOAT_REASONS.get(op, f"{op} has no fused int8 kernel in onnxruntime (CPU)")
 
     # -- the pass ---------------------------------------------------------------------------
     def call(self, model: ir.Model) -> ir.passes.PassResult:
