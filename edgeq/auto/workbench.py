@@ -128,7 +128,9 @@ def prepare_float(model: Any, config: QuantConfig, source: Any) -> tuple[Any, li
     return model, notes
 
 
-def _session(data: bytes, threads: int = 1) -> Any:
+def _session(data: bytes, threads: int = 0) -> Any:
+    """A CPU session for scoring: every core (0), the outputs do not depend on it (the latency
+    that decides is measured separately, at the user's thread count)."""
     from edgeq.report.evaluate import cpu_session
 
     return cpu_session(data, threads)
