@@ -155,7 +155,7 @@ def sensitivity(
     loaded, _ = load_input(model)
     source = reusable_source(data, loaded)
     float_model, _ = prepare_float(loaded, config, source)
-    feeds, note = eval_feeds(eval_data, source, float_model, max_eval)
+    source, feeds, note = holdout(eval_data, source, float_model, max_eval)  # as auto scores
     cal = calibrate_once(float_model, source, config, progress=progress)
     table = cal.table(config.method)
     bench = Workbench.create(float_model, config, feeds)
