@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, f"{name}.onnx")
             onnx.save(original, path)
-            ort = ort_runs(path, calib, tmp)
+            with contextlib.chdir(tmp):  # quant_pre_process leaves scratch files in the working directory
+                ort = ort_runs(path, calib, tmp)
             ours = edgeq_runs(path, calib)
         row = [name, "ok" if ort["pre_process"][0] is not None else ort["pre_process"][1]]
         for runs, keys in ((ort, ORT_KEYS), (ours, ("static", "dynamic"))):
