@@ -152,6 +152,8 @@ class InsertQDQ(ir.passes.InPlacePass):
         array = const_array(value).astype(np.float32)
         quantized = np.clip(np.rint(array / qp.scale) + qp.zero_point, info.min, info.max).astype(np_type)
         name = value.name or "const"
+        if dtype is not None and dtype != self.plan.qparams[self.plan.root(value)].dtype:
+            name = f"{name}_i16"  # read by int16 and int8 nodes: two DQs, two names
         q = _scalar(graph, fresh_name(graph, f"{name}_q"), quantized)
         dq = ir.node("DequantizeLinear", [q, scale, zp], name=f"{name}_DQ", domain=self._domain(qp.dtype))
         dq.outputs[0].name = f"{name}_dq"
