@@ -112,11 +112,13 @@ def reusable_source(data: Any, model: Any) -> Any:
 
 def prepare_float(model: Any, config: QuantConfig, source: Any) -> tuple[Any, list[str]]:
     """Load and prepare ``model`` once; give every unnamed node a unique name (exclude needs names)."""
+    from edgeq.passes.canonicalize import Canonicalize
     from edgeq.prepare import prepare_model
     from edgeq.quantizer import load_input
 
     model, _ = load_input(model)
     model, notes = prepare_model(model, target_opset=config.opset, data=source)
+    Canonicalize()(model)  # before calibration: its new tensors (GlobalAveragePool before Flatten) get ranges
     taken = {n.name for n in model.graph if n.name}
     for i, node in enumerate(model.graph):
         if not node.name:

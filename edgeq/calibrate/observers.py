@@ -108,6 +108,8 @@ class HistogramObserver(MinMaxObserver):
         n = self.num_bins
         if array.dtype not in (np.float32, np.float64):
             array = array.astype(np.float32)  # float16 cannot index 2 * num_bins bins exactly
+        if array.dtype == np.float32 and n / self.radius > float(np.finfo(np.float32).max):
+            array = array.astype(np.float64)  # |x| ~1e-37: n / R overflows float32 (inf -> bin -2**63)
         scale = np.float32(n / self.radius) if array.dtype == np.float32 else n / self.radius
         top = 2 * n - 1
         for start in range(0, array.size, CHUNK):
