@@ -145,7 +145,10 @@ def auto_quantize(
             _whole_fp16(search, float_model, best, config)
         from edgeq.auto.placement import place
 
-        chosen, verdict, dropped = place(search, best, cal, float_model, provider, threads, feeds[0], original=loaded)
+        # timed on the largest scoring feed: with dynamic shapes (sequence length, image size) the
+        # small ones favour fp32 (int8's fixed Q/DQ cost), and a deployment's work is the large ones
+        largest = max(feeds, key=lambda feed: sum(getattr(v, "size", 1) for v in feed.values()))
+        chosen, verdict, dropped = place(search, best, cal, float_model, provider, threads, largest, original=loaded)
     if search.cut:
         notes.append(f"time budget ({config.time_budget_s:.0f} s) spent: cut short: {'; '.join(search.cut)}")
     from edgeq.auto.summary import auto_section
