@@ -90,7 +90,7 @@ def exported(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_cli_export_then_auto_quantize_keeps_the_text_map(exported, tmp_path, capsys):
+def test_cli_export_then_auto_quantize_keeps_the_text_map(exported, tmp_path, capsys, monkeypatch):
     """As a user would: `edgeq export textdet`, .npz calibration files, `edgeq quantize --calib --auto`."""
     from ortutil import op_types
 
@@ -98,6 +98,11 @@ def test_cli_export_then_auto_quantize_keeps_the_text_map(exported, tmp_path, ca
 
     fp32, calib = exported
     out = tmp_path / "textdet.int8.onnx"
+    from ortutil import int8_pays_timing
+
+    from edgeq.auto import latency
+
+    monkeypatch.setattr(latency, "measure", int8_pays_timing)  # speed is bench/'s job; here fidelity and structure
     text = _cli(["quantize", str(fp32), "-o", str(out), "--calib", str(calib), "--auto", "-q"], capsys)
     assert "wrote" in text
     model = onnx.load(out)
