@@ -49,3 +49,24 @@ def int8_pays_timing(models, feed, **_):
                       for n in proto.graph.node)
         out[name] = sum(0.4 if n.input[1] in dq else 1.0 for n in heavy) + 0.4 * integer + 0.01 * len(dq)
     return out
+
+
+def cli_ok(argv, capsys) -> str:
+    """Run ``edgeq ARGV`` in-process; assert exit code 0 (stderr in the message); return stdout."""
+    import pytest
+
+    from edgeq.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out = capsys.readouterr()
+    assert exit_info.value.code == 0, out.err
+    return out.out
+
+
+def first_output_stacked(path, feeds) -> np.ndarray:
+    """The model's first output on each feed (CPU, 1 thread), concatenated along axis 0."""
+    from edgeq.report.evaluate import cpu_session
+
+    sess = cpu_session(str(path), 1)
+    return np.concatenate([sess.run(None, f)[0] for f in feeds])

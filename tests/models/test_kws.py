@@ -6,23 +6,8 @@ import numpy as np
 import onnx
 import pytest
 
-from edgeq.cli.main import main
+from ortutil import cli_ok, first_output_stacked
 from models import metrics, synth_speech, zoo
-
-
-def _cli(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    out = capsys.readouterr()
-    assert exit_info.value.code == 0, out.err
-    return out.out
-
-
-def _outputs(path, feeds) -> np.ndarray:
-    from edgeq.report.evaluate import cpu_session
-
-    sess = cpu_session(str(path), 1)
-    return np.concatenate([sess.run(None, f)[0] for f in feeds])
 
 
 def test_checkpoint_recognizes_heldout_keywords():
@@ -85,7 +70,7 @@ def test_cli_export_then_auto_quantize_keeps_the_decisions(tmp_path, capsys, mon
 
     spec = zoo.get("kws")
     fp32, out, calib = tmp_path / "kws.onnx", tmp_path / "kws.int8.onnx", tmp_path / "calib"
-    _cli(["export", "kws", "-o", str(fp32)], capsys)
+    cli_ok(["export", "kws", "-o", str(fp32)], capsys)
     calib.mkdir()
     for i, feed in enumerate(spec.calibration_data(36)):
         np.savez(calib / f"{i:03d}.npz", **feed)
@@ -94,14 +79,14 @@ def test_cli_export_then_auto_quantize_keeps_the_decisions(tmp_path, capsys, mon
     from edgeq.auto import latency
 
     monkeypatch.setattr(latency, "measure", int8_pays_timing)  # speed is bench/'s job; here fidelity and structure
-    _cli(["quantize", str(fp32), "-o", str(out), "--calib", str(calib), "--auto", "-q"], capsys)
+    cli_ok(["quantize", str(fp32), "-o", str(out), "--calib", str(calib), "--auto", "-q"], capsys)
     model = onnx.load(out)
     assert {"QuantizeLinear", "DequantizeLinear"} <= set(op_types(model))
     int8 = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8}
     dq = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in int8}
     assert sum(n.op_type == "Conv" and n.input[1] in dq for n in model.graph.node) >= 8  # of 10 Convs
     feeds, labels = spec.eval_data(240), spec.eval_labels(240)
-    ref, got = _outputs(fp32, feeds), _outputs(out, feeds)
+    ref, got = first_output_stacked(fp32, feeds), first_output_stacked(out, feeds)
     # measured on 200: agreement 1.000, 36 dB, accuracy unchanged (ORT quantize_static: 1.000, 29 dB)
     assert metrics.top1_agreement({"logits": ref}, {"logits": got}) >= 0.97
     assert sqnr_db(ref, got) >= 28.0

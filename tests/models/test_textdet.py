@@ -6,23 +6,10 @@ import numpy as np
 import onnx
 import pytest
 
+from ortutil import cli_ok, first_output_stacked
+
 from edgeq.cli.main import main
 from models import metrics, synth_text, zoo
-
-
-def _cli(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    out = capsys.readouterr()
-    assert exit_info.value.code == 0, out.err
-    return out.out
-
-
-def _outputs(path, feeds) -> np.ndarray:
-    from edgeq.report.evaluate import cpu_session
-
-    sess = cpu_session(str(path), 1)
-    return np.concatenate([sess.run(None, f)[0] for f in feeds])
 
 
 def _int8_weight_convs(model: onnx.ModelProto) -> int:
@@ -103,7 +90,7 @@ def test_cli_export_then_auto_quantize_keeps_the_text_map(exported, tmp_path, ca
     from edgeq.auto import latency
 
     monkeypatch.setattr(latency, "measure", int8_pays_timing)  # speed is bench/'s job; here fidelity and structure
-    text = _cli(["quantize", str(fp32), "-o", str(out), "--calib", str(calib), "--auto", "-q"], capsys)
+    text = cli_ok(["quantize", str(fp32), "-o", str(out), "--calib", str(calib), "--auto", "-q"], capsys)
     assert "wrote" in text
     model = onnx.load(out)
     assert {"QuantizeLinear", "DequantizeLinear"} <= set(op_types(model))
@@ -111,7 +98,7 @@ def test_cli_export_then_auto_quantize_keeps_the_text_map(exported, tmp_path, ca
     # depthwise convs isolated between Hardswish, the ConvTranspose head)
     assert _int8_weight_convs(model) >= 12
     feeds = zoo.get("textdet").eval_data(48)
-    ref, got = _outputs(fp32, feeds), _outputs(out, feeds)
+    ref, got = first_output_stacked(fp32, feeds), first_output_stacked(out, feeds)
     # measured on 200 held-out images with 64 calibration files: IoU@0.3 0.989, 32 dB
     # (onnxruntime.quantization quantize_static per-channel: 0.986, 30 dB)
     assert metrics.textmap_iou({"text_map": ref}, {"text_map": got}) >= 0.95
@@ -130,10 +117,10 @@ def _few_samples_sqnr(fp32, calib, tmp_path, capsys, extra: list[str]) -> float:
     from edgeq.report.metrics import sqnr_db
 
     out = tmp_path / "few.onnx"
-    _cli(["quantize", str(fp32), "-o", str(out), "--calib", str(calib), "--max-samples", "12", "--mode", "static",
+    cli_ok(["quantize", str(fp32), "-o", str(out), "--calib", str(calib), "--max-samples", "12", "--mode", "static",
           "-q", *extra], capsys)
     feeds = zoo.get("textdet").eval_data(96)
-    return sqnr_db(_outputs(fp32, feeds), _outputs(out, feeds))
+    return sqnr_db(first_output_stacked(fp32, feeds), first_output_stacked(out, feeds))
 
 
 def test_few_calibration_images_and_squeeze_excite(exported, tmp_path, capsys):
