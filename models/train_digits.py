@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from models import digits_data
+from models.checkpoint import save_checkpoint
 from models.digits import ARCHITECTURES, checkpoint_path
 
 __all__ = ["train", "accuracy", "main"]
@@ -84,12 +85,9 @@ def main(argv: list[str] | None = None) -> None:
         model = train(name, epochs=args.epochs)
         seconds = time.perf_counter() - start
         path = checkpoint_path(name) if args.out_dir is None else os.path.join(args.out_dir, f"{name}.pt")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        torch.save(model.state_dict(), path + ".tmp")
-        os.replace(path + ".tmp", path)
-        params = sum(p.numel() for p in model.parameters())
+        saved = save_checkpoint(model, path)
         print(f"{name}: held-out top-1 {accuracy(model, hx, hy):.4f} ({len(hy)} images), "
-              f"{params} params, {os.path.getsize(path) / 1024:.0f} KiB, trained in {seconds:.1f} s -> {path}")
+              f"{saved}, trained in {seconds:.1f} s -> {path}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from models import synth_speech
+from models.checkpoint import save_checkpoint
 from models.kws import CHECKPOINT, build
 
 __all__ = ["train", "heldout_accuracy", "main"]
@@ -82,12 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     model = train(epochs=args.epochs, n_train=args.train)
     seconds = time.perf_counter() - start
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    torch.save(model.state_dict(), args.out + ".tmp")
-    os.replace(args.out + ".tmp", args.out)
-    params = sum(p.numel() for p in model.parameters())
-    print(f"kws: held-out top-1 {heldout_accuracy(model):.4f} (600 utterances), {params} params, "
-          f"{os.path.getsize(args.out) / 1024:.0f} KiB, trained in {seconds:.1f} s -> {args.out}")
+    saved = save_checkpoint(model, args.out)
+    print(f"kws: held-out top-1 {heldout_accuracy(model):.4f} (600 utterances), {saved}, "
+          f"trained in {seconds:.1f} s -> {args.out}")
 
 
 if __name__ == "__main__":
