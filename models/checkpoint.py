@@ -1,10 +1,16 @@
-"""Writing a trained model's weights: the one way the training scripts save a checkpoint."""
+"""Writing a trained model's weights: the one way the training scripts save a checkpoint, and
+the command line the single-model training scripts share."""
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
+import time
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["save_checkpoint"]
+__all__ = ["save_checkpoint", "training_main"]
 
 
 def save_checkpoint(model, path: str) -> str:
@@ -18,3 +24,20 @@ def save_checkpoint(model, path: str) -> str:
     os.replace(path + ".tmp", path)
     params = sum(p.numel() for p in model.parameters())
     return f"{params} params, {os.path.getsize(path) / 1024:.0f} KiB"
+
+
+def training_main(argv: list[str] | None, *, description: str, train: Callable[..., Any], default_train: int,
+                  what: str, checkpoint: str, summary: Callable[[Any], str]) -> None:
+    """``--epochs N --train N --out PATH``: train, save atomically, print ``summary(model)`` with
+    the size and the time (``python -m models.train_kws`` and ``models.train_textdet``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--train", type=int, default=default_train, help=f"training {what}")
+    parser.add_argument("--out", default=checkpoint)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    start = time.perf_counter()
+    model = train(epochs=args.epochs, n_train=args.train)
+    seconds = time.perf_counter() - start
+    saved = save_checkpoint(model, args.out)
+    print(f"{summary(model)}, {saved}, trained in {seconds:.1f} s -> {args.out}")

@@ -10,16 +10,14 @@ top-1 accuracy.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import time
 
 import numpy as np
 import torch
 from torch import nn
 
 from models import synth_speech
-from models.checkpoint import save_checkpoint
+from models.checkpoint import training_main
 from models.kws import CHECKPOINT, build
 
 __all__ = ["train", "heldout_accuracy", "main"]
@@ -73,18 +71,9 @@ def train(epochs: int = 10, n_train: int = 2400, seed: int = 0, batch_size: int 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--train", type=int, default=2400, help="training utterances")
-    parser.add_argument("--out", default=CHECKPOINT)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    start = time.perf_counter()
-    model = train(epochs=args.epochs, n_train=args.train)
-    seconds = time.perf_counter() - start
-    saved = save_checkpoint(model, args.out)
-    print(f"kws: held-out top-1 {heldout_accuracy(model):.4f} (600 utterances), {saved}, "
-          f"trained in {seconds:.1f} s -> {args.out}")
+    training_main(argv, description=__doc__.splitlines()[0], train=train, default_train=2400, what="utterances",
+                  checkpoint=CHECKPOINT,
+                  summary=lambda model: f"kws: held-out top-1 {heldout_accuracy(model):.4f} (600 utterances)")
 
 
 if __name__ == "__main__":

@@ -10,16 +10,14 @@ the held-out IoU of the map at threshold 0.3 against the true text masks.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import time
 
 import numpy as np
 import torch
 from torch import nn
 
 from models import synth_text
-from models.checkpoint import save_checkpoint
+from models.checkpoint import training_main
 from models.textdet import CHECKPOINT, build
 
 __all__ = ["train", "heldout_iou", "main"]
@@ -74,18 +72,9 @@ def train(epochs: int = 10, n_train: int = 1200, seed: int = 0, batch_size: int 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--train", type=int, default=1200, help="training images")
-    parser.add_argument("--out", default=CHECKPOINT)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    start = time.perf_counter()
-    model = train(epochs=args.epochs, n_train=args.train)
-    seconds = time.perf_counter() - start
-    saved = save_checkpoint(model, args.out)
-    print(f"textdet: held-out IoU@0.3 vs true masks {heldout_iou(model):.4f} (200 images), {saved}, "
-          f"trained in {seconds:.1f} s -> {args.out}")
+    training_main(argv, description=__doc__.splitlines()[0], train=train, default_train=1200, what="images",
+                  checkpoint=CHECKPOINT,
+                  summary=lambda model: f"textdet: held-out IoU@0.3 vs true masks {heldout_iou(model):.4f} (200 images)")
 
 
 if __name__ == "__main__":
