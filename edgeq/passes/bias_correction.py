@@ -24,19 +24,11 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.passes.equalize import conv_groups, replace_constant
+from edgeq.passes.plan import attr_value, initializer_array
 
 __all__ = ["BiasCorrection"]
 
 logger = logging.getLogger(__name__)
-
-
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    return None if value is None or value.const_value is None else value.const_value.numpy()
-
-
-def _attr(node: ir.Node, name: str, default):
-    attr = node.attributes.get(name)
-    return default if attr is None else attr.value
 
 
 class BiasCorrection(ir.passes.InPlacePass):
@@ -74,20 +66,20 @@ class BiasCorrection(ir.passes.InPlacePass):
             if groups == w.shape[0] and w.shape[1] == 1 and mean.size == w.shape[0]:  # case 2
                 return err.reshape(w.shape[0], -1).sum(axis=1) * mean
             return None
-        if _attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0 or _attr(node, "beta", 1.0) != 1.0:
+        if attr_value(node, "transA", 0) or attr_value(node, "alpha", 1.0) != 1.0 or attr_value(node, "beta", 1.0) != 1.0:
             return None
-        err = err.T if _attr(node, "transB", 0) else err  # case 3: [K, N]
+        err = err.T if attr_value(node, "transB", 0) else err  # case 3: [K, N]
         return mean @ err if mean.size == err.shape[0] else None
 
     def _correct(self, node: ir.Node, mean: np.ndarray) -> None:
-        w = _const(node.inputs[1]) if len(node.inputs) > 1 else None
+        w = initializer_array(node.inputs[1]) if len(node.inputs) > 1 else None
         if w is None:
             return
         error = self._error(node, w, mean)
         if error is None or not np.any(error):
             return
         has_bias = len(node.inputs) > 2 and node.inputs[2] is not None
-        bias = _const(node.inputs[2]) if has_bias else np.zeros(error.shape, np.float32)
+        bias = initializer_array(node.inputs[2]) if has_bias else np.zeros(error.shape, np.float32)
         if bias is None or bias.size != error.size:
             return
         replace_constant(node, 2, (bias.astype(np.float64).reshape(-1) - error).reshape(bias.shape))

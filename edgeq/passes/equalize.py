@@ -28,6 +28,8 @@ from collections.abc import Iterable
 import numpy as np
 import onnx_ir as ir
 
+from edgeq.passes.plan import initializer_array
+
 __all__ = ["EqualizeCrossLayer", "replace_constant", "conv_groups"]
 
 logger = logging.getLogger(__name__)
@@ -51,12 +53,6 @@ def replace_constant(node: ir.Node, index: int, array: np.ndarray) -> None:
     if index >= len(node.inputs):
         node.resize_inputs(index + 1)
     node.replace_input_with(index, new)
-
-
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.const_value is None:
-        return None
-    return value.const_value.numpy()
 
 
 def conv_groups(node: ir.Node) -> int:
@@ -83,9 +79,9 @@ class EqualizeCrossLayer(ir.passes.InPlacePass):
     def pairs(self, graph: ir.Graph) -> list[tuple[ir.Node, ir.Node | None, ir.Node]]:
         out = []
         for conv1 in graph:
-            if conv1.op_type != "Conv" or conv1.domain not in ("", "ai.onnx") or _const(conv1.inputs[1]) is None:
+            if conv1.op_type != "Conv" or conv1.domain not in ("", "ai.onnx") or initializer_array(conv1.inputs[1]) is None:
                 continue
-            w1 = _const(conv1.inputs[1])
+            w1 = initializer_array(conv1.inputs[1])
             if conv_groups(conv1) not in (1, w1.shape[0]) or (conv_groups(conv1) != 1 and w1.shape[1] != 1):
                 continue  # case 3
             act = _single_consumer(conv1.outputs[0])
@@ -100,9 +96,9 @@ class EqualizeCrossLayer(ir.passes.InPlacePass):
                     continue
             else:
                 act = None
-            if conv2.op_type != "Conv" or conv2.inputs[0] is not (act or conv1).outputs[0] or _const(conv2.inputs[1]) is None:
+            if conv2.op_type != "Conv" or conv2.inputs[0] is not (act or conv1).outputs[0] or initializer_array(conv2.inputs[1]) is None:
                 continue
-            w2 = _const(conv2.inputs[1])
+            w2 = initializer_array(conv2.inputs[1])
             g2 = conv_groups(conv2)
             c = w1.shape[0]
             if g2 == 1 and w2.shape[1] == c or g2 == c and w2.shape[0] == c and w2.shape[1] == 1:
@@ -110,7 +106,7 @@ class EqualizeCrossLayer(ir.passes.InPlacePass):
         return out
 
     def _clip_ok(self, clip: ir.Node) -> bool:
-        lo = _const(clip.inputs[1]) if len(clip.inputs) > 1 else None
+        lo = initializer_array(clip.inputs[1]) if len(clip.inputs) > 1 else None
         return lo is not None and float(lo) == 0.0 and clip.inputs[0].name in self.clip_as_relu
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -135,8 +131,8 @@ class EqualizeCrossLayer(ir.passes.InPlacePass):
 
     @staticmethod
     def _equalize(conv1: ir.Node, conv2: ir.Node) -> None:
-        w1 = _const(conv1.inputs[1]).astype(np.float64)
-        w2 = _const(conv2.inputs[1]).astype(np.float64)
+        w1 = initializer_array(conv1.inputs[1]).astype(np.float64)
+        w2 = initializer_array(conv2.inputs[1]).astype(np.float64)
         depthwise2 = conv_groups(conv2) != 1
         r1 = np.abs(w1).reshape(w1.shape[0], -1).max(axis=1)
         w2c = w2 if depthwise2 else np.swapaxes(w2, 0, 1)  # channel i first
@@ -144,7 +140,7 @@ class EqualizeCrossLayer(ir.passes.InPlacePass):
         s = np.where((r1 > 0) & (r2 > 0), np.sqrt(r1 / np.where(r2 > 0, r2, 1.0)), 1.0)
         shape1 = [-1] + [1] * (w1.ndim - 1)
         replace_constant(conv1, 1, w1 / s.reshape(shape1))
-        b1 = _const(conv1.inputs[2]) if len(conv1.inputs) > 2 else None
+        b1 = initializer_array(conv1.inputs[2]) if len(conv1.inputs) > 2 else None
         if b1 is not None:
             replace_constant(conv1, 2, b1 / s)
         shape2 = shape1 if depthwise2 else [1, -1] + [1] * (w2.ndim - 2)

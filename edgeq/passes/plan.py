@@ -21,7 +21,7 @@ import numpy as np
 if TYPE_CHECKING:
     import onnx_ir as ir
 
-__all__ = ["Role", "Decision", "QParams", "QuantPlan", "node_label", "qparams_from_range", "const_array", "is_float", "fresh_name", "fresh_base", "derived_name"]
+__all__ = ["Role", "Decision", "QParams", "QuantPlan", "node_label", "qparams_from_range", "const_array", "initializer_array", "attr_value", "is_float", "fresh_name", "fresh_base", "derived_name"]
 
 
 class Role:
@@ -138,6 +138,18 @@ def qparams_from_range(lo: float, hi: float, dtype: str, symmetric: bool) -> QPa
         zero_point = int(np.clip(round(qmin - lo / scale), qmin, qmax))
     scale = float(np.float32(max(scale, 1e-12)))
     return QParams(scale=scale, zero_point=zero_point, dtype=dtype, lo=lo, hi=hi)
+
+
+def initializer_array(value: "ir.Value | None") -> np.ndarray | None:
+    """The initializer data behind ``value`` (a Constant node does not count), else None: for
+    passes that rewrite the constant in place (replace_constant), on prepared graphs."""
+    return None if value is None or value.const_value is None else value.const_value.numpy()
+
+
+def attr_value(node: "ir.Node", name: str, default: Any) -> Any:
+    """``node``'s attribute ``name`` as a Python value, or ``default`` when it is absent."""
+    attr = node.attributes.get(name)
+    return default if attr is None else attr.value
 
 
 def const_array(value: "ir.Value | None") -> np.ndarray | None:

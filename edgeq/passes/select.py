@@ -44,7 +44,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.config import QuantConfig
-from edgeq.passes.plan import QuantPlan, Role, const_array, is_float, node_label
+from edgeq.passes.plan import QuantPlan, Role, attr_value, const_array, is_float, node_label
 from edgeq.passes.float_reasons import FLOAT_REASONS, pooled_conv
 from edgeq.passes.precision import check_precision_names
 
@@ -74,11 +74,6 @@ def data_inputs(node: ir.Node) -> list[ir.Value]:
     if node.op_type in ("MatMul",):
         return [v for v in node.inputs[:2] if v is not None and const_array(v) is None]
     return [node.inputs[0]] if node.inputs and node.inputs[0] is not None else []
-
-
-def _attr(node: ir.Node, name: str, default):
-    attr = node.attributes.get(name)
-    return default if attr is None else attr.value
 
 
 class SelectNodes(ir.passes.InPlacePass):
@@ -124,16 +119,16 @@ class SelectNodes(ir.passes.InPlacePass):
                 return f"input {b.name!r} is not float32"
             return None
         # Gemm
-        if _attr(node, "transA", 0):
+        if attr_value(node, "transA", 0):
             return "Gemm with transA=1"
-        if _attr(node, "alpha", 1.0) != 1.0 or _attr(node, "beta", 1.0) != 1.0:
+        if attr_value(node, "alpha", 1.0) != 1.0 or attr_value(node, "beta", 1.0) != 1.0:
             return "Gemm with alpha/beta other than 1"
         w = const_array(node.inputs[1])
         if w is None or w.ndim != 2:
             return "Gemm weight is not a 2-D constant"
         if len(node.inputs) > 2 and node.inputs[2] is not None:
             c = const_array(node.inputs[2])
-            n = w.shape[0] if _attr(node, "transB", 0) else w.shape[1]
+            n = w.shape[0] if attr_value(node, "transB", 0) else w.shape[1]
             if c is None or c.size != n:
                 return "Gemm bias C is not a constant of one value per output"
         return None
@@ -164,13 +159,13 @@ class SelectNodes(ir.passes.InPlacePass):
                 return None, f"input {bad[0].name!r} is {bad[0].dtype}, not float32"
             if op == "MaxPool" and (opset < 12 or (len(node.outputs) > 1 and node.outputs[1].uses())):
                 return None, "MaxPool with indices output or opset < 12 has no int8 kernel"
-            if op == "Resize" and _attr(node, "mode", "nearest") != "nearest":
+            if op == "Resize" and attr_value(node, "mode", "nearest") != "nearest":
                 return None, "Resize in linear/cubic mode stays float (rounding would differ)"
             return (Role.PASSTHROUGH if op in PASSTHROUGH else Role.COMPUTE), ""
         if op in FOLDABLE:
             if op == "Clip":
                 lo = const_array(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
-                lo = _attr(node, "min", None) if lo is None and opset < 11 else lo
+                lo = attr_value(node, "min", None) if lo is None and opset < 11 else lo
                 if lo is None or float(lo) != 0.0:
                     return None, "Clip with a lower bound other than 0 cannot fold into a range"
                 if len(node.inputs) > 2 and node.inputs[2] is not None and const_array(node.inputs[2]) is None:
@@ -317,7 +312,7 @@ class SelectNodes(ir.passes.InPlacePass):
             return ""
         if node.op_type == "Conv":
             work = int(np.prod(weight.shape[1:]))
-        elif node.op_type == "Gemm" and _attr(node, "transB", 0):
+        elif node.op_type == "Gemm" and attr_value(node, "transB", 0):
             work = weight.shape[1]
         else:
             work = weight.shape[0]

@@ -24,32 +24,24 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.passes.equalize import replace_constant
+from edgeq.passes.plan import attr_value, initializer_array
 
 __all__ = ["SmoothQuant"]
 
 logger = logging.getLogger(__name__)
 
 
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    return None if value is None or value.const_value is None else value.const_value.numpy()
-
-
-def _attr(node: ir.Node, name: str, default):
-    attr = node.attributes.get(name)
-    return default if attr is None else attr.value
-
-
 def _weight_rows(node: ir.Node, x: ir.Value) -> np.ndarray | None:
     """W as [K, N] (K = X's channels) when ``node`` qualifies for case 1, else None."""
     if node.domain not in ("", "ai.onnx") or not node.inputs or node.inputs[0] is not x:
         return None
-    w = _const(node.inputs[1]) if len(node.inputs) > 1 else None
+    w = initializer_array(node.inputs[1]) if len(node.inputs) > 1 else None
     if w is None or w.ndim != 2 or any(v is x for v in node.inputs[1:]):
         return None
     if node.op_type == "MatMul":
         return w
-    if node.op_type == "Gemm" and not _attr(node, "transA", 0) and _attr(node, "alpha", 1.0) == 1.0:
-        return w.T if _attr(node, "transB", 0) else w
+    if node.op_type == "Gemm" and not attr_value(node, "transA", 0) and attr_value(node, "alpha", 1.0) == 1.0:
+        return w.T if attr_value(node, "transB", 0) else w
     return None
 
 
@@ -92,18 +84,18 @@ class SmoothQuant(ir.passes.InPlacePass):
         if not self._scale_input(graph, x, 1.0 / s):
             return
         for node in consumers:
-            w = _const(node.inputs[1]).astype(np.float64)
-            transposed = node.op_type == "Gemm" and _attr(node, "transB", 0)
+            w = initializer_array(node.inputs[1]).astype(np.float64)
+            transposed = node.op_type == "Gemm" and attr_value(node, "transB", 0)
             replace_constant(node, 1, w * s[None, :] if transposed else w * s[:, None])
         self.smoothed[x.name] = ratio
 
     def _scale_input(self, graph: ir.Graph, x: ir.Value, inv: np.ndarray) -> bool:
         producer = x.producer()
         if producer is not None and producer.op_type == "LayerNormalization" and producer.outputs[0] is x:
-            axis = _attr(producer, "axis", -1)
-            gamma = _const(producer.inputs[1])
+            axis = attr_value(producer, "axis", -1)
+            gamma = initializer_array(producer.inputs[1])
             beta_in = producer.inputs[2] if len(producer.inputs) > 2 else None
-            beta = _const(beta_in)
+            beta = initializer_array(beta_in)
             extra = [o for o in producer.outputs[1:] if o.uses() or o.is_graph_output()]
             if (axis == -1 and gamma is not None and gamma.size == inv.size and not extra
                     and (beta_in is None or beta is not None)):  # case 2

@@ -11,15 +11,11 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from edgeq.passes.qoperator._match import dequantized, quantized_output
+from edgeq.passes.plan import attr_value
 from edgeq.passes.qoperator._rule import MS_DOMAIN, Match, Rule, copy_attributes, replace_with
 from edgeq.passes.qoperator._weights import bias_input, weight_input
 
 __all__ = ["QGemmRule"]
-
-
-def _attr(node: ir.Node, name: str, default):
-    attr = node.attributes.get(name)
-    return default if attr is None else attr.value
 
 
 class QGemmRule(Rule):
@@ -32,12 +28,12 @@ class QGemmRule(Rule):
             return a
         if not a.per_tensor:
             return "input A is not quantized per-tensor"
-        trans_b = _attr(node, "transB", 0)
+        trans_b = attr_value(node, "transB", 0)
         b = weight_input(node.inputs[1], graph, channels_axis=0 if trans_b else 1)
         if isinstance(b, str):
             return b
         c = node.inputs[2] if len(node.inputs) > 2 else None
-        if c is not None and _attr(node, "beta", 1.0) != 1.0:
+        if c is not None and attr_value(node, "beta", 1.0) != 1.0:
             return "Gemm beta is not 1"
         bias = bias_input(c, graph, a, b, node.name)
         if isinstance(bias, str):
