@@ -162,23 +162,20 @@ def _sqnr_over_samples(refs: Sequence[np.ndarray], got: Sequence[np.ndarray]) ->
     (-inf). The lower bound resamples the eval samples: where a few inputs carry most of the
     error (resnet224: per-sample SQNR from 18 to 40 dB), the SQNR of 16 samples is optimistic
     for other data, and the target is judged on the bound."""
+    from edgeq.report.metrics import power_ratio_db
+
     same = [(r, g) for r, g in zip(refs, got) if r.shape == g.shape]
     if len(refs) - len(same) > MAX_SHAPE_MISMATCH * len(refs) or not same:
         return -math.inf, -math.inf
     signal = np.array([float(np.sum(np.square(r, dtype=np.float64))) for r, _ in same])
     noise = np.array([float(np.sum(np.square(r.astype(np.float64) - g))) for r, g in same])
-    point = _db(signal.sum(), noise.sum())
+    point = power_ratio_db(signal.sum(), noise.sum())
     if len(same) < 4 or not math.isfinite(point):
         return point, point
     draws = np.random.default_rng(0).integers(0, len(same), size=(BOOTSTRAP_DRAWS, len(same)))
-    bound = np.quantile([_db(signal[d].sum(), noise[d].sum()) for d in draws], BOOTSTRAP_QUANTILE)
+    bound = np.quantile([power_ratio_db(signal[d].sum(), noise[d].sum()) for d in draws], BOOTSTRAP_QUANTILE)
     return point, float(min(bound, point))
 
-
-def _db(signal: float, noise: float) -> float:
-    if noise == 0.0:
-        return math.inf
-    return -math.inf if signal == 0.0 else 10.0 * math.log10(signal / noise)
 
 
 class Workbench:

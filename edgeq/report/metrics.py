@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-__all__ = ["sqnr_db", "cosine", "max_abs_error", "max_rel_error", "top1_agreement", "fidelity"]
+__all__ = ["sqnr_db", "power_ratio_db", "cosine", "max_abs_error", "max_rel_error", "top1_agreement", "fidelity"]
 
 
 def _f64(a: np.ndarray) -> np.ndarray:
@@ -19,8 +19,11 @@ def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     ``inf`` when identical; ``-inf`` when the reference is all zeros but the candidate is not.
     """
     ref, cand = _f64(reference), _f64(candidate)
-    noise = float(np.sum((ref - cand) ** 2))
-    signal = float(np.sum(ref**2))
+    return power_ratio_db(float(np.sum(ref**2)), float(np.sum((ref - cand) ** 2)))
+
+
+def power_ratio_db(signal: float, noise: float) -> float:
+    """``10*log10(signal / noise)`` of two energies: ``inf`` without noise, ``-inf`` without signal."""
     if noise == 0.0:
         return math.inf
     if signal == 0.0:
