@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EDGEQ := $(VENV)/bin/edgeq
+RUFF := $(VENV)/bin/ruff
 DEMO := out/demo
 
 .PHONY: demo test venv clean
@@ -22,7 +23,9 @@ demo: $(VENV)/.installed
 	$(EDGEQ) bench $(DEMO)/digits_mobilenet.fp32.onnx $(DEMO)/digits_mobilenet.int8.onnx \
 	  --threads 1 --batch 1,8 --json $(DEMO)/bench.json
 
+# Lint (pyproject.toml [tool.ruff]) first, then the tests; tests/test_layers.py is the import contract.
 test: $(VENV)/.installed
+	$(RUFF) check edgeq tests bench models
 	$(PY) -m pytest -n 2 -q
 
 clean:

@@ -153,7 +153,7 @@ def _outputs(sess: Any, feeds: Feeds) -> dict[str, np.ndarray]:
 
 
 def _min_sqnr(ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> float:
-    from edgeq.report.metrics import sqnr_db
+    from edgeq.metrics import sqnr_db
 
     return min(float(sqnr_db(ref[k], got[k])) for k in ref if np.issubdtype(ref[k].dtype, np.floating))
 

@@ -169,7 +169,7 @@ def _stack(arrays: list[np.ndarray]) -> np.ndarray:
 
 def fidelity(case: Case, ref: list, got: list) -> dict[str, Any]:
     """Min SQNR over float outputs (all held-out samples at once) and the task metric."""
-    from edgeq.report.metrics import sqnr_db
+    from edgeq.metrics import sqnr_db
 
     out: dict[str, Any] = {}
     pairs = [(r, g) for (_, r), (_, g) in zip(ref, got) if np.asarray(r[0]).dtype.kind == "f"]

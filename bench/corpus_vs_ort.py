@@ -83,7 +83,7 @@ def int8_weight_share(model: onnx.ModelProto) -> float:
 
 
 def evaluate(original: onnx.ModelProto, candidate: onnx.ModelProto | None, held_out) -> dict:
-    from edgeq.report.metrics import sqnr_db
+    from edgeq.metrics import sqnr_db
 
     if candidate is None:
         return {}

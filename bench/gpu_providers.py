@@ -254,7 +254,7 @@ def _gpu_mem_mb() -> float | None:
 
 
 def _metrics(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
-    from edgeq.report.metrics import fidelity
+    from edgeq.metrics import fidelity
 
     return fidelity(ref.astype(np.float64), got.astype(np.float64))
 

@@ -54,7 +54,7 @@ def _latencies_ms(models: dict[str, bytes], feed: dict, runs: int, repeats: int)
 
 
 def _min_sqnr(ref: bytes, cand: bytes, feeds: list[dict]) -> float:
-    from edgeq.report.metrics import sqnr_db
+    from edgeq.metrics import sqnr_db
 
     a, b = _session(ref), _session(cand)
     outs = [(a.run(None, f), b.run(None, f)) for f in feeds]

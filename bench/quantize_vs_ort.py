@@ -147,7 +147,7 @@ def _outputs(path: str, feeds: list[dict]) -> list[np.ndarray]:
 
 
 def _fidelity(ref: list[np.ndarray], got: list[np.ndarray], labels, task: str) -> dict:
-    from edgeq.report.metrics import cosine, sqnr_db
+    from edgeq.metrics import cosine, sqnr_db
 
     r = np.concatenate([x.reshape(x.shape[0], -1) for x in ref])
     g = np.concatenate([x.reshape(x.shape[0], -1) for x in got])

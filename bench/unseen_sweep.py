@@ -356,7 +356,7 @@ def _check_runs(fp32: str, quantized: str, calib: str) -> dict[str, Any]:
     SQNR vs fp32 over all feeds stacked (auto's own measure, here on its calibration data)."""
     import onnxruntime as ort
 
-    from edgeq.report.metrics import sqnr_db
+    from edgeq.metrics import sqnr_db
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from edgeq._version import __version__ as __version__
 from edgeq.config import PerBlock, PerChannel, PerTensor, QuantConfig
 from edgeq.errors import (
     DataError,
@@ -21,8 +22,6 @@ from edgeq.errors import (
     UnsupportedError,
     UsageError,
 )
-
-__version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
     "quantize": "edgeq.quantizer",

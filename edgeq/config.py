@@ -11,9 +11,12 @@ import json
 import os
 from typing import Any, Literal, Union
 
-from edgeq.errors import UsageError
+from edgeq.errors import UnsupportedError, UsageError
 
 __all__ = [
+    "MODES",
+    "ModeSpec",
+    "default_mode",
     "PerTensor",
     "PerChannel",
     "PerBlock",
@@ -79,16 +82,70 @@ def parse_granularity(text: str | Granularity) -> Granularity:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class ModeSpec:
+    """One row of the mode table.
+
+    ``handler``: ``"module:function"`` with the signature of ``edgeq.quantize`` (model, config,
+    data, eval_data=, labels=, ranges=, progress=) returning a ``QuantResult``; resolved by
+    ``edgeq.quantizer``, the layer above every handler. ``data``: calibration data is
+    "required" (unless ``ranges_replace_data`` and a ranges table is given), "optional" (read
+    only where shape inference needs it) or "unused". ``calibrated``: activation scales are
+    fixed offline (the calibrate stage runs). ``formats``: the output formats it can write."""
+
+    name: str
+    handler: str
+    help: str
+    data: Literal["required", "optional", "unused"]
+    calibrated: bool = False
+    ranges_replace_data: bool = False
+    formats: tuple[str, ...] = ("qdq",)
+    missing_data: str = ""  # the error when required data is missing: what to pass instead
+
+
+# The modes of ``edgeq quantize --mode`` and ``QuantConfig.mode``, in the order the CLI lists
+# them. A new mode is a row here and a handler module (docs/architecture.md, "Adding a mode").
+MODES: dict[str, ModeSpec] = {m.name: m for m in (
+    ModeSpec(
+        "auto", "edgeq.auto.mode:quantize_auto",
+        "per-layer precision chosen by measured error and speed, never slower than fp32 (the default with --calib)",
+        data="required", formats=("qdq", "qoperator"),
+        missing_data="--auto needs calibration data: pass --calib DATA (or data=...)"),
+    ModeSpec(
+        "static", "edgeq.stages.int8:quantize_int8",
+        "uniform int8 (every node that has a fast int8 kernel), activation ranges calibrated offline",
+        data="required", calibrated=True, ranges_replace_data=True, formats=("qdq", "qoperator"),
+        missing_data="static quantization needs calibration data: pass --calib DATA (or data=...) "
+                     "or reuse a ranges table with --ranges FILE; or use --mode dynamic"),
+    ModeSpec(
+        "dynamic", "edgeq.stages.int8:quantize_int8",
+        "int8 weights, activations quantized at run time (no calibration data)",
+        data="unused"),
+    ModeSpec(
+        "fp16", "edgeq.stages.fp16:quantize_fp16",
+        "fp16 compute, fp32 inputs and outputs",
+        data="optional"),
+)}
+
+
+def default_mode(*, has_data: bool, has_ranges: bool = False, format: str = "qdq") -> str:
+    """The mode when the caller names none (``edgeq quantize`` without --mode, ``edgeq.quantize``
+    without a config): auto where there is calibration data to measure with; static with a
+    reused ranges table, for the qoperator format (scales fixed offline), or with no data at all
+    (whose error then says what to pass). A ``QuantConfig`` built without ``mode`` is static."""
+    return "auto" if has_data and not has_ranges and format == "qdq" else "static"
+
+
 Mode = Literal["static", "dynamic", "fp16", "auto"]
 Method = Literal["minmax", "percentile", "entropy", "mse"]
 ActDtype = Literal["int8", "uint8", "int16"]
 Format = Literal["qdq", "qoperator"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "mode": ("static", "dynamic", "fp16", "auto"),
+    "mode": tuple(MODES),
     "method": ("minmax", "percentile", "entropy", "mse"),
     "activations": ("int8", "uint8", "int16"),
-    "weights": ("int8", "int4"),
+    "weights": ("int8",),
     "format": ("qdq", "qoperator"),
 }
 
@@ -127,6 +184,9 @@ class QuantConfig:
         for field, choices in _CHOICES.items():
             value = getattr(self, field)
             if value not in choices:
+                if field == "weights" and value == "int4":
+                    raise UnsupportedError("only int8 weights (per-channel or per-tensor) are implemented: "
+                                           "drop --weights int4 / per-block granularity")
                 raise UsageError(
                     f"unknown {field} {value!r}: choose one of {', '.join(choices)}"
                 )
@@ -141,12 +201,20 @@ class QuantConfig:
         if self.opset is not None and not 10 <= self.opset <= 26:
             raise UsageError(f"opset must be between 10 and 26, got {self.opset}")
         object.__setattr__(self, "granularity", parse_granularity(self.granularity))
+        if isinstance(self.granularity, PerBlock):
+            raise UnsupportedError("only int8 weights (per-channel or per-tensor) are implemented: "
+                                   "drop --weights int4 / per-block granularity")
         if self.threads < 1:
             raise UsageError(f"threads must be at least 1, got {self.threads}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise UsageError(f"time_budget_s must be positive, got {self.time_budget_s}")
         for field in ("exclude", "int16_nodes", "fp16_nodes"):
             object.__setattr__(self, field, tuple(getattr(self, field)))
+        if self.format == "qoperator" and (self.activations == "int16" or self.int16_nodes or self.fp16_nodes):
+            raise UnsupportedError("int16 activations and fp16 nodes need --format qdq (the QOperator format "
+                                   "has int8 kernels only)")
+        if self.format not in MODES[self.mode].formats:
+            raise UsageError(f"--format {self.format} needs static mode (activation scales fixed offline)")
 
     # -- serialization -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

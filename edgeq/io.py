@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "load_model",
+    "as_model",
     "save_model",
     "check_output_path",
     "atomic_path",
@@ -51,8 +52,7 @@ def _check_external_paths(model: "ir.Model", base_dir: str) -> None:
     import onnx_ir as ir
 
     root = os.path.realpath(base_dir)
-    graphs = [model.graph, *model.graph.subgraphs()]
-    for graph in graphs:
+    for graph in model.graphs():
         for value in graph.initializers.values():
             tensor = value.const_value
             if isinstance(tensor, ir.ExternalTensor):
@@ -88,6 +88,23 @@ def load_model(path: str | os.PathLike) -> "ir.Model":
         raise ModelLoadError(f"model file {path} holds no graph: it may be truncated; re-export it")
     _check_external_paths(model, os.path.dirname(os.path.abspath(path)))
     return model
+
+
+def as_model(model: "str | os.PathLike | onnx.ModelProto | ir.Model") -> "tuple[ir.Model, str | None]":
+    """``model`` (a path, onnx.ModelProto or onnx_ir.Model) as a fresh onnx_ir.Model, and its
+    path if it came from a file. The caller's model is never changed: an in-memory one is copied."""
+    import onnx
+    import onnx_ir as ir
+
+    from edgeq.graph import copy_model
+
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(model), os.fspath(model)
+    if isinstance(model, onnx.ModelProto):
+        return ir.from_proto(model), None
+    if isinstance(model, ir.Model):
+        return copy_model(model), None
+    raise UsageError(f"model must be a path, onnx.ModelProto or onnx_ir.Model, not {type(model).__name__}")
 
 
 def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> str:
@@ -134,7 +151,7 @@ def _umask() -> int:
 def weights_nbytes(model: "ir.Model") -> int:
     """Bytes held by the initializers of ``model``'s graph and all its subgraphs."""
     total = 0
-    for graph in [model.graph, *model.graph.subgraphs()]:
+    for graph in model.graphs():
         for value in graph.initializers.values():
             if value.const_value is not None:
                 total += value.const_value.nbytes

@@ -12,7 +12,7 @@ from ortutil import op_types, run_ort
 from passes.nets import conv_net, feeds, mlp_net
 
 import edgeq
-from edgeq.report.metrics import sqnr_db
+from edgeq.metrics import sqnr_db
 
 
 def _sqnr(proto, model, data):

@@ -12,7 +12,7 @@ from passes.nets import conv_net, feeds
 
 import edgeq
 from edgeq.cli.main import main
-from edgeq.report.metrics import sqnr_db
+from edgeq.metrics import sqnr_db
 
 
 def test_fp16_mode_keeps_fp32_boundary_and_fidelity():

@@ -5,7 +5,7 @@
     report.write("sens.json") # + sens.md and sens.html (with an SVG chart)
 
 Affordable by construction: ONE calibration pass (every activation histogrammed once, see
-``calib``), then each variant is ``edgeq.quantize`` with ``exclude=`` and the reused ranges,
+``calib``), then each variant is ``build_variant`` with ``exclude=`` and the reused ranges,
 scored on a few evaluation feeds. For N quantizable nodes that is 2N + 1 quick builds.
 
 * "only it": every other quantizable node is kept float (``exclude``). A light op (Add, Concat)
@@ -148,11 +148,11 @@ def sensitivity(
     from edgeq.auto.calib import calibrate_once
     from edgeq.auto.workbench import Workbench, prepare_float, reusable_source
     from edgeq.calibrate.collect import progress_bar
-    from edgeq.quantizer import load_input
+    from edgeq.io import as_model
 
     config = (config or QuantConfig()).replace(mode="static", min_sqnr=None)
     source_path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
-    loaded, _ = load_input(model)
+    loaded, _ = as_model(model)
     source = reusable_source(data, loaded)
     float_model, _ = prepare_float(loaded, config, source)
     source, feeds, note = holdout(eval_data, source, float_model, max_eval)  # as auto scores

@@ -110,9 +110,9 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
     fp32.latency_ms = fp32_ms
     fp32.result.ranges = cal.table_for(best.methods, best.base)
     if baseline == "original":  # the user's graph runs faster than the prepared one: give it back as it was
-        import onnx_ir as ir
+        from edgeq.graph import copy_model
 
-        fp32.result.model = ir.from_proto(ir.to_proto(original))
+        fp32.result.model = copy_model(original)
         reason += "; the model is returned as given (it ran faster than edgeq's prepared float graph)"
     search.tried.append(fp32)
     return fp32, f"fp32: {reason}", {}

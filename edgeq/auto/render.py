@@ -1,10 +1,16 @@
-"""Markdown and HTML renderings of the sensitivity and auto reports (JSON stays the source)."""
+"""Markdown and HTML renderings of the sensitivity and auto reports (JSON stays the source).
+
+Importing this module registers the quantize report's ``auto`` section with
+``edgeq.report.sections``, so ``write_report`` renders it without importing auto mode.
+"""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from edgeq.report.sections import register_section
 
 __all__ = ["sensitivity_markdown", "sensitivity_html", "auto_markdown", "auto_html", "write_auto_html"]
 
@@ -145,3 +151,11 @@ def write_auto_html(report: Mapping[str, Any], path: str, *, inputs: Sequence[st
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(auto_html(report))
     return path
+
+
+def _report_section(report: Mapping[str, Any]) -> str:
+    """``auto_markdown`` as a section of the quantize report's Markdown: headings one level down."""
+    return auto_markdown(report).replace("# edgeq auto", "## Auto mode", 1).replace("\n## ", "\n### ")
+
+
+register_section("auto", markdown=_report_section, html=auto_html)

@@ -18,9 +18,9 @@ __all__ = ["REPAIRS", "equalize", "smooth", "correct_bias"]
 
 
 def _copy(model: Any) -> Any:
-    import onnx_ir as ir
+    from edgeq.graph import copy_model
 
-    return ir.from_proto(ir.to_proto(model))
+    return copy_model(model)
 
 
 def _clip_max(node: Any) -> float | None:
@@ -32,7 +32,7 @@ def _clip_max(node: Any) -> float | None:
 
 
 def equalize(model: Any, cal: Any, config: QuantConfig) -> tuple[Any | None, str]:
-    from edgeq.passes.equalize import EqualizeCrossLayer
+    from edgeq.passes.equalize import EqualizeCrossLayerPass
 
     safe = []
     for node in model.graph:
@@ -41,7 +41,7 @@ def equalize(model: Any, cal: Any, config: QuantConfig) -> tuple[Any | None, str
             if top is not None and name in cal and cal.observers[name].max <= top:
                 safe.append(name)
     copy = _copy(model)
-    cle = EqualizeCrossLayer(clip_as_relu=safe)
+    cle = EqualizeCrossLayerPass(clip_as_relu=safe)
     pairs = len(cle.pairs(copy.graph))
     if not cle(copy).modified:
         return None, "no Conv -> (Relu) -> Conv pairs (a Clip that saturates on the data is not equalized)"
@@ -49,12 +49,12 @@ def equalize(model: Any, cal: Any, config: QuantConfig) -> tuple[Any | None, str
 
 
 def smooth(model: Any, cal: Any, config: QuantConfig) -> tuple[Any | None, str]:
-    from edgeq.passes.smoothquant import SmoothQuant
+    from edgeq.passes.smoothquant import SmoothQuantPass
 
     absmax = {name: cal.channel_absmax(name) for name in cal.channels}
     absmax = {k: v for k, v in absmax.items() if v is not None}
     copy = _copy(model)
-    sq = SmoothQuant(absmax, alpha=0.5)
+    sq = SmoothQuantPass(absmax, alpha=0.5)
     if not sq(copy).modified:
         return None, "no MatMul/Gemm input with outlier channels (max/median < 4)"
     worst = max(sq.smoothed.items(), key=lambda kv: kv[1])
@@ -63,12 +63,12 @@ def smooth(model: Any, cal: Any, config: QuantConfig) -> tuple[Any | None, str]:
 
 def correct_bias(model: Any, cal: Any, config: QuantConfig, nodes: Any = None) -> tuple[Any | None, str]:
     """Bias correction on ``nodes`` (default: every Conv/Gemm); only right where they end int8."""
-    from edgeq.passes.bias_correction import BiasCorrection
+    from edgeq.passes.bias_correction import BiasCorrectionPass
 
     means = {name: cal.channel_mean(name) for name in cal.channels}
     means = {k: v for k, v in means.items() if v is not None}
     copy = _copy(model)
-    bc = BiasCorrection(means, per_channel=not isinstance(config.granularity, PerTensor), nodes=nodes)
+    bc = BiasCorrectionPass(means, per_channel=not isinstance(config.granularity, PerTensor), nodes=nodes)
     if not bc(copy).modified:
         return None, "no Conv/Gemm with calibrated input means"
     return copy, f"{len(bc.corrected)} layer bias(es) corrected"

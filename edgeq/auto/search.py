@@ -108,7 +108,7 @@ def auto_quantize(
     from edgeq.auto.analysis import holdout
     from edgeq.auto.workbench import Workbench, prepare_float, reusable_source
     from edgeq.calibrate.collect import progress_bar
-    from edgeq.quantizer import load_input
+    from edgeq.io import as_model
 
     if min_score is not None and metric is None:
         raise UsageError("min_score needs a metric: pass metric='module:function' (or --metric)")
@@ -117,7 +117,7 @@ def auto_quantize(
     if threads < 1:
         raise UsageError(f"threads must be at least 1, got {threads}")
     config = (config or QuantConfig()).replace(mode="static", min_sqnr=None)
-    loaded, source_path = load_input(model)
+    loaded, source_path = as_model(model)
     source = reusable_source(data, loaded)
     float_model, prepare_notes = prepare_float(loaded, config, source)
     source, feeds, note = holdout(eval_data, source, float_model, max_eval)
@@ -152,11 +152,10 @@ def auto_quantize(
     if search.cut:
         notes.append(f"time budget ({config.time_budget_s:.0f} s) spent: cut short: {'; '.join(search.cut)}")
     from edgeq.auto.summary import auto_section
-
-    from edgeq.quantizer import _check
+    from edgeq.stages.check import check
 
     result = chosen.result
-    _check(result.model)  # the variants skipped the checker; the answer gets it
+    check(result.model)  # the variants skip the checker (build_variant); the answer gets it
     result.report["prepare"] = list(prepare_notes)  # the variants skipped prepare: what it did, once
     result.source = source_path
     result.report["auto"] = auto_section(search, chosen, verdict, repairs, fallback, dropped, notes,
@@ -332,16 +331,12 @@ def _whole_fp16(search: Search, float_model: Any, best: Config, config: QuantCon
     On a provider with fp16 kernels (CUDA) int8 QDQ runs as DequantizeLinear -> float kernel ->
     QuantizeLinear, slower than fp32, so the fastest pick there is often fp16 everywhere; the
     ladder alone never builds it when int8 already meets the target (no fallback then)."""
-    import onnx_ir as ir
-
-    import edgeq
     from edgeq.auto.workbench import model_bytes_of
+    from edgeq.stages.fp16 import build_fp16_variant
+    from edgeq.stages.load import Prepared
 
     search.bar.update(search.task, description="auto: fp16 (whole model)")
-    from edgeq.quantizer import already_prepared
-
-    with already_prepared():
-        result = edgeq.quantize(ir.to_proto(float_model), config.replace(mode="fp16"), None, progress=False)
+    result = build_fp16_variant(Prepared.of(float_model), config.replace(mode="fp16", format="qdq"))
     data = model_bytes_of(result.model)
     units = tuple(u.name for u in search.bench.units())
     c = Config("fp16 (whole model)", (), search.bench.score(data), result, float_model, dict(best.methods),

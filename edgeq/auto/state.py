@@ -1,7 +1,7 @@
 """The state of one auto search: the configurations built so far, how to build and score one
 more, and the time budget.
 
-``Search.build`` is the unit of work (``edgeq.quantize`` with reused ranges, then a score on the
+``Search.build`` is the unit of work (``build_variant`` with reused ranges, then a score on the
 evaluation feeds). ``Search.over_budget()`` tells the optional steps (per-tensor range methods,
 repairs, re-quantizing, the precision ladder, the per-unit ranking) to stop early once
 ``time_budget_s`` has passed; the steps that make the target hold run regardless.
@@ -92,7 +92,8 @@ class Search:
     def _variant(self, table: Any, exclude: tuple[str, ...], model: Any, *, int16: tuple[str, ...],
                  fp16: tuple[str, ...]) -> Any:
         """``Workbench.build`` with int16/fp16 units too (an fp16 unit takes its folded Relu/Clip)."""
-        import edgeq
+        from edgeq.stages.load import Prepared
+        from edgeq.stages.variant import build_variant
 
         config = self.bench.config  # the user's own int16_nodes/fp16_nodes stay
         folded = {u.name: [f.split(":")[0] for f in u.folded] for u in self.bench.units()} if fp16 else {}
@@ -101,10 +102,7 @@ class Search:
                                          if n not in int16_nodes))
         config = config.replace(exclude=tuple(dict.fromkeys([*config.exclude, *exclude])), min_sqnr=None,
                                 int16_nodes=int16_nodes, fp16_nodes=fp16_nodes)
-        from edgeq.quantizer import already_prepared
-
-        with already_prepared():
-            return edgeq.quantize(model, config, None, ranges=table, progress=False)
+        return build_variant(Prepared.of(model), config, table)
 
     def _int16_minmax(self, exclude: tuple[str, ...], int16: tuple[str, ...], model: Any) -> dict[str, str]:
         """{tensor: "minmax"} for the activations of int16 units that no int8 node produces or

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import edgeq.auto.render  # noqa: F401 (registers the report's "auto" section: write_report renders it)
 from edgeq.auto.placement import NOISE
 
 __all__ = ["auto_section"]

@@ -2,7 +2,7 @@
 
     bench = Workbench.create(model, config, calib_source, eval_data)   # prepares once, runs fp32 once
     units = bench.units()                       # the quantizable nodes (as the selector groups them)
-    result = bench.build(table, exclude=("conv3",))   # edgeq.quantize with reused ranges
+    result = bench.build(table, exclude=("conv3",))   # build_variant with reused ranges
     score = bench.score(result.model)           # SQNR of every output, min, user metric
 
 Variants differ only in ``QuantConfig.exclude`` and in the ranges table they are given, so no
@@ -112,13 +112,13 @@ def reusable_source(data: Any, model: Any) -> Any:
 
 def prepare_float(model: Any, config: QuantConfig, source: Any) -> tuple[Any, list[str]]:
     """Load and prepare ``model`` once; give every unnamed node a unique name (exclude needs names)."""
-    from edgeq.passes.canonicalize import Canonicalize
+    from edgeq.io import as_model
+    from edgeq.passes.canonicalize import CanonicalizePass
     from edgeq.prepare import prepare_model
-    from edgeq.quantizer import load_input
 
-    model, _ = load_input(model)
+    model, _ = as_model(model)
     model, notes = prepare_model(model, target_opset=config.opset, data=source)
-    Canonicalize()(model)  # before calibration: its new tensors (GlobalAveragePool before Flatten) get ranges
+    CanonicalizePass()(model)  # before calibration: its new tensors (GlobalAveragePool before Flatten) get ranges
     taken = {n.name for n in model.graph if n.name}
     for i, node in enumerate(model.graph):
         if not node.name:
@@ -162,7 +162,7 @@ def _sqnr_over_samples(refs: Sequence[np.ndarray], got: Sequence[np.ndarray]) ->
     (-inf). The lower bound resamples the eval samples: where a few inputs carry most of the
     error (resnet224: per-sample SQNR from 18 to 40 dB), the SQNR of 16 samples is optimistic
     for other data, and the target is judged on the bound."""
-    from edgeq.report.metrics import power_ratio_db
+    from edgeq.metrics import power_ratio_db
 
     same = [(r, g) for r, g in zip(refs, got) if r.shape == g.shape]
     if len(refs) - len(same) > MAX_SHAPE_MISMATCH * len(refs) or not same:
@@ -219,12 +219,11 @@ class Workbench:
 
     def plan(self, exclude: Sequence[str] = (), model: Any = None) -> tuple[Any, Any]:
         """(plan, analysed copy of the model) for the static config with ``exclude``."""
-        import onnx_ir as ir
-
-        from edgeq.passes.pipeline import analysis_passes, run_passes
+        from edgeq.graph import copy_model, run_passes
+        from edgeq.passes.pipeline import analysis_passes
         from edgeq.passes.plan import QuantPlan
 
-        copy = ir.from_proto(ir.to_proto(self.model if model is None else model))
+        copy = copy_model(self.model if model is None else model)
         plan = QuantPlan()
         run_passes(copy, analysis_passes(self.config.replace(exclude=tuple(exclude)), plan))
         return plan, copy
@@ -243,11 +242,9 @@ class Workbench:
         return out
 
     def build(self, table: Any, exclude: Sequence[str] = (), model: Any = None) -> Any:
-        """``edgeq.quantize`` of ``model`` (default: the float model) with ranges ``table``."""
-        import edgeq
-
-        from edgeq.quantizer import already_prepared
+        """``build_variant`` of ``model`` (default: the float model) with ranges ``table``."""
+        from edgeq.stages.load import Prepared
+        from edgeq.stages.variant import build_variant
 
         config = self.config.replace(exclude=tuple(dict.fromkeys([*self.config.exclude, *exclude])), min_sqnr=None)
-        with already_prepared():  # a variant of the prepared float model: no prepare, no checker
-            return edgeq.quantize(self.model if model is None else model, config, None, ranges=table, progress=False)
+        return build_variant(Prepared.of(self.model if model is None else model), config, table)

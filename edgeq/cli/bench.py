@@ -9,6 +9,7 @@ import click
 
 from edgeq.errors import UsageError
 
+
 def _console():
     import sys
 

@@ -18,9 +18,11 @@ __all__ = ["quantize", "export_and_quantize", "quant_options", "build_config"]
 
 def quant_options(func):
     """The options shared by both commands (each maps to a QuantConfig field)."""
+    from edgeq.config import MODES
+
     options = [
         click.option("--calib", "calib", default=None, help="Calibration data: .npz file, folder of .npz/.npy, or module:function."),
-        click.option("--mode", type=click.Choice(["auto", "static", "dynamic", "fp16"]), default=None, help="auto (the default with --calib): per-layer precision chosen by measured error and speed, never slower than fp32; static: uniform int8 (every node that has a fast int8 kernel); dynamic: int8 weights, activations quantized at run time; fp16: fp16 compute, fp32 inputs/outputs."),
+        click.option("--mode", type=click.Choice(list(MODES)), default=None, help="; ".join(f"{m.name}: {m.help}" for m in MODES.values()) + "."),
         click.option("--auto", "auto", is_flag=True, default=None, help="Same as --mode auto: meet --min-sqnr (default 30 dB) or --metric/--min-score, never slower than fp32."),
         click.option("--provider", default=None, help="Auto mode: the execution provider whose speed counts (default cpu)."),
         click.option("--threads", type=click.IntRange(1), default=None, help="Auto mode: threads for its latency measurements (default 1)."),
@@ -53,13 +55,11 @@ def quant_options(func):
     return func
 
 
-def build_config(config_file: str | None, *, has_data: bool = True, **flags: Any):
+def build_config(config_file: str | None, *, has_data: bool = True, has_ranges: bool = False, **flags: Any):
     """QuantConfig from the config file, overridden by the flags that were given.
 
-    Where neither sets ``mode``, the default is auto when there is calibration data to measure
-    with, and static otherwise (a reused ranges table, or the qoperator format whose scales are
-    fixed offline; with no data at all static says what to pass)."""
-    from edgeq.config import QuantConfig, load_config_file
+    Where neither sets ``mode``, ``edgeq.config.default_mode`` picks it, as for ``edgeq.quantize``."""
+    from edgeq.config import QuantConfig, default_mode, load_config_file
 
     data = load_config_file(config_file) if config_file else {}
     data = {k.replace("-", "_"): v for k, v in data.items()}
@@ -68,14 +68,14 @@ def build_config(config_file: str | None, *, has_data: bool = True, **flags: Any
             continue
         data[key] = value
     if data.get("mode") is None:
-        data["mode"] = "auto" if has_data and data.get("format", "qdq") == "qdq" else "static"
+        data["mode"] = default_mode(has_data=has_data, has_ranges=has_ranges, format=data.get("format", "qdq"))
     return QuantConfig.from_dict(data)
 
 
 def _config_from(kw: dict[str, Any], calib: Any = None):
-    has_data = (calib is not None or kw["calib"] is not None) and kw["ranges"] is None
+    has_data = calib is not None or kw["calib"] is not None
     return build_config(
-        kw["config_file"], has_data=has_data, mode=_mode(kw), method=kw["method"], percentile=kw["percentile"],
+        kw["config_file"], has_data=has_data, has_ranges=kw["ranges"] is not None, mode=_mode(kw), method=kw["method"], percentile=kw["percentile"],
         granularity=kw["granularity"], activations=kw["activations"], symmetric=kw["symmetric"],
         exclude=tuple(kw["exclude"]), int16_nodes=tuple(kw["int16_nodes"]), fp16_nodes=tuple(kw["fp16_nodes"]),
         format=kw["fmt"], integer_only=kw["integer_only"],
@@ -134,15 +134,15 @@ def print_summary(report: dict[str, Any], out: str) -> None:
 
 def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str], eval_data: Any = None,
                   labels: Any = None, calib: Any = None):
-    import edgeq
     from edgeq.io import check_output_path
+    from edgeq.quantizer import quantize
 
     check_output_path(out, inputs)
     for extra in (kw["report"], kw["save_ranges"], kw["trt_cache"]):
         if extra:
             check_output_path(extra, [*inputs, out])
     config = _config_from(kw, calib)
-    result = edgeq.quantize(model, config, calib if calib is not None else kw["calib"],
+    result = quantize(model, config, calib if calib is not None else kw["calib"],
                             eval_data=eval_data if eval_data is not None else kw["eval_data"],
                             labels=labels, ranges=kw["ranges"], progress=not kw["quiet"])
     result.save(out, report=kw["report"])
@@ -188,6 +188,7 @@ def export_and_quantize(spec: str, out: str, fp32_out: str | None, **kw: Any) ->
     """Export a PyTorch model (a zoo name or module:factory), then quantize it."""
     import tempfile
 
+    from edgeq.config import MODES, default_mode
     from edgeq.exporter import export
     from edgeq.io import check_output_path
 
@@ -195,7 +196,7 @@ def export_and_quantize(spec: str, out: str, fp32_out: str | None, **kw: Any) ->
     calib, eval_data, labels = kw["calib"], kw["eval_data"], None
     zoo_spec = _zoo_spec(spec)
     if zoo_spec is not None:
-        if calib is None and kw["ranges"] is None and (_mode(kw) or "auto") in ("static", "auto"):
+        if calib is None and kw["ranges"] is None and MODES[_mode(kw) or default_mode(has_data=True)].data == "required":
             calib = list(zoo_spec.calibration_data(64))
         if eval_data is None:
             eval_data = list(zoo_spec.eval_data(200))

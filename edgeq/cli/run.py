@@ -11,6 +11,7 @@ import os
 
 import click
 
+
 def _console():
     import sys
 

@@ -23,15 +23,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx_ir as ir
 
+from edgeq.graph import ONNX_DOMAINS, initializer_array
 from edgeq.passes.equalize import conv_groups, replace_constant
-from edgeq.passes.plan import attr_value, initializer_array
+from edgeq.passes.plan import attr_value
 
-__all__ = ["BiasCorrection"]
+__all__ = ["BiasCorrectionPass"]
 
 logger = logging.getLogger(__name__)
 
 
-class BiasCorrection(ir.passes.InPlacePass):
+class BiasCorrectionPass(ir.passes.InPlacePass):
     """Subtract the expected int8 weight error per output channel (see the module docstring)."""
 
     def __init__(self, means: Mapping[str, np.ndarray], per_channel: bool = True,
@@ -44,7 +45,7 @@ class BiasCorrection(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         for node in list(model.graph):
-            if node.domain not in ("", "ai.onnx") or (self.nodes is not None and node.name not in self.nodes):
+            if node.domain not in ONNX_DOMAINS or (self.nodes is not None and node.name not in self.nodes):
                 continue
             if node.op_type in ("Conv", "Gemm") and node.inputs[0] is not None:
                 mean = self.means.get(node.inputs[0].name)

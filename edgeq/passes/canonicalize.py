@@ -17,9 +17,10 @@ import logging
 
 import onnx_ir as ir
 
-from edgeq.passes.plan import const_array, derived_name
+from edgeq.graph import const_array
+from edgeq.passes.plan import derived_name
 
-__all__ = ["Canonicalize"]
+__all__ = ["CanonicalizePass"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def _axes(node: ir.Node) -> list[int] | None:
     return None
 
 
-class Canonicalize(ir.passes.InPlacePass):
+class CanonicalizePass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph, count = model.graph, 0
         for node in list(graph):

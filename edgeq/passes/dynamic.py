@@ -25,20 +25,13 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.config import PerTensor, QuantConfig
-from edgeq.passes.plan import QuantPlan, Role, const_array, derived_name, fresh_base, node_label
+from edgeq.graph import MS_DOMAIN, add_initializer, const_array, remove_unused_initializers
+from edgeq.passes.plan import QuantPlan, Role, derived_name, fresh_base, node_label
 from edgeq.passes.weights import quantize_weight
 
-__all__ = ["DynamicQuantize"]
+__all__ = ["DynamicQuantizePass"]
 
 logger = logging.getLogger(__name__)
-
-
-def _const(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
-    value.shape = ir.Shape(array.shape)
-    value.dtype = value.const_value.dtype
-    graph.register_initializer(value)
-    return value
 
 
 def _replace(graph: ir.Graph, node: ir.Node, new_nodes: list[ir.Node], last: ir.Node | None = None) -> None:
@@ -70,7 +63,7 @@ def _bias_add(node: ir.Node, n: int) -> tuple[ir.Node, np.ndarray] | tuple[None,
     return add, bias
 
 
-class DynamicQuantize(ir.passes.InPlacePass):
+class DynamicQuantizePass(ir.passes.InPlacePass):
     def __init__(self, config: QuantConfig, plan: QuantPlan) -> None:
         super().__init__()
         self.config = config
@@ -87,8 +80,8 @@ class DynamicQuantize(ir.passes.InPlacePass):
             else:
                 self._matmul(graph, node)
             count += 1
-        if count and any(n.domain == "com.microsoft" for n in graph):
-            model.opset_imports.setdefault("com.microsoft", 1)
+        if count and any(n.domain == MS_DOMAIN for n in graph):
+            model.opset_imports.setdefault(MS_DOMAIN, 1)
         logger.info("dynamic: %d nodes to dynamic int8", count)
         return ir.passes.PassResult(model, modified=count > 0)
 
@@ -134,22 +127,22 @@ class DynamicQuantize(ir.passes.InPlacePass):
         base = fresh_base(graph, node.inputs[1].name or label, ("_q", "_scale", "_zp", "_bias"))
         inputs = [
             node.inputs[0],
-            _const(graph, f"{base}_q", qw.values),
-            _const(graph, f"{base}_scale", qw.scale),
-            _const(graph, f"{base}_zp", qw.zero_point),
+            add_initializer(graph, f"{base}_q", qw.values),
+            add_initializer(graph, f"{base}_scale", qw.scale),
+            add_initializer(graph, f"{base}_zp", qw.zero_point),
         ]
         if bias is not None:
-            inputs.append(_const(graph, f"{base}_bias", bias))
+            inputs.append(add_initializer(graph, f"{base}_bias", bias))
         dql = self._shared.get(node.inputs[0])
         if dql is None:
-            new = ir.node("DynamicQuantizeMatMul", inputs, domain="com.microsoft", name=derived_name(node, "dynamic"))
+            new = ir.node("DynamicQuantizeMatMul", inputs, domain=MS_DOMAIN, name=derived_name(node, "dynamic"))
         else:  # (4) A, B, a_scale, b_scale, a_zero_point, b_zero_point[, bias]
             x_q, x_scale, x_zp = dql.outputs
             new = ir.node("MatMulIntegerToFloat", [x_q, inputs[1], x_scale, inputs[2], x_zp, inputs[3], *inputs[4:]],
-                          domain="com.microsoft", name=derived_name(node, "dynamic"))
+                          domain=MS_DOMAIN, name=derived_name(node, "dynamic"))
         old_inputs = list(node.inputs[1:]) + (list(add.inputs) if add is not None else [])
         _replace(graph, node, [new], add)
-        _drop_unused(graph, old_inputs)
+        remove_unused_initializers(graph, old_inputs)
         if add is not None:
             self.plan.decide(add, Role.FOLDED, "")
         self.plan.weights[node] = {**qw.summary(weight), "kernel": new.op_type}
@@ -160,28 +153,23 @@ class DynamicQuantize(ir.passes.InPlacePass):
         label = node_label(node)
         base = fresh_base(graph, node.inputs[1].name or label, ("_q", "_scale", "_zp", "_bias"))
         dql = ir.node("DynamicQuantizeLinear", [node.inputs[0]], num_outputs=3, name=derived_name(node, "dql"))
-        w_q = _const(graph, f"{base}_q", qw.values)
-        w_zp = _const(graph, f"{base}_zp", np.asarray(0, np.int8))
+        w_q = add_initializer(graph, f"{base}_q", qw.values)
+        w_zp = add_initializer(graph, f"{base}_zp", np.asarray(0, np.int8))
         attrs = {k: v for k, v in node.attributes.items()}
         conv = ir.Node("", "ConvInteger", [dql.outputs[0], w_q, dql.outputs[2], w_zp], attrs.values(),
                        name=derived_name(node, "ConvInteger"))
         cast = ir.node("Cast", [conv.outputs[0]], {"to": ir.DataType.FLOAT}, name=derived_name(node, "cast"))
         shape = [1, -1] + [1] * (weight.ndim - 2)
-        w_scale = _const(graph, f"{base}_scale", qw.scale.reshape(shape) if qw.scale.ndim else qw.scale)
+        w_scale = add_initializer(graph, f"{base}_scale", qw.scale.reshape(shape) if qw.scale.ndim else qw.scale)
         scale = ir.node("Mul", [dql.outputs[1], w_scale], name=derived_name(node, "scale"))
         mul = ir.node("Mul", [cast.outputs[0], scale.outputs[0]], name=derived_name(node, "rescale"))
         new_nodes = [dql, conv, cast, scale, mul]
         bias = const_array(node.inputs[2]) if len(node.inputs) > 2 else None
         if bias is not None:
-            b = _const(graph, f"{base}_bias", bias.astype(np.float32).reshape(shape))
+            b = add_initializer(graph, f"{base}_bias", bias.astype(np.float32).reshape(shape))
             new_nodes.append(ir.node("Add", [mul.outputs[0], b], name=derived_name(node, "bias")))
         old_inputs = list(node.inputs[1:])
         _replace(graph, node, new_nodes)
-        _drop_unused(graph, old_inputs)
+        remove_unused_initializers(graph, old_inputs)
         self.plan.weights[node] = {**qw.summary(weight), "kernel": "ConvInteger"}
 
-
-def _drop_unused(graph: ir.Graph, values: list[ir.Value | None]) -> None:
-    for value in values:
-        if value is not None and not value.uses() and not value.is_graph_output() and value.name in graph.initializers:
-            del graph.initializers[value.name]

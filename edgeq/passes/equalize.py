@@ -28,9 +28,9 @@ from collections.abc import Iterable
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.passes.plan import initializer_array
+from edgeq.graph import ONNX_DOMAINS, add_initializer, initializer_array, initializer_tensor
 
-__all__ = ["EqualizeCrossLayer", "replace_constant", "conv_groups"]
+__all__ = ["EqualizeCrossLayerPass", "replace_constant", "conv_groups"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +40,11 @@ def replace_constant(node: ir.Node, index: int, array: np.ndarray) -> None:
     value = node.inputs[index] if index < len(node.inputs) else None  # e.g. a Conv without bias
     graph = node.graph
     array = np.ascontiguousarray(array, dtype=np.float32)
-    if value is not None and value.const_value is not None and len(value.uses()) == 1 and not value.is_graph_output():
+    if initializer_tensor(value) is not None and len(value.uses()) == 1 and not value.is_graph_output():
         value.const_value = ir.tensor(array, name=value.name)
         return
     base = (value.name if value is not None and value.name else f"{node.name}_in{index}") + "_eq"
-    name, i = base, 1
-    while name in graph.initializers:
-        name, i = f"{base}_{i}", i + 1
-    new = ir.Value(name=name, const_value=ir.tensor(array, name=name), shape=ir.Shape(array.shape),
-                   type=ir.TensorType(ir.DataType.FLOAT))
-    graph.register_initializer(new)
+    new = add_initializer(graph, base, array)
     if index >= len(node.inputs):
         node.resize_inputs(index + 1)
     node.replace_input_with(index, new)
@@ -67,7 +62,7 @@ def _single_consumer(value: ir.Value) -> ir.Node | None:
     return uses[0].node
 
 
-class EqualizeCrossLayer(ir.passes.InPlacePass):
+class EqualizeCrossLayerPass(ir.passes.InPlacePass):
     """Scale channels between consecutive convs so their weight ranges match (see module doc)."""
 
     def __init__(self, iterations: int = 4, clip_as_relu: Iterable[str] = ()) -> None:
@@ -79,7 +74,7 @@ class EqualizeCrossLayer(ir.passes.InPlacePass):
     def pairs(self, graph: ir.Graph) -> list[tuple[ir.Node, ir.Node | None, ir.Node]]:
         out = []
         for conv1 in graph:
-            if conv1.op_type != "Conv" or conv1.domain not in ("", "ai.onnx") or initializer_array(conv1.inputs[1]) is None:
+            if conv1.op_type != "Conv" or conv1.domain not in ONNX_DOMAINS or initializer_array(conv1.inputs[1]) is None:
                 continue
             w1 = initializer_array(conv1.inputs[1])
             if conv_groups(conv1) not in (1, w1.shape[0]) or (conv_groups(conv1) != 1 and w1.shape[1] != 1):

@@ -19,7 +19,7 @@ Cases (the code's comments cite them):
 5. A graph output produced in fp16 is cast back: the Cast's output takes the output's name.
 6. Per layer (``nodes``, e.g. ``QuantConfig.fp16_nodes``): only the named nodes are candidates;
    every other node stays as it is (fp32 or int8 Q/DQ), so Casts sit only at the boundaries of
-   the fp16 regions: consecutive fp16 nodes pass fp16 values without a Cast. ``Float16Nodes``
+   the fp16 regions: consecutive fp16 nodes pass fp16 values without a Cast. ``Float16NodesPass``
    runs it inside the quantize pipeline, after the Q/DQ are in place.
 
 Measured on onnxruntime 1.32's CPU provider (x86, AVX-512): there are no fp16 Conv, MatMul or
@@ -56,7 +56,9 @@ import numpy as np
 import onnx_ir as ir
 import onnx_ir.passes.common
 
-__all__ = ["Float16Pass", "Float16Nodes", "convert_fp16", "DEFAULT_KEEP_FP32", "RANGE_OPS", "SHAPE_OPS", "INTEGER_OPS"]
+from edgeq.graph import ONNX_DOMAINS, initializer_tensor
+
+__all__ = ["Float16Pass", "Float16NodesPass", "convert_fp16", "DEFAULT_KEEP_FP32", "RANGE_OPS", "SHAPE_OPS", "INTEGER_OPS"]
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +203,7 @@ class Float16Pass(ir.passes.InPlacePass):
                 continue  # integer/shape node: nothing to convert
             if node.op_type in self.keep_fp32_ops:
                 reason = _reason(node.op_type)
-            elif node.domain not in ("", "ai.onnx"):
+            elif node.domain not in ONNX_DOMAINS:
                 reason = f"custom domain {node.domain!r}"
             elif any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()):
                 reason = "holds a subgraph"
@@ -237,7 +239,7 @@ class Float16Pass(ir.passes.InPlacePass):
                 if value is None:
                     continue
                 if is16 and value.dtype == _F32 and node.op_type not in _ANY_INPUT:
-                    if value.is_initializer() and value.const_value is not None and not value.is_graph_input():
+                    if initializer_tensor(value) is not None:
                         new = to16.get(id(value)) or self._fp16_initializer(graph, value, plan, counts)
                     else:
                         new = to16.get(id(value)) or self._cast(graph, value, _F16, counts)
@@ -319,7 +321,7 @@ def _float_weight_bytes(graph: ir.Graph) -> int:
     )
 
 
-class Float16Nodes(Float16Pass):
+class Float16NodesPass(Float16Pass):
     """Case 6 in the quantize pipeline: ``config.fp16_nodes`` to fp16, a note in the plan."""
 
     def __init__(self, nodes: Iterable[str], plan: Any) -> None:

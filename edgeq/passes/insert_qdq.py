@@ -25,26 +25,18 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.passes.plan import QParams, QuantPlan, const_array, fresh_name
+from edgeq.graph import MS_DOMAIN, add_initializer, const_array, remove_unused_initializers
+from edgeq.passes.plan import QParams, QuantPlan
 
-__all__ = ["InsertQDQ"]
+__all__ = ["InsertQDQPass"]
 
 logger = logging.getLogger(__name__)
 
 _QTYPES = {"uint8": (np.uint8, ir.DataType.UINT8), "int8": (np.int8, ir.DataType.INT8),
            "int16": (np.int16, ir.DataType.INT16)}
-MS_DOMAIN = "com.microsoft"
 
 
-def _scalar(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
-    value.shape = ir.Shape(array.shape)
-    value.dtype = value.const_value.dtype
-    graph.register_initializer(value)
-    return value
-
-
-class InsertQDQ(ir.passes.InPlacePass):
+class InsertQDQPass(ir.passes.InPlacePass):
     def __init__(self, plan: QuantPlan) -> None:
         super().__init__()
         self.plan = plan
@@ -58,8 +50,8 @@ class InsertQDQ(ir.passes.InPlacePass):
             np_type, _ = _QTYPES[qp.dtype]
             base = (root.name or "value") + ("_i16" if dtype == "int16" and dtype != self.plan.qparams[root].dtype else "")
             self._params[(root, qp.dtype)] = (
-                _scalar(graph, fresh_name(graph, f"{base}_scale"), np.asarray(qp.scale, dtype=np.float32)),
-                _scalar(graph, fresh_name(graph, f"{base}_zp"), np.asarray(qp.zero_point, dtype=np_type)),
+                add_initializer(graph, f"{base}_scale", np.asarray(qp.scale, dtype=np.float32)),
+                add_initializer(graph, f"{base}_zp", np.asarray(qp.zero_point, dtype=np_type)),
             )
         scale, zp = self._params[(root, qp.dtype)]
         return scale, zp, qp
@@ -142,8 +134,7 @@ class InsertQDQ(ir.passes.InPlacePass):
         for dtype, uses in (("int16", uses16), (None, uses8)):
             if uses:
                 self._constant_dq(graph, value, dtype, uses)
-        if not value.uses() and not value.is_graph_output() and value.name in graph.initializers:
-            del graph.initializers[value.name]
+        remove_unused_initializers(graph, [value])
 
     def _constant_dq(self, graph: ir.Graph, value: ir.Value, dtype: str | None, uses: list) -> None:
         scale, zp, qp = self._scale_zp(graph, value, dtype)
@@ -154,7 +145,7 @@ class InsertQDQ(ir.passes.InPlacePass):
         name = value.name or "const"
         if dtype is not None and dtype != self.plan.qparams[self.plan.root(value)].dtype:
             name = f"{name}_i16"  # read by int16 and int8 nodes: two DQs, two names
-        q = _scalar(graph, fresh_name(graph, f"{name}_q"), quantized)
+        q = add_initializer(graph, f"{name}_q", quantized)
         dq = ir.node("DequantizeLinear", [q, scale, zp], name=f"{name}_DQ", domain=self._domain(qp.dtype))
         dq.outputs[0].name = f"{name}_dq"
         dq.outputs[0].dtype = ir.DataType.FLOAT

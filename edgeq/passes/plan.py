@@ -1,7 +1,7 @@
 """The quantization plan: what the passes decided, shared from selection to the report.
 
-``SelectNodes`` fills ``decisions`` (every node: quantized or not, and why) and ``values`` (the
-activation values that get a Q/DQ pair); ``ShareScales`` points shape-only outputs at the value
+``SelectNodesPass`` fills ``decisions`` (every node: quantized or not, and why) and ``values`` (the
+activation values that get a Q/DQ pair); ``ShareScalesPass`` points shape-only outputs at the value
 whose scale they reuse; the quantizer turns calibrated ranges into ``qparams``; the rewrite
 passes read the plan and record what they wrote into ``weights``.
 
@@ -21,7 +21,7 @@ import numpy as np
 if TYPE_CHECKING:
     import onnx_ir as ir
 
-__all__ = ["Role", "Decision", "QParams", "QuantPlan", "node_label", "qparams_from_range", "const_array", "initializer_array", "attr_value", "is_float", "fresh_name", "fresh_base", "derived_name"]
+__all__ = ["Role", "Decision", "QParams", "QuantPlan", "node_label", "qparams_from_range", "attr_value", "is_float", "fresh_base", "derived_name"]
 
 
 class Role:
@@ -72,7 +72,7 @@ class QuantPlan:
     values: dict["ir.Value", "ir.Value"] = dataclasses.field(default_factory=dict)
     # root value -> its quantization parameters (filled after calibration)
     qparams: dict["ir.Value", QParams] = dataclasses.field(default_factory=dict)
-    # node -> weight summary written by QuantizeWeights / DynamicQuantize
+    # node -> weight summary written by QuantizeWeightsPass / DynamicQuantizePass
     weights: dict["ir.Node", dict[str, Any]] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
     # nodes whose activation Q/DQ (inputs and outputs) are int16 while the rest use the default
@@ -140,30 +140,10 @@ def qparams_from_range(lo: float, hi: float, dtype: str, symmetric: bool) -> QPa
     return QParams(scale=scale, zero_point=zero_point, dtype=dtype, lo=lo, hi=hi)
 
 
-def initializer_array(value: "ir.Value | None") -> np.ndarray | None:
-    """The initializer data behind ``value`` (a Constant node does not count), else None: for
-    passes that rewrite the constant in place (replace_constant), on prepared graphs."""
-    return None if value is None or value.const_value is None else value.const_value.numpy()
-
-
 def attr_value(node: "ir.Node", name: str, default: Any) -> Any:
     """``node``'s attribute ``name`` as a Python value, or ``default`` when it is absent."""
     attr = node.attributes.get(name)
     return default if attr is None else attr.value
-
-
-def const_array(value: "ir.Value | None") -> np.ndarray | None:
-    """The constant behind ``value`` (an initializer or a Constant node), else None."""
-    if value is None:
-        return None
-    if value.const_value is not None:
-        return value.const_value.numpy()
-    producer = value.producer()
-    if producer is not None and producer.op_type == "Constant" and producer.domain == "":
-        attr = producer.attributes.get("value")
-        if attr is not None and hasattr(attr.value, "numpy"):
-            return attr.value.numpy()
-    return None
 
 
 def is_float(value: "ir.Value | None") -> bool:
@@ -171,16 +151,6 @@ def is_float(value: "ir.Value | None") -> bool:
     import onnx_ir as ir
 
     return value is not None and value.dtype in (None, ir.DataType.FLOAT)
-
-
-def fresh_name(graph: "ir.Graph", name: str) -> str:
-    """``name``, or ``name_1``, ``name_2`` ... when an initializer already has it."""
-    if name not in graph.initializers:
-        return name
-    i = 1
-    while f"{name}_{i}" in graph.initializers:
-        i += 1
-    return f"{name}_{i}"
 
 
 def fresh_base(graph: "ir.Graph", base: str, suffixes: tuple[str, ...] = ("_q", "_scale", "_zp")) -> str:

@@ -17,22 +17,16 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.passes.plan import QuantPlan, Role, const_array, fresh_base, node_label
+from edgeq.graph import add_initializer, const_array, remove_unused_initializers
+from edgeq.passes.plan import QuantPlan, Role, fresh_base, node_label
 from edgeq.passes.weights import quantize_weight
 
-__all__ = ["QuantizeEmbeddings"]
+__all__ = ["QuantizeEmbeddingsPass"]
 
 logger = logging.getLogger(__name__)
 
 
-def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
-    value.shape, value.dtype = ir.Shape(array.shape), value.const_value.dtype
-    graph.register_initializer(value)
-    return value
-
-
-class QuantizeEmbeddings(ir.passes.InPlacePass):
+class QuantizeEmbeddingsPass(ir.passes.InPlacePass):
     def __init__(self, plan: QuantPlan) -> None:
         super().__init__()
         self.plan = plan
@@ -53,18 +47,18 @@ class QuantizeEmbeddings(ir.passes.InPlacePass):
         per_row = table.ndim == 2 and (axis_attr is None or axis_attr.value == 0)
         qw = quantize_weight(table, 0 if per_row else None)  # (1), (2)
         base = fresh_base(graph, table_value.name or node_label(node))
-        node.replace_input_with(0, _initializer(graph, f"{base}_q", qw.values))
+        node.replace_input_with(0, add_initializer(graph, f"{base}_q", qw.values))
         out = node.outputs[0]
         uses = list(out.uses())
         name = out.name or f"{base}_rows"
         if per_row:
-            scales = _initializer(graph, f"{base}_scale", qw.scale.reshape(-1, 1))
+            scales = add_initializer(graph, f"{base}_scale", qw.scale.reshape(-1, 1))
             row_scales = ir.node("Gather", [scales, node.inputs[1]], {"axis": 0}, name=f"{name}_scales")
             cast = ir.node("Cast", [out], {"to": ir.DataType.FLOAT}, name=f"{name}_cast")
             new = [row_scales, cast, ir.node("Mul", [cast.outputs[0], row_scales.outputs[0]], name=f"{name}_dq")]
         else:
-            scale = _initializer(graph, f"{base}_scale", qw.scale)
-            zp = _initializer(graph, f"{base}_zp", qw.zero_point)
+            scale = add_initializer(graph, f"{base}_scale", qw.scale)
+            zp = add_initializer(graph, f"{base}_zp", qw.zero_point)
             new = [ir.node("DequantizeLinear", [out, scale, zp], name=f"{name}_DQ")]
         result = new[-1].outputs[0]
         result.name, result.dtype, result.shape = f"{name}_dq", ir.DataType.FLOAT, out.shape
@@ -77,6 +71,5 @@ class QuantizeEmbeddings(ir.passes.InPlacePass):
                 if value is out:
                     graph.outputs[i] = result
             out.name, result.name = f"{name}_int8", name
-        if not table_value.uses() and not table_value.is_graph_output() and table_value.name in graph.initializers:
-            del graph.initializers[table_value.name]
+        remove_unused_initializers(graph, [table_value])
         self.plan.weights[node] = {**qw.summary(table), "kernel": "Gather on int8 rows"}

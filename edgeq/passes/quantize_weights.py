@@ -27,10 +27,11 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.config import PerTensor, QuantConfig
-from edgeq.passes.plan import QuantPlan, Role, const_array, fresh_base, node_label
+from edgeq.graph import MS_DOMAIN, add_initializer, const_array, remove_unused_initializers
+from edgeq.passes.plan import QuantPlan, Role, fresh_base, node_label
 from edgeq.passes.weights import bias_safe_min_scale, quantize_bias, quantize_weight
 
-__all__ = ["QuantizeWeights", "weight_axis", "dequantize_node"]
+__all__ = ["QuantizeWeightsPass", "weight_axis", "dequantize_node"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,23 +48,15 @@ def weight_axis(node: ir.Node, ndim: int) -> int:
     return 0
 
 
-def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
-    value.shape = ir.Shape(array.shape)
-    value.dtype = value.const_value.dtype
-    graph.register_initializer(value)
-    return value
-
-
 def dequantize_node(
     graph: ir.Graph, base: str, values: np.ndarray, scale: np.ndarray, zero_point: np.ndarray,
     axis: int | None,
 ) -> ir.Node:
     """Initializers ``base_q``/``_scale``/``_zp`` and a DequantizeLinear on them."""
     base = fresh_base(graph, base)
-    q = _initializer(graph, f"{base}_q", values)
-    s = _initializer(graph, f"{base}_scale", scale.astype(np.float32))
-    z = _initializer(graph, f"{base}_zp", zero_point)
+    q = add_initializer(graph, f"{base}_q", values)
+    s = add_initializer(graph, f"{base}_scale", scale.astype(np.float32))
+    z = add_initializer(graph, f"{base}_zp", zero_point)
     attrs = {"axis": int(axis)} if axis is not None and scale.ndim else {}
     node = ir.node("DequantizeLinear", [q, s, z], attrs, name=f"{base}_DQ")
     node.outputs[0].name = f"{base}_dq"
@@ -72,7 +65,7 @@ def dequantize_node(
     return node
 
 
-class QuantizeWeights(ir.passes.InPlacePass):
+class QuantizeWeightsPass(ir.passes.InPlacePass):
     def __init__(self, config: QuantConfig, plan: QuantPlan) -> None:
         super().__init__()
         self.config = config
@@ -107,8 +100,8 @@ class QuantizeWeights(ir.passes.InPlacePass):
             values, zero_point = values.astype(np.int16), zero_point.astype(np.int16)
         dq_w = dequantize_node(graph, _base(node.inputs[1], label, "W"), values, qw.scale, zero_point, axis)
         if values.dtype == np.int16 and self._model.opset_imports.get("", 13) < 21:
-            dq_w.domain = "com.microsoft"
-            self._model.opset_imports.setdefault("com.microsoft", 1)
+            dq_w.domain = MS_DOMAIN
+            self._model.opset_imports.setdefault(MS_DOMAIN, 1)
         new_nodes = [dq_w]
         summary = qw.summary(weight)
         if bias is not None:
@@ -127,8 +120,8 @@ class QuantizeWeights(ir.passes.InPlacePass):
         if bias is not None:
             old_b = node.inputs[2]
             node.replace_input_with(2, new_nodes[1].outputs[0])
-            _drop_if_unused(graph, old_b)
-        _drop_if_unused(graph, old_w)
+            remove_unused_initializers(graph, [old_b])
+        remove_unused_initializers(graph, [old_w])
         self.plan.weights[node] = summary
 
 
@@ -152,7 +145,7 @@ class QuantizeWeights(ir.passes.InPlacePass):
                                np.zeros(bias_scale.shape, np.int32), 0 if per_channel else None)
         graph.insert_before(add, dq_b)
         add.replace_input_with(1 - idx, dq_b.outputs[0])
-        _drop_if_unused(graph, bias_value)
+        remove_unused_initializers(graph, [bias_value])
         self.plan.notes.append(f"bias of {node_label(add)} stored int32 after {node_label(node)} (int8 MatMul, float output)")
 
 
@@ -162,7 +155,3 @@ def _base(value: ir.Value, label: str, kind: str) -> str:
         return value.name
     return f"{value.name or kind}_{label}"
 
-
-def _drop_if_unused(graph: ir.Graph, value: ir.Value) -> None:
-    if value is not None and not value.uses() and not value.is_graph_output() and value.name in graph.initializers:
-        del graph.initializers[value.name]

@@ -44,11 +44,12 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.config import QuantConfig
-from edgeq.passes.plan import QuantPlan, Role, attr_value, const_array, is_float, node_label
+from edgeq.graph import ONNX_DOMAINS, InspectPass, const_array
 from edgeq.passes.float_reasons import FLOAT_REASONS, pooled_conv
+from edgeq.passes.plan import QuantPlan, Role, attr_value, is_float, node_label
 from edgeq.passes.precision import check_precision_names
 
-__all__ = ["SelectNodes", "HEAVY", "LIGHT", "PASSTHROUGH", "data_inputs"]
+__all__ = ["SelectNodesPass", "HEAVY", "LIGHT", "PASSTHROUGH", "data_inputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,8 @@ def data_inputs(node: ir.Node) -> list[ir.Value]:
     return [node.inputs[0]] if node.inputs and node.inputs[0] is not None else []
 
 
-class SelectNodes(ir.passes.InPlacePass):
-    """Fill ``plan.decisions`` and ``plan.values`` (analysis; the graph is unchanged)."""
+class SelectNodesPass(InspectPass):
+    """Fill ``plan.decisions`` and ``plan.values`` (an inspect pass: the graph is unchanged)."""
 
     def __init__(self, config: QuantConfig, plan: QuantPlan) -> None:
         super().__init__()
@@ -136,7 +137,7 @@ class SelectNodes(ir.passes.InPlacePass):
     def _check(self, node: ir.Node, opset: int) -> tuple[str | None, str]:
         """(role, "") when the node may be int8, else (None, reason)."""
         op = node.op_type
-        if node.domain not in ("", "ai.onnx"):
+        if node.domain not in ONNX_DOMAINS:
             return None, f"custom-domain op {node.domain}::{op}"
         if self._fp16(node):
             return None, "computed in fp16 as asked (fp16_nodes): Casts at its fp16 region's boundaries"
@@ -174,7 +175,7 @@ class SelectNodes(ir.passes.InPlacePass):
         return None, FLOAT_REASONS.get(op, f"{op} has no fused int8 kernel in onnxruntime (CPU)")
 
     # -- the pass ---------------------------------------------------------------------------
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def inspect(self, model: ir.Model) -> None:
         graph, plan = model.graph, self.plan
         opset = model.opset_imports.get("", 13)
         check_precision_names(self.config, graph)  # (8)
@@ -191,7 +192,6 @@ class SelectNodes(ir.passes.InPlacePass):
         for decision in plan.decisions.values():
             counts[decision.role] = counts.get(decision.role, 0) + 1
         logger.info("select: %s", ", ".join(f"{n} {r}" for r, n in sorted(counts.items())))
-        return ir.passes.PassResult(model, modified=False)
 
     def _select_embeddings(self, graph: ir.Graph) -> None:
         """(7) Gather from a large constant table (embeddings): int8 table, int8 Gather."""

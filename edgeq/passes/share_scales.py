@@ -21,19 +21,22 @@ import logging
 
 import onnx_ir as ir
 
+from edgeq.graph import InspectPass
 from edgeq.passes.plan import QuantPlan, Role
 
-__all__ = ["ShareScales"]
+__all__ = ["ShareScalesPass"]
 
 logger = logging.getLogger(__name__)
 
 
-class ShareScales(ir.passes.InPlacePass):
+class ShareScalesPass(InspectPass):
+    """Point shape-only outputs at the value whose scale they reuse (an inspect pass)."""
+
     def __init__(self, plan: QuantPlan) -> None:
         super().__init__()
         self.plan = plan
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def inspect(self, model: ir.Model) -> None:
         plan = self.plan
         shared = 0
         for node in model.graph:
@@ -49,7 +52,6 @@ class ShareScales(ir.passes.InPlacePass):
                     plan.values[out] = source  # (1), (2)
                     shared += 1
         logger.info("share_scales: %d values reuse another value's scale", shared)
-        return ir.passes.PassResult(model, modified=False)
 
     def _concat(self, node: ir.Node) -> int:
         """(3) single-use inputs with their own scale take the output's."""

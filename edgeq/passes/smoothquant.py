@@ -23,17 +23,18 @@ from collections.abc import Mapping
 import numpy as np
 import onnx_ir as ir
 
+from edgeq.graph import ONNX_DOMAINS, add_initializer, initializer_array
 from edgeq.passes.equalize import replace_constant
-from edgeq.passes.plan import attr_value, initializer_array
+from edgeq.passes.plan import attr_value
 
-__all__ = ["SmoothQuant"]
+__all__ = ["SmoothQuantPass"]
 
 logger = logging.getLogger(__name__)
 
 
 def _weight_rows(node: ir.Node, x: ir.Value) -> np.ndarray | None:
     """W as [K, N] (K = X's channels) when ``node`` qualifies for case 1, else None."""
-    if node.domain not in ("", "ai.onnx") or not node.inputs or node.inputs[0] is not x:
+    if node.domain not in ONNX_DOMAINS or not node.inputs or node.inputs[0] is not x:
         return None
     w = initializer_array(node.inputs[1]) if len(node.inputs) > 1 else None
     if w is None or w.ndim != 2 or any(v is x for v in node.inputs[1:]):
@@ -45,7 +46,7 @@ def _weight_rows(node: ir.Node, x: ir.Value) -> np.ndarray | None:
     return None
 
 
-class SmoothQuant(ir.passes.InPlacePass):
+class SmoothQuantPass(ir.passes.InPlacePass):
     """Migrate activation scale into MatMul/Gemm weights (see the module docstring)."""
 
     def __init__(self, absmax: Mapping[str, np.ndarray], alpha: float = 0.5, min_ratio: float = 4.0,
@@ -106,9 +107,7 @@ class SmoothQuant(ir.passes.InPlacePass):
         if not self.insert_mul:
             return False
         name = f"{x.name}_smooth"
-        scale = ir.Value(name=name + "_inv", const_value=ir.tensor(inv.astype(np.float32), name=name + "_inv"),
-                         shape=ir.Shape([inv.size]), type=ir.TensorType(ir.DataType.FLOAT))
-        graph.register_initializer(scale)
+        scale = add_initializer(graph, name + "_inv", inv.astype(np.float32).reshape(-1))
         consumers = list(x.consumers())
         mul = ir.node("Mul", [x, scale], name=name)
         out = mul.outputs[0]

@@ -20,7 +20,8 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.prepare._base import NotingPass, is_constant
+from edgeq.graph import ONNX_DOMAINS, initializer_tensor
+from edgeq.prepare._base import NotingPass
 
 __all__ = ["ConstantsToInitializersPass"]
 
@@ -53,7 +54,7 @@ class ConstantsToInitializersPass(NotingPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         lifted = skipped = identities = 0
         for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
-            if node.domain not in ("", "ai.onnx") or node.graph is None:
+            if node.domain not in ONNX_DOMAINS or node.graph is None:
                 continue
             if node.op_type == "Constant":
                 if self._lift(node):
@@ -96,7 +97,7 @@ class ConstantsToInitializersPass(NotingPass):
     @staticmethod
     def _bypass_identity(node: ir.Node) -> bool:  # case 3
         source, output = node.inputs[0], node.outputs[0]
-        if not is_constant(source) or output.is_graph_output():
+        if initializer_tensor(source) is None or output.is_graph_output():
             return False
         output.replace_all_uses_with(source)
         node.graph.remove(node, safe=True)

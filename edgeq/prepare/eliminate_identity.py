@@ -20,7 +20,8 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.prepare._base import NotingPass, const_tensor
+from edgeq.graph import ONNX_DOMAINS, initializer_tensor
+from edgeq.prepare._base import NotingPass
 
 __all__ = ["EliminateIdentityPass"]
 
@@ -31,7 +32,7 @@ def _dropout_is_identity(node: ir.Node) -> bool:  # case 4
     if len(node.outputs) > 1 and (node.outputs[1].uses() or node.outputs[1].is_graph_output()):
         return False
     if len(node.inputs) >= 3 and node.inputs[2] is not None:
-        training = const_tensor(node.inputs[2])
+        training = initializer_tensor(node.inputs[2])
         if training is None or bool(np.asarray(training.numpy()).reshape(-1)[0]):
             return False
     return True
@@ -43,7 +44,7 @@ class EliminateIdentityPass(NotingPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         removed: dict[str, int] = {}
         for node in list(ir.traversal.RecursiveGraphIterator(model.graph)):
-            if node.domain not in ("", "ai.onnx") or node.op_type not in ("Identity", "Dropout"):
+            if node.domain not in ONNX_DOMAINS or node.op_type not in ("Identity", "Dropout"):
                 continue
             if node.op_type == "Dropout" and not _dropout_is_identity(node):
                 continue

@@ -24,7 +24,8 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.prepare._base import NotingPass, const_tensor
+from edgeq.graph import ONNX_DOMAINS, add_initializer, initializer_tensor
+from edgeq.prepare._base import NotingPass
 
 __all__ = ["FoldBatchNormPass"]
 
@@ -39,7 +40,7 @@ def _bn_params(bn: ir.Node) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     if bn.attributes.get_int("training_mode", 0) != 0:
         return None
-    tensors = [const_tensor(v) for v in bn.inputs[1:]]
+    tensors = [initializer_tensor(v) for v in bn.inputs[1:]]
     if any(t is None for t in tensors):
         return None
     scale, bias, mean, var = (np.asarray(t.numpy(), dtype=np.float64).reshape(-1) for t in tensors)
@@ -72,7 +73,7 @@ def _old_bias(node: ir.Node, channels: int) -> np.ndarray | None:
     bias_value = node.inputs[2] if len(node.inputs) > 2 else None
     if bias_value is None:
         return np.zeros(channels)
-    tensor = const_tensor(bias_value)
+    tensor = initializer_tensor(bias_value)
     if tensor is None:
         return None
     b = np.asarray(tensor.numpy(), dtype=np.float64)
@@ -84,19 +85,6 @@ def _old_bias(node: ir.Node, channels: int) -> np.ndarray | None:
     return b if b.size == channels else None
 
 
-def _new_initializer(graph: ir.Graph, base: str, array: np.ndarray) -> ir.Value:
-    name = base
-    counter = 0
-    while name in graph.initializers:
-        counter += 1
-        name = f"{base}_{counter}"
-    value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
-    value.shape = ir.Shape(array.shape)
-    value.dtype = ir.DataType.from_numpy(array.dtype)
-    graph.register_initializer(value)
-    return value
-
-
 class FoldBatchNormPass(NotingPass):
     """Fold inference BatchNormalization into a preceding Conv/ConvTranspose/Gemm (main graph)."""
 
@@ -104,7 +92,7 @@ class FoldBatchNormPass(NotingPass):
         folded = 0
         graph = model.graph
         for bn in list(graph):
-            if bn.op_type != "BatchNormalization" or bn.domain not in ("", "ai.onnx"):
+            if bn.op_type != "BatchNormalization" or bn.domain not in ONNX_DOMAINS:
                 continue
             if self._fold(graph, bn):
                 folded += 1
@@ -124,7 +112,7 @@ class FoldBatchNormPass(NotingPass):
         if len(x.uses()) != 1 or x.is_graph_output() or len(node.outputs) != 1:  # case 4
             return False
         params = _bn_params(bn)
-        weight = const_tensor(node.inputs[1]) if len(node.inputs) > 1 else None
+        weight = initializer_tensor(node.inputs[1]) if len(node.inputs) > 1 else None
         if params is None or weight is None:
             return False
         s, t = params
@@ -135,8 +123,8 @@ class FoldBatchNormPass(NotingPass):
             return False
         new_b = old_b * s + t
         dtype = w.dtype
-        w_value = _new_initializer(graph, f"{node.inputs[1].name}_bnfold", new_w.astype(dtype))
-        b_value = _new_initializer(graph, f"{bn.outputs[0].name}_bias", new_b.astype(dtype))
+        w_value = add_initializer(graph, f"{node.inputs[1].name}_bnfold", new_w.astype(dtype))
+        b_value = add_initializer(graph, f"{bn.outputs[0].name}_bias", new_b.astype(dtype))
         node.replace_input_with(1, w_value)
         if len(node.inputs) < 3:
             node.resize_inputs(3)

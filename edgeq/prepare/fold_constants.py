@@ -22,7 +22,8 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.prepare._base import NotingPass, const_tensor
+from edgeq.graph import ONNX_DOMAINS, initializer_tensor
+from edgeq.prepare._base import NotingPass
 
 __all__ = ["FoldConstantsPass"]
 
@@ -84,7 +85,7 @@ class FoldConstantsPass(NotingPass):
         graph = model.graph
         folded = 0
         for node in list(graph):
-            if node.domain not in ("", "ai.onnx") or node.op_type in _NEVER:
+            if node.domain not in ONNX_DOMAINS or node.op_type in _NEVER:
                 continue
             if any(o.is_graph_output() for o in node.outputs) or not node.outputs:
                 continue
@@ -107,7 +108,7 @@ class FoldConstantsPass(NotingPass):
             if shape is not None:
                 start, end = node.attributes.get_int("start", 0), node.attributes.get_int("end", None)
                 return [np.asarray(shape[start:end], dtype=np.int64)]
-        tensors = [const_tensor(v) if v is not None else None for v in node.inputs]
+        tensors = [initializer_tensor(v) if v is not None else None for v in node.inputs]
         if not node.inputs or any(t is None for v, t in zip(node.inputs, tensors) if v is not None):
             return None
         in_bytes = sum(t.nbytes for t in tensors if t is not None)

@@ -20,6 +20,7 @@ import re
 import onnx_ir as ir
 
 from edgeq.errors import UnsupportedError
+from edgeq.graph import onnx_opset
 from edgeq.prepare._base import NotingPass
 
 __all__ = ["OpsetUpgradePass", "DEFAULT_MIN_OPSET"]
@@ -71,7 +72,7 @@ class OpsetUpgradePass(NotingPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         if "" not in model.opset_imports and "ai.onnx" not in model.opset_imports:
             return ir.passes.PassResult(model, modified=False)  # no default-domain op to convert
-        current = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+        current = onnx_opset(model)
         target = self.target_opset if self.target_opset is not None else max(current, DEFAULT_MIN_OPSET)
         if target <= current:  # case 1
             if target < current:

@@ -1,4 +1,5 @@
-"""The prepare pipeline: a literal list of passes, and ``prepare_model`` which runs it."""
+"""The prepare pipeline: a literal list of passes, and ``prepare_model`` which runs it (with
+:func:`edgeq.graph.run_passes`, the runner of the quantize passes too)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import onnx_ir as ir
 
+from edgeq.graph import run_passes
 from edgeq.prepare._base import FLOAT_TYPES, NotingPass
 from edgeq.prepare.constants_to_initializers import ConstantsToInitializersPass
 from edgeq.prepare.eliminate_identity import EliminateIdentityPass
@@ -67,8 +69,8 @@ def prepare_model(
             "re-export it in fp32 (prepare still cleaned the graph)"
         )
     passes = prepare_passes(target_opset, data)
+    model = run_passes(model, passes)
     for p in passes:
-        p(model)
         notes.extend(p.notes)
         logger.info("%s: %s", type(p).__name__, "; ".join(p.notes) or "no change")
     return model, list(dict.fromkeys(notes))

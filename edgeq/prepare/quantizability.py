@@ -1,6 +1,7 @@
 """What would block or limit quantization of a model, listed before any work is done.
 
-``check(model)`` reads the model (it is left unchanged) and returns findings:
+``check(model)`` runs ``CheckQuantizabilityPass``, an inspect pass (the model is left unchanged),
+and returns its findings:
 
 * ``blocker``: int8 quantization cannot proceed as is (fp16/bf16 model).
 * ``limit``: quantization proceeds but part of the model stays float or prepare has to change
@@ -17,9 +18,10 @@ import logging
 
 import onnx_ir as ir
 
+from edgeq.graph import ONNX_DOMAINS, InspectPass, onnx_opset
 from edgeq.prepare._base import FLOAT_TYPES
 
-__all__ = ["Finding", "check", "SEVERITIES", "INT8_OPS", "WEIGHT_OPS"]
+__all__ = ["Finding", "check", "CheckQuantizabilityPass", "SEVERITIES", "INT8_OPS", "WEIGHT_OPS"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,6 @@ INT8_OPS = frozenset(
     }
 )
 _COMPUTE = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
-_STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +66,7 @@ def _names(items, limit: int = 3) -> str:
 
 
 def _opset(model: ir.Model) -> list[Finding]:
-    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+    opset = onnx_opset(model)
     if opset >= 13:
         return []
     return [
@@ -145,7 +146,7 @@ def _subgraphs(model: ir.Model) -> list[Finding]:
 def _custom_domains(model: ir.Model) -> list[Finding]:
     by_domain: dict[str, list[str]] = collections.defaultdict(list)
     for node in model.graph.all_nodes():
-        if node.domain not in _STANDARD_DOMAINS:
+        if node.domain not in ONNX_DOMAINS:
             by_domain[node.domain].append(node.name or node.op_type)
     return [
         Finding(
@@ -175,7 +176,7 @@ def _is_float(value: ir.Value, types: dict[str, int] | None) -> bool:
 def _float_islands(model: ir.Model, types: dict[str, int] | None) -> list[Finding]:
     islands: dict[str, list[str]] = collections.defaultdict(list)
     for node in model.graph:
-        if node.op_type in INT8_OPS or node.domain not in _STANDARD_DOMAINS:
+        if node.op_type in INT8_OPS or node.domain not in ONNX_DOMAINS:
             continue
         if any(a.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS) for a in node.attributes.values()):
             continue  # reported by _subgraphs
@@ -201,7 +202,7 @@ def _float_islands(model: ir.Model, types: dict[str, int] | None) -> list[Findin
 def _external_data(model: ir.Model) -> list[Finding]:
     external = [
         v.name
-        for g in [model.graph, *model.graph.subgraphs()]
+        for g in model.graphs()
         for v in g.initializers.values()
         if isinstance(v.const_value, ir.ExternalTensor)
     ]
@@ -291,19 +292,32 @@ def _unknown_shapes(model: ir.Model, types: dict[str, int] | None, reason: str) 
     ]
 
 
+class CheckQuantizabilityPass(InspectPass):
+    """List what blocks or limits quantization in ``self.findings``, blockers first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.findings: list[Finding] = []
+
+    def inspect(self, model: ir.Model) -> None:
+        types, reason = _infer(model)
+        findings = [
+            *_dtype(model),
+            *_opset(model),
+            *_constant_weights(model),
+            *_unknown_shapes(model, types, reason),
+            *_subgraphs(model),
+            *_custom_domains(model),
+            *_float_islands(model, types),
+            *_external_data(model),
+            *_dynamic_dims(model),
+        ]
+        order = {s: i for i, s in enumerate(SEVERITIES)}
+        self.findings = sorted(findings, key=lambda f: order[f.severity])
+
+
 def check(model: ir.Model) -> list[Finding]:
     """Findings about ``model`` (not modified), blockers first."""
-    types, reason = _infer(model)
-    findings = [
-        *_dtype(model),
-        *_opset(model),
-        *_constant_weights(model),
-        *_unknown_shapes(model, types, reason),
-        *_subgraphs(model),
-        *_custom_domains(model),
-        *_float_islands(model, types),
-        *_external_data(model),
-        *_dynamic_dims(model),
-    ]
-    order = {s: i for i, s in enumerate(SEVERITIES)}
-    return sorted(findings, key=lambda f: order[f.severity])
+    pass_ = CheckQuantizabilityPass()
+    pass_(model)
+    return pass_.findings

@@ -24,7 +24,7 @@ class RemoveDeadCodePass(NotingPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         nodes_before = sum(1 for _ in model.graph.all_nodes())
-        inits_before = sum(len(g.initializers) for g in [model.graph, *model.graph.subgraphs()])
+        inits_before = sum(len(g.initializers) for g in model.graphs())
         RemoveUnusedNodesPass()(model)  # case 1
         for graph in model.graph.subgraphs():  # case 2 (the main graph was done above)
             keep = frozenset(graph.inputs) | frozenset(graph.outputs)
@@ -32,7 +32,7 @@ class RemoveDeadCodePass(NotingPass):
                 if not value.uses() and value not in keep:
                     del graph.initializers[name]
         nodes = nodes_before - sum(1 for _ in model.graph.all_nodes())
-        inits = inits_before - sum(len(g.initializers) for g in [model.graph, *model.graph.subgraphs()])
+        inits = inits_before - sum(len(g.initializers) for g in model.graphs())
         if nodes or inits:
             self.note(f"removed {nodes} dead node(s) and {inits} unused initializer(s)")
         return ir.passes.PassResult(model, modified=bool(nodes or inits))

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeq.report.metrics import fidelity
+from edgeq.metrics import fidelity
 
 __all__ = ["evaluate", "layer_errors", "cpu_session", "median_latency_ms"]
 
@@ -126,7 +126,7 @@ def layer_errors(fp32: bytes, int8: bytes, names: Sequence[str], feeds: Iterable
     import onnx
     import onnxruntime as ort
 
-    from edgeq.report.metrics import cosine, sqnr_db
+    from edgeq.metrics import cosine, sqnr_db
 
     def probe(data: bytes, disable: bool) -> Any:
         model = onnx.ModelProto()

@@ -125,11 +125,12 @@ def json_safe(obj: Any) -> Any:
 
 
 def write_report(report: dict[str, Any], path: str | os.PathLike, *, inputs=()) -> tuple[str, str]:
-    """Write ``path`` (JSON) and its Markdown rendering beside it (``.md``); both atomic. An auto
-    mode report also gets ``.html`` beside them: the error-vs-latency chart of the configurations
-    tried (the chosen one ringed) and the per-layer precision table."""
+    """Write ``path`` (JSON) and its Markdown rendering beside it (``.md``); all atomic. Sections
+    that higher layers registered (``edgeq.report.sections``) add their Markdown, and an HTML page
+    beside them (``.html``): auto mode's error-vs-latency chart and per-layer precision table."""
     from edgeq.io import atomic_path
     from edgeq.report.markdown import render_markdown
+    from edgeq.report.sections import sections_in
 
     path = os.fspath(path)
     md_path = (path[:-5] if path.endswith(".json") else path) + ".md"
@@ -137,11 +138,12 @@ def write_report(report: dict[str, Any], path: str | os.PathLike, *, inputs=()) 
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(json_safe(report), f, indent=1)
     markdown = render_markdown(report)
-    if report.get("auto"):  # auto mode: per-layer precision and why, and the error-vs-latency chart
-        from edgeq.auto.render import auto_markdown, write_auto_html
-
-        markdown += "\n" + auto_markdown(report).replace("# edgeq auto", "## Auto mode", 1).replace("\n## ", "\n### ")
-        write_auto_html(report, md_path[:-3] + ".html", inputs=list(inputs))
+    for section in sections_in(report):
+        markdown += "\n" + section.markdown(report)
+        if section.html is not None:
+            with atomic_path(md_path[:-3] + ".html", list(inputs)) as tmp:
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write(section.html(report))
     with atomic_path(md_path, inputs) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(markdown)

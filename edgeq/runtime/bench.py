@@ -366,10 +366,10 @@ def bench_report(results: Sequence[BenchResult]) -> dict[str, Any]:
 
     import onnxruntime as ort
 
-    import edgeq
+    from edgeq._version import __version__
 
     return {
-        "edgeq": edgeq.__version__,
+        "edgeq": __version__,
         "onnxruntime": ort.__version__,
         "host": {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()},
         "results": [r.to_dict() for r in results],

@@ -140,7 +140,7 @@ def _rows(outputs: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
 
 
 def _fidelity(ref: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
-    from edgeq.report.metrics import fidelity
+    from edgeq.metrics import fidelity
 
     out = {}
     # Outputs pair by name; models from different tools may rename them, then by position.
@@ -163,7 +163,7 @@ def _environment() -> dict[str, Any]:
 
     import onnxruntime as ort
 
-    from edgeq import __version__
+    from edgeq._version import __version__
 
     return {"edgeq": __version__, "onnxruntime": ort.__version__, "platform": platform.platform(),
             "cpus": os.cpu_count(), "available_providers": list(ort.get_available_providers())}

@@ -12,7 +12,7 @@ from .nets import build, outlier_feeds, outlier_net
 
 
 def _sqnr(proto, model, feeds):
-    from edgeq.report.metrics import sqnr_db
+    from edgeq.metrics import sqnr_db
 
     ref = np.concatenate([run_ort(proto, f)[0] for f in feeds])
     got = np.concatenate([run_ort(model, f)[0] for f in feeds])
@@ -253,9 +253,9 @@ def test_models_too_big_to_serialize_whole_get_static_mode_with_a_note(monkeypat
     """Auto serializes every variant whole (protobuf: 2 GB at most): past AUTO_MAX_BYTES of
     weights it runs static mode and says why (monkeypatched down to test on a small model)."""
     import edgeq
-    import edgeq.modes
+    import edgeq.auto.mode
 
-    monkeypatch.setattr(edgeq.modes, "AUTO_MAX_BYTES", 100)
+    monkeypatch.setattr(edgeq.auto.mode, "AUTO_MAX_BYTES", 100)
     result = edgeq.quantize(outlier_net(), edgeq.QuantConfig(mode="auto"), outlier_feeds(8), progress=False)
     assert "auto" not in result.report and result.report["config"]["mode"] == "static"
     assert any("static mode (uniform int8) instead" in n for n in result.report["notes"])

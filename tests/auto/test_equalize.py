@@ -41,12 +41,12 @@ def _ranges(model, name, axis):
 
 
 def test_relu_pair_exact_and_equalized():
-    from edgeq.passes.equalize import EqualizeCrossLayer
+    from edgeq.passes.equalize import EqualizeCrossLayerPass
 
     proto = dw_net()
     model = ir.from_proto(proto)
     before_spread = _ranges(model, "Wd", 0)
-    result = EqualizeCrossLayer()(model)
+    result = EqualizeCrossLayerPass()(model)
     assert result.modified
     assert op_types(model) == ["Conv", "Relu", "Conv", "Clip", "Conv"]  # Clip kept: not known safe
     (ref,), (got,) = run_ort(proto, {"x": _x()}), run_ort(model, {"x": _x()})
@@ -58,14 +58,14 @@ def test_relu_pair_exact_and_equalized():
 
 
 def test_relu6_pair_only_when_calibration_says_it_never_clips():
-    from edgeq.passes.equalize import EqualizeCrossLayer
+    from edgeq.passes.equalize import EqualizeCrossLayerPass
 
     proto = dw_net()
     x = _x() * 0.1  # small inputs: the dw output never reaches 6
     d = run_ort(_with_output(proto, "d"), {"x": x})[1]
     assert d.max() < 6.0
     model = ir.from_proto(proto)
-    cle = EqualizeCrossLayer(clip_as_relu=["d"])
+    cle = EqualizeCrossLayerPass(clip_as_relu=["d"])
     cle(model)
     assert op_types(model) == ["Conv", "Relu", "Conv", "Relu", "Conv"] and cle.notes
     (ref,), (got,) = run_ort(proto, {"x": x}), run_ort(model, {"x": x})
@@ -75,7 +75,7 @@ def test_relu6_pair_only_when_calibration_says_it_never_clips():
 
 
 def test_shared_weight_is_copied_not_overwritten():
-    from edgeq.passes.equalize import EqualizeCrossLayer
+    from edgeq.passes.equalize import EqualizeCrossLayerPass
 
     text = """<ir_version: 8, opset_import: ["" : 17]>
     shared (float[1,4,6,6] x) => (float[1,4,6,6] y, float[1,4,6,6] z) {
@@ -88,7 +88,7 @@ def test_shared_weight_is_copied_not_overwritten():
     proto = build(text, {"W1": rng.normal(0, 1, (4, 4, 1, 1)) * [[[[4]]], [[[0.1]]], [[[1]]], [[[2]]]],
                          "W2": rng.normal(0, 1, (4, 4, 1, 1))})
     model = ir.from_proto(proto)
-    EqualizeCrossLayer()(model)
+    EqualizeCrossLayerPass()(model)
     x = rng.normal(0, 1, (1, 4, 6, 6)).astype(np.float32)
     ref, got = run_ort(proto, {"x": x}), run_ort(model, {"x": x})
     for r, g in zip(ref, got):

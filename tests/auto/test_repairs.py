@@ -50,12 +50,12 @@ def _absmax(proto, feeds):
 
 
 def test_smoothquant_exact_in_float_and_flattens_channels():
-    from edgeq.passes.smoothquant import SmoothQuant
+    from edgeq.passes.smoothquant import SmoothQuantPass
 
     proto, feeds = ln_net(), _feeds()
     _, absmax = _absmax(proto, feeds)
     model = ir.from_proto(proto)
-    sq = SmoothQuant(absmax, alpha=0.5)
+    sq = SmoothQuantPass(absmax, alpha=0.5)
     assert sq(model).modified
     assert set(sq.smoothed) == {"n", "x2"}
     # LayerNorm output: folded into gamma/beta (nothing added); graph input: a Mul inserted.
@@ -70,14 +70,14 @@ def test_smoothquant_exact_in_float_and_flattens_channels():
 
 def test_smoothquant_improves_int8_fidelity():
     import edgeq
-    from edgeq.passes.smoothquant import SmoothQuant
-    from edgeq.report.metrics import sqnr_db
+    from edgeq.metrics import sqnr_db
+    from edgeq.passes.smoothquant import SmoothQuantPass
 
     proto, feeds = ln_net(), _feeds()
     calib = [_feeds(s) for s in range(8)]
     _, absmax = _absmax(proto, feeds)
     smoothed = ir.from_proto(proto)
-    SmoothQuant(absmax)(smoothed)
+    SmoothQuantPass(absmax)(smoothed)
     plain = edgeq.quantize(proto, edgeq.QuantConfig(), calib, progress=False).model
     smooth = edgeq.quantize(smoothed, edgeq.QuantConfig(), calib, progress=False).model
     ref = run_ort(proto, feeds)[0]
@@ -94,8 +94,8 @@ def test_bias_correction_reduces_output_error():
     import edgeq
     from edgeq.auto.calib import calibrate_once
     from edgeq.config import QuantConfig
-    from edgeq.passes.bias_correction import BiasCorrection
-    from edgeq.report.metrics import sqnr_db
+    from edgeq.metrics import sqnr_db
+    from edgeq.passes.bias_correction import BiasCorrectionPass
 
     rng = np.random.default_rng(0)
     scale = np.exp(np.linspace(-3, 1, 16)).reshape(16, 1, 1, 1)  # per-tensor int8 crushes small channels
@@ -105,7 +105,7 @@ def test_bias_correction_reduces_output_error():
     config = QuantConfig(granularity="per-tensor")
     cal = calibrate_once(ir.from_proto(proto), data, config, progress=False)
     corrected = ir.from_proto(proto)
-    bc = BiasCorrection({"x": cal.channel_mean("x")}, per_channel=False)
+    bc = BiasCorrectionPass({"x": cal.channel_mean("x")}, per_channel=False)
     assert bc(corrected).modified and list(bc.corrected) == [corrected.graph.node(0).name]
     ref = run_ort(proto, test)[0]
     plain = run_ort(edgeq.quantize(proto, config, data, progress=False).model, test)[0]
@@ -120,7 +120,7 @@ def test_bias_correction_adds_a_bias_to_a_conv_without_one():
     """A Conv with no bias input (TF/Paddle exports) gets one, holding just the correction."""
     from edgeq.auto.calib import calibrate_once
     from edgeq.config import QuantConfig
-    from edgeq.passes.bias_correction import BiasCorrection
+    from edgeq.passes.bias_correction import BiasCorrectionPass
 
     rng = np.random.default_rng(1)
     text = BIAS_NET.replace("Conv<pads=[1,1,1,1]>(x, W, B)", "Conv<pads=[1,1,1,1]>(x, W)")
@@ -129,7 +129,7 @@ def test_bias_correction_adds_a_bias_to_a_conv_without_one():
     data = [{"x": (3.0 + rng.normal(0, 0.5, (1, 8, 10, 10))).astype(np.float32)} for _ in range(8)]
     cal = calibrate_once(ir.from_proto(proto), data, QuantConfig(granularity="per-tensor"), progress=False)
     model = ir.from_proto(proto)
-    assert BiasCorrection({"x": cal.channel_mean("x")}, per_channel=False)(model).modified
+    assert BiasCorrectionPass({"x": cal.channel_mean("x")}, per_channel=False)(model).modified
     conv = model.graph.node(0)
     assert len(conv.inputs) == 3 and conv.inputs[2].const_value.numpy().shape == (16,)
     # float outputs move only by the (small) correction itself

@@ -9,11 +9,11 @@ import onnx_ir as ir
 import pytest
 from ortutil import op_types, run_ort
 
-from edgeq.report.metrics import sqnr_db
+from edgeq.metrics import sqnr_db
 
-# MobileViT's classifier pools with ReduceMean(keepdims=0): Canonicalize turns it into
+# MobileViT's classifier pools with ReduceMean(keepdims=0): CanonicalizePass turns it into
 # GlobalAveragePool -> Flatten, whose new middle tensor auto's calibration (run before
-# Canonicalize) had never seen: "the ranges table lacks 1 tensor(s) ... 'val_0'".
+# CanonicalizePass) had never seen: "the ranges table lacks 1 tensor(s) ... 'val_0'".
 POOL_HEAD = """<ir_version: 8, opset_import: ["" : 17]>
 head (float[1,8,12,12] x) => (float[1,5] y) {
   c = Conv<pads=[1,1,1,1]>(x, W, B)

@@ -36,7 +36,7 @@ def test_default_invocation_is_auto(model_and_calib, tmp_path, capsys):
     int8 (meeting 30 dB, not slower than fp32 where timed) or the fp32 model with a note."""
     from ortutil import run_ort
 
-    from edgeq.report.metrics import sqnr_db
+    from edgeq.metrics import sqnr_db
 
     src, calib = model_and_calib
     out, rep = tmp_path / "out.onnx", tmp_path / "r.json"

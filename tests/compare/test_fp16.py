@@ -6,8 +6,8 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
+from edgeq.metrics import sqnr_db
 from edgeq.passes.fp16 import DEFAULT_KEEP_FP32, Float16Pass, convert_fp16
-from edgeq.report.metrics import sqnr_db
 from ortutil import op_types, run_ort
 from compare.graphs import conv_feeds, conv_net, transformer_block, transformer_feeds
 

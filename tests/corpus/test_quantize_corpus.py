@@ -11,7 +11,7 @@ from ortutil import run_ort
 
 import edgeq
 from corpus.builders import CORPUS
-from edgeq.report.metrics import sqnr_db
+from edgeq.metrics import sqnr_db
 
 MIN_SQNR_DB = 25.0
 # yolo_style has Conv only: dynamic mode leaves Conv in float on the CPU provider by design

@@ -101,7 +101,7 @@ def _median_ms(sess, feed, runs: int = 5, iters: int = 20) -> list[float]:
 def test_auto_cuda_pick_not_slower_than_fp32():
     from edgeq.auto import auto_quantize
     from edgeq.io import model_bytes
-    from edgeq.report.metrics import sqnr_db
+    from edgeq.metrics import sqnr_db
     from edgeq.runtime import CUDAOptions, Session
 
     model = _big_conv()

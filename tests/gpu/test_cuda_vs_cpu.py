@@ -12,8 +12,8 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
+from edgeq.metrics import sqnr_db, top1_agreement
 from edgeq.passes.fp16 import convert_fp16
-from edgeq.report.metrics import sqnr_db, top1_agreement
 from compare.graphs import conv_feeds, conv_net
 
 ort = pytest.importorskip("onnxruntime")

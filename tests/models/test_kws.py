@@ -66,7 +66,7 @@ def test_cli_export_then_auto_quantize_keeps_the_decisions(tmp_path, capsys, mon
     """As a user would: `edgeq export kws`, .npz calibration files, `edgeq quantize --calib --auto`."""
     from ortutil import op_types
 
-    from edgeq.report.metrics import sqnr_db
+    from edgeq.metrics import sqnr_db
 
     spec = zoo.get("kws")
     fp32, out, calib = tmp_path / "kws.onnx", tmp_path / "kws.int8.onnx", tmp_path / "calib"

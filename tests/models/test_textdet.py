@@ -81,7 +81,7 @@ def test_cli_export_then_auto_quantize_keeps_the_text_map(exported, tmp_path, ca
     """As a user would: `edgeq export textdet`, .npz calibration files, `edgeq quantize --calib --auto`."""
     from ortutil import op_types
 
-    from edgeq.report.metrics import sqnr_db
+    from edgeq.metrics import sqnr_db
 
     fp32, calib = exported
     out = tmp_path / "textdet.int8.onnx"
@@ -114,7 +114,7 @@ def _squeeze_excite_convs(model: onnx.ModelProto) -> list[str]:
 
 
 def _few_samples_sqnr(fp32, calib, tmp_path, capsys, extra: list[str]) -> float:
-    from edgeq.report.metrics import sqnr_db
+    from edgeq.metrics import sqnr_db
 
     out = tmp_path / "few.onnx"
     cli_ok(["quantize", str(fp32), "-o", str(out), "--calib", str(calib), "--max-samples", "12", "--mode", "static",

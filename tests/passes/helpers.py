@@ -7,8 +7,9 @@ import onnx
 import onnx_ir as ir
 
 from edgeq.config import QuantConfig
-from edgeq.passes.pipeline import analysis_passes, rewrite_passes, run_passes
-from edgeq.passes.plan import QuantPlan, const_array, qparams_from_range
+from edgeq.graph import const_array, run_passes
+from edgeq.passes.pipeline import analysis_passes, rewrite_passes
+from edgeq.passes.plan import QuantPlan, qparams_from_range
 
 __all__ = ["plan_for", "quantize_with_numpy_ranges", "ort_optimized_ops"]
 

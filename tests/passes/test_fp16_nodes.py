@@ -12,7 +12,7 @@ from ortutil import run_ort
 import edgeq
 from edgeq.config import QuantConfig
 from edgeq.errors import UsageError
-from edgeq.report.metrics import sqnr_db
+from edgeq.metrics import sqnr_db
 
 CHAIN = """<ir_version: 8, opset_import: ["" : 17]>
 chain (float[N,8,12,12] x) => (float[N,8,12,12] y) {

@@ -1,4 +1,4 @@
-"""InsertQDQ / ShareScales / the static pipeline on small graphs: structure, fusion, numerics."""
+"""InsertQDQPass / ShareScalesPass / the static pipeline on small graphs: structure, fusion, numerics."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from ortutil import op_types, run_ort
 from passes.helpers import ort_optimized_ops, quantize_with_numpy_ranges
 from passes.nets import build, conv_net, feeds
 
-from edgeq.report.metrics import sqnr_db
+from edgeq.metrics import sqnr_db
 
 CONV_RELU = """<ir_version: 8, opset_import: ["" : 17]>
 g (float[1,8,8,8] x) => (float[1,4,8,8] y) {

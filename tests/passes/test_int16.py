@@ -13,7 +13,7 @@ from passes.helpers import ort_optimized_ops
 import edgeq
 from edgeq.config import QuantConfig
 from edgeq.errors import UnsupportedError, UsageError
-from edgeq.report.metrics import sqnr_db
+from edgeq.metrics import sqnr_db
 
 # c1 reads an input with rare huge spikes in channel 0 (which W1 ignores): min/max int8 spends
 # its levels on the spikes. r1 feeds an int16 node (c2) and an int8 one (c3).

@@ -1,4 +1,4 @@
-"""QuantizeEmbeddings: large Gather tables stored int8, rows dequantized after the Gather."""
+"""QuantizeEmbeddingsPass: large Gather tables stored int8, rows dequantized after the Gather."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from passes.helpers import quantize_with_numpy_ranges
 from passes.nets import build
 
 from edgeq.config import QuantConfig
-from edgeq.report.metrics import sqnr_db
+from edgeq.metrics import sqnr_db
 
 EMBED = """<ir_version: 8, opset_import: ["" : 17]>
 g (int64[2,6] ids) => (float[2,6,16] y) {

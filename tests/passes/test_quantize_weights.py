@@ -1,4 +1,4 @@
-"""QuantizeWeights: int8 per-channel weights within half a step, int32 biases with s_in * s_w."""
+"""QuantizeWeightsPass: int8 per-channel weights within half a step, int32 biases with s_in * s_w."""
 
 from __future__ import annotations
 

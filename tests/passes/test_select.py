@@ -1,4 +1,4 @@
-"""SelectNodes: which nodes become int8 and the reason for every node left in float."""
+"""SelectNodesPass: which nodes become int8 and the reason for every node left in float."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from passes.helpers import ort_optimized_ops, plan_for, quantize_with_numpy_rang
 from passes.nets import build, conv_net, feeds
 
 from edgeq.config import QuantConfig
-from edgeq.report.metrics import sqnr_db
+from edgeq.metrics import sqnr_db
 from edgeq.passes.plan import Role
 
 

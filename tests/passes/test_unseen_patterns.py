@@ -12,10 +12,10 @@ from ortutil import run_ort
 
 import edgeq
 from edgeq.config import QuantConfig
-from edgeq.report.metrics import sqnr_db
+from edgeq.metrics import sqnr_db
 
 # torch's dynamo exporter folds identical constants into one initializer: YOLOS's zero Linear
-# biases became one [D] vector read by many Adds. With one Add int16 and one int8, InsertQDQ gave
+# biases became one [D] vector read by many Adds. With one Add int16 and one int8, InsertQDQPass gave
 # both of that constant's DequantizeLinear nodes (and outputs) the same name: onnxruntime refused
 # the model ("two nodes with same node name ...bias_DQ") and auto mode crashed in its fallback.
 SHARED_BIAS = """<ir_version: 8, opset_import: ["" : 17]>

@@ -8,7 +8,7 @@ import onnx
 import onnx_ir as ir
 
 from edgeq.config import QuantConfig
-from edgeq.passes.qoperator import rewrite_qoperator
+from edgeq.stages.integer_only import integer_only
 from ortutil import op_types, run_ort
 
 from .qdq import quantize_qdq, with_weights
@@ -31,7 +31,7 @@ def rewrite_text(text: str, rng, feeds_shapes: dict, config: QuantConfig | None 
     feeds = {k: rng.standard_normal(s).astype(np.float32) for k, s in feeds_shapes.items()}
     qdq = quantize_qdq(float_model, feeds, **qdq_kwargs)
     model = ir.from_proto(qdq)
-    section = rewrite_qoperator(model, config or QuantConfig(format="qoperator"))
+    section = integer_only(model, config or QuantConfig(format="qoperator"))
     proto = ir.to_proto(model)
     onnx.checker.check_model(proto, full_check=True)
     return Rewritten(qdq, proto, section, feeds)

@@ -28,7 +28,7 @@ import pytest
 
 import edgeq
 from corpus.builders import CORPUS
-from edgeq.report.metrics import sqnr_db
+from edgeq.metrics import sqnr_db
 from ortutil import run_ort
 
 MIN_SQNR_DB = 25.0  # as tests/corpus/test_quantize_corpus.py

@@ -66,7 +66,7 @@ def test_unfoldable_relu_is_explained(rng):
     import onnx
     import onnx_ir as ir
 
-    from edgeq.passes.qoperator import rewrite_qoperator
+    from edgeq.stages.integer_only import integer_only
 
     from .qdq import quantize_qdq, with_weights
 
@@ -81,7 +81,7 @@ def test_unfoldable_relu_is_explained(rng):
     zp = next(t for t in qdq.graph.initializer if t.name == relu_q.input[2])
     zp.CopyFrom(onnx.numpy_helper.from_array(np.array(10, np.uint8), zp.name))
     model = ir.from_proto(qdq)
-    section = rewrite_qoperator(model, QuantConfig(format="qoperator"))
+    section = integer_only(model, QuantConfig(format="qoperator"))
     (conv,) = section["rewritten"]  # the ConvInteger fallback, with why not QLinearConv
     assert conv["new_op"] == "ConvInteger"
     assert "Relu" in conv["not_matched"][0] and "does not start at 0" in conv["not_matched"][0]
@@ -117,7 +117,7 @@ def test_hand_written_qdq_without_zero_points(rng):
     import onnx
     import onnx_ir as ir
 
-    from edgeq.passes.qoperator import rewrite_qoperator
+    from edgeq.stages.integer_only import integer_only
     from edgeq.reference import run
 
     text = HEAD + """
@@ -136,7 +136,7 @@ net (float[1,2,6,6] x) => (float[1,3,3,3] y) {
     proto = onnx.parser.parse_model(text)
     feeds = {"x": np.abs(rng.standard_normal((1, 2, 6, 6))).astype(np.float32) * 4}
     model = ir.from_proto(proto)
-    section = rewrite_qoperator(model, QuantConfig(format="qoperator", integer_only=True, strict=True))
+    section = integer_only(model, QuantConfig(format="qoperator", integer_only=True, strict=True))
     out = ir.to_proto(model)
     onnx.checker.check_model(out, full_check=True)
     assert [n.op_type for n in out.graph.node if n.op_type != "Constant"] == [

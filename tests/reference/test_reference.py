@@ -92,10 +92,10 @@ def test_conv_net_with_folded_batchnorm(rng):
     feeds = {"x": rng.standard_normal((4, 3, 32, 32)).astype(np.float32)}
     qdq = quantize_qdq(float_model, feeds)
     from edgeq.config import QuantConfig
-    from edgeq.passes.qoperator import rewrite_qoperator
+    from edgeq.stages.integer_only import integer_only
 
     model = ir.from_proto(qdq)
-    section = rewrite_qoperator(model, QuantConfig(format="qoperator", integer_only=True, strict=True))
+    section = integer_only(model, QuantConfig(format="qoperator", integer_only=True, strict=True))
     assert section["float_islands"] == []
     proto = ir.to_proto(model)
     assert_within_lsb([run(proto, feeds)["y"]], run_ort(proto, feeds), output_scales(proto))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.passes.qoperator._match import QInput, add_initializer
+from edgeq.graph import add_initializer
+from edgeq.passes.qoperator._match import QInput
 
 __all__ = ["dequantize_accumulator"]
 

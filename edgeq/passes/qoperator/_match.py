@@ -12,27 +12,19 @@ import dataclasses
 import numpy as np
 import onnx_ir as ir
 
+from edgeq.graph import add_initializer, const_array
+
 __all__ = [
     "QInput",
     "QOutput",
     "dequantized",
     "quantized_output",
-    "const_array",
-    "add_initializer",
     "same_quant",
     "QUANT_DTYPES",
 ]
 
 QUANT_DTYPES = (ir.DataType.UINT8, ir.DataType.INT8)
 _RTOL = 1e-6
-
-
-def const_array(value: ir.Value | None) -> np.ndarray | None:
-    """The constant behind ``value`` (an initializer or a Constant node), else None."""
-    if value is None or (value.is_graph_input()):
-        return None
-    tensor = ir.convenience.get_const_tensor(value)
-    return None if tensor is None else tensor.numpy()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,14 +168,3 @@ def same_quant(a: QInput | QOutput, b: QInput | QOutput) -> bool:
     )
 
 
-def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    """A new initializer with a name not yet used in ``graph``."""
-    base, i = name, 0
-    while name in graph.initializers:
-        i += 1
-        name = f"{base}_{i}"
-    value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
-    value.type = ir.TensorType(ir.DataType.from_numpy(array.dtype))
-    value.shape = ir.Shape(array.shape)
-    graph.register_initializer(value)
-    return value

@@ -10,10 +10,7 @@ import onnx_ir as ir
 
 from edgeq.passes.qoperator._match import QOutput
 
-__all__ = ["Rule", "Match", "replace_with", "MS_DOMAIN", "copy_attributes"]
-
-MS_DOMAIN = "com.microsoft"
-
+__all__ = ["Rule", "Match", "replace_with", "copy_attributes"]
 
 @dataclasses.dataclass(frozen=True)
 class Match:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+from edgeq.graph import MS_DOMAIN
 from edgeq.passes.qoperator._match import QInput, QOutput, dequantized, quantized_output
-from edgeq.passes.qoperator._rule import MS_DOMAIN, Match, Rule, replace_with
+from edgeq.passes.qoperator._rule import Match, Rule, replace_with
 
 __all__ = ["per_tensor_io", "UnaryQLinearRule", "BinaryQLinearRule"]
 

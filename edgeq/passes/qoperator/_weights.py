@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.passes.qoperator._match import QInput, add_initializer, const_array, dequantized
+from edgeq.graph import add_initializer, const_array
+from edgeq.passes.qoperator._match import QInput, dequantized
 
 __all__ = ["weight_input", "bias_input"]
 

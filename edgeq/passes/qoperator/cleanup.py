@@ -13,8 +13,8 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.passes.qoperator._match import const_array, dequantized
-from edgeq.passes.qoperator._rule import MS_DOMAIN
+from edgeq.graph import MS_DOMAIN, const_array
+from edgeq.passes.qoperator._match import dequantized
 
 __all__ = ["RemoveDeadQDQPass"]
 

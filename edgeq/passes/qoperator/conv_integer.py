@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from edgeq.graph import add_initializer
 from edgeq.passes.qoperator._integer_acc import dequantize_accumulator
-from edgeq.passes.qoperator._match import add_initializer, dequantized
+from edgeq.passes.qoperator._match import dequantized
 from edgeq.passes.qoperator._rule import Match, Rule, copy_attributes
 from edgeq.passes.qoperator._weights import bias_input, weight_input
 

@@ -16,13 +16,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.passes.qoperator._match import (
-    add_initializer,
-    const_array,
-    dequantized,
-    quantized_output,
-    same_quant,
-)
+from edgeq.graph import add_initializer, const_array
+from edgeq.passes.qoperator._match import dequantized, quantized_output, same_quant
 from edgeq.passes.qoperator._rule import Match, Rule, copy_attributes, replace_with
 
 __all__ = ["Int8PassthroughRule", "PASSTHROUGH_OPS"]

@@ -5,13 +5,25 @@ float tensor, is reachable from some QuantizeLinear and reaches the end of an in
 a DequantizeLinear, or an integer operator with a float output (QGemm with no output scale). A
 ``DQ -> Q`` pair (a requantization, e.g. after MatMulInteger) is listed apart: the integer
 reference runs it in fixed point, though onnxruntime runs it in float.
+
+``FloatIslandsPass`` finds both after the rewrite and its cleanup, and says so: an
+``UnsupportedError`` naming the islands with ``strict``, a warning with ``integer_only``.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+
 import onnx_ir as ir
 
-__all__ = ["find_islands", "find_requantizations"]
+from edgeq.errors import UnsupportedError
+from edgeq.graph import InspectPass
+from edgeq.passes.qoperator.rewrite import QOperatorPass
+
+__all__ = ["FloatIslandsPass", "find_islands", "find_requantizations"]
+
+logger = logging.getLogger(__name__)
 
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
 _FLOATS = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE)
@@ -57,7 +69,7 @@ def _ends_integer(node: ir.Node) -> bool:
     return reads_int and any(v.dtype in _FLOATS for v in node.outputs)
 
 
-def find_islands(graph: ir.Graph, reasons: dict[ir.Node, list[str]]) -> list[dict]:
+def find_islands(graph: ir.Graph, reasons: Mapping[ir.Node, list[str]]) -> list[dict]:
     """Island nodes in graph order, each with why no rule rewrote it."""
     after_q = _reach([n for n in graph if n.op_type == "QuantizeLinear"], forward=True)
     before_dq = _reach([n for n in graph if _ends_integer(n)], forward=False)
@@ -82,3 +94,33 @@ def find_requantizations(graph: ir.Graph) -> list[dict]:
         if uses and all(u.op_type == "QuantizeLinear" for u in uses):
             pairs += [{"dequantize": dq.name, "quantize": q.name} for q in uses]
     return pairs
+
+
+class FloatIslandsPass(InspectPass):
+    """Inspect-only: float islands and requantizations left by ``rewrite``; the model is not changed.
+
+    Keeps ``islands`` (each with why no rule rewrote it, from ``rewrite.not_rewritten``) and
+    ``requantizations``. Islands raise ``UnsupportedError`` with ``strict``, and are logged as a
+    warning with ``warn`` (integer-only mode); run it after ``RemoveDeadQDQPass``.
+    """
+
+    def __init__(self, rewrite: QOperatorPass, *, strict: bool = False, warn: bool = False) -> None:
+        super().__init__()
+        self.rewrite = rewrite
+        self.strict = strict
+        self.warn = warn
+        self.islands: list[dict] = []
+        self.requantizations: list[dict] = []
+
+    def inspect(self, model: ir.Model) -> None:
+        reasons = {node: record["reasons"] for node, record in self.rewrite.not_rewritten.items()}
+        self.islands = find_islands(model.graph, reasons)
+        self.requantizations = find_requantizations(model.graph)
+        logger.info("qoperator: %d float islands, %d requantizations", len(self.islands), len(self.requantizations))
+        if self.islands and (self.strict or self.warn):
+            names = ", ".join(f"{i['op_type']} {i['node']!r}" for i in self.islands)
+            message = (f"{len(self.islands)} node(s) still run in float between integer ops: {names} "
+                       f"({self.islands[0]['reasons'][0]})")
+            if self.strict:
+                raise UnsupportedError(message + "; drop --strict to keep them in float")
+            logger.warning(message)

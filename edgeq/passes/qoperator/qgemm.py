@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from edgeq.passes.qoperator._match import dequantized, quantized_output
+from edgeq.graph import MS_DOMAIN
 from edgeq.passes.plan import attr_value
-from edgeq.passes.qoperator._rule import MS_DOMAIN, Match, Rule, copy_attributes, replace_with
+from edgeq.passes.qoperator._match import dequantized, quantized_output
+from edgeq.passes.qoperator._rule import Match, Rule, copy_attributes, replace_with
 from edgeq.passes.qoperator._weights import bias_input, weight_input
 
 __all__ = ["QGemmRule"]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from edgeq.passes.qoperator._rule import MS_DOMAIN, Match, Rule, copy_attributes, replace_with
+from edgeq.graph import MS_DOMAIN
+from edgeq.passes.qoperator._rule import Match, Rule, copy_attributes, replace_with
 from edgeq.passes.qoperator._simple import per_tensor_io
 
 __all__ = ["QLinearAveragePoolRule"]

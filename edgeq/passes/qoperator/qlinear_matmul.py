@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from edgeq.passes.qoperator._match import QInput, dequantized, const_array, quantized_output
+from edgeq.graph import const_array
+from edgeq.passes.qoperator._match import QInput, dequantized, quantized_output
 from edgeq.passes.qoperator._rule import Match, Rule, replace_with
 from edgeq.passes.qoperator._weights import weight_input
 

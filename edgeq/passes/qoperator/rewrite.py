@@ -1,9 +1,10 @@
-"""``rewrite_qoperator``: QDQ graph ==> integer operators, with a report section.
+"""``QOperatorPass``: QDQ graph ==> integer operators, keeping what it rewrote and why not.
 
 The rules run in graph order; for each node the first rule whose check matches rewrites it,
-and the reasons of the rules that did not match are kept for the report. Then identity and dead
-Q/DQ pairs go (``RemoveDeadQDQPass``), float islands are found, and the per-layer fixed-point
-multipliers and shifts are computed by the integer reference.
+and the reasons of the rules that did not match are kept for the report. The rest of the
+integer-only pipeline (names first; then dead Q/DQ pairs, float islands) is the literal list
+``edgeq.passes.pipeline.integer_only_passes``; ``edgeq.stages.integer_only`` runs it and adds the
+per-layer fixed-point parameters of the integer reference to the report section.
 """
 
 from __future__ import annotations
@@ -12,14 +13,10 @@ import logging
 from typing import Any
 
 import onnx_ir as ir
-import onnx_ir.passes.common as common_passes
 
-from edgeq.errors import UnsupportedError
 from edgeq.passes.qoperator._rule import Rule
-from edgeq.passes.qoperator.cleanup import RemoveDeadQDQPass
 from edgeq.passes.qoperator.conv_integer import ConvIntegerRule
 from edgeq.passes.qoperator.int8_passthrough import Int8PassthroughRule
-from edgeq.passes.qoperator.islands import find_islands, find_requantizations
 from edgeq.passes.qoperator.matmul_integer import MatMulIntegerRule
 from edgeq.passes.qoperator.qgemm import QGemmRule
 from edgeq.passes.qoperator.qlinear_add import QLinearAddRule
@@ -32,7 +29,7 @@ from edgeq.passes.qoperator.qlinear_matmul import QLinearMatMulRule
 from edgeq.passes.qoperator.qlinear_mul import QLinearMulRule
 from edgeq.passes.qoperator.qlinear_sigmoid import QLinearSigmoidRule
 
-__all__ = ["rules", "rewrite_qoperator", "QOperatorPass"]
+__all__ = ["rules", "QOperatorPass"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,24 +58,26 @@ def rules(integer_only: bool = False) -> list[Rule]:
 
 
 class QOperatorPass(ir.passes.InPlacePass):
-    """``DQ -> op -> Q  ==>  QLinear op`` for every node a rule matches; keeps ``section``."""
+    """``DQ -> op -> Q  ==>  QLinear op`` for every node a rule matches.
 
-    def __init__(self, integer_only: bool = False, strict: bool = False) -> None:
+    Keeps, for the report: ``rewritten`` (one record per rewrite, with the earlier rules that did
+    not match and why) and ``not_rewritten`` (node -> its record, with every rule's reason). Run
+    ``NameFixPass`` before it: the records name nodes.
+    """
+
+    def __init__(self, integer_only: bool = False) -> None:
         super().__init__()
         self.integer_only = integer_only
-        self.strict = strict
-        self.section: dict[str, Any] = {}
+        self.rewritten: list[dict[str, Any]] = []
+        self.not_rewritten: dict[ir.Node, dict[str, Any]] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        common_passes.NameFixPass()(model)  # the report names nodes
         by_op: dict[str, list[Rule]] = {}
         for rule in rules(self.integer_only):
             for op in rule.op_types:
                 by_op.setdefault(op, []).append(rule)
-        rewritten: list[dict] = []
-        not_rewritten: list[tuple[ir.Node, dict]] = []
-        reasons: dict[ir.Node, list[str]] = {}
+        self.rewritten, self.not_rewritten = [], {}
         for node in list(graph):
             if node.graph is None or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
                 continue
@@ -94,50 +93,12 @@ class QOperatorPass(ir.passes.InPlacePass):
                           "new_op": new.op_type}
                 if why:  # earlier rules (QLinear forms) that did not match, and why
                     record["not_matched"] = why
-                rewritten.append(record)
+                self.rewritten.append(record)
                 logger.debug("%s: %s %s -> %s", rule.name, op_type, name, new.op_type)
                 break
             else:
                 why = why or [f"no integer rule for {node.domain or 'ai.onnx'}.{node.op_type}"]
-                reasons[node] = why
-                not_rewritten.append(
-                    (node, {"node": node.name, "op_type": node.op_type, "reasons": why}))
-        RemoveDeadQDQPass()(model)
-        islands = find_islands(graph, reasons)
-        self.section = {
-            "format": "qoperator",
-            "integer_only": self.integer_only,
-            "rewritten": rewritten,
-            "not_rewritten": [r for node, r in not_rewritten if node.graph is graph],
-            "float_islands": islands,
-            "requantizations": find_requantizations(graph),
-        }
-        logger.info("qoperator: %d nodes rewritten, %d float islands", len(rewritten), len(islands))
-        if islands and (self.strict or self.integer_only):
-            names = ", ".join(f"{i['op_type']} {i['node']!r}" for i in islands)
-            message = (f"{len(islands)} node(s) still run in float between integer ops: {names} "
-                       f"({islands[0]['reasons'][0]})")
-            if self.strict:
-                raise UnsupportedError(message + "; drop --strict to keep them in float")
-            logger.warning(message)
-        self.section["layers"] = _layer_params(model)
-        return ir.passes.PassResult(model, modified=bool(rewritten))
+                self.not_rewritten[node] = {"node": node.name, "op_type": node.op_type, "reasons": why}
+        logger.info("qoperator: %d nodes rewritten, %d not", len(self.rewritten), len(self.not_rewritten))
+        return ir.passes.PassResult(model, modified=bool(self.rewritten))
 
-
-def _layer_params(model: ir.Model) -> list[dict]:
-    """Fixed-point parameters of every integer layer (float islands are skipped)."""
-    from edgeq.reference import export_params
-
-    return export_params(model, partial=True)["layers"]
-
-
-def rewrite_qoperator(model: ir.Model, config) -> dict[str, Any]:
-    """Rewrite ``model`` (QDQ form) in place into integer operators; return the report section.
-
-    ``config`` is an ``edgeq.config.QuantConfig``: ``integer_only`` also rewrites value-moving
-    ops between different scales (with a requantization) and warns about float islands left;
-    ``strict`` raises ``UnsupportedError`` naming them.
-    """
-    rewrite = QOperatorPass(integer_only=config.integer_only, strict=config.strict)
-    rewrite(model)
-    return rewrite.section

@@ -1,4 +1,8 @@
-"""Fidelity metrics between a reference output and a candidate (numpy only)."""
+"""Fidelity metrics between a reference output and a candidate (numpy only).
+
+A bottom layer: the runtime (``edgeq.runtime.compare``), the report and auto mode all read
+these, so it imports nothing of edgeq.
+"""
 
 from __future__ import annotations
 

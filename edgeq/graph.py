@@ -1,0 +1,176 @@
+"""Graph helpers shared by prepare and the passes, and the one runner for both.
+
+    const_array(v)        initializer or Constant node -> ndarray   (select, quantize passes)
+    initializer_tensor(v) constant initializer only    -> tensor    (prepare, in-place rewrites)
+    add_initializer(g, name, array)   remove_unused_initializers(g, values)   copy_model(m)
+    InspectPass: a pass that only reads the model.   run_passes(model, passes) -> model
+
+What counts as a constant (the two lookups differ on purpose, and agree on the rest):
+
+1. A graph input is never a constant, initializer or not: a caller may feed it (old exporters
+   list weights as inputs; prepare's InitializersNotInputsPass turns those into constants).
+2. ``const_array`` also reads a ``Constant`` node's value: passes that only read a constant
+   (selection, weight quantization) accept either form.
+3. ``initializer_tensor`` / ``initializer_array`` count initializers only: prepare's passes, which
+   run before Constant nodes are lifted and fold them apart, and passes that rewrite the
+   constant in place (``replace_constant``), which can only rewrite an initializer. The tensor
+   form lets a caller check ``nbytes`` before reading large external data.
+
+Imports only onnx_ir, numpy and edgeq.errors: any layer may use it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Sequence
+from typing import Literal, final
+
+import numpy as np
+import onnx_ir as ir
+
+from edgeq.errors import EdgeqError
+
+__all__ = [
+    "MS_DOMAIN",
+    "ONNX_DOMAINS",
+    "onnx_opset",
+    "const_array",
+    "initializer_tensor",
+    "initializer_array",
+    "add_initializer",
+    "remove_unused_initializers",
+    "copy_model",
+    "InspectPass",
+    "run_passes",
+]
+
+MS_DOMAIN = "com.microsoft"  # onnxruntime's contrib ops (QLinearAdd, QGemm, int16 Q/DQ below opset 21)
+ONNX_DOMAINS = frozenset({"", "ai.onnx"})  # the default domain, under both of its names
+
+
+def onnx_opset(model: ir.Model, default: int = 1) -> int:
+    """The model's default-domain opset (imported as "" or "ai.onnx"), else ``default``."""
+    return model.opset_imports.get("", model.opset_imports.get("ai.onnx", default))
+
+
+# -- constants (see the module docstring for what counts) ------------------------------------
+
+
+def const_array(value: ir.Value | None) -> np.ndarray | None:
+    """The constant behind ``value``: an initializer's data or a Constant node's value (cases 1, 2)."""
+    if value is None or value.is_graph_input():
+        return None
+    try:
+        tensor = ir.convenience.get_const_tensor(value)
+    except ValueError:  # a malformed Constant node (not one attribute): not a constant we can read
+        return None
+    return None if tensor is None else tensor.numpy()
+
+
+def initializer_tensor(value: ir.Value | None) -> ir.TensorProtocol | None:
+    """The tensor of a constant initializer (not a graph input), else None (cases 1, 3)."""
+    if value is None or not value.is_initializer() or value.is_graph_input():
+        return None
+    return value.const_value
+
+
+def initializer_array(value: ir.Value | None) -> np.ndarray | None:
+    """``initializer_tensor(value)`` read as an array."""
+    tensor = initializer_tensor(value)
+    return None if tensor is None else tensor.numpy()
+
+
+def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
+    """A new initializer holding ``array``, named ``name`` or ``name_1``, ``name_2`` ... when taken."""
+    base, i = name, 0
+    while name in graph.initializers:
+        i += 1
+        name = f"{base}_{i}"
+    value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+    value.type = ir.TensorType(ir.DataType.from_numpy(array.dtype))
+    value.shape = ir.Shape(array.shape)
+    graph.register_initializer(value)
+    return value
+
+
+def remove_unused_initializers(graph: ir.Graph, values: Iterable[ir.Value | None]) -> None:
+    """Delete those of ``values`` that are initializers of ``graph`` no node reads any more."""
+    for value in values:
+        if value is not None and not value.uses() and not value.is_graph_output() and value.name in graph.initializers:
+            del graph.initializers[value.name]
+
+
+def copy_model(model: ir.Model) -> ir.Model:
+    """An independent copy of ``model``, made through its protobuf (``Model.clone`` shares tensors)."""
+    return ir.from_proto(ir.to_proto(model))
+
+
+# -- passes ----------------------------------------------------------------------------------
+
+
+class InspectPass(ir.passes.PassBase):
+    """A pass that reads the model and changes nothing: onnx_ir's side-effect-only kind
+    (``in_place`` and not ``changes_input``).
+
+    Subclasses implement ``inspect(model)`` and keep what they find on themselves (or in a plan
+    they were given); they may not override ``call``, which always reports ``modified=False`` and
+    raises ``PostconditionError`` when the graph's nodes, initializers, inputs or outputs changed.
+    """
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "call" in cls.__dict__:
+            raise TypeError(f"{cls.__name__} is an InspectPass: implement inspect(model), not call(model)")
+
+    @property
+    @final
+    def in_place(self) -> Literal[True]:
+        return True
+
+    @property
+    @final
+    def changes_input(self) -> Literal[False]:
+        return False
+
+    @abc.abstractmethod
+    def inspect(self, model: ir.Model) -> None:
+        """Read ``model``; record the findings on ``self`` (or in a plan)."""
+
+    @final
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        before = _structure(model.graph)
+        self.inspect(model)
+        if _structure(model.graph) != before:
+            raise ir.passes.PostconditionError(
+                f"{type(self).__name__} is an inspect pass but changed the graph's nodes, initializers, "
+                "inputs or outputs: make it a transform pass (ir.passes.InPlacePass) instead"
+            )
+        return ir.passes.PassResult(model, modified=False)
+
+
+def _structure(graph: ir.Graph) -> tuple:
+    """What an inspect pass must leave as it was (initializers as a set: onnx_ir's C-API helper,
+    which shape inference uses, puts them back in another order)."""
+    return (
+        tuple(map(id, graph)),
+        frozenset(map(id, graph.initializers.values())),
+        tuple(map(id, graph.inputs)),
+        tuple(map(id, graph.outputs)),
+    )
+
+
+def run_passes(model: ir.Model, passes: Sequence[ir.passes.PassBase]) -> ir.Model:
+    """Run ``passes`` in order (onnx_ir's PassManager); return the resulting model.
+
+    An EdgeqError a pass raises (a user mistake, an unsupported operator) comes out as itself,
+    not wrapped in onnx_ir's PassError.
+    """
+    try:
+        return ir.passes.PassManager(passes)(model).model
+    except ir.passes.PassError as e:
+        cause = e.__cause__
+        while cause is not None and not isinstance(cause, EdgeqError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None

@@ -1,0 +1,75 @@
+"""Stage 4, ``calibrate``: a range for every activation the plan quantizes, then its scale.
+
+Ranges come from a reused table (``--ranges``) where it covers the tensor, else from the
+calibration data in one streaming pass (``edgeq.calibrate.collect_ranges``); constants take
+their own min/max."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edgeq.errors import EdgeqError, UsageError
+
+if TYPE_CHECKING:
+    import onnx_ir as ir
+
+    from edgeq.calibrate.ranges import RangesTable
+    from edgeq.config import QuantConfig
+    from edgeq.stages.plan import Planned
+
+__all__ = ["calibrate"]
+
+
+def calibrate(model: "ir.Model", planned: "Planned", config: "QuantConfig", data: Any, ranges: Any,
+              progress: bool) -> tuple["RangesTable", dict[str, Any]]:
+    """(ranges table, the report's ``calibration`` section); sets ``planned.plan.qparams``."""
+    from edgeq.calibrate.ranges import RangesTable
+
+    names = planned.calibrated_roots()
+    if names:
+        table = _ranges(model, names, config, data, ranges, progress)
+    else:  # nothing static to calibrate (e.g. every MatMul went dynamic)
+        table = RangesTable({}, method=config.method)
+    _assign_qparams(planned, table, config)
+    return table, {"method": table.method, "num_samples": table.num_samples, "tensors": len(names)}
+
+
+def _ranges(model: "ir.Model", names: list[str], config: "QuantConfig", data: Any, ranges: Any,
+            progress: bool) -> "RangesTable":
+    from edgeq.calibrate import collect_ranges
+    from edgeq.calibrate.ranges import RangesTable
+
+    table = None
+    if ranges is not None:
+        table = ranges if isinstance(ranges, RangesTable) else RangesTable.load(ranges)
+        missing = [n for n in names if n not in table]
+        if not missing:
+            return table
+        if data is None:
+            raise UsageError(
+                f"the ranges table lacks {len(missing)} tensor(s) this model needs (e.g. {missing[0]!r}): "
+                "recalibrate with --calib DATA --save-ranges FILE"
+            )
+        names = missing
+    collected = collect_ranges(model, names, data, config, progress=progress)
+    if table is None:
+        return collected
+    return RangesTable({**dict(table), **dict(collected)}, method=collected.method,
+                       num_samples=collected.num_samples, meta=collected.meta)
+
+
+def _assign_qparams(planned: "Planned", table: "RangesTable", config: "QuantConfig") -> None:
+    from edgeq.graph import const_array
+    from edgeq.passes.plan import qparams_from_range
+
+    plan = planned.plan
+    for root in plan.roots():
+        array = const_array(root)
+        if array is not None:
+            lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+        elif root.name in table:
+            lo, hi = table[root.name].lo, table[root.name].hi
+        else:
+            raise EdgeqError(f"no calibrated range for tensor {root.name!r}: calibration skipped it "
+                             "(see the log); exclude its consumers with --exclude")
+        plan.qparams[root] = qparams_from_range(lo, hi, config.activations, config.symmetric)

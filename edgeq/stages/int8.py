@@ -1,0 +1,38 @@
+"""The ``static`` and ``dynamic`` modes: uniform int8, every stage in order.
+
+    load -> prepare -> plan -> calibrate (static only) -> rewrite -> (integer-only) -> check -> report
+
+Static mode fixes activation scales offline from calibration data (or a reused ranges table);
+dynamic mode quantizes weights only and lets onnxruntime quantize activations at run time. The
+mode table (``edgeq.config.MODES``) says which calibrates; the passes read the rest from the
+config."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgeq.config import QuantConfig
+    from edgeq.stages.result import QuantResult
+
+__all__ = ["quantize_int8"]
+
+
+def quantize_int8(model: Any, config: "QuantConfig", data: Any = None, *, eval_data: Any = None,
+                  labels: Any = None, ranges: Any = None, progress: bool = True) -> "QuantResult":
+    """Handler of the ``static`` and ``dynamic`` rows of the mode table."""
+    from edgeq.stages.check import check, check_min_sqnr
+    from edgeq.stages.load import load, prepare
+    from edgeq.stages.report import evaluate
+    from edgeq.stages.variant import build_variant
+
+    start = time.perf_counter()
+    prepared = prepare(load(model, data, keep_fp32=eval_data is not None), config)
+    result = build_variant(prepared, config, ranges, progress=progress, in_place=True)
+    check(result.model)
+    if eval_data is not None:
+        evaluate(result, prepared.fp32_bytes, eval_data, labels, layers=config.format == "qdq")
+        check_min_sqnr(result.report, config)
+    result.report["summary"]["seconds"] = round(time.perf_counter() - start, 3)
+    return result
