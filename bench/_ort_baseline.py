@@ -99,8 +99,7 @@ def ort_quantize(path: str, calib: Feeds, workdir: str, *, dynamic: str = "auto"
                  check_feed: dict[str, np.ndarray] | None = None, stem: str = "model") -> list[OrtRun]:
     """Run onnxruntime.quantization on ``path`` (see the module docstring); results go to
     ``workdir`` as ``{stem}.ort_*.onnx``. ``dynamic``: "auto", "always", "fallback" or "never"."""
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     path, workdir = os.path.abspath(path), os.path.abspath(workdir)

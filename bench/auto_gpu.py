@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {time.perf_counter() - t0:.0f} s", flush=True)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"rows": rows, "args": {k: v for k, v in vars(args).items()}}, f, indent=1, default=str)
+                json.dump({"rows": rows, "args": dict(vars(args).items())}, f, indent=1, default=str)
     print(markdown(rows, args))
     return 0
 

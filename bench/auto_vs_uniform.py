@@ -234,9 +234,9 @@ def int8_layers(data: bytes) -> tuple[int, int, int]:
 def run_model(case: Case, args, step) -> list[dict]:
     import edgeq
     from edgeq.auto import auto_quantize
-    from edgeq.report.evaluate import cpu_session, median_latency_ms
     from edgeq.auto.workbench import model_bytes_of
     from edgeq.config import QuantConfig
+    from edgeq.report.evaluate import cpu_session, median_latency_ms
 
     with open(case.path, "rb") as f:
         models: dict[str, bytes] = {"fp32": f.read()}

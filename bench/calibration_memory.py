@@ -116,6 +116,7 @@ def build_model(path: str, size: int, use_zoo: bool = True) -> tuple[str, str]:
     if use_zoo:
         try:
             import torch
+
             from models import zoo
 
             spec = zoo.get("mobilenet224")

@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import onnx
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))

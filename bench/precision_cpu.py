@@ -66,9 +66,9 @@ def bench_model(name: str, runs: int, repeats: int) -> list[tuple[str, float, fl
     import onnx_ir as ir
 
     import edgeq
+    from edgeq.auto.analysis import sensitivity
     from edgeq.config import QuantConfig
     from edgeq.exporter import export
-    from edgeq.auto.analysis import sensitivity
     from models import zoo
 
     spec = zoo.get(name)

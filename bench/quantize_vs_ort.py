@@ -83,8 +83,13 @@ def _worker(tool: str, options: dict, model: str, out: str, calib_path: str) -> 
         result = edgeq.quantize(model, edgeq.QuantConfig(**options), feeds, progress=False)
         result.save(out)
     elif tool == "ort":
-        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
-                                              QuantType, quantize_static)
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
 
         class Reader(CalibrationDataReader):
             def __init__(self) -> None:

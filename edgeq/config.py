@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Literal, Union
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal
 
 from edgeq.errors import UnsupportedError, UsageError
 
@@ -23,6 +24,9 @@ __all__ = [
     "Granularity",
     "QuantConfig",
     "parse_granularity",
+    "NodePrecision",
+    "PRECISIONS",
+    "parse_precision",
     "load_config_file",
 ]
 
@@ -60,7 +64,7 @@ class PerBlock:
         return f"per-block:{self.size}"
 
 
-Granularity = Union[PerTensor, PerChannel, PerBlock]
+Granularity = PerTensor | PerChannel | PerBlock
 
 
 def parse_granularity(text: str | Granularity) -> Granularity:
@@ -136,6 +140,74 @@ def default_mode(*, has_data: bool, has_ranges: bool = False, format: str = "qdq
     return "auto" if has_data and not has_ranges and format == "qdq" else "static"
 
 
+PRECISIONS = ("fp32", "fp16", "int16")  # per-node overrides of int8; "int16": int16 activations, int8 weights
+_LEGACY_PRECISION = {"exclude": "fp32", "int16_nodes": "int16", "fp16_nodes": "fp16"}  # the older list fields
+
+
+class NodePrecision(Mapping[str, str]):
+    """Per-layer precision: an ordered, immutable map of node name to ``fp32``, ``fp16`` or
+    ``int16`` (int8 is what every other node gets where it has a fast kernel). An ``fp32`` key
+    may also be an op type (``{"Softmax": "fp32"}`` keeps every Softmax float).
+
+        NodePrecision({"conv1": "fp32", "conv7": "int16"}).nodes("int16") == ("conv7",)
+
+    Built from a mapping or (name, precision) pairs; a later entry for a name replaces an earlier
+    one (``with_`` merges that way). Hashable, so a ``QuantConfig`` stays a frozen value."""
+
+    __slots__ = ("_map",)
+
+    def __init__(self, entries: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        pairs = entries.items() if isinstance(entries, Mapping) else entries
+        out: dict[str, str] = {}
+        for pair in pairs:
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise UsageError(f"precision entries are (node, precision) pairs, not {pair!r}")
+            name, precision = pair
+            if not isinstance(name, str) or not name:
+                raise UsageError(f"precision keys are node names (or op types), not {name!r}")
+            if precision not in PRECISIONS:
+                raise UsageError(f"precision of {name!r} must be one of {', '.join(PRECISIONS)} "
+                                 f"(int8 is the default), not {precision!r}")
+            out.pop(name, None)  # a replaced entry takes the new one's place in the order
+            out[name] = precision
+        self._map = out
+
+    def __getitem__(self, name: str) -> str:
+        return self._map[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._map.items()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and list(self.items()) == list(other.items())
+
+    def __repr__(self) -> str:
+        return f"NodePrecision({self._map!r})"
+
+    def nodes(self, precision: str) -> tuple[str, ...]:
+        """The names (and, for fp32, op types) given ``precision``, in order."""
+        return tuple(n for n, p in self._map.items() if p == precision)
+
+    def with_(self, entries: Mapping[str, str] | Iterable[tuple[str, str]]) -> NodePrecision:
+        """This map with ``entries`` added; an entry for a name already here replaces it."""
+        more = entries.items() if isinstance(entries, Mapping) else entries
+        return NodePrecision([*self._map.items(), *more])
+
+
+def parse_precision(text: str) -> tuple[str, str]:
+    """``NODE=PRECISION`` (the CLI's ``--precision``) as a pair."""
+    name, sep, precision = str(text).rpartition("=")
+    if not sep or not name:
+        raise UsageError(f"--precision takes NODE=PRECISION (e.g. conv1=fp16), not {text!r}")
+    return name, precision.strip().lower()
+
+
 Mode = Literal["static", "dynamic", "fp16", "auto"]
 Method = Literal["minmax", "percentile", "entropy", "mse"]
 ActDtype = Literal["int8", "uint8", "int16"]
@@ -162,9 +234,10 @@ class QuantConfig:
     activations: ActDtype = "uint8"
     weights: str = "int8"
     symmetric: bool = False
-    exclude: tuple[str, ...] = ()
-    int16_nodes: tuple[str, ...] = ()  # nodes (by name) whose activations are int16 (weights int8)
-    fp16_nodes: tuple[str, ...] = ()  # nodes (by name) computed in fp16 (Casts at the boundaries)
+    # older spellings of ``precision``, accepted and merged into it (read back as properties):
+    exclude: dataclasses.InitVar[Sequence[str]] = ()  # -> "fp32" (node names or op types)
+    int16_nodes: dataclasses.InitVar[Sequence[str]] = ()  # -> "int16" (int16 activations, int8 weights)
+    fp16_nodes: dataclasses.InitVar[Sequence[str]] = ()  # -> "fp16" (Casts at the region boundaries)
     format: Format = "qdq"
     integer_only: bool = False
     strict: bool = False
@@ -178,9 +251,12 @@ class QuantConfig:
     seed: int = 0
     provider: str = "cpu"  # auto mode: the provider whose latency counts ("never slower than fp32" there)
     threads: int = 1  # auto mode: intra-op threads for those latency measurements
+    precision: NodePrecision = NodePrecision()  # per-layer precision: node name -> fp32 | fp16 | int16
     time_budget_s: float | None = 600.0  # auto mode: optional search steps stop after about this long (None: no limit)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, exclude: Sequence[str], int16_nodes: Sequence[str], fp16_nodes: Sequence[str]) -> None:
+        object.__setattr__(self, "precision", _merge_precision(
+            self.precision, {"exclude": exclude, "int16_nodes": int16_nodes, "fp16_nodes": fp16_nodes}))
         for field, choices in _CHOICES.items():
             value = getattr(self, field)
             if value not in choices:
@@ -208,8 +284,6 @@ class QuantConfig:
             raise UsageError(f"threads must be at least 1, got {self.threads}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise UsageError(f"time_budget_s must be positive, got {self.time_budget_s}")
-        for field in ("exclude", "int16_nodes", "fp16_nodes"):
-            object.__setattr__(self, field, tuple(getattr(self, field)))
         if self.format == "qoperator" and (self.activations == "int16" or self.int16_nodes or self.fp16_nodes):
             raise UnsupportedError("int16 activations and fp16 nodes need --format qdq (the QOperator format "
                                    "has int8 kernels only)")
@@ -218,15 +292,14 @@ class QuantConfig:
 
     # -- serialization -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["granularity"] = str(self.granularity)
-        for field in ("exclude", "int16_nodes", "fp16_nodes"):
-            out[field] = list(getattr(self, field))
+        out["precision"] = dict(self.precision)
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "QuantConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
+    def from_dict(cls, data: dict[str, Any]) -> QuantConfig:
+        known = {f.name for f in dataclasses.fields(cls)} | set(_LEGACY_PRECISION)
         normalized = {k.replace("-", "_"): v for k, v in data.items()}
         unknown = sorted(set(normalized) - known)
         if unknown:
@@ -236,8 +309,58 @@ class QuantConfig:
             )
         return cls(**normalized)
 
-    def replace(self, **changes: Any) -> "QuantConfig":
+    def replace(self, **changes: Any) -> QuantConfig:
+        """A copy with ``changes``; ``exclude=``, ``int16_nodes=``, ``fp16_nodes=`` add to ``precision``."""
         return dataclasses.replace(self, **changes)
+
+    def with_precision(self, entries: Mapping[str, str] | Iterable[tuple[str, str]]) -> QuantConfig:
+        """A copy whose per-layer precision has ``entries`` added (replacing those of the same name)."""
+        return dataclasses.replace(self, precision=self.precision.with_(entries))
+
+
+def _names(field: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    try:
+        names = tuple(value)
+    except TypeError:
+        raise UsageError(f"{field} must be a list of node names, not {value!r}") from None
+    for name in names:
+        if not isinstance(name, str):
+            raise UsageError(f"{field} must be a list of node names, not {value!r}")
+    return names
+
+
+def _merge_precision(precision: Any, legacy: dict[str, Any]) -> NodePrecision:
+    """``precision`` (a mapping or pairs) with the names of the older list fields added; a name
+    given two different precisions is a usage error."""
+    merged = dict(NodePrecision(precision if isinstance(precision, Mapping) else _pairs(precision)))
+    for field, value in legacy.items():
+        for name in _names(field, value):
+            want = _LEGACY_PRECISION[field]
+            if merged.get(name, want) != want:
+                raise UsageError(f"node {name!r} is given two precisions, {merged[name]} and {want}: "
+                                 "choose one precision")
+            merged[name] = want
+    return NodePrecision(merged)
+
+
+def _pairs(value: Any) -> list:
+    try:
+        return list(value)
+    except TypeError:
+        raise UsageError(f"precision must be a mapping of node name to precision, not {value!r}") from None
+
+
+def _names_at(precision: str) -> property:
+    return property(lambda self: self.precision.nodes(precision),
+                    doc=f"The nodes whose precision is {precision!r} (``precision.nodes({precision!r})``).")
+
+
+# the older list fields, read back from the one map
+QuantConfig.exclude = _names_at("fp32")  # type: ignore[assignment]
+QuantConfig.int16_nodes = _names_at("int16")  # type: ignore[assignment]
+QuantConfig.fp16_nodes = _names_at("fp16")  # type: ignore[assignment]
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:

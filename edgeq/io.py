@@ -48,7 +48,7 @@ def _check_readable(path: str) -> None:
         raise ModelLoadError(f"model file {path} is empty: re-export or re-download it")
 
 
-def _check_external_paths(model: "ir.Model", base_dir: str) -> None:
+def _check_external_paths(model: ir.Model, base_dir: str) -> None:
     import onnx_ir as ir
 
     root = os.path.realpath(base_dir)
@@ -70,7 +70,7 @@ def _check_external_paths(model: "ir.Model", base_dir: str) -> None:
                     )
 
 
-def load_model(path: str | os.PathLike) -> "ir.Model":
+def load_model(path: str | os.PathLike) -> ir.Model:
     """Load an ONNX file as an ``onnx_ir.Model``; external data is checked and read lazily."""
     import onnx_ir as ir
 
@@ -90,7 +90,7 @@ def load_model(path: str | os.PathLike) -> "ir.Model":
     return model
 
 
-def as_model(model: "str | os.PathLike | onnx.ModelProto | ir.Model") -> "tuple[ir.Model, str | None]":
+def as_model(model: str | os.PathLike | onnx.ModelProto | ir.Model) -> tuple[ir.Model, str | None]:
     """``model`` (a path, onnx.ModelProto or onnx_ir.Model) as a fresh onnx_ir.Model, and its
     path if it came from a file. The caller's model is never changed: an in-memory one is copied."""
     import onnx
@@ -148,7 +148,7 @@ def _umask() -> int:
     return mask
 
 
-def weights_nbytes(model: "ir.Model") -> int:
+def weights_nbytes(model: ir.Model) -> int:
     """Bytes held by the initializers of ``model``'s graph and all its subgraphs."""
     total = 0
     for graph in model.graphs():
@@ -159,7 +159,7 @@ def weights_nbytes(model: "ir.Model") -> int:
 
 
 def save_model(
-    model: "ir.Model | onnx.ModelProto",
+    model: ir.Model | onnx.ModelProto,
     path: str | os.PathLike,
     *,
     inputs: Iterable[str | os.PathLike] = (),
@@ -198,7 +198,7 @@ def save_model(
         raise EdgeqError(f"could not write model to {path} ({e}): check the folder and free space") from None
 
 
-def model_bytes(model: "ir.Model | onnx.ModelProto") -> bytes:
+def model_bytes(model: ir.Model | onnx.ModelProto) -> bytes:
     """Serialize a (small) model for onnxruntime without touching the disk."""
     import onnx_ir as ir
 

@@ -41,13 +41,13 @@ def _check_inputs(mode: ModeSpec, data: Any, ranges: Any) -> None:
 
 
 def quantize(
-    model: "str | os.PathLike | onnx.ModelProto | ir.Model",
+    model: str | os.PathLike | onnx.ModelProto | ir.Model,
     config: QuantConfig | None = None,
     data: Any = None,
     *,
     eval_data: Any = None,
     labels: Any = None,
-    ranges: "RangesTable | str | os.PathLike | None" = None,
+    ranges: RangesTable | str | os.PathLike | None = None,
     progress: bool = True,
 ) -> QuantResult:
     """Quantize ``model`` (a path, onnx.ModelProto or onnx_ir.Model; the caller's is never changed).

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-__all__ = ["VOCAB", "DIM", "MAX_LEN", "SEQ_LEN", "TinyTransformer", "build", "token_feeds", "example_inputs"]
+__all__ = ["VOCAB", "DIM", "MAX_LEN", "SEQ_LEN", "TinyTransformer", "build", "token_feeds", "example_inputs"]  # noqa: F822 (TinyTransformer: module __getattr__, torch imported lazily)
 
 VOCAB = 1000
 DIM = 128

@@ -50,17 +50,17 @@ class ModelSpec:
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     dynamic_axes: dict[str, dict[int, str]]
-    builder: Callable[[], "torch.nn.Module"] = field(repr=False)
-    example_builder: Callable[[], tuple["torch.Tensor", ...]] = field(repr=False)
+    builder: Callable[[], torch.nn.Module] = field(repr=False)
+    example_builder: Callable[[], tuple[torch.Tensor, ...]] = field(repr=False)
     calibration_source: Callable[[int, int], Feeds] = field(repr=False)
     eval_source: Callable[[int, int], Feeds] = field(repr=False)
     labels_source: Callable[[int, int], np.ndarray | None] | None = field(default=None, repr=False)
 
-    def build(self) -> "torch.nn.Module":
+    def build(self) -> torch.nn.Module:
         """The torch model in eval mode with its weights loaded."""
         return self.builder().eval()
 
-    def example_inputs(self) -> tuple["torch.Tensor", ...]:
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
         """Example inputs for export (batch 1), one tensor per name in ``input_names``."""
         return tuple(self.example_builder())
 
@@ -98,7 +98,7 @@ def get(name: str) -> ModelSpec:
         raise UsageError(f"unknown zoo model {name!r}: choose one of {', '.join(names())}") from None
 
 
-def _digits_example() -> tuple["torch.Tensor", ...]:
+def _digits_example() -> tuple[torch.Tensor, ...]:
     import torch
 
     from models import digits_data

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import onnx
 import pytest
-from ortutil import op_types, run_ort
-from passes.nets import conv_net, feeds, mlp_net
 
 import edgeq
 from edgeq.metrics import sqnr_db
+from ortutil import op_types, run_ort
+from passes.nets import conv_net, feeds, mlp_net
 
 
 def _sqnr(proto, model, data):

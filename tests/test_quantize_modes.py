@@ -7,12 +7,12 @@ import json
 import numpy as np
 import onnx
 import pytest
-from ortutil import op_types, run_ort
-from passes.nets import conv_net, feeds
 
 import edgeq
 from edgeq.cli.main import main
 from edgeq.metrics import sqnr_db
+from ortutil import op_types, run_ort
+from passes.nets import conv_net, feeds
 
 
 def test_fp16_mode_keeps_fp32_boundary_and_fidelity():

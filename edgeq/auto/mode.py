@@ -23,7 +23,7 @@ AUTO_MAX_BYTES = 1_500_000_000  # weights over this: static mode (auto serialize
 
 
 def quantize_auto(model: Any, config: QuantConfig, data: Any, *, eval_data: Any = None, labels: Any = None,
-                  ranges: Any = None, progress: bool = True) -> "QuantResult":
+                  ranges: Any = None, progress: bool = True) -> QuantResult:
     """Handler of the ``auto`` row of the mode table (``ranges`` is not used: auto calibrates)."""
     from edgeq.auto.search import auto_quantize
     from edgeq.io import as_model, model_bytes, weights_nbytes

@@ -95,14 +95,13 @@ class Search:
         from edgeq.stages.load import Prepared
         from edgeq.stages.variant import build_variant
 
-        config = self.bench.config  # the user's own int16_nodes/fp16_nodes stay
+        config = self.bench.config  # the user's own precisions stay, unless a unit here overrides them
         folded = {u.name: [f.split(":")[0] for f in u.folded] for u in self.bench.units()} if fp16 else {}
-        int16_nodes = tuple(dict.fromkeys([*config.int16_nodes, *int16]))
-        fp16_nodes = tuple(dict.fromkeys(n for u in [*config.fp16_nodes, *fp16] for n in [u, *folded.get(u, [])]
-                                         if n not in int16_nodes))
-        config = config.replace(exclude=tuple(dict.fromkeys([*config.exclude, *exclude])), min_sqnr=None,
-                                int16_nodes=int16_nodes, fp16_nodes=fp16_nodes)
-        return build_variant(Prepared.of(model), config, table)
+        int16_nodes = {*config.int16_nodes, *int16}
+        entries = [(n, "fp32") for n in exclude] + [(n, "int16") for n in int16]
+        # an fp16 unit takes its folded Relu/Clip along, unless one is int16
+        entries += [(n, "fp16") for u in fp16 for n in [u, *folded.get(u, [])] if n not in int16_nodes]
+        return build_variant(Prepared.of(model), config.with_precision(entries).replace(min_sqnr=None), table)
 
     def _int16_minmax(self, exclude: tuple[str, ...], int16: tuple[str, ...], model: Any) -> dict[str, str]:
         """{tensor: "minmax"} for the activations of int16 units that no int8 node produces or

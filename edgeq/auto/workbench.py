@@ -192,7 +192,7 @@ class Workbench:
 
     @classmethod
     def create(cls, model: Any, config: QuantConfig, feeds: list[dict[str, np.ndarray]],
-               metric: Any = None) -> "Workbench":
+               metric: Any = None) -> Workbench:
         return cls(model, config, feeds, resolve_metric(metric))
 
     def samples(self, model: Any) -> dict[str, list[np.ndarray]]:
@@ -225,7 +225,9 @@ class Workbench:
 
         copy = copy_model(self.model if model is None else model)
         plan = QuantPlan()
-        run_passes(copy, analysis_passes(self.config.replace(exclude=tuple(exclude)), plan))
+        # ``exclude`` stands for the user's fp32 entries too (the other precisions stay)
+        config = self.config.replace(precision=[(n, p) for n, p in self.config.precision.items() if p != "fp32"])
+        run_passes(copy, analysis_passes(config.with_precision((n, "fp32") for n in exclude), plan))
         return plan, copy
 
     def units(self) -> list[Unit]:
@@ -246,5 +248,5 @@ class Workbench:
         from edgeq.stages.load import Prepared
         from edgeq.stages.variant import build_variant
 
-        config = self.config.replace(exclude=tuple(dict.fromkeys([*self.config.exclude, *exclude])), min_sqnr=None)
+        config = self.config.with_precision((n, "fp32") for n in exclude).replace(min_sqnr=None)
         return build_variant(Prepared.of(self.model if model is None else model), config, table)

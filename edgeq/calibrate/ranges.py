@@ -54,7 +54,7 @@ class TensorRange:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TensorRange":
+    def from_dict(cls, data: Mapping[str, Any]) -> TensorRange:
         lo, hi = float(data["lo"]), float(data["hi"])
         return cls(
             lo=lo,
@@ -102,7 +102,7 @@ class RangesTable(Mapping[str, TensorRange]):
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RangesTable":
+    def from_dict(cls, data: Mapping[str, Any]) -> RangesTable:
         if data.get("format") != "edgeq-ranges" or "ranges" not in data:
             raise UsageError("not an edgeq ranges table: write one with `edgeq quantize --save-ranges`")
         return cls(
@@ -121,7 +121,7 @@ class RangesTable(Mapping[str, TensorRange]):
         return os.fspath(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "RangesTable":
+    def load(cls, path: str | os.PathLike) -> RangesTable:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise UsageError(f"ranges file {path} does not exist: check the path")

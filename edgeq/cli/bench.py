@@ -66,7 +66,7 @@ def _provider(r) -> str:
     return f"{r.provider} FELL BACK to {used}" if r.fell_back else used
 
 
-def render_table(results) -> "object":
+def render_table(results) -> object:
     from rich.table import Table
 
     several = any(r.speedup is not None for r in results)

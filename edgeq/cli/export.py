@@ -13,7 +13,7 @@ def describe(result) -> list[tuple[str, str]]:
     """Rows (field, value) summarizing an ExportResult."""
     def io(names):
         return ", ".join(
-            f"{n}[{','.join(f'{a}:{l}' for a, l in sorted(result.dynamic_axes.get(n, {}).items()))}]"
+            f"{n}[{','.join(f'{a}:{label}' for a, label in sorted(result.dynamic_axes.get(n, {}).items()))}]"
             if result.dynamic_axes.get(n) else n
             for n in names
         )

@@ -37,6 +37,7 @@ def quant_options(func):
         click.option("--exclude", multiple=True, help="Keep a node (by name) or an op type float; repeatable."),
         click.option("--int16-node", "int16_nodes", multiple=True, help="Give this node int16 activations (int8 weights); repeatable."),
         click.option("--fp16-node", "fp16_nodes", multiple=True, help="Compute this node in fp16 (Casts at region boundaries); repeatable."),
+        click.option("--precision", "precision", multiple=True, metavar="NODE=PREC", help="Per-layer precision, PREC one of fp32, fp16, int16 (int8 is the default); repeatable. --exclude, --int16-node and --fp16-node are its shorthands."),
         click.option("--ranges", "ranges", type=click.Path(dir_okay=False), default=None, help="Reuse a ranges table (JSON) and skip calibration."),
         click.option("--save-ranges", type=click.Path(dir_okay=False), default=None, help="Write the ranges table used (JSON)."),
         click.option("--trt-cache", type=click.Path(dir_okay=False), default=None, help="Also write a TensorRT calibration cache."),
@@ -58,14 +59,17 @@ def quant_options(func):
 def build_config(config_file: str | None, *, has_data: bool = True, has_ranges: bool = False, **flags: Any):
     """QuantConfig from the config file, overridden by the flags that were given.
 
-    Where neither sets ``mode``, ``edgeq.config.default_mode`` picks it, as for ``edgeq.quantize``."""
-    from edgeq.config import QuantConfig, default_mode, load_config_file
+    Where neither sets ``mode``, ``edgeq.config.default_mode`` picks it, as for ``edgeq.quantize``.
+    ``--precision`` entries are added to the file's ``precision`` map (replacing the same names)."""
+    from edgeq.config import NodePrecision, QuantConfig, default_mode, load_config_file
 
     data = load_config_file(config_file) if config_file else {}
     data = {k.replace("-", "_"): v for k, v in data.items()}
     for key, value in flags.items():
         if value is None or value == ():
             continue
+        if key == "precision" and isinstance(data.get(key), dict):
+            value = NodePrecision(data[key]).with_(value)
         data[key] = value
     if data.get("mode") is None:
         data["mode"] = default_mode(has_data=has_data, has_ranges=has_ranges, format=data.get("format", "qdq"))
@@ -73,11 +77,14 @@ def build_config(config_file: str | None, *, has_data: bool = True, has_ranges: 
 
 
 def _config_from(kw: dict[str, Any], calib: Any = None):
+    from edgeq.config import parse_precision
+
     has_data = calib is not None or kw["calib"] is not None
     return build_config(
         kw["config_file"], has_data=has_data, has_ranges=kw["ranges"] is not None, mode=_mode(kw), method=kw["method"], percentile=kw["percentile"],
         granularity=kw["granularity"], activations=kw["activations"], symmetric=kw["symmetric"],
         exclude=tuple(kw["exclude"]), int16_nodes=tuple(kw["int16_nodes"]), fp16_nodes=tuple(kw["fp16_nodes"]),
+        precision=tuple(parse_precision(p) for p in kw["precision"]),
         format=kw["fmt"], integer_only=kw["integer_only"],
         strict=kw["strict"], max_samples=kw["max_samples"], min_sqnr=kw["min_sqnr"],
         metric=kw["metric"], min_score=kw["min_score"], provider=kw["provider"], threads=kw["threads"],
@@ -212,7 +219,7 @@ def export_and_quantize(spec: str, out: str, fp32_out: str | None, **kw: Any) ->
         click.echo(f"  file size: fp32 {before / 1024:,.0f} KB -> int8 {after / 1024:,.0f} KB ({after / before:.2f}x)")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _zoo_spec(name: str):
     try:
         from models import zoo

@@ -80,7 +80,7 @@ def random_inputs(shapes: Mapping[str, InputShape | Sequence[int]], seed: int = 
 
     rng = np.random.default_rng(seed)
     tensors = []
-    for name, spec in shapes.items():
+    for _name, spec in shapes.items():
         spec = spec if isinstance(spec, InputShape) else InputShape(tuple(int(d) for d in spec))
         if spec.dtype.startswith("float"):
             array = rng.standard_normal(spec.shape).astype(spec.dtype)

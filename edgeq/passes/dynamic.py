@@ -155,7 +155,7 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
         dql = ir.node("DynamicQuantizeLinear", [node.inputs[0]], num_outputs=3, name=derived_name(node, "dql"))
         w_q = add_initializer(graph, f"{base}_q", qw.values)
         w_zp = add_initializer(graph, f"{base}_zp", np.asarray(0, np.int8))
-        attrs = {k: v for k, v in node.attributes.items()}
+        attrs = dict(node.attributes.items())
         conv = ir.Node("", "ConvInteger", [dql.outputs[0], w_q, dql.outputs[2], w_zp], attrs.values(),
                        name=derived_name(node, "ConvInteger"))
         cast = ir.node("Cast", [conv.outputs[0]], {"to": ir.DataType.FLOAT}, name=derived_name(node, "cast"))

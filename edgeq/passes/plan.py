@@ -59,7 +59,7 @@ class QParams:
         return dataclasses.asdict(self)
 
 
-def node_label(node: "ir.Node") -> str:
+def node_label(node: ir.Node) -> str:
     return node.name or f"<{node.op_type}>"
 
 
@@ -67,30 +67,30 @@ def node_label(node: "ir.Node") -> str:
 class QuantPlan:
     """Mutable state shared by the passes of one quantize run."""
 
-    decisions: dict["ir.Node", Decision] = dataclasses.field(default_factory=dict)
+    decisions: dict[ir.Node, Decision] = dataclasses.field(default_factory=dict)
     # activation value -> the value whose range/scale it uses (itself for a root)
-    values: dict["ir.Value", "ir.Value"] = dataclasses.field(default_factory=dict)
+    values: dict[ir.Value, ir.Value] = dataclasses.field(default_factory=dict)
     # root value -> its quantization parameters (filled after calibration)
-    qparams: dict["ir.Value", QParams] = dataclasses.field(default_factory=dict)
+    qparams: dict[ir.Value, QParams] = dataclasses.field(default_factory=dict)
     # node -> weight summary written by QuantizeWeightsPass / DynamicQuantizePass
-    weights: dict["ir.Node", dict[str, Any]] = dataclasses.field(default_factory=dict)
+    weights: dict[ir.Node, dict[str, Any]] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
     # nodes whose activation Q/DQ (inputs and outputs) are int16 while the rest use the default
-    int16: set["ir.Node"] = dataclasses.field(default_factory=set)
+    int16: set[ir.Node] = dataclasses.field(default_factory=set)
 
-    def decide(self, node: "ir.Node", role: str, reason: str = "") -> None:
+    def decide(self, node: ir.Node, role: str, reason: str = "") -> None:
         self.decisions[node] = Decision(role, reason)
 
-    def role(self, node: "ir.Node | None") -> str:
+    def role(self, node: ir.Node | None) -> str:
         if node is None:
             return Role.FLOAT
         decision = self.decisions.get(node)
         return decision.role if decision else Role.FLOAT
 
-    def is_int8(self, node: "ir.Node | None") -> bool:
+    def is_int8(self, node: ir.Node | None) -> bool:
         return self.role(node) in (Role.COMPUTE, Role.PASSTHROUGH, Role.FOLDED)
 
-    def root(self, value: "ir.Value") -> "ir.Value":
+    def root(self, value: ir.Value) -> ir.Value:
         seen = 0
         while self.values.get(value, value) is not value:
             value = self.values[value]
@@ -98,24 +98,24 @@ class QuantPlan:
             assert seen < 100_000, "cycle in scale sharing"
         return value
 
-    def roots(self) -> list["ir.Value"]:
+    def roots(self) -> list[ir.Value]:
         """The values calibration must observe (one per distinct scale)."""
         out: dict[ir.Value, None] = {}
         for value in self.values:
             out[self.root(value)] = None
         return list(out)
 
-    def is_int16(self, node: "ir.Node | None") -> bool:
+    def is_int16(self, node: ir.Node | None) -> bool:
         return node is not None and node in self.int16
 
-    def params(self, value: "ir.Value", dtype: str | None = None) -> QParams:
+    def params(self, value: ir.Value, dtype: str | None = None) -> QParams:
         """``value``'s parameters; in ``dtype`` (from the same range) when it differs."""
         qp = self.qparams[self.root(value)]
         if dtype is None or dtype == qp.dtype:
             return qp
         return qparams_from_range(qp.lo, qp.hi, dtype, symmetric=True)
 
-    def input_params(self, node: "ir.Node", value: "ir.Value") -> QParams:
+    def input_params(self, node: ir.Node, value: ir.Value) -> QParams:
         """The parameters ``node`` reads ``value`` with (int16 for an int16 node)."""
         return self.params(value, "int16" if node in self.int16 else None)
 
@@ -140,20 +140,20 @@ def qparams_from_range(lo: float, hi: float, dtype: str, symmetric: bool) -> QPa
     return QParams(scale=scale, zero_point=zero_point, dtype=dtype, lo=lo, hi=hi)
 
 
-def attr_value(node: "ir.Node", name: str, default: Any) -> Any:
+def attr_value(node: ir.Node, name: str, default: Any) -> Any:
     """``node``'s attribute ``name`` as a Python value, or ``default`` when it is absent."""
     attr = node.attributes.get(name)
     return default if attr is None else attr.value
 
 
-def is_float(value: "ir.Value | None") -> bool:
+def is_float(value: ir.Value | None) -> bool:
     """True for float32 values and for values of unknown type (shape inference may miss them)."""
     import onnx_ir as ir
 
     return value is not None and value.dtype in (None, ir.DataType.FLOAT)
 
 
-def fresh_base(graph: "ir.Graph", base: str, suffixes: tuple[str, ...] = ("_q", "_scale", "_zp")) -> str:
+def fresh_base(graph: ir.Graph, base: str, suffixes: tuple[str, ...] = ("_q", "_scale", "_zp")) -> str:
     """``base`` (or ``base_1`` ...) such that no initializer is named ``base + suffix``."""
     candidate, i = base, 0
     while any(candidate + s in graph.initializers for s in suffixes):
@@ -162,7 +162,7 @@ def fresh_base(graph: "ir.Graph", base: str, suffixes: tuple[str, ...] = ("_q", 
     return candidate
 
 
-def derived_name(node: "ir.Node", suffix: str) -> str | None:
+def derived_name(node: ir.Node, suffix: str) -> str | None:
     """A name for a node that replaces ``node``: ``<name>_<suffix>``, or none when ``node`` has
     none (ORT refuses two nodes with the same non-empty name)."""
     return f"{node.name}_{suffix}" if node.name else None

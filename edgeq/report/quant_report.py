@@ -25,7 +25,7 @@ __all__ = ["node_labels", "activation_params", "build_report", "write_report", "
 REPORT_VERSION = 1
 
 
-def node_labels(graph: "ir.Graph") -> dict["ir.Node", str]:
+def node_labels(graph: ir.Graph) -> dict[ir.Node, str]:
     """A stable, unique label per node: its name, else ``OpType_index``."""
     labels: dict[ir.Node, str] = {}
     for i, node in enumerate(graph):
@@ -33,12 +33,12 @@ def node_labels(graph: "ir.Graph") -> dict["ir.Node", str]:
     return labels
 
 
-def activation_params(plan: QuantPlan, labels: dict["ir.Node", str]) -> dict["ir.Node", dict[str, Any]]:
+def activation_params(plan: QuantPlan, labels: dict[ir.Node, str]) -> dict[ir.Node, dict[str, Any]]:
     """Scales/zero points around each int8 node; take it before the rewrite changes inputs."""
     return {node: _activation_params(plan, node) for node in labels if plan.role(node) != Role.FLOAT}
 
 
-def _activation_params(plan: QuantPlan, node: "ir.Node") -> dict[str, Any]:
+def _activation_params(plan: QuantPlan, node: ir.Node) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for value in [*data_inputs(node), *node.outputs]:
         if value in plan.values and plan.root(value) in plan.qparams:
@@ -57,9 +57,9 @@ def _activation_params(plan: QuantPlan, node: "ir.Node") -> dict[str, Any]:
 
 def build_report(
     plan: QuantPlan,
-    labels: dict["ir.Node", str],
-    config: "QuantConfig",
-    activations: dict["ir.Node", dict[str, Any]],
+    labels: dict[ir.Node, str],
+    config: QuantConfig,
+    activations: dict[ir.Node, dict[str, Any]],
     *,
     source: str | None,
     size_before: int,

@@ -63,7 +63,7 @@ class BenchResult:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "BenchResult":
+    def from_dict(cls, d: Mapping[str, Any]) -> BenchResult:
         fields = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in d.items() if k in fields}
         data["providers_used"] = tuple(data.get("providers_used", ()))

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Iterable
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from edgeq.errors import ProviderError, UsageError
 
@@ -238,8 +238,8 @@ class TensorRTOptions:
         return opts
 
 
-ProviderOptions = Union[CPUOptions, CUDAOptions, TensorRTOptions]
-ProviderEntry = Union[str, CPUOptions, CUDAOptions, TensorRTOptions]
+ProviderOptions = CPUOptions | CUDAOptions | TensorRTOptions
+ProviderEntry = str | CPUOptions | CUDAOptions | TensorRTOptions
 
 
 def resolve_chain(

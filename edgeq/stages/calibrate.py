@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 __all__ = ["calibrate"]
 
 
-def calibrate(model: "ir.Model", planned: "Planned", config: "QuantConfig", data: Any, ranges: Any,
-              progress: bool) -> tuple["RangesTable", dict[str, Any]]:
+def calibrate(model: ir.Model, planned: Planned, config: QuantConfig, data: Any, ranges: Any,
+              progress: bool) -> tuple[RangesTable, dict[str, Any]]:
     """(ranges table, the report's ``calibration`` section); sets ``planned.plan.qparams``."""
     from edgeq.calibrate.ranges import RangesTable
 
@@ -34,8 +34,8 @@ def calibrate(model: "ir.Model", planned: "Planned", config: "QuantConfig", data
     return table, {"method": table.method, "num_samples": table.num_samples, "tensors": len(names)}
 
 
-def _ranges(model: "ir.Model", names: list[str], config: "QuantConfig", data: Any, ranges: Any,
-            progress: bool) -> "RangesTable":
+def _ranges(model: ir.Model, names: list[str], config: QuantConfig, data: Any, ranges: Any,
+            progress: bool) -> RangesTable:
     from edgeq.calibrate import collect_ranges
     from edgeq.calibrate.ranges import RangesTable
 
@@ -58,7 +58,7 @@ def _ranges(model: "ir.Model", names: list[str], config: "QuantConfig", data: An
                        num_samples=collected.num_samples, meta=collected.meta)
 
 
-def _assign_qparams(planned: "Planned", table: "RangesTable", config: "QuantConfig") -> None:
+def _assign_qparams(planned: Planned, table: RangesTable, config: QuantConfig) -> None:
     from edgeq.graph import const_array
     from edgeq.passes.plan import qparams_from_range
 

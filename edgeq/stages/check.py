@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["check", "check_min_sqnr"]
 
 
-def check(model: "ir.Model") -> None:
+def check(model: ir.Model) -> None:
     """``onnx.checker`` on ``model``; an EdgeqError naming the first problem (a bug of edgeq's)."""
     import onnx
     import onnx_ir as ir
@@ -29,7 +29,7 @@ def check(model: "ir.Model") -> None:
                          "please report it, and --exclude the node concerned meanwhile") from None
 
 
-def check_min_sqnr(report: dict[str, Any], config: "QuantConfig") -> None:
+def check_min_sqnr(report: dict[str, Any], config: QuantConfig) -> None:
     """FidelityError if an evaluated output's SQNR is below ``config.min_sqnr``."""
     if config.min_sqnr is None:
         return

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["quantize_fp16", "build_fp16_variant"]
 
 
-def build_fp16_variant(prepared: "Prepared", config: "QuantConfig", *, in_place: bool = False) -> "QuantResult":
+def build_fp16_variant(prepared: Prepared, config: QuantConfig, *, in_place: bool = False) -> QuantResult:
     """``prepared.model`` (a copy unless ``in_place``) converted to fp16, with its report."""
     from edgeq.graph import copy_model
     from edgeq.io import weights_nbytes
@@ -51,8 +51,8 @@ def build_fp16_variant(prepared: "Prepared", config: "QuantConfig", *, in_place:
     return QuantResult(model=model, report=report, ranges=None, source=prepared.source)
 
 
-def quantize_fp16(model: Any, config: "QuantConfig", data: Any = None, *, eval_data: Any = None,
-                  labels: Any = None, ranges: Any = None, progress: bool = True) -> "QuantResult":
+def quantize_fp16(model: Any, config: QuantConfig, data: Any = None, *, eval_data: Any = None,
+                  labels: Any = None, ranges: Any = None, progress: bool = True) -> QuantResult:
     """Handler of the ``fp16`` row of the mode table (``data``: only for shape inference)."""
     from edgeq.stages.check import check, check_min_sqnr
     from edgeq.stages.load import load, prepare

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 __all__ = ["quantize_int8"]
 
 
-def quantize_int8(model: Any, config: "QuantConfig", data: Any = None, *, eval_data: Any = None,
-                  labels: Any = None, ranges: Any = None, progress: bool = True) -> "QuantResult":
+def quantize_int8(model: Any, config: QuantConfig, data: Any = None, *, eval_data: Any = None,
+                  labels: Any = None, ranges: Any = None, progress: bool = True) -> QuantResult:
     """Handler of the ``static`` and ``dynamic`` rows of the mode table."""
     from edgeq.stages.check import check, check_min_sqnr
     from edgeq.stages.load import load, prepare

@@ -22,7 +22,7 @@ def _one(passes: list, kind: type[_P]) -> _P:
     return found
 
 
-def integer_only(model: "ir.Model", config: "QuantConfig") -> dict[str, Any]:
+def integer_only(model: ir.Model, config: QuantConfig) -> dict[str, Any]:
     """Rewrite ``model`` (QDQ form) in place into integer operators; return the report section.
 
     ``config.integer_only`` also rewrites value-moving ops between different scales (with a

@@ -21,7 +21,7 @@ class Loaded:
     """The model as given (a fresh copy: the caller's is never changed), and what the report
     needs from before any change."""
 
-    model: "ir.Model"
+    model: ir.Model
     source: str | None  # its path, if it came from a file
     data: Any  # the calibration data as a FeedSource checked against the model, or None
     fp32_bytes: bytes | None  # the fp32 model as given, kept for the evaluation stage
@@ -36,7 +36,7 @@ class Prepared(Loaded):
     notes: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
-    def of(cls, model: "ir.Model", notes: list[str] | tuple[str, ...] = ()) -> "Prepared":
+    def of(cls, model: ir.Model, notes: list[str] | tuple[str, ...] = ()) -> Prepared:
         """Wrap a model that ``prepare`` already made quantizable (auto's float model and its
         repaired variants): no source file, no data, its own weight bytes as the size before."""
         return cls(model, None, None, None, weights_nbytes(model), list(notes))
@@ -56,7 +56,7 @@ def load(model: Any, data: Any = None, *, keep_fp32: bool = False) -> Loaded:
     return Loaded(loaded, source, feeds, fp32_bytes, size_before)
 
 
-def prepare(loaded: Loaded, config: "QuantConfig") -> Prepared:
+def prepare(loaded: Loaded, config: QuantConfig) -> Prepared:
     """Stage 2: ``edgeq.prepare.prepare_model`` in place (opset, constants, BatchNorm folding,
     shapes ...), its notes kept for the report."""
     from edgeq.prepare import prepare_model

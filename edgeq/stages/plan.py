@@ -25,8 +25,8 @@ __all__ = ["Planned", "plan"]
 class Planned:
     """The plan, and each node's report label (taken before any rewrite renames or removes nodes)."""
 
-    plan: "QuantPlan"
-    labels: dict["ir.Node", str]
+    plan: QuantPlan
+    labels: dict[ir.Node, str]
 
     def calibrated_roots(self) -> list[str]:
         """The activation tensors whose ranges calibration must supply (one per scale group)."""
@@ -34,7 +34,7 @@ class Planned:
 
         return [v.name for v in self.plan.roots() if const_array(v) is None]
 
-    def snapshot(self) -> tuple[dict["ir.Node", dict[str, Any]], list[str]]:
+    def snapshot(self) -> tuple[dict[ir.Node, dict[str, Any]], list[str]]:
         """(activation scales per int8 node, the float tensors quantized), before the rewrite
         changes the inputs they are read from."""
         from edgeq.graph import const_array
@@ -45,7 +45,7 @@ class Planned:
         return activations, tensors
 
 
-def plan(model: "ir.Model", config: "QuantConfig") -> Planned:
+def plan(model: ir.Model, config: QuantConfig) -> Planned:
     """Run the analysis passes on ``model`` (in place) and return the plan they filled."""
     from edgeq.graph import run_passes
     from edgeq.passes.pipeline import analysis_passes

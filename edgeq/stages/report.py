@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["report", "evaluate"]
 
 
-def report(model: "ir.Model", planned: "Planned", config: "QuantConfig", prepared: "Prepared", *,
+def report(model: ir.Model, planned: Planned, config: QuantConfig, prepared: Prepared, *,
            activations: dict, ranges_info: dict[str, Any] | None, seconds: float) -> dict[str, Any]:
     """What was quantized (with its scales), what was left float and why, sizes, calibration."""
     from edgeq.report.quant_report import build_report
@@ -30,7 +30,7 @@ def report(model: "ir.Model", planned: "Planned", config: "QuantConfig", prepare
     )
 
 
-def evaluate(result: "QuantResult", fp32_bytes: bytes, eval_data: Any, labels: Any = None, *,
+def evaluate(result: QuantResult, fp32_bytes: bytes, eval_data: Any, labels: Any = None, *,
              layers: bool = False) -> tuple[Any, bytes]:
     """Put fidelity, accuracy and latency of ``result.model`` vs the fp32 model in
     ``result.report["evaluation"]`` (and, with ``layers``, the error of every quantized tensor);

@@ -21,9 +21,9 @@ class QuantResult:
     ``quantized_tensors``: the float tensors the plan gave int8 ranges (graph outputs and
     constants left out), the per-layer error of the evaluation stage probes them."""
 
-    model: "ir.Model"
+    model: ir.Model
     report: dict[str, Any]
-    ranges: "RangesTable | None" = None
+    ranges: RangesTable | None = None
     source: str | None = None
     quantized_tensors: list[str] = dataclasses.field(default_factory=list, repr=False)
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["rewrite"]
 
 
-def rewrite(model: "ir.Model", planned: "Planned", config: "QuantConfig") -> None:
+def rewrite(model: ir.Model, planned: Planned, config: QuantConfig) -> None:
     """Run the rewrite passes on ``model`` in place."""
     from edgeq.graph import run_passes
     from edgeq.passes.pipeline import rewrite_passes

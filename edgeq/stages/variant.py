@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["build_variant"]
 
 
-def build_variant(prepared: "Prepared", config: "QuantConfig", ranges: "RangesTable | str | None" = None, *,
-                  progress: bool = False, in_place: bool = False) -> "QuantResult":
+def build_variant(prepared: Prepared, config: QuantConfig, ranges: RangesTable | str | None = None, *,
+                  progress: bool = False, in_place: bool = False) -> QuantResult:
     """Quantize ``prepared.model`` as ``config`` says (an int8 mode: static or dynamic).
 
     ``ranges``: a RangesTable or its JSON file; calibration (on ``prepared.data``) fills only

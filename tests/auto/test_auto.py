@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+
 from ortutil import int8_pays_timing, op_types, run_ort
 
 from .nets import build, outlier_feeds, outlier_net

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from ortutil import run_ort
 
 from edgeq.metrics import sqnr_db
+from ortutil import run_ort
 
 NET = """<ir_version: 8, opset_import: ["" : 17]>
 ladder_net (float[N,8,12,12] x) => (float[N,10] y) {

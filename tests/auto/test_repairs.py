@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+
 from ortutil import op_types, run_ort
 
 from .nets import build

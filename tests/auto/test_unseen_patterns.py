@@ -7,9 +7,9 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from ortutil import op_types, run_ort
 
 from edgeq.metrics import sqnr_db
+from ortutil import op_types, run_ort
 
 # MobileViT's classifier pools with ReduceMean(keepdims=0): CanonicalizePass turns it into
 # GlobalAveragePool -> Flatten, whose new middle tensor auto's calibration (run before

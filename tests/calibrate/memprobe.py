@@ -13,7 +13,6 @@ import onnx
 from onnx import helper, numpy_helper
 
 
-
 def peak_rss_mb() -> float:
     """Peak RSS of this process since exec (VmHWM). ru_maxrss would also count the parent's RSS
     at fork time, which hides the child's own peak when the parent is larger."""

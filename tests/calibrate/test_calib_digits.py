@@ -5,7 +5,6 @@ clipped at the 92nd percentile."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from edgeq.calibrate import collect_ranges

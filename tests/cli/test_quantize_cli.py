@@ -8,9 +8,9 @@ import os
 import numpy as np
 import onnx
 import pytest
-from passes.nets import conv_net, feeds
 
 from edgeq.cli.main import main
+from passes.nets import conv_net, feeds
 
 
 @pytest.fixture
@@ -34,9 +34,8 @@ def _run(argv, capsys):
 def test_default_invocation_is_auto(model_and_calib, tmp_path, capsys):
     """With --calib and no --mode, auto mode decides; the model written is the one it chose:
     int8 (meeting 30 dB, not slower than fp32 where timed) or the fp32 model with a note."""
-    from ortutil import run_ort
-
     from edgeq.metrics import sqnr_db
+    from ortutil import run_ort
 
     src, calib = model_and_calib
     out, rep = tmp_path / "out.onnx", tmp_path / "r.json"
@@ -168,10 +167,17 @@ def test_int16_and_fp16_nodes_from_the_command_line(model_and_calib, tmp_path, c
                          "--int16-node", names[0], "--fp16-node", names[-1], "--report", str(rep), "-q"], capsys)
     assert code == 0, err
     report = json.loads(rep.read_text())
-    assert report["config"]["int16_nodes"] == [names[0]] and report["config"]["fp16_nodes"] == [names[-1]]
+    assert report["config"]["precision"] == {names[0]: "int16", names[-1]: "fp16"}
     model = onnx.load(out)
     q16 = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.domain == "com.microsoft"]
     assert q16 and any(n.op_type == "Cast" for n in model.graph.node)
+    same = tmp_path / "same.onnx"  # --precision NODE=PREC is the one map the three flags fill
+    code, _, err = _run(["quantize", str(src), "-o", str(same), "--calib", str(calib), "--mode", "static",
+                         "--precision", f"{names[0]}=int16", "--precision", f"{names[-1]}=FP16", "-q"], capsys)
+    assert code == 0, err and onnx.load(same).SerializeToString() == model.SerializeToString()
+    code, _, err = _run(["quantize", str(src), "-o", str(same), "--calib", str(calib), "--mode", "static",
+                         "--precision", f"{names[0]}=int4", "-q"], capsys)
+    assert code == 2 and "must be one of fp32, fp16, int16" in err
     code, _, err = _run(["quantize", str(src), "-o", str(tmp_path / "p.onnx"), "--calib", str(calib),
                          "--int16-node", "nope", "-q"], capsys)
     assert code == 2 and "nope" in err

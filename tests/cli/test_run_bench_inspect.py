@@ -64,6 +64,7 @@ def test_run_saves_outputs_for_a_file_and_a_folder(net, tmp_path, capsys):
 
 def test_run_reference(net, tmp_path, capsys):
     import onnx
+
     from ortutil import run_ort
 
     model = onnx.parser.parse_model(

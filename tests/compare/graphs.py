@@ -60,9 +60,9 @@ def transformer_block(seed: int = 0, vocab: int = 100, d: int = 32) -> onnx.Mode
     RMSNorm (Pow/ReduceMean/Sqrt) + Erf-GELU MLP + mean-pooled head: a transformer-like graph."""
     rng = np.random.default_rng(seed)
     w = lambda *s: (rng.standard_normal(s) / np.sqrt(s[0])).astype(np.float32)  # noqa: E731
-    text = f"""
+    text = """
     <ir_version: 9, opset_import: ["" : 17]>
-    block (int64[B, T] ids, float[B, T] mask) => (float[B, 4] out) {{
+    block (int64[B, T] ids, float[B, T] mask) => (float[B, 4] out) {
         e = Gather (emb, ids)
         ln = LayerNormalization <axis = -1, epsilon = 0.00001> (e, lng, lnb)
         q = MatMul (ln, wq)
@@ -96,7 +96,7 @@ def transformer_block(seed: int = 0, vocab: int = 100, d: int = 32) -> onnx.Mode
         h3 = Reshape (h2, shp)
         pooled = ReduceMean <axes = [1], keepdims = 0> (h3)
         out = MatMul (pooled, wh)
-    }}
+    }
     """
     weights = {
         "emb": rng.standard_normal((vocab, d)).astype(np.float32),

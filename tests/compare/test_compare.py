@@ -12,10 +12,10 @@ import onnx
 import onnx_ir as ir
 import pytest
 
+from compare.graphs import conv_feeds, conv_net
 from edgeq.errors import ProviderError, UsageError
 from edgeq.passes.fp16 import convert_fp16
 from edgeq.runtime.compare import compare, gpu_memory_mb, to_markdown
-from compare.graphs import conv_feeds, conv_net
 
 
 @pytest.fixture(scope="module")

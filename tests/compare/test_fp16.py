@@ -6,10 +6,10 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
+from compare.graphs import conv_feeds, conv_net, transformer_block, transformer_feeds
 from edgeq.metrics import sqnr_db
 from edgeq.passes.fp16 import DEFAULT_KEEP_FP32, Float16Pass, convert_fp16
 from ortutil import op_types, run_ort
-from compare.graphs import conv_feeds, conv_net, transformer_block, transformer_feeds
 
 F16 = ir.DataType.FLOAT16
 F32 = ir.DataType.FLOAT
@@ -47,7 +47,7 @@ def test_conv_net_fp16_cpu_fidelity_and_structure():
     assert op_types(model)[0] == "Cast" and op_types(model)[-1] == "Cast"
     assert op_types(model).count("Cast") == 2  # one in, one out: every op runs in fp16
     assert _float_io(model) == [F32, F32]
-    weights = [v for v in model.graph.initializers.values()]
+    weights = list(model.graph.initializers.values())
     assert all(v.dtype == F16 for v in weights)
     assert report["nodes_fp32"] == 0 and report["casts_inserted"] == 2
     assert report["float_weight_bytes_after"] * 2 == report["float_weight_bytes_before"]

@@ -24,7 +24,7 @@ def test_latency_bars_are_proportional_with_p90_ticks():
     assert abs(w0 / w1 - 2.0) < 0.01
     assert bars[0].get("fill") != bars[1].get("fill")  # colour per provider
     root = ET.fromstring(svg)
-    ticks = [l for l in root.iter(f"{SVG}line") if l.get("stroke-width") == "2"]
+    ticks = [line for line in root.iter(f"{SVG}line") if line.get("stroke-width") == "2"]
     assert len(ticks) == 2 and float(ticks[0].get("x1")) > float(bars[0].get("x")) + w0
     assert "b &lt;&amp;&gt; · cuda" in svg
 

@@ -8,11 +8,11 @@ import logging
 import numpy as np
 import pytest
 
+from compare.graphs import conv_feeds, conv_net
 from edgeq.calibrate import RangesTable, TensorRange, read_trt_cache, write_trt_cache
 from edgeq.errors import ProviderError, UsageError
 from edgeq.runtime import CUDAOptions, Session, TensorRTOptions
 from edgeq.runtime.providers import resolve_chain
-from compare.graphs import conv_feeds, conv_net
 
 TRT = "TensorrtExecutionProvider"
 

@@ -10,12 +10,12 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from ortutil import run_ort
 
 from corpus.builders import CORPUS, big_external
 from edgeq.prepare import prepare_model
 from edgeq.prepare._base import FLOAT_TYPES
 from edgeq.prepare.quantizability import check
+from ortutil import run_ort
 
 # what quantizability.check must say about each corpus model before any work (severity, words)
 EXPECTED_FINDINGS = {

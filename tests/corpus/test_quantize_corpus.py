@@ -7,11 +7,11 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from ortutil import run_ort
 
 import edgeq
 from corpus.builders import CORPUS
 from edgeq.metrics import sqnr_db
+from ortutil import run_ort
 
 MIN_SQNR_DB = 25.0
 # yolo_style has Conv only: dynamic mode leaves Conv in float on the CPU provider by design

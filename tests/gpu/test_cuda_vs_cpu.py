@@ -12,9 +12,9 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
+from compare.graphs import conv_feeds, conv_net
 from edgeq.metrics import sqnr_db, top1_agreement
 from edgeq.passes.fp16 import convert_fp16
-from compare.graphs import conv_feeds, conv_net
 
 ort = pytest.importorskip("onnxruntime")
 pytestmark = [
@@ -37,8 +37,8 @@ def _run(model_bytes: bytes, provider: str, feeds):
 
 
 def _int8_qdq(tmp_path) -> bytes:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     src = tmp_path / "fp32.onnx"
     onnx.save(conv_net(), src)

@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 import pytest
 
-from ortutil import cli_ok, first_output_stacked
 from models import metrics, synth_speech, zoo
+from ortutil import cli_ok, first_output_stacked
 
 
 def test_checkpoint_recognizes_heldout_keywords():
@@ -64,9 +64,8 @@ def test_top1_agreement_metric():
 @pytest.mark.slow
 def test_cli_export_then_auto_quantize_keeps_the_decisions(tmp_path, capsys, monkeypatch):
     """As a user would: `edgeq export kws`, .npz calibration files, `edgeq quantize --calib --auto`."""
-    from ortutil import op_types
-
     from edgeq.metrics import sqnr_db
+    from ortutil import op_types
 
     spec = zoo.get("kws")
     fp32, out, calib = tmp_path / "kws.onnx", tmp_path / "kws.int8.onnx", tmp_path / "calib"
@@ -74,9 +73,8 @@ def test_cli_export_then_auto_quantize_keeps_the_decisions(tmp_path, capsys, mon
     calib.mkdir()
     for i, feed in enumerate(spec.calibration_data(36)):
         np.savez(calib / f"{i:03d}.npz", **feed)
-    from ortutil import int8_pays_timing
-
     from edgeq.auto import latency
+    from ortutil import int8_pays_timing
 
     monkeypatch.setattr(latency, "measure", int8_pays_timing)  # speed is bench/'s job; here fidelity and structure
     cli_ok(["quantize", str(fp32), "-o", str(out), "--calib", str(calib), "--auto", "-q"], capsys)

@@ -6,10 +6,9 @@ import numpy as np
 import onnx
 import pytest
 
-from ortutil import cli_ok, first_output_stacked
-
 from edgeq.cli.main import main
 from models import metrics, synth_text, zoo
+from ortutil import cli_ok, first_output_stacked
 
 
 def _int8_weight_convs(model: onnx.ModelProto) -> int:
@@ -79,15 +78,13 @@ def exported(tmp_path_factory):
 @pytest.mark.slow
 def test_cli_export_then_auto_quantize_keeps_the_text_map(exported, tmp_path, capsys, monkeypatch):
     """As a user would: `edgeq export textdet`, .npz calibration files, `edgeq quantize --calib --auto`."""
-    from ortutil import op_types
-
     from edgeq.metrics import sqnr_db
+    from ortutil import op_types
 
     fp32, calib = exported
     out = tmp_path / "textdet.int8.onnx"
-    from ortutil import int8_pays_timing
-
     from edgeq.auto import latency
+    from ortutil import int8_pays_timing
 
     monkeypatch.setattr(latency, "measure", int8_pays_timing)  # speed is bench/'s job; here fidelity and structure
     text = cli_ok(["quantize", str(fp32), "-o", str(out), "--calib", str(calib), "--auto", "-q"], capsys)

@@ -34,8 +34,8 @@ def _observe(proto: onnx.ModelProto, names: list[str], feeds: list[dict]) -> dic
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
     out_names = [o.name for o in sess.get_outputs()]
-    lo = {n: np.inf for n in names}
-    hi = {n: -np.inf for n in names}
+    lo = dict.fromkeys(names, np.inf)
+    hi = dict.fromkeys(names, -np.inf)
     for feed in feeds:
         for n, v in zip(out_names, sess.run(None, feed)):
             if n in lo:

@@ -6,10 +6,10 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from ortutil import op_types, run_ort
-from passes.nets import build
 
 from edgeq.passes.canonicalize import CanonicalizePass
+from ortutil import op_types, run_ort
+from passes.nets import build
 
 MEAN_18 = """<ir_version: 8, opset_import: ["" : 18]>
 g (float[2,4,5,6] x) => (float[2,4{shape}] y) {{

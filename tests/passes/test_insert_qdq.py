@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
+
+from edgeq.metrics import sqnr_db
 from ortutil import op_types, run_ort
 from passes.helpers import ort_optimized_ops, quantize_with_numpy_ranges
 from passes.nets import build, conv_net, feeds
-
-from edgeq.metrics import sqnr_db
 
 CONV_RELU = """<ir_version: 8, opset_import: ["" : 17]>
 g (float[1,8,8,8] x) => (float[1,4,8,8] y) {

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx_ir as ir
 import pytest
-from ortutil import op_types, run_ort
-from passes.helpers import quantize_with_numpy_ranges
-from passes.nets import build
 
 from edgeq.config import QuantConfig
 from edgeq.metrics import sqnr_db
+from ortutil import op_types, run_ort
+from passes.helpers import quantize_with_numpy_ranges
+from passes.nets import build
 
 EMBED = """<ir_version: 8, opset_import: ["" : 17]>
 g (int64[2,6] ids) => (float[2,6,16] y) {

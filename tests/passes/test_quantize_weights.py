@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
-from passes.helpers import quantize_with_numpy_ranges
-from passes.nets import conv_net, feeds
 
 from edgeq.config import QuantConfig
 from edgeq.passes.weights import INT32_MAX, bias_safe_min_scale, quantize_bias, quantize_weight
+from passes.helpers import quantize_with_numpy_ranges
+from passes.nets import conv_net, feeds
 
 
 def _dq_inputs(node: ir.Node, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int | None]:

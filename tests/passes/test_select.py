@@ -6,13 +6,13 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from ortutil import op_types, run_ort
-from passes.helpers import ort_optimized_ops, plan_for, quantize_with_numpy_ranges
-from passes.nets import build, conv_net, feeds
 
 from edgeq.config import QuantConfig
 from edgeq.metrics import sqnr_db
 from edgeq.passes.plan import Role
+from ortutil import op_types, run_ort
+from passes.helpers import ort_optimized_ops, plan_for, quantize_with_numpy_ranges
+from passes.nets import build, conv_net
 
 
 def _roles(model: ir.Model, plan) -> list[tuple[str, str]]:

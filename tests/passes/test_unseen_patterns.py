@@ -8,11 +8,11 @@ import collections
 import numpy as np
 import onnx
 import onnx_ir as ir
-from ortutil import run_ort
 
 import edgeq
 from edgeq.config import QuantConfig
 from edgeq.metrics import sqnr_db
+from ortutil import run_ort
 
 # torch's dynamo exporter folds identical constants into one initializer: YOLOS's zero Linear
 # biases became one [D] vector read by many Adds. With one Add int16 and one int8, InsertQDQPass gave

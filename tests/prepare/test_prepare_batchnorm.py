@@ -6,9 +6,9 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 from onnx import helper, numpy_helper
-from ortutil import op_types, run_ort
 
 from edgeq.prepare.fold_batchnorm import FoldBatchNormPass
+from ortutil import run_ort
 
 
 def _bn_inits(rng, c: int, prefix: str = "bn") -> list[onnx.TensorProto]:

@@ -8,11 +8,11 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from ortutil import op_types, run_ort
 
 from edgeq.cli.main import main
 from edgeq.errors import ModelLoadError
 from edgeq.io import load_model
+from ortutil import op_types, run_ort
 
 OPSET11 = """
 <ir_version: 6, opset_import: ["" : 11]>

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
-from ortutil import op_types, run_ort
 
 from edgeq.prepare.constants_to_initializers import ConstantsToInitializersPass
+from ortutil import op_types, run_ort
 
 FORMS = """
 <ir_version: 8, opset_import: ["" : 13]>

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
-from ortutil import op_types, run_ort
 
 from edgeq.prepare.fold_constants import FoldConstantsPass
 from edgeq.prepare.infer_shapes import InferShapesPass
 from edgeq.prepare.remove_dead_code import RemoveDeadCodePass
+from ortutil import op_types, run_ort
 
 
 def test_weight_chain_and_static_shape_fold(rng):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
-from ortutil import op_types, run_ort
 
 from edgeq.prepare.eliminate_identity import EliminateIdentityPass
+from ortutil import op_types, run_ort
 
 
 def _run(text: str):

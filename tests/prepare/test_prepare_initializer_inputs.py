@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
-from ortutil import op_types, run_ort
 
 from edgeq.prepare import prepare_model
 from edgeq.prepare.initializers_not_inputs import InitializersNotInputsPass
+from ortutil import op_types, run_ort
 
 OLD = """
 <ir_version: 3, opset_import: ["" : 9]>

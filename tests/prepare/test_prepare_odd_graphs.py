@@ -7,10 +7,10 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from ortutil import run_ort
 
 from edgeq.prepare import prepare_model
 from edgeq.prepare.quantizability import check
+from ortutil import run_ort
 
 ODD = {
     # a constant sequence: must not be folded into a (wrong) tensor initializer

@@ -6,10 +6,11 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from ortutil import run_ort
 
 from edgeq.errors import UnsupportedError
 from edgeq.prepare.opset_upgrade import OpsetUpgradePass
+from ortutil import run_ort
+
 
 def _big_weight_model():
     # w must exceed the detach threshold (4 KiB) to exercise case 2: 64x64 floats

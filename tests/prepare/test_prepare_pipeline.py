@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
-import pytest
-from ortutil import op_types, run_ort
 
 from edgeq.prepare import prepare_model
+from ortutil import op_types, run_ort
 
 OPSET11_CONV_BN = """
 <ir_version: 6, opset_import: ["" : 11]>

@@ -8,7 +8,6 @@ import pytest
 
 from edgeq.config import QuantConfig
 from edgeq.errors import UnsupportedError
-
 from ortutil import run_ort
 
 from .harness import check_all, rewrite_text
@@ -117,8 +116,8 @@ def test_hand_written_qdq_without_zero_points(rng):
     import onnx
     import onnx_ir as ir
 
-    from edgeq.stages.integer_only import integer_only
     from edgeq.reference import run
+    from edgeq.stages.integer_only import integer_only
 
     text = HEAD + """
 net (float[1,2,6,6] x) => (float[1,3,3,3] y) {

@@ -6,11 +6,11 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from ortutil import run_ort
 from rt_nets import conv_net, save
 
 from edgeq.errors import ModelLoadError
 from edgeq.modelinfo import describe
+from ortutil import run_ort
 
 
 def test_conv_net_figures():
