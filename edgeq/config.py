@@ -287,6 +287,8 @@ class QuantConfig:
         if self.format == "qoperator" and (self.activations == "int16" or self.int16_nodes or self.fp16_nodes):
             raise UnsupportedError("int16 activations and fp16 nodes need --format qdq (the QOperator format "
                                    "has int8 kernels only)")
+        if self.min_score is not None and self.metric is None:
+            raise UsageError("min_score needs a metric: pass metric='module:function' (or --metric)")
         if self.format not in MODES[self.mode].formats:
             raise UsageError(f"--format {self.format} needs static mode (activation scales fixed offline)")
 
