@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 from edgeq._version import __version__ as __version__
-from edgeq.config import PerBlock, PerChannel, PerTensor, QuantConfig
+from edgeq.config import NodePrecision, PerBlock, PerChannel, PerTensor, QuantConfig
 from edgeq.errors import (
     DataError,
     EdgeqError,
@@ -25,7 +25,7 @@ from edgeq.errors import (
 
 _LAZY: dict[str, str] = {
     "quantize": "edgeq.quantizer",
-    "QuantResult": "edgeq.quantizer",
+    "QuantResult": "edgeq.stages.result",
     "export": "edgeq.exporter",
     "prepare_model": "edgeq.prepare",
     "load_model": "edgeq.io",
@@ -35,6 +35,7 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "QuantConfig",
+    "NodePrecision",
     "PerTensor",
     "PerChannel",
     "PerBlock",

@@ -312,12 +312,17 @@ class QuantConfig:
         return cls(**normalized)
 
     def replace(self, **changes: Any) -> QuantConfig:
-        """A copy with ``changes``; ``exclude=``, ``int16_nodes=``, ``fp16_nodes=`` add to ``precision``."""
+        """A copy with ``changes``; ``exclude=``, ``int16_nodes=``, ``fp16_nodes=`` add to ``precision``.
+
+        (``dataclasses.replace`` would hand the shorthands' current values back in as well, so that
+        ``precision=`` could not change a node they name.)"""
+        for name in _LEGACY_PRECISION:
+            changes.setdefault(name, ())
         return dataclasses.replace(self, **changes)
 
     def with_precision(self, entries: Mapping[str, str] | Iterable[tuple[str, str]]) -> QuantConfig:
         """A copy whose per-layer precision has ``entries`` added (replacing those of the same name)."""
-        return dataclasses.replace(self, precision=self.precision.with_(entries))
+        return self.replace(precision=self.precision.with_(entries))
 
 
 def _names(field: str, value: Any) -> tuple[str, ...]:
