@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 
 # Lint (pyproject.toml [tool.ruff]) first, then the tests; tests/test_layers.py is the import contract.
 test: $(VENV)/.installed
-	$(RUFF) check edgeq tests bench models
+	$(RUFF) check edgeq tests bench
 	$(PY) -m pytest -n 2 -q
 
 clean:

@@ -11,7 +11,7 @@ HOW TO RUN (two steps, two machines)
    Each model gets ``<name>.onnx``, ``<name>.calib.npz`` (calibration, batch 1 each) and
    ``<name>.heldout.npz`` (held-out feeds that neither calibration nor auto's search sees), plus
    ``manifest.json``. ``textdet512`` is the trained OCR detector exported with a static
-   1x3x512x512 input (``edgeq export models.textdet:load --input-shape input=1x3x512x512``), its
+   1x3x512x512 input (``edgeq export edgeq.zoo.textdet:load --input-shape input=1x3x512x512``), its
    feeds 4x4 tiles of the synthetic 128x128 documents; the others are zoo exports with a dynamic
    batch. Feeds over 1 MB are stored as uint8 codes with a per-array offset and step (a real
    image has 8-bit pixels anyway): 18 MB for the four default models; resnet224 alone is 50 MB
@@ -92,9 +92,9 @@ def load_feeds(path: str) -> Feeds:
 # -- --prepare (CPU dev machine) -----------------------------------------------------------------
 def _textdet512(path: str, n_calib: int, n_held: int) -> tuple[Feeds, Feeds]:
     from edgeq.exporter import export
-    from models import synth_text
+    from edgeq.zoo import synth_text
 
-    export("models.textdet:load", path, input_shapes={"input": (1, 3, 512, 512)})
+    export("edgeq.zoo.textdet:load", path, input_shapes={"input": (1, 3, 512, 512)})
 
     def tiled(feeds: Feeds) -> Feeds:
         out = []
@@ -108,8 +108,8 @@ def _textdet512(path: str, n_calib: int, n_held: int) -> tuple[Feeds, Feeds]:
 
 
 def prepare(folder: str, names: list[str], n_calib: int, n_held: int) -> None:
+    from edgeq import zoo
     from edgeq.exporter import export
-    from models import zoo
 
     os.makedirs(folder, exist_ok=True)
     manifest = {"models": []}

@@ -49,7 +49,7 @@ QUICK_MODELS = "digits_resnet,tiny_transformer,corpus:mobilenetv3_block,corpus:t
 SKIP_CORPUS = {"big_external"}  # 2.4 GB with external data: its own test covers it
 # zoo models whose quality is a user metric (auto's target is then the score, not the SQNR):
 # name -> ("module:function" taking (reference_outputs, outputs) dicts, min score, label)
-USER_METRICS = {"textdet": ("models.metrics:textmap_iou", 0.95, "IoU@0.3 vs fp32")}
+USER_METRICS = {"textdet": ("edgeq.zoo.metrics:textmap_iou", 0.95, "IoU@0.3 vs fp32")}
 STEPS = ("export", "uniform int8", "auto", "onnxruntime", "evaluate")
 
 Feeds = list[dict[str, np.ndarray]]
@@ -74,8 +74,8 @@ class Case:
 # -- the models ---------------------------------------------------------------------------------
 def model_names(spec: str) -> list[str]:
     """``zoo`` -> every zoo name; ``corpus`` -> ``corpus:NAME`` for every corpus model."""
+    from edgeq import zoo
     from edgeq.errors import UsageError
-    from models import zoo
 
     names: list[str] = []
     for item in [s.strip() for s in spec.split(",") if s.strip()]:
@@ -104,9 +104,9 @@ def _corpus() -> dict:
 
 
 def _sources_mtime() -> float:
-    """Newest modification time under models/ and edgeq/exporter/ (code and checkpoints)."""
+    """Newest modification time under edgeq/zoo/ and edgeq/exporter/ (code and checkpoints)."""
     newest = 0.0
-    for folder in ("models", os.path.join("edgeq", "exporter")):
+    for folder in (os.path.join("edgeq", "zoo"), os.path.join("edgeq", "exporter")):
         for dirpath, _, files in os.walk(os.path.join(ROOT, folder)):
             newest = max([newest, *(os.path.getmtime(os.path.join(dirpath, f)) for f in files
                                     if not f.endswith(".pyc"))])
@@ -135,13 +135,13 @@ def make_case(name: str, args) -> Case:
         path = os.path.join(args.workdir, f"corpus_{short}.onnx")
         onnx.save(model, path)
         return Case(name, path, feeds(args.corpus_calib, 0), feeds(8, 50), feeds(args.corpus_eval, 100), "corpus")
+    from edgeq import zoo
     from edgeq.exporter import export
-    from models import zoo
 
     spec = zoo.get(name)
     path = os.path.join(args.workdir, f"{name}.fp32.onnx")
     if args.fresh or not os.path.exists(path) or os.path.getmtime(path) < _sources_mtime():
-        export(name, path)  # cached in --workdir (MiniLM: ~90 MB, ~10 s), again when models/ changes
+        export(name, path)  # cached in --workdir (MiniLM: ~90 MB, ~10 s), again when edgeq/zoo/ changes
     labels = spec.eval_labels(args.eval) if spec.task == "classification" else None
     case = Case(name, path, spec.calibration_data(args.calib), spec.calibration_data(16, seed=1),
                 spec.eval_data(args.eval), spec.task, labels)

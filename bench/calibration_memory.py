@@ -9,7 +9,7 @@ RSS of the process (``VmHWM``), the RSS just before calibrating, and the calibra
 CPU time (CPU time, all threads, is the steadier figure on a shared machine).
 Figures are medians over ``--repeats`` runs.
 
-The model is ``models.zoo.get("mobilenet224")`` exported to ONNX with its sample photos as data
+The model is ``edgeq.zoo.get("mobilenet224")`` exported to ONNX with its sample photos as data
 when the zoo has it (needs torch), else (or with ``--no-zoo``) an in-code MobileNetV2 (width 1.0, 224x224, ReLU6, residual adds, random He-initialized weights,
 BatchNorm folded) built with ``onnx.helper``.
 """
@@ -117,13 +117,13 @@ def build_model(path: str, size: int, use_zoo: bool = True) -> tuple[str, str]:
         try:
             import torch
 
-            from models import zoo
+            from edgeq import zoo
 
             spec = zoo.get("mobilenet224")
             torch.onnx.export(spec.build(), spec.example_inputs(), path, input_names=list(spec.input_names),
                               output_names=list(spec.output_names), dynamic_axes=spec.dynamic_axes,
                               dynamo=False, opset_version=17)
-            return "models.zoo mobilenet224 (MobileNetV2 1.0, torch.onnx.export, opset 17)", "zoo"
+            return "edgeq.zoo mobilenet224 (MobileNetV2 1.0, torch.onnx.export, opset 17)", "zoo"
         except Exception as e:  # the zoo is not there yet: fall back to the in-code net
             print(f"zoo mobilenet224 unavailable ({type(e).__name__}: {e}); using the in-code MobileNetV2")
     onnx.save(mobilenet_v2(size), path)
@@ -137,7 +137,7 @@ def write_data(folder: str, num: int, size: int, data: str, input_name: str) -> 
     """``num`` feeds as .npz files (zoo sample photos, or N(0, 1) images), made in the parent."""
     os.makedirs(folder, exist_ok=True)
     if data == "zoo":
-        from models import zoo
+        from edgeq import zoo
 
         feeds = zoo.get("mobilenet224").calibration_data(num)
     else:

@@ -18,7 +18,7 @@ HOW TO RUN (two steps, two machines)
    (batch 8) and ``<model>.ref.npz`` (fp32 outputs on the CPU provider, computed here, so the
    fp32 file itself is optional on the GPU machine). ``--max-mb`` (default 40) stops adding files
    past the budget and says what it left out. ``--smoke`` adds a built-in conv net that needs
-   neither torch nor models.zoo.
+   neither torch nor edgeq.zoo.
 
 2. On the GPU machine (onnxruntime-gpu + numpy only; no torch, onnx or onnx_ir needed),
    from the repository root::
@@ -117,7 +117,7 @@ def _smoke_model(path: str) -> list[dict[str, np.ndarray]]:
 
 
 def _export_zoo(name: str, path: str) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]], str]:
-    from models import zoo
+    from edgeq import zoo
 
     spec = zoo.get(name)
     try:

@@ -66,10 +66,10 @@ def bench_model(name: str, runs: int, repeats: int) -> list[tuple[str, float, fl
     import onnx_ir as ir
 
     import edgeq
+    from edgeq import zoo
     from edgeq.auto.analysis import sensitivity
     from edgeq.config import QuantConfig
     from edgeq.exporter import export
-    from models import zoo
 
     spec = zoo.get(name)
     calib, evals = spec.calibration_data(32), spec.eval_data(16)

@@ -33,7 +33,7 @@ MARK_END = "<!-- bench:qdq_vs_qoperator:end -->"
 def _export(name: str, path: str) -> None:
     import torch
 
-    from models import zoo
+    from edgeq import zoo
 
     spec = zoo.get(name)
     torch.onnx.export(spec.build(), spec.example_inputs(), path, input_names=list(spec.input_names),
@@ -125,10 +125,10 @@ def _ort_sensitivity(model, feed: dict, share: float = 1e-4, seed: int = 0) -> f
 def bench_model(name: str, args, tmp: str) -> dict:
     import onnx_ir as ir
 
+    from edgeq import zoo
     from edgeq.config import QuantConfig
     from edgeq.quantizer import quantize
     from edgeq.reference import agreement
-    from models import zoo
 
     spec = zoo.get(name)
     fp32 = os.path.join(tmp, f"{name}.onnx")

@@ -123,7 +123,7 @@ def _export(name: str, path: str) -> None:
         pass
     import torch
 
-    from models import zoo
+    from edgeq import zoo
 
     spec = zoo.get(name)
     torch.onnx.export(spec.build(), spec.example_inputs(), path, input_names=list(spec.input_names),
@@ -171,8 +171,8 @@ def _fidelity(ref: list[np.ndarray], got: list[np.ndarray], labels, task: str) -
 
 
 def run(args) -> str:
+    from edgeq import zoo
     from edgeq.report.evaluate import cpu_session, median_latency_ms
-    from models import zoo
 
     names = args.models.split(",") if args.models else zoo.names()
     folder = os.path.join(ROOT, "out", "bench", "quantize")

@@ -51,12 +51,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _import_edgeq() -> None:
-    """``edgeq`` and ``models`` from sys.path (PYTHONPATH first); this repo only as a fallback."""
+    """``edgeq`` from sys.path (PYTHONPATH first); this repo only as a fallback."""
     import importlib.util
 
-    for mod in ("edgeq", "models"):
-        if importlib.util.find_spec(mod) is None and ROOT not in sys.path:
-            sys.path.append(ROOT)
+    if importlib.util.find_spec("edgeq") is None and ROOT not in sys.path:
+        sys.path.append(ROOT)
 
 
 _import_edgeq()
@@ -148,7 +147,7 @@ def prepare_inputs(model: str, workdir: str, n_calib: int, n_eval: int) -> dict[
             edgeq.export(model, path + ".tmp.onnx")
             os.replace(path + ".tmp.onnx", path)
         if not os.path.exists(calib_path) or not os.path.exists(eval_path):
-            from models import zoo
+            from edgeq import zoo
 
             spec = zoo.get(model)
             if not os.path.exists(calib_path):
@@ -457,9 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import edgeq
-    import models
+    from edgeq import zoo
 
-    print(f"edgeq from {edgeq.__file__}\nmodels from {models.__file__}", flush=True)
+    print(f"edgeq from {edgeq.__file__}\nzoo from {zoo.__file__}", flush=True)
     return record(args) if args.record else check(args)
 
 

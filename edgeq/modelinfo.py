@@ -48,7 +48,8 @@ class ModelInfo:
     """What ``edgeq inspect`` shows; ``to_dict`` is its JSON."""
 
     path: str | None
-    file_bytes: int | None
+    file_bytes: int | None  # the model file plus its external-data files
+    external_data: list[str]  # the external-data files its tensors reference (relative to the model's folder)
     ir_version: int
     producer: str
     opsets: dict[str, int]
@@ -241,6 +242,11 @@ def describe(model: Any, dims: dict[str, int] | None = None) -> ModelInfo:
         (n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}") for g in graphs for n in g.node
     )
     params, param_bytes, by_dtype = _count_params(graphs)
+    external = sorted({
+        entry.value
+        for g in graphs for t in g.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+        for entry in t.external_data if entry.key == "location"
+    })
 
     fixed, used = _fix_input_dims(proto, dict(dims or {}))
     try:
@@ -287,6 +293,7 @@ def describe(model: Any, dims: dict[str, int] | None = None) -> ModelInfo:
     return ModelInfo(
         path=path,
         file_bytes=file_size,
+        external_data=external,
         ir_version=proto.ir_version,
         producer=" ".join(p for p in (proto.producer_name, proto.producer_version) if p),
         opsets={(o.domain or "ai.onnx"): o.version for o in proto.opset_import},

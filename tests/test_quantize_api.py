@@ -111,7 +111,7 @@ def _export_zoo(name: str, path) -> None:
         return
     import torch
 
-    from models import zoo
+    from edgeq import zoo
 
     spec = zoo.get(name)
     torch.onnx.export(spec.build(), spec.example_inputs(), str(path), input_names=list(spec.input_names),
@@ -123,7 +123,7 @@ def _export_zoo(name: str, path) -> None:
 def test_digits_models_keep_top1_and_fuse(name, tmp_path):
     from collections import Counter
 
-    from models import zoo
+    from edgeq import zoo
     from passes.helpers import ort_optimized_ops
 
     spec = zoo.get(name)

@@ -117,7 +117,7 @@ def progress_bar(enabled: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(
-        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.description}", style="progress.description", markup=False),  # names are no markup
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

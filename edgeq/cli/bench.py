@@ -7,17 +7,8 @@ import os
 
 import click
 
+from edgeq.cli.console import console as _console
 from edgeq.errors import UsageError
-
-
-def _console():
-    import sys
-
-    from rich.console import Console
-
-    # Tables stay readable when piped or captured: rich would squeeze them into 80 columns.
-    return Console(width=None if sys.stdout.isatty() else 160)
-
 
 __all__ = ["bench", "parse_int_list", "parse_shapes", "parse_dims", "render_table"]
 

@@ -59,15 +59,15 @@ def export(spec, out, input_shapes, dynamic_batch, dynamic, static, opset, expor
     """
     from dataclasses import asdict
 
-    from rich.console import Console
+    from rich.text import Text
 
+    from edgeq.cli.console import console
     from edgeq.exporter import export as export_model
     from edgeq.exporter import parse_dynamic, parse_input_shapes
 
     shapes = parse_input_shapes(input_shapes)
     axes = parse_dynamic(dynamic)
-    console = Console(stderr=True)
-    with console.status(f"exporting {spec} ..."):
+    with console(stderr=True).status(Text(f"exporting {spec} ...")):  # Text: a spec's brackets are no markup
         result = export_model(spec, out, input_shapes=shapes or None, dynamic_batch=dynamic_batch, dynamic=axes or None, static=static,
                               opset=opset, check=check, rtol=rtol, atol=atol, exporter=exporter)
     if as_json:

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 
 import click
 
+from edgeq.cli.console import console as _console
+
 __all__ = ["inspect", "quantizability_findings"]
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 def quantizability_findings(path: str) -> list[dict] | None:
@@ -42,18 +37,25 @@ def _human(n: float) -> str:
     return f"{n:.4g}P"
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**20:.2f} MB" if n >= 2**20 else f"{n / 2**10:.1f} KB"
+
+
 def _shape(shape) -> str:
     return "?" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def _print(info, findings) -> None:
     from rich.table import Table
+    from rich.text import Text
 
-    console = _console()
-    console.print(f"[bold]{info.path or 'model'}[/bold]  ir {info.ir_version}  producer {info.producer or '-'}")
+    console = _console()  # no markup: names, shapes and paths print as they are
+    console.print(Text.assemble((info.path or "model", "bold"), f"  ir {info.ir_version}  producer {info.producer or '-'}"))
     console.print("opsets: " + ", ".join(f"{d} {v}" for d, v in info.opsets.items()))
     if info.file_bytes is not None:
-        console.print(f"file size: {info.file_bytes / 2**20:.2f} MB (with external data)")
+        files = len(info.external_data)
+        console.print(f"file size: {_size(info.file_bytes)}"
+                      + (f" (with {files} external data file{'s' if files > 1 else ''})" if files else ""))
     io = Table(title="inputs and outputs", title_justify="left")
     for col in ("", "name", "dtype", "shape"):
         io.add_column(col)

@@ -8,6 +8,7 @@ torch nor onnx_ir. Every ``EdgeqError`` becomes one line on stderr and exit code
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import sys
 

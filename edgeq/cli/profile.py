@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
+
+from edgeq.cli.console import console as _console
 
 __all__ = ["profile"]
 
 
-def _console():
-    from rich.console import Console
-
-    return Console(width=None if sys.stdout.isatty() else 160)
-
-
 def _print(result, top: int) -> None:
     from rich.table import Table
+    from rich.text import Text
 
-    console = _console()
-    console.print(
-        f"[bold]{result.model}[/bold] on {', '.join(result.providers)}: {result.runs} runs, "
+    console = _console()  # no markup: node names and paths print as they are
+    console.print(Text.assemble(
+        (str(result.model), "bold"),
+        f" on {', '.join(result.providers)}: {result.runs} runs, "
         f"{result.run_ms:.3f} ms per run, {result.kernel_ms:.3f} ms in kernels; "
-        f"Quantize/DequantizeLinear: {result.qdq_share:.1%} of kernel time"
-    )
+        f"Quantize/DequantizeLinear: {result.qdq_share:.1%} of kernel time",
+    ))
     console.print("nodes by provider: " + ", ".join(f"{p}: {n}" for p, n in result.nodes_by_provider.items()))
     ops = Table(title="time per op type", title_justify="left")
     for col in ("op type", "nodes", "ms/run", "share"):

@@ -221,10 +221,8 @@ def export_and_quantize(spec: str, out: str, fp32_out: str | None, **kw: Any) ->
 
 @functools.cache
 def _zoo_spec(name: str):
-    try:
-        from models import zoo
-    except ImportError:
-        return None
+    from edgeq import zoo
+
     try:
         return zoo.get(name)
     except Exception:  # not a zoo name: a module:factory spec

@@ -11,15 +11,7 @@ import os
 
 import click
 
-
-def _console():
-    import sys
-
-    from rich.console import Console
-
-    # Tables stay readable when piped or captured: rich would squeeze them into 80 columns.
-    return Console(width=None if sys.stdout.isatty() else 160)
-
+from edgeq.cli.console import console as _console
 
 __all__ = ["run", "summarize"]
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -164,6 +165,8 @@ def export(
         raise UsageError(f"exporter {exporter!r} is unknown: choose one of {', '.join(EXPORTERS)}")
     if rtol < 0 or atol < 0:
         raise UsageError("tolerances rtol and atol must be non-negative")
+    if importlib.util.find_spec("torch") is None:
+        raise UsageError("exporting from PyTorch needs torch, which is not installed: pip install 'edgeq[torch]'")
     out = os.fspath(out)
     check_output_path(out, [spec] if isinstance(spec, str) and os.path.isfile(spec) else [])
     resolved = resolve_spec(spec, input_shapes=input_shapes, example_inputs=example_inputs)

@@ -2,7 +2,7 @@
 
 A spec is one of:
 
-1. a zoo name (``digits_mobilenet``): ``models.zoo`` gives the module, names, axes and inputs;
+1. a zoo name (``digits_mobilenet``): ``edgeq.zoo`` gives the module, names, axes and inputs;
 2. ``package.module:factory``: a callable returning an ``nn.Module`` or ``(module, example_inputs)``;
 3. a ``torch.export`` program file (``.pt2``), loaded with ``torch.export.load``;
 4. an ``nn.Module`` object.
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeq.errors import ExportError, UsageError
+from edgeq.errors import EdgeqError, ExportError, UsageError
 
 __all__ = ["ResolvedModel", "InputShape", "resolve_spec", "random_inputs"]
 
@@ -59,12 +59,9 @@ class ResolvedModel:
 
 
 def _zoo_names() -> str:
-    try:
-        from models import zoo
+    from edgeq import zoo
 
-        return ", ".join(zoo.names())
-    except ImportError:
-        return "(the models package is not installed)"
+    return ", ".join(zoo.names())
 
 
 def _unknown(spec: str, why: str) -> UsageError:
@@ -120,11 +117,13 @@ def _forward_names(module: Any, count: int) -> tuple[str, ...]:
 
 
 def _from_zoo(name: str) -> ResolvedModel:
-    from models import zoo
+    from edgeq import zoo
 
     spec = zoo.get(name)
     try:
         module = spec.build()
+    except EdgeqError:
+        raise
     except Exception as e:
         raise ExportError(f"building zoo model {name!r} failed ({type(e).__name__}: {e})") from e
     return ResolvedModel(
@@ -199,7 +198,7 @@ def resolve_spec(
             model, found = _from_factory(spec)
             label, source = spec.split(":")[-1], None
         else:
-            from models import zoo
+            from edgeq import zoo
 
             if spec not in zoo.names():
                 raise _unknown(spec, "it is not a zoo model, a factory or a file")

@@ -120,8 +120,8 @@ def digits_mobilenet(tmp_path_factory):
 
 @pytest.mark.slow
 def test_digits_mobilenet_meets_target_and_keeps_top1(digits_mobilenet):
+    from edgeq import zoo
     from edgeq.auto import auto_quantize
-    from models import zoo
 
     spec = zoo.get("digits_mobilenet")
     evals, labels = spec.eval_data(100), spec.eval_labels(100)

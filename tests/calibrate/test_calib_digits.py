@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 def digits(tmp_path_factory):
     import onnx
 
-    from models import zoo
+    from edgeq import zoo
 
     spec = zoo.get("digits_mobilenet")
     path = tmp_path_factory.mktemp("digits") / "digits.onnx"

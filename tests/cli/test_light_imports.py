@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = "import sys; {code}; print(sorted(m for m in ('torch', 'onnx_ir') if m in sys.modules))"
 
@@ -80,3 +84,20 @@ print("torch" in sys.modules, round(float(sqnr), 1))
     assert proc.returncode == 0, proc.stderr[-2000:]
     loaded, sqnr = proc.stdout.split()
     assert loaded == "False" and float(sqnr) > 30
+
+
+def test_every_command_loads_as_from_a_wheel():
+    """`edgeq --help` and each command's --help with no .pth file run (``python -S``), as in a
+    fresh install of the wheel: here the editable install's finder imports ``importlib.util``,
+    which hid a ``importlib.util.find_spec`` call without its import (issue 20). tests/test_wheel.py
+    checks the real wheel; this is the quick canary."""
+    code = (f"import sys; sys.path[:0] = [{str(ROOT)!r}]; sys.path.append({sysconfig.get_paths()['purelib']!r})\n"
+            "from edgeq.cli.main import COMMANDS, cli\n"
+            "for args in [['--help'], *([name, '--help'] for name in COMMANDS)]:\n"
+            "    try:\n"
+            "        cli.main(args=args, prog_name='edgeq')\n"
+            "    except SystemExit as e:\n"
+            "        assert e.code == 0, (args, e.code)\n")
+    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Commands" in proc.stdout

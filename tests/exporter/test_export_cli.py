@@ -51,7 +51,7 @@ def test_cli_export_json(tmp_path):
     result = json.loads(done.stdout)
     assert result["exporter"] == "torchscript" and result["max_abs_error"] < 1e-4
     assert result["dynamic_axes"] == {"input": {"0": "batch"}, "logits": {"0": "batch"}}
-    from models import zoo
+    from edgeq import zoo
 
     feed = zoo.get("digits_resnet").eval_data(3)
     (logits,) = run_ort(str(out), {"input": np.concatenate([f["input"] for f in feed])})

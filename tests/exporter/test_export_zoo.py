@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 import pytest
 
+from edgeq import zoo
 from edgeq.exporter import export
-from models import zoo
 from ortutil import run_ort
 
 

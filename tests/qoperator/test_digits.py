@@ -29,9 +29,9 @@ def _export(spec) -> onnx.ModelProto:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", DIGITS)
 def test_digits_integer_only(name):
+    from edgeq import zoo
     from edgeq.quantizer import quantize
     from edgeq.reference import run
-    from models import zoo
 
     spec = zoo.get(name)
     proto = _export(spec)

@@ -6,7 +6,8 @@ import numpy as np
 import onnx
 import pytest
 
-from models import metrics, synth_speech, zoo
+from edgeq import zoo
+from edgeq.zoo import metrics, synth_speech
 from ortutil import cli_ok, first_output_stacked
 
 

@@ -6,8 +6,9 @@ import numpy as np
 import onnx
 import pytest
 
+from edgeq import zoo
 from edgeq.cli.main import main
-from models import metrics, synth_text, zoo
+from edgeq.zoo import metrics, synth_text
 from ortutil import cli_ok, first_output_stacked
 
 

@@ -2,7 +2,7 @@
 
 input_ids, attention_mask (batch, seq) int64 -> sentence_embedding (batch, 384): BERT's last
 hidden state, mean-pooled over real tokens and L2-normalized, as sentence-transformers does.
-Data: the bundled English sentences (models/data/sentences.txt, 8 topics), tokenized with the
+Data: the bundled English sentences (edgeq/zoo/data/sentences.txt, 8 topics), tokenized with the
 model's own tokenizer (``tokenizers`` package, no torch) and padded to ``SEQ_LEN`` tokens.
 """
 

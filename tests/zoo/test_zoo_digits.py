@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models import digits_data, zoo
+from edgeq import zoo
+from edgeq.zoo import digits_data
 
 DIGITS = ["digits_mobilenet", "digits_resnet"]
 

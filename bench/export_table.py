@@ -1,6 +1,6 @@
 """Export every zoo model and print a Markdown table of export time and sizes (for docs/models.md).
 
-    python -m models.export_table [--repeat 3] [--only NAME ...] [--out-dir out/zoo]
+    python bench/export_table.py [--repeat 3] [--only NAME ...] [--out-dir out/zoo]
 
 Export time is the median over ``--repeat`` exports of the dynamo exporter call (tracing and
 translation; the onnxruntime check is not counted). Sizes: parameters, the committed checkpoint
@@ -15,14 +15,14 @@ import platform
 import statistics
 import time
 
+from edgeq import zoo
 from edgeq.exporter import export
-from models import zoo
 
 __all__ = ["main"]
 
 
 def _row(name: str, out_dir: str, repeat: int) -> str:
-    from models import digits
+    from edgeq.zoo import digits
 
     spec = zoo.get(name)
     params = sum(p.numel() for p in spec.build().parameters())

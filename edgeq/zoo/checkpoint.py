@@ -29,7 +29,7 @@ def save_checkpoint(model, path: str) -> str:
 def training_main(argv: list[str] | None, *, description: str, train: Callable[..., Any], default_train: int,
                   what: str, checkpoint: str, summary: Callable[[Any], str]) -> None:
     """``--epochs N --train N --out PATH``: train, save atomically, print ``summary(model)`` with
-    the size and the time (``python -m models.train_kws`` and ``models.train_textdet``)."""
+    the size and the time (``python -m edgeq.zoo.train_kws`` and ``edgeq.zoo.train_textdet``)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--train", type=int, default=default_train, help=f"training {what}")

@@ -1,10 +1,10 @@
 """Train the digits classifiers reproducibly and write their checkpoints.
 
-    python -m models.train_digits [--only digits_mobilenet] [--epochs 15]
+    python -m edgeq.zoo.train_digits [--only digits_mobilenet] [--epochs 15]
 
 CPU, one thread, fixed seeds and deterministic algorithms: the same torch version gives the same
-weights. Data: the training split of ``models.digits_data``; augmentation: random shifts of up to
-2 pixels. Prints held-out top-1 accuracy; checkpoints are state_dicts under models/checkpoints/.
+weights. Data: the training split of ``edgeq.zoo.digits_data``; augmentation: random shifts of up to
+2 pixels. Prints held-out top-1 accuracy; checkpoints are state_dicts under edgeq/zoo/checkpoints/.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import digits_data
-from models.checkpoint import save_checkpoint
-from models.digits import ARCHITECTURES, checkpoint_path
+from edgeq.zoo import digits_data
+from edgeq.zoo.checkpoint import save_checkpoint
+from edgeq.zoo.digits import ARCHITECTURES, checkpoint_path
 
 __all__ = ["train", "accuracy", "main"]
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(ARCHITECTURES), action="append")
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--out-dir", default=None, help="default: models/checkpoints")
+    parser.add_argument("--out-dir", default=None, help="default: edgeq/zoo/checkpoints")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     _, _, hx, hy = digits_data.split()

@@ -1,4 +1,4 @@
-"""User metrics for ``edgeq quantize --auto --metric models.metrics:NAME``.
+"""User metrics for ``edgeq quantize --auto --metric edgeq.zoo.metrics:NAME``.
 
 Each takes ``(reference_outputs, outputs)``: dicts of output name -> array stacked over the
 evaluation samples (the fp32 model's and the candidate's), as edgeq's auto mode passes them, and

@@ -95,12 +95,12 @@ def load() -> nn.Module:
     """The detector with its committed state_dict (``weights_only=True``), in eval mode."""
     model = build()
     if not os.path.isfile(CHECKPOINT):
-        raise ModelLoadError(f"checkpoint {CHECKPOINT} is missing: run `python -m models.train_textdet` to train it")
+        raise ModelLoadError(f"checkpoint {CHECKPOINT} is missing: run `python -m edgeq.zoo.train_textdet` to train it")
     model.load_state_dict(torch.load(CHECKPOINT, map_location="cpu", weights_only=True))
     return model.eval()
 
 
 def example_inputs() -> tuple[torch.Tensor, ...]:
-    from models import synth_text
+    from edgeq.zoo import synth_text
 
     return (torch.from_numpy(synth_text.eval_data(1, seed=0)[0]["input"]),)

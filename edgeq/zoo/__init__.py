@@ -1,19 +1,22 @@
-"""The registry of reference models.
+"""The registry of reference models, shipped with edgeq (checkpoints and data as package data).
 
-    from models import zoo
+    from edgeq import zoo
     zoo.names()                         # ['digits_mobilenet', 'digits_resnet', ...]
     spec = zoo.get("digits_mobilenet")  # unknown name -> edgeq.errors.UsageError listing names
     model = spec.build()                # torch.nn.Module in eval mode, weights loaded
     feeds = spec.calibration_data(32)   # list of {input name: np.ndarray}, batch 1 each
 
 Building a model imports torch; the data generators do not (numpy / scikit-learn only, the
-tokenizer for minilm), so quantizing an exported zoo model does not need torch.
+tokenizer for minilm), so quantizing an exported zoo model does not need torch. Building needs
+``pip install 'edgeq[torch]'``; the digits, photo and document data need ``'edgeq[zoo]'``
+(scikit-learn, scikit-image); a spec says which when one is missing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,9 +31,12 @@ __all__ = ["ModelSpec", "names", "get", "register"]
 
 Feeds = list[dict[str, np.ndarray]]
 
+# an optional module the zoo imports -> (its distribution, the extra of edgeq that installs it)
+_EXTRAS = {"torch": ("torch", "torch"), "sklearn": ("scikit-learn", "zoo"), "skimage": ("scikit-image", "zoo")}
+
 
 def _lazy(target: str) -> Callable[..., Any]:
-    """``"models.digits:load"`` -> a function importing the module only when called."""
+    """``"edgeq.zoo.digits:load"`` -> a function importing the module only when called."""
     module, attr = target.split(":")
 
     def call(*args: Any, **kwargs: Any) -> Any:
@@ -58,23 +64,41 @@ class ModelSpec:
 
     def build(self) -> torch.nn.Module:
         """The torch model in eval mode with its weights loaded."""
-        return self.builder().eval()
+        with self._needs("its torch model"):
+            return self.builder().eval()
 
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
         """Example inputs for export (batch 1), one tensor per name in ``input_names``."""
-        return tuple(self.example_builder())
+        with self._needs("its example inputs"):
+            return tuple(self.example_builder())
 
     def calibration_data(self, n: int = 32, seed: int = 0) -> Feeds:
         """``n`` calibration feeds, batch 1 each, deterministic for a given seed."""
-        return self.calibration_source(n, seed)
+        with self._needs("its calibration data"):
+            return self.calibration_source(n, seed)
 
     def eval_data(self, n: int = 200, seed: int = 1) -> Feeds:
         """``n`` held-out evaluation feeds (capped at the split size), batch 1 each."""
-        return self.eval_source(n, seed)
+        with self._needs("its evaluation data"):
+            return self.eval_source(n, seed)
 
     def eval_labels(self, n: int = 200, seed: int = 1) -> np.ndarray | None:
         """True labels of ``eval_data(n, seed)`` in the same order, or None if the task has none."""
-        return None if self.labels_source is None else self.labels_source(n, seed)
+        with self._needs("its labels"):
+            return None if self.labels_source is None else self.labels_source(n, seed)
+
+    @contextlib.contextmanager
+    def _needs(self, what: str) -> Iterator[None]:
+        """A missing optional package becomes a UsageError naming the extra that installs it."""
+        try:
+            yield
+        except ModuleNotFoundError as e:
+            package = (e.name or "").partition(".")[0]
+            if package not in _EXTRAS:
+                raise
+            dist, extra = _EXTRAS[package]
+            raise UsageError(f"zoo model {self.name!r} needs {dist} for {what}, which is not installed: "
+                             f"pip install 'edgeq[{extra}]'") from None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -101,7 +125,7 @@ def get(name: str) -> ModelSpec:
 def _digits_example() -> tuple[torch.Tensor, ...]:
     import torch
 
-    from models import digits_data
+    from edgeq.zoo import digits_data
 
     return (torch.from_numpy(digits_data.eval_data(1, seed=0)[0]["input"]),)
 
@@ -117,11 +141,11 @@ register(ModelSpec(
     input_names=("input",),
     output_names=("logits",),
     dynamic_axes=_cnn_axes(),
-    builder=lambda: _lazy("models.digits:load")("digits_mobilenet"),
+    builder=lambda: _lazy("edgeq.zoo.digits:load")("digits_mobilenet"),
     example_builder=_digits_example,
-    calibration_source=_lazy("models.digits_data:calibration_data"),
-    eval_source=_lazy("models.digits_data:eval_data"),
-    labels_source=_lazy("models.digits_data:eval_labels"),
+    calibration_source=_lazy("edgeq.zoo.digits_data:calibration_data"),
+    eval_source=_lazy("edgeq.zoo.digits_data:eval_data"),
+    labels_source=_lazy("edgeq.zoo.digits_data:eval_labels"),
 ))
 
 register(ModelSpec(
@@ -132,11 +156,11 @@ register(ModelSpec(
     input_names=("input",),
     output_names=("logits",),
     dynamic_axes=_cnn_axes(),
-    builder=lambda: _lazy("models.digits:load")("digits_resnet"),
+    builder=lambda: _lazy("edgeq.zoo.digits:load")("digits_resnet"),
     example_builder=_digits_example,
-    calibration_source=_lazy("models.digits_data:calibration_data"),
-    eval_source=_lazy("models.digits_data:eval_data"),
-    labels_source=_lazy("models.digits_data:eval_labels"),
+    calibration_source=_lazy("edgeq.zoo.digits_data:calibration_data"),
+    eval_source=_lazy("edgeq.zoo.digits_data:eval_data"),
+    labels_source=_lazy("edgeq.zoo.digits_data:eval_labels"),
 ))
 
 register(ModelSpec(
@@ -147,10 +171,10 @@ register(ModelSpec(
     input_names=("input",),
     output_names=("logits",),
     dynamic_axes=_cnn_axes(),
-    builder=_lazy("models.edge224:mobilenet224"),
-    example_builder=_lazy("models.edge224:example_inputs"),
-    calibration_source=_lazy("models.image_data:calibration_data"),
-    eval_source=_lazy("models.image_data:eval_data"),
+    builder=_lazy("edgeq.zoo.edge224:mobilenet224"),
+    example_builder=_lazy("edgeq.zoo.edge224:example_inputs"),
+    calibration_source=_lazy("edgeq.zoo.image_data:calibration_data"),
+    eval_source=_lazy("edgeq.zoo.image_data:eval_data"),
 ))
 
 register(ModelSpec(
@@ -161,10 +185,10 @@ register(ModelSpec(
     input_names=("input",),
     output_names=("logits",),
     dynamic_axes=_cnn_axes(),
-    builder=_lazy("models.edge224:resnet224"),
-    example_builder=_lazy("models.edge224:example_inputs"),
-    calibration_source=_lazy("models.image_data:calibration_data"),
-    eval_source=_lazy("models.image_data:eval_data"),
+    builder=_lazy("edgeq.zoo.edge224:resnet224"),
+    example_builder=_lazy("edgeq.zoo.edge224:example_inputs"),
+    calibration_source=_lazy("edgeq.zoo.image_data:calibration_data"),
+    eval_source=_lazy("edgeq.zoo.image_data:eval_data"),
 ))
 
 
@@ -181,10 +205,10 @@ register(ModelSpec(
     input_names=("input_ids", "attention_mask"),
     output_names=("last_hidden_state",),
     dynamic_axes=_token_axes("last_hidden_state", 3),
-    builder=_lazy("models.transformer:build"),
-    example_builder=_lazy("models.transformer:example_inputs"),
-    calibration_source=_lazy("models.transformer:calibration_data"),
-    eval_source=_lazy("models.transformer:eval_data"),
+    builder=_lazy("edgeq.zoo.transformer:build"),
+    example_builder=_lazy("edgeq.zoo.transformer:example_inputs"),
+    calibration_source=_lazy("edgeq.zoo.transformer:calibration_data"),
+    eval_source=_lazy("edgeq.zoo.transformer:eval_data"),
 ))
 
 register(ModelSpec(
@@ -195,10 +219,10 @@ register(ModelSpec(
     input_names=("input_ids", "attention_mask"),
     output_names=("sentence_embedding",),
     dynamic_axes=_token_axes("sentence_embedding", 2),
-    builder=_lazy("models.minilm:build"),
-    example_builder=_lazy("models.minilm:example_inputs"),
-    calibration_source=_lazy("models.minilm:calibration_data"),
-    eval_source=_lazy("models.minilm:eval_data"),
+    builder=_lazy("edgeq.zoo.minilm:build"),
+    example_builder=_lazy("edgeq.zoo.minilm:example_inputs"),
+    calibration_source=_lazy("edgeq.zoo.minilm:calibration_data"),
+    eval_source=_lazy("edgeq.zoo.minilm:eval_data"),
 ))
 
 register(ModelSpec(
@@ -210,10 +234,10 @@ register(ModelSpec(
     input_names=("input",),
     output_names=("text_map",),
     dynamic_axes={"input": {0: "batch"}, "text_map": {0: "batch"}},
-    builder=_lazy("models.textdet:load"),
-    example_builder=_lazy("models.textdet:example_inputs"),
-    calibration_source=_lazy("models.synth_text:calibration_data"),
-    eval_source=_lazy("models.synth_text:eval_data"),
+    builder=_lazy("edgeq.zoo.textdet:load"),
+    example_builder=_lazy("edgeq.zoo.textdet:example_inputs"),
+    calibration_source=_lazy("edgeq.zoo.synth_text:calibration_data"),
+    eval_source=_lazy("edgeq.zoo.synth_text:eval_data"),
 ))
 
 register(ModelSpec(
@@ -224,9 +248,9 @@ register(ModelSpec(
     input_names=("input",),
     output_names=("logits",),
     dynamic_axes=_cnn_axes(),
-    builder=_lazy("models.kws:load"),
-    example_builder=_lazy("models.kws:example_inputs"),
-    calibration_source=_lazy("models.synth_speech:calibration_data"),
-    eval_source=_lazy("models.synth_speech:eval_data"),
-    labels_source=_lazy("models.synth_speech:eval_labels"),
+    builder=_lazy("edgeq.zoo.kws:load"),
+    example_builder=_lazy("edgeq.zoo.kws:example_inputs"),
+    calibration_source=_lazy("edgeq.zoo.synth_speech:calibration_data"),
+    eval_source=_lazy("edgeq.zoo.synth_speech:eval_data"),
+    labels_source=_lazy("edgeq.zoo.synth_speech:eval_labels"),
 ))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from edgeq.errors import ModelLoadError
-from models.nets import MobileNetV2, ResNet
+from edgeq.zoo.nets import MobileNetV2, ResNet
 
 __all__ = ["ARCHITECTURES", "CHECKPOINT_DIR", "checkpoint_path", "load"]
 
@@ -38,7 +38,7 @@ def load(name: str) -> nn.Module:
     model = ARCHITECTURES[name]()
     path = checkpoint_path(name)
     if not os.path.isfile(path):
-        raise ModelLoadError(f"checkpoint {path} is missing: run `python -m models.train_digits` to train it")
+        raise ModelLoadError(f"checkpoint {path} is missing: run `python -m edgeq.zoo.train_digits` to train it")
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.eval()

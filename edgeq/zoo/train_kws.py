@@ -1,8 +1,8 @@
 """Train the ``kws`` keyword spotter reproducibly and write its checkpoint.
 
-    python -m models.train_kws [--epochs 10] [--train 2400]
+    python -m edgeq.zoo.train_kws [--epochs 10] [--train 2400]
 
-CPU, one thread, fixed seeds and deterministic algorithms. Data: ``models.synth_speech``
+CPU, one thread, fixed seeds and deterministic algorithms. Data: ``edgeq.zoo.synth_speech``
 training stream (never used for calibration or evaluation); augmentation: random time shifts of
 up to 6 frames (circular) and SpecAugment-style masking of up to 5 mel bands. Prints held-out
 top-1 accuracy.
@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import synth_speech
-from models.checkpoint import training_main
-from models.kws import CHECKPOINT, build
+from edgeq.zoo import synth_speech
+from edgeq.zoo.checkpoint import training_main
+from edgeq.zoo.kws import CHECKPOINT, build
 
 __all__ = ["train", "heldout_accuracy", "main"]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models import minilm, zoo
+from edgeq import zoo
+from edgeq.zoo import minilm
 
 pytestmark = pytest.mark.realmodel
 

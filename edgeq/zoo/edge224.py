@@ -1,7 +1,7 @@
 """The 224x224 edge nets for speed benchmarks: MobileNetV2 (width 1.0) and ResNet-18 shapes.
 
 Weights come from a fixed seed (torchvision's initialization scheme). BatchNorm statistics are
-then measured on sample photos (``models.image_data``) and perturbed, so they are non-trivial
+then measured on sample photos (``edgeq.zoo.image_data``) and perturbed, so they are non-trivial
 (folding matters) and activations keep a realistic scale through the whole depth; logits vary
 from image to image as a trained net's do.
 """
@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import image_data
-from models.nets import MobileNetV2, ResNet
+from edgeq.zoo import image_data
+from edgeq.zoo.nets import MobileNetV2, ResNet
 
 __all__ = ["mobilenet224", "resnet224", "example_inputs"]
 

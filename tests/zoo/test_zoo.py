@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from edgeq import zoo
 from edgeq.errors import UsageError
-from models import zoo
 
 FAST = ["digits_mobilenet", "digits_resnet", "mobilenet224", "resnet224", "tiny_transformer"]
 
@@ -66,9 +66,32 @@ def test_image_feeds_look_normalized():
 
 def test_data_generators_do_not_import_torch():
     code = (
-        "import sys\nfrom models import zoo\n"
+        "import sys\nfrom edgeq import zoo\n"
         f"for name in {FAST!r}:\n"
         "    spec = zoo.get(name); spec.calibration_data(2); spec.eval_data(2); spec.eval_labels(2)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_missing_package_names_the_extra_that_installs_it():
+    """Without scikit-learn (``pip install .`` or ``".[torch]"``), the digits data is a UsageError
+    naming ``edgeq[zoo]``; the kws data (numpy only) still works. tests/test_wheel.py sees the same
+    in a real install."""
+    code = (
+        "import sys, importlib.abc\n"
+        "class NoSklearn(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] == 'sklearn':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NoSklearn())\n"
+        "from edgeq import UsageError, zoo\n"
+        "zoo.get('kws').calibration_data(1)\n"
+        "try:\n"
+        "    zoo.get('digits_mobilenet').calibration_data(1)\n"
+        "except UsageError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == ("zoo model 'digits_mobilenet' needs scikit-learn for its calibration data, which is not "
+                           "installed: pip install 'edgeq[zoo]'")

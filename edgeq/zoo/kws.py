@@ -1,6 +1,6 @@
 """``kws``: a DS-CNN keyword spotter with attention pooling, and the loading of its checkpoint.
 
-1x1x40x64 normalized log-mel features -> 12 class logits (``models.synth_speech.CLASSES``).
+1x1x40x64 normalized log-mel features -> 12 class logits (``edgeq.zoo.synth_speech.CLASSES``).
 Like the DS-CNN models of "Hello Edge" (Zhang et al. 2017): a strided 10x4 Conv-BN-ReLU, four
 depthwise-separable blocks, then -- instead of global average pooling -- attention pooling over
 time (frequency mean, 1x1 Conv scores, Softmax over frames, weighted sum) and a Linear layer.
@@ -57,12 +57,12 @@ def load() -> nn.Module:
     """The keyword spotter with its committed state_dict (``weights_only=True``), in eval mode."""
     model = build()
     if not os.path.isfile(CHECKPOINT):
-        raise ModelLoadError(f"checkpoint {CHECKPOINT} is missing: run `python -m models.train_kws` to train it")
+        raise ModelLoadError(f"checkpoint {CHECKPOINT} is missing: run `python -m edgeq.zoo.train_kws` to train it")
     model.load_state_dict(torch.load(CHECKPOINT, map_location="cpu", weights_only=True))
     return model.eval()
 
 
 def example_inputs() -> tuple[torch.Tensor, ...]:
-    from models import synth_speech
+    from edgeq.zoo import synth_speech
 
     return (torch.from_numpy(synth_speech.eval_data(1, seed=0)[0]["input"]),)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models import zoo
+from edgeq import zoo
 
 
 def _params(model) -> int:

@@ -1,8 +1,8 @@
 """Train the ``textdet`` text detector reproducibly and write its checkpoint.
 
-    python -m models.train_textdet [--epochs 10] [--train 1200]
+    python -m edgeq.zoo.train_textdet [--epochs 10] [--train 1200]
 
-CPU, one thread, fixed seeds and deterministic algorithms. Data: ``models.synth_text`` training
+CPU, one thread, fixed seeds and deterministic algorithms. Data: ``edgeq.zoo.synth_text`` training
 stream (never used for calibration or evaluation); augmentation: random horizontal flips. Loss:
 binary cross-entropy plus dice on the probability map (DBNet's probability-map losses). Prints
 the held-out IoU of the map at threshold 0.3 against the true text masks.
@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import synth_text
-from models.checkpoint import training_main
-from models.textdet import CHECKPOINT, build
+from edgeq.zoo import synth_text
+from edgeq.zoo.checkpoint import training_main
+from edgeq.zoo.textdet import CHECKPOINT, build
 
 __all__ = ["train", "heldout_iou", "main"]
 
@@ -34,7 +34,7 @@ def _loss(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def heldout_iou(model: nn.Module, n: int = 200, threshold: float = 0.3) -> float:
     """IoU of ``model``'s map above ``threshold`` with the true masks of ``eval_data(n)``."""
-    from models.metrics import mask_iou
+    from edgeq.zoo.metrics import mask_iou
 
     x = np.concatenate([f["input"] for f in synth_text.eval_data(n)])
     model.eval()

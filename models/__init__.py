@@ -1,1 +1,0 @@
-"""Reference models defined in code, each with example inputs and data generators."""
