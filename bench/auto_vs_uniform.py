@@ -234,8 +234,8 @@ def int8_layers(data: bytes) -> tuple[int, int, int]:
 def run_model(case: Case, args, step) -> list[dict]:
     import edgeq
     from edgeq.auto import auto_quantize
-    from edgeq.auto.workbench import model_bytes_of
     from edgeq.config import QuantConfig
+    from edgeq.io import model_bytes
     from edgeq.report.evaluate import cpu_session, median_latency_ms
 
     with open(case.path, "rb") as f:
@@ -246,7 +246,7 @@ def run_model(case: Case, args, step) -> list[dict]:
     t0 = time.perf_counter()
     try:
         uniform = edgeq.quantize(case.path, QuantConfig(), case.calib, progress=False)
-        models["edgeq uniform int8"] = model_bytes_of(uniform.model)
+        models["edgeq uniform int8"] = model_bytes(uniform.model)
         rows["edgeq uniform int8"] = {"seconds": time.perf_counter() - t0, "target": target}
     except Exception as e:  # a crash is a finding: put it in the table
         rows["edgeq uniform int8"] = {"error": f"crashed: {type(e).__name__}: {' '.join(str(e).split())[:140]}"}
@@ -261,7 +261,7 @@ def run_model(case: Case, args, step) -> list[dict]:
         except Exception as e:  # a crash of auto is a finding: put it in the table
             rows[label] = {"error": f"auto crashed: {type(e).__name__}: {' '.join(str(e).split())[:140]}"}
             continue
-        models[label] = model_bytes_of(result.model)
+        models[label] = model_bytes(result.model)
         auto = result.report["auto"]
         rows[label] = {"seconds": time.perf_counter() - t0, "verdict": auto.get("verdict", ""),
                        "target": (min_sqnr, min_score), "fp32_returned": auto.get("chosen") == "fp32"}

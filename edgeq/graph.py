@@ -101,8 +101,17 @@ def remove_unused_initializers(graph: ir.Graph, values: Iterable[ir.Value | None
 
 
 def copy_model(model: ir.Model) -> ir.Model:
-    """An independent copy of ``model``, made through its protobuf (``Model.clone`` shares tensors)."""
-    return ir.from_proto(ir.to_proto(model))
+    """An independent copy of ``model``, made through its protobuf (``Model.clone`` shares tensors).
+
+    Tensors in external data are the exception: the protobuf holds only their file's name, so
+    the copy shares the original's (immutable, memory-mapped) ``ExternalTensor`` instead, which
+    also knows the file's folder. Weights on disk are neither read nor copied."""
+    copy = ir.from_proto(ir.to_proto(model))
+    for graph, copied in zip(model.graphs(), copy.graphs()):
+        for name, value in graph.initializers.items():
+            if isinstance(value.const_value, ir.ExternalTensor) and name in copied.initializers:
+                copied.initializers[name].const_value = value.const_value
+    return copy
 
 
 # -- passes ----------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 * Loading checks that the file exists, parses, and that every external-data path stays inside
   the model's folder. Weights in external data are read lazily (models over 2 GB stay on disk).
 * Saving is atomic (a temporary file in the destination folder, then a rename), refuses to write
-  over any of the inputs, and moves weights to external data when they exceed protobuf's 2 GB.
+  over any of the inputs, and moves weights to external data beside the model when they exceed
+  protobuf's 2 GB (or when asked); below that, weights read from external data are written
+  into the model file. Either way the written model loads from any working directory.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "load_model",
+    "inlined",
     "as_model",
     "save_model",
     "check_output_path",
@@ -90,9 +93,11 @@ def load_model(path: str | os.PathLike) -> ir.Model:
     return model
 
 
-def as_model(model: str | os.PathLike | onnx.ModelProto | ir.Model) -> tuple[ir.Model, str | None]:
-    """``model`` (a path, onnx.ModelProto or onnx_ir.Model) as a fresh onnx_ir.Model, and its
-    path if it came from a file. The caller's model is never changed: an in-memory one is copied."""
+def as_model(model: str | os.PathLike | onnx.ModelProto | ir.Model, *,
+             copy: bool = True) -> tuple[ir.Model, str | None]:
+    """``model`` (a path, onnx.ModelProto or onnx_ir.Model) as an onnx_ir.Model, and its path if
+    it came from a file. With ``copy`` (for anything that will change it) the caller's
+    onnx_ir.Model is copied, so it is never changed; without, a reader gets it as it is."""
     import onnx
     import onnx_ir as ir
 
@@ -103,7 +108,7 @@ def as_model(model: str | os.PathLike | onnx.ModelProto | ir.Model) -> tuple[ir.
     if isinstance(model, onnx.ModelProto):
         return ir.from_proto(model), None
     if isinstance(model, ir.Model):
-        return copy_model(model), None
+        return (copy_model(model) if copy else model), None
     raise UsageError(f"model must be a path, onnx.ModelProto or onnx_ir.Model, not {type(model).__name__}")
 
 
@@ -158,6 +163,32 @@ def weights_nbytes(model: ir.Model) -> int:
     return total
 
 
+@contextlib.contextmanager
+def inlined(model: ir.Model) -> Iterator[None]:
+    """Hold every tensor on disk in memory for the block (it is written into the protobuf),
+    then give the model its external tensors back."""
+    import onnx_ir as ir
+
+    saved = [(value, value.const_value) for graph in model.graphs() for value in graph.initializers.values()
+             if isinstance(value.const_value, ir.ExternalTensor)]
+    try:
+        for value, tensor in saved:
+            value.const_value = ir.Tensor(tensor.numpy(), dtype=tensor.dtype, name=value.name)
+        yield
+    finally:
+        for value, tensor in saved:
+            value.const_value = tensor
+
+
+def _external_files(model: ir.Model) -> set[str]:
+    """Real paths of the external-data files ``model``'s tensors read."""
+    import onnx_ir as ir
+
+    return {os.path.realpath(os.path.join(value.const_value.base_dir or "", value.const_value.location))
+            for graph in model.graphs() for value in graph.initializers.values()
+            if isinstance(value.const_value, ir.ExternalTensor)}
+
+
 def save_model(
     model: ir.Model | onnx.ModelProto,
     path: str | os.PathLike,
@@ -165,10 +196,12 @@ def save_model(
     inputs: Iterable[str | os.PathLike] = (),
     external_data: bool | None = None,
 ) -> str:
-    """Write ``model`` to ``path`` atomically, never over one of ``inputs``.
+    """Write ``model`` to ``path`` atomically, never over one of ``inputs``; the written model
+    loads from any working directory.
 
-    ``external_data=None`` decides by size: weights go to ``<name>.data`` beside the model when
-    they would exceed protobuf's 2 GB limit.
+    ``external_data``: weights go to ``<name>.data`` beside the model (True), or into the model
+    file itself (False); ``None`` decides by size (external above protobuf's 2 GB limit). Weights
+    the model reads from another model's external data are copied, never referenced.
     """
     import onnx_ir as ir
 
@@ -182,14 +215,20 @@ def save_model(
     name = os.path.basename(path)
     try:
         if not external_data:
-            with atomic_path(path, inputs) as tmp:
+            with atomic_path(path, inputs) as tmp, inlined(model):
                 ir.save(model, tmp)
             return path
         data_name = name + ".data"
+        data_path = os.path.join(folder, data_name)
+        if os.path.realpath(data_path) in _external_files(model):
+            raise UsageError(
+                f"output {path} would write its weights over {data_name}, which the model reads its own "
+                "weights from: choose another output name"
+            )
         tmp_dir = tempfile.mkdtemp(prefix=".edgeq-", dir=folder)
         try:
             ir.save(model, os.path.join(tmp_dir, name), external_data=data_name)
-            os.replace(os.path.join(tmp_dir, data_name), os.path.join(folder, data_name))
+            os.replace(os.path.join(tmp_dir, data_name), data_path)
             os.replace(os.path.join(tmp_dir, name), path)
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)

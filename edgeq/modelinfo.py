@@ -24,7 +24,7 @@ from typing import Any
 
 from edgeq.errors import ModelLoadError
 
-__all__ = ["ModelInfo", "describe"]
+__all__ = ["ModelInfo", "describe", "quantized_ops", "refuse_quantized"]
 
 _CONV_LIKE = {"Conv": 1, "QLinearConv": 3, "ConvInteger": 1}  # op -> index of W
 _MATMUL_LIKE = {  # op -> (index of A, has transA)
@@ -309,3 +309,35 @@ def describe(model: Any, dims: dict[str, int] | None = None) -> ModelInfo:
         unknown_macs_nodes=unknown,
         fixed_dims=used,
     )
+
+
+# ops that only a quantized model holds: onnxruntime's dynamic quantizer writes
+# DynamicQuantizeLinear + ConvInteger/MatMulInteger, its static quantizer QLinear* or Q/DQ pairs
+_QUANTIZED_OPS = (_INTEGER_OPS | {"DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "QAttention",
+                                  "QLinearAdd", "QLinearMul", "QLinearConcat", "QLinearSigmoid", "QLinearAveragePool",
+                                  "QLinearGlobalAveragePool", "QLinearLeakyRelu", "QLinearSoftmax", "MatMulNBits",
+                                  "DynamicQuantizeLSTM", "QEmbedLayerNormalization", "QOrderedMatMul"})
+
+
+def quantized_ops(model: Any) -> dict[str, int]:
+    """{op type: count} of the quantized ops in ``model`` (an ``onnx_ir.Model``, subgraphs included)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for graph in model.graphs():
+        counts.update(node.op_type for node in graph if node.op_type in _QUANTIZED_OPS)
+    return dict(counts.most_common())
+
+
+def refuse_quantized(model: Any, name: str | None = None) -> None:
+    """UsageError when ``model`` is already quantized: quantizing it again would put a second
+    rounding on weights that are int8 already (and Q/DQ around integer kernels)."""
+    from edgeq.errors import UsageError
+
+    found = quantized_ops(model)
+    if not found:
+        return
+    ops = ", ".join(f"{n} {op}" for op, n in list(found.items())[:4])
+    kind = ("dynamic int8 (DynamicQuantizeLinear)" if "DynamicQuantizeLinear" in found else
+            "QDQ (QuantizeLinear/DequantizeLinear)" if {"QuantizeLinear", "DequantizeLinear"} & set(found) else
+            "integer-op")
+    raise UsageError(f"{name or 'the model'} is already quantized ({kind}: {ops}): quantize its fp32 original "
+                     "instead, or use it as it is (edgeq bench, run and compare take it)")

@@ -65,5 +65,41 @@ def quantize(
         config = QuantConfig(mode=default_mode(has_data=data is not None, has_ranges=ranges is not None))
     mode = MODES[config.mode]
     _check_inputs(mode, data, ranges)
-    return handler(mode)(model, config, data, eval_data=eval_data, labels=labels, ranges=ranges,
-                         progress=progress)
+    result = handler(mode)(model, config, data, eval_data=eval_data, labels=labels, ranges=ranges,
+                           progress=progress)
+    return _never_bigger(result, model)
+
+
+def _stored_bytes(model: Any) -> int:
+    """Bytes of every constant tensor ``model`` stores: initializers and Constant nodes, subgraphs too."""
+    from edgeq.io import weights_nbytes
+
+    total = weights_nbytes(model)
+    for graph in model.graphs():
+        for node in graph:
+            attr = node.attributes.get("value") if node.op_type == "Constant" and node.domain == "" else None
+            if attr is not None and hasattr(attr.value, "nbytes"):
+                total += attr.value.nbytes
+    return total
+
+
+def _never_bigger(result: QuantResult, model: Any) -> QuantResult:
+    """A quantized model that stores more weight bytes than the fp32 one is no answer: the fp32
+    model as given goes out instead, and the report says why."""
+    from edgeq.io import as_model, weights_nbytes
+
+    summary = result.report.get("summary", {})
+    if weights_nbytes(result.model) <= (summary.get("size_before_bytes") or 0):
+        return result  # the common case, without loading the fp32 model again
+    fp32, _ = as_model(model)
+    before, after = _stored_bytes(fp32), _stored_bytes(result.model)
+    if after <= before:
+        return result
+    result.model = fp32
+    summary["size_after_bytes"] = weights_nbytes(fp32)
+    summary["size_ratio"] = summary["size_after_bytes"] / summary["size_before_bytes"] if summary.get("size_before_bytes") else None
+    result.report.pop("evaluation", None)  # it measured the quantized model, which is not written
+    result.report.setdefault("notes", []).append(
+        f"kept float: the quantized model would store more weight bytes ({after:,}) than the fp32 one "
+        f"({before:,}); the fp32 model is written unchanged")
+    return result

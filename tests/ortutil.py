@@ -41,8 +41,7 @@ def int8_pays_timing(models, feed, **_):
 
     out = {}
     for name, data in models.items():
-        proto = onnx.ModelProto()
-        proto.ParseFromString(data)
+        proto = data.proto() if hasattr(data, "proto") else onnx.load_from_string(data)  # InMemoryModel or bytes
         dq = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
         heavy = [n for n in proto.graph.node if n.op_type in ("Conv", "MatMul", "Gemm") and len(n.input) > 1]
         integer = sum(n.op_type.startswith(("QLinear", "DynamicQuantize", "MatMulInteger", "ConvInteger"))

@@ -19,14 +19,15 @@ if TYPE_CHECKING:
 __all__ = ["quantize_auto", "DEFAULT_AUTO_MIN_SQNR", "AUTO_MAX_BYTES"]
 
 DEFAULT_AUTO_MIN_SQNR = 30.0
-AUTO_MAX_BYTES = 1_500_000_000  # weights over this: static mode (auto serializes each variant whole)
+AUTO_MAX_BYTES = 1_500_000_000  # weights over this: static mode (auto holds the int8 weights of each variant)
 
 
 def quantize_auto(model: Any, config: QuantConfig, data: Any, *, eval_data: Any = None, labels: Any = None,
                   ranges: Any = None, progress: bool = True) -> QuantResult:
     """Handler of the ``auto`` row of the mode table (``ranges`` is not used: auto calibrates)."""
     from edgeq.auto.search import auto_quantize
-    from edgeq.io import as_model, model_bytes, weights_nbytes
+    from edgeq.io import as_model, weights_nbytes
+    from edgeq.runtime.memory import in_memory
     from edgeq.runtime.providers import resolve_chain
     from edgeq.stages.report import evaluate
 
@@ -43,10 +44,10 @@ def quantize_auto(model: Any, config: QuantConfig, data: Any, *, eval_data: Any 
         result = quantize_int8(model, config.replace(mode="static"), data, eval_data=eval_data, labels=labels,
                                progress=progress)
         result.report.setdefault("notes", []).append(
-            f"auto mode builds and times many variants in memory, each a single protobuf (2 GB at most): "
+            f"auto mode builds and times many variants in memory, each with its own quantized weights: "
             f"a model with over {AUTO_MAX_BYTES / 1e9:.1f} GB of weights gets static mode (uniform int8) instead")
         return result
-    fp32_bytes = model_bytes(loaded) if eval_data is not None else None
+    fp32 = in_memory(loaded) if eval_data is not None else None  # weights by reference
     del loaded
     result = auto_quantize(model, data, min_sqnr=min_sqnr, metric=config.metric, min_score=config.min_score,
                            provider=config.provider, threads=config.threads, eval_data=eval_data,
@@ -54,5 +55,5 @@ def quantize_auto(model: Any, config: QuantConfig, data: Any, *, eval_data: Any 
     result.report["config"] = config.replace(min_sqnr=min_sqnr).to_dict()
     result.report["summary"]["seconds"] = round(time.perf_counter() - start, 3)  # the whole search
     if eval_data is not None:
-        evaluate(result, fp32_bytes, eval_data, labels)
+        evaluate(result, fp32, eval_data, labels)
     return result

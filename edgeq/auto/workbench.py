@@ -22,6 +22,7 @@ import numpy as np
 
 from edgeq.config import QuantConfig
 from edgeq.errors import UsageError
+from edgeq.runtime.memory import InMemoryModel
 
 __all__ = ["Workbench", "Unit", "Score", "resolve_metric", "prepare_float", "model_bytes_of", "reusable_source"]
 
@@ -50,6 +51,9 @@ class Score:
     sqnr: dict[str, float]
     metric: float | None = None
     low: dict[str, float] | None = None  # per output: a bootstrap lower bound of the SQNR over samples
+    worst: dict[str, float] | None = None  # per output: the worst sample's SQNR
+    p5: dict[str, float] | None = None  # per output: the 5th percentile of the per-sample SQNRs
+    samples: int | None = None
 
     @property
     def min_sqnr(self) -> float:
@@ -67,6 +71,11 @@ class Score:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"min_sqnr_db": _round(self.min_sqnr), "sqnr_db": {k: _round(v) for k, v in self.sqnr.items()}}
+        for key, per in (("bound_db", self.low), ("worst_sample_db", self.worst), ("p5_sample_db", self.p5)):
+            if per:
+                out[key] = _round(min(per.values()))
+        if self.samples is not None:
+            out["samples"] = self.samples
         if self.metric is not None:
             out["metric"] = self.metric
         return out
@@ -92,10 +101,12 @@ def resolve_metric(metric: Any) -> Metric | None:
     return function
 
 
-def model_bytes_of(model: Any) -> bytes:
-    import onnx_ir as ir
+def model_bytes_of(model: Any) -> Any:
+    """``model`` as onnxruntime takes it from memory (``edgeq.runtime.memory.InMemoryModel``):
+    the graph serialized, the weights by reference (no copy; external data from any folder)."""
+    from edgeq.runtime.memory import in_memory
 
-    return ir.to_proto(model).SerializeToString()
+    return in_memory(model)
 
 
 def reusable_source(data: Any, model: Any) -> Any:
@@ -151,31 +162,18 @@ def _stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
 MAX_SHAPE_MISMATCH = 0.25  # share of eval samples whose output shape may differ from fp32's
 
 
-BOOTSTRAP_DRAWS = 200
-BOOTSTRAP_QUANTILE = 0.2  # the lower bound: 80% of resampled eval sets score at least this
-
-
-def _sqnr_over_samples(refs: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> tuple[float, float]:
-    """(SQNR, bootstrap lower bound) of one output over the samples where its shape matches
-    fp32's. Outputs whose size depends on the values (detections after NMS, NonZero) may differ
-    in shape: a few such samples are left out; more than a quarter of them is a changed answer
-    (-inf). The lower bound resamples the eval samples: where a few inputs carry most of the
-    error (resnet224: per-sample SQNR from 18 to 40 dB), the SQNR of 16 samples is optimistic
-    for other data, and the target is judged on the bound."""
-    from edgeq.metrics import power_ratio_db
+def _sqnr_over_samples(refs: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> Any:
+    """``SampleFidelity`` (SQNR, bootstrap lower bound, worst sample, 5th percentile) of one
+    output over the samples where its shape matches fp32's. Outputs whose size depends on the
+    values (detections after NMS, NonZero) may differ in shape: a few such samples are left out;
+    more than a quarter of them is a changed answer (-inf). The target is judged on the bound
+    (``edgeq.auto.samples``)."""
+    from edgeq.auto.samples import SampleFidelity, energies
 
     same = [(r, g) for r, g in zip(refs, got) if r.shape == g.shape]
     if len(refs) - len(same) > MAX_SHAPE_MISMATCH * len(refs) or not same:
-        return -math.inf, -math.inf
-    signal = np.array([float(np.sum(np.square(r, dtype=np.float64))) for r, _ in same])
-    noise = np.array([float(np.sum(np.square(r.astype(np.float64) - g))) for r, g in same])
-    point = power_ratio_db(signal.sum(), noise.sum())
-    if len(same) < 4 or not math.isfinite(point):
-        return point, point
-    draws = np.random.default_rng(0).integers(0, len(same), size=(BOOTSTRAP_DRAWS, len(same)))
-    bound = np.quantile([power_ratio_db(signal[d].sum(), noise[d].sum()) for d in draws], BOOTSTRAP_QUANTILE)
-    return point, float(min(bound, point))
-
+        return SampleFidelity.failed(len(refs))
+    return SampleFidelity.of(*energies([r for r, _ in same], [g for _, g in same]))
 
 
 class Workbench:
@@ -197,7 +195,7 @@ class Workbench:
 
     def samples(self, model: Any) -> dict[str, list[np.ndarray]]:
         """Each output of ``model`` on each eval feed (a list per output name)."""
-        sess = _session(model_bytes_of(model) if not isinstance(model, bytes) else model)
+        sess = _session(model if isinstance(model, (bytes, InMemoryModel)) else model_bytes_of(model))
         names = [o.name for o in sess.get_outputs()]
         got: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for feed in self.feeds:
@@ -215,7 +213,9 @@ class Workbench:
         value = None
         if self.metric is not None:
             value = float(self.metric(self.refs, {n: _stack(v) for n, v in samples.items()}))
-        return Score({n: p for n, (p, _) in both.items()}, value, low={n: lo for n, (_, lo) in both.items()})
+        return Score({n: f.point for n, f in both.items()}, value, low={n: f.low for n, f in both.items()},
+                     worst={n: f.worst for n, f in both.items()}, p5={n: f.p5 for n, f in both.items()},
+                     samples=len(self.feeds))
 
     def plan(self, exclude: Sequence[str] = (), model: Any = None) -> tuple[Any, Any]:
         """(plan, analysed copy of the model) for the static config with ``exclude``."""

@@ -16,10 +16,7 @@ reason for each is logged and kept in ``table.meta["skipped"]``.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -31,26 +28,13 @@ from edgeq.calibrate.observers import HistogramObserver, MinMaxObserver
 from edgeq.calibrate.ranges import RangesTable, TensorRange
 from edgeq.config import QuantConfig
 from edgeq.errors import DataError, UnsupportedError, UsageError
+from edgeq.io import as_model
 
 __all__ = ["collect_ranges", "ObservedModel", "progress_bar"]
 
 logger = logging.getLogger(__name__)
 
 _FLOAT_DTYPES = {"FLOAT", "FLOAT16", "DOUBLE", "BFLOAT16"}
-
-
-def _as_ir(model: Any) -> Any:
-    import onnx_ir as ir
-
-    if isinstance(model, ir.Model):
-        return model
-    if isinstance(model, (str, os.PathLike)):
-        from edgeq.io import load_model
-
-        return load_model(model)
-    if hasattr(model, "graph") and hasattr(model, "SerializeToString"):
-        return ir.from_proto(model)
-    raise UsageError(f"expected an ONNX model (path, onnx.ModelProto or onnx_ir.Model), got {type(model).__name__}")
 
 
 def _first_line(error: BaseException) -> str:
@@ -64,26 +48,16 @@ class ObservedModel:
     """An onnxruntime CPU session of ``model`` with ``values`` added as outputs."""
 
     def __init__(self, model: Any, values: Sequence[Any]) -> None:
-        import onnx_ir as ir
         import onnxruntime as ort
 
-        from edgeq.io import EXTERNAL_DATA_THRESHOLD
+        from edgeq.runtime.memory import in_memory, inference_session
 
         graph = model.graph
         added = [v for v in values if not v.is_graph_output()]
         self.names = [v.name for v in values]
-        self._tmp: str | None = None
         graph.outputs.extend(added)
         try:
-            tensors = [v.const_value for g in (graph, *graph.subgraphs()) for v in g.initializers.values()]
-            external = any(isinstance(t, ir.ExternalTensor) for t in tensors)
-            big = sum(t.nbytes for t in tensors if t is not None) > EXTERNAL_DATA_THRESHOLD
-            if external or big:
-                self._tmp = tempfile.mkdtemp(prefix="edgeq-calib-")
-                target: str | bytes = os.path.join(self._tmp, "model.onnx")
-                ir.save(model, target, external_data="model.onnx.data")
-            else:
-                target = ir.to_proto(model).SerializeToString()
+            target = in_memory(model)  # weights by reference: no copy, external data from any folder
         finally:
             for v in added:
                 graph.outputs.remove(v)
@@ -91,9 +65,8 @@ class ObservedModel:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         so.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(target, so, providers=["CPUExecutionProvider"])
+            self.session = inference_session(target, so, ["CPUExecutionProvider"])
         except Exception as e:
-            self.close()
             raise UnsupportedError(
                 f"onnxruntime cannot load the model for calibration: {_first_line(e)}"
             ) from None
@@ -106,9 +79,7 @@ class ObservedModel:
             raise DataError(f"running {label} through the model failed: {_first_line(e)}") from None
 
     def close(self) -> None:
-        if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+        """Nothing to clean up (kept for callers that close what they open)."""
 
 
 def progress_bar(enabled: bool) -> Any:
@@ -142,7 +113,7 @@ def collect_ranges(
     activations and symmetric.
     """
     config = config or QuantConfig()
-    model = _as_ir(model)
+    model, _ = as_model(model, copy=False)
     if not isinstance(source, FeedSource):
         source = load_data(source, model)
     graph = model.graph

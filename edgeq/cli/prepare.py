@@ -25,7 +25,11 @@ _CALIB_FEEDS = 8  # shape fallback reads only the first few feeds
               help="Feeds: an .npz file (keys = input names), a folder of them, or module:function; "
                    "run when shapes stay unknown.")
 @click.option("--check-only", is_flag=True, help="Only list what blocks or limits quantization.")
-def prepare(model: str, out: str | None, opset: int | None, calib: str | None, check_only: bool) -> None:
+@click.option("--external-data/--no-external-data", default=None,
+              help="Weights in OUT.onnx.data beside the model, or inside it (default: beside it only "
+                   "above protobuf's 2 GB).")
+def prepare(model: str, out: str | None, opset: int | None, calib: str | None, check_only: bool,
+            external_data: bool | None) -> None:
     """Make an ONNX graph quantizable (constants, opset, BN, shapes)."""
     from edgeq.errors import UsageError
     from edgeq.io import check_output_path, load_model, save_model
@@ -50,5 +54,5 @@ def prepare(model: str, out: str | None, opset: int | None, calib: str | None, c
     ir_model, notes = prepare_model(ir_model, target_opset=opset, data=data)
     for note in notes:
         click.echo(f"prepare: {note}")
-    save_model(ir_model, out, inputs=[model])
+    save_model(ir_model, out, inputs=[model], external_data=external_data)
     click.echo(f"wrote {out}")

@@ -13,6 +13,9 @@ Cases:
    transposes W); C must be absent or a constant of one value per output.
 4. Skipped: other grouped convs, a weight or bias that is not a constant, nodes without input
    means, and corrections that are all zero. A missing bias is added; a shared one is copied.
+5. Skipped: a weight read by several nodes (an unrolled LSTM's 40 steps). Each reader's input
+   mean differs, so each would get its own corrected bias, stored once per reader
+   (``share_weights.py`` stores the weight and its bias once when they stay shared).
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
 
     def _correct(self, node: ir.Node, mean: np.ndarray) -> None:
         w = initializer_array(node.inputs[1]) if len(node.inputs) > 1 else None
-        if w is None:
+        if w is None or len(node.inputs[1].uses()) > 1:  # case 5
             return
         error = self._error(node, w, mean)
         if error is None or not np.any(error):

@@ -24,6 +24,7 @@ from edgeq.passes.quantize_embeddings import QuantizeEmbeddingsPass
 from edgeq.passes.quantize_weights import QuantizeWeightsPass
 from edgeq.passes.select import SelectNodesPass
 from edgeq.passes.share_scales import ShareScalesPass
+from edgeq.passes.share_weights import ShareWeightsPass
 
 __all__ = ["analysis_passes", "rewrite_passes", "integer_only_passes"]
 
@@ -39,13 +40,14 @@ def analysis_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.Pass
 def rewrite_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.PassBase]:
     fp16 = [Float16NodesPass(config.fp16_nodes, plan)] if config.fp16_nodes else []  # fp16.py (6): last
     if config.mode == "dynamic":
-        return [DynamicQuantizePass(config, plan), QuantizeEmbeddingsPass(plan), *fp16]
+        return [DynamicQuantizePass(config, plan), QuantizeEmbeddingsPass(plan), *fp16, ShareWeightsPass()]
     return [
         QuantizeWeightsPass(config, plan),
         InsertQDQPass(plan),  # int16 pairs too (insert_qdq.py (5))
         DynamicQuantizePass(config, plan),  # select.py (5): weighted MatMul/Gemm between float ops
         QuantizeEmbeddingsPass(plan),  # select.py (7): int8 Gather tables
         *fp16,
+        ShareWeightsPass(),  # a weight many nodes read: quantized per reader above, stored once here
     ]
 
 
@@ -56,5 +58,6 @@ def integer_only_passes(config: QuantConfig) -> list[ir.passes.PassBase]:
         common_passes.NameFixPass(),  # the report names nodes
         rewrite,
         RemoveDeadQDQPass(),
+        ShareWeightsPass(),  # QLinear* weights of one shared weight: one copy
         FloatIslandsPass(rewrite, strict=config.strict, warn=config.integer_only),  # inspect-only
     ]

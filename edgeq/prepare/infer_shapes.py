@@ -133,12 +133,8 @@ class InferShapesPass(NotingPass):
     def _run_on_data(self, model: ir.Model, unknown: list[ir.Value]) -> bool:  # case 2
         import onnxruntime as ort
 
-        from edgeq.io import EXTERNAL_DATA_THRESHOLD, model_bytes
+        from edgeq.runtime.memory import in_memory, inference_session
 
-        weights = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
-        if weights > EXTERNAL_DATA_THRESHOLD:
-            self.note("shape fallback skipped: the model is over 2 GB and cannot be run from memory")
-            return False
         feeds = list(itertools.islice(iter(self.data), FALLBACK_FEEDS))
         if not feeds:
             return False
@@ -149,7 +145,7 @@ class InferShapesPass(NotingPass):
             so = ort.SessionOptions()
             so.log_severity_level = 3
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            sess = ort.InferenceSession(model_bytes(model), so, providers=["CPUExecutionProvider"])
+            sess = inference_session(in_memory(model), so, ["CPUExecutionProvider"])  # weights by reference
             names = [v.name for v in unknown]
             results = [sess.run(names, dict(feed)) for feed in feeds]
         except Exception as e:  # ORT errors: the model itself is broken or data does not fit

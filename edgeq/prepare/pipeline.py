@@ -20,6 +20,7 @@ from edgeq.prepare.initializers_not_inputs import InitializersNotInputsPass
 from edgeq.prepare.name_nodes import NameNodesPass
 from edgeq.prepare.opset_upgrade import OpsetUpgradePass
 from edgeq.prepare.remove_dead_code import RemoveDeadCodePass
+from edgeq.prepare.unknown_dims import UnknownDimsPass
 
 __all__ = ["prepare_passes", "prepare_model", "float_dtypes"]
 
@@ -31,6 +32,7 @@ Feeds = Iterable[Mapping[str, np.ndarray]]
 def prepare_passes(target_opset: int | None = None, data: Feeds | None = None) -> list[NotingPass]:
     """The passes ``prepare_model`` runs, in order."""
     return [
+        UnknownDimsPass(),
         InitializersNotInputsPass(),
         ConstantsToInitializersPass(),
         OpsetUpgradePass(target_opset),

@@ -14,12 +14,13 @@ import numpy as np
 __all__ = ["agreement"]
 
 
-def _ort_values(proto, names: dict[str, int], feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _ort_values(memory, names: dict[str, int], feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     import onnx
     import onnxruntime as ort
 
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(proto)
+    from edgeq.runtime.memory import inference_session
+
+    exposed = memory.proto()
     known = {o.name for o in exposed.graph.output}
     for name, elem in names.items():
         if name not in known:
@@ -27,7 +28,7 @@ def _ort_values(proto, names: dict[str, int], feed: dict[str, np.ndarray]) -> di
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.log_severity_level = 3
-    sess = ort.InferenceSession(exposed.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = inference_session(memory.with_graph(exposed), so, ["CPUExecutionProvider"])
     outs = sess.run(None, feed)
     return dict(zip([o.name for o in exposed.graph.output], outs))
 
@@ -42,12 +43,13 @@ def agreement(
     model: Any, feeds: list[dict[str, np.ndarray]], rounding: str = "single"
 ) -> dict[str, Any]:
     """Shares of elements within 1 LSB: ``per_op`` (worst op and each op) and ``end_to_end``."""
-    import onnx_ir as ir
 
-    from edgeq.reference.interpreter import _as_ir, compile_model
+    from edgeq.io import as_model
+    from edgeq.reference.interpreter import compile_model
+    from edgeq.runtime.memory import in_memory
 
-    irm = _as_ir(model)
-    proto = ir.to_proto(irm)
+    irm, _ = as_model(model, copy=False)
+    memory = in_memory(irm)
     program = compile_model(irm, rounding)
     names = {v.name: v.dtype.value for s in program.steps for v in s.node.outputs
              if v.name and v.dtype is not None}
@@ -61,7 +63,7 @@ def agreement(
     per_op: dict[str, list[float]] = {}
     end: list[np.ndarray] = []
     for feed in feeds:
-        values = {**consts, **_ort_values(proto, names, feed), **feed}
+        values = {**consts, **_ort_values(memory, names, feed), **feed}
         for step in program.steps:
             if step.node.op_type in ("QuantizeLinear", "DequantizeLinear"):
                 continue

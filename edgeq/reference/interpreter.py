@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Any
 
 import numpy as np
 import onnx_ir as ir
 
 from edgeq.errors import InputError, UnsupportedError, UsageError
+from edgeq.io import as_model
 from edgeq.reference import ops_elementwise, ops_linear, ops_pool, ops_shape  # noqa: F401 (register)
 from edgeq.reference._kernel import OPS, Context, Kernel
 from edgeq.reference.ops_elementwise import requantize_kernel
@@ -58,16 +58,6 @@ class Program:
                 env[value] = array
         values = env if intermediates else {v: env[v] for v in self.graph.outputs}
         return {v.name: a for v, a in values.items() if v.name}
-
-
-def _as_ir(model: Any) -> ir.Model:
-    if isinstance(model, ir.Model):
-        return model
-    if isinstance(model, (str, os.PathLike)):
-        from edgeq.io import load_model
-
-        return load_model(model)
-    return ir.serde.deserialize_model(model)  # onnx.ModelProto
 
 
 def _domain(node: ir.Node) -> str:
@@ -114,7 +104,7 @@ def compile_model(model: Any, rounding: str = "single", partial: bool = False) -
     if rounding not in ROUNDINGS:
         raise UsageError(f"unknown rounding {rounding!r}: choose double or single")
     single = rounding == "single"
-    graph = _as_ir(model).graph
+    graph = as_model(model, copy=False)[0].graph
     steps = []
     for node in graph:
         if _folded_dq(node):

@@ -12,20 +12,21 @@ from typing import Any
 import numpy as np
 
 from edgeq.metrics import fidelity
+from edgeq.runtime.memory import InMemoryModel, inference_session
 
 __all__ = ["evaluate", "layer_errors", "cpu_session", "median_latency_ms"]
 
 logger = logging.getLogger(__name__)
 
 
-def cpu_session(model: bytes | str, threads: int) -> Any:
+def cpu_session(model: bytes | str | InMemoryModel, threads: int) -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    return inference_session(model, so, ["CPUExecutionProvider"])
 
 
 def median_latency_ms(sessions: Sequence[Any], feed: Mapping[str, np.ndarray], *, runs: int = 20,
@@ -47,8 +48,8 @@ def median_latency_ms(sessions: Sequence[Any], feed: Mapping[str, np.ndarray], *
 
 
 def evaluate(
-    fp32: bytes | str,
-    int8: bytes | str,
+    fp32: bytes | str | InMemoryModel,
+    int8: bytes | str | InMemoryModel,
     feeds: Iterable[Mapping[str, np.ndarray]],
     *,
     labels: Sequence[int] | np.ndarray | None = None,
@@ -115,7 +116,7 @@ def evaluate(
     return out
 
 
-def layer_errors(fp32: bytes, int8: bytes, names: Sequence[str], feeds: Iterable[Mapping[str, np.ndarray]],
+def layer_errors(fp32: bytes | InMemoryModel, int8: bytes | InMemoryModel, names: Sequence[str], feeds: Iterable[Mapping[str, np.ndarray]],
                  *, max_feeds: int = 8) -> dict[str, dict[str, float]]:
     """SQNR and cosine of each named activation in the int8 model vs the fp32 model.
 
@@ -128,9 +129,9 @@ def layer_errors(fp32: bytes, int8: bytes, names: Sequence[str], feeds: Iterable
 
     from edgeq.metrics import cosine, sqnr_db
 
-    def probe(data: bytes, disable: bool) -> Any:
-        model = onnx.ModelProto()
-        model.ParseFromString(data)
+    def probe(data: bytes | InMemoryModel, disable: bool) -> Any:
+        memory = data if isinstance(data, InMemoryModel) else InMemoryModel(data, {})
+        model = memory.proto()
         present = {o for node in model.graph.node for o in node.output}
         outputs = {o.name for o in model.graph.output}
         wanted = [n for n in names if n in present]
@@ -141,7 +142,7 @@ def layer_errors(fp32: bytes, int8: bytes, names: Sequence[str], feeds: Iterable
         so.log_severity_level = 3
         if disable:
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]), wanted
+        return inference_session(memory.with_graph(model), so, ["CPUExecutionProvider"]), wanted
 
     ref_sess, ref_names = probe(fp32, False)
     q_sess, q_names = probe(int8, True)

@@ -23,6 +23,7 @@ import numpy as np
 
 from edgeq.errors import EdgeqError, InputError, ModelLoadError, UnsupportedError
 from edgeq.runtime.feeds import TensorSpec, check_feeds, spec_from_node_arg
+from edgeq.runtime.memory import InMemoryModel, in_memory, inference_session
 from edgeq.runtime.providers import CPUOptions, CUDAOptions, ProviderEntry, resolve_chain
 
 __all__ = ["Session", "model_label", "check_model_file"]
@@ -72,7 +73,9 @@ def _preload_gpu_libraries(ort: Any) -> None:
 class Session:
     """An onnxruntime session built on first use.
 
-    ``model``: path, bytes, ``onnx.ModelProto`` (or an ``onnx_ir.Model`` a caller already holds). ``providers``: ordered names or typed options
+    ``model``: path, bytes, ``onnx.ModelProto``, ``InMemoryModel`` (or an ``onnx_ir.Model`` a
+    caller already holds: its weights go to onnxruntime uncopied). A path keeps its external
+    data beside it, from any working directory. ``providers``: ordered names or typed options
     (see ``edgeq.runtime.providers``); unavailable ones are skipped with a warning. ``threads``
     sets intra-op threads (overrides ``CPUOptions.threads``).
     """
@@ -91,13 +94,11 @@ class Session:
             model = os.fspath(model)
         if isinstance(model, str):
             check_model_file(model)
-        elif not isinstance(model, bytes):
+        elif not isinstance(model, (bytes, InMemoryModel)):
             if type(model).__module__.startswith("onnx_ir"):
                 # Only when the caller already holds an onnx_ir.Model, so the import is free.
-                import onnx_ir
-
-                model = onnx_ir.to_proto(model)
-            if not hasattr(model, "SerializeToString"):
+                model = in_memory(model)
+            elif not hasattr(model, "SerializeToString"):
                 raise ModelLoadError(
                     f"Session takes a model path, bytes or onnx.ModelProto, not {type(model).__name__}"
                 )
@@ -135,7 +136,7 @@ class Session:
             so.profile_file_prefix = self.profile_prefix
         ort.set_default_logger_severity(self.log_level)
         model = self._model
-        if not isinstance(model, (str, bytes)):
+        if not isinstance(model, (str, bytes, InMemoryModel)):
             model = model.SerializeToString()
         names = [name for name, _ in self._chain]
         options = [opts for _, opts in self._chain]
@@ -145,7 +146,7 @@ class Session:
         try:
             with warnings.catch_warnings():  # onnxruntime warns of missing providers; we log it below
                 warnings.simplefilter("ignore", UserWarning)
-                sess = ort.InferenceSession(model, sess_options=so, providers=names, provider_options=options)
+                sess = inference_session(model, so, names, options)
         except Exception as e:  # onnxruntime raises its own pybind exception types
             kind = type(e).__name__
             line = _first_line(e)

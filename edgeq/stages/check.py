@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from edgeq.errors import EdgeqError, FidelityError
-from edgeq.io import EXTERNAL_DATA_THRESHOLD, weights_nbytes
+from edgeq.io import EXTERNAL_DATA_THRESHOLD, inlined, weights_nbytes
 
 if TYPE_CHECKING:
     import onnx_ir as ir
@@ -23,7 +23,9 @@ def check(model: ir.Model) -> None:
     if weights_nbytes(model) > EXTERNAL_DATA_THRESHOLD:
         return  # the checker cannot take a >2 GB proto in memory
     try:
-        onnx.checker.check_model(ir.to_proto(model))
+        with inlined(model):  # weights in another folder's external data: the checker reads them here
+            proto = ir.to_proto(model)
+        onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as e:
         raise EdgeqError(f"internal error: the quantized model fails onnx.checker ({str(e).splitlines()[0]}); "
                          "please report it, and --exclude the node concerned meanwhile") from None

@@ -63,7 +63,7 @@ def quantize_fp16(model: Any, config: QuantConfig, data: Any = None, *, eval_dat
     result = build_fp16_variant(prepared, config, in_place=True)
     check(result.model)
     if eval_data is not None:
-        evaluate(result, prepared.fp32_bytes, eval_data, labels)
+        evaluate(result, prepared.fp32, eval_data, labels)
         check_min_sqnr(result.report, config)
     result.report["summary"]["seconds"] = round(time.perf_counter() - start, 3)
     return result

@@ -32,7 +32,7 @@ def quantize_int8(model: Any, config: QuantConfig, data: Any = None, *, eval_dat
     result = build_variant(prepared, config, ranges, progress=progress, in_place=True)
     check(result.model)
     if eval_data is not None:
-        evaluate(result, prepared.fp32_bytes, eval_data, labels, layers=config.format == "qdq")
+        evaluate(result, prepared.fp32, eval_data, labels, layers=config.format == "qdq")
         check_min_sqnr(result.report, config)
     result.report["summary"]["seconds"] = round(time.perf_counter() - start, 3)
     return result

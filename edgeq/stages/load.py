@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from edgeq.io import as_model, model_bytes, weights_nbytes
+from edgeq.io import as_model, weights_nbytes
 
 if TYPE_CHECKING:
     import onnx_ir as ir
 
     from edgeq.config import QuantConfig
+    from edgeq.runtime.memory import InMemoryModel
 
 __all__ = ["Loaded", "Prepared", "load", "prepare"]
 
@@ -24,7 +25,7 @@ class Loaded:
     model: ir.Model
     source: str | None  # its path, if it came from a file
     data: Any  # the calibration data as a FeedSource checked against the model, or None
-    fp32_bytes: bytes | None  # the fp32 model as given, kept for the evaluation stage
+    fp32: InMemoryModel | None  # the fp32 model as given (its weights by reference), for evaluation
     size_before: int  # weight bytes as given
 
 
@@ -45,15 +46,19 @@ class Prepared(Loaded):
 def load(model: Any, data: Any = None, *, keep_fp32: bool = False) -> Loaded:
     """Stage 1. ``model``: a path, onnx.ModelProto or onnx_ir.Model; ``data``: anything
     ``edgeq.calibrate.load_data`` takes (validated against the model's inputs now)."""
+    from edgeq.modelinfo import refuse_quantized
+    from edgeq.runtime.memory import in_memory
+
     loaded, source = as_model(model)
-    fp32_bytes = model_bytes(loaded) if keep_fp32 else None
+    refuse_quantized(loaded, source)  # a second quantization would round int8 weights twice
+    fp32 = in_memory(loaded) if keep_fp32 else None
     size_before = weights_nbytes(loaded)
     feeds = None
     if data is not None:
         from edgeq.calibrate import load_data
 
         feeds = load_data(data, loaded)
-    return Loaded(loaded, source, feeds, fp32_bytes, size_before)
+    return Loaded(loaded, source, feeds, fp32, size_before)
 
 
 def prepare(loaded: Loaded, config: QuantConfig) -> Prepared:
@@ -62,4 +67,4 @@ def prepare(loaded: Loaded, config: QuantConfig) -> Prepared:
     from edgeq.prepare import prepare_model
 
     model, notes = prepare_model(loaded.model, target_opset=config.opset, data=loaded.data)
-    return Prepared(model, loaded.source, loaded.data, loaded.fp32_bytes, loaded.size_before, notes)
+    return Prepared(model, loaded.source, loaded.data, loaded.fp32, loaded.size_before, notes)

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     import onnx_ir as ir
 
     from edgeq.config import QuantConfig
+    from edgeq.runtime.memory import InMemoryModel
     from edgeq.stages.load import Prepared
     from edgeq.stages.plan import Planned
     from edgeq.stages.result import QuantResult
@@ -30,23 +31,19 @@ def report(model: ir.Model, planned: Planned, config: QuantConfig, prepared: Pre
     )
 
 
-def evaluate(result: QuantResult, fp32_bytes: bytes, eval_data: Any, labels: Any = None, *,
-             layers: bool = False) -> tuple[Any, bytes]:
+def evaluate(result: QuantResult, fp32: InMemoryModel, eval_data: Any, labels: Any = None, *,
+             layers: bool = False) -> tuple[Any, InMemoryModel]:
     """Put fidelity, accuracy and latency of ``result.model`` vs the fp32 model in
     ``result.report["evaluation"]`` (and, with ``layers``, the error of every quantized tensor);
-    return the evaluation feeds and the serialized model for further comparisons."""
-    import onnx
-
+    return the evaluation feeds and the model as onnxruntime took it, for further comparisons."""
     from edgeq.calibrate import load_data
-    from edgeq.io import model_bytes
     from edgeq.report.evaluate import evaluate as evaluate_models
     from edgeq.report.evaluate import layer_errors
+    from edgeq.runtime.memory import in_memory
 
-    fp32 = onnx.ModelProto()
-    fp32.ParseFromString(fp32_bytes)
-    feeds = load_data(eval_data, fp32)
-    candidate = model_bytes(result.model)
-    result.report["evaluation"] = evaluate_models(fp32_bytes, candidate, feeds, labels=labels)
+    feeds = load_data(eval_data, fp32.proto())
+    candidate = in_memory(result.model)
+    result.report["evaluation"] = evaluate_models(fp32, candidate, feeds, labels=labels)
     if layers and result.quantized_tensors:
-        result.report["evaluation"]["layers"] = layer_errors(fp32_bytes, candidate, result.quantized_tensors, feeds)
+        result.report["evaluation"]["layers"] = layer_errors(fp32, candidate, result.quantized_tensors, feeds)
     return feeds, candidate

@@ -27,13 +27,15 @@ class QuantResult:
     source: str | None = None
     quantized_tensors: list[str] = dataclasses.field(default_factory=list, repr=False)
 
-    def save(self, path: str | os.PathLike, report: str | os.PathLike | None = None) -> str:
+    def save(self, path: str | os.PathLike, report: str | os.PathLike | None = None, *,
+             external_data: bool | None = None) -> str:
         """Write the model atomically (never over the input) and, if asked, the JSON report
-        and its Markdown rendering beside it."""
+        and its Markdown rendering beside it. ``external_data``: weights in ``<path>.data``
+        beside the model (True), inside it (False), or by size (None: above 2 GB)."""
         from edgeq.io import save_model
         from edgeq.report.quant_report import write_report
 
         inputs = [self.source] if self.source else []
         if report is not None:
             write_report(self.report, report, inputs=[*inputs, path])
-        return save_model(self.model, path, inputs=inputs)
+        return save_model(self.model, path, inputs=inputs, external_data=external_data)

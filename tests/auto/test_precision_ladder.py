@@ -59,8 +59,7 @@ def _fake_measure(models, feed, *, provider="cpu", threads=1, **_):
     each int16 Q costing 0.2 ms and each Cast into fp16 0.1 ms."""
     out = {}
     for name, data in models.items():
-        proto = onnx.ModelProto()
-        proto.ParseFromString(data)
+        proto = data.proto() if hasattr(data, "proto") else onnx.load_from_string(data)  # InMemoryModel or bytes
         cost = sum(0.2 if n.domain == "com.microsoft" and n.op_type == "QuantizeLinear" else
                    0.1 if n.op_type == "Cast" and n.attribute[0].i == 10 else 0.0 for n in proto.graph.node)
         out[name] = 3.0 if name == "fp32" else (1.0 + cost if cost else 2.0)
