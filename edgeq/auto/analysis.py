@@ -18,7 +18,6 @@ scored on a few evaluation feeds. For N quantizable nodes that is 2N + 1 quick b
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import math
 import os
@@ -83,34 +82,16 @@ class SensitivityReport:
         return written
 
 
-MIN_HOLDOUT_SOURCE = 8  # calibration samples from which auto holds some out for scoring
-
-
 def holdout(eval_data: Any, source: Any, model: Any, limit: int) -> tuple[Any, list[dict], str]:
-    """(calibration source, evaluation feeds, note). Without ``eval_data``, the last quarter of
-    the calibration samples (at most ``limit``, at least 2) is held out of calibration and used
-    for scoring: a configuration scored on the very samples that set its ranges never clips
-    there, and looks better than it will on new data (measured on textdet with 12 images: 35 dB
-    in-sample, 22 dB held out). Too few samples, or an unknown count: scored in-sample, said so."""
-    if eval_data is not None:
-        return (source, *eval_feeds(eval_data, source, model, limit))
-    try:
-        total = len(source)
-    except TypeError:
-        total = None
-    if total is None or total < MIN_HOLDOUT_SOURCE:
-        feeds, _ = eval_feeds(None, source, model, limit)
-        why = "its size is not known" if total is None else f"only {total} given"
-        return source, feeds, (f"no eval data given and too few calibration samples to hold any out ({why}): fidelity "
-                               f"measured on calibration samples, expect less on new data (pass --eval DATA)")
-    from edgeq.calibrate.data import FeedSource
+    """(calibration source, scoring feeds, note), drawn as auto draws them (``samples.draw``):
+    at most ``limit`` feeds spread over the evaluation data, or, without it, over the quarter of
+    the calibration samples held out of calibration (every fourth by input energy). A
+    configuration scored on the very samples that set its ranges never clips there, and looks
+    better than it will on new data (textdet with 12 images: 35 dB in-sample, 22 dB held out)."""
+    from edgeq.auto.samples import draw
 
-    keep = total - min(limit, max(2, total // 4))
-    calib = FeedSource(lambda: itertools.islice(source.items(), keep), source.specs,
-                       f"{source.description} (first {keep})", num_feeds=keep)  # still streamed
-    feeds = [dict(feed) for _, feed in itertools.islice(source.items(), keep, None)]
-    return calib, feeds, (f"no eval data given: fidelity measured on the last {len(feeds)} of the {total} calibration "
-                          f"samples, held out of calibration (pass --eval DATA to choose them)")
+    drawn = draw(eval_data, source, model, limit)
+    return drawn.calib, drawn.feeds[:limit], drawn.note
 
 
 def eval_feeds(eval_data: Any, source: Any, model: Any, limit: int) -> tuple[list[dict], str]:
@@ -152,7 +133,10 @@ def sensitivity(
 
     config = (config or QuantConfig()).replace(mode="static", min_sqnr=None)
     source_path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
+    from edgeq.modelinfo import refuse_quantized
+
     loaded, _ = as_model(model)
+    refuse_quantized(loaded, source_path)
     source = reusable_source(data, loaded)
     float_model, _ = prepare_float(loaded, config, source)
     source, feeds, note = holdout(eval_data, source, float_model, max_eval)  # as auto scores

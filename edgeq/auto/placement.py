@@ -12,7 +12,7 @@ import logging
 import statistics
 from typing import Any
 
-__all__ = ["place"]
+__all__ = ["place", "float_answer", "MIN_WIN"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
     for i, c in enumerate(search.tried):
         c.latency_ms = times[f"{i}"]
     baseline = "original" if "original" in times and times["original"] < times["fp32"] else "fp32"
+    search.fp32_original = original if baseline == "original" else None  # the float answer, if it comes to that
     fp32_ms = search.fp32_ms = times[baseline]
     # a configuration without any int8 (or fp16) node is fp32 in disguise: it competes as "fp32" below
     eligible = [c for c in search.tried if search.meets(c) and (has_int8(c.result.model) or c.fp16)]
@@ -104,15 +105,22 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
         reason = (
             f"the best {'int8' if has_int8(chosen.result.model) else 'fp16'} configuration meeting the target ({chosen.name!r}, {chosen.latency_ms:.3f} ms) "
             f"is not faster than fp32 ({fp32_ms:.3f} ms) by {MIN_WIN:.0%} on {provider} with {threads} thread(s)")
+    return (*float_answer(search, best, float_model, original if baseline == "original" else None, reason), {})
+
+
+def float_answer(search: Any, best: Any, float_model: Any, original: Any, reason: str) -> tuple[Any, str]:
+    """(the fp32 configuration, its verdict): the prepared float model, or ``original`` (the
+    user's graph, when it ran faster than the prepared one) as it was given."""
+    cal = search.cal
     search.bench.model = float_model
     units = tuple(u.name for u in search.bench.units())
     fp32 = search.build("fp32", float_model, cal, {}, best.base, units, record=False)
-    fp32.latency_ms = fp32_ms
+    fp32.latency_ms = search.fp32_ms
     fp32.result.ranges = cal.table_for(best.methods, best.base)
-    if baseline == "original":  # the user's graph runs faster than the prepared one: give it back as it was
+    if original is not None:  # the user's graph runs faster than the prepared one: give it back as it was
         from edgeq.graph import copy_model
 
         fp32.result.model = copy_model(original)
         reason += "; the model is returned as given (it ran faster than edgeq's prepared float graph)"
     search.tried.append(fp32)
-    return fp32, f"fp32: {reason}", {}
+    return fp32, f"fp32: {reason}"

@@ -118,6 +118,7 @@ def auto_markdown(report: Mapping[str, Any]) -> str:
              f"Target: min output SQNR {auto['target']['min_sqnr']} dB"
              + (f", metric >= {auto['target']['min_score']}" if auto["target"].get("min_score") is not None else ""),
              ""]
+    lines += [_gate_line(auto), ""]
     lines += ["## Configurations tried", ""] + _md_table(_AUTO_HEAD, _auto_rows(auto)) + [""]
     lines += ["## Repairs", ""] + _md_table(["repair", "kept", "min SQNR before", "after", "detail"],
                                             [[r["repair"], r["kept"], r.get("before_db"), r.get("after_db"),
@@ -128,6 +129,25 @@ def auto_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _gate_line(auto: Mapping[str, Any]) -> str:
+    """What the final gate checked, on how many samples (``edgeq.auto.gate``)."""
+    fid, gate = auto.get("fidelity", {}), auto.get("gate") or {}
+    line = (f"Scored on {auto.get('eval_samples')} samples: min output SQNR {_fmt(fid.get('min_sqnr_db'))} dB "
+            f"(bound {_fmt(fid.get('bound_db'))}, worst sample {_fmt(fid.get('worst_sample_db'))}, "
+            f"5th percentile {_fmt(fid.get('p5_sample_db'))}).")
+    if "samples" in gate:
+        line += (f" Checked on all {gate['samples']} {gate['what']}: min output SQNR {_fmt(gate['min_sqnr_db'])} dB "
+                 f"(bound {_fmt(gate['bound_db'])}, worst sample {_fmt(gate['worst_sample_db'])}, "
+                 f"5th percentile {_fmt(gate['p5_sample_db'])})"
+                 + (f", metric {_fmt(gate['metric'])}" if gate.get("metric") is not None else "") + ".")
+    elif gate.get("exact"):
+        line += " The fp32 model is returned: exact."
+    for failed in gate.get("failed", []):
+        line += (f" {failed['configuration']!r} missed the target on all {failed['samples']} {gate['what']} "
+                 f"(bound {_fmt(failed['bound_db'])} dB, worst sample {_fmt(failed['worst_sample_db'])} dB).")
+    return line
+
+
 def auto_html(report: Mapping[str, Any]) -> str:
     from edgeq.auto.chart import tradeoff_scatter
 
@@ -135,7 +155,8 @@ def auto_html(report: Mapping[str, Any]) -> str:
     points = [(c["name"], c["latency_ms"], _num(c["min_sqnr_db"]), c["meets_target"])
               for c in auto["configurations"] if c.get("latency_ms") is not None]
     chart = tradeoff_scatter(points, auto.get("chosen"), "Error vs latency", target=auto["target"]["min_sqnr"])
-    parts = [f"<p>Verdict: {html.escape(auto['verdict'])}</p>", chart, "<h2>Configurations tried</h2>",
+    parts = [f"<p>Verdict: {html.escape(auto['verdict'])}</p>", f"<p>{html.escape(_gate_line(auto))}</p>", chart,
+             "<h2>Configurations tried</h2>",
              _html_table(_AUTO_HEAD, _auto_rows(auto)), "<h2>Per-layer precision</h2>",
              f"<p>Layers: {html.escape(_precision_counts(auto))}.</p>",
              _html_table(["node", "op", "precision", "why"], _layer_rows(auto))]

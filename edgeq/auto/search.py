@@ -105,8 +105,8 @@ def auto_quantize(
     (dicts of output name -> array stacked over the eval feeds), with ``min_score``.
     Returns an ``edgeq.QuantResult`` whose ``report["auto"]`` says what was tried and why.
     """
-    from edgeq.auto.analysis import holdout
-    from edgeq.auto.workbench import Workbench, prepare_float, reusable_source
+    from edgeq.auto.samples import affordable, draw, scoring_note
+    from edgeq.auto.workbench import Workbench, model_bytes_of, prepare_float, reusable_source
     from edgeq.calibrate.collect import progress_bar
     from edgeq.io import as_model
 
@@ -118,11 +118,16 @@ def auto_quantize(
         raise UsageError(f"threads must be at least 1, got {threads}")
     config = (config or QuantConfig()).replace(mode="static", min_sqnr=None)
     loaded, source_path = as_model(model)
+    from edgeq.modelinfo import refuse_quantized
+
+    refuse_quantized(loaded, source_path)
     source = reusable_source(data, loaded)
     float_model, prepare_notes = prepare_float(loaded, config, source)
-    source, feeds, note = holdout(eval_data, source, float_model, max_eval)
+    drawn = draw(eval_data, source, float_model, max_eval)
+    source, feeds, note = drawn.calib, drawn.feeds, drawn.note
+    feeds = feeds[:affordable(model_bytes_of(float_model), feeds, max_eval)]  # all drawn where scoring is cheap
     bench = Workbench.create(float_model, config, feeds, metric)
-    notes = [n for n in [note] if n]
+    notes = [n for n in [note, scoring_note(drawn, len(feeds))] if n]
     if min_sqnr is not None:
         notes.append(f"the search aims at {min_sqnr + SQNR_MARGIN_DB:g} dB: {SQNR_MARGIN_DB:g} dB of headroom over the "
                      f"{min_sqnr:g} dB target, estimated on {len(feeds)} samples, for data it has not seen")
@@ -149,9 +154,17 @@ def auto_quantize(
         # small ones favour fp32 (int8's fixed Q/DQ cost), and a deployment's work is the large ones
         largest = max(feeds, key=lambda feed: sum(getattr(v, "size", 1) for v in feed.values()))
         chosen, verdict, dropped = place(search, best, cal, float_model, provider, threads, largest, original=loaded)
+        from edgeq.auto.gate import final_gate
+
+        chosen, verdict, gate = final_gate(search, chosen, verdict, drawn, float_model)
+        dropped = {k: v for k, v in dropped.items() if k in chosen.exclude and not verdict.startswith("fp32")}
     if search.cut:
         notes.append(f"time budget ({config.time_budget_s:.0f} s) spent: cut short: {'; '.join(search.cut)}")
+    from edgeq.auto.diagnose import diagnose
     from edgeq.auto.summary import auto_section
+
+    data_section, data_notes = diagnose(search, chosen, source)
+    notes += data_notes
     from edgeq.stages.check import check
 
     result = chosen.result
@@ -160,6 +173,8 @@ def auto_quantize(
     result.source = source_path
     result.report["auto"] = auto_section(search, chosen, verdict, repairs, fallback, dropped, notes,
                                          min_sqnr=min_sqnr, min_score=min_score, provider=provider, threads=threads)
+    result.report["auto"]["gate"] = gate
+    result.report["auto"]["data"] = data_section
     result.report["config"]["mode"] = "auto"
     return result
 

@@ -62,8 +62,8 @@ def model_input_specs(model: Any) -> list[TensorSpec]:
             except Exception:  # string or exotic types
                 dtype = None
         shape = None
-        if value.shape is not None:
-            shape = tuple(d if isinstance(d, int) else (d.value if d.value else None) for d in value.shape.dims)
+        if value.shape is not None:  # -1 and 0 are exporters' "unknown" (Paddle, older TensorFlow)
+            shape = tuple((d if d > 0 else None) if isinstance(d, int) else (d.value or None) for d in value.shape.dims)
         specs.append(TensorSpec(value.name, dtype, shape))
     return specs
 

@@ -169,6 +169,18 @@ def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str]
                 click.echo(f"note: {note}", err=True)
     if auto:
         click.echo(f"  auto: {auto['verdict']}")
+        gate = auto.get("gate")
+        if gate and "samples" in gate:
+            click.echo(f"  checked on all {gate['samples']} {gate['what']}: min output SQNR {_fmt_db(gate['min_sqnr_db'])} dB "
+                       f"(bound {_fmt_db(gate['bound_db'])} dB), worst sample {_fmt_db(gate['worst_sample_db'])} dB, "
+                       f"5th percentile {_fmt_db(gate['p5_sample_db'])} dB"
+                       + (f", metric {gate['metric']:.4f}" if gate.get("metric") is not None else ""))
+        for note in auto.get("notes", []):
+            if note.startswith("data: "):
+                click.echo(f"note: {note[6:]}", err=True)
+        for failed in (gate or {}).get("failed", []):
+            click.echo(f"note: {failed['configuration']!r} missed the target on all {failed['samples']} "
+                       f"{gate['what']} (bound {_fmt_db(failed['bound_db'])} dB): not returned", err=True)
         if auto.get("chosen") == "fp32":
             click.echo(f"note: {out} is the fp32 model (auto mode found no int8 configuration that is both "
                        "faithful and faster here); --mode static forces uniform int8", err=True)

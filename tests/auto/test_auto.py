@@ -183,14 +183,17 @@ def test_bias_correction_only_on_int8_nodes():
 
 
 def test_without_eval_data_scores_on_held_out_calibration_samples():
-    """No eval data: the last quarter of the calibration samples is held out of calibration and
-    scores the configurations (in-sample scores never see clipping); too few: said so."""
+    """No eval data: a quarter of the calibration samples (every fourth by input energy) is held
+    out of calibration, scores the configurations (in-sample scores never see clipping) and
+    gates the answer; too few: said so."""
     from edgeq.auto import auto_quantize
 
     result = auto_quantize(outlier_net(), outlier_feeds(12), min_sqnr=30.0, progress=False)
     auto = result.report["auto"]
     assert result.ranges.num_samples == 9 and auto["eval_samples"] == 3
-    assert any("last 3 of the 12 calibration samples, held out" in n for n in auto["notes"])
+    assert any("3 of the 12 calibration samples (every fourth by input energy) held out" in n for n in auto["notes"])
+    assert auto["gate"]["what"] == "held-out calibration samples"
+    assert auto["gate"].get("samples", 3) == 3 and auto["gate"]["passed"]
     few = auto_quantize(outlier_net(), outlier_feeds(4), min_sqnr=30.0, progress=False).report["auto"]
     assert few["eval_samples"] == 4 and any("too few calibration samples" in n for n in few["notes"])
 

@@ -1,0 +1,173 @@
+"""The final gate: the answer checked on every evaluation sample before auto returns it.
+
+    chosen, verdict, record = final_gate(search, chosen, verdict, drawn, float_model)
+
+The search scores configurations on a stratified subset of the samples (``samples.draw``).
+Before the answer leaves, it runs on every evaluation sample given (or every held-out
+calibration sample) against the fp32 model, streamed (memory does not grow with the samples):
+
+1. It passes when every float output's bootstrap lower bound over all those samples reaches
+   the user's target (the search aimed ``SQNR_MARGIN_DB`` above it), and the metric, computed
+   over all of them, its score.
+2. If it misses, the other configurations that met the target on the scoring samples and beat
+   fp32 by ``MIN_WIN`` are checked the same way, fastest first (at most ``MAX_ALTERNATIVES``).
+3. If none passes, the fp32 model is returned, with a verdict saying what missed and by how much.
+
+The fp32 answer is exact and is not run. ``record`` (``report["auto"]["gate"]``) says what was
+checked on how many samples: per output the aggregate SQNR, its bound, the worst sample and the
+5th percentile of the per-sample SQNRs, and every configuration that failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["final_gate", "check_on", "Checked", "MAX_ALTERNATIVES"]
+
+logger = logging.getLogger(__name__)
+
+MAX_ALTERNATIVES = 3
+
+
+def _db(value: float) -> Any:
+    return round(value, 3) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+
+
+@dataclasses.dataclass
+class Checked:
+    """One model over every gate sample: ``SampleFidelity`` per float output, the metric."""
+
+    samples: int
+    outputs: dict[str, Any]
+    metric: float | None = None
+
+    @property
+    def min_sqnr(self) -> float:
+        return min((f.point for f in self.outputs.values()), default=math.inf)
+
+    @property
+    def min_low(self) -> float:
+        return min((f.low for f in self.outputs.values()), default=math.inf)
+
+    def meets(self, min_sqnr: float | None, min_score: float | None) -> bool:
+        ok = min_sqnr is None or self.min_low >= min_sqnr
+        return ok and (min_score is None or (self.metric is not None and self.metric >= min_score))
+
+    def to_dict(self) -> dict[str, Any]:
+        worst = min((f.worst for f in self.outputs.values()), default=math.inf)
+        p5 = min((f.p5 for f in self.outputs.values()), default=math.inf)
+        out: dict[str, Any] = {
+            "samples": self.samples, "min_sqnr_db": _db(self.min_sqnr), "bound_db": _db(self.min_low),
+            "worst_sample_db": _db(worst), "p5_sample_db": _db(p5),
+            "outputs": {n: {"sqnr_db": _db(f.point), "bound_db": _db(f.low), "worst_sample_db": _db(f.worst),
+                            "p5_sample_db": _db(f.p5)} for n, f in self.outputs.items()}}
+        if self.metric is not None:
+            out["metric"] = self.metric
+        return out
+
+
+def check_on(fp32: bytes, model: bytes, source: Any, metric: Any = None) -> Checked:
+    """Run both models on every feed of ``source``; per-sample energies only are kept (and the
+    outputs, stacked, when a ``metric`` needs them)."""
+    from edgeq.auto.samples import SampleFidelity
+    from edgeq.auto.workbench import MAX_SHAPE_MISMATCH, _stack
+    from edgeq.report.evaluate import cpu_session
+
+    ref_sess, sess = cpu_session(fp32, 0), cpu_session(model, 0)
+    names = [o.name for o in ref_sess.get_outputs()]
+    signal: dict[str, list[float]] = {n: [] for n in names}
+    noise: dict[str, list[float]] = {n: [] for n in names}
+    mismatched = dict.fromkeys(names, 0)
+    floats = set(names)
+    kept: tuple[dict[str, list], dict[str, list]] = ({n: [] for n in names}, {n: [] for n in names})
+    count = 0
+    for _, feed in source.items():
+        count += 1
+        for n, r, g in zip(names, ref_sess.run(None, feed), sess.run(None, feed)):
+            r, g = np.asarray(r), np.asarray(g)
+            if metric is not None:
+                kept[0][n].append(r)
+                kept[1][n].append(g)
+            if r.dtype.kind != "f":
+                floats.discard(n)
+                continue
+            if r.shape != g.shape:
+                mismatched[n] += 1
+                continue
+            signal[n].append(float(np.sum(np.square(r, dtype=np.float64))))
+            noise[n].append(float(np.sum(np.square(r.astype(np.float64) - g))))
+    outputs = {}
+    for n in names:
+        if n not in floats:
+            continue
+        if mismatched[n] > MAX_SHAPE_MISMATCH * count or not signal[n]:
+            outputs[n] = SampleFidelity.failed(count)
+        else:
+            outputs[n] = SampleFidelity.of(np.array(signal[n]), np.array(noise[n]))
+    value = None
+    if metric is not None and count:
+        value = float(metric({n: _stack(v) for n, v in kept[0].items()}, {n: _stack(v) for n, v in kept[1].items()}))
+    return Checked(count, outputs, value)
+
+
+def _alternatives(search: Any, failed: list[Any]) -> list[Any]:
+    from edgeq.auto.latency import has_int8
+    from edgeq.auto.placement import MIN_WIN
+
+    fp32_ms = getattr(search, "fp32_ms", None)
+    if fp32_ms is None:
+        return []
+    ok = [c for c in search.tried if c not in failed and search.meets(c) and c.latency_ms is not None
+          and (has_int8(c.result.model) or c.fp16) and c.latency_ms <= fp32_ms * (1 - MIN_WIN)]
+    return sorted(ok, key=lambda c: c.latency_ms)[:MAX_ALTERNATIVES]
+
+
+def final_gate(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: Any) -> tuple[Any, str, dict]:
+    """(answer, verdict, gate record): see the module docstring."""
+    from edgeq.auto.placement import float_answer
+    from edgeq.auto.state import SQNR_MARGIN_DB
+    from edgeq.auto.workbench import model_bytes_of
+
+    target = None if search.min_sqnr is None else search.min_sqnr - SQNR_MARGIN_DB  # the user's own
+    record: dict[str, Any] = {"what": drawn.gate_what, "target_db": target, "min_score": search.min_score,
+                              "failed": []}
+    if verdict.startswith("fp32") or drawn.gate is None:
+        record.update(configuration=chosen.name, passed=True, exact=verdict.startswith("fp32"))
+        return chosen, verdict, record
+    fp32 = model_bytes_of(float_model)
+    failed: list[Any] = []
+    candidate = chosen
+    search.bar.update(search.task, description=f"auto: checking the answer on all {drawn.gate_what}")
+    while candidate is not None:
+        checked = check_on(fp32, candidate.data, drawn.gate, search.bench.metric)
+        logger.info("auto gate: %s on %d samples -> %.2f dB (bound %.2f)", candidate.name, checked.samples,
+                    checked.min_sqnr, checked.min_low)
+        if checked.meets(target, search.min_score):
+            record.update(configuration=candidate.name, passed=True, **checked.to_dict())
+            if candidate is not chosen:
+                first = record["failed"][0]
+                verdict = (f"int8 configuration {candidate.name!r}: {candidate.latency_ms:.3f} ms vs fp32 "
+                           f"{search.fp32_ms:.3f} ms ({search.fp32_ms / candidate.latency_ms:.2f}x); the first pick "
+                           f"{first['configuration']!r} missed the target on all {checked.samples} "
+                           f"{drawn.gate_what} (bound {first['bound_db']} dB)")
+                candidate.result.ranges = search.cal.table_for(candidate.methods, candidate.base)
+            return candidate, verdict, record
+        record["failed"].append({"configuration": candidate.name, **checked.to_dict()})
+        failed.append(candidate)
+        rest = _alternatives(search, failed)
+        candidate = rest[0] if rest and len(failed) <= MAX_ALTERNATIVES else None
+    first = record["failed"][0]
+    what = (f"min output SQNR bound {first['bound_db']} dB < {target:g} dB" if target is not None
+            and not first["bound_db"] == "inf" and (first["bound_db"] == "-inf" or first["bound_db"] < target)
+            else f"metric {first.get('metric')} < {search.min_score}")
+    reason = (f"the best int8 configuration ({chosen.name!r}) met the target on the {len(search.bench.feeds)} scoring "
+              f"samples but not on all {first['samples']} {drawn.gate_what} ({what}; worst sample "
+              f"{first['worst_sample_db']} dB), nor did {len(failed) - 1} alternative(s)")
+    answer, verdict = float_answer(search, chosen, float_model, getattr(search, "fp32_original", None), reason)
+    record.update(configuration=answer.name, passed=True, exact=True)
+    return answer, verdict, record

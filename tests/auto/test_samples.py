@@ -1,0 +1,149 @@
+"""Auto's samples: stratified scoring, the per-sample floor, and the final gate on every
+evaluation sample (edgeq/auto/samples.py, edgeq/auto/gate.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ortutil import int8_pays_timing, op_types, run_ort
+
+from .nets import outlier_feeds, outlier_net
+
+
+def _voice_like(n: int, quiet: int, seed: int = 3) -> list[dict[str, np.ndarray]]:
+    """``quiet`` near-silent frames first (as a recording starts), then louder ones."""
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for i in range(n):
+        scale = 0.01 if i < quiet else 1.0 + 3.0 * (i % 5)
+        feeds.append({"x": (scale * rng.normal(0, 1, (1, 8, 16, 16))).astype(np.float32)})
+    return feeds
+
+
+def test_spread_is_stratified_and_keeps_the_extremes():
+    from edgeq.auto.samples import spread
+
+    values = [5.0, 1.0, 9.0, 3.0, 7.0, 0.0, 8.0, 2.0, 6.0, 4.0]
+    picked = spread(values, 4)
+    assert picked == sorted(picked) and len(picked) == 4
+    assert {values.index(0.0), values.index(9.0)} <= set(picked)  # the quietest and the loudest
+    assert sorted(values[i] for i in picked) == [0.0, 3.0, 6.0, 9.0]
+    assert spread(values, 20) == list(range(10))
+
+
+def test_scoring_samples_cover_the_data_not_its_first_frames():
+    """The first 16 eval frames are near-silence: scoring on the first N would promise what the
+    rest does not keep. The drawn samples span the energy range, and the gate is all of them."""
+    from edgeq.auto.samples import draw, feature
+    from edgeq.calibrate import load_data
+
+    model = outlier_net()
+    evals = _voice_like(48, quiet=16)
+    drawn = draw(evals, load_data(outlier_feeds(16), model), model, 16)
+    energies = sorted(feature(f) for f in evals)
+    picked = [feature(f) for f in drawn.feeds[:16]]
+    assert min(picked) == energies[0] and max(picked) == energies[-1]
+    assert sum(e < -2 for e in picked) <= 6  # the quiet third gets about a third of the samples
+    assert len(drawn.feeds) == 48 and len(drawn.gate) == 48 and drawn.gate_what == "evaluation samples"
+    from edgeq.auto.samples import scoring_note
+
+    assert "scored on 16 of the 48 evaluation samples" in scoring_note(drawn, 16)
+
+
+def test_held_out_calibration_samples_are_every_fourth_by_energy():
+    from edgeq.auto.samples import draw, feature
+    from edgeq.calibrate import load_data
+
+    model = outlier_net()
+    feeds = _voice_like(32, quiet=16)
+    drawn = draw(None, load_data(feeds, model), model, 16)
+    held = [feature(f) for _, f in drawn.gate.items()]
+    calib = [feature(f) for _, f in drawn.calib.items()]
+    assert len(held) == 8 and len(calib) == 24
+    assert sum(e < -2 for e in held) == 4  # half of them quiet, as the data is; not the last 8 (all loud)
+    assert not set(held) & set(calib)
+
+
+def test_score_reports_the_per_sample_floor():
+    from edgeq.auto.samples import SampleFidelity, energies
+
+    refs = [np.ones(10, np.float32) * s for s in (1.0, 1.0, 1.0, 0.1)]
+    got = [r + 0.01 for r in refs]  # the same absolute error: the quiet sample is the worst
+    fid = SampleFidelity.of(*energies(refs, got))
+    assert fid.worst == pytest.approx(20.0, abs=0.01) and fid.p5 == fid.worst
+    assert fid.point > 35.0 and fid.low <= fid.point and fid.samples == 4
+
+
+def test_gate_rejects_an_answer_that_fails_on_samples_the_search_did_not_score(monkeypatch):
+    """The search is made to score only calibration-like samples; the eval set also holds
+    samples 8x louder, whose activations int8 clips. The gate checks the pick on all of them,
+    finds it misses, tries the alternatives, and returns fp32 saying why."""
+    from edgeq.auto import auto_quantize, latency, samples
+
+    real_draw = samples.draw
+
+    def easy_only(*args, **kwargs):
+        drawn = real_draw(*args, **kwargs)
+        drawn.feeds = [f for f in drawn.feeds if float(np.abs(f["x"]).max()) < 20.0]
+        return drawn
+
+    monkeypatch.setattr(samples, "draw", easy_only)
+    monkeypatch.setattr(latency, "measure", int8_pays_timing)
+    loud = [{"x": 8.0 * f["x"]} for f in outlier_feeds(8, seed=7, spike=1.0)]
+    evals = outlier_feeds(8, seed=5, spike=1.0) + loud
+    result = auto_quantize(outlier_net(), outlier_feeds(16, spike=1.0), eval_data=evals, min_sqnr=30.0,
+                           progress=False)
+    auto = result.report["auto"]
+    gate = auto["gate"]
+    assert gate["what"] == "evaluation samples" and gate["failed"]
+    assert gate["failed"][0]["samples"] == 16 and gate["failed"][0]["bound_db"] < 30.0
+    assert auto["verdict"].startswith("fp32") and "not on all 16 evaluation samples" in auto["verdict"]
+    assert "QuantizeLinear" not in op_types(result.model)
+    for feed in evals[-2:]:
+        np.testing.assert_allclose(run_ort(result.model, feed)[0], run_ort(outlier_net(), feed)[0], rtol=1e-5)
+
+
+def test_gate_passes_and_reports_what_it_checked(monkeypatch):
+    from edgeq.auto import auto_quantize, latency
+    from edgeq.auto.render import auto_markdown
+
+    monkeypatch.setattr(latency, "measure", int8_pays_timing)
+    evals = outlier_feeds(40, seed=5)
+    result = auto_quantize(outlier_net(), outlier_feeds(16), eval_data=evals, min_sqnr=30.0, progress=False)
+    auto = result.report["auto"]
+    gate = auto["gate"]
+    assert gate["passed"] and not gate["failed"] and gate["samples"] == 40
+    assert gate["bound_db"] >= 30.0 and gate["worst_sample_db"] <= gate["p5_sample_db"] <= gate["min_sqnr_db"] + 10
+    assert {"bound_db", "worst_sample_db", "p5_sample_db", "samples"} <= set(auto["fidelity"])
+    assert auto["eval_samples"] in (16, 40)  # all 40 where scoring is cheap
+    assert "Checked on all 40 evaluation samples" in auto_markdown(result.report)
+    from edgeq.metrics import sqnr_db
+
+    ref = np.concatenate([run_ort(outlier_net(), f)[0] for f in evals])
+    got = np.concatenate([run_ort(result.model, f)[0] for f in evals])
+    assert math.isclose(sqnr_db(ref, got), gate["min_sqnr_db"], abs_tol=0.01)
+
+
+def test_data_diagnostics_name_duplicates_flat_samples_and_clipped_tensors(monkeypatch):
+    """Calibration on quiet samples with duplicates and a constant one; evaluation on samples
+    4x louder: the report names the duplicates, the flat sample and the tensors whose
+    evaluation values lie outside the calibrated range."""
+    from edgeq.auto import auto_quantize, latency
+
+    monkeypatch.setattr(latency, "measure", int8_pays_timing)
+    calib = outlier_feeds(12, spike=1.0)
+    calib += [dict(calib[0]), dict(calib[1]), {"x": np.full((1, 8, 16, 16), 0.5, np.float32)}]
+    loud = [{"x": 4.0 * f["x"]} for f in outlier_feeds(8, seed=5, spike=1.0)]
+    result = auto_quantize(outlier_net(), calib, eval_data=loud, min_sqnr=10.0, progress=False)
+    auto = result.report["auto"]
+    data = auto["data"]
+    assert data["calibration"] == {"samples": 15, "duplicates": 2, "near_constant": 1}
+    notes = [n for n in auto["notes"] if n.startswith("data: ")]
+    assert any("2 of the 15 calibration samples duplicate another" in n for n in notes)
+    assert any("1 of the 15 calibration samples are near-constant" in n for n in notes)
+    if "QuantizeLinear" in op_types(result.model):
+        assert data["outside_calibrated"] and "x" in data["outside_calibrated"]
+        assert any("outside the range calibration saw" in n and "'x'" in n for n in notes)
