@@ -94,6 +94,9 @@ def test_default_quantize_and_every_command_from_another_folder(workspace, rng):
     x = {"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)}
     assert _loads_anywhere(out / "q.onnx", x).shape == (1, 8, 16, 16)
     _edgeq("quantize", path, "-o", out / "s.onnx", "--calib", cal, "--eval", cal, "--mode", "static")
+    _edgeq("quantize", path, "-o", out / "e.onnx", "--calib", cal, "--mode", "static", "--external-data")
+    assert os.path.getsize(out / "e.onnx.data") > 0  # asked for: the int8 weights beside the model
+    np.testing.assert_allclose(_loads_anywhere(out / "e.onnx", x), _loads_anywhere(out / "s.onnx", x))
     _edgeq("quantize", path, "-o", out / "qop.onnx", "--calib", cal, "--format", "qoperator", "--integer-only",
            "--mode", "static")
     _edgeq("run", out / "qop.onnx", "--inputs", os.path.join(cal, "00.npz"), "--reference")

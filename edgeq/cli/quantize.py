@@ -49,6 +49,7 @@ def quant_options(func):
         click.option("--strict", is_flag=True, default=None, help="With qoperator: fail on any float island."),
         click.option("--max-samples", type=click.IntRange(1), default=None, help="Use at most N calibration samples."),
         click.option("--min-sqnr", type=float, default=None, help="Fail if an output's SQNR (with --eval) is below this; with --auto: the fidelity target."),
+        click.option("--external-data/--no-external-data", "external_data", default=None, help="Weights in OUT.data beside the model, or inside it (default: beside it only above protobuf's 2 GB)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars; only the summary."),
     ]
     for option in reversed(options):
@@ -152,7 +153,7 @@ def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str]
     result = quantize(model, config, calib if calib is not None else kw["calib"],
                             eval_data=eval_data if eval_data is not None else kw["eval_data"],
                             labels=labels, ranges=kw["ranges"], progress=not kw["quiet"])
-    result.save(out, report=kw["report"])
+    result.save(out, report=kw["report"], external_data=kw["external_data"])
     if (kw["save_ranges"] or kw["trt_cache"]) and result.ranges is None:
         click.echo("note: no ranges table in dynamic mode: --save-ranges/--trt-cache not written", err=True)
     if kw["save_ranges"] and result.ranges is not None:
