@@ -170,6 +170,7 @@ def auto_quantize(
     result = chosen.result
     check(result.model)  # the variants skip the checker (build_variant); the answer gets it
     result.report["prepare"] = list(prepare_notes)  # the variants skipped prepare: what it did, once
+    _own_reasons(result.report, config)
     result.source = source_path
     result.report["auto"] = auto_section(search, chosen, verdict, repairs, fallback, dropped, notes,
                                          min_sqnr=min_sqnr, min_score=min_score, provider=provider, threads=threads)
@@ -177,6 +178,19 @@ def auto_quantize(
     result.report["auto"]["data"] = data_section
     result.report["config"]["mode"] = "auto"
     return result
+
+
+def _own_reasons(report: dict[str, Any], config: QuantConfig) -> None:
+    """The variants are built with auto's per-layer precision in the config, so the selector
+    says "excluded by the user" / "as asked" for layers auto chose: say who chose them."""
+    user = dict(config.precision)
+    for entry in report.get("float", []):
+        asked = user.get(entry.get("node")) or user.get(entry.get("op"))
+        reason = entry.get("reason", "")
+        if asked is None and reason.startswith("excluded by the user"):
+            entry["reason"] = "kept fp32 by auto mode (the auto section says why, layer by layer)"
+        elif asked is None and reason.startswith("computed in fp16 as asked"):
+            entry["reason"] = "computed in fp16 by auto mode (the auto section says why, layer by layer)"
 
 
 def _repair(search: Search, best: Config, cal: Any, config: QuantConfig) -> tuple[list[dict], Config, Any]:

@@ -103,6 +103,9 @@ def _mode(kw: dict[str, Any]) -> str | None:
     return kw["mode"]
 
 
+SMALL_GATE = 32  # fewer evaluation samples than this make a weak check: the CLI says so
+
+
 def _fmt_db(value: Any) -> str:
     if isinstance(value, str):
         return value
@@ -176,6 +179,10 @@ def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str]
                        f"(bound {_fmt_db(gate['bound_db'])} dB), worst sample {_fmt_db(gate['worst_sample_db'])} dB, "
                        f"5th percentile {_fmt_db(gate['p5_sample_db'])} dB"
                        + (f", metric {gate['metric']:.4f}" if gate.get("metric") is not None else ""))
+            if gate["what"] != "evaluation samples" or gate["samples"] < SMALL_GATE:
+                click.echo(f"note: that check used {gate['samples']} {gate['what']}: data from another source can score "
+                           "much lower (docs/benchmarks.md, Generalization); pass --eval DATA with samples the "
+                           "calibration did not come from to check the promise on them", err=True)
         for note in auto.get("notes", []):
             if note.startswith("data: "):
                 click.echo(f"note: {note[6:]}", err=True)

@@ -264,3 +264,21 @@ def test_models_too_big_to_serialize_whole_get_static_mode_with_a_note(monkeypat
     assert "auto" not in result.report and result.report["config"]["mode"] == "static"
     assert any("static mode (uniform int8) instead" in n for n in result.report["notes"])
     assert "QuantizeLinear" in op_types(result.model)
+
+
+def test_float_reasons_say_who_chose_fp32():
+    """Auto builds its variants with per-layer precision in the config, where the selector reads
+    it as the user's: the answer's float list names auto for the layers auto chose."""
+    from edgeq.auto.search import _own_reasons
+    from edgeq.config import QuantConfig
+
+    report = {"float": [
+        {"node": "conv1", "op": "Conv", "reason": "excluded by the user (--exclude)"},
+        {"node": "gap", "op": "GlobalAveragePool", "reason": "excluded by the user (--exclude)"},
+        {"node": "conv2", "op": "Conv", "reason": "computed in fp16 as asked (fp16_nodes): Casts at its fp16 region's boundaries"},
+        {"node": "relu", "op": "Relu", "reason": "Relu does not follow a quantized op directly"},
+    ]}
+    _own_reasons(report, QuantConfig(exclude=("GlobalAveragePool",)))
+    reasons = [e["reason"] for e in report["float"]]
+    assert reasons[0].startswith("kept fp32 by auto mode") and reasons[1].startswith("excluded by the user")
+    assert reasons[2].startswith("computed in fp16 by auto mode") and reasons[3].startswith("Relu does not")
