@@ -125,11 +125,13 @@ def prepare_float(model: Any, config: QuantConfig, source: Any) -> tuple[Any, li
     """Load and prepare ``model`` once; give every unnamed node a unique name (exclude needs names)."""
     from edgeq.io import as_model
     from edgeq.passes.canonicalize import CanonicalizePass
+    from edgeq.passes.fuse_activations import FuseActivationsPass
     from edgeq.prepare import prepare_model
 
     model, _ = as_model(model)
     model, notes = prepare_model(model, target_opset=config.opset, data=source)
     CanonicalizePass()(model)  # before calibration: its new tensors (GlobalAveragePool before Flatten) get ranges
+    FuseActivationsPass()(model)  # likewise (a HardSigmoid's output where hard-swish was a chain)
     taken = {n.name for n in model.graph if n.name}
     for i, node in enumerate(model.graph):
         if not node.name:

@@ -15,6 +15,7 @@ from edgeq.config import QuantConfig
 from edgeq.passes.canonicalize import CanonicalizePass
 from edgeq.passes.dynamic import DynamicQuantizePass
 from edgeq.passes.fp16 import Float16NodesPass
+from edgeq.passes.fuse_activations import FuseActivationsPass
 from edgeq.passes.insert_qdq import InsertQDQPass
 from edgeq.passes.plan import QuantPlan
 from edgeq.passes.qoperator.cleanup import RemoveDeadQDQPass
@@ -32,6 +33,7 @@ __all__ = ["analysis_passes", "rewrite_passes", "integer_only_passes"]
 def analysis_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.PassBase]:
     return [
         CanonicalizePass(),
+        FuseActivationsPass(),  # one float op per activation chain, before selection
         SelectNodesPass(config, plan),
         ShareScalesPass(plan),
     ]
