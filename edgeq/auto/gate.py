@@ -20,14 +20,16 @@ checked on how many samples: per output the aggregate SQNR, its bound, the worst
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["final_gate", "check_on", "Checked", "MAX_ALTERNATIVES"]
+if TYPE_CHECKING:
+    from edgeq.auto.workbench import Score
+
+__all__ = ["final_gate", "check_on", "gate_dict", "MAX_ALTERNATIVES"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,44 +40,28 @@ def _db(value: float) -> Any:
     return round(value, 3) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
 
 
-@dataclasses.dataclass
-class Checked:
-    """One model over every gate sample: ``SampleFidelity`` per float output, the metric."""
+def gate_dict(checked: Score) -> dict[str, Any]:
+    """The report's record of one model over every gate sample: the aggregate, its bound, the
+    worst sample and the 5th percentile, over all float outputs and per output."""
+    def low(per: dict[str, float] | None) -> float:
+        return min((per or {}).values(), default=math.inf)
 
-    samples: int
-    outputs: dict[str, Any]
-    metric: float | None = None
-
-    @property
-    def min_sqnr(self) -> float:
-        return min((f.point for f in self.outputs.values()), default=math.inf)
-
-    @property
-    def min_low(self) -> float:
-        return min((f.low for f in self.outputs.values()), default=math.inf)
-
-    def meets(self, min_sqnr: float | None, min_score: float | None) -> bool:
-        ok = min_sqnr is None or self.min_low >= min_sqnr
-        return ok and (min_score is None or (self.metric is not None and self.metric >= min_score))
-
-    def to_dict(self) -> dict[str, Any]:
-        worst = min((f.worst for f in self.outputs.values()), default=math.inf)
-        p5 = min((f.p5 for f in self.outputs.values()), default=math.inf)
-        out: dict[str, Any] = {
-            "samples": self.samples, "min_sqnr_db": _db(self.min_sqnr), "bound_db": _db(self.min_low),
-            "worst_sample_db": _db(worst), "p5_sample_db": _db(p5),
-            "outputs": {n: {"sqnr_db": _db(f.point), "bound_db": _db(f.low), "worst_sample_db": _db(f.worst),
-                            "p5_sample_db": _db(f.p5)} for n, f in self.outputs.items()}}
-        if self.metric is not None:
-            out["metric"] = self.metric
-        return out
+    out: dict[str, Any] = {
+        "samples": checked.samples, "min_sqnr_db": _db(checked.min_sqnr), "bound_db": _db(low(checked.low)),
+        "worst_sample_db": _db(low(checked.worst)), "p5_sample_db": _db(low(checked.p5)),
+        "outputs": {n: {"sqnr_db": _db(checked.sqnr[n]), "bound_db": _db(checked.low[n]),
+                        "worst_sample_db": _db(checked.worst[n]), "p5_sample_db": _db(checked.p5[n])}
+                    for n in checked.sqnr}}
+    if checked.metric is not None:
+        out["metric"] = checked.metric
+    return out
 
 
-def check_on(fp32: bytes, model: bytes, source: Any, metric: Any = None) -> Checked:
+def check_on(fp32: bytes, model: bytes, source: Any, metric: Any = None) -> Score:
     """Run both models on every feed of ``source``; per-sample energies only are kept (and the
     outputs, stacked, when a ``metric`` needs them)."""
-    from edgeq.auto.samples import SampleFidelity
-    from edgeq.auto.workbench import MAX_SHAPE_MISMATCH, _stack
+    from edgeq.auto.samples import SampleFidelity, energy
+    from edgeq.auto.workbench import MAX_SHAPE_MISMATCH, Score, _stack
     from edgeq.report.evaluate import cpu_session
 
     ref_sess, sess = cpu_session(fp32, 0), cpu_session(model, 0)
@@ -99,8 +85,9 @@ def check_on(fp32: bytes, model: bytes, source: Any, metric: Any = None) -> Chec
             if r.shape != g.shape:
                 mismatched[n] += 1
                 continue
-            signal[n].append(float(np.sum(np.square(r, dtype=np.float64))))
-            noise[n].append(float(np.sum(np.square(r.astype(np.float64) - g))))
+            s, e = energy(r, g)
+            signal[n].append(s)
+            noise[n].append(e)
     outputs = {}
     for n in names:
         if n not in floats:
@@ -112,7 +99,7 @@ def check_on(fp32: bytes, model: bytes, source: Any, metric: Any = None) -> Chec
     value = None
     if metric is not None and count:
         value = float(metric({n: _stack(v) for n, v in kept[0].items()}, {n: _stack(v) for n, v in kept[1].items()}))
-    return Checked(count, outputs, value)
+    return Score.of(outputs, value, count)
 
 
 def _alternatives(search: Any, failed: list[Any]) -> list[Any]:
@@ -148,7 +135,7 @@ def final_gate(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: 
         logger.info("auto gate: %s on %d samples -> %.2f dB (bound %.2f)", candidate.name, checked.samples,
                     checked.min_sqnr, checked.min_low)
         if checked.meets(target, search.min_score):
-            record.update(configuration=candidate.name, passed=True, **checked.to_dict())
+            record.update(configuration=candidate.name, passed=True, **gate_dict(checked))
             if candidate is not chosen:
                 first = record["failed"][0]
                 verdict = (f"int8 configuration {candidate.name!r}: {candidate.latency_ms:.3f} ms vs fp32 "
@@ -157,7 +144,7 @@ def final_gate(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: 
                            f"{drawn.gate_what} (bound {first['bound_db']} dB)")
                 candidate.result.ranges = search.cal.table_for(candidate.methods, candidate.base)
             return candidate, verdict, record
-        record["failed"].append({"configuration": candidate.name, **checked.to_dict()})
+        record["failed"].append({"configuration": candidate.name, **gate_dict(checked)})
         failed.append(candidate)
         rest = _alternatives(search, failed)
         candidate = rest[0] if rest and len(failed) <= MAX_ALTERNATIVES else None

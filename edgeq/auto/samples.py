@@ -93,11 +93,15 @@ class SampleFidelity:
         return cls(-math.inf, -math.inf, -math.inf, -math.inf, samples)
 
 
+def energy(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
+    """(signal, noise) energy of one sample's output, in float64."""
+    return float(np.sum(np.square(ref, dtype=np.float64))), float(np.sum(np.square(ref.astype(np.float64) - got)))
+
+
 def energies(refs: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(signal, noise) energy per sample."""
-    signal = np.array([float(np.sum(np.square(r, dtype=np.float64))) for r in refs])
-    noise = np.array([float(np.sum(np.square(r.astype(np.float64) - g))) for r, g in zip(refs, got)])
-    return signal, noise
+    pairs = [energy(r, g) for r, g in zip(refs, got)]
+    return np.array([s for s, _ in pairs]), np.array([n for _, n in pairs])
 
 
 @dataclasses.dataclass

@@ -69,6 +69,13 @@ class Score:
         ok = min_sqnr is None or self.min_low >= min_sqnr
         return ok and (min_score is None or (self.metric is not None and self.metric >= min_score))
 
+    @classmethod
+    def of(cls, fidelity: Mapping[str, Any], metric: float | None, samples: int) -> Score:
+        """From a ``SampleFidelity`` per float output (``edgeq.auto.samples``)."""
+        return cls({n: f.point for n, f in fidelity.items()}, metric, low={n: f.low for n, f in fidelity.items()},
+                   worst={n: f.worst for n, f in fidelity.items()}, p5={n: f.p5 for n, f in fidelity.items()},
+                   samples=samples)
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"min_sqnr_db": _round(self.min_sqnr), "sqnr_db": {k: _round(v) for k, v in self.sqnr.items()}}
         for key, per in (("bound_db", self.low), ("worst_sample_db", self.worst), ("p5_sample_db", self.p5)):
@@ -215,9 +222,7 @@ class Workbench:
         value = None
         if self.metric is not None:
             value = float(self.metric(self.refs, {n: _stack(v) for n, v in samples.items()}))
-        return Score({n: f.point for n, f in both.items()}, value, low={n: f.low for n, f in both.items()},
-                     worst={n: f.worst for n, f in both.items()}, p5={n: f.p5 for n, f in both.items()},
-                     samples=len(self.feeds))
+        return Score.of(both, value, len(self.feeds))
 
     def plan(self, exclude: Sequence[str] = (), model: Any = None) -> tuple[Any, Any]:
         """(plan, analysed copy of the model) for the static config with ``exclude``."""
