@@ -4,19 +4,19 @@ in its own process with its peak memory checked: at most 2x the model's size plu
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 
 import numpy as np
-import onnx
-import onnx.helper as oh
 import pytest
 
 pytestmark = pytest.mark.slow
 
 N, LAYERS = 8192, 9  # 9 x 256 MiB = 2.25 GiB of fp32 weights
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "large_model.py")
 
 PEAK = """
 import resource, runpy, sys
@@ -33,31 +33,13 @@ sys.exit(code)
 
 
 def _write_model(folder) -> str:
-    """MatMul + Relu layers whose weights look trained (scaled to keep activations in range),
-    streamed into ``big.data`` one layer at a time (the test never holds the whole model)."""
-    rng = np.random.default_rng(0)
-    os.makedirs(folder, exist_ok=True)
-    inits, nodes, h, offset = [], [], "x", 0
-    with open(os.path.join(folder, "big.data"), "wb") as f:
-        for i in range(LAYERS):
-            w = rng.standard_normal((N, N), dtype=np.float32)
-            w *= np.float32(np.sqrt(2.0 / N))
-            f.write(w.tobytes())
-            t = onnx.TensorProto(name=f"w{i}", data_type=onnx.TensorProto.FLOAT, dims=[N, N],
-                                 data_location=onnx.TensorProto.EXTERNAL)
-            for key, value in (("location", "big.data"), ("offset", str(offset)), ("length", str(w.nbytes))):
-                t.external_data.add(key=key, value=value)
-            offset += w.nbytes
-            inits.append(t)
-            nodes += [oh.make_node("MatMul", [h, f"w{i}"], [f"m{i}"], name=f"mm{i}"),
-                      oh.make_node("Relu", [f"m{i}"], [f"h{i}"], name=f"relu{i}")]
-            h = f"h{i}"
-            del w
-    graph = oh.make_graph(nodes, "big", [oh.make_tensor_value_info("x", 1, [1, N])],
-                          [oh.make_tensor_value_info(h, 1, [1, N])], inits)
-    path = os.path.join(folder, "big.onnx")
-    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
-    return path
+    """bench/large_model.py's model (MatMul + Relu layers, weights scaled as trained ones are,
+    streamed into ``big.data``: the test never holds the whole model), LAYERS layers of it."""
+    spec = importlib.util.spec_from_file_location("bench_large_model", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.N == N
+    return bench.write_model(str(folder), LAYERS)
 
 
 def _edgeq(cwd, *args) -> int:
