@@ -2,12 +2,13 @@
 
     found = calibration_findings(source)                 # duplicates, near-constant samples
     shares = outside_calibrated(model, cal, names, feeds)  # per tensor: share beyond calibration
-    section, notes = diagnose(search, chosen, source)    # report["auto"]["data"] and its notes
+    section, notes = diagnose(search, chosen, source, unseen)  # report["auto"]["data"], notes
 
 1. Calibration samples that are exact duplicates of another add nothing; near-constant ones
    (every input's spread under ``FLAT`` of the typical sample's) calibrate nothing but silence.
    Both are counted and the first few named.
-2. On the scoring samples (evaluation data, or the held-out calibration samples), each tensor
+2. On samples range calibration did not see (evaluation samples, or the held-out calibration
+   samples; at most the scoring limit of them, spread by input energy), each tensor
    the answer quantizes is run in float and the share of its values beyond the min/max that
    calibration saw is measured: int8 clips those. Tensors over ``CLIPPED`` are named, worst first.
 """
@@ -90,7 +91,7 @@ def _quantized(config: Any) -> list[str]:
                    if node.op_type == "QuantizeLinear" and node.inputs[0] is not None and node.inputs[0].name})
 
 
-def diagnose(search: Any, chosen: Any, source: Any) -> tuple[dict[str, Any], list[str]]:
+def diagnose(search: Any, chosen: Any, source: Any, unseen: list[dict[str, np.ndarray]]) -> tuple[dict[str, Any], list[str]]:
     """The report's ``data`` section and the notes that say what to do (see the docstring)."""
     found = calibration_findings(source)
     notes = []
@@ -108,16 +109,17 @@ def diagnose(search: Any, chosen: Any, source: Any) -> tuple[dict[str, Any], lis
     probe = chosen if _quantized(chosen) else max((c for c in search.tried if _quantized(c)), key=search.key, default=None)
     if probe is not None and probe.model is not None:  # an fp32 answer: why int8 failed may be the data
         try:
-            shares = outside_calibrated(probe.model, search.cal, _quantized(probe), search.bench.feeds)
+            shares = outside_calibrated(probe.model, search.cal, _quantized(probe), unseen)
         except Exception as e:  # a diagnosis never fails the quantization
             logger.info("data diagnostics: activations not measured (%s)", e)
             shares = {}
         worst = sorted(((s, t) for t, s in shares.items() if s > CLIPPED), reverse=True)
         section["outside_calibrated"] = {t: round(s, 6) for s, t in worst}
         section["tensors_checked"] = len(shares)
+        section["samples_checked"] = len(unseen)
         if worst:
             named = ", ".join(f"{t!r} {s:.2%}" for s, t in worst[:NAMED])
-            notes.append(f"data: on the {len(search.bench.feeds)} scoring samples, {len(worst)} quantized tensor(s) take "
+            notes.append(f"data: on {len(unseen)} samples calibration did not see, {len(worst)} quantized tensor(s) take "
                          f"values outside the range calibration saw (int8 clips them): {named}"
                          f"{' ...' if len(worst) > NAMED else ''}; calibrate on data that covers what the model will see")
     return section, notes

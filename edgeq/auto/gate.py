@@ -3,12 +3,13 @@
     chosen, verdict, record = final_gate(search, chosen, verdict, drawn, float_model)
 
 The search scores configurations on a stratified subset of the samples (``samples.draw``).
-Before the answer leaves, it runs on every evaluation sample given (or every held-out
-calibration sample) against the fp32 model, streamed (memory does not grow with the samples):
+Before the answer leaves, it runs on every evaluation sample given (or, without them, every
+calibration sample: a quarter of them held out of range calibration) against the fp32 model,
+streamed (memory does not grow with the samples):
 
-1. It passes when every float output's bootstrap lower bound over all those samples reaches
-   the user's target (the search aimed ``SQNR_MARGIN_DB`` above it), and the metric, computed
-   over all of them, its score.
+1. It passes when every float output's bootstrap lower bound (one-sided 95%) over all those
+   samples reaches the user's target (the search aimed ``SQNR_MARGIN_DB`` above it), and the
+   metric, computed over all of them, its score.
 2. If it misses, the other configurations that met the target on the scoring samples and beat
    fp32 by ``MIN_WIN`` are checked the same way, fastest first (at most ``MAX_ALTERNATIVES``).
 3. If none passes, the fp32 model is returned, with a verdict saying what missed and by how much.

@@ -163,7 +163,7 @@ def auto_quantize(
     from edgeq.auto.diagnose import diagnose
     from edgeq.auto.summary import auto_section
 
-    data_section, data_notes = diagnose(search, chosen, source)
+    data_section, data_notes = diagnose(search, chosen, source, drawn.unseen)
     notes += data_notes
     from edgeq.stages.check import check
 

@@ -54,17 +54,24 @@ def test_scoring_samples_cover_the_data_not_its_first_frames():
 
 
 def test_held_out_calibration_samples_are_every_fourth_by_energy():
-    from edgeq.auto.samples import draw, feature
+    """A quarter is held out of range calibration, spread over the energies; the answer is
+    checked on all the calibration samples, and the clipping diagnosis runs on the held-out ones."""
+    from edgeq.auto.samples import GATE_CALIBRATION, draw, feature
     from edgeq.calibrate import load_data
 
     model = outlier_net()
     feeds = _voice_like(32, quiet=16)
     drawn = draw(None, load_data(feeds, model), model, 16)
-    held = [feature(f) for _, f in drawn.gate.items()]
+    every = [feature(f) for f in feeds]
     calib = [feature(f) for _, f in drawn.calib.items()]
+    held = [e for e in every if e not in calib]
     assert len(held) == 8 and len(calib) == 24
     assert sum(e < -2 for e in held) == 4  # half of them quiet, as the data is; not the last 8 (all loud)
-    assert not set(held) & set(calib)
+    assert min(every) in calib and max(every) in calib  # the extremes stay in the ranges
+    assert sorted(feature(f) for f in drawn.unseen) == sorted(held)
+    assert [feature(f) for _, f in drawn.gate.items()] == every and drawn.gate_what == GATE_CALIBRATION
+    assert len(drawn.feeds) == 32  # scored on all of them (MOST): the quiet and loud alike
+    assert sum(feature(f) < -2 for f in drawn.feeds[:16]) == 8
 
 
 def test_score_reports_the_per_sample_floor():
