@@ -219,6 +219,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "activations": ("int8", "uint8", "int16"),
     "weights": ("int8",),
     "format": ("qdq", "qoperator"),
+    "recurrent": ("int8", "float"),
 }
 
 
@@ -245,6 +246,7 @@ class QuantConfig:
     max_samples: int | None = None
     batch_size: int = 1
     dynamic_conv: bool = False
+    recurrent: str = "int8"  # LSTM: int8 weights (DynamicQuantizeLSTM, format qdq) or "float"
     min_sqnr: float | None = None
     metric: str | None = None
     min_score: float | None = None

@@ -34,6 +34,7 @@ def quant_options(func):
         click.option("--granularity", default=None, help="Weights: per-channel (default) or per-tensor."),
         click.option("--activations", type=click.Choice(["uint8", "int8", "int16"]), default=None, help="Activation type (default uint8, asymmetric; int16: symmetric, with int8 weights)."),
         click.option("--symmetric", is_flag=True, default=None, help="Symmetric activation ranges."),
+        click.option("--recurrent", type=click.Choice(["int8", "float"]), default=None, help="LSTM: int8 weights through onnxruntime's DynamicQuantizeLSTM (default int8, --format qdq), or float."),
         click.option("--exclude", multiple=True, help="Keep a node (by name) or an op type float; repeatable."),
         click.option("--int16-node", "int16_nodes", multiple=True, help="Give this node int16 activations (int8 weights); repeatable."),
         click.option("--fp16-node", "fp16_nodes", multiple=True, help="Compute this node in fp16 (Casts at region boundaries); repeatable."),
@@ -89,7 +90,7 @@ def _config_from(kw: dict[str, Any], calib: Any = None):
         format=kw["fmt"], integer_only=kw["integer_only"],
         strict=kw["strict"], max_samples=kw["max_samples"], min_sqnr=kw["min_sqnr"],
         metric=kw["metric"], min_score=kw["min_score"], provider=kw["provider"], threads=kw["threads"],
-        time_budget_s=kw["time_budget_s"],
+        time_budget_s=kw["time_budget_s"], recurrent=kw["recurrent"],
     )
 
 

@@ -22,6 +22,7 @@ from edgeq.passes.qoperator.cleanup import RemoveDeadQDQPass
 from edgeq.passes.qoperator.islands import FloatIslandsPass
 from edgeq.passes.qoperator.rewrite import QOperatorPass
 from edgeq.passes.quantize_embeddings import QuantizeEmbeddingsPass
+from edgeq.passes.quantize_recurrent import QuantizeRecurrentPass
 from edgeq.passes.quantize_weights import QuantizeWeightsPass
 from edgeq.passes.select import SelectNodesPass
 from edgeq.passes.share_scales import ShareScalesPass
@@ -42,10 +43,12 @@ def analysis_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.Pass
 def rewrite_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.PassBase]:
     fp16 = [Float16NodesPass(config.fp16_nodes, plan)] if config.fp16_nodes else []  # fp16.py (6): last
     if config.mode == "dynamic":
-        return [DynamicQuantizePass(config, plan), QuantizeEmbeddingsPass(plan), *fp16, ShareWeightsPass()]
+        return [QuantizeRecurrentPass(config, plan), DynamicQuantizePass(config, plan), QuantizeEmbeddingsPass(plan),
+                *fp16, ShareWeightsPass()]
     return [
         QuantizeWeightsPass(config, plan),
         InsertQDQPass(plan),  # int16 pairs too (insert_qdq.py (5))
+        QuantizeRecurrentPass(config, plan),  # select.py (10): LSTM; before DynamicQuantizePass (both Role.DYNAMIC)
         DynamicQuantizePass(config, plan),  # select.py (5): weighted MatMul/Gemm between float ops
         QuantizeEmbeddingsPass(plan),  # select.py (7): int8 Gather tables
         *fp16,

@@ -31,9 +31,12 @@ Static mode (the rules ORT's QDQ transformers need to fuse, so int8 is actually 
    With ``activations="int16"`` rule 5 is off (static int16 is the more faithful choice).
 9. A Conv on a 1x1 map (squeeze-excite gates, pooled heads) stays float: one value per channel
    per image gives unreliable calibrated ranges, and there is no int8 speed to gain.
+10. LSTM with constant W and R (both modes, format qdq, ``recurrent="int8"``): int8 weights,
+   activations quantized at run time by onnxruntime's DynamicQuantizeLSTM (quantize_recurrent.py);
+   an LSTM it cannot take, GRU and RNN stay float with the reason ``recurrent_float_reason`` gives.
 
-Dynamic mode: MatMul/Gemm with constant weights become dynamic int8; Conv stays float unless
-``dynamic_conv`` (dynamic Conv is slower than float Conv on ORT's CPU provider).
+Dynamic mode: MatMul/Gemm with constant weights become dynamic int8, LSTM as in 10; Conv stays
+float unless ``dynamic_conv`` (dynamic Conv is slower than float Conv on ORT's CPU provider).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from edgeq.graph import ONNX_DOMAINS, InspectPass, const_array
 from edgeq.passes.float_reasons import FLOAT_REASONS, pooled_conv
 from edgeq.passes.plan import QuantPlan, Role, attr_value, is_float, node_label
 from edgeq.passes.precision import check_precision_names
+from edgeq.passes.quantize_recurrent import RECURRENT, recurrent_float_reason
 
 __all__ = ["SelectNodesPass", "HEAVY", "LIGHT", "PASSTHROUGH", "data_inputs"]
 
@@ -188,6 +192,7 @@ class SelectNodesPass(InspectPass):
             self._select_static(graph, opset)
         if self.config.format == "qdq":
             self._select_embeddings(graph)
+        self._select_recurrent(graph)  # (10)
         counts: dict[str, int] = {}
         for decision in plan.decisions.values():
             counts[decision.role] = counts.get(decision.role, 0) + 1
@@ -203,6 +208,19 @@ class SelectNodesPass(InspectPass):
                     or const_array(node.inputs[1]) is not None or self.plan.role(node) != Role.FLOAT):
                 continue
             self.plan.decide(node, Role.WEIGHT_ONLY, "")
+
+    def _select_recurrent(self, graph: ir.Graph) -> None:
+        """(10) LSTM: int8 weights, dynamic activations (DynamicQuantizeLSTM); else float, with why."""
+        for node in graph:
+            if node.op_type not in RECURRENT or node.domain not in ONNX_DOMAINS or self._excluded(node):
+                continue
+            reason = recurrent_float_reason(node)
+            if reason is None and self.config.recurrent == "float":
+                reason = "recurrent='float' keeps LSTM float as asked (--recurrent float)"
+            if reason is None and self.config.format != "qdq":
+                reason = ("the QOperator format writes static integer operators; DynamicQuantizeLSTM "
+                          "quantizes at run time (use --format qdq)")
+            self.plan.decide(node, Role.FLOAT if reason else Role.DYNAMIC, reason or "")
 
     def _select_dynamic(self, graph: ir.Graph) -> None:
         for node in graph:
