@@ -77,6 +77,8 @@ class QuantPlan:
     notes: list[str] = dataclasses.field(default_factory=list)
     # nodes whose activation Q/DQ (inputs and outputs) are int16 while the rest use the default
     int16: set[ir.Node] = dataclasses.field(default_factory=set)
+    # roots calibrated apart whose ranges are merged into one scale (share_scales.py (4))
+    unions: list[list[ir.Value]] = dataclasses.field(default_factory=list)
 
     def decide(self, node: ir.Node, role: str, reason: str = "") -> None:
         self.decisions[node] = Decision(role, reason)

@@ -13,6 +13,13 @@ observes), so calibration needs fewer tensors as well.
    Concat output's scale. Sound: the output range is the union of the input ranges, and the
    value is requantized to the output's scale anyway, so a finer input scale buys nothing; with
    equal scales QLinearConcat is a plain copy. Inputs read elsewhere keep their own scale.
+4. A weight and bias read by several int8 Conv/Gemm nodes (an unrolled LSTM's 40 steps): the
+   int32 bias is quantized with its reader's input scale times the weight's, so readers with
+   their own input scales store one bias each. Their inputs' ranges are merged into one scale
+   (``plan.unions``, applied after calibration: ``stages.calibrate``) so the bias is stored once,
+   unless the merged range would be over ``MAX_WIDEN`` times the narrowest reader's (a coarser
+   scale costs that reader more than a bias per reader costs the file) or the readers differ in
+   activation precision.
 """
 
 from __future__ import annotations
@@ -24,7 +31,10 @@ import onnx_ir as ir
 from edgeq.graph import InspectPass
 from edgeq.passes.plan import QuantPlan, Role
 
-__all__ = ["ShareScalesPass"]
+__all__ = ["ShareScalesPass", "MAX_WIDEN"]
+
+MAX_WIDEN = 2.0  # (4): a merged range at most this many times the narrowest reader's (one bit)
+BIAS_INPUT = {"Conv": 2, "Gemm": 2}
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +62,7 @@ class ShareScalesPass(InspectPass):
                     plan.values[out] = source  # (1), (2)
                     shared += 1
         logger.info("share_scales: %d values reuse another value's scale", shared)
+        self._shared_bias(model)
 
     def _concat(self, node: ir.Node) -> int:
         """(3) single-use inputs with their own scale take the output's."""
@@ -65,3 +76,19 @@ class ShareScalesPass(InspectPass):
                 plan.values[value] = out
                 count += 1
         return count
+
+    def _shared_bias(self, model: ir.Model) -> None:
+        """(4) one scale group per weight + bias pair read by several int8 nodes."""
+        plan = self.plan
+        readers: dict[tuple[ir.Value, ir.Value], list[ir.Node]] = {}
+        for node in model.graph:
+            index = BIAS_INPUT.get(node.op_type)
+            if (index is None or plan.role(node) != Role.COMPUTE or len(node.inputs) <= index
+                    or node.inputs[index] is None or node.inputs[0] not in plan.values):
+                continue
+            readers.setdefault((node.inputs[1], node.inputs[index]), []).append(node)
+        for nodes in readers.values():
+            roots = list(dict.fromkeys(plan.root(n.inputs[0]) for n in nodes))
+            if len(roots) > 1 and len({n in plan.int16 for n in nodes}) == 1:
+                plan.unions.append(roots)
+                logger.info("share_scales: %d readers of one bias share their input scale", len(nodes))

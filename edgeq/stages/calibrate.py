@@ -63,6 +63,7 @@ def _assign_qparams(planned: Planned, table: RangesTable, config: QuantConfig) -
     from edgeq.passes.plan import qparams_from_range
 
     plan = planned.plan
+    spans: dict[ir.Value, tuple[float, float]] = {}
     for root in plan.roots():
         array = const_array(root)
         if array is not None:
@@ -72,4 +73,29 @@ def _assign_qparams(planned: Planned, table: RangesTable, config: QuantConfig) -
         else:
             raise EdgeqError(f"no calibrated range for tensor {root.name!r}: calibration skipped it "
                              "(see the log); exclude its consumers with --exclude")
+        spans[root] = (min(lo, 0.0), max(hi, 0.0))
+    for group in plan.unions:  # share_scales.py (4): one scale for the readers of a shared bias
+        for cluster in _clusters([spans[r] for r in group]):
+            lo, hi = min(spans[group[i]][0] for i in cluster), max(spans[group[i]][1] for i in cluster)
+            spans.update(dict.fromkeys((group[i] for i in cluster), (lo, hi)))
+    for root, (lo, hi) in spans.items():
         plan.qparams[root] = qparams_from_range(lo, hi, config.activations, config.symmetric)
+
+
+def _clusters(spans: list[tuple[float, float]]) -> list[list[int]]:
+    """Indices of ``spans`` in groups, narrowest first, each merged range at most ``MAX_WIDEN``
+    times its narrowest member's (share_scales.py (4)): an unrolled LSTM's first step reads the
+    input, the other 39 the tanh state."""
+    from edgeq.passes.share_scales import MAX_WIDEN
+
+    out: list[list[int]] = []
+    lo = hi = width = 0.0
+    for i in sorted(range(len(spans)), key=lambda k: spans[k][1] - spans[k][0]):
+        a, b = spans[i]
+        if out and max(hi, b) - min(lo, a) <= MAX_WIDEN * width:
+            out[-1].append(i)
+            lo, hi = min(lo, a), max(hi, b)
+        else:
+            out.append([i])
+            lo, hi, width = a, b, b - a
+    return [c for c in out if len(c) > 1]
