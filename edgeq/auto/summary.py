@@ -112,8 +112,10 @@ def _layers(search: Any, chosen: Any, verdict: str, fallback: dict, dropped: dic
         elif unit.name in user:
             entry.update(precision="fp32", why="excluded by the user")
         elif plan.role(nodes.get(unit.name)) == Role.DYNAMIC:
-            entry.update(precision="int8-dynamic", why="int8 weights, activations quantized at run time (the "
-                         "selector's choice for a weighted MatMul/Gemm between float ops); the target holds")
+            what = ("an LSTM: com.microsoft.DynamicQuantizeLSTM" if nodes[unit.name].op_type == "LSTM"
+                    else "the selector's choice for a weighted MatMul/Gemm between float ops")
+            entry.update(precision="int8-dynamic", why=f"int8 weights, activations quantized at run time ({what}); "
+                         "the target holds")
         elif plan.role(nodes.get(unit.name)) == Role.COMPUTE:
             node = nodes[unit.name]
             tensors = [v.name for v in [*node.inputs[:2], *node.outputs] if v is not None]

@@ -29,14 +29,15 @@ SEVERITIES = ("blocker", "limit", "info")
 
 # Ops that take weights which quantizers turn into int8 (input index of the weight).
 WEIGHT_OPS = {"Conv": 1, "ConvTranspose": 1, "MatMul": 1, "Gemm": 1, "Gather": 0, "LSTM": 1, "GRU": 1}
-# Ops with int8 (QDQ / QLinear) kernels in onnxruntime's CPU provider, or that move data only.
+# Ops with int8 (QDQ / QLinear) kernels in onnxruntime's CPU provider, or that move data only
+# (LSTM: int8 weights through com.microsoft.DynamicQuantizeLSTM, passes/quantize_recurrent.py).
 INT8_OPS = frozenset(
     {
         "Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "Mul", "Relu", "Clip", "LeakyRelu",
         "Sigmoid", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat", "Resize",
         "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Split", "Slice", "Gather",
         "Softmax", "Pad", "ArgMax", "Where", "Expand", "Tile", "DepthToSpace", "SpaceToDepth",
-        "Identity", "Dropout", "Shape", "MatMulInteger", "ConvInteger",
+        "Identity", "Dropout", "Shape", "MatMulInteger", "ConvInteger", "LSTM",
         "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
     }
 )
