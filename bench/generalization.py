@@ -284,7 +284,7 @@ def make_case(name: str, args) -> Case:
     if not os.path.exists(path):
         export(name, path)
     task = {"classification": "argmax", "embedding": "cosine", "hidden_states": "cosine",
-            "detection": "textmap"}.get(spec.task, "sqnr")
+            "detection": "textmap", "probability": "probability"}.get(spec.task, "sqnr")
     return Case(name, f"zoo {spec.task}", path, spec.calibration_data(args.calib), spec.eval_data(args.eval),
                 task, "zoo eval split")
 
@@ -317,6 +317,9 @@ def task_metric(task: str, ref: list, got: list) -> dict[str, Any]:
             out["ok"] = bool(out["ok"] and err <= GOALS["prob"])
             out["text"] += f", max prob. error {err:.3f}"
         return out
+    if task == "probability":  # one probability per sample (vad: of speech): the largest error
+        err = float(max(np.max(np.abs(r - g)) for r, g in zip(r0, g0)))
+        return {"value": err, "ok": bool(err <= GOALS["prob"]), "text": f"max prob. error {err:.3f}"}
     if task == "cosine":
         rr = np.concatenate([a.reshape(len(a), -1) for a in r0]).astype(np.float64)
         gg = np.concatenate([a.reshape(len(a), -1) for a in g0]).astype(np.float64)
@@ -462,7 +465,8 @@ def to_markdown(rows: list[dict], command: str, wall_s: float) -> str:
         "  unseen sample and the 5th percentile of per-sample SQNRs (min over outputs).",
         "- Task metric vs fp32: argmax agreement (classifiers; CTC recognizer per time step), text/score-map",
         "  IoU (detectors; ddddocr detector: obj x cls > 0.3 per anchor; layout: class scores > 0.5, its",
-        "  default threshold), cosine (embeddings, hidden states), max probability error (orientation).",
+        "  default threshold), cosine (embeddings, hidden states), max probability error (orientation,",
+        "  speech probability of vad).",
         f"- Bar (issue 12): delivered >= promised bound - {MAX_DROP_DB:g} dB; argmax agreement >= 0.995, map IoU",
         "  >= 0.95, probability error <= 0.05, cosine >= 0.995.",
         "",

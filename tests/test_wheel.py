@@ -41,7 +41,7 @@ from edgeq._version import __version__
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = ROOT / "constraints.txt"
-CHECKPOINTS = ("digits_mobilenet", "digits_resnet", "kws", "textdet")
+CHECKPOINTS = ("digits_mobilenet", "digits_resnet", "kws", "textdet", "vad")
 
 # A small conv net (the weights are added below), big enough for int8 kernels to pay.
 NET = """

@@ -46,7 +46,7 @@ def describe(result) -> list[tuple[str, str]]:
 @click.option("--static", is_flag=True, help="Drop a zoo model's own dynamic axes (fixed shapes, e.g. for TensorRT).")
 @click.option("--opset", type=click.IntRange(7, 23), default=None, help="ONNX opset (default: 18, the dynamo exporter's own).")
 @click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True,
-              help="auto: dynamo first, TorchScript if it fails.")
+              help="auto: dynamo first, TorchScript if it fails (a zoo model with its own ONNX graph, vad: that graph).")
 @click.option("--check/--no-check", default=True, show_default=True, help="Compare onnxruntime against torch.")
 @click.option("--rtol", type=click.FloatRange(min=0), default=1e-3, show_default=True)
 @click.option("--atol", type=click.FloatRange(min=0), default=1e-4, show_default=True)

@@ -3,7 +3,9 @@
 1. Resolve the spec (zoo name, ``pkg.mod:factory``, ``.pt2`` file or module) and its inputs.
 2. Export with ``torch.onnx.export(dynamo=True)``; if that fails, cannot give the opset asked
    for, or onnxruntime cannot run the result, or it disagrees with torch, fall back to
-   ``dynamo=False`` and say why in one line.
+   ``dynamo=False`` and say why in one line. A zoo model that brings its own ONNX graph (control
+   flow on an input's value, which torch traces as one branch: ``vad``) uses that graph instead
+   (exporter ``auto`` only; its opset is its own).
 3. Save into a temporary folder beside ``out`` (weights to external data past 2 GB), run it on
    onnxruntime's CPU provider against torch on the example inputs (and on a batch of 3 when the
    batch axis is dynamic), then move it into place. Disagreement above tolerance: ExportError.
@@ -42,7 +44,7 @@ _BATCH_CHECK = 3
 @dataclass(frozen=True)
 class ExportResult:
     path: str
-    exporter: str  # "dynamo" | "torchscript"
+    exporter: str  # "dynamo" | "torchscript" | "zoo" (the zoo model's own graph)
     fallback_reason: str | None  # why dynamo was not used, one line
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
@@ -86,6 +88,8 @@ def _run_exporter(kind: str, resolved: ResolvedModel, names: tuple[tuple[str, ..
     input_names, output_names = names
     kwargs = dict(input_names=list(input_names), output_names=list(output_names),
                   dynamic_axes=axes or None, opset_version=opset)
+    if kind == "zoo":
+        return ir.from_proto(resolved.onnx_builder())
     with _quiet_torch():
         if kind == "dynamo":
             program = torch.onnx.export(resolved.model, resolved.example_inputs, dynamo=True, verbose=False, **kwargs)
@@ -202,6 +206,8 @@ def export(
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
     attempts = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
+    if exporter == "auto" and resolved.onnx_builder is not None:
+        attempts = ["zoo"]
     failures: list[str] = []
     for kind in attempts:
         workdir = tempfile.mkdtemp(prefix=".edgeq-export-", dir=folder)
@@ -258,7 +264,7 @@ def export(
                 dynamic_axes=axes,
                 size_bytes=size,
             )
-            if opset != result.opset:
+            if requested_opset is not None and opset != result.opset:
                 logger.warning("%s: asked for opset %d, the %s exporter produced opset %d", resolved.label, opset, kind, result.opset)
             logger.info("exported %s with %s in %.1f s -> %s", resolved.label, kind, seconds, out)
             return result

@@ -2,7 +2,8 @@
 
 A spec is one of:
 
-1. a zoo name (``digits_mobilenet``): ``edgeq.zoo`` gives the module, names, axes and inputs;
+1. a zoo name (``digits_mobilenet``): ``edgeq.zoo`` gives the module, names, axes and inputs
+   (and, for a model torch cannot export, such as ``vad``'s If on the sample rate, its own graph);
 2. ``package.module:factory``: a callable returning an ``nn.Module`` or ``(module, example_inputs)``;
 3. a ``torch.export`` program file (``.pt2``), loaded with ``torch.export.load``;
 4. an ``nn.Module`` object.
@@ -18,7 +19,7 @@ import importlib
 import inspect
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,7 @@ class ResolvedModel:
     dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)  # the spec's own (zoo)
     label: str = "model"
     source_path: str | None = None  # a file the spec was read from (never written over)
+    onnx_builder: Callable[[], Any] | None = None  # -> onnx.ModelProto: a zoo model's own graph (control flow torch cannot export)
 
 
 def _zoo_names() -> str:
@@ -133,6 +135,7 @@ def _from_zoo(name: str) -> ResolvedModel:
         output_names=spec.output_names,
         dynamic_axes={k: dict(v) for k, v in spec.dynamic_axes.items()},
         label=name,
+        onnx_builder=spec.onnx_model if spec.onnx_builder is not None else None,
     )
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from edgeq.errors import UsageError
 
 if TYPE_CHECKING:
+    import onnx
     import torch
 
 __all__ = ["ModelSpec", "names", "get", "register"]
@@ -53,6 +54,7 @@ class ModelSpec:
     name: str
     description: str
     task: str  # "classification" | "embedding" (one vector per input) | "hidden_states" (per token) | "detection" (maps)
+    # | "probability" (one probability per call, e.g. of speech)
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     dynamic_axes: dict[str, dict[int, str]]
@@ -61,6 +63,9 @@ class ModelSpec:
     calibration_source: Callable[[int, int], Feeds] = field(repr=False)
     eval_source: Callable[[int, int], Feeds] = field(repr=False)
     labels_source: Callable[[int, int], np.ndarray | None] | None = field(default=None, repr=False)
+    # the model's own ONNX graph where torch's exporters cannot write it (control flow on an
+    # input's value: vad's If on the sample rate); edgeq export uses it in their place
+    onnx_builder: Callable[[], onnx.ModelProto] | None = field(default=None, repr=False)
 
     def build(self) -> torch.nn.Module:
         """The torch model in eval mode with its weights loaded."""
@@ -86,6 +91,11 @@ class ModelSpec:
         """True labels of ``eval_data(n, seed)`` in the same order, or None if the task has none."""
         with self._needs("its labels"):
             return None if self.labels_source is None else self.labels_source(n, seed)
+
+    def onnx_model(self) -> onnx.ModelProto | None:
+        """The model's own ONNX graph (checked by onnx.checker), or None where torch export writes it."""
+        with self._needs("its ONNX graph"):
+            return None if self.onnx_builder is None else self.onnx_builder()
 
     @contextlib.contextmanager
     def _needs(self, what: str) -> Iterator[None]:
@@ -253,4 +263,21 @@ register(ModelSpec(
     calibration_source=_lazy("edgeq.zoo.synth_speech:calibration_data"),
     eval_source=_lazy("edgeq.zoo.synth_speech:eval_data"),
     labels_source=_lazy("edgeq.zoo.synth_speech:eval_labels"),
+))
+
+register(ModelSpec(
+    name="vad",
+    description="Silero-style recurrent voice-activity detector: 32 ms of audio (1x512 at 16 kHz, 1x256 at 8 kHz), "
+    "LSTM state (2x1x64) in and out, int64 sample rate; ONNX graph with the compute inside an If on the rate "
+    "(opset 16); trained on synthetic speech streams (formant speech, noise); committed checkpoint",
+    task="probability",
+    input_names=("input", "state", "sr"),
+    output_names=("output", "stateN"),
+    dynamic_axes={"input": {0: "batch", 1: "samples"}, "state": {1: "batch"}, "output": {0: "batch"}, "stateN": {1: "batch"}},
+    builder=_lazy("edgeq.zoo.vad:load"),
+    example_builder=_lazy("edgeq.zoo.vad:example_inputs"),
+    calibration_source=_lazy("edgeq.zoo.vad_data:calibration_data"),
+    eval_source=_lazy("edgeq.zoo.vad_data:eval_data"),
+    labels_source=_lazy("edgeq.zoo.vad_data:eval_labels"),
+    onnx_builder=_lazy("edgeq.zoo.vad_graph:build_model"),
 ))

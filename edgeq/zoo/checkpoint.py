@@ -27,11 +27,11 @@ def save_checkpoint(model, path: str) -> str:
 
 
 def training_main(argv: list[str] | None, *, description: str, train: Callable[..., Any], default_train: int,
-                  what: str, checkpoint: str, summary: Callable[[Any], str]) -> None:
+                  what: str, checkpoint: str, summary: Callable[[Any], str], default_epochs: int = 10) -> None:
     """``--epochs N --train N --out PATH``: train, save atomically, print ``summary(model)`` with
     the size and the time (``python -m edgeq.zoo.train_kws`` and ``edgeq.zoo.train_textdet``)."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=default_epochs)
     parser.add_argument("--train", type=int, default=default_train, help=f"training {what}")
     parser.add_argument("--out", default=checkpoint)
     args = parser.parse_args(argv)
