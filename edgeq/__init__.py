@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 from edgeq._version import __version__ as __version__
-from edgeq.config import NodePrecision, PerBlock, PerChannel, PerTensor, QuantConfig
+from edgeq.config import NodePrecision, PerBlock, PerChannel, PerTensor, PerToken, QuantConfig
 from edgeq.errors import (
     DataError,
     EdgeqError,
@@ -39,6 +39,7 @@ __all__ = [
     "PerTensor",
     "PerChannel",
     "PerBlock",
+    "PerToken",
     "EdgeqError",
     "UsageError",
     "ModelLoadError",

@@ -1,6 +1,7 @@
 """Typed, frozen options. Every CLI option is one field; ``--config FILE`` sets them all.
 
-Granularity is a type, not a string: ``PerTensor()``, ``PerChannel(axis=0)``, ``PerBlock(32)``.
+Granularity is a type, not a string: ``PerTensor()``, ``PerChannel(axis=0)``, ``PerBlock(32)``
+for weights; ``PerTensor()`` or ``PerToken()`` for activations quantized at run time.
 Configs round-trip through JSON (``to_dict``/``from_dict``) and load from TOML or JSON files.
 """
 
@@ -21,6 +22,7 @@ __all__ = [
     "PerTensor",
     "PerChannel",
     "PerBlock",
+    "PerToken",
     "Granularity",
     "QuantConfig",
     "parse_granularity",
@@ -64,17 +66,28 @@ class PerBlock:
         return f"per-block:{self.size}"
 
 
-Granularity = PerTensor | PerChannel | PerBlock
+@dataclasses.dataclass(frozen=True)
+class PerToken:
+    """Activations quantized at run time with one scale per row of a MatMul/Gemm input (each
+    token of a transformer), computed in the graph (``passes/per_token.py``)."""
+
+    def __str__(self) -> str:
+        return "per-token"
+
+
+Granularity = PerTensor | PerChannel | PerBlock | PerToken
 
 
 def parse_granularity(text: str | Granularity) -> Granularity:
-    """``per-tensor`` | ``per-channel`` | ``per-channel:AXIS`` | ``per-block:SIZE``."""
-    if isinstance(text, (PerTensor, PerChannel, PerBlock)):
+    """``per-tensor`` | ``per-channel`` | ``per-channel:AXIS`` | ``per-block:SIZE`` | ``per-token``."""
+    if isinstance(text, (PerTensor, PerChannel, PerBlock, PerToken)):
         return text
     name, _, arg = str(text).strip().lower().replace("_", "-").partition(":")
     try:
         if name == "per-tensor" and not arg:
             return PerTensor()
+        if name == "per-token" and not arg:
+            return PerToken()
         if name == "per-channel":
             return PerChannel(int(arg)) if arg else PerChannel()
         if name == "per-block":
@@ -82,7 +95,7 @@ def parse_granularity(text: str | Granularity) -> Granularity:
     except ValueError:
         pass
     raise UsageError(
-        f"unknown granularity {text!r}: use per-tensor, per-channel[:AXIS] or per-block[:SIZE]"
+        f"unknown granularity {text!r}: use per-tensor, per-channel[:AXIS], per-block[:SIZE] or per-token"
     )
 
 
@@ -140,14 +153,17 @@ def default_mode(*, has_data: bool, has_ranges: bool = False, format: str = "qdq
     return "auto" if has_data and not has_ranges and format == "qdq" else "static"
 
 
-PRECISIONS = ("fp32", "fp16", "int16")  # per-node overrides of int8; "int16": int16 activations, int8 weights
+# per-node overrides of int8; "int16": int16 activations, int8 weights; "int8-per-token": int8 weights,
+# activations quantized at run time one scale per row (MatMul/Gemm with constant weights; others stay fp32)
+PRECISIONS = ("fp32", "fp16", "int16", "int8-per-token")
 _LEGACY_PRECISION = {"exclude": "fp32", "int16_nodes": "int16", "fp16_nodes": "fp16"}  # the older list fields
 
 
 class NodePrecision(Mapping[str, str]):
-    """Per-layer precision: an ordered, immutable map of node name to ``fp32``, ``fp16`` or
-    ``int16`` (int8 is what every other node gets where it has a fast kernel). An ``fp32`` key
-    may also be an op type (``{"Softmax": "fp32"}`` keeps every Softmax float).
+    """Per-layer precision: an ordered, immutable map of node name to ``fp32``, ``fp16``, ``int16``
+    or ``int8-per-token`` (int8 is what every other node gets where it has a fast kernel). An
+    ``fp32`` or ``int8-per-token`` key may also be an op type (``{"Softmax": "fp32"}`` keeps every
+    Softmax float, ``{"MatMul": "int8-per-token"}`` makes every weighted MatMul per-token dynamic).
 
         NodePrecision({"conv1": "fp32", "conv7": "int16"}).nodes("int16") == ("conv7",)
 
@@ -246,6 +262,9 @@ class QuantConfig:
     max_samples: int | None = None
     batch_size: int = 1
     dynamic_conv: bool = False
+    # MatMul/Gemm quantized at run time (dynamic mode; static mode's between-float-ops MatMuls):
+    # PerTensor() (DynamicQuantizeMatMul) or PerToken() (one scale per row, passes/per_token.py)
+    dynamic_granularity: PerTensor | PerToken = PerTensor()
     recurrent: str = "int8"  # LSTM: int8 weights (DynamicQuantizeLSTM, format qdq) or "float"
     min_sqnr: float | None = None
     metric: str | None = None
@@ -282,6 +301,12 @@ class QuantConfig:
         if isinstance(self.granularity, PerBlock):
             raise UnsupportedError("only int8 weights (per-channel or per-tensor) are implemented: "
                                    "drop --weights int4 / per-block granularity")
+        if isinstance(self.granularity, PerToken):
+            raise UsageError("per-token is a granularity of activations quantized at run time: pass it as "
+                             "dynamic_granularity (--dynamic-granularity per-token); weights are per-channel or per-tensor")
+        object.__setattr__(self, "dynamic_granularity", parse_granularity(self.dynamic_granularity))
+        if not isinstance(self.dynamic_granularity, (PerTensor, PerToken)):
+            raise UsageError(f"dynamic_granularity must be per-tensor or per-token, not {self.dynamic_granularity}")
         if self.threads < 1:
             raise UsageError(f"threads must be at least 1, got {self.threads}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
@@ -298,6 +323,7 @@ class QuantConfig:
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["granularity"] = str(self.granularity)
+        out["dynamic_granularity"] = str(self.dynamic_granularity)
         out["precision"] = dict(self.precision)
         return out
 

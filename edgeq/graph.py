@@ -3,6 +3,7 @@
     const_array(v)        initializer or Constant node -> ndarray   (select, quantize passes)
     initializer_tensor(v) constant initializer only    -> tensor    (prepare, in-place rewrites)
     add_initializer(g, name, array)   remove_unused_initializers(g, values)   copy_model(m)
+    freeze_constants(m): read-only arrays, which copy_model then shares instead of copying
     InspectPass: a pass that only reads the model.   run_passes(model, passes) -> model
 
 What counts as a constant (the two lookups differ on purpose, and agree on the rest):
@@ -40,6 +41,7 @@ __all__ = [
     "add_initializer",
     "remove_unused_initializers",
     "copy_model",
+    "freeze_constants",
     "InspectPass",
     "run_passes",
 ]
@@ -94,10 +96,14 @@ def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
 
 
 def remove_unused_initializers(graph: ir.Graph, values: Iterable[ir.Value | None]) -> None:
-    """Delete those of ``values`` that are initializers of ``graph`` no node reads any more."""
+    """Delete those of ``values`` that are initializers no node reads any more, from the graph that
+    holds them (``graph``, or the outer graph whose initializer a subgraph's node read)."""
     for value in values:
-        if value is not None and not value.uses() and not value.is_graph_output() and value.name in graph.initializers:
-            del graph.initializers[value.name]
+        if value is None or value.uses() or value.is_graph_output():
+            continue
+        owner = value.graph if value.is_initializer() and value.graph is not None else graph
+        if value.name in owner.initializers:
+            del owner.initializers[value.name]
 
 
 def copy_model(model: ir.Model) -> ir.Model:
@@ -105,13 +111,62 @@ def copy_model(model: ir.Model) -> ir.Model:
 
     Tensors in external data are the exception: the protobuf holds only their file's name, so
     the copy shares the original's (immutable, memory-mapped) ``ExternalTensor`` instead, which
-    also knows the file's folder. Weights on disk are neither read nor copied."""
+    also knows the file's folder. Weights on disk are neither read nor copied.
+
+    A model whose constants were frozen (``freeze_constants``) is cloned instead: new nodes and
+    values sharing its read-only tensors, which no pass can change (a write raises). Auto builds
+    dozens of variants of one float model: MiniLM's 90 MB were serialized, parsed and converted
+    to numpy again for every one."""
+    if _frozen(model):
+        return _clone(model)
     copy = ir.from_proto(ir.to_proto(model))
     for graph, copied in zip(model.graphs(), copy.graphs()):
         for name, value in graph.initializers.items():
             if isinstance(value.const_value, ir.ExternalTensor) and name in copied.initializers:
                 copied.initializers[name].const_value = value.const_value
     return copy
+
+
+def _clone(model: ir.Model) -> ir.Model:
+    """``model.clone()`` with a type object of its own for every value: the clone shares them, and
+    ``value.dtype = ...`` changes the type object in place (an int8 Gather output in a variant made
+    the float model's int8 too)."""
+    import copy as copying
+
+    clone = model.clone()
+    for graph in clone.graphs():
+        for value in (*graph.inputs, *graph.initializers.values(), *(v for node in graph for v in node.outputs)):
+            if value.type is not None:
+                value.type = copying.deepcopy(value.type)
+    return clone
+
+
+def _read_only(tensor: object) -> bool:
+    if isinstance(tensor, ir.ExternalTensor):
+        return True
+    raw = getattr(tensor, "raw", None) if isinstance(tensor, ir.Tensor) else None
+    return isinstance(raw, np.ndarray) and not raw.flags.writeable
+
+
+def _frozen(model: ir.Model) -> bool:
+    return all(_read_only(v.const_value) for graph in model.graphs() for v in graph.initializers.values()
+               if v.const_value is not None)
+
+
+def freeze_constants(model: ir.Model) -> None:
+    """Make every in-memory initializer of ``model`` (bodies included) an ``ir.Tensor`` over a
+    read-only numpy array, in place (external data stays on disk): ``copy_model`` then shares
+    them, and ``const_array`` returns the same array object every time, which caches can key on
+    (``passes.weights.reuse_quantized_weights``)."""
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if tensor is None or _read_only(tensor) or tensor.dtype == ir.DataType.STRING:
+                continue  # (a string tensor stays as it is: copy_model then copies through protobuf)
+            array = tensor.numpy()
+            array = array.copy() if isinstance(tensor, ir.Tensor) and tensor.raw is array else array
+            array.flags.writeable = False
+            value.const_value = ir.Tensor(array, dtype=tensor.dtype, name=tensor.name, doc_string=tensor.doc_string)
 
 
 # -- passes ----------------------------------------------------------------------------------

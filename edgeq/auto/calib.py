@@ -114,20 +114,28 @@ class Calibration:
         return None if ch is None or ch.absmax is None else ch.absmax.astype(np.float32)
 
 
-def _observed_values(graph: Any) -> tuple[list[Any], list[str], dict[str, int]]:
-    """(node outputs to add as outputs, graph input names, channel axis by value name)."""
+def _observed_values(model: Any) -> tuple[list[Any], list[str], dict[str, int]]:
+    """(node outputs to add as outputs, graph input names, channel axis by value name): the main
+    graph's and those of If/Loop/Scan bodies that can be routed out (``subgraph_outputs``; a Loop
+    stacks a body value over its iterations, so channel statistics are the main graph's only)."""
+    from edgeq.calibrate.subgraph_outputs import unroutable
+
+    graph = model.graph
     produced, inputs, channel_axis = [], [], {}
     for value in graph.inputs:
         if value.dtype is None or value.dtype.name not in _NON_FLOAT:
             inputs.append(value.name)
-    for node in graph:
-        for value in node.outputs:
-            if value.name and (value.dtype is None or value.dtype.name not in _NON_FLOAT):
-                produced.append(value)
-        if node.domain in ("", "ai.onnx") and node.op_type in ("Conv", "Gemm", "MatMul") and node.inputs:
-            x = node.inputs[0]
-            if x is not None and x.const_value is None and x.name:
-                channel_axis[x.name] = 1 if node.op_type == "Conv" else -1
+    for body in [graph, *graph.subgraphs()]:
+        for node in body:
+            for value in node.outputs:
+                if (value.name and (value.dtype is None or value.dtype.name not in _NON_FLOAT)
+                        and (body is graph or unroutable(value, model) is None)):
+                    produced.append(value)
+            if (body is graph and node.domain in ("", "ai.onnx") and node.op_type in ("Conv", "Gemm", "MatMul")
+                    and node.inputs):
+                x = node.inputs[0]
+                if x is not None and x.const_value is None and x.name:
+                    channel_axis[x.name] = 1 if node.op_type == "Conv" else -1
     return produced, inputs, channel_axis
 
 
@@ -139,7 +147,7 @@ def calibrate_once(model: Any, source: Any, config: QuantConfig | None = None, *
 
     config = config or QuantConfig()
     source = load_data(source, model)
-    produced, inputs, channel_axis = _observed_values(model.graph)
+    produced, inputs, channel_axis = _observed_values(model)
     observers = {n: HistogramObserver(n, config.num_bins) for n in [*inputs, *(v.name for v in produced)]}
     channels = {n: _Channels(axis) for n, axis in channel_axis.items() if n in observers}
     session = ObservedModel(model, produced) if produced else None

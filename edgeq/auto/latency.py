@@ -93,8 +93,8 @@ def precision_changes(model: Any) -> int:
 
 
 def has_int8(model: Any) -> bool:
-    """Whether any node of the main graph runs or feeds an int8 kernel."""
-    return any(_is_int8_op(n.op_type) for n in model.graph)
+    """Whether any node, in the main graph or an If/Loop/Scan body, runs or feeds an int8 kernel."""
+    return any(_is_int8_op(n.op_type) for graph in [model.graph, *model.graph.subgraphs()] for n in graph)
 
 
 def _is_int8_op(op: str) -> bool:

@@ -49,9 +49,12 @@ def quantize_auto(model: Any, config: QuantConfig, data: Any, *, eval_data: Any 
         return result
     fp32 = in_memory(loaded) if eval_data is not None else None  # weights by reference
     del loaded
-    result = auto_quantize(model, data, min_sqnr=min_sqnr, metric=config.metric, min_score=config.min_score,
-                           provider=config.provider, threads=config.threads, eval_data=eval_data,
-                           config=config.replace(mode="static", min_sqnr=None), progress=progress)
+    from edgeq.passes.weights import reuse_quantized_weights
+
+    with reuse_quantized_weights():  # each weight quantized once for all the variants
+        result = auto_quantize(model, data, min_sqnr=min_sqnr, metric=config.metric, min_score=config.min_score,
+                               provider=config.provider, threads=config.threads, eval_data=eval_data,
+                               config=config.replace(mode="static", min_sqnr=None), progress=progress)
     result.report["config"] = config.replace(min_sqnr=min_sqnr).to_dict()
     result.report["summary"]["seconds"] = round(time.perf_counter() - start, 3)  # the whole search
     if eval_data is not None:

@@ -103,7 +103,7 @@ def _layer_rows(auto: Mapping[str, Any]) -> list[list[Any]]:
     return [[e["node"], e["op"], e["precision"], e["why"]] for e in auto["layers"]]
 
 
-_PRECISIONS = ("int8", "int8-dynamic", "int16", "fp16", "fp32")
+_PRECISIONS = ("int8", "int8-dynamic", "int8-per-token", "int16", "fp16", "fp32")
 
 
 def _precision_counts(auto: Mapping[str, Any]) -> str:

@@ -23,6 +23,13 @@ def _copy(model: Any) -> Any:
     return copy_model(model)
 
 
+def _freeze(model: Any) -> None:
+    """A repaired float model is the base of many variants, like the prepared one (workbench.prepare_float)."""
+    from edgeq.graph import freeze_constants
+
+    freeze_constants(model)
+
+
 def _clip_max(node: Any) -> float | None:
     def const(i: int) -> Any:
         v = node.inputs[i] if len(node.inputs) > i else None
@@ -45,6 +52,7 @@ def equalize(model: Any, cal: Any, config: QuantConfig) -> tuple[Any | None, str
     pairs = len(cle.pairs(copy.graph))
     if not cle(copy).modified:
         return None, "no Conv -> (Relu) -> Conv pairs (a Clip that saturates on the data is not equalized)"
+    _freeze(copy)
     return copy, f"{pairs} conv pair(s) equalized (before ReLU6 rewrites); {len(cle.notes)} ReLU6 never saturating -> Relu"
 
 
@@ -57,6 +65,7 @@ def smooth(model: Any, cal: Any, config: QuantConfig) -> tuple[Any | None, str]:
     sq = SmoothQuantPass(absmax, alpha=0.5)
     if not sq(copy).modified:
         return None, "no MatMul/Gemm input with outlier channels (max/median < 4)"
+    _freeze(copy)
     worst = max(sq.smoothed.items(), key=lambda kv: kv[1])
     return copy, f"{len(sq.smoothed)} MatMul input(s) smoothed (alpha 0.5; worst channel ratio {worst[1]:.1f} on {worst[0]!r})"
 

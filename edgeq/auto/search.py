@@ -7,9 +7,14 @@ Order of work (each step measured on the evaluation feeds against the fp32 outpu
    (greedy on the output SQNR: no method wins on every network).
 2. Repairs before any fallback: cross-layer equalization, SmoothQuant, bias correction; each is
    kept only if it raises the fidelity (the float graph changes, so ranges are re-collected).
-3. Precision ladder per quantizable node: int8, int16 activations (int8 weights), fp16 (only
-   where the provider has fp16 kernels: not on "cpu", where onnxruntime casts fp16 Conv/MatMul/
-   Gemm back to fp32), fp32. Units are ranked most sensitive first (by what keeping each alone
+   Then, where the target still fails and the MatMul/Gemm between float ops run dynamic int8 (one
+   activation scale per tensor), the same with one scale per row (per token, CPU and QDQ only),
+   kept only if it raises the fidelity: every later build uses it (the per-tensor configurations
+   built so far still compete on latency).
+3. Precision ladder per quantizable node: int8, int8 per-token dynamic (MatMul/Gemm only, CPU,
+   format qdq: one activation scale per row at run time, passes/per_token.py), int16 activations
+   (int8 weights), fp16 (only where the provider has fp16 kernels: not on "cpu", where onnxruntime
+   casts fp16 Conv/MatMul/Gemm back to fp32), fp32. Units are ranked most sensitive first (by what keeping each alone
    float buys); binary searches over the ranked prefix find the fewest units that, in fp32 (and,
    separately, in each ladder precision), reach the target; float units are then quantized back
    to int8 where the target holds, and each one still float tries the ladder precisions before
@@ -42,16 +47,29 @@ logger = logging.getLogger(__name__)
 REFINE_TENSORS = 4  # tensors whose range method is chosen one by one
 MAX_REQUANTIZE = 64  # float units tried back in int8 after the binary search
 MAX_LADDER = 16  # fp32 units then tried on the ladder (each rung is one more build)
-LADDER_NAMES = {"int16": "int16 activations", "fp16": "fp16"}
+PER_TOKEN = "int8-per-token"  # the rung for MatMul/Gemm units; other units take fp32 on it
+LADDER_NAMES = {"int16": "int16 activations", "fp16": "fp16", PER_TOKEN: "int8 per-token dynamic"}
 # whole-model fp16 also competes when int8 missed the target and the ladder ran (its per-layer
 # fp16 keeps Q/DQ around the int8 layers, slower than fp32 on CUDA); off until measured
 FP16_AFTER_FALLBACK = False
 
 
-def ladder(provider: str) -> tuple[str, ...]:
+def ladder(provider: str, format: str = "qdq") -> tuple[str, ...]:
     """The precisions tried between int8 and fp32, first choice first: fp16 only where the
-    provider has fp16 kernels (not onnxruntime's CPU provider: measured no faster than fp32)."""
-    return ("int16",) if provider == "cpu" else ("fp16", "int16")
+    provider has fp16 kernels (not onnxruntime's CPU provider: measured no faster than fp32);
+    int8 per-token dynamic on the CPU provider with the QDQ format (MatMulIntegerToFloat: 2.7-3.3x
+    fp32 on one MatMul, docs/per_token.md), where it is faster than fp32 and int16."""
+    if provider == "cpu":
+        return (PER_TOKEN, "int16") if format == "qdq" else ("int16",)
+    return ("fp16", "int16")
+
+
+def _matmuls(search: Search) -> frozenset[str]:
+    """The MatMul/Gemm units the per-token rung changes (the other units stay fp32 on it): not
+    those already per-token dynamic (after ``_per_token_dynamic``, every MatMul between float ops)."""
+    plan, _ = search.bench.plan(())
+    done = {n.name for n in plan.per_token}
+    return frozenset(u.name for u in search.bench.units() if u.op in ("MatMul", "Gemm") and u.name not in done)
 
 
 def _disagreement(cal: Any, name: str) -> float:
@@ -131,7 +149,7 @@ def auto_quantize(
     if min_sqnr is not None:
         notes.append(f"the search aims at {min_sqnr + SQNR_MARGIN_DB:g} dB: {SQNR_MARGIN_DB:g} dB of headroom over the "
                      f"{min_sqnr:g} dB target, estimated on {len(feeds)} samples, for data it has not seen")
-    rungs = ladder(provider)
+    rungs = ladder(provider, config.format)
     notes.append(f"precisions per layer: int8, {', '.join(LADDER_NAMES[r] for r in rungs)}, fp32"
                  + ("; fp16 is not tried on the CPU provider (onnxruntime has no fp16 Conv/MatMul/Gemm CPU "
                     "kernels: it casts them back to fp32, so fp16 cannot be faster there)" if provider == "cpu" else ""))
@@ -144,6 +162,8 @@ def auto_quantize(
         repairs, best, cal = _repair(search, best, cal, config)
         bench.model = best.model
         fallback: dict[str, dict[str, Any]] = {}
+        if not search.meets(best) and PER_TOKEN in rungs:
+            best = _per_token_dynamic(search, best, cal, repairs)
         if not search.meets(best):
             best, fallback = _fallback(search, best, cal, rungs)
         if "fp16" in rungs and (FP16_AFTER_FALLBACK or not fallback):  # else the ladder never tries fp16
@@ -232,6 +252,31 @@ def _repair(search: Search, best: Config, cal: Any, config: QuantConfig) -> tupl
     return records, best, cal
 
 
+def _per_token_dynamic(search: Search, best: Config, cal: Any, repairs: list[dict]) -> Config:
+    """(2) The dynamic MatMul/Gemm (select.py (5)) with per-token scales instead of per-tensor;
+    kept, for every later build too, only if the fidelity rises."""
+    from edgeq.config import PerToken
+    from edgeq.passes.plan import Role
+
+    bench, before = search.bench, search.bench.config
+    plan, copy = bench.plan(best.exclude)
+    dynamic = [n for n in copy.graph if plan.role(n) == Role.DYNAMIC and n.op_type in ("MatMul", "Gemm")]
+    if not dynamic or isinstance(before.dynamic_granularity, PerToken) or search.over_budget("repairs"):
+        return best
+    bench.config = before.replace(dynamic_granularity=PerToken())
+    trial = search.build("int8, per-token dynamic MatMuls", best.model, cal, best.methods, best.base, best.exclude,
+                         bias=best.bias)
+    kept = search.key(trial) > search.key(best) and trial.score.min_sqnr > best.score.min_sqnr + 0.05
+    repairs.append({"repair": "per-token dynamic MatMuls", "kept": kept, "before_db": _db(best.score.min_sqnr),
+                    "after_db": _db(trial.score.min_sqnr),
+                    "detail": f"{len(dynamic)} MatMul/Gemm between float ops: one activation scale per row at run "
+                              "time instead of one per tensor (passes/per_token.py)"})
+    if not kept:
+        bench.config = before
+        return best
+    return trial
+
+
 def _noise(sqnr_db: float) -> float:
     return 10.0 ** (-sqnr_db / 10.0) if math.isfinite(sqnr_db) else 0.0
 
@@ -264,7 +309,8 @@ def _fallback(search: Search, best: Config, cal: Any, rungs: tuple[str, ...] = (
     for rung in rungs:  # the ladder precisions for the ranked prefix, before fp32
         if search.over_budget("precision ladder"):
             break
-        _prefix(search, best, cal, ranked, rung)
+        if rung != PER_TOKEN or _matmuls(search):  # (nothing for it to change where all are per-token)
+            _prefix(search, best, cal, ranked, rung)
     found = _prefix(search, best, cal, ranked, "fp32")
     if found is None:
         return best, {}
@@ -287,10 +333,14 @@ def _prefix(search: Search, best: Config, cal: Any, ranked: list[str], rung: str
         if rung == "fp32":
             trial = search.build(f"int8, {k} most sensitive float", best.model, cal, best.methods, best.base,
                                  best.exclude + chosen, bias=best.bias)
-        else:
+        else:  # per-token: its MatMul/Gemm units per-token, the other units fp32
+            matmuls = _matmuls(search) if rung == PER_TOKEN else frozenset()
             trial = search.build(f"int8, {k} most sensitive in {LADDER_NAMES[rung]}", best.model, cal,
-                                 best.methods, best.base, best.exclude, bias=best.bias,
-                                 int16=chosen if rung == "int16" else (), fp16=chosen if rung == "fp16" else ())
+                                 best.methods, best.base,
+                                 best.exclude + (tuple(n for n in chosen if n not in matmuls) if matmuls else ()),
+                                 bias=best.bias, int16=chosen if rung == "int16" else (),
+                                 fp16=chosen if rung == "fp16" else (),
+                                 per_token=tuple(n for n in chosen if n in matmuls))
         if search.meets(trial):
             found, hi = trial, k - 1
         else:
@@ -329,25 +379,27 @@ def _ladder(search: Search, found: Config, cal: Any, *, order: list[str], rungs:
     """From ``found`` (meets the target), give each fp32 unit the first ladder precision that
     keeps the target, least sensitive first; recorded as one more configuration beside
     ``found``, so that timing decides between them."""
-    current = found
+    current, matmuls = found, _matmuls(search) if PER_TOKEN in rungs else frozenset()
     for name in [n for n in order if n in found.exclude][:MAX_LADDER]:
         if search.over_budget("precision ladder"):
             break
-        for rung in rungs:
+        for rung in [r for r in rungs if r != PER_TOKEN or name in matmuls]:
             exclude = tuple(n for n in current.exclude if n != name)
             int16 = current.int16 + ((name,) if rung == "int16" else ())
             fp16 = current.fp16 + ((name,) if rung == "fp16" else ())
+            per_token = current.per_token + ((name,) if rung == PER_TOKEN else ())
             trial = search.build(f"{LADDER_NAMES[rung]} {name}", found.model, cal, found.methods, found.base,
-                                 exclude, record=False, bias=found.bias, int16=int16, fp16=fp16)
+                                 exclude, record=False, bias=found.bias, int16=int16, fp16=fp16, per_token=per_token)
             tried.setdefault(name, {})[rung] = _db(trial.score.min_sqnr)
             if search.meets(trial):
                 tried[name].setdefault("meets", []).append(rung)
                 current = trial
                 break
-    same = [c for c in search.tried if (set(c.exclude), set(c.int16), set(c.fp16), c.bias)
-            == (set(current.exclude), set(current.int16), set(current.fp16), current.bias)]
+    same = [c for c in search.tried if (set(c.exclude), set(c.int16), set(c.fp16), set(c.per_token), c.bias)
+            == (set(current.exclude), set(current.int16), set(current.fp16), set(current.per_token), current.bias)]
     if current is not found and not same:  # (the binary search may have built it already)
-        parts = [f"{len(current.int16)} int16 activations" if current.int16 else "",
+        parts = [f"{len(current.per_token)} int8 per-token" if current.per_token else "",
+                 f"{len(current.int16)} int16 activations" if current.int16 else "",
                  f"{len(current.fp16)} fp16" if current.fp16 else "",
                  f"{len(current.exclude)} fp32" if current.exclude else ""]
         current.name = "int8, " + ", ".join(p for p in parts if p) + " (precision ladder)"

@@ -1,7 +1,7 @@
 """The ``auto`` section of the quantize report: target, verdict, every configuration tried
 (error and latency), repairs, range methods, and per layer the precision chosen and why.
 
-Per layer, ``precision`` is one of "int8", "int8-dynamic", "int16" (int16 activations, int8
+Per layer, ``precision`` is one of "int8", "int8-dynamic", "int8-per-token", "int16" (int16 activations, int8
 weights), "fp16" and "fp32"; ``why`` says what was measured: the layer's sensitivity rank, the
 output SQNR with it int8 and on each rung of the ladder, and, where a cheaper-in-error precision
 met the target in a configuration that lost on latency, both timings.
@@ -22,7 +22,8 @@ def _db(value: float) -> Any:
     return round(value, 3) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
 
 
-_LABEL = {"int16": "int16 activations", "fp16": "fp16"}
+_LABEL = {"int16": "int16 activations", "fp16": "fp16", "int8-per-token": "int8 per-token dynamic"}
+_ATTR = {"int16": "int16", "fp16": "fp16", "int8-per-token": "per_token"}  # the Config field of each rung
 
 
 def _rank(f: dict | None) -> str:
@@ -35,7 +36,8 @@ def _rank(f: dict | None) -> str:
 
 def _fastest_with(search: Any, name: str, precision: str) -> Any:
     """The fastest configuration tried that meets the target with ``name`` in ``precision``."""
-    timed = [c for c in search.tried if name in getattr(c, precision) and search.meets(c) and c.latency_ms is not None]
+    timed = [c for c in search.tried if name in getattr(c, _ATTR[precision]) and search.meets(c)
+             and c.latency_ms is not None]
     return min(timed, key=lambda c: c.latency_ms, default=None)
 
 
@@ -57,7 +59,7 @@ def _ladder_why(search: Any, chosen: Any, name: str, precision: str, f: dict | N
 def _ladder_tail(search: Any, chosen: Any, name: str, f: dict) -> str:
     """What the ladder measured for a layer that stayed fp32."""
     tail, tried = "", f.get("tried_db", {})
-    for precision in ("fp16", "int16"):
+    for precision in ("fp16", "int8-per-token", "int16"):
         if precision not in tried:
             continue
         other = _fastest_with(search, name, precision)
@@ -95,8 +97,9 @@ def _layers(search: Any, chosen: Any, verdict: str, fallback: dict, dropped: dic
                 f"fp16 for speed: the whole model in fp16 measured {chosen.latency_ms:.3f} ms against fp32 "
                 f"{getattr(search, 'fp32_ms', float('nan')):.3f} ms, the fastest configuration meeting the target "
                 "(int8 Q/DQ runs float kernels on this provider)"))
-        elif unit.name in chosen.int16 or unit.name in chosen.fp16:
-            precision = "int16" if unit.name in chosen.int16 else "fp16"
+        elif unit.name in chosen.int16 or unit.name in chosen.fp16 or unit.name in chosen.per_token:
+            precision = ("int16" if unit.name in chosen.int16 else "fp16" if unit.name in chosen.fp16
+                         else "int8-per-token")
             entry.update(precision=precision, why=_ladder_why(search, chosen, unit.name, precision,
                                                               fallback.get(unit.name)))
         elif unit.name in fallback and unit.name in chosen.exclude:
@@ -114,8 +117,11 @@ def _layers(search: Any, chosen: Any, verdict: str, fallback: dict, dropped: dic
         elif plan.role(nodes.get(unit.name)) == Role.DYNAMIC:
             what = ("an LSTM: com.microsoft.DynamicQuantizeLSTM" if nodes[unit.name].op_type == "LSTM"
                     else "the selector's choice for a weighted MatMul/Gemm between float ops")
-            entry.update(precision="int8-dynamic", why=f"int8 weights, activations quantized at run time ({what}); "
-                         "the target holds")
+            per_token = (nodes[unit.name].op_type != "LSTM"
+                         and chosen.result.report.get("config", {}).get("dynamic_granularity") == "per-token")
+            entry.update(precision="int8-per-token" if per_token else "int8-dynamic",
+                         why=f"int8 weights, activations quantized at run time{' one scale per row' if per_token else ''} "
+                             f"({what}); the target holds")
         elif plan.role(nodes.get(unit.name)) == Role.COMPUTE:
             node = nodes[unit.name]
             tensors = [v.name for v in [*node.inputs[:2], *node.outputs] if v is not None]

@@ -147,6 +147,9 @@ def prepare_float(model: Any, config: QuantConfig, source: Any) -> tuple[Any, li
                 name += "_"
             node.name = name
             taken.add(name)
+    from edgeq.graph import freeze_constants
+
+    freeze_constants(model)  # every variant shares the weights (copy_model clones); weights.py reuses their int8
     return model, notes
 
 

@@ -8,9 +8,11 @@ onnxruntime CPU session (graph optimizations off so every name survives); the ca
 left as it was. Each batch updates one observer per tensor and is dropped: memory does not grow
 with the number of samples. Histogram methods use a single pass (see ``observers``).
 
-Graph inputs are observed from the feeds, initializers from their values. Values inside subgraphs
-(If/Loop bodies), non-float tensors and tensors that stayed empty are left out of the table; the
-reason for each is logged and kept in ``table.meta["skipped"]``.
+Graph inputs are observed from the feeds, initializers from their values. Values inside If/Loop/
+Scan bodies are routed out to graph outputs of a clone of the model (``subgraph_outputs``): an If
+branch's values in the samples that take it, a Loop/Scan body's values of every iteration.
+Non-float tensors, values in other ops' subgraphs and tensors that stayed empty (a branch no sample
+took) are left out of the table; the reason for each is logged and kept in ``table.meta["skipped"]``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from edgeq.calibrate.data import FeedSource, load_data
 from edgeq.calibrate.methods import choose_range
 from edgeq.calibrate.observers import HistogramObserver, MinMaxObserver
 from edgeq.calibrate.ranges import RangesTable, TensorRange
+from edgeq.calibrate.subgraph_outputs import routed_copy, unroutable
 from edgeq.config import QuantConfig
 from edgeq.errors import DataError, UnsupportedError, UsageError
 from edgeq.io import as_model
@@ -45,7 +48,8 @@ def _first_line(error: BaseException) -> str:
 
 
 class ObservedModel:
-    """An onnxruntime CPU session of ``model`` with ``values`` added as outputs."""
+    """An onnxruntime CPU session of ``model`` with ``values`` added as outputs (values inside
+    subgraphs through a routed clone: ``subgraph_outputs``); ``run`` returns them in order."""
 
     def __init__(self, model: Any, values: Sequence[Any]) -> None:
         import onnxruntime as ort
@@ -53,14 +57,20 @@ class ObservedModel:
         from edgeq.runtime.memory import in_memory, inference_session
 
         graph = model.graph
-        added = [v for v in values if not v.is_graph_output()]
         self.names = [v.name for v in values]
-        graph.outputs.extend(added)
-        try:
-            target = in_memory(model)  # weights by reference: no copy, external data from any folder
-        finally:
-            for v in added:
-                graph.outputs.remove(v)
+        self._fetch = self.names
+        if any(v.graph is not None and v.graph is not graph for v in values):
+            routed, outputs = routed_copy(model, values)
+            self._fetch = [v.name for v in outputs]
+            target = in_memory(routed)
+        else:
+            added = [v for v in values if not v.is_graph_output()]
+            graph.outputs.extend(added)
+            try:
+                target = in_memory(model)  # weights by reference: no copy, external data from any folder
+            finally:
+                for v in added:
+                    graph.outputs.remove(v)
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         so.log_severity_level = 3
@@ -74,7 +84,7 @@ class ObservedModel:
 
     def run(self, feed: dict[str, np.ndarray], label: str) -> list[np.ndarray]:
         try:
-            return self.session.run(self.names, feed)
+            return self.session.run(self._fetch, feed)
         except Exception as e:
             raise DataError(f"running {label} through the model failed: {_first_line(e)}") from None
 
@@ -122,20 +132,32 @@ def collect_ranges(
     produced = {v.name: v for node in graph for v in node.outputs if v.name}
     inputs = {v.name: v for v in graph.inputs}
     initializers = graph.initializers
-    in_subgraphs = {v.name for sub in graph.subgraphs() for node in sub for v in node.outputs}
-    in_subgraphs |= {v.name for sub in graph.subgraphs() for v in sub.inputs}
+    inner: dict[str, list[Any]] = {}  # If/Loop/Scan bodies, routed out (subgraph_outputs); sibling
+    for sub in graph.subgraphs():  # branches may reuse a name: one range over all of them
+        for v in [*sub.inputs, *(out for node in sub for out in node.outputs)]:
+            if v.name and v.name not in produced:
+                inner.setdefault(v.name, []).append(v)
+    produced.update((name, vs[0]) for name, vs in inner.items())
 
     skipped: dict[str, str] = {}
+    unroutable_in: dict[Any, str | None] = {}
     run_values, from_feed, constants = [], [], []
     for name in names:
         value = next((m[name] for m in (initializers, inputs, produced) if name in m), None)
         if value is None:
-            if name in in_subgraphs:
-                skipped[name] = "inside a subgraph (If/Loop/Scan body), which calibration cannot observe"
-                continue
-            raise UsageError(f"value {name!r} is not in the model's main graph: it cannot be calibrated")
+            raise UsageError(f"value {name!r} is not in the model: it cannot be calibrated")
         if value.dtype is not None and value.dtype.name not in _FLOAT_DTYPES:
             skipped[name] = f"not a float tensor ({value.dtype.name.lower()})"
+            continue
+        if name in inner and value is inner[name][0]:
+            for v in inner[name]:
+                if v.graph not in unroutable_in:
+                    unroutable_in[v.graph] = unroutable(v, model)
+            reason = next((unroutable_in[v.graph] for v in inner[name] if unroutable_in[v.graph]), None)
+            if reason:
+                skipped[name] = reason
+            else:
+                run_values.extend(inner[name])
             continue
         if name in initializers:
             constants.append(value)

@@ -34,11 +34,12 @@ def quant_options(func):
         click.option("--granularity", default=None, help="Weights: per-channel (default) or per-tensor."),
         click.option("--activations", type=click.Choice(["uint8", "int8", "int16"]), default=None, help="Activation type (default uint8, asymmetric; int16: symmetric, with int8 weights)."),
         click.option("--symmetric", is_flag=True, default=None, help="Symmetric activation ranges."),
+        click.option("--dynamic-granularity", "dynamic_granularity", type=click.Choice(["per-tensor", "per-token"]), default=None, help="MatMul/Gemm activations quantized at run time (--mode dynamic, and static mode's MatMuls between float ops): one scale per tensor (default) or per row/token."),
         click.option("--recurrent", type=click.Choice(["int8", "float"]), default=None, help="LSTM: int8 weights through onnxruntime's DynamicQuantizeLSTM (default int8, --format qdq), or float."),
         click.option("--exclude", multiple=True, help="Keep a node (by name) or an op type float; repeatable."),
         click.option("--int16-node", "int16_nodes", multiple=True, help="Give this node int16 activations (int8 weights); repeatable."),
         click.option("--fp16-node", "fp16_nodes", multiple=True, help="Compute this node in fp16 (Casts at region boundaries); repeatable."),
-        click.option("--precision", "precision", multiple=True, metavar="NODE=PREC", help="Per-layer precision, PREC one of fp32, fp16, int16 (int8 is the default); repeatable. --exclude, --int16-node and --fp16-node are its shorthands."),
+        click.option("--precision", "precision", multiple=True, metavar="NODE=PREC", help="Per-layer precision, PREC one of fp32, fp16, int16, int8-per-token (int8 is the default); repeatable. --exclude, --int16-node and --fp16-node are its shorthands."),
         click.option("--ranges", "ranges", type=click.Path(dir_okay=False), default=None, help="Reuse a ranges table (JSON) and skip calibration."),
         click.option("--save-ranges", type=click.Path(dir_okay=False), default=None, help="Write the ranges table used (JSON)."),
         click.option("--trt-cache", type=click.Path(dir_okay=False), default=None, help="Also write a TensorRT calibration cache."),
@@ -90,7 +91,7 @@ def _config_from(kw: dict[str, Any], calib: Any = None):
         format=kw["fmt"], integer_only=kw["integer_only"],
         strict=kw["strict"], max_samples=kw["max_samples"], min_sqnr=kw["min_sqnr"],
         metric=kw["metric"], min_score=kw["min_score"], provider=kw["provider"], threads=kw["threads"],
-        time_budget_s=kw["time_budget_s"], recurrent=kw["recurrent"],
+        time_budget_s=kw["time_budget_s"], recurrent=kw["recurrent"], dynamic_granularity=kw["dynamic_granularity"],
     )
 
 

@@ -15,6 +15,7 @@
    DynamicQuantizeLinear and each run MatMulIntegerToFloat: the input is quantized once.
 3. Conv: per-channel int8 weights with zero points all 0 (so one scalar zero point serves),
    the per-channel scale applied by the Mul after ConvInteger.
+5. MatMul/Gemm in ``plan.per_token`` are PerTokenMatMulPass's (one scale per row of A, per_token.py).
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ from edgeq.graph import MS_DOMAIN, add_initializer, const_array, remove_unused_i
 from edgeq.passes.plan import QuantPlan, Role, derived_name, fresh_base, node_label
 from edgeq.passes.weights import quantize_weight
 
-__all__ = ["DynamicQuantizePass"]
+__all__ = ["DynamicQuantizePass", "replace_nodes", "bias_add"]
 
 logger = logging.getLogger(__name__)
 
 
-def _replace(graph: ir.Graph, node: ir.Node, new_nodes: list[ir.Node], last: ir.Node | None = None) -> None:
+def replace_nodes(graph: ir.Graph, node: ir.Node, new_nodes: list[ir.Node], last: ir.Node | None = None) -> None:
     """Put ``new_nodes`` in place of ``node`` (through ``last``, whose output they produce)."""
     last = last or node
     old, new = last.outputs[0], new_nodes[-1].outputs[0]
@@ -48,7 +49,7 @@ def _replace(graph: ir.Graph, node: ir.Node, new_nodes: list[ir.Node], last: ir.
     new.name = name
 
 
-def _bias_add(node: ir.Node, n: int) -> tuple[ir.Node, np.ndarray] | tuple[None, None]:
+def bias_add(node: ir.Node, n: int) -> tuple[ir.Node, np.ndarray] | tuple[None, None]:
     """The Add right after a MatMul that adds a constant [N] vector, and that vector (2)."""
     out = node.outputs[0]
     if node.op_type != "MatMul" or len(out.uses()) != 1 or out.is_graph_output():
@@ -70,17 +71,18 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
         self.plan = plan
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        graph, count = model.graph, 0
-        self._shared = self._shared_inputs(graph)
-        for node in list(graph):
-            if self.plan.role(node) != Role.DYNAMIC:
-                continue
-            if node.op_type == "Conv":
-                self._conv(graph, node)
-            else:
-                self._matmul(graph, node)
-            count += 1
-        if count and any(n.domain == MS_DOMAIN for n in graph):
+        count = 0
+        for graph in list(model.graphs()):  # subgraphs too (select.py (11))
+            self._shared = self._shared_inputs(graph)
+            for node in list(graph):
+                if self.plan.role(node) != Role.DYNAMIC or node in self.plan.per_token:  # (5)
+                    continue
+                if node.op_type == "Conv":
+                    self._conv(graph, node)
+                else:
+                    self._matmul(graph, node)
+                count += 1
+        if count and any(n.domain == MS_DOMAIN for n in ir.traversal.RecursiveGraphIterator(model.graph)):
             model.opset_imports.setdefault(MS_DOMAIN, 1)
         logger.info("dynamic: %d nodes to dynamic int8", count)
         return ir.passes.PassResult(model, modified=count > 0)
@@ -89,7 +91,8 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
         """(4) one DynamicQuantizeLinear per input read by several dynamic MatMul/Gemm."""
         readers: dict[ir.Value, int] = {}
         for node in graph:
-            if self.plan.role(node) == Role.DYNAMIC and node.op_type in ("MatMul", "Gemm"):
+            if (self.plan.role(node) == Role.DYNAMIC and node.op_type in ("MatMul", "Gemm")
+                    and node not in self.plan.per_token):
                 readers[node.inputs[0]] = readers.get(node.inputs[0], 0) + 1
         shared = {}
         for value, n in readers.items():
@@ -100,7 +103,7 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
                                           (ir.DataType.UINT8, ir.DataType.FLOAT, ir.DataType.UINT8)):
                 out.name, out.dtype = f"{value.name}{suffix}", dtype
             producer = value.producer()
-            if producer is None:
+            if producer is None or producer.graph is not graph:  # a graph input, or an outer scope's value
                 graph.insert_before(next(iter(graph)), dql)
             else:
                 graph.insert_after(producer, dql)
@@ -111,7 +114,7 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
         return not isinstance(self.config.granularity, PerTensor)
 
     def _matmul(self, graph: ir.Graph, node: ir.Node) -> None:
-        weight = const_array(node.inputs[1]).astype(np.float32)
+        weight = np.asarray(const_array(node.inputs[1]), np.float32)  # no copy: weights.py may reuse it
         bias = None
         if node.op_type == "Gemm":
             trans_b = node.attributes.get("transB")
@@ -121,7 +124,7 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
                 bias = const_array(node.inputs[2]).astype(np.float32).reshape(-1)
         add = None
         if bias is None:
-            add, bias = _bias_add(node, weight.shape[1])
+            add, bias = bias_add(node, weight.shape[1])
         qw = quantize_weight(weight, 1 if self._per_channel() else None)  # (1)
         label = node_label(node)
         base = fresh_base(graph, node.inputs[1].name or label, ("_q", "_scale", "_zp", "_bias"))
@@ -141,14 +144,14 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
             new = ir.node("MatMulIntegerToFloat", [x_q, inputs[1], x_scale, inputs[2], x_zp, inputs[3], *inputs[4:]],
                           domain=MS_DOMAIN, name=derived_name(node, "dynamic"))
         old_inputs = list(node.inputs[1:]) + (list(add.inputs) if add is not None else [])
-        _replace(graph, node, [new], add)
+        replace_nodes(graph, node, [new], add)
         remove_unused_initializers(graph, old_inputs)
         if add is not None:
             self.plan.decide(add, Role.FOLDED, "")
         self.plan.weights[node] = {**qw.summary(weight), "kernel": new.op_type}
 
     def _conv(self, graph: ir.Graph, node: ir.Node) -> None:
-        weight = const_array(node.inputs[1]).astype(np.float32)
+        weight = np.asarray(const_array(node.inputs[1]), np.float32)  # no copy: weights.py may reuse it
         qw = quantize_weight(weight, 0 if self._per_channel() else None)  # (3)
         label = node_label(node)
         base = fresh_base(graph, node.inputs[1].name or label, ("_q", "_scale", "_zp", "_bias"))
@@ -169,7 +172,7 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
             b = add_initializer(graph, f"{base}_bias", bias.astype(np.float32).reshape(shape))
             new_nodes.append(ir.node("Add", [mul.outputs[0], b], name=derived_name(node, "bias")))
         old_inputs = list(node.inputs[1:])
-        _replace(graph, node, new_nodes)
+        replace_nodes(graph, node, new_nodes)
         remove_unused_initializers(graph, old_inputs)
         self.plan.weights[node] = {**qw.summary(weight), "kernel": "ConvInteger"}
 

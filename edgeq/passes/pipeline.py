@@ -17,6 +17,7 @@ from edgeq.passes.dynamic import DynamicQuantizePass
 from edgeq.passes.fp16 import Float16NodesPass
 from edgeq.passes.fuse_activations import FuseActivationsPass
 from edgeq.passes.insert_qdq import InsertQDQPass
+from edgeq.passes.per_token import PerTokenMatMulPass
 from edgeq.passes.plan import QuantPlan
 from edgeq.passes.qoperator.cleanup import RemoveDeadQDQPass
 from edgeq.passes.qoperator.islands import FloatIslandsPass
@@ -43,13 +44,15 @@ def analysis_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.Pass
 def rewrite_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.PassBase]:
     fp16 = [Float16NodesPass(config.fp16_nodes, plan)] if config.fp16_nodes else []  # fp16.py (6): last
     if config.mode == "dynamic":
-        return [QuantizeRecurrentPass(config, plan), DynamicQuantizePass(config, plan), QuantizeEmbeddingsPass(plan),
+        return [QuantizeRecurrentPass(config, plan), DynamicQuantizePass(config, plan),
+                PerTokenMatMulPass(config, plan), QuantizeEmbeddingsPass(plan),
                 *fp16, ShareWeightsPass()]
     return [
         QuantizeWeightsPass(config, plan),
         InsertQDQPass(plan),  # int16 pairs too (insert_qdq.py (5))
         QuantizeRecurrentPass(config, plan),  # select.py (10): LSTM; before DynamicQuantizePass (both Role.DYNAMIC)
         DynamicQuantizePass(config, plan),  # select.py (5): weighted MatMul/Gemm between float ops
+        PerTokenMatMulPass(config, plan),  # those of (5) in plan.per_token, and int8-per-token nodes (12)
         QuantizeEmbeddingsPass(plan),  # select.py (7): int8 Gather tables
         *fp16,
         ShareWeightsPass(),  # a weight many nodes read: quantized per reader above, stored once here

@@ -30,7 +30,7 @@ class Role:
     COMPUTE = "compute"  # has an int8 kernel (QLinearConv, QLinearAdd, ...)
     PASSTHROUGH = "passthrough"  # moves data only; shares its input's scale (Reshape, MaxPool)
     FOLDED = "folded"  # Relu/Clip folded into its producer's output range
-    DYNAMIC = "dynamic"  # weights int8 offline, activations quantized at run time
+    DYNAMIC = "dynamic"  # weights int8 offline, activations quantized at run time (per row: plan.per_token)
     WEIGHT_ONLY = "weight-only"  # an int8 table read by an int8 Gather (embeddings)
     FLOAT = "float"
 
@@ -79,6 +79,8 @@ class QuantPlan:
     int16: set[ir.Node] = dataclasses.field(default_factory=set)
     # roots calibrated apart whose ranges are merged into one scale (share_scales.py (4))
     unions: list[list[ir.Value]] = dataclasses.field(default_factory=list)
+    # Role.DYNAMIC MatMul/Gemm whose input gets one scale per row at run time (per_token.py)
+    per_token: set[ir.Node] = dataclasses.field(default_factory=set)
 
     def decide(self, node: ir.Node, role: str, reason: str = "") -> None:
         self.decisions[node] = Decision(role, reason)

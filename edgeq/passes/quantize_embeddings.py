@@ -32,17 +32,18 @@ class QuantizeEmbeddingsPass(ir.passes.InPlacePass):
         self.plan = plan
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        graph, count = model.graph, 0
-        for node in list(graph):
-            if self.plan.role(node) == Role.WEIGHT_ONLY:
-                self._quantize(graph, node)
-                count += 1
+        count = 0
+        for graph in list(model.graphs()):  # subgraphs too (select.py (11))
+            for node in list(graph):
+                if self.plan.role(node) == Role.WEIGHT_ONLY:
+                    self._quantize(graph, node)
+                    count += 1
         logger.info("quantize_embeddings: %d Gather tables to int8", count)
         return ir.passes.PassResult(model, modified=count > 0)
 
     def _quantize(self, graph: ir.Graph, node: ir.Node) -> None:
         table_value = node.inputs[0]
-        table = const_array(table_value).astype(np.float32)
+        table = np.asarray(const_array(table_value), np.float32)  # no copy: reused weights key on it
         axis_attr = node.attributes.get("axis")
         per_row = table.ndim == 2 and (axis_attr is None or axis_attr.value == 0)
         qw = quantize_weight(table, 0 if per_row else None)  # (1), (2)

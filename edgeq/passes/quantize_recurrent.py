@@ -79,12 +79,13 @@ class QuantizeRecurrentPass(ir.passes.InPlacePass):
         self.plan = plan
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        graph, count = model.graph, 0
-        self._done: dict[ir.Value, tuple[ir.Value, ir.Value, ir.Value, dict]] = {}  # (4)
-        for node in list(graph):
-            if node.op_type == "LSTM" and self.plan.role(node) == Role.DYNAMIC:
-                self._lstm(graph, node)
-                count += 1
+        count = 0
+        self._done: dict[tuple[ir.Value, ir.Graph], tuple[ir.Value, ir.Value, ir.Value, dict]] = {}  # (4)
+        for graph in list(model.graphs()):  # subgraphs too (select.py (11)), each with its own weights
+            for node in list(graph):
+                if node.op_type == "LSTM" and self.plan.role(node) == Role.DYNAMIC:
+                    self._lstm(graph, node)
+                    count += 1
         if count:
             model.opset_imports.setdefault(MS_DOMAIN, 1)
         logger.info("quantize_recurrent: %d LSTM to DynamicQuantizeLSTM", count)
@@ -92,8 +93,8 @@ class QuantizeRecurrentPass(ir.passes.InPlacePass):
 
     def _weight(self, graph: ir.Graph, value: ir.Value, label: str) -> tuple[ir.Value, ir.Value, ir.Value, dict]:
         """(1) [D, 4H, K] float ==> [D, K, 4H] int8, scales and zero points [D, 4H] (or [D])."""
-        if value in self._done:  # (4)
-            return self._done[value]
+        if (value, graph) in self._done:  # (4)
+            return self._done[(value, graph)]
         weight = const_array(value).astype(np.float32)
         per_channel = not isinstance(self.config.granularity, PerTensor)
         transposed = np.ascontiguousarray(weight.transpose(0, 2, 1))
@@ -107,7 +108,7 @@ class QuantizeRecurrentPass(ir.passes.InPlacePass):
                {"granularity": "per-channel:gate-column" if per_channel else "per-direction",
                 "channels": int(scale.size), "scale_min": float(scale.min()), "scale_max": float(scale.max()),
                 "max_abs_error": max(errors)})
-        self._done[value] = out
+        self._done[(value, graph)] = out
         return out
 
     def _lstm(self, graph: ir.Graph, node: ir.Node) -> None:

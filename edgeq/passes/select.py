@@ -23,8 +23,7 @@ Static mode (the rules ORT's QDQ transformers need to fuse, so int8 is actually 
    to float ops (transformer FFNs: LayerNorm -> MatMul -> GELU) becomes dynamic int8: the
    input's range is measured per inference, which is as fast and more faithful than a static
    scale for such outlier-heavy activations (format qdq only; qoperator needs static scales).
-4. Everything else stays float with a reason (no int8 kernel, excluded, in a subgraph, not
-   float32, ...).
+4. Everything else stays float with a reason (no int8 kernel, excluded, not float32, ...).
 8. ``int16_nodes`` (by name) are quantized wherever rule 1-3 allow (rules 2, 5, 6 are about int8
    speed; int16 is for fidelity), with int16 Q/DQ (``plan.int16``, folded Relu/Clip included);
    ``fp16_nodes`` stay float here (fp16.py converts them last); an unknown name is a usage error.
@@ -34,6 +33,21 @@ Static mode (the rules ORT's QDQ transformers need to fuse, so int8 is actually 
 10. LSTM with constant W and R (both modes, format qdq, ``recurrent="int8"``): int8 weights,
    activations quantized at run time by onnxruntime's DynamicQuantizeLSTM (quantize_recurrent.py);
    an LSTM it cannot take, GRU and RNN stay float with the reason ``recurrent_float_reason`` gives.
+
+11. Subgraphs (If branches, Loop and Scan bodies, nested ones too) are selected by the same
+   rules, one graph at a time: a body's neighbours are its own nodes, and a value from the outer
+   scope (or a body input) counts as coming from a float op. The If/Loop/Scan node stays float.
+   Format qdq only: the QOperator rewrite converts the main graph alone. A body that
+   calibration never ran (a branch no sample took) is left float after calibration
+   (``passes.subgraphs.demote_unobserved``).
+12. Per-token: with ``dynamic_granularity=PerToken()`` the MatMul/Gemm of rule 5 (and of dynamic
+   mode) get one activation scale per row at run time (``plan.per_token``, per_token.py). A node
+   whose precision is ``int8-per-token`` (by name or op type) is per-token dynamic in either mode,
+   whatever its neighbours, if it is a MatMul/Gemm with a constant 2-D weight (format qdq); any
+   other node given it stays float, with the reason.
+13. A Conv/MatMul/Gemm whose output reaches a Log through a few value-keeping ops (Abs, Add of an
+   eps, Pow ...: a filterbank's log magnitude) stays float (``feeds_log``): int8 rounds its
+   near-zero outputs to 0, which the log turns into large errors.
 
 Dynamic mode: MatMul/Gemm with constant weights become dynamic int8, LSTM as in 10; Conv stays
 float unless ``dynamic_conv`` (dynamic Conv is slower than float Conv on ORT's CPU provider).
@@ -46,9 +60,9 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.config import QuantConfig
+from edgeq.config import PerToken, QuantConfig
 from edgeq.graph import ONNX_DOMAINS, InspectPass, const_array
-from edgeq.passes.float_reasons import FLOAT_REASONS, pooled_conv
+from edgeq.passes.float_reasons import FLOAT_REASONS, feeds_log, pooled_conv
 from edgeq.passes.plan import QuantPlan, Role, attr_value, is_float, node_label
 from edgeq.passes.precision import check_precision_names
 from edgeq.passes.quantize_recurrent import RECURRENT, recurrent_float_reason
@@ -96,6 +110,26 @@ class SelectNodesPass(InspectPass):
 
     def _fp16(self, node: ir.Node) -> bool:
         return bool(node.name) and node.name in self.config.fp16_nodes
+
+    def _per_token(self, node: ir.Node) -> bool:  # (12) asked for this node (or its op type)
+        return self.config.precision.get(node.name or "", self.config.precision.get(node.op_type)) == "int8-per-token"
+
+    def _decide_per_token(self, node: ir.Node) -> None:
+        """(12) int8-per-token asked: per-token dynamic where it can be, else float with why."""
+        reason = None
+        if node.op_type not in ("MatMul", "Gemm") or node.domain != "":
+            reason = "int8-per-token applies to MatMul/Gemm with constant weights: left fp32"
+        elif self.config.format != "qdq":
+            reason = "int8-per-token quantizes at run time: the QOperator format needs static scales (use --format qdq)"
+        else:
+            reason = self._check_heavy(node)
+            if reason is None and const_array(node.inputs[1]) is None:
+                reason = "int8-per-token needs a constant weight (this MatMul is activation x activation)"
+        if reason is None:
+            self.plan.decide(node, Role.DYNAMIC, "")
+            self.plan.per_token.add(node)
+        else:
+            self.plan.decide(node, Role.FLOAT, reason)
 
     def _int16(self, node: ir.Node) -> bool:  # (8)
         return bool(node.name) and node.name in self.config.int16_nodes and not self._excluded(node)
@@ -149,11 +183,13 @@ class SelectNodesPass(InspectPass):
             return None, "excluded by the user (--exclude)"
         if any(attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
                for attr in node.attributes.values()):
-            return None, "control flow (If/Loop/Scan): nodes inside its subgraphs stay float"
+            return None, "control flow (If/Loop/Scan) runs in float; its subgraphs' nodes are selected on their own"
         if op in HEAVY:
             reason = self._check_heavy(node)
             if reason is None and op == "Conv" and not self._int16(node):
                 reason = pooled_conv(node)
+            if reason is None and not self._int16(node):
+                reason = feeds_log(node)  # (13)
             return (Role.COMPUTE, "") if reason is None else (None, reason)
         if op in LIGHT or op in PASSTHROUGH:
             inputs = data_inputs(node)
@@ -183,16 +219,19 @@ class SelectNodesPass(InspectPass):
         graph, plan = model.graph, self.plan
         opset = model.opset_imports.get("", 13)
         check_precision_names(self.config, graph)  # (8)
+        bodies = [graph, *graph.subgraphs()] if self.config.format == "qdq" else [graph]
         for node in ir.traversal.RecursiveGraphIterator(graph):
-            if node.graph is not graph:
-                plan.decide(node, Role.FLOAT, "inside a subgraph (If/Loop/Scan): left float")
-        if self.config.mode == "dynamic":
-            self._select_dynamic(graph)
-        else:
-            self._select_static(graph, opset)
-        if self.config.format == "qdq":
-            self._select_embeddings(graph)
-        self._select_recurrent(graph)  # (10)
+            if node.graph is not graph and self.config.format != "qdq":
+                plan.decide(node, Role.FLOAT, "inside a subgraph (If/Loop/Scan): the QOperator format "
+                            "rewrites the main graph only (use --format qdq)")
+        for body in bodies:  # (11) one graph at a time
+            if self.config.mode == "dynamic":
+                self._select_dynamic(body)
+            else:
+                self._select_static(body, opset)
+            if self.config.format == "qdq":
+                self._select_embeddings(body)
+            self._select_recurrent(body)  # (10)
         counts: dict[str, int] = {}
         for decision in plan.decisions.values():
             counts[decision.role] = counts.get(decision.role, 0) + 1
@@ -223,13 +262,18 @@ class SelectNodesPass(InspectPass):
             self.plan.decide(node, Role.FLOAT if reason else Role.DYNAMIC, reason or "")
 
     def _select_dynamic(self, graph: ir.Graph) -> None:
+        per_token = isinstance(self.config.dynamic_granularity, PerToken)  # (12)
         for node in graph:
             op = node.op_type
-            if op in ("MatMul", "Gemm") and node.domain == "" and not self._excluded(node):
+            if self._per_token(node) and not self._excluded(node):
+                self._decide_per_token(node)  # (12)
+            elif op in ("MatMul", "Gemm") and node.domain == "" and not self._excluded(node):
                 reason = self._check_heavy(node)
                 if reason is None and const_array(node.inputs[1]) is None:
                     reason = "dynamic mode quantizes only constant weights (activation x activation)"
                 self.plan.decide(node, Role.DYNAMIC if reason is None else Role.FLOAT, reason or "")
+                if reason is None and per_token:
+                    self.plan.per_token.add(node)
             elif op == "Conv" and node.domain == "" and not self._excluded(node):
                 if self.config.dynamic_conv:
                     reason = self._check_heavy(node)
@@ -246,6 +290,9 @@ class SelectNodesPass(InspectPass):
         plan = self.plan
         roles: dict[ir.Node, str] = {}
         for node in graph:
+            if self._per_token(node) and not self._excluded(node):
+                self._decide_per_token(node)  # (12) float neighbours see it as float
+                continue
             role, reason = self._check(node, opset)
             if role is None:
                 plan.decide(node, Role.FLOAT, reason)
@@ -296,6 +343,8 @@ class SelectNodesPass(InspectPass):
                     del roles[node]
                     plan.decide(node, Role.DYNAMIC, "between float ops: activation range measured "
                                 "per inference (no calibration error)")
+                    if isinstance(self.config.dynamic_granularity, PerToken):  # (12)
+                        plan.per_token.add(node)
         for node, role in roles.items():
             plan.decide(node, role)
         self._mark_int16(roles)

@@ -49,7 +49,7 @@ class ShareScalesPass(InspectPass):
     def inspect(self, model: ir.Model) -> None:
         plan = self.plan
         shared = 0
-        for node in model.graph:
+        for node in ir.traversal.RecursiveGraphIterator(model.graph):  # subgraphs too (select.py (11))
             if plan.role(node) != Role.PASSTHROUGH:
                 if node.op_type == "Concat" and plan.role(node) == Role.COMPUTE:
                     shared += self._concat(node)
@@ -81,7 +81,7 @@ class ShareScalesPass(InspectPass):
         """(4) one scale group per weight + bias pair read by several int8 nodes."""
         plan = self.plan
         readers: dict[tuple[ir.Value, ir.Value], list[ir.Node]] = {}
-        for node in model.graph:
+        for node in ir.traversal.RecursiveGraphIterator(model.graph):
             index = BIAS_INPUT.get(node.op_type)
             if (index is None or plan.role(node) != Role.COMPUTE or len(node.inputs) <= index
                     or node.inputs[index] is None or node.inputs[0] not in plan.values):

@@ -1,14 +1,39 @@
-"""Numpy helpers to quantize weights and biases (shared by the static and dynamic passes)."""
+"""Numpy helpers to quantize weights and biases (shared by the static and dynamic passes).
+
+    with reuse_quantized_weights():   # a search building many variants of one float model
+        ... quantize_weight(w, axis) ...  # the same read-only array, axis and min_scale: one result
+
+The reuse is keyed on the memory the array reads, so it applies to read-only arrays only
+(``graph.freeze_constants``: no pass can change them under the key), and lasts as long as the
+``with`` block (a context variable: nothing outlives the search).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["QuantizedWeight", "quantize_weight", "quantize_bias", "bias_safe_min_scale", "INT32_MAX"]
+__all__ = ["QuantizedWeight", "quantize_weight", "quantize_bias", "bias_safe_min_scale", "INT32_MAX",
+           "reuse_quantized_weights"]
 
 INT32_MAX = 2**31 - 1
+
+_REUSE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("edgeq_quantized_weights", default=None)
+
+
+@contextlib.contextmanager
+def reuse_quantized_weights() -> Iterator[None]:
+    """Within the block, ``quantize_weight`` of the same read-only array (and axis, min_scale)
+    returns the same ``QuantizedWeight``, and its ``summary`` is computed once."""
+    token = _REUSE.set({})
+    try:
+        yield
+    finally:
+        _REUSE.reset(token)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +52,16 @@ class QuantizedWeight:
         return self.values.astype(np.float32) * scale
 
     def summary(self, weight: np.ndarray) -> dict:
+        cache = _REUSE.get()
+        key = ("summary", id(self), _where(weight))
+        if cache is not None and key in cache:
+            return dict(cache[key][2])
+        out = self._summary(weight)
+        if cache is not None and not weight.flags.writeable:
+            cache[key] = (self, weight, out)
+        return dict(out)
+
+    def _summary(self, weight: np.ndarray) -> dict:
         return {
             "granularity": "per-tensor" if self.axis is None else f"per-channel:{self.axis}",
             "channels": int(self.scale.size),
@@ -50,6 +85,26 @@ def quantize_weight(
     ``min_scale`` raises the scale where needed (so that a bias stays within int32).
     """
     weight = np.asarray(weight, dtype=np.float32)
+    cache = _REUSE.get()
+    if cache is None or weight.flags.writeable:
+        return _quantize_weight(weight, axis, min_scale)
+    key = (_where(weight), axis, None if min_scale is None else (min_scale.shape, min_scale.astype(np.float32).tobytes()))
+    if key not in cache:
+        qw = _quantize_weight(weight, axis, min_scale)
+        for array in (qw.values, qw.scale, qw.zero_point):
+            if isinstance(array, np.ndarray):  # (a numpy scalar is immutable already)
+                array.flags.writeable = False  # shared by every variant's model
+        cache[key] = (weight, qw)  # the array kept: its memory stays its own
+    return cache[key][1]
+
+
+def _where(array: np.ndarray) -> tuple:
+    """The memory an array reads (address, shape, strides, dtype): two views of one read-only
+    buffer are one weight (``np.asarray(a, np.float32)`` may return a new view of ``a``)."""
+    return (array.__array_interface__["data"][0], array.shape, array.strides, array.dtype.str)
+
+
+def _quantize_weight(weight: np.ndarray, axis: int | None, min_scale: np.ndarray | None) -> QuantizedWeight:
     if axis is None:
         absmax = np.asarray(np.max(np.abs(weight)) if weight.size else 0.0, dtype=np.float32)
     else:

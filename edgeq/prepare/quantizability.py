@@ -133,14 +133,12 @@ def _subgraphs(model: ir.Model) -> list[Finding]:
         ops = collections.Counter(n.op_type for g in graphs for n in g.all_nodes())
         heavy = {op: c for op, c in ops.items() if op in _COMPUTE}
         what = ", ".join(f"{op} x{c}" for op, c in sorted(heavy.items())) or "no Conv/MatMul"
-        findings.append(
-            Finding(
-                "limit",
-                f"{node.op_type} node {node.name or '(unnamed)'}",
-                f"its subgraph(s) stay float ({what}); prepare cleans them but edgeq does not "
-                "quantize inside If/Loop/Scan",
-            )
-        )
+        if node.op_type in ("If", "Loop", "Scan") and node.domain in ONNX_DOMAINS:
+            message = (f"its subgraph(s) ({what}) are quantized in the QDQ format only, where calibration "
+                       "samples run them (a branch no sample takes stays float); the node itself runs in float")
+        else:
+            message = f"its subgraph(s) stay float ({what}): only If/Loop/Scan bodies are quantized"
+        findings.append(Finding("limit", f"{node.op_type} node {node.name or '(unnamed)'}", message))
     return findings
 
 

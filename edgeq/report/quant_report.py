@@ -26,10 +26,21 @@ REPORT_VERSION = 1
 
 
 def node_labels(graph: ir.Graph) -> dict[ir.Node, str]:
-    """A stable, unique label per node: its name, else ``OpType_index``."""
+    """A stable, unique label per node: its name, else ``OpType_index``; inside a subgraph, else
+    ``<holder's label>/<attribute>/OpType_index`` (subgraphs after the main graph's nodes)."""
+    import onnx_ir as ir
+
     labels: dict[ir.Node, str] = {}
     for i, node in enumerate(graph):
         labels[node] = node.name or f"{node.op_type}_{i}"
+    holders = list(graph)
+    while holders:
+        node = holders.pop(0)
+        for attr in node.attributes.values():
+            if attr.type == ir.AttributeType.GRAPH:
+                for i, inner in enumerate(attr.as_graph()):
+                    labels[inner] = inner.name or f"{labels[node]}/{attr.name}/{inner.op_type}_{i}"
+                    holders.append(inner)
     return labels
 
 

@@ -2,7 +2,8 @@
 
 Ranges come from a reused table (``--ranges``) where it covers the tensor, else from the
 calibration data in one streaming pass (``edgeq.calibrate.collect_ranges``); constants take
-their own min/max."""
+their own min/max. A subgraph that never ran on the calibration data (an If branch no sample
+took) has no ranges: its int8 nodes go back to float (``passes.subgraphs.demote_unobserved``)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def calibrate(model: ir.Model, planned: Planned, config: QuantConfig, data: Any,
         table = _ranges(model, names, config, data, ranges, progress)
     else:  # nothing static to calibrate (e.g. every MatMul went dynamic)
         table = RangesTable({}, method=config.method)
-    _assign_qparams(planned, table, config)
+    _assign_qparams(model, planned, table, config)
     return table, {"method": table.method, "num_samples": table.num_samples, "tensors": len(names)}
 
 
@@ -45,6 +46,8 @@ def _ranges(model: ir.Model, names: list[str], config: QuantConfig, data: Any, r
         missing = [n for n in names if n not in table]
         if not missing:
             return table
+        if data is None and not set(missing) - _subgraph_names(model):
+            return table  # values of bodies the table lacks (auto calibrates the main graph): they stay float
         if data is None:
             raise UsageError(
                 f"the ranges table lacks {len(missing)} tensor(s) this model needs (e.g. {missing[0]!r}): "
@@ -58,11 +61,16 @@ def _ranges(model: ir.Model, names: list[str], config: QuantConfig, data: Any, r
                        num_samples=collected.num_samples, meta=collected.meta)
 
 
-def _assign_qparams(planned: Planned, table: RangesTable, config: QuantConfig) -> None:
+def _assign_qparams(model: ir.Model, planned: Planned, table: RangesTable, config: QuantConfig) -> None:
     from edgeq.graph import const_array
     from edgeq.passes.plan import qparams_from_range
+    from edgeq.passes.subgraphs import demote_unobserved
 
     plan = planned.plan
+    missing = [r for r in plan.roots() if const_array(r) is None and r.name not in table]
+    if missing:
+        why = {r.name: "not in the reused ranges table" for r in missing} | table.meta.get("skipped", {})
+        demote_unobserved(plan, model, missing, why)  # main-graph roots: the error below
     spans: dict[ir.Value, tuple[float, float]] = {}
     for root in plan.roots():
         array = const_array(root)
@@ -99,3 +107,8 @@ def _clusters(spans: list[tuple[float, float]]) -> list[list[int]]:
             out.append([i])
             lo, hi, width = a, b, b - a
     return [c for c in out if len(c) > 1]
+
+
+def _subgraph_names(model: ir.Model) -> set[str]:
+    """Names of the values defined inside If/Loop/Scan bodies."""
+    return {v.name for sub in model.graph.subgraphs() for v in [*sub.inputs, *(o for n in sub for o in n.outputs)]}

@@ -127,7 +127,8 @@ def test_fp16_rung_first_where_the_provider_has_fp16_kernels(monkeypatch):
     import edgeq.auto.latency as latency
     from edgeq.auto.search import ladder
 
-    assert ladder("cpu") == ("int16",) and ladder("cuda") == ("fp16", "int16")
+    assert ladder("cpu") == ("int8-per-token", "int16") and ladder("cuda") == ("fp16", "int16")
+    assert ladder("cpu", "qoperator") == ("int16",)  # per-token quantizes at run time: QDQ format only
     monkeypatch.setattr(latency, "measure", _fake_measure)
     result = _auto(provider="cuda")  # fidelity is scored on CPU sessions; timing is faked
     auto = result.report["auto"]

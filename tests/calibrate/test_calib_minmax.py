@@ -68,9 +68,10 @@ def test_unknown_name_and_subgraph_value():
         }"""
     )
     feeds = [{"x": np.array([1.0, -2.0], np.float32), "c": np.array(True)}]
-    table = collect_ranges(model, ["y", "a"], feeds, QuantConfig(), progress=False)
+    table = collect_ranges(model, ["y", "a", "b"], feeds, QuantConfig(), progress=False)
     assert (table["y"].lo, table["y"].hi) == (0.0, 1.0)
-    assert "a" not in table and "subgraph" in table.meta["skipped"]["a"]
+    assert (table["a"].min, table["a"].max) == (0.0, 1.0)  # inside the branch taken: routed out
+    assert "b" not in table and "empty" in table.meta["skipped"]["b"]  # the branch no sample took
     with pytest.raises(UsageError, match="'nope' is not in the model"):
         collect_ranges(model, ["nope"], feeds, QuantConfig(), progress=False)
 

@@ -77,3 +77,20 @@ def test_quantize_paddle_style_quantizes_constant_node_weights():
     assert len(int8_weights) == 3
     assert not any(n.op_type == "Constant" for n in model.graph.node)
     assert np.isfinite(sqnr_db(*[run_ort(m, feeds_fn(1, 7)[0])[0] for m in (original, model)]))
+
+
+def test_quantize_if_loop_inside_its_bodies():
+    """select.py (11): the Loop body's 256x256 MatMul (+ folded Relu) is int8 with its weight in
+    the body; the If branches' Convs (4 -> 4 channels, 36 multiply-adds per output, between float
+    ops) stay float by rule 6, as they would in the main graph."""
+    original, feeds_fn = CORPUS["if_loop"]()
+    result = edgeq.quantize(original, edgeq.QuantConfig(), feeds_fn(8, 0), progress=False)
+    body = next(g for g in result.model.graph.subgraphs() if g.name == "body")
+    matmul = next(n for n in body if n.op_type == "MatMul")
+    assert matmul.inputs[1].producer().op_type == "DequantizeLinear"
+    assert matmul.inputs[0].producer().op_type == "DequantizeLinear"  # s_in's pair at the body's top
+    assert "loop.weight_q" in body.initializers
+    roles = {(e["op"], e["role"]) for e in result.report["quantized"]}  # the head MatMul: dynamic (rule 5)
+    assert roles == {("MatMul", "compute"), ("Relu", "folded"), ("MatMul", "dynamic")}
+    convs = [e["reason"] for e in result.report["float"] if e["op"] == "Conv"]
+    assert len(convs) == 2 and all("multiply-adds per output" in r for r in convs)

@@ -102,12 +102,15 @@ g (float[1,4] x, bool c) => (float[1,4] y) {
 }"""
 
 
-def test_subgraphs_never_crash_and_stay_float(rng):
+def test_subgraph_nodes_follow_the_main_graph_rules(rng):
+    """select.py (11): a branch's tiny MatMul (outer-scope input) is an isolated small op, its Relu
+    has nothing to fold into; quantizing inside bodies: tests/passes/test_subgraph_quantize.py."""
     proto = build(SUBGRAPH, {"W": rng.normal(0, 0.5, (4, 4))})
     data = [{"x": rng.normal(0, 1, (1, 4)).astype(np.float32), "c": np.array(flag)} for flag in (True, False)]
     model, plan = quantize_with_numpy_ranges(proto, data)
-    inner = [n for n, d in plan.decisions.items() if n.graph is not None and n.graph is not model.graph]
-    assert len(inner) == 2 and all("subgraph" in plan.decisions[n].reason for n in inner)
+    inner = {n.op_type: plan.decisions[n] for n in plan.decisions if n.graph is not model.graph}
+    assert inner["MatMul"].role == Role.FLOAT and "multiply-adds per output" in inner["MatMul"].reason
+    assert inner["Relu"].role == Role.FLOAT and "nothing to fold" in inner["Relu"].reason
     assert "control flow" in plan.decisions[next(n for n in model.graph if n.op_type == "If")].reason
     onnx.checker.check_model(ir.to_proto(model))
     for feed in data:
