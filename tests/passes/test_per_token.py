@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 
 from edgeq.config import PerTensor, PerToken, QuantConfig
@@ -142,6 +143,21 @@ g (float[B,M,64] a) => (float q, float k, float v) {
     assert op_types(model) == [*FRONT_17, "MatMulIntegerToFloat", "MatMulIntegerToFloat", "MatMulIntegerToFloat"]
 
 
+def test_shared_weight_is_stored_once():
+    """A weight two MatMuls read (on different inputs): quantized per reader, stored once (share_weights.py)."""
+    text = """<ir_version: 10, opset_import: ["" : 17]>
+g (float[B,M,64] a, float[B,M,64] b) => (float y, float z) {
+  y = MatMul(a, W)
+  z = MatMul(b, W)
+}"""
+    proto = build(text, {"W": np.random.default_rng(6).normal(0, 0.1, (K, 256))})
+    model, _ = _quantize(proto, PER_TOKEN)
+    kernels = [n for n in model.graph if n.op_type == "MatMulIntegerToFloat"]
+    assert len(kernels) == 2 and kernels[0].inputs[1] is kernels[1].inputs[1]
+    assert sum(v.const_value.dtype == ir.DataType.INT8 and v.const_value.size == K * 256
+               for v in model.graph.initializers.values()) == 1
+
+
 def test_static_mode_sends_float_neighboured_matmuls_per_token():
     """select.py (12): the MatMuls of rule 5 (between float ops) are per-token; an int8-per-token
     precision makes a node per-token whatever its neighbours; a Conv given it stays float."""
@@ -231,5 +247,8 @@ g (float[1,128,256] a) => (float y) {
     # measured 9.0 dB per tensor, 40.2 dB per token (each token's output normalized: all count alike)
     assert step["kept"] and step["before_db"] < 20.0 and step["after_db"] > 35.0, step
     if not auto["verdict"].startswith("fp32"):  # a 0.1-ms model: the speed verdict is the machine's
+        from edgeq.auto.render import auto_markdown
+
         assert [layer["precision"] for layer in auto["layers"]] == ["int8-per-token"]
         assert "MatMulIntegerToFloat" in op_types(result.model)
+        assert "1 int8-per-token" in auto_markdown(result.report)
