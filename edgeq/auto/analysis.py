@@ -84,11 +84,10 @@ class SensitivityReport:
 
 def holdout(eval_data: Any, source: Any, model: Any, limit: int) -> tuple[Any, list[dict], str]:
     """(calibration source, scoring feeds, note), drawn as auto draws them (``samples.draw``):
-    at most ``limit`` feeds spread over the evaluation data, or, without it, over all the
-    calibration samples, a quarter of which (every fourth by input energy) were held out of range
-    calibration. A configuration scored only on the samples that set its ranges never clips
-    there, and looks better than it will on new data (textdet with 12 images: 35 dB in-sample,
-    22 dB held out); scored only on the quarter held out, it misses the rare hard samples."""
+    at most ``limit`` feeds spread over the evaluation data, or, without it, over the quarter of
+    the calibration samples held out of range calibration (every fourth by input energy). A
+    configuration scored on the very samples that set its ranges never clips there, and looks
+    better than it will on new data (textdet with 12 images: 35 dB in-sample, 22 dB held out)."""
     from edgeq.auto.samples import draw
 
     drawn = draw(eval_data, source, model, limit)

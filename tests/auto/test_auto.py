@@ -182,15 +182,16 @@ def test_bias_correction_only_on_int8_nodes():
     assert auto["verdict"].startswith("fp32")
 
 
-def test_without_eval_data_scores_on_all_calibration_samples_a_quarter_held_out():
+def test_without_eval_data_scores_held_out_samples_and_gates_on_all():
     """No eval data: a quarter of the calibration samples (every fourth by input energy) is held
-    out of range calibration (so the scores see clipping); the configurations are scored and the
-    answer gated on all of them (a quarter is too few to see rare hard samples); too few: said so."""
+    out of range calibration and scores the configurations (in-sample scores never see clipping);
+    the answer is gated on all of them (a quarter is too few to see rare hard samples); too few:
+    said so."""
     from edgeq.auto import auto_quantize
 
     result = auto_quantize(outlier_net(), outlier_feeds(12), min_sqnr=30.0, progress=False)
     auto = result.report["auto"]
-    assert result.ranges.num_samples == 9 and auto["eval_samples"] == 12
+    assert result.ranges.num_samples == 9 and auto["eval_samples"] == 3
     assert any("3 of the 12 calibration samples (every fourth by input energy) held out" in n for n in auto["notes"])
     assert auto["gate"]["what"] == "calibration samples (a quarter held out of range calibration)"
     assert auto["gate"].get("samples", 12) == 12 and auto["gate"]["passed"]

@@ -54,8 +54,8 @@ def test_scoring_samples_cover_the_data_not_its_first_frames():
 
 
 def test_held_out_calibration_samples_are_every_fourth_by_energy():
-    """A quarter is held out of range calibration, spread over the energies; the answer is
-    checked on all the calibration samples, and the clipping diagnosis runs on the held-out ones."""
+    """A quarter is held out of range calibration, spread over the energies; the configurations
+    are scored on it (and the clipping diagnosed there), the answer checked on all the samples."""
     from edgeq.auto.samples import GATE_CALIBRATION, draw, feature
     from edgeq.calibrate import load_data
 
@@ -70,8 +70,7 @@ def test_held_out_calibration_samples_are_every_fourth_by_energy():
     assert min(every) in calib and max(every) in calib  # the extremes stay in the ranges
     assert sorted(feature(f) for f in drawn.unseen) == sorted(held)
     assert [feature(f) for _, f in drawn.gate.items()] == every and drawn.gate_what == GATE_CALIBRATION
-    assert len(drawn.feeds) == 32  # scored on all of them (MOST): the quiet and loud alike
-    assert sum(feature(f) < -2 for f in drawn.feeds[:16]) == 8
+    assert sorted(feature(f) for f in drawn.feeds) == sorted(held)  # scored where calibration did not look
 
 
 def test_score_reports_the_per_sample_floor():

@@ -84,7 +84,7 @@ def test_one_shot_generator_data_is_read_once_and_reused():
     from edgeq.auto import sensitivity
 
     report = sensitivity(outlier_net(), (feed for feed in outlier_feeds(16)), progress=False)
-    # held in memory once, then split: 12 calibrate (4 held out), all 16 score, as auto draws them
-    assert report.calibration["num_samples"] == 12 and report.eval_samples == 16
+    # held in memory once, then split: 12 calibrate, the 4 held out score, as auto draws them
+    assert report.calibration["num_samples"] == 12 and report.eval_samples == 4
     assert report.layers[0]["outlier_dominated"] == ["x"]
     assert any("calibration samples" in n for n in report.notes)
