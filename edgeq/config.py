@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from edgeq.errors import UnsupportedError, UsageError
+from edgeq.files import regular_file
 
 __all__ = [
     "MODES",
@@ -276,6 +277,7 @@ class QuantConfig:
     time_budget_s: float | None = 600.0  # auto mode: optional search steps stop after about this long (None: no limit)
 
     def __post_init__(self, exclude: Sequence[str], int16_nodes: Sequence[str], fp16_nodes: Sequence[str]) -> None:
+        _check_types(self)
         object.__setattr__(self, "precision", _merge_precision(
             self.precision, {"exclude": exclude, "int16_nodes": int16_nodes, "fp16_nodes": fp16_nodes}))
         for field, choices in _CHOICES.items():
@@ -289,8 +291,8 @@ class QuantConfig:
                 )
         if not 0.0 < self.percentile <= 100.0:
             raise UsageError(f"percentile must be in (0, 100], got {self.percentile}")
-        if self.num_bins < 128:
-            raise UsageError(f"num_bins must be at least 128, got {self.num_bins}")
+        if not 128 <= self.num_bins <= MAX_BINS:
+            raise UsageError(f"num_bins must be between 128 and {MAX_BINS}, got {self.num_bins}")
         if self.max_samples is not None and self.max_samples < 1:
             raise UsageError(f"max_samples must be positive, got {self.max_samples}")
         if self.batch_size < 1:
@@ -353,6 +355,29 @@ class QuantConfig:
         return self.replace(precision=self.precision.with_(entries))
 
 
+# The scalar fields' types (a config file gives any JSON/TOML value): checked before any other rule.
+_NUMBER = (int, float)
+_TYPES: dict[str, tuple[type, ...]] = {
+    "mode": (str,), "method": (str,), "activations": (str,), "weights": (str,), "format": (str,),
+    "recurrent": (str,), "percentile": _NUMBER, "num_bins": (int,), "symmetric": (bool,),
+    "integer_only": (bool,), "strict": (bool,), "opset": (int, type(None)), "max_samples": (int, type(None)),
+    "batch_size": (int,), "dynamic_conv": (bool,), "min_sqnr": (*_NUMBER, type(None)),
+    "metric": (str, type(None)), "min_score": (*_NUMBER, type(None)), "seed": (int,), "provider": (str,),
+    "threads": (int,), "time_budget_s": (*_NUMBER, type(None)),
+}
+MAX_BINS = 1 << 16  # entropy/mse histograms: more bins than this only cost memory
+
+
+def _check_types(config: QuantConfig) -> None:
+    for field, types in _TYPES.items():
+        value = getattr(config, field)
+        wrong = isinstance(value, bool) and bool not in types  # True is an int to Python, not here
+        if wrong or not isinstance(value, types):
+            names = {int: "an integer", float: "a number", str: "a string", bool: "true/false", type(None): "null"}
+            want = " or ".join(names[t] for t in types if not (t is int and float in types))
+            raise UsageError(f"config field {field} must be {want}, not {value!r} ({type(value).__name__}): fix the config")
+
+
 def _names(field: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
@@ -400,9 +425,7 @@ QuantConfig.fp16_nodes = _names_at("fp16")  # type: ignore[assignment]
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a TOML or JSON file into a dict (a ``[quantize]`` table is used if present)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise UsageError(f"config file {path} does not exist: pass an existing .toml or .json file")
+    path = regular_file(path, "config file")
     try:
         if path.endswith(".toml"):
             try:

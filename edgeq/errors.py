@@ -7,6 +7,8 @@ was called (usage), 1 for a failure while doing the work.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "EdgeqError",
     "UsageError",
@@ -17,6 +19,7 @@ __all__ = [
     "ExportError",
     "UnsupportedError",
     "FidelityError",
+    "one_line",
 ]
 
 
@@ -58,3 +61,11 @@ class UnsupportedError(EdgeqError):
 
 class FidelityError(EdgeqError):
     """A result misses a fidelity target (SQNR, tolerance) the user asked for."""
+
+
+def one_line(error: BaseException) -> str:
+    """A library's error message on one line, without onnxruntime's status prefix, source path
+    and C++ signature (what a user can act on is the sentence after them)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : [A-Z_]+ : ", "", text)
+    return re.sub(r"/onnxruntime_src/\S+:\d+ .*?\) (?=[A-Z])", "", text)

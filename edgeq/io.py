@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -19,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from edgeq.errors import EdgeqError, ModelLoadError, UsageError
+from edgeq.files import check_external_location, check_model_file, same_file
 
 if TYPE_CHECKING:
     import onnx
@@ -30,6 +32,9 @@ __all__ = [
     "as_model",
     "save_model",
     "check_output_path",
+    "check_outputs",
+    "check_model_path",
+    "input_files",
     "atomic_path",
     "model_bytes",
     "weights_nbytes",
@@ -42,35 +47,45 @@ logger = logging.getLogger(__name__)
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 
-def _check_readable(path: str) -> None:
-    if not os.path.exists(path):
-        raise ModelLoadError(f"model file {path} does not exist: check the path")
-    if os.path.isdir(path):
-        raise ModelLoadError(f"{path} is a folder, not a model file: pass the .onnx file inside it")
-    if os.path.getsize(path) == 0:
-        raise ModelLoadError(f"model file {path} is empty: re-export or re-download it")
+def _check_declared_sizes(model: ir.Model, path: str) -> None:
+    """Every initializer stored in the file holds the bytes its shape declares (checked before
+    anything allocates them: a declared 2**40 dimension is refused, not attempted)."""
+    import onnx_ir as ir
+
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if not isinstance(tensor, ir.TensorProtoTensor):
+                continue
+            proto = tensor.raw
+            fields = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+            try:
+                declared = tensor.nbytes
+            except Exception:  # an exotic or unknown dtype: onnxruntime's load says more
+                continue
+            if proto.HasField("raw_data"):
+                held = len(proto.raw_data)
+            elif any(len(getattr(proto, f)) for f in fields):
+                continue  # typed fields: onnx's checker counts them
+            else:
+                held = 0
+            if held < declared:
+                raise ModelLoadError(
+                    f"initializer {value.name!r} in {path} declares shape {list(tensor.shape.numpy())} "
+                    f"({declared:,} bytes) but holds {held:,} bytes: the model is truncated or corrupt; re-export it"
+                )
 
 
 def _check_external_paths(model: ir.Model, base_dir: str) -> None:
     import onnx_ir as ir
 
-    root = os.path.realpath(base_dir)
     for graph in model.graphs():
         for value in graph.initializers.values():
             tensor = value.const_value
             if isinstance(tensor, ir.ExternalTensor):
-                target = os.path.realpath(os.path.join(tensor.base_dir or base_dir, tensor.location))
-                if os.path.commonpath([root, target]) != root:
-                    raise ModelLoadError(
-                        f"initializer {value.name!r} points to external data {tensor.location!r} "
-                        f"outside the model's folder {base_dir}: refusing to read it; move the "
-                        "data file beside the model"
-                    )
-                if not os.path.isfile(target):
-                    raise ModelLoadError(
-                        f"initializer {value.name!r} needs external data file {tensor.location!r}, "
-                        f"which is missing from {base_dir}: copy it beside the model"
-                    )
+                length = tensor.length if tensor.length is not None else tensor.nbytes
+                check_external_location(tensor.location, tensor.base_dir or base_dir, value.name,
+                                        offset=tensor.offset or 0, length=length)
 
 
 def load_model(path: str | os.PathLike) -> ir.Model:
@@ -78,7 +93,7 @@ def load_model(path: str | os.PathLike) -> ir.Model:
     import onnx_ir as ir
 
     path = os.fspath(path)
-    _check_readable(path)
+    check_model_file(path)
     try:
         model = ir.load(path)
     except Exception as e:  # protobuf raises DecodeError / RuntimeWarning-ish errors
@@ -90,6 +105,7 @@ def load_model(path: str | os.PathLike) -> ir.Model:
     if model.graph is None or (len(model.graph) == 0 and len(model.graph.outputs) == 0):
         raise ModelLoadError(f"model file {path} holds no graph: it may be truncated; re-export it")
     _check_external_paths(model, os.path.dirname(os.path.abspath(path)))
+    _check_declared_sizes(model, path)
     return model
 
 
@@ -112,15 +128,76 @@ def as_model(model: str | os.PathLike | onnx.ModelProto | ir.Model, *,
     raise UsageError(f"model must be a path, onnx.ModelProto or onnx_ir.Model, not {type(model).__name__}")
 
 
-def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> str:
-    """Refuse to write over an input; make sure the destination folder can be created."""
-    out = os.fspath(out)
-    real_out = os.path.realpath(out)
+@functools.lru_cache(maxsize=16)
+def _external_refs(path: str, size: int, mtime_ns: int) -> tuple[tuple[str, str, int, int | None], ...]:
+    """(tensor, location, offset, length) of every external tensor an ONNX file names, read
+    without its weights; cached by the file's size and time."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors
+
+    proto = onnx.load(path, load_external_data=False)
+    refs = []
+    for tensor in _get_all_tensors(proto):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            info = {e.key: e.value for e in tensor.external_data}
+            length = info.get("length")
+            refs.append((tensor.name, info.get("location", ""), int(info.get("offset") or 0),
+                         int(length) if length else None))
+    return tuple(refs)
+
+
+def _refs(path: str) -> tuple[tuple[str, str, int, int | None], ...]:
+    stat = os.stat(path)
+    return _external_refs(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+
+
+def check_model_path(path: str | os.PathLike) -> str:
+    """A model file onnxruntime may open by path: a regular, non-empty file whose external data
+    stays inside its folder, within the data files' sizes (ModelLoadError otherwise)."""
+    path = check_model_file(path)
+    try:
+        refs = _refs(path)
+    except Exception:  # not parseable here: onnxruntime's load gives the reason
+        return path
+    folder = os.path.dirname(os.path.abspath(path))
+    for name, location, offset, length in refs:
+        check_external_location(location, folder, name, offset=offset, length=length)
+    return path
+
+
+def _model_data_files(path: str) -> list[str]:
+    """The external-data files an ONNX file names (inside its folder)."""
+    try:
+        folder = os.path.dirname(os.path.abspath(path))
+        return [os.path.join(folder, loc) for _, loc, _, _ in _refs(path) if loc and "\0" not in loc]
+    except Exception:  # not a readable model: its own load says why, later
+        return []
+
+
+def input_files(inputs: Iterable[str | os.PathLike | None]) -> list[str]:
+    """Every file behind ``inputs``: a folder's files, a model's external-data files, the rest
+    as given (missing ones skipped)."""
+    files: list[str] = []
     for src in inputs:
-        if src is None:
+        if src is None or not isinstance(src, (str, os.PathLike)):
             continue
         src = os.fspath(src)
-        if os.path.realpath(src) == real_out:
+        if os.path.isdir(src):
+            files += [os.path.join(src, name) for name in sorted(os.listdir(src))
+                      if os.path.isfile(os.path.join(src, name))]
+        elif os.path.exists(src):
+            files.append(src)
+            if src.endswith(".onnx") and os.path.isfile(src):
+                files += _model_data_files(src)
+    return files
+
+
+def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> str:
+    """Refuse to write over an input (a folder's files, a model's external data and hard links
+    included); make sure the destination is not a folder."""
+    out = os.fspath(out)
+    for src in input_files(inputs):
+        if same_file(src, out):
             raise UsageError(
                 f"output {out} is the same file as input {src}: choose another output path "
                 "(edgeq never writes over its inputs)"
@@ -128,6 +205,18 @@ def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike
     if os.path.isdir(out):
         raise UsageError(f"output {out} is a folder: give a file path such as {out}/model.onnx")
     return out
+
+
+def check_outputs(outputs: Iterable[str | os.PathLike | None], inputs: Iterable[str | os.PathLike | None] = ()) -> None:
+    """Before any work: no output is an input (see ``check_output_path``) and no two outputs are
+    one file (``-o`` and ``--report``'s Markdown sibling, say)."""
+    outputs = [os.fspath(o) for o in outputs if o is not None]
+    inputs = list(inputs)
+    for i, out in enumerate(outputs):
+        check_output_path(out, inputs)
+        for other in outputs[:i]:
+            if same_file(out, other):
+                raise UsageError(f"outputs {other} and {out} are the same file: give them different paths")
 
 
 @contextlib.contextmanager

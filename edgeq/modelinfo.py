@@ -93,7 +93,20 @@ def _load(model: Any) -> tuple[Any, str | None]:
         ) from None
     if not proto.graph.node and not proto.graph.output:
         raise ModelLoadError(f"model file {path} holds no graph: it may be truncated or not ONNX; re-export it")
+    _check_text(proto, path)
     return proto, path
+
+
+def _check_text(proto: Any, path: str) -> None:
+    """Names, op types and domains are UTF-8 text (protobuf hands invalid bytes back as ``bytes``)."""
+    for graph in _graphs(proto.graph):
+        names = [v.name for v in (*graph.input, *graph.output, *graph.initializer)]
+        for node in graph.node:
+            names += [node.name, node.op_type, node.domain, *node.input, *node.output]
+        bad = next((n for n in names if not isinstance(n, str)), None)
+        if bad is not None:
+            raise ModelLoadError(f"model file {path} holds a name that is not UTF-8 text ({bad!r}): it is corrupt; "
+                                 "re-export it")
 
 
 def _graphs(graph: Any) -> list[Any]:
@@ -113,7 +126,10 @@ def _dtype_name(elem_type: int) -> str:
     try:
         return str(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
     except Exception:
-        return onnx.TensorProto.DataType.Name(elem_type).lower()
+        try:
+            return onnx.TensorProto.DataType.Name(elem_type).lower()
+        except ValueError:  # a number no ONNX version defines: a corrupt file
+            return f"unknown dtype {elem_type}"
 
 
 def _value_shape(value: Any) -> tuple[int, ...] | None:
@@ -161,10 +177,31 @@ def _fix_input_dims(proto: Any, dims: dict[str, int]) -> tuple[Any, dict[str, in
     return fixed, used
 
 
+_TYPED_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+
+
+def _check_held(tensor: Any, declared: int) -> None:
+    """An initializer stored in the file holds the bytes its shape declares (a declared 2**40
+    dimension over a few bytes is a corrupt or hostile file, refused before anything reads it)."""
+    import onnx
+
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return  # checked against the data file's size on load (edgeq.io.check_model_path)
+    if tensor.HasField("raw_data"):
+        held = len(tensor.raw_data)
+    elif any(len(getattr(tensor, field)) for field in _TYPED_FIELDS):
+        return
+    else:
+        held = 0
+    if held < declared:
+        raise ModelLoadError(f"initializer {tensor.name!r} declares shape {list(tensor.dims)} ({declared:,} bytes) "
+                             f"but holds {held:,} bytes: the model is truncated or corrupt; re-export it")
+
+
 def _count_params(graphs: list[Any]) -> tuple[int, int, dict[str, dict[str, int]]]:
     by_dtype: dict[str, dict[str, int]] = collections.defaultdict(lambda: {"count": 0, "bytes": 0})
 
-    def add(elem_type: int, count: int) -> None:
+    def add(elem_type: int, count: int) -> int:
         import numpy as np
 
         if elem_type in _PACKED_4BIT:
@@ -177,10 +214,11 @@ def _count_params(graphs: list[Any]) -> tuple[int, int, dict[str, dict[str, int]
         entry = by_dtype[_dtype_name(elem_type)]
         entry["count"] += count
         entry["bytes"] += nbytes
+        return nbytes
 
     for graph in graphs:
         for t in graph.initializer:
-            add(t.data_type, math.prod(t.dims))
+            _check_held(t, add(t.data_type, math.prod(t.dims)))
         for node in graph.node:
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
                 for attr in node.attribute:

@@ -40,6 +40,16 @@ def _check_inputs(mode: ModeSpec, data: Any, ranges: Any) -> None:
         raise UsageError(mode.missing_data)
 
 
+def _check_model(model: Any) -> None:
+    """The one entry check of every mode: the model loads, passes onnx.checker and onnxruntime's
+    own load (``stages.check.check_input``), before any handler starts."""
+    from edgeq.io import as_model
+    from edgeq.stages.check import check_input
+
+    loaded, source = as_model(model, copy=False)
+    check_input(loaded, source)
+
+
 def quantize(
     model: str | os.PathLike | onnx.ModelProto | ir.Model,
     config: QuantConfig | None = None,
@@ -65,6 +75,7 @@ def quantize(
         config = QuantConfig(mode=default_mode(has_data=data is not None, has_ranges=ranges is not None))
     mode = MODES[config.mode]
     _check_inputs(mode, data, ranges)
+    _check_model(model)
     result = handler(mode)(model, config, data, eval_data=eval_data, labels=labels, ranges=ranges,
                            progress=progress)
     return _never_bigger(result, model)

@@ -12,7 +12,8 @@ A spec is one of
 
 A feed is ``dict[input name, np.ndarray]``. Files are checked up front, streaming (open, check,
 close: the data is never held all at once): names, dtypes, ranks, fixed dims and NaN/Inf. In-memory
-sequences are checked up front too; feeds from a generator are checked one by one as they come,
+sequences are checked up front too (and suspicious data, all zeros, constant or above 1e15, gets a
+warning: ``data_warnings``); feeds from a generator are checked one by one as they come,
 before each is used. float data for a float input of another width is cast silently; int vs float
 is an error. Symbolic dims accept any size, and sizes may differ from feed to feed.
 """
@@ -30,7 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from edgeq.calibrate.data_warnings import DataStats
 from edgeq.errors import DataError, EdgeqError, UsageError
+from edgeq.files import regular_file
 from edgeq.runtime.feeds import TensorSpec
 
 __all__ = ["FeedSource", "load_data", "model_input_specs", "validate_feed"]
@@ -141,6 +144,9 @@ def validate_feed(feed: Any, specs: Sequence[TensorSpec], where: str) -> dict[st
                             f"dim {want!r} is {first[0]} in input {first[1]!r} but {got} in input "
                             f"{spec.name!r} of {where}: give them the same size"
                         )
+        if array.dtype.kind in "fc" and array.size == 0:
+            raise DataError(f"input {spec.name!r} in {where} is empty (shape {list(array.shape)}): no range can be "
+                            "computed from it; give at least one sample")
         if array.dtype.kind in "fc" and array.size and not np.isfinite(array).all():
             bad = "NaN" if np.isnan(array).any() else "Inf"
             raise DataError(f"input {spec.name!r} in {where} holds {bad} values: clean the data before calibrating")
@@ -162,10 +168,10 @@ def _list_files(path: str) -> list[str]:
             raise DataError(f"calibration folder {path} mixes .npz and .npy files: keep one kind")
         if not (npz or npy):
             raise DataError(f"calibration folder {path} holds no .npz or .npy files: save one feed per file with np.savez")
-        return npz or npy
+        return [regular_file(file, "calibration file", error=DataError) for file in npz or npy]
     if not path.endswith((".npz", ".npy")):
         raise DataError(f"calibration data {path} must be an .npz file (keys = input names) or a folder of them")
-    return [path]
+    return [regular_file(path, "calibration file", error=DataError)]
 
 
 def _read_file(path: str, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
@@ -291,8 +297,10 @@ class FeedSource:
 
 def _file_source(path: str, specs: Sequence[TensorSpec]) -> FeedSource:
     files = _list_files(path)
-    for file in files:  # stream: open, check, close; nothing is kept
-        validate_feed(_read_file(file, specs), specs, file)
+    stats = DataStats()
+    for file in files:  # stream: open, check, close; nothing is kept but a few numbers per input
+        stats.add(validate_feed(_read_file(file, specs), specs, file), file)
+    stats.report(f"calibration data {path}")
 
     def open_items() -> Iterator[tuple[str, Any]]:
         for file in files:
@@ -314,8 +322,10 @@ def _iterable_source(make: Callable[[], Any], specs: Sequence[TensorSpec], descr
     if isinstance(first, Sequence):
         if not first:
             raise DataError(f"{description} holds no feeds: give at least one sample")
+        stats = DataStats()
         for i, feed in enumerate(first):  # already in memory: check all now
-            validate_feed(feed, specs, f"feed #{i} of {description}")
+            stats.add(validate_feed(feed, specs, f"feed #{i} of {description}"), f"feed #{i}")
+        stats.report(description)
         num_feeds = len(first)
     pending = [first]
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from edgeq.errors import DataError, UsageError
+from edgeq.files import regular_file
 
 __all__ = ["TensorRange", "RangesTable"]
 
@@ -122,9 +123,7 @@ class RangesTable(Mapping[str, TensorRange]):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RangesTable:
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise UsageError(f"ranges file {path} does not exist: check the path")
+        path = regular_file(path, "ranges file")
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)

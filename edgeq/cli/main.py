@@ -2,7 +2,9 @@
 
 Commands are loaded lazily from ``edgeq.cli.<module>`` so that ``edgeq --help`` imports neither
 torch nor onnx_ir. Every ``EdgeqError`` becomes one line on stderr and exit code 1 (failure) or
-2 (usage); click's own usage errors exit with 2 as usual.
+2 (usage); click's own usage errors exit with 2 as usual. Any other exception is one line too
+(``_library_error``: onnxruntime or onnx refusing the model exits 2, anything else 1); ``--debug``
+adds the traceback.
 """
 
 from __future__ import annotations
@@ -35,6 +37,25 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+_STATE = {"debug": False}  # set by the group's --debug; read by main's error boundary
+
+
+def _library_error(e: Exception) -> tuple[str, int]:
+    """One line and an exit code for an exception that is not an EdgeqError: onnxruntime or onnx
+    refusing the model is the input's fault (2); anything else is a failure of edgeq's (1)."""
+    from edgeq.errors import one_line
+
+    text = one_line(e)
+    module = type(e).__module__ or ""
+    if module.startswith("onnxruntime"):
+        return (f"onnxruntime refused the model ({type(e).__name__}: {text}): check it with `edgeq inspect` and "
+                "onnx.checker, or re-export it"), 2
+    if module.startswith(("onnx.", "onnx_ir")) and type(e).__name__ in ("ValidationError", "InferenceError"):
+        return f"the model is not valid ONNX ({type(e).__name__}: {text}): re-export it", 2
+    return (f"internal error ({type(e).__name__}: {text}): rerun with --debug for the traceback and "
+            "report it"), 1
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return [name for name in COMMANDS if self._available(name)]
@@ -60,8 +81,10 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgeq")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-def cli(verbose: int) -> None:
+@click.option("--debug", is_flag=True, help="On an error, print the Python traceback too.")
+def cli(verbose: int, debug: bool) -> None:
     """edgeq: smaller, faster ONNX models that give the same answers, with the evidence."""
+    _STATE["debug"] = debug
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
@@ -80,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except EdgeqError as e:
+        _traceback_if_debug()
         message = " ".join(str(e).split())  # one line, whatever the message held
         click.echo(f"edgeq: error: {message}", err=True)
         sys.exit(e.exit_code)
@@ -87,9 +111,22 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("edgeq: interrupted", err=True)
         sys.exit(130)
     except MemoryError:
+        _traceback_if_debug()
         click.echo("edgeq: error: out of memory: use fewer calibration samples or a smaller batch", err=True)
         sys.exit(1)
+    except Exception as e:  # the one boundary: a library's error is one line too
+        _traceback_if_debug()
+        message, exit_code = _library_error(e)
+        click.echo(f"edgeq: error: {message}", err=True)
+        sys.exit(exit_code)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _traceback_if_debug() -> None:
+    if _STATE["debug"]:
+        import traceback
+
+        traceback.print_exc()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ _CALIB_FEEDS = 8  # shape fallback reads only the first few feeds
 
 
 @click.command("prepare")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())  # a folder gets edgeq's one-line error
 @click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
               help="Where to write the prepared model (required unless --check-only).")
 @click.option("--opset", type=click.IntRange(7, 30), default=None,
@@ -35,12 +35,14 @@ def prepare(model: str, out: str | None, opset: int | None, calib: str | None, c
     from edgeq.io import check_output_path, load_model, save_model
     from edgeq.prepare import prepare_model
     from edgeq.prepare.quantizability import check
+    from edgeq.stages.check import check_input
 
     if out is None and not check_only:
         raise UsageError("edgeq prepare needs -o OUT.onnx for the prepared model (or --check-only)")
     if out is not None:
-        check_output_path(out, [model])
+        check_output_path(out, [model, calib])
     ir_model = load_model(model)
+    check_input(ir_model, model)  # an invalid model is refused, never written out prepared
     findings = check(ir_model)
     for finding in findings:
         click.echo(f"check: {finding}")
@@ -54,5 +56,5 @@ def prepare(model: str, out: str | None, opset: int | None, calib: str | None, c
     ir_model, notes = prepare_model(ir_model, target_opset=opset, data=data)
     for note in notes:
         click.echo(f"prepare: {note}")
-    save_model(ir_model, out, inputs=[model], external_data=external_data)
+    save_model(ir_model, out, inputs=[model, calib], external_data=external_data)
     click.echo(f"wrote {out}")

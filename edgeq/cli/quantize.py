@@ -147,13 +147,9 @@ def print_summary(report: dict[str, Any], out: str) -> None:
 
 def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str], eval_data: Any = None,
                   labels: Any = None, calib: Any = None):
-    from edgeq.io import check_output_path
     from edgeq.quantizer import quantize
 
-    check_output_path(out, inputs)
-    for extra in (kw["report"], kw["save_ranges"], kw["trt_cache"]):
-        if extra:
-            check_output_path(extra, [*inputs, out])
+    check_quantize_outputs(out, kw, inputs)
     config = _config_from(kw, calib)
     result = quantize(model, config, calib if calib is not None else kw["calib"],
                             eval_data=eval_data if eval_data is not None else kw["eval_data"],
@@ -197,15 +193,31 @@ def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str]
     return result
 
 
+def check_quantize_outputs(out: str, kw: dict[str, Any], inputs: list[str]) -> None:
+    """Before any work: no output (the model, its ``.data``, the report and its Markdown/HTML
+    siblings, the ranges, the TensorRT cache) is an input or another output."""
+    from edgeq.io import check_outputs
+    from edgeq.report.quant_report import report_files
+
+    outputs = [out, out + ".data" if kw["external_data"] else None, kw["save_ranges"], kw["trt_cache"]]
+    if kw["report"]:
+        outputs += report_files(kw["report"])
+    check_outputs(outputs, inputs)
+
+
 @click.command("quantize")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())  # a folder gets edgeq's one-line error
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Where to write the quantized model.")
 @quant_options
 def quantize(model: str, out: str, **kw: Any) -> None:
     """Quantize an ONNX model: with --calib DATA, auto mode (int8 where it is faithful and fast,
     measured per layer); --mode static for uniform int8, --mode dynamic without data."""
-    inputs = [model] + [p for p in (kw["calib"], kw["ranges"], kw["config_file"]) if p and os.path.exists(p)]
-    _run_quantize(model, out, kw, inputs=inputs)
+    _run_quantize(model, out, kw, inputs=[model, *_input_paths(kw)])
+
+
+def _input_paths(kw: dict[str, Any]) -> list[str]:
+    """The files and folders given as inputs besides the model (none is ever written over)."""
+    return [p for p in (kw["calib"], kw["eval_data"], kw["ranges"], kw["config_file"]) if p and os.path.exists(p)]
 
 
 @click.command("export-and-quantize")
@@ -221,7 +233,7 @@ def export_and_quantize(spec: str, out: str, fp32_out: str | None, **kw: Any) ->
     from edgeq.exporter import export
     from edgeq.io import check_output_path
 
-    check_output_path(out)
+    check_output_path(out, _input_paths(kw))
     calib, eval_data, labels = kw["calib"], kw["eval_data"], None
     zoo_spec = _zoo_spec(spec)
     if zoo_spec is not None:
@@ -233,10 +245,10 @@ def export_and_quantize(spec: str, out: str, fp32_out: str | None, **kw: Any) ->
     with tempfile.TemporaryDirectory(prefix="edgeq-export-") as tmp:
         fp32_path = fp32_out or os.path.join(tmp, "model.fp32.onnx")
         if fp32_out:
-            check_output_path(fp32_out, [out])
+            check_output_path(fp32_out, [out, *_input_paths(kw)])
         result = export(spec, fp32_path)
         click.echo(f"exported {spec} -> {fp32_out or 'fp32 model'} ({getattr(result, 'exporter', 'torch.onnx')})")
-        _run_quantize(fp32_path, out, kw, inputs=[fp32_path], eval_data=eval_data, labels=labels, calib=calib)
+        _run_quantize(fp32_path, out, kw, inputs=[fp32_path, *_input_paths(kw)], eval_data=eval_data, labels=labels, calib=calib)
         before, after = os.path.getsize(fp32_path), os.path.getsize(out)
         click.echo(f"  file size: fp32 {before / 1024:,.0f} KB -> int8 {after / 1024:,.0f} KB ({after / before:.2f}x)")
 

@@ -17,7 +17,7 @@ def _fmt(value: Any) -> str:
 
 
 @click.command("sensitivity")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())  # a folder gets edgeq's one-line error
 @click.option("--calib", required=True, help="Calibration data: .npz file, folder of .npz/.npy, or module:function.")
 @click.option("--eval", "eval_data", default=None, help="Evaluation data (default: the first calibration samples).")
 @click.option("--report", type=click.Path(dir_okay=False), default=None,

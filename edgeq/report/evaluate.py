@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import statistics
@@ -140,7 +141,7 @@ def layer_errors(fp32: bytes | InMemoryModel, int8: bytes | InMemoryModel, names
 
     from edgeq.metrics import cosine, sqnr_db
 
-    def probe(data: bytes | InMemoryModel, disable: bool) -> Any:
+    def exposed(data: bytes | InMemoryModel) -> tuple[InMemoryModel, list[str]]:
         memory = data if isinstance(data, InMemoryModel) else InMemoryModel(data, {})
         model = memory.proto()
         present = {o for node in model.graph.node for o in node.output}
@@ -149,25 +150,30 @@ def layer_errors(fp32: bytes | InMemoryModel, int8: bytes | InMemoryModel, names
         for name in wanted:
             if name not in outputs:
                 model.graph.output.append(onnx.ValueInfoProto(name=name))
+        return memory.with_graph(model), wanted
+
+    def run(memory: InMemoryModel, disable: bool) -> dict[str, list[np.ndarray]]:
+        """One model at a time (its session gone before the next one's is built): the int8 model
+        unoptimized holds every weight dequantized, beside the fp32 session it doubled the peak."""
         so = ort.SessionOptions()
         so.log_severity_level = 3
+        so.add_session_config_entry("session.disable_prepacking", "1")
         if disable:
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        return inference_session(memory.with_graph(model), so, ["CPUExecutionProvider"]), wanted
+        sess = inference_session(memory, so, ["CPUExecutionProvider"])
+        got: dict[str, list[np.ndarray]] = {n: [] for n in common}
+        for feed in kept:
+            for n, value in zip(common, sess.run(common, dict(feed))):
+                got[n].append(np.asarray(value).reshape(-1))
+        return got
 
-    ref_sess, ref_names = probe(fp32, False)
-    q_sess, q_names = probe(int8, True)
+    (ref_model, ref_names), (q_model, q_names) = exposed(fp32), exposed(int8)
     common = [n for n in ref_names if n in set(q_names)]
     if not common:
         return {}
-    refs: dict[str, list[np.ndarray]] = {n: [] for n in common}
-    cands: dict[str, list[np.ndarray]] = {n: [] for n in common}
-    for i, feed in enumerate(feeds):
-        if i >= max_feeds:
-            break
-        for n, r, c in zip(common, ref_sess.run(common, dict(feed)), q_sess.run(common, dict(feed))):
-            refs[n].append(np.asarray(r).reshape(-1))
-            cands[n].append(np.asarray(c).reshape(-1))
+    kept = list(itertools.islice(feeds, max_feeds))
+    refs = run(ref_model, False)
+    cands = run(q_model, True)
     out = {}
     for n in common:
         if refs[n]:

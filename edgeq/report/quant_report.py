@@ -135,6 +135,13 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def report_files(path: str | os.PathLike) -> tuple[str, str, str]:
+    """The files ``write_report(report, path)`` may write: the JSON, its Markdown and HTML siblings."""
+    path = os.fspath(path)
+    stem = path[:-5] if path.endswith(".json") else path
+    return path, stem + ".md", stem + ".html"
+
+
 def write_report(report: dict[str, Any], path: str | os.PathLike, *, inputs=()) -> tuple[str, str]:
     """Write ``path`` (JSON) and its Markdown rendering beside it (``.md``); all atomic. Sections
     that higher layers registered (``edgeq.report.sections``) add their Markdown, and an HTML page
@@ -143,8 +150,7 @@ def write_report(report: dict[str, Any], path: str | os.PathLike, *, inputs=()) 
     from edgeq.report.markdown import render_markdown
     from edgeq.report.sections import sections_in
 
-    path = os.fspath(path)
-    md_path = (path[:-5] if path.endswith(".json") else path) + ".md"
+    path, md_path, html_path = report_files(path)
     with atomic_path(path, inputs) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(json_safe(report), f, indent=1)
@@ -152,7 +158,7 @@ def write_report(report: dict[str, Any], path: str | os.PathLike, *, inputs=()) 
     for section in sections_in(report):
         markdown += "\n" + section.markdown(report)
         if section.html is not None:
-            with atomic_path(md_path[:-3] + ".html", list(inputs)) as tmp:
+            with atomic_path(html_path, list(inputs)) as tmp:
                 with open(tmp, "w", encoding="utf-8") as f:
                     f.write(section.html(report))
     with atomic_path(md_path, inputs) as tmp:

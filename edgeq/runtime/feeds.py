@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgeq.errors import DataError, InputError, UsageError
+from edgeq.files import regular_file
 
 __all__ = [
     "TensorSpec",
@@ -169,10 +170,10 @@ def _feed_files(path: str) -> list[str]:
         )
         if not files:
             raise DataError(f"feeds folder {path} holds no .npz or .npy files")
-        return files
+        return [regular_file(file, "feeds file", error=DataError) for file in files]
     if not path.endswith((".npz", ".npy")):
         raise DataError(f"feeds file {path} must be an .npz (keys = input names) or a folder of them")
-    return [path]
+    return [regular_file(path, "feeds file", error=DataError)]
 
 
 def iter_feeds(path: str | os.PathLike, input_names: Sequence[str] | None = None) -> Iterator[tuple[str, dict[str, np.ndarray]]]:

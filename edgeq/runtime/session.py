@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeq.errors import EdgeqError, InputError, ModelLoadError, UnsupportedError
+from edgeq.errors import EdgeqError, InputError, ModelLoadError, UnsupportedError, one_line
 from edgeq.runtime.feeds import TensorSpec, check_feeds, spec_from_node_arg
 from edgeq.runtime.memory import InMemoryModel, in_memory, inference_session
 from edgeq.runtime.providers import CPUOptions, CUDAOptions, ProviderEntry, resolve_chain
@@ -38,21 +38,15 @@ def model_label(model: Any) -> str:
 
 
 def check_model_file(path: str) -> None:
-    """Missing, folder or empty model files -> ModelLoadError naming the path and the fix."""
-    if not os.path.exists(path):
-        raise ModelLoadError(f"model file {path} does not exist: check the path")
-    if os.path.isdir(path):
-        raise ModelLoadError(f"{path} is a folder, not a model file: pass the .onnx file inside it")
-    if os.path.getsize(path) == 0:
-        raise ModelLoadError(f"model file {path} is empty: re-export or re-download it")
+    """Missing, folder, empty or not-regular model files, and external data leaving the model's
+    folder -> ModelLoadError naming the path and the fix (``edgeq.io.check_model_path``)."""
+    from edgeq.io import check_model_path
+
+    check_model_path(path)
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    line = text.splitlines()[0] if text else type(error).__name__
-    line = line.removeprefix("[ONNXRuntimeError] : ").strip()
-    line = re.sub(r"^\d+ : [A-Z_]+ : ", "", line)
-    return re.sub(r"^Load model from .* failed:", "", line).strip()
+    return re.sub(r"^Load model from .* failed:", "", one_line(error)).strip()
 
 
 _PRELOADED = False

@@ -51,7 +51,8 @@ def load(model: Any, data: Any = None, *, keep_fp32: bool = False) -> Loaded:
 
     loaded, source = as_model(model)
     refuse_quantized(loaded, source)  # a second quantization would round int8 weights twice
-    fp32 = in_memory(loaded) if keep_fp32 else None
+    # a model read from a file: its sessions load that file (memory.InMemoryModel.path)
+    fp32 = in_memory(loaded, path=source if isinstance(source, str) else None) if keep_fp32 else None
     size_before = weights_nbytes(loaded)
     feeds = None
     if data is not None:

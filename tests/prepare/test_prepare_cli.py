@@ -77,7 +77,7 @@ def test_cli_prepare_unconvertible_operator_is_one_line_error(tmp_path, capsys):
         src,
     )
     code, _, err = _edgeq(capsys, "prepare", str(src), "-o", str(tmp_path / "o.onnx"))
-    assert code == 1 and "FooBar" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "FooBar" in err and len(err.strip().splitlines()) == 1  # bad input (issue 14)
     assert not (tmp_path / "o.onnx").exists()
 
 
