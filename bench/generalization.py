@@ -387,7 +387,7 @@ def run_case(name: str, args) -> dict[str, Any]:
     verdict = auto.get("verdict", "")
     row["verdict"] = verdict if isinstance(verdict, str) else str(verdict)
     row["target"] = _num(auto.get("target", {}).get("min_sqnr"))
-    row["fp32"] = "fp32" in row["verdict"].split(":")[0]
+    row["fp32"] = row["verdict"].startswith("fp32")  # not "int8, 4 fp32 (precision ladder) ..."
     row["gate_n"] = gate.get("samples")
     row["gate_point"] = _num(gate.get("min_sqnr_db"))
     row["gate_bound"] = _num(gate.get("bound_db"))
