@@ -6,6 +6,8 @@
   over any of the inputs, and moves weights to external data beside the model when they exceed
   protobuf's 2 GB (or when asked); below that, weights read from external data are written
   into the model file. Either way the written model loads from any working directory.
+  Writers of one folder take turns for a model's two renames (weights, then model), so that
+  concurrent saves to one path leave one whole model, never one's graph with another's weights.
 """
 
 from __future__ import annotations
@@ -236,6 +238,28 @@ def atomic_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()
             os.remove(tmp)
 
 
+@contextlib.contextmanager
+def _folder_lock(folder: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder`` itself (no lock file to leave behind), across
+    threads and processes; unguarded where the platform or file system has no such lock."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    fd = None
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as e:  # a folder we may write but not read, a file system without locks
+        logger.debug("no lock on %s (%s): concurrent saves there may interleave", folder, e)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -317,8 +341,9 @@ def save_model(
         tmp_dir = tempfile.mkdtemp(prefix=".edgeq-", dir=folder)
         try:
             ir.save(model, os.path.join(tmp_dir, name), external_data=data_name)
-            os.replace(os.path.join(tmp_dir, data_name), data_path)
-            os.replace(os.path.join(tmp_dir, name), path)
+            with _folder_lock(folder):  # the pair renamed by one writer at a time
+                os.replace(os.path.join(tmp_dir, data_name), data_path)
+                os.replace(os.path.join(tmp_dir, name), path)
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
         return path

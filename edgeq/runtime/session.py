@@ -4,7 +4,9 @@
     outputs = sess.run({"x": x})          # dict: output name -> np.ndarray
     sess.providers                        # what onnxruntime actually used, e.g. ["CPUExecutionProvider"]
 
-The onnxruntime session is built on first use (``run``, ``input_specs``, ``providers``). Load
+The onnxruntime session is built on first use (``run``, ``input_specs``, ``providers``), once
+even when several threads ask at once. One Session may be run from many threads (onnxruntime's
+``run`` is thread-safe); CUDA-graph runs, which replay one set of device buffers, take turns. Load
 failures of the model file become one-line ModelLoadError (or UnsupportedError for an operator
 onnxruntime has no kernel for).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -116,6 +119,7 @@ class Session:
         self.profile_prefix = profile_prefix
         self._sess: Any = None
         self._graph: Any = None  # CUDA graph: (io binding, input and output device buffers)
+        self._lock = threading.RLock()  # one build; CUDA-graph runs one at a time
         self.start_seconds: float | None = None
 
     # -- building -------------------------------------------------------------------------------
@@ -166,7 +170,9 @@ class Session:
     def ort_session(self) -> Any:
         """The underlying ``onnxruntime.InferenceSession`` (built on first access)."""
         if self._sess is None:
-            self._sess = self._build()
+            with self._lock:
+                if self._sess is None:
+                    self._sess = self._build()
         return self._sess
 
     # -- metadata -------------------------------------------------------------------------------
@@ -207,7 +213,8 @@ class Session:
         try:
             on_cuda = self.cuda_options is not None and "CUDAExecutionProvider" in sess.get_providers()
             if on_cuda and self.cuda_options.enable_cuda_graph:
-                values = self._run_cuda_graph(sess, arrays, names)
+                with self._lock:  # the graph's input and output buffers are shared
+                    values = self._run_cuda_graph(sess, arrays, names)
             elif on_cuda and self.cuda_options.use_io_binding:
                 values = self._run_io_binding(sess, arrays, names)
             else:
