@@ -120,10 +120,27 @@ def inspect(model: str, as_json: bool, quantizability: bool, dim: tuple[str, ...
         findings = quantizability_findings(model)
         if findings is None:
             findings = "unavailable"
+    problem = _invalid(model)
     if as_json:
         data = info.to_dict()
         if quantizability:
             data["quantizability"] = None if findings == "unavailable" else findings
+        data["invalid"] = problem
         click.echo(json.dumps(data, indent=2))
     else:
         _print(info, findings)
+    if problem:  # described as it is, but never silently: quantize and prepare refuse it
+        click.echo(f"warning: {problem}", err=True)
+
+
+def _invalid(path: str) -> str | None:
+    """The entry check's one line if ``path`` is not a model quantize would take, else None."""
+    from edgeq.errors import EdgeqError
+    from edgeq.io import load_model
+    from edgeq.stages.check import check_input
+
+    try:
+        check_input(load_model(path), path)
+    except EdgeqError as e:
+        return str(e).splitlines()[0]
+    return None
