@@ -73,7 +73,7 @@ class ObservedModel:
                     graph.outputs.remove(v)
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # errors reach the user once, as edgeq's one line
         try:
             self.session = inference_session(target, so, ["CPUExecutionProvider"])
         except Exception as e:

@@ -56,7 +56,7 @@ def ort_outputs(path: str, feeds: dict[str, np.ndarray], threads: int = 2) -> li
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors reach the user once, as edgeq's one line
     try:
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         wanted = {i.name for i in session.get_inputs()}

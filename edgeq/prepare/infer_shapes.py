@@ -143,7 +143,7 @@ class InferShapesPass(NotingPass):
         model.graph.outputs.extend(extra)
         try:
             so = ort.SessionOptions()
-            so.log_severity_level = 3
+            so.log_severity_level = 4  # errors reach the user once, as edgeq's one line
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             sess = inference_session(in_memory(model), so, ["CPUExecutionProvider"])  # weights by reference
             names = [v.name for v in unknown]

@@ -27,7 +27,7 @@ def _ort_values(memory, names: dict[str, int], feed: dict[str, np.ndarray]) -> d
             exposed.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # errors reach the user once, as edgeq's one line
     sess = inference_session(memory.with_graph(exposed), so, ["CPUExecutionProvider"])
     outs = sess.run(None, feed)
     return dict(zip([o.name for o in exposed.graph.output], outs))

@@ -29,7 +29,7 @@ def cpu_session(model: bytes | str | InMemoryModel, threads: int, *, prepack: bo
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # errors reach the user once, as edgeq's one line
     if not prepack:
         so.add_session_config_entry("session.disable_prepacking", "1")
     return inference_session(model, so, ["CPUExecutionProvider"])
@@ -156,7 +156,7 @@ def layer_errors(fp32: bytes | InMemoryModel, int8: bytes | InMemoryModel, names
         """One model at a time (its session gone before the next one's is built): the int8 model
         unoptimized holds every weight dequantized, beside the fp32 session it doubled the peak."""
         so = ort.SessionOptions()
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # errors reach the user once, as edgeq's one line
         so.add_session_config_entry("session.disable_prepacking", "1")
         if disable:
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

@@ -84,7 +84,7 @@ class Session:
         threads: int | None = None,
         *,
         cpu_options: CPUOptions | None = None,
-        log_level: int = 3,
+        log_level: int = 4,  # fatal only: an error reaches the user once, as edgeq's one line
         profile_prefix: str | None = None,
     ) -> None:
         if isinstance(model, os.PathLike):
