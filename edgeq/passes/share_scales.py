@@ -16,10 +16,11 @@ observes), so calibration needs fewer tensors as well.
 4. A weight and bias read by several int8 Conv/Gemm nodes (an unrolled LSTM's 40 steps): the
    int32 bias is quantized with its reader's input scale times the weight's, so readers with
    their own input scales store one bias each. Their inputs' ranges are merged into one scale
-   (``plan.unions``, applied after calibration: ``stages.calibrate``) so the bias is stored once,
-   unless the merged range would be over ``MAX_WIDEN`` times the narrowest reader's (a coarser
-   scale costs that reader more than a bias per reader costs the file) or the readers differ in
-   activation precision.
+   (``plan.unions``, applied after calibration: ``stages.calibrate``) so the bias is stored once
+   per group: readers are grouped narrowest range first, each group's merged range at most
+   ``MAX_WIDEN`` times its narrowest member's (a coarser scale costs a reader more than a bias per
+   reader costs the file; an unrolled LSTM: step 0 reads the input, steps 1-39 the tanh state).
+   Readers that differ in activation precision are left alone.
 """
 
 from __future__ import annotations

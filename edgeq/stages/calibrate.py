@@ -83,6 +83,7 @@ def _assign_qparams(model: ir.Model, planned: Planned, table: RangesTable, confi
                              "(see the log); exclude its consumers with --exclude")
         spans[root] = (min(lo, 0.0), max(hi, 0.0))
     for group in plan.unions:  # share_scales.py (4): one scale for the readers of a shared bias
+        group = [r for r in group if r in spans]  # (a reader demoted above has no range)
         for cluster in _clusters([spans[r] for r in group]):
             lo, hi = min(spans[group[i]][0] for i in cluster), max(spans[group[i]][1] for i in cluster)
             spans.update(dict.fromkeys((group[i] for i in cluster), (lo, hi)))
