@@ -17,46 +17,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _session(data: bytes):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-
-
-def _latencies_ms(models: dict[str, bytes], feed: dict, runs: int, repeats: int) -> dict[str, float]:
-    sessions = {k: _session(v) for k, v in models.items()}
-    for sess in sessions.values():
-        for _ in range(5):
-            sess.run(None, feed)
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(repeats):
-        for name, sess in sessions.items():
-            start = time.perf_counter()
-            for _ in range(runs):
-                sess.run(None, feed)
-            times[name].append((time.perf_counter() - start) * 1e3 / runs)
-    return {k: statistics.median(v) for k, v in times.items()}
+from _timing import interleaved_ms, session  # noqa: E402
 
 
 def _min_sqnr(ref: bytes, cand: bytes, feeds: list[dict]) -> float:
     from edgeq.metrics import sqnr_db
 
-    a, b = _session(ref), _session(cand)
+    a, b = session(ref), session(cand)
     outs = [(a.run(None, f), b.run(None, f)) for f in feeds]
     return min(sqnr_db(np.concatenate([r[i] for r, _ in outs]), np.concatenate([c[i] for _, c in outs]))
                for i in range(len(outs[0][0])))
@@ -92,7 +65,7 @@ def bench_model(name: str, runs: int, repeats: int) -> list[tuple[str, float, fl
         for label, config in configs.items():
             result = edgeq.quantize(path, config, calib, progress=False)
             models[label] = ir.to_proto(result.model).SerializeToString()
-    ms = _latencies_ms(models, evals[0], runs, repeats)
+    ms = interleaved_ms(models, [evals[0]], runs=runs, repeats=repeats, warmup=5)
     return [(label, ms[label], _min_sqnr(fp32, data, evals) if label != "fp32" else float("inf"))
             for label, data in models.items()]
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -34,19 +33,10 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+from _timing import interleaved_ms, session  # noqa: E402
+
 Feeds = list[dict[str, np.ndarray]]
 VARIANTS = ("fp32", "LSTM int8", "LSTM float")
-
-
-def _session(data: bytes):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
 
 
 def code_lstm(features: int, hidden: int, steps: int, seed: int = 0):
@@ -114,28 +104,13 @@ def fidelity(ref: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> float:
                for i in range(len(ref[0])))
 
 
-def latencies_ms(models: dict[str, bytes], feed: dict, runs: int, repeats: int) -> dict[str, float]:
-    sessions = {k: _session(v) for k, v in models.items()}
-    for sess in sessions.values():
-        for _ in range(3):
-            sess.run(None, feed)
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(repeats):
-        for name, sess in sessions.items():
-            start = time.perf_counter()
-            for _ in range(runs):
-                sess.run(None, feed)
-            times[name].append((time.perf_counter() - start) * 1e3 / runs)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def run_case(name: str, data: bytes, calib: Feeds, held_out: Feeds, args) -> dict:
     built = variants(data, calib)
     models = {k: v[0] for k, v in built.items()}
-    outs = {k: [_session(m).run(None, f) for f in held_out] for k, m in models.items()}
+    outs = {k: [session(m).run(None, f) for f in held_out] for k, m in models.items()}
     ref = outs["fp32"]
     runs = max(1, min(args.runs, int(0.2 / max(_one_run_s(models["fp32"], held_out[0]), 1e-6))))  # ~0.2 s a round
-    times = latencies_ms(models, held_out[0], runs, args.repeats)
+    times = interleaved_ms(models, [held_out[0]], runs=runs, repeats=args.repeats, warmup=3)
     row = {"name": name, "variants": {}}
     for k in VARIANTS:
         report = built[k][1]
@@ -149,7 +124,7 @@ def run_case(name: str, data: bytes, calib: Feeds, held_out: Feeds, args) -> dic
 
 
 def _one_run_s(data: bytes, feed: dict) -> float:
-    sess = _session(data)
+    sess = session(data)
     sess.run(None, feed)
     start = time.perf_counter()
     sess.run(None, feed)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -33,6 +32,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+from _timing import interleaved_ms, session  # noqa: E402
+
 Feeds = list[dict[str, np.ndarray]]
 
 _BRANCH = """{name} () => (float[1,32,32,32] {p}_out) {{
@@ -145,36 +146,6 @@ def _vad() -> list[tuple[str, bytes, Feeds, Feeds]]:
              both(vad_data.eval_data, 100))]
 
 
-def _session(data: bytes):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-
-
-def latencies_ms(models: dict[str, bytes], feeds: Feeds, repeats: int) -> dict[str, float]:
-    """Median ms per inference, interleaved rounds over ``feeds`` (both If branches alike)."""
-    sessions = {k: _session(v) for k, v in models.items()}
-    for sess in sessions.values():
-        for feed in feeds[:3]:
-            sess.run(None, feed)
-    start = time.perf_counter()
-    sessions["fp32"].run(None, feeds[0])
-    runs = max(len(feeds), int(0.2 / max(time.perf_counter() - start, 1e-6)))
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(repeats):
-        for name, sess in sessions.items():
-            start = time.perf_counter()
-            for i in range(runs):
-                sess.run(None, feeds[i % len(feeds)])
-            times[name].append((time.perf_counter() - start) * 1e3 / runs)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def run_case(name: str, data: bytes, calib: Feeds, held_out: Feeds, repeats: int) -> dict:
     import onnx
     import onnx_ir as ir
@@ -184,11 +155,11 @@ def run_case(name: str, data: bytes, calib: Feeds, held_out: Feeds, repeats: int
 
     result = edgeq.quantize(onnx.load_from_string(data), edgeq.QuantConfig(mode="static"), calib, progress=False)
     models = {"fp32": data, "int8": ir.to_proto(result.model).SerializeToString()}
-    outs = {k: [_session(m).run(None, f) for f in held_out] for k, m in models.items()}
+    outs = {k: [session(m).run(None, f) for f in held_out] for k, m in models.items()}
     sqnr = min(sqnr_db(np.concatenate([r[i].ravel() for r in outs["fp32"]]),
                        np.concatenate([g[i].ravel() for g in outs["int8"]])) for i in range(len(outs["fp32"][0])))
     inner = [e for e in result.report["quantized"] if e["role"] in ("compute", "dynamic")]  # int8 kernels
-    return {"name": name, "ms": latencies_ms(models, held_out, repeats), "sqnr": sqnr,
+    return {"name": name, "ms": interleaved_ms(models, held_out, runs=None, repeats=repeats, warmup=min(3, len(held_out))), "sqnr": sqnr,
             "kernels": ", ".join(sorted({f"{e['op']} ({e['role']})" for e in inner})),
             "bytes": {k: len(v) for k, v in models.items()}}
 
