@@ -6,7 +6,8 @@
 Every model runs ``runs`` inferences (cycling over ``feeds``) per round, the models take turns
 within a round so that machine drift hits all alike, and the median over ``repeats`` rounds of
 the per-inference time is returned. ``runs=None``: as many as fill about 0.2 s for the first
-model, and at least one pass over ``feeds``.
+model, and at least one pass over ``feeds``. ``threads``: intra-op threads of every session (1
+unless told).
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ __all__ = ["session", "interleaved_ms"]
 ROUND_S = 0.2  # runs=None: a round of about this long
 
 
-def session(data: bytes) -> Any:
-    """A CPU session with one intra-op thread, sequential execution, errors only in the log."""
+def session(data: bytes, threads: int = 1) -> Any:
+    """A CPU session with ``threads`` intra-op threads (one unless told), sequential execution,
+    errors only in the log."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
+    so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
@@ -35,9 +37,9 @@ def session(data: bytes) -> Any:
 
 
 def interleaved_ms(models: dict[str, bytes], feeds: list[dict[str, np.ndarray]], *, runs: int | None,
-                   repeats: int, warmup: int) -> dict[str, float]:
+                   repeats: int, warmup: int, threads: int = 1) -> dict[str, float]:
     """Median ms per inference of each model (see the module docstring)."""
-    sessions = {k: session(v) for k, v in models.items()}
+    sessions = {k: session(v, threads) for k, v in models.items()}
     for sess in sessions.values():
         for i in range(warmup):
             sess.run(None, feeds[i % len(feeds)])
