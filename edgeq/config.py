@@ -267,6 +267,8 @@ class QuantConfig:
     # PerTensor() (DynamicQuantizeMatMul) or PerToken() (one scale per row, passes/per_token.py)
     dynamic_granularity: PerTensor | PerToken = PerTensor()
     recurrent: str = "int8"  # LSTM: int8 weights (DynamicQuantizeLSTM, format qdq) or "float"
+    # a Conv whose int8 output only float ops read: per-channel output steps (passes/channel_scales.py)
+    channel_scales: bool = True
     min_sqnr: float | None = None
     metric: str | None = None
     min_score: float | None = None
@@ -361,7 +363,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "mode": (str,), "method": (str,), "activations": (str,), "weights": (str,), "format": (str,),
     "recurrent": (str,), "percentile": _NUMBER, "num_bins": (int,), "symmetric": (bool,),
     "integer_only": (bool,), "strict": (bool,), "opset": (int, type(None)), "max_samples": (int, type(None)),
-    "batch_size": (int,), "dynamic_conv": (bool,), "min_sqnr": (*_NUMBER, type(None)),
+    "batch_size": (int,), "dynamic_conv": (bool,), "channel_scales": (bool,), "min_sqnr": (*_NUMBER, type(None)),
     "metric": (str, type(None)), "min_score": (*_NUMBER, type(None)), "seed": (int,), "provider": (str,),
     "threads": (int,), "time_budget_s": (*_NUMBER, type(None)),
 }

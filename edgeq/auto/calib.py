@@ -6,11 +6,13 @@
     cal.outlier_ratio("x")                            # max|x| / p99.99(|x|)
     cal.channel_mean("x", axis=1)                     # per-channel mean (bias correction)
     cal.channel_absmax("x")                           # per-channel max|x| on the last axis (SmoothQuant)
+    cal.range("conv_out", "minmax").summary["channels"]  # a Conv output's per-channel min/max
 
 Every float activation of the main graph (graph inputs and node outputs) gets one streaming
 ``HistogramObserver``; the four range methods are then read from the same histogram, so choosing
 a method per tensor costs no further pass over the data. Tensors that feed Conv/Gemm/MatMul also
-keep per-channel sums and maxima (O(channels) each). Memory does not grow with the samples.
+keep per-channel sums and maxima, and Conv outputs their per-channel min/max (O(channels) each,
+``passes/channel_scales.py``). Memory does not grow with the samples.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgeq.calibrate.methods import choose_range, percentile_range
-from edgeq.calibrate.observers import HistogramObserver
+from edgeq.calibrate.observers import ChannelRange, HistogramObserver
 from edgeq.calibrate.ranges import RangesTable, TensorRange
 from edgeq.config import QuantConfig
 
@@ -60,9 +62,11 @@ class Calibration:
     """Histograms (and channel statistics) of every float activation, from one pass."""
 
     def __init__(self, observers: dict[str, HistogramObserver], channels: dict[str, _Channels],
-                 config: QuantConfig, num_samples: int, source: str) -> None:
+                 config: QuantConfig, num_samples: int, source: str,
+                 out_channels: dict[str, ChannelRange] | None = None) -> None:
         self.observers = observers
         self.channels = channels
+        self.out_channels = out_channels or {}
         self.config = config
         self.num_samples = num_samples
         self.source = source
@@ -78,6 +82,9 @@ class Calibration:
             lo, hi, summary = choose_range(obs, method, percentile=c.percentile, activations=c.activations,
                                            symmetric=c.symmetric)
             summary = {"num_samples": self.num_samples, **summary}
+            channels = self.out_channels[name].summary() if name in self.out_channels else None
+            if channels is not None:
+                summary["channels"] = channels
             self._cache[key] = TensorRange(lo=lo, hi=hi, min=obs.min, max=obs.max, method=method, summary=summary)
         return self._cache[key]
 
@@ -114,14 +121,15 @@ class Calibration:
         return None if ch is None or ch.absmax is None else ch.absmax.astype(np.float32)
 
 
-def _observed_values(model: Any) -> tuple[list[Any], list[str], dict[str, int]]:
-    """(node outputs to add as outputs, graph input names, channel axis by value name): the main
+def _observed_values(model: Any) -> tuple[list[Any], list[str], dict[str, int], dict[str, int]]:
+    """(node outputs to add as outputs, graph input names, channel axis by value name, and by Conv
+    output): the main
     graph's and those of If/Loop/Scan bodies that can be routed out (``subgraph_outputs``; a Loop
     stacks a body value over its iterations, so channel statistics are the main graph's only)."""
     from edgeq.calibrate.subgraph_outputs import unroutable
 
     graph = model.graph
-    produced, inputs, channel_axis = [], [], {}
+    produced, inputs, channel_axis, out_axis = [], [], {}, {}
     for value in graph.inputs:
         if value.dtype is None or value.dtype.name not in _NON_FLOAT:
             inputs.append(value.name)
@@ -136,7 +144,9 @@ def _observed_values(model: Any) -> tuple[list[Any], list[str], dict[str, int]]:
                 x = node.inputs[0]
                 if x is not None and x.const_value is None and x.name:
                     channel_axis[x.name] = 1 if node.op_type == "Conv" else -1
-    return produced, inputs, channel_axis
+                if node.op_type == "Conv" and node.outputs[0].name:
+                    out_axis[node.outputs[0].name] = 1
+    return produced, inputs, channel_axis, out_axis
 
 
 def calibrate_once(model: Any, source: Any, config: QuantConfig | None = None, *,
@@ -147,9 +157,10 @@ def calibrate_once(model: Any, source: Any, config: QuantConfig | None = None, *
 
     config = config or QuantConfig()
     source = load_data(source, model)
-    produced, inputs, channel_axis = _observed_values(model)
+    produced, inputs, channel_axis, out_axis = _observed_values(model)
     observers = {n: HistogramObserver(n, config.num_bins) for n in [*inputs, *(v.name for v in produced)]}
     channels = {n: _Channels(axis) for n, axis in channel_axis.items() if n in observers}
+    out_channels = {n: ChannelRange(axis) for n, axis in out_axis.items() if n in observers}
     session = ObservedModel(model, produced) if produced else None
     limit = max_samples or config.max_samples
     try:
@@ -173,6 +184,8 @@ def calibrate_once(model: Any, source: Any, config: QuantConfig | None = None, *
                     observers[name].update(array)
                     if name in channels:
                         channels[name].update(array)
+                    if name in out_channels:
+                        out_channels[name].update(array)
                 count += 1
                 bar.advance(task)
     finally:
@@ -180,4 +193,4 @@ def calibrate_once(model: Any, source: Any, config: QuantConfig | None = None, *
             session.close()
     observers = {n: o for n, o in observers.items() if o.seen and n not in skipped}
     logger.info("auto calibration: %d tensors on %d samples", len(observers), count)
-    return Calibration(observers, channels, config, count, source.description)
+    return Calibration(observers, channels, config, count, source.description, out_channels)

@@ -26,7 +26,7 @@ import numpy as np
 
 from edgeq.calibrate.data import FeedSource, load_data
 from edgeq.calibrate.methods import choose_range
-from edgeq.calibrate.observers import HistogramObserver, MinMaxObserver
+from edgeq.calibrate.observers import ChannelRange, HistogramObserver, MinMaxObserver
 from edgeq.calibrate.ranges import RangesTable, TensorRange
 from edgeq.calibrate.subgraph_outputs import routed_copy, unroutable
 from edgeq.config import QuantConfig
@@ -115,8 +115,12 @@ def collect_ranges(
     config: QuantConfig | None = None,
     *,
     progress: bool = True,
+    channel_axes: dict[str, int] | None = None,
 ) -> RangesTable:
     """One ``TensorRange`` per observable float tensor in ``names`` (see the module docstring).
+
+    ``channel_axes``: tensors (main graph) whose per-channel min/max along that axis are kept too,
+    in the range's ``summary["channels"]`` (``passes/channel_scales.py`` reads them).
 
     ``model``: onnx_ir.Model | onnx.ModelProto | path. ``source``: a FeedSource or anything
     ``load_data`` takes. ``config`` supplies method, percentile, num_bins, max_samples,
@@ -172,6 +176,9 @@ def collect_ranges(
         return HistogramObserver(name, config.num_bins)
 
     observers = {name: make(name) for name in names if name not in skipped}
+    inner_names = set(inner)
+    channels = {name: ChannelRange(axis) for name, axis in (channel_axes or {}).items()
+                if name in observers and name not in inner_names}
     for value in constants:
         if value.const_value is not None:
             observers[value.name].update(value.const_value.numpy())
@@ -195,6 +202,8 @@ def collect_ranges(
                     outputs = session.run(feed, label)
                     for name, array in zip(session.names, outputs):
                         _observe(observers, skipped, name, array)
+                        if name in channels and name not in skipped:
+                            channels[name].update(array)
                     del outputs
                 for name in from_feed:
                     _observe(observers, skipped, name, feed[name])
@@ -220,6 +229,8 @@ def collect_ranges(
             symmetric=config.symmetric,
         )
         summary = {"num_samples": num_samples, **summary}
+        if name in channels and channels[name].summary() is not None:
+            summary["channels"] = channels[name].summary()
         ranges[name] = TensorRange(lo=lo, hi=hi, min=obs.min, max=obs.max, method=config.method, summary=summary)
     for name, reason in skipped.items():
         logger.info("not calibrated: %r is %s", name, reason)

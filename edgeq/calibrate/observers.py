@@ -1,6 +1,8 @@
 """Streaming observers: one per tensor, updated batch by batch, holding O(bins) state.
 
 * ``MinMaxObserver``: running min and max.
+* ``ChannelRange``: running min and max of each channel along one axis (a Conv output's channels,
+  for ``passes/channel_scales.py``), O(channels).
 * ``HistogramObserver``: min/max plus a histogram of ``2 * num_bins`` bins over ``[-R, R]``
   (``num_bins`` per side, zero is a bin edge). It is single-pass: the bin width is always a power
   of two, the smallest that lets ``R`` cover every ``|x|`` seen so far. When a batch goes beyond
@@ -21,7 +23,7 @@ import math
 
 import numpy as np
 
-__all__ = ["MinMaxObserver", "HistogramObserver", "CHUNK"]
+__all__ = ["MinMaxObserver", "HistogramObserver", "ChannelRange", "channel_summary", "CHUNK"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,3 +137,34 @@ class HistogramObserver(MinMaxObserver):
             counts = counts.copy()
             counts[0] += self._pending_zeros
         return counts, self.width
+
+
+class ChannelRange:
+    """Running per-channel min and max along ``axis`` (batches whose channel count differs from
+    the first, or that hold non-finite values, are left out of it)."""
+
+    def __init__(self, axis: int) -> None:
+        self.axis = axis
+        self.min: np.ndarray | None = None
+        self.max: np.ndarray | None = None
+
+    def update(self, array: np.ndarray) -> None:
+        if array.ndim < 2 or array.size == 0:
+            return
+        axis = self.axis % array.ndim
+        others = tuple(i for i in range(array.ndim) if i != axis)
+        lo, hi = array.min(axis=others).astype(np.float64), array.max(axis=others).astype(np.float64)
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            return
+        if self.min is None:
+            self.min, self.max = lo, hi
+        elif self.min.shape == lo.shape:
+            self.min, self.max = np.minimum(self.min, lo), np.maximum(self.max, hi)
+
+    def summary(self) -> dict | None:
+        return None if self.min is None else channel_summary(self.axis, self.min, self.max)
+
+
+def channel_summary(axis: int, lo: np.ndarray, hi: np.ndarray) -> dict:
+    """The ranges table's form of per-channel extremes (``TensorRange.summary["channels"]``)."""
+    return {"axis": int(axis), "min": [float(x) for x in lo], "max": [float(x) for x in hi]}

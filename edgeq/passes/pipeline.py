@@ -13,6 +13,7 @@ import onnx_ir.passes.common as common_passes
 
 from edgeq.config import QuantConfig
 from edgeq.passes.canonicalize import CanonicalizePass
+from edgeq.passes.channel_scales import ChannelScalesPass
 from edgeq.passes.dynamic import DynamicQuantizePass
 from edgeq.passes.fp16 import Float16NodesPass
 from edgeq.passes.fuse_activations import FuseActivationsPass
@@ -28,6 +29,7 @@ from edgeq.passes.quantize_weights import QuantizeWeightsPass
 from edgeq.passes.select import SelectNodesPass
 from edgeq.passes.share_scales import ShareScalesPass
 from edgeq.passes.share_weights import ShareWeightsPass
+from edgeq.passes.strip_debug import StripDebugMetadataPass
 
 __all__ = ["analysis_passes", "rewrite_passes", "integer_only_passes"]
 
@@ -46,16 +48,18 @@ def rewrite_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.PassB
     if config.mode == "dynamic":
         return [QuantizeRecurrentPass(config, plan), DynamicQuantizePass(config, plan),
                 PerTokenMatMulPass(config, plan), QuantizeEmbeddingsPass(plan),
-                *fp16, ShareWeightsPass()]
+                *fp16, ShareWeightsPass(), StripDebugMetadataPass()]
     return [
         QuantizeWeightsPass(config, plan),
         InsertQDQPass(plan),  # int16 pairs too (insert_qdq.py (5))
+        *([ChannelScalesPass(plan)] if config.channel_scales else []),  # needs the Q/DQ pairs above
         QuantizeRecurrentPass(config, plan),  # select.py (10): LSTM; before DynamicQuantizePass (both Role.DYNAMIC)
         DynamicQuantizePass(config, plan),  # select.py (5): weighted MatMul/Gemm between float ops
         PerTokenMatMulPass(config, plan),  # those of (5) in plan.per_token, and int8-per-token nodes (12)
         QuantizeEmbeddingsPass(plan),  # select.py (7): int8 Gather tables
         *fp16,
         ShareWeightsPass(),  # a weight many nodes read: quantized per reader above, stored once here
+        StripDebugMetadataPass(),  # exporters' stack traces: not for deployment
     ]
 
 

@@ -81,6 +81,8 @@ class QuantPlan:
     unions: list[list[ir.Value]] = dataclasses.field(default_factory=list)
     # Role.DYNAMIC MatMul/Gemm whose input gets one scale per row at run time (per_token.py)
     per_token: set[ir.Node] = dataclasses.field(default_factory=set)
+    # root value -> its calibrated per-channel (min, max) (Conv outputs; passes/channel_scales.py)
+    channel_ranges: dict[ir.Value, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
 
     def decide(self, node: ir.Node, role: str, reason: str = "") -> None:
         self.decisions[node] = Decision(role, reason)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from edgeq.errors import EdgeqError, UsageError
 
 if TYPE_CHECKING:
@@ -54,7 +56,8 @@ def _ranges(model: ir.Model, names: list[str], config: QuantConfig, data: Any, r
                 "recalibrate with --calib DATA --save-ranges FILE"
             )
         names = missing
-    collected = collect_ranges(model, names, data, config, progress=progress)
+    axes = {v.name: 1 for v in _conv_outputs(model)} if config.channel_scales else None
+    collected = collect_ranges(model, names, data, config, progress=progress, channel_axes=axes)
     if table is None:
         return collected
     return RangesTable({**dict(table), **dict(collected)}, method=collected.method,
@@ -89,6 +92,13 @@ def _assign_qparams(model: ir.Model, planned: Planned, table: RangesTable, confi
             spans.update(dict.fromkeys((group[i] for i in cluster), (lo, hi)))
     for root, (lo, hi) in spans.items():
         plan.qparams[root] = qparams_from_range(lo, hi, config.activations, config.symmetric)
+        channels = table[root.name].summary.get("channels") if root.name in table else None
+        if config.channel_scales and channels:  # passes/channel_scales.py
+            plan.channel_ranges[root] = (np.asarray(channels["min"], np.float64), np.asarray(channels["max"], np.float64))
+
+
+def _conv_outputs(model: ir.Model) -> list[ir.Value]:
+    return [n.outputs[0] for n in model.graph if n.op_type == "Conv" and n.domain in ("", "ai.onnx")]
 
 
 def _clusters(spans: list[tuple[float, float]]) -> list[list[int]]:
