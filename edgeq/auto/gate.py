@@ -3,9 +3,11 @@
     chosen, verdict, record = final_gate(search, chosen, verdict, drawn, float_model)
 
 The search scores configurations on a stratified subset of the samples (``samples.draw``).
-Before the answer leaves, it runs on every evaluation sample given (or, without them, every
-calibration sample: a quarter of them held out of range calibration) against the fp32 model,
-streamed (memory does not grow with the samples):
+Before the answer leaves, it runs on every evaluation sample given against the fp32 model, or,
+without them, on every calibration sample, each judged out of sample (cross-fitted: the quarter
+held out of range calibration by the answer itself, each other quarter by the same configuration
+built on ranges calibrated without it; ``samples.py`` (2)), streamed (memory does not grow with
+the samples):
 
 1. It passes when every float output's bootstrap lower bound (one-sided 95%) over all those
    samples reaches the user's target (the search aimed ``SQNR_MARGIN_DB`` above it), and the
@@ -31,7 +33,7 @@ import numpy as np
 if TYPE_CHECKING:
     from edgeq.auto.workbench import Score
 
-__all__ = ["final_gate", "check_on", "gate_dict", "MAX_ALTERNATIVES"]
+__all__ = ["final_gate", "check_on", "check_cross_fitted", "gate_dict", "MAX_ALTERNATIVES"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,49 +61,94 @@ def gate_dict(checked: Score) -> dict[str, Any]:
     return out
 
 
+class _Tally:
+    """Per-sample signal/noise energies of each output over one or more runs (and the outputs,
+    when a metric needs them): memory holds two numbers a sample, not the outputs."""
+
+    def __init__(self, metric: Any = None) -> None:
+        self.metric = metric
+        self.signal: dict[str, list[float]] = {}
+        self.noise: dict[str, list[float]] = {}
+        self.mismatched: dict[str, int] = {}
+        self.non_float: set[str] = set()
+        self.kept: tuple[dict[str, list], dict[str, list]] = ({}, {})
+        self.count = 0
+
+    def add(self, fp32: bytes, model: bytes, source: Any) -> None:
+        """Run both models on every feed of ``source``."""
+        from edgeq.auto.samples import energy
+        from edgeq.report.evaluate import cpu_session
+
+        ref_sess, sess = cpu_session(fp32, 0), cpu_session(model, 0)
+        names = [o.name for o in ref_sess.get_outputs()]
+        for n in names:
+            self.signal.setdefault(n, [])
+            self.noise.setdefault(n, [])
+            self.mismatched.setdefault(n, 0)
+            self.kept[0].setdefault(n, [])
+            self.kept[1].setdefault(n, [])
+        for _, feed in source.items():
+            self.count += 1
+            for n, r, g in zip(names, ref_sess.run(None, feed), sess.run(None, feed)):
+                r, g = np.asarray(r), np.asarray(g)
+                if self.metric is not None:
+                    self.kept[0][n].append(r)
+                    self.kept[1][n].append(g)
+                if r.dtype.kind != "f":
+                    self.non_float.add(n)
+                    continue
+                if r.shape != g.shape:
+                    self.mismatched[n] += 1
+                    continue
+                s, e = energy(r, g)
+                self.signal[n].append(s)
+                self.noise[n].append(e)
+
+    def score(self) -> Score:
+        from edgeq.auto.samples import SampleFidelity
+        from edgeq.auto.workbench import MAX_SHAPE_MISMATCH, Score, _stack
+
+        outputs = {}
+        for n in self.signal:
+            if n in self.non_float:
+                continue
+            if self.mismatched[n] > MAX_SHAPE_MISMATCH * self.count or not self.signal[n]:
+                outputs[n] = SampleFidelity.failed(self.count)
+            else:
+                outputs[n] = SampleFidelity.of(np.array(self.signal[n]), np.array(self.noise[n]))
+        value = None
+        if self.metric is not None and self.count:
+            value = float(self.metric({n: _stack(v) for n, v in self.kept[0].items()},
+                                      {n: _stack(v) for n, v in self.kept[1].items()}))
+        return Score.of(outputs, value, self.count)
+
+
 def check_on(fp32: bytes, model: bytes, source: Any, metric: Any = None) -> Score:
     """Run both models on every feed of ``source``; per-sample energies only are kept (and the
     outputs, stacked, when a ``metric`` needs them)."""
-    from edgeq.auto.samples import SampleFidelity, energy
-    from edgeq.auto.workbench import MAX_SHAPE_MISMATCH, Score, _stack
-    from edgeq.report.evaluate import cpu_session
+    tally = _Tally(metric)
+    tally.add(fp32, model, source)
+    return tally.score()
 
-    ref_sess, sess = cpu_session(fp32, 0), cpu_session(model, 0)
-    names = [o.name for o in ref_sess.get_outputs()]
-    signal: dict[str, list[float]] = {n: [] for n in names}
-    noise: dict[str, list[float]] = {n: [] for n in names}
-    mismatched = dict.fromkeys(names, 0)
-    floats = set(names)
-    kept: tuple[dict[str, list], dict[str, list]] = ({n: [] for n in names}, {n: [] for n in names})
-    count = 0
-    for _, feed in source.items():
-        count += 1
-        for n, r, g in zip(names, ref_sess.run(None, feed), sess.run(None, feed)):
-            r, g = np.asarray(r), np.asarray(g)
-            if metric is not None:
-                kept[0][n].append(r)
-                kept[1][n].append(g)
-            if r.dtype.kind != "f":
-                floats.discard(n)
-                continue
-            if r.shape != g.shape:
-                mismatched[n] += 1
-                continue
-            s, e = energy(r, g)
-            signal[n].append(s)
-            noise[n].append(e)
-    outputs = {}
-    for n in names:
-        if n not in floats:
-            continue
-        if mismatched[n] > MAX_SHAPE_MISMATCH * count or not signal[n]:
-            outputs[n] = SampleFidelity.failed(count)
-        else:
-            outputs[n] = SampleFidelity.of(np.array(signal[n]), np.array(noise[n]))
-    value = None
-    if metric is not None and count:
-        value = float(metric({n: _stack(v) for n, v in kept[0].items()}, {n: _stack(v) for n, v in kept[1].items()}))
-    return Score.of(outputs, value, count)
+
+def check_cross_fitted(search: Any, candidate: Any, drawn: Any, fp32: bytes, cals: dict) -> Score:
+    """``candidate`` judged on every calibration sample out of sample (samples.py (2)): the
+    held-out quarter by ``candidate`` itself, each other quarter by the same configuration built
+    on ranges calibrated without that quarter (``cals`` caches those calibrations per float model)."""
+    from edgeq.auto.calib import calibrate_once
+
+    tally = _Tally(search.bench.metric)
+    tally.add(fp32, candidate.data, drawn.held)
+    for j, (train, judged) in enumerate(drawn.folds):
+        key = (id(candidate.model), j)
+        if key not in cals:
+            cals[key] = (candidate.model, calibrate_once(candidate.model, train, search.bench.config, progress=False))
+        refit = search.build(f"{candidate.name} (ranges without quarter {j + 2})", candidate.model, cals[key][1],
+                             candidate.methods, candidate.base, candidate.exclude, record=False, bias=candidate.bias,
+                             int16=candidate.int16, fp16=candidate.fp16, per_token=candidate.per_token)
+        tally.add(fp32, refit.data, judged)
+        del refit
+    return tally.score()
 
 
 def _alternatives(search: Any, failed: list[Any]) -> list[Any]:
@@ -132,8 +179,12 @@ def final_gate(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: 
     failed: list[Any] = []
     candidate = chosen
     search.bar.update(search.task, description=f"auto: checking the answer on all {drawn.gate_what}")
+    cals: dict = {}
     while candidate is not None:
-        checked = check_on(fp32, candidate.data, drawn.gate, search.bench.metric)
+        if drawn.folds and not candidate.name.startswith("fp16 (whole model)"):  # no ranges to refit there
+            checked = check_cross_fitted(search, candidate, drawn, fp32, cals)
+        else:
+            checked = check_on(fp32, candidate.data, drawn.gate, search.bench.metric)
         logger.info("auto gate: %s on %d samples -> %.2f dB (bound %.2f)", candidate.name, checked.samples,
                     checked.min_sqnr, checked.min_low)
         if checked.meets(target, search.min_score):

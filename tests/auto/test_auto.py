@@ -193,11 +193,36 @@ def test_without_eval_data_scores_held_out_samples_and_gates_on_all():
     auto = result.report["auto"]
     assert result.ranges.num_samples == 9 and auto["eval_samples"] == 3
     assert any("3 of the 12 calibration samples (every fourth by input energy) held out" in n for n in auto["notes"])
-    assert auto["gate"]["what"] == "calibration samples (a quarter held out of range calibration)"
+    assert auto["gate"]["what"] == "calibration samples, each judged by ranges calibrated without it"
     assert auto["gate"].get("samples", 12) == 12 and auto["gate"]["passed"]
     assert auto["data"]["samples_checked"] == 3  # clipping measured where calibration did not look
     few = auto_quantize(outlier_net(), outlier_feeds(4), min_sqnr=30.0, progress=False).report["auto"]
     assert few["eval_samples"] == 4 and any("too few calibration samples" in n for n in few["notes"])
+
+
+def test_the_gate_judges_every_calibration_sample_out_of_sample():
+    """Cross-fitted gate: a calibration sample unlike the others (8x louder) is judged by ranges
+    calibrated without it, as new data would be; judged by ranges that saw it (the answer's own),
+    it would pass. The answer is checked on all 12 and never promises what it cannot keep."""
+    from edgeq.auto import auto_quantize
+    from edgeq.auto.samples import draw
+    from edgeq.calibrate.data import load_data
+
+    feeds = outlier_feeds(12, spike=0.0)
+    feeds[5] = {"x": feeds[5]["x"] * 8.0}
+    drawn = draw(None, load_data(feeds, outlier_net()), outlier_net(), 4)
+    judged = [sorted(float(np.abs(f["x"]).max()) for _, f in part.items()) for _, part in drawn.folds]
+    assert sum(len(j) for j in judged) + len(list(drawn.held.items())) == 12
+    assert max(max(j) for j in judged) > 4 * min(max(j) for j in judged)  # the loud one is in a judged quarter
+    result = auto_quantize(outlier_net(), feeds, min_sqnr=30.0, progress=False)
+    gate = result.report["auto"]["gate"]
+    assert gate["what"] == "calibration samples, each judged by ranges calibrated without it"
+    assert gate["failed"] and gate["failed"][0]["samples"] == 12
+    assert gate["failed"][0]["worst_sample_db"] < 30.0  # the loud sample, clipped by ranges that never saw it
+    if result.report["auto"]["verdict"].startswith("fp32"):
+        assert gate.get("exact")
+    else:
+        assert gate["bound_db"] >= 30.0 and gate["samples"] == 12
 
 
 def test_time_budget_cuts_optional_steps_and_still_meets_the_target():
