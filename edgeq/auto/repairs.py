@@ -14,7 +14,7 @@ from typing import Any
 
 from edgeq.config import PerTensor, QuantConfig
 
-__all__ = ["REPAIRS", "equalize", "smooth", "correct_bias"]
+__all__ = ["REPAIRS", "equalize", "smooth", "smooth_per_token", "correct_bias"]
 
 
 def _copy(model: Any) -> Any:
@@ -68,6 +68,22 @@ def smooth(model: Any, cal: Any, config: QuantConfig) -> tuple[Any | None, str]:
     _freeze(copy)
     worst = max(sq.smoothed.items(), key=lambda kv: kv[1])
     return copy, f"{len(sq.smoothed)} MatMul input(s) smoothed (alpha 0.5; worst channel ratio {worst[1]:.1f} on {worst[0]!r})"
+
+
+def smooth_per_token(model: Any, cal: Any, config: QuantConfig, alpha: float) -> tuple[Any | None, str]:
+    """SmoothQuant for per-token MatMuls: every MatMul/Gemm input whose channels spread 2x or more,
+    a ``Mul`` on the MatMul branch where the input also feeds other ops (a LayerNorm output read
+    by the residual Add: ``SmoothQuantPass(partial=True)``)."""
+    from edgeq.passes.smoothquant import SmoothQuantPass
+
+    absmax = {name: cal.channel_absmax(name) for name in cal.channels}
+    absmax = {k: v for k, v in absmax.items() if v is not None}
+    copy = _copy(model)
+    sq = SmoothQuantPass(absmax, alpha=alpha, min_ratio=2.0, partial=True)
+    if not sq(copy).modified:
+        return None, "no MatMul/Gemm input with outlier channels (max/median < 2)"
+    _freeze(copy)
+    return copy, f"{len(sq.smoothed)} MatMul input(s) smoothed (alpha {alpha:g})"
 
 
 def correct_bias(model: Any, cal: Any, config: QuantConfig, nodes: Any = None) -> tuple[Any | None, str]:

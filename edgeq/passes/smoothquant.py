@@ -8,6 +8,9 @@ so a per-tensor int8 range loses less, while per-channel int8 weights absorb the
 Cases:
 1. Every consumer of X must be a MatMul (2-D constant weight, X as input A) or a Gemm
    (transA = 0, alpha = 1, constant B); one ``s`` serves them all (``max|W_k|`` over all).
+   With ``partial``, X may have other consumers too (a LayerNorm output that also feeds the
+   residual Add): ``Mul(X, 1/s)`` is then inserted for the MatMul/Gemm readers only, the others
+   keep reading X (case 3).
 2. X produced by LayerNormalization (normalized over the last axis, constant scale and bias):
    the ``1/s`` folds into its scale and bias; nothing is added to the graph.
 3. Otherwise, with ``insert_mul``, ``Mul(X, 1/s)`` is inserted before the consumers; else skip.
@@ -50,12 +53,13 @@ class SmoothQuantPass(ir.passes.InPlacePass):
     """Migrate activation scale into MatMul/Gemm weights (see the module docstring)."""
 
     def __init__(self, absmax: Mapping[str, np.ndarray], alpha: float = 0.5, min_ratio: float = 4.0,
-                 insert_mul: bool = True) -> None:
+                 insert_mul: bool = True, partial: bool = False) -> None:
         super().__init__()
         self.absmax = absmax
         self.alpha = alpha
         self.min_ratio = min_ratio
         self.insert_mul = insert_mul
+        self.partial = partial
         self.smoothed: dict[str, float] = {}  # value -> channel outlier ratio before
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -72,9 +76,11 @@ class SmoothQuantPass(ir.passes.InPlacePass):
         consumers = list(x.consumers())
         if amax is None or x.is_graph_output() or not consumers:
             return
-        weights = [_weight_rows(node, x) for node in consumers]
-        if any(w is None or w.shape[0] != amax.size for w in weights):
+        rows = [(node, _weight_rows(node, x)) for node in consumers]
+        readers = [node for node, w in rows if w is not None and w.shape[0] == amax.size]
+        if not readers or (len(readers) < len(consumers) and not (self.partial and self.insert_mul)):
             return  # case 1
+        weights = [w for node, w in rows if node in readers]
         amax = np.maximum(np.asarray(amax, np.float64), 1e-8)
         ratio = float(amax.max() / max(np.median(amax), 1e-8))
         if ratio < self.min_ratio:
@@ -82,17 +88,20 @@ class SmoothQuantPass(ir.passes.InPlacePass):
         wmax = np.max([np.abs(w).max(axis=1) for w in weights], axis=0).astype(np.float64)
         s = amax**self.alpha / np.maximum(wmax, 1e-8) ** (1.0 - self.alpha)
         s = np.clip(s, 1e-5, 1e5)
-        if not self._scale_input(graph, x, 1.0 / s):
+        if not self._scale_input(graph, x, 1.0 / s, readers if len(readers) < len(consumers) else None):
             return
-        for node in consumers:
+        for node in readers:
             w = initializer_array(node.inputs[1]).astype(np.float64)
             transposed = node.op_type == "Gemm" and attr_value(node, "transB", 0)
             replace_constant(node, 1, w * s[None, :] if transposed else w * s[:, None])
         self.smoothed[x.name] = ratio
 
-    def _scale_input(self, graph: ir.Graph, x: ir.Value, inv: np.ndarray) -> bool:
+    def _scale_input(self, graph: ir.Graph, x: ir.Value, inv: np.ndarray, readers: list[ir.Node] | None) -> bool:
+        """``x / s`` for every consumer (``readers`` None: folded into a LayerNorm where it can be)
+        or for ``readers`` only (a Mul on their branch)."""
         producer = x.producer()
-        if producer is not None and producer.op_type == "LayerNormalization" and producer.outputs[0] is x:
+        if (readers is None and producer is not None and producer.op_type == "LayerNormalization"
+                and producer.outputs[0] is x):
             axis = attr_value(producer, "axis", -1)
             gamma = initializer_array(producer.inputs[1])
             beta_in = producer.inputs[2] if len(producer.inputs) > 2 else None
@@ -108,7 +117,7 @@ class SmoothQuantPass(ir.passes.InPlacePass):
             return False
         name = f"{x.name}_smooth"
         scale = add_initializer(graph, name + "_inv", inv.astype(np.float32).reshape(-1))
-        consumers = list(x.consumers())
+        consumers = list(x.consumers()) if readers is None else readers
         mul = ir.node("Mul", [x, scale], name=name)
         out = mul.outputs[0]
         out.name, out.shape, out.type = name, x.shape, x.type

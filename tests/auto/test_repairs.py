@@ -85,6 +85,36 @@ def test_smoothquant_improves_int8_fidelity():
     assert sqnr_db(ref, run_ort(smooth, feeds)[0]) > sqnr_db(ref, run_ort(plain, feeds)[0]) + 3.0
 
 
+RESIDUAL_NET = """<ir_version: 8, opset_import: ["" : 17]>
+residual_net (float[N,6,64] x) => (float[N,6,64] y) {
+  n = LayerNormalization<axis=-1>(x, gamma, beta)
+  v = MatMul(n, Wv)
+  y = Add(n, v)
+}"""
+
+
+def test_smoothquant_partial_keeps_the_residual_reading_the_unscaled_value():
+    """A LayerNorm output read by a MatMul and by the residual Add: not smoothed by default (the
+    Add would see x / s); with ``partial`` a Mul feeds the MatMul alone, exact in float."""
+    from edgeq.passes.smoothquant import SmoothQuantPass
+
+    rng = np.random.default_rng(0)
+    proto = build(RESIDUAL_NET, {"gamma": _outlier_gamma(rng), "beta": rng.normal(0, 0.1, 64),
+                                 "Wv": rng.normal(0, 0.1, (64, 64))})
+    feeds = {"x": _feeds()["x"]}
+    from edgeq.auto.calib import calibrate_once
+
+    absmax = {"n": calibrate_once(ir.from_proto(proto), [feeds], progress=False).channel_absmax("n")}
+    model = ir.from_proto(proto)
+    assert not SmoothQuantPass(absmax)(model).modified  # case 1: the Add is no MatMul
+    sq = SmoothQuantPass(absmax, partial=True)
+    assert sq(model).modified and set(sq.smoothed) == {"n"}
+    assert op_types(model) == ["LayerNormalization", "Mul", "MatMul", "Add"]  # gamma untouched: the Add reads n
+    add = next(node for node in model.graph if node.op_type == "Add")
+    assert add.inputs[0].name == "n"
+    np.testing.assert_allclose(run_ort(model, feeds)[0], run_ort(proto, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
 BIAS_NET = """<ir_version: 8, opset_import: ["" : 17]>
 bias_net (float[N,8,10,10] x) => (float[N,16,10,10] y) {
   y = Conv<pads=[1,1,1,1]>(x, W, B)
