@@ -51,6 +51,9 @@ class Search:
         self.started = time.perf_counter()
         self.time_budget_s = time_budget_s
         self.cut: list[str] = []  # the steps the budget cut short, for the report
+        # float models whose int8 MatMul/Gemm weights are rounded by GPTQ (passes/gptq.py), by
+        # id: (the model, kept alive; the Hessians by weight, ``passes.weights.gptq_rounding``)
+        self.gptq: dict[int, tuple[Any, dict[tuple, Any]]] = {}
 
     def over_budget(self, step: str = "") -> bool:
         """True once the time budget is spent (the step asking is recorded once)."""
@@ -76,11 +79,15 @@ class Search:
         self.bar.update(self.task, description=f"auto: {name}")
         # fp16 units keep their float weights: no bias correction for them either
         target = self._bias_corrected(model, cal, tuple(exclude) + tuple(fp16)) if bias else model
-        if int16 or fp16 or per_token:
-            table = cal.table_for({**methods, **self._int16_minmax(exclude, int16, model)}, base)
-            result = self._variant(table, exclude, target, int16=int16, fp16=fp16, per_token=per_token)
-        else:
-            result = self.bench.build(cal.table_for(methods, base), exclude, model=target)
+        from edgeq.passes.weights import gptq_rounding
+
+        registered = self.gptq.get(id(model))
+        with gptq_rounding(registered[1] if registered is not None and registered[0] is model else {}):
+            if int16 or fp16 or per_token:
+                table = cal.table_for({**methods, **self._int16_minmax(exclude, int16, model)}, base)
+                result = self._variant(table, exclude, target, int16=int16, fp16=fp16, per_token=per_token)
+            else:
+                result = self.bench.build(cal.table_for(methods, base), exclude, model=target)
         data = model_bytes_of(result.model)
         c = Config(name, tuple(exclude), self.bench.score(data), result, model, dict(methods), base, bias, data=data,
                     int16=tuple(int16), fp16=tuple(fp16), per_token=tuple(per_token))

@@ -18,11 +18,29 @@ from collections.abc import Iterator
 import numpy as np
 
 __all__ = ["QuantizedWeight", "quantize_weight", "quantize_bias", "bias_safe_min_scale", "INT32_MAX",
-           "reuse_quantized_weights"]
+           "reuse_quantized_weights", "gptq_rounding", "weight_key"]
 
 INT32_MAX = 2**31 - 1
 
 _REUSE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("edgeq_quantized_weights", default=None)
+_GPTQ: contextvars.ContextVar[dict | None] = contextvars.ContextVar("edgeq_gptq_hessians", default=None)
+
+
+@contextlib.contextmanager
+def gptq_rounding(hessians: dict) -> Iterator[None]:
+    """Within the block, a 2-D weight listed in ``hessians`` (``weight_key(array)`` -> ``X^T X`` of
+    its layer's input) is rounded by GPTQ (``passes/gptq.py``) on its per-channel grid, instead of
+    to the nearest level; weights not listed, and float layers (never quantized), are unchanged."""
+    token = _GPTQ.set(hessians)
+    try:
+        yield
+    finally:
+        _GPTQ.reset(token)
+
+
+def weight_key(array: np.ndarray) -> tuple:
+    """The key ``gptq_rounding`` looks a weight up by: the memory it reads (a read-only array)."""
+    return _where(np.asarray(array, dtype=np.float32))
 
 
 @contextlib.contextmanager
@@ -85,12 +103,19 @@ def quantize_weight(
     ``min_scale`` raises the scale where needed (so that a bias stays within int32).
     """
     weight = np.asarray(weight, dtype=np.float32)
+    hessians = _GPTQ.get()
+    hessian = None
+    if hessians is not None and axis is not None and weight.ndim == 2 and not weight.flags.writeable:
+        hessian = hessians.get(_where(weight))
+        if hessian is not None and hessian.shape[0] != weight.shape[1 - axis % 2]:
+            hessian = None
     cache = _REUSE.get()
     if cache is None or weight.flags.writeable:
-        return _quantize_weight(weight, axis, min_scale)
-    key = (_where(weight), axis, None if min_scale is None else (min_scale.shape, min_scale.astype(np.float32).tobytes()))
+        return _quantize_weight(weight, axis, min_scale, hessian)
+    key = (_where(weight), axis, None if min_scale is None else (min_scale.shape, min_scale.astype(np.float32).tobytes()),
+           None if hessian is None else id(hessian))
     if key not in cache:
-        qw = _quantize_weight(weight, axis, min_scale)
+        qw = _quantize_weight(weight, axis, min_scale, hessian)
         for array in (qw.values, qw.scale, qw.zero_point):
             if isinstance(array, np.ndarray):  # (a numpy scalar is immutable already)
                 array.flags.writeable = False  # shared by every variant's model
@@ -104,7 +129,8 @@ def _where(array: np.ndarray) -> tuple:
     return (array.__array_interface__["data"][0], array.shape, array.strides, array.dtype.str)
 
 
-def _quantize_weight(weight: np.ndarray, axis: int | None, min_scale: np.ndarray | None) -> QuantizedWeight:
+def _quantize_weight(weight: np.ndarray, axis: int | None, min_scale: np.ndarray | None,
+                     hessian: np.ndarray | None = None) -> QuantizedWeight:
     if axis is None:
         absmax = np.asarray(np.max(np.abs(weight)) if weight.size else 0.0, dtype=np.float32)
     else:
@@ -114,6 +140,13 @@ def _quantize_weight(weight: np.ndarray, axis: int | None, min_scale: np.ndarray
     scale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
     if min_scale is not None:
         scale = np.maximum(scale, min_scale.astype(np.float32))
+    if hessian is not None:  # [K, N] with the channels N along ``axis``
+        from edgeq.passes.gptq import gptq_round
+
+        rows = weight if axis == 1 else weight.T
+        levels = gptq_round(rows, scale, hessian, pin=False)
+        return QuantizedWeight(levels if axis == 1 else np.ascontiguousarray(levels.T), scale,
+                               np.zeros(scale.shape, dtype=np.int8), axis)
     shaped = scale if axis is None else scale.reshape(_scale_shape(weight.ndim, axis))
     values = np.clip(np.rint(weight / shaped), -127, 127).astype(np.int8)
     return QuantizedWeight(values, scale, np.zeros(scale.shape, dtype=np.int8), axis)

@@ -1,0 +1,76 @@
+"""GPTQ rounding (Frantar et al. 2023) for the int8 weights of MatMul/Gemm, on edgeq's own grid.
+
+    q = gptq_round(W, scale, H)       # W [K, N], one scale per column, H = sum X^T X over [K, K]
+
+Rounding each weight to its nearest level ignores what the layer computes. GPTQ rounds the input
+rows of ``W`` one at a time and spreads each row's rounding error over the rows not yet rounded,
+weighted by the inverse of ``H = X^T X`` (X: the layer's calibration inputs): the error left is
+the one that moves ``X W`` least. The grid is edgeq's: the per-column scale ``max|W[:, n]| / 127``
+of the original weights, levels clipped to [-127, 127]. ``passes.weights.gptq_rounding`` makes
+``quantize_weight`` round this way for the weights it lists (auto's GPTQ step); ``on_grid``
+returns float weights on the grid, each column's largest level pinned to +-127 so that quantizing
+them again finds the same scale and exactly these levels.
+
+``DAMPING`` (0.3 of the mean diagonal) keeps ``H`` invertible and the rounding from fitting the
+calibration tokens: with 0.01, MiniLM's FFN weights (K = 1536 from about 1000 tokens) scored
+2-3 dB better on the calibration data than on new data; with 0.1-0.3 the two agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["gptq_round", "on_grid", "DAMPING", "BLOCK"]
+
+DAMPING = 0.3
+BLOCK = 128  # rows rounded together before the rest is updated (lazy batch updates)
+
+
+def _inverse_cholesky(h: np.ndarray) -> np.ndarray:
+    """The upper Cholesky factor of ``H^-1`` (what GPTQ walks row by row)."""
+    k = h.shape[0]
+    h = h.astype(np.float64).copy()
+    dead = np.diag(h) <= 0  # an input channel that is always zero: its rows do not matter
+    h[dead, dead] = 1.0
+    h += DAMPING * float(np.mean(np.diag(h))) * np.eye(k)
+    lower = np.linalg.cholesky(np.linalg.inv(h))
+    return lower.T
+
+
+def gptq_round(weight: np.ndarray, scale: np.ndarray, hessian: np.ndarray, *, pin: bool = True) -> np.ndarray:
+    """int8 levels of ``weight`` [K, N] for per-column ``scale`` [N], rounded by GPTQ against
+    ``hessian`` [K, K]; with ``pin``, each column's largest level is +-127 (module docstring)."""
+    w = weight.astype(np.float64).copy()
+    k, n = w.shape
+    s = np.where(scale > 0, scale, 1.0).astype(np.float64)
+    u = _inverse_cholesky(hessian)
+    q = np.zeros((k, n), dtype=np.float64)
+    for start in range(0, k, BLOCK):
+        end = min(start + BLOCK, k)
+        block = w[start:end].copy()
+        errors = np.zeros_like(block)
+        ub = u[start:end, start:end]
+        for i in range(end - start):
+            row = block[i]
+            level = np.clip(np.rint(row / s), -127, 127)
+            q[start + i] = level
+            err = (row - level * s) / ub[i, i]
+            block[i + 1:] -= np.outer(ub[i, i + 1:], err)
+            errors[i] = err
+        w[end:] -= u[start:end, end:].T @ errors
+    levels = q.astype(np.int32)
+    if not pin:
+        return levels.astype(np.int8)
+    top = np.argmax(np.abs(weight), axis=0)  # pin each column's largest original weight to +-127
+    cols = np.arange(n)
+    live = np.abs(weight[top, cols]) > 0  # an all-zero column stays zero
+    levels[top[live], cols[live]] = np.where(weight[top[live], cols[live]] < 0, -127, 127)
+    return levels.astype(np.int8)
+
+
+def on_grid(weight: np.ndarray, hessian: np.ndarray) -> np.ndarray:
+    """Float weights ``[K, N]`` exactly on the int8 grid GPTQ chose: ``scale * levels``."""
+    absmax = np.max(np.abs(weight), axis=0).astype(np.float32)
+    scale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
+    levels = gptq_round(weight, scale, hessian)
+    return (levels.astype(np.float32) * scale[None, :]).astype(np.float32)
