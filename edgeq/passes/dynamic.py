@@ -28,7 +28,7 @@ import onnx_ir as ir
 from edgeq.config import PerTensor, QuantConfig
 from edgeq.graph import MS_DOMAIN, add_initializer, const_array, remove_unused_initializers
 from edgeq.passes.plan import QuantPlan, Role, derived_name, fresh_base, node_label
-from edgeq.passes.weights import quantize_weight
+from edgeq.passes.weights import QuantizedWeight, quantize_weight
 
 __all__ = ["DynamicQuantizePass", "replace_nodes", "bias_add"]
 
@@ -116,16 +116,20 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
     def _matmul(self, graph: ir.Graph, node: ir.Node) -> None:
         weight = np.asarray(const_array(node.inputs[1]), np.float32)  # no copy: weights.py may reuse it
         bias = None
+        transposed = False
         if node.op_type == "Gemm":
             trans_b = node.attributes.get("transB")
-            if trans_b is not None and trans_b.value:
-                weight = weight.T.copy()  # (2)
+            transposed = trans_b is not None and bool(trans_b.value)
             if len(node.inputs) > 2 and node.inputs[2] is not None:
                 bias = const_array(node.inputs[2]).astype(np.float32).reshape(-1)
+        axis = None if not self._per_channel() else (0 if transposed else 1)
+        qw = quantize_weight(weight, axis)  # (1): the stored array itself, so that reuse and GPTQ find it
+        if transposed:  # (2) [N, K] -> [K, N]
+            weight = weight.T
+            qw = QuantizedWeight(np.ascontiguousarray(qw.values.T), qw.scale, qw.zero_point, None if axis is None else 1)
         add = None
         if bias is None:
             add, bias = bias_add(node, weight.shape[1])
-        qw = quantize_weight(weight, 1 if self._per_channel() else None)  # (1)
         label = node_label(node)
         base = fresh_base(graph, node.inputs[1].name or label, ("_q", "_scale", "_zp", "_bias"))
         inputs = [
