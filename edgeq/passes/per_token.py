@@ -1,40 +1,59 @@
-"""Per-token dynamic quantization: each row of a MatMul's input gets its own int8 scale at run time.
+"""Per-token dynamic quantization: each row of a MatMul's input gets its own int8 grid at run time.
 
-    A -> MatMul(W)      ==>  A -> Abs -> ReduceMax(axis -1) -> Mul(1/127) -> Max(tiny) = s [.., M, 1]
-    A -> Gemm(W, C)          A, s -> QuantizeLinear(block_size=K, zero point 128) = A_q uint8
-                             com.microsoft.MatMulIntegerToFloat(A_q, W_q, s, s_w[N], 128, 0) [-> Add(C)]
+    A -> MatMul(W)      ==>  A -> ReduceMax, ReduceMin (axis -1) = hi, lo [.., M, 1]
+    A -> Gemm(W, C)          s = Max((hi - lo) / 254, hi / 2^15, -lo / 2^15, tiny),  m = (hi + lo) / 2
+                             A, s, m -> A_q uint8 = round((A - m) / s) + 128        (3)
+                             com.microsoft.MatMulIntegerToFloat(A_q, W_q, s, s_w[N], 128, 0)
+                               -> Add(m * colsum(s_w * W_q))  [-> Add(C)]          (8)
 
 Transformers' activations carry outlier tokens (and channels): one scale for the whole tensor,
 static or measured at run time (DynamicQuantizeMatMul), spends the int8 levels on the outliers.
 One scale per row (per token) is what they need; measured on one [1,128,384] x [384,1536]
 MatMul with an outlier token, 1 thread (bench/per_token_design.py, docs/per_token.md): fp32
-1.33 ms, DynamicQuantizeMatMul 0.38 ms at 15.9 dB, this form 0.40 ms at 30.8 dB.
+1.33 ms, DynamicQuantizeMatMul 0.38 ms at 15.9 dB, the symmetric form 0.40 ms at 30.8 dB.
 
-1. Row scale: max |A| over the last axis / 127, symmetric. MatMulIntegerToFloat takes one zero
-   point for A, so per-row zero points are impossible; a zero row's scale is raised to float32's
-   smallest normal number (no division by zero, its values quantize to 0: no NaN).
+1. Row grid, centred (the default, ``CENTER``): each row is quantized around its midpoint
+   m = (max + min) / 2 with s = (max - min) / 254, so its 255 levels span the row's range instead
+   of [-max |A|, max |A|]; a row with a DC offset, or one-sided like a GELU output, gains up to
+   a bit per element or more (MiniLM, every MatMul per token: 22.9 -> 26.8 dB, docs/per_token.md).
+   The scale is floored at max |A| / 2^15 (a constant row: its values quantize to 0 around m,
+   and below opset 21 (3) A / s and m / s stay within 2^15, where float32 is exact to 1/256 of a
+   level) and at float32's smallest normal number (a zero row: 0, no NaN). Symmetric
+   (``center=False``): s = max |A| / 127 from Abs -> ReduceMax, m = 0, no correction.
+   MatMulIntegerToFloat takes one zero point for A, so the per-row centre cannot be the kernel's:
+   it is taken out before it and added back after it (8).
 2. uint8 activations with zero point 128 and int8 weights: onnxruntime's u8s8 kernel. int8 x int8
    (MatMulIntegerToFloat or MatMulInteger) measured 11-20x slower (4.6-8.5 ms) on the same CPU.
-3. Quantizing A: from opset 21 one QuantizeLinear with ``block_size`` = K along the last axis (its
-   zero point built by ConstantOfShape, since M is known only at run time); below opset 21
-   Mul(A, 1/s) -> Add(128.5) -> Cast(uint8): Cast truncates, so that is round half up where
-   QuantizeLinear rounds half to even (ties only); |A / s| <= 127, so nothing saturates. 4-12%
-   slower (0.42 vs 0.40 ms above; 0.14 vs 0.12 ms at N = 384); Div -> Round -> Add -> Cast was 0.43
-   and 0.15 ms.
+   |A_q - 128| <= 127, so u8s8 is exact here (no pair of products saturates int16).
+3. Quantizing A: from opset 21 Sub(A, m) and one QuantizeLinear with ``block_size`` = K along the
+   last axis (its zero point 128 built by ConstantOfShape, since M is known only at run time);
+   below opset 21 Mul(A, 1/s) -> Add(128.5 - m/s) -> Cast(uint8): the centre is folded into the
+   per-row offset (no pass over A for it); Cast truncates, so that is round half up where
+   QuantizeLinear rounds half to even (ties only); (A - m) / s is within [-127, 127], so nothing
+   saturates. Symmetric, the offset is the constant 128.5 and opset 21 needs no Sub.
 4. MatMulIntegerToFloat scales its int32 result by the per-column weight scales inside the kernel
    and by the per-row scale ``s`` (shape [.., M, 1]) in one broadcast multiply after it. That
    multiply comes after the kernel's bias is added (onnxruntime 1.32), so a bias would be scaled
    too: no bias input here (a Linear layer's MatMul -> Add stays as it is).
-5. Gemm: a transB weight is transposed offline to [K, N]; C goes to an Add after the kernel (4).
+5. Gemm: a transB weight is transposed offline to [K, N]; C goes to an Add after the kernel (4),
+   after the correction (8), next to what reads it (onnxruntime fuses Add -> Gelu to BiasGelu).
 6. Several per-token MatMuls reading one input (attention's Q, K, V projections) share its front
-   end: the input is quantized once.
+   end: the input is quantized once, and its centre serves every reader's correction.
 7. Weights: int8, symmetric, one scale per output column (per tensor with per-tensor granularity);
    zero point one scalar 0.
+8. The correction: the kernel computes (A_q - 128) s x W_q s_w ~ (A - m) W_deq, so m times the
+   column sums of W_deq = s_w * W_q, the weights the kernel really multiplies by, is added back:
+   A W_deq, the symmetric form's target, with the centred form's error. A broadcast Mul
+   m [.., M, 1] x colsum [N] and an Add after the kernel. Rule: every per-token MatMul is
+   centred; measured on MiniLM, centring the attention output projection's input alone gained
+   nothing, the others (Q/K/V, FFN in and out) all of the gain, and no rule that needs no
+   calibration tells them apart (docs/per_token.md).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import numpy as np
 import onnx_ir as ir
@@ -43,25 +62,38 @@ from edgeq.config import PerTensor, QuantConfig
 from edgeq.graph import MS_DOMAIN, add_initializer, const_array, remove_unused_initializers
 from edgeq.passes.dynamic import replace_nodes
 from edgeq.passes.plan import QuantPlan, Role, derived_name, fresh_base, node_label
-from edgeq.passes.weights import quantize_weight
+from edgeq.passes.weights import QuantizedWeight, quantize_weight
 
 __all__ = ["PerTokenMatMulPass"]
 
 logger = logging.getLogger(__name__)
 
 TINY = np.finfo(np.float32).tiny  # (1) the smallest row scale
+REL = 2.0 ** -15  # (1) the smallest row scale, relative to max |A|
+CENTER = True  # (1) (8) rows quantized around their midpoint; False: symmetric around 0
+
+
+class Front(NamedTuple):
+    """(6) An input quantized per row: A_q, its row scales, its row centres (None: symmetric)."""
+
+    q: ir.Value
+    scale: ir.Value
+    mid: ir.Value | None
 
 
 class PerTokenMatMulPass(ir.passes.InPlacePass):
-    def __init__(self, config: QuantConfig, plan: QuantPlan) -> None:
+    """``center``: rows quantized around their midpoint (1) (8); None: the module's ``CENTER``."""
+
+    def __init__(self, config: QuantConfig, plan: QuantPlan, center: bool | None = None) -> None:
         super().__init__()
         self.config = config
         self.plan = plan
+        self.center = CENTER if center is None else center
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         count, self._opset = 0, model.opset_imports.get("", 13)
         for graph in list(model.graphs()):
-            fronts: dict[ir.Value, tuple[ir.Value, ir.Value]] = {}  # (6) input -> (A_q, s)
+            fronts: dict[ir.Value, Front] = {}  # (6) input -> its quantized form
             self._consts: dict[str, ir.Value] = {}
             for node in list(graph):
                 if node in self.plan.per_token and self.plan.role(node) == Role.DYNAMIC:
@@ -69,7 +101,8 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
                     count += 1
         if count:
             model.opset_imports.setdefault(MS_DOMAIN, 1)
-        logger.info("per-token: %d MatMul/Gemm to per-token dynamic int8", count)
+        logger.info("per-token: %d MatMul/Gemm to per-token dynamic int8 (%s)", count,
+                    "rows centred" if self.center else "symmetric")
         return ir.passes.PassResult(model, modified=count > 0)
 
     def _const(self, graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
@@ -77,65 +110,96 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
             self._consts[name] = add_initializer(graph, f"per_token_{name}", array)
         return self._consts[name]
 
-    def _front(self, graph: ir.Graph, x: ir.Value, before: ir.Node, k: int) -> tuple[ir.Value, ir.Value]:
-        """(1) (3) A's row scales and A quantized with them, inserted before ``before``."""
-        label = x.name or node_label(before)
-        abs_x = ir.node("Abs", [x], name=f"{label}_token_abs")
+    def _f32(self, graph: ir.Graph, name: str, value: float) -> ir.Value:
+        return self._const(graph, name, np.array(value, np.float32))
+
+    def _reduce(self, graph: ir.Graph, op: str, x: ir.Value, name: str) -> ir.Node:
         if self._opset >= 18:
-            absmax = ir.node("ReduceMax", [abs_x.outputs[0], self._const(graph, "axes", np.array([-1], np.int64))],
-                             {"keepdims": 1}, name=f"{label}_token_max")
-        else:
-            absmax = ir.node("ReduceMax", [abs_x.outputs[0]], {"axes": [-1], "keepdims": 1}, name=f"{label}_token_max")
-        raw = ir.node("Mul", [absmax.outputs[0], self._const(graph, "inv127", np.array(1 / 127, np.float32))],
-                      name=f"{label}_token_div")
-        scale = ir.node("Max", [raw.outputs[0], self._const(graph, "tiny", np.array(TINY, np.float32))],
-                        name=f"{label}_token_scale")
-        nodes = [abs_x, absmax, raw, scale]
-        s = scale.outputs[0]
-        if self._opset >= 21:  # (3) one blocked QuantizeLinear
-            shape = ir.node("Shape", [s], name=f"{label}_token_shape")
-            zp = ir.node("ConstantOfShape", [shape.outputs[0]],
-                         {"value": ir.tensor(np.array([128], np.uint8))}, name=f"{label}_token_zp")
-            quant = ir.node("QuantizeLinear", [x, s, zp.outputs[0]], {"axis": -1, "block_size": k},
-                            name=f"{label}_token_q")
-            nodes += [shape, zp, quant]
+            return ir.node(op, [x, self._const(graph, "axes", np.array([-1], np.int64))], {"keepdims": 1}, name=name)
+        return ir.node(op, [x], {"axes": [-1], "keepdims": 1}, name=name)
+
+    def _front(self, graph: ir.Graph, x: ir.Value, before: ir.Node, k: int) -> Front:
+        """(1) (3) A's row scales (and centres) and A quantized with them, inserted before ``before``."""
+        label = x.name or node_label(before)
+        nodes: list[ir.Node] = []
+
+        def add(op: str, inputs: list, suffix: str, attributes: dict | None = None) -> ir.Value:
+            nodes.append(ir.node(op, inputs, attributes or {}, name=f"{label}_token_{suffix}"))
+            return nodes[-1].outputs[0]
+
+        mid = None
+        if self.center:  # (1) midpoint and range
+            nodes += [self._reduce(graph, "ReduceMax", x, f"{label}_token_max"),
+                      self._reduce(graph, "ReduceMin", x, f"{label}_token_min")]
+            hi, lo = nodes[-2].outputs[0], nodes[-1].outputs[0]
+            width = add("Mul", [add("Sub", [hi, lo], "range"), self._f32(graph, "inv254", 1 / 254)], "step")
+            s = add("Max", [width, add("Mul", [hi, self._f32(graph, "rel", REL)], "rel_hi"),
+                            add("Mul", [lo, self._f32(graph, "neg_rel", -REL)], "rel_lo"),
+                            self._f32(graph, "tiny", TINY)], "scale")
+            mid = add("Mul", [add("Add", [hi, lo], "sum"), self._f32(graph, "half", 0.5)], "mid")
+            mid.name, mid.dtype = f"{label}_token_mid", ir.DataType.FLOAT
+        else:  # (1) symmetric
+            nodes.append(ir.node("Abs", [x], name=f"{label}_token_abs"))
+            nodes.append(self._reduce(graph, "ReduceMax", nodes[-1].outputs[0], f"{label}_token_max"))
+            raw = add("Mul", [nodes[-1].outputs[0], self._f32(graph, "inv127", 1 / 127)], "div")
+            s = add("Max", [raw, self._f32(graph, "tiny", TINY)], "scale")
+        if self._opset >= 21:  # (3) one blocked QuantizeLinear (of A - m)
+            source = x if mid is None else add("Sub", [x, mid], "centred")
+            zp = add("ConstantOfShape", [add("Shape", [s], "shape")], "zp",
+                     {"value": ir.tensor(np.array([128], np.uint8))})
+            q = add("QuantizeLinear", [source, s, zp], "q", {"axis": -1, "block_size": k})
         else:  # (3) elementwise: one multiply, one add, one truncating cast over A
-            inv = ir.node("Div", [self._const(graph, "one", np.array(1, np.float32)), s], name=f"{label}_token_inv")
-            mul = ir.node("Mul", [x, inv.outputs[0]], name=f"{label}_token_mul")
-            shift = ir.node("Add", [mul.outputs[0], self._const(graph, "f128_5", np.array(128.5, np.float32))],
-                            name=f"{label}_token_shift")
-            quant = ir.node("Cast", [shift.outputs[0]], {"to": ir.DataType.UINT8}, name=f"{label}_token_q")
-            nodes += [inv, mul, shift, quant]
+            inv = add("Div", [self._f32(graph, "one", 1.0), s], "inv")
+            offset = self._f32(graph, "f128_5", 128.5)
+            if mid is not None:  # the centre folded into the per-row offset 128.5 - m / s
+                offset = add("Sub", [offset, add("Mul", [mid, inv], "mid_steps")], "offset")
+            shift = add("Add", [add("Mul", [x, inv], "mul"), offset], "shift")
+            q = add("Cast", [shift], "q", {"to": ir.DataType.UINT8})
         s.name, s.dtype = f"{label}_token_scale", ir.DataType.FLOAT
-        q = quant.outputs[0]
         q.name, q.dtype = f"{label}_token_q", ir.DataType.UINT8
         graph.insert_before(before, nodes)
-        return q, s
+        return Front(q, s, mid)
 
-    def _matmul(self, graph: ir.Graph, node: ir.Node, fronts: dict[ir.Value, tuple[ir.Value, ir.Value]]) -> None:
-        weight = const_array(node.inputs[1]).astype(np.float32)
+    def _matmul(self, graph: ir.Graph, node: ir.Node, fronts: dict[ir.Value, Front]) -> None:
+        weight = np.asarray(const_array(node.inputs[1]), np.float32)  # no copy: weights.py may reuse it
         bias = None
+        transposed = False
         if node.op_type == "Gemm":
             trans_b = node.attributes.get("transB")
-            if trans_b is not None and trans_b.value:
-                weight = weight.T.copy()  # (5)
+            transposed = trans_b is not None and bool(trans_b.value)
             if len(node.inputs) > 2 and node.inputs[2] is not None:
                 bias = const_array(node.inputs[2]).astype(np.float32).reshape(-1)
-        qw = quantize_weight(weight, None if isinstance(self.config.granularity, PerTensor) else 1)  # (7)
+        axis = None if isinstance(self.config.granularity, PerTensor) else (0 if transposed else 1)
+        qw = quantize_weight(weight, axis)  # (7): the stored array itself, so that reuse and GPTQ find it
+        if transposed:  # (5) [N, K] -> [K, N]
+            weight = weight.T
+            qw = QuantizedWeight(np.ascontiguousarray(qw.values.T), qw.scale, qw.zero_point, None if axis is None else 1)
         x = node.inputs[0]
         if x not in fronts:  # (6)
             fronts[x] = self._front(graph, x, node, weight.shape[0])
-        x_q, x_scale = fronts[x]
-        base = fresh_base(graph, node.inputs[1].name or node_label(node), ("_q", "_scale", "_bias"))
-        inputs = [x_q, add_initializer(graph, f"{base}_q", qw.values), x_scale,
+        front = fronts[x]
+        base = fresh_base(graph, node.inputs[1].name or node_label(node), ("_q", "_scale", "_bias", "_colsum"))
+        inputs = [front.q, add_initializer(graph, f"{base}_q", qw.values), front.scale,
                   add_initializer(graph, f"{base}_scale", qw.scale),
                   self._const(graph, "zp128", np.array(128, np.uint8)),  # (2)
                   self._const(graph, "zp0", np.array(0, np.int8))]  # (7)
         new = [ir.node("MatMulIntegerToFloat", inputs, domain=MS_DOMAIN, name=derived_name(node, "per_token"))]  # (4)
+        if front.mid is not None:  # (8) m * colsum of the int8-grid weights, added back
+            colsum = dequantized_colsum(qw.values, qw.scale)
+            corr = ir.node("Mul", [front.mid, add_initializer(graph, f"{base}_colsum", colsum)],
+                           name=derived_name(node, "centre"))
+            new += [corr, ir.node("Add", [new[0].outputs[0], corr.outputs[0]], name=derived_name(node, "uncentre"))]
         if bias is not None:  # (5)
-            new.append(ir.node("Add", [new[0].outputs[0], add_initializer(graph, f"{base}_bias", bias)],
+            new.append(ir.node("Add", [new[-1].outputs[0], add_initializer(graph, f"{base}_bias", bias)],
                                name=derived_name(node, "bias")))
         old_inputs = list(node.inputs[1:])
         replace_nodes(graph, node, new)
         remove_unused_initializers(graph, old_inputs)
-        self.plan.weights[node] = {**qw.summary(weight), "kernel": "MatMulIntegerToFloat", "activations": "per-token"}
+        self.plan.weights[node] = {**qw.summary(weight), "kernel": "MatMulIntegerToFloat", "activations": "per-token",
+                                   "rows": "centred" if front.mid is not None else "symmetric"}
+
+
+def dequantized_colsum(values: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(8) sum over K of s_w * W_q: the column sums of the weights the kernel multiplies by (not
+    of the float weights: their difference, times the row centre, would be an error per column)."""
+    return (values.astype(np.float64).sum(axis=0) * np.asarray(scale, np.float64)).astype(np.float32).reshape(-1)

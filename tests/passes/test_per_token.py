@@ -1,4 +1,4 @@
-"""PerTokenMatMulPass: MatMul/Gemm ==> row scales in the graph + MatMulIntegerToFloat, against fp32."""
+"""PerTokenMatMulPass: MatMul/Gemm ==> row scales (and centres) in the graph + MatMulIntegerToFloat, against fp32."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from edgeq.config import PerTensor, PerToken, QuantConfig
 from edgeq.errors import UsageError
 from edgeq.graph import const_array, run_passes
 from edgeq.metrics import sqnr_db
+from edgeq.passes import per_token
 from edgeq.passes.pipeline import rewrite_passes
 from edgeq.passes.plan import Role
+from edgeq.passes.weights import quantize_weight
 from ortutil import op_types, run_ort
 from passes.helpers import plan_for, quantize_with_numpy_ranges
 from passes.nets import build
@@ -20,8 +22,13 @@ from passes.nets import build
 K, N = 64, 48
 PER_TOKEN = QuantConfig(mode="dynamic", dynamic_granularity="per-token")
 PER_TENSOR = QuantConfig(mode="dynamic")
-FRONT_17 = ["Abs", "ReduceMax", "Mul", "Max", "Div", "Mul", "Add", "Cast"]  # per_token.py (1), (3) below opset 21
-FRONT_21 = ["Abs", "ReduceMax", "Mul", "Max", "Shape", "ConstantOfShape", "QuantizeLinear"]  # (3) from opset 21
+# per_token.py (1) centred row grid: range, scale with its floors, midpoint
+GRID = ["ReduceMax", "ReduceMin", "Sub", "Mul", "Mul", "Mul", "Max", "Add", "Mul"]
+FRONT_17 = [*GRID, "Div", "Mul", "Sub", "Mul", "Add", "Cast"]  # (3) below opset 21: the centre in the offset
+FRONT_21 = [*GRID, "Sub", "Shape", "ConstantOfShape", "QuantizeLinear"]  # (3) from opset 21
+KERNEL = ["MatMulIntegerToFloat", "Mul", "Add"]  # (8) + centre * colsum
+SYM_17 = ["Abs", "ReduceMax", "Mul", "Max", "Div", "Mul", "Add", "Cast"]  # (1) symmetric (CENTER = False)
+SYM_21 = ["Abs", "ReduceMax", "Mul", "Max", "Shape", "ConstantOfShape", "QuantizeLinear"]
 
 
 def _matmul(opset: int = 17, a_shape: str = "B,M,64") -> onnx.ModelProto:
@@ -50,26 +57,29 @@ def _sqnr(proto, model, a: np.ndarray) -> float:
     return sqnr_db(run_ort(proto, {"a": a})[0], run_ort(model, {"a": a})[0])
 
 
-@pytest.mark.parametrize(("opset", "front"), [(17, FRONT_17), (21, FRONT_21)])
-def test_matmul_becomes_row_scales_and_integer_matmul(opset, front):
+@pytest.mark.parametrize(("opset", "center", "ops"), [(17, True, [*FRONT_17, *KERNEL]), (21, True, [*FRONT_21, *KERNEL]),
+                                                  (17, False, [*SYM_17, KERNEL[0]]), (21, False, [*SYM_21, KERNEL[0]])])
+def test_matmul_becomes_row_scales_and_integer_matmul(opset, center, ops, monkeypatch):
+    monkeypatch.setattr(per_token, "CENTER", center)
     proto = _matmul(opset)
     model, plan = _quantize(proto, PER_TOKEN)
-    assert op_types(model) == [*front, "MatMulIntegerToFloat"]  # no float MatMul left
+    assert op_types(model) == ops  # no float MatMul left
     new = next(n for n in model.graph if n.op_type == "MatMulIntegerToFloat")
     w_q, w_scale = const_array(new.inputs[1]), const_array(new.inputs[3])
     weight = onnx.numpy_helper.to_array(proto.graph.initializer[0])
     assert w_q.dtype == np.int8 and w_q.shape == (K, N)  # (7) int8, one scale per output column
     np.testing.assert_allclose(w_scale, np.abs(weight).max(axis=0) / 127, rtol=1e-6)
     assert const_array(new.inputs[4]).dtype == np.uint8 and int(const_array(new.inputs[4])) == 128  # (2)
-    assert plan.weights and next(iter(plan.weights.values()))["activations"] == "per-token"
+    summary = next(iter(plan.weights.values()))
+    assert summary["activations"] == "per-token" and summary["rows"] == ("centred" if center else "symmetric")
     a = _outliers((2, 21, K))
-    assert _sqnr(proto, model, a) > 38.0  # measured 41.6 dB (opset 17 and 21 alike)
+    assert _sqnr(proto, model, a) > 38.0  # measured 40.9 dB symmetric, 41.5 centred (opset 17 and 21 alike)
 
 
 def test_both_front_ends_quantize_alike():
-    """(3) below opset 21 Cast truncates A / s + 128.5 (round half up), from 21 QuantizeLinear rounds
-    half to even: they differ only on ties (and by an ulp of 1/s)."""
-    a = _outliers((2, 33, K))
+    """(3) below opset 21 Cast truncates A / s + 128.5 - m / s (round half up), from 21 QuantizeLinear
+    rounds (A - m) / s half to even: they differ only on ties (and by an ulp of 1/s or of m / s)."""
+    a = _outliers((2, 33, K)) + np.linspace(-20, 20, 33, dtype=np.float32)[:, None]  # centres far from 0
     y17, y21 = (run_ort(_quantize(_matmul(opset), PER_TOKEN)[0], {"a": a})[0] for opset in (17, 21))
     assert sqnr_db(y21, y17) > 60.0
 
@@ -90,6 +100,76 @@ def test_outlier_tokens_per_token_beats_per_tensor():
     assert token > 38.0 and token > tensor + 25.0 and token_all > tensor_all + 5.0
 
 
+def _reference(a: np.ndarray, weight: np.ndarray, colsum_of: str = "int8") -> np.ndarray:
+    """numpy, in float32 where the graph is: per_token.py's centred rows below opset 21 (1) (3),
+    the kernel's exact integer product (2) and the correction (8) with the column sums of the
+    int8-grid weights ("int8") or, to show what that avoids, of the float weights ("float")."""
+    f32 = np.float32
+    hi, lo = a.max(-1, keepdims=True), a.min(-1, keepdims=True)
+    s = np.maximum.reduce([(hi - lo) * f32(1 / 254), hi * f32(per_token.REL), lo * f32(-per_token.REL),
+                           np.full_like(hi, per_token.TINY)])
+    mid = (hi + lo) * f32(0.5)
+    inv = f32(1) / s
+    q = np.floor(a * inv + (f32(128.5) - mid * inv)).astype(np.int64) - 128
+    assert np.abs(q).max() <= 127
+    qw = quantize_weight(weight, 1)
+    w_q, s_w = qw.values.astype(np.int64), qw.scale.astype(np.float64)
+    colsum = (w_q * s_w).sum(0) if colsum_of == "int8" else weight.astype(np.float64).sum(0)
+    return (q @ w_q) * s_w * s + mid.astype(np.float64) * colsum
+
+
+def _grid_weight(seed: int) -> np.ndarray:
+    """Weights on their own int8 grid (quantize_weight gives them back exactly): the error left is
+    the activations' alone."""
+    rng = np.random.default_rng(seed)
+    w_q = rng.integers(-127, 128, (K, N))
+    w_q[0] = 127
+    return (w_q * rng.uniform(0.001, 0.01, N)).astype(np.float32)
+
+
+def test_centred_rows_beat_symmetric_on_offset_rows(monkeypatch):
+    """(1) rows with a DC component (each its own, -20..20, on a standard normal): symmetric spends
+    the levels on [-max |A|, max |A|], centred on the row's own range."""
+    weight = _grid_weight(7)
+    proto = build("""<ir_version: 10, opset_import: ["" : 17]>
+g (float[B,M,64] a) => (float y) {
+  y = MatMul(a, W)
+}""", {"W": weight})
+    rng = np.random.default_rng(8)
+    a = (rng.standard_normal((2, 40, K)) + rng.uniform(-20, 20, (2, 40, 1))).astype(np.float32)
+    want = run_ort(proto, {"a": a})[0]
+    got = run_ort(_quantize(proto, PER_TOKEN)[0], {"a": a})[0]
+    monkeypatch.setattr(per_token, "CENTER", False)  # the symmetric form, for comparison
+    sym = sqnr_db(want, run_ort(_quantize(proto, PER_TOKEN)[0], {"a": a})[0])
+    centred = sqnr_db(want, got)
+    # measured 50.8 dB symmetric, 66.4 dB centred (the outputs' own DC counts as signal)
+    assert centred > sym + 12.0 and centred > 60.0, (centred, sym)
+    # the same quantization in numpy: equal up to float rounding (measured 147 dB apart)
+    assert sqnr_db(_reference(a, weight), got) > 100.0
+
+
+def test_correction_uses_int8_grid_column_sums():
+    """(8) the kernel multiplies by W_deq = s_w * W_q, so the centre comes back through W_deq's
+    column sums. Float weights' sums leave m * colsum(W - W_deq), an error per column that the
+    centre of a row with an outlier channel makes large (MiniLM: 26.8 dB, with float sums 15.4)."""
+    rng = np.random.default_rng(9)
+    weight = rng.normal(0, K ** -0.5, (K, N)).astype(np.float32)  # off the int8 grid
+    proto = build("""<ir_version: 10, opset_import: ["" : 17]>
+g (float[M,64] a) => (float y) {
+  y = MatMul(a, W)
+}""", {"W": weight})
+    a = rng.standard_normal((64, K)).astype(np.float32)
+    a[:, 5] = -40.0  # an outlier channel: every row's centre near -20
+    want = run_ort(proto, {"a": a})[0]
+    got = run_ort(_quantize(proto, PER_TOKEN)[0], {"a": a})[0]
+    exact, floats = _reference(a, weight), _reference(a, weight, colsum_of="float")
+    assert sqnr_db(exact, got) > 100.0  # the graph is the int8-grid reference (measured 136 dB)
+    assert sqnr_db(floats, got) < 50.0  # and not the float-sums one (measured 32.7 dB)
+    # against fp32: measured 40.1 dB, float sums 32.1 dB (symmetric rows: 35.1 dB)
+    assert sqnr_db(want, got) > sqnr_db(want, floats) + 5.0
+
+
+
 def test_zero_rows_give_zeros_not_nan():
     proto = _matmul()
     model, _ = _quantize(proto, PER_TOKEN)
@@ -99,6 +179,23 @@ def test_zero_rows_give_zeros_not_nan():
     y = run_ort(model, {"a": a})[0]
     assert np.isfinite(y).all()  # (1) the scale guard
     assert not y[0, 3].any() and not y[1].any()
+
+
+@pytest.mark.parametrize("opset", [17, 21])
+def test_constant_rows_are_exact(opset):
+    """(1) a constant row has no range: the scale's floor max |A| / 2^15 keeps A / s finite, its values
+    quantize to the centre and the correction (8) alone gives its product (no NaN, no overflow)."""
+    proto = _matmul(opset)
+    model, _ = _quantize(proto, PER_TOKEN)
+    a = _outliers((2, 8, K))
+    a[0, 3], a[1, 5], a[1, 6] = 7.5, -3e4, 1e-30
+    y = run_ort(model, {"a": a})[0]
+    assert np.isfinite(y).all()
+    new = next(n for n in model.graph if n.op_type == "MatMulIntegerToFloat")
+    w_deq = const_array(new.inputs[1]).astype(np.float64) * const_array(new.inputs[3])
+    for i, j in ((0, 3), (1, 5), (1, 6)):
+        want = a[i, j].astype(np.float64) @ w_deq
+        np.testing.assert_allclose(y[i, j], want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("a_shape", ["M,64", "B,M,64", "B,H,M,64"])
@@ -121,13 +218,16 @@ g (float[M,64] a) => (float y, float z) {
                          "W": rng.normal(0, 0.1, (K, N)), "B": rng.normal(0, 1, N)})
     model, plan = _quantize(proto, PER_TOKEN)
     ops = op_types(model)
-    # (6) both read a: one front end; (4) (5) the bias is an Add after the kernel, not its input
-    assert ops.count("Abs") == 1 and ops.count("MatMulIntegerToFloat") == 2 and "Gemm" not in ops
-    assert ops.count("Add") == 3  # the front end's +128, then C, then the MatMul's own Add kept
+    # (6) both read a: one front end; (4) (5) the bias is an Add after the kernel and after the
+    # correction (8), not the kernel's input
+    assert ops.count("ReduceMin") == 1 and ops.count("MatMulIntegerToFloat") == 2 and "Gemm" not in ops
+    assert ops[len(FRONT_17):len(FRONT_17) + 4] == [*KERNEL, "Add"]  # Gemm: kernel, m * colsum, C
+    # the front end's sum and shift, each kernel's correction, C, the MatMul's own Add kept
+    assert ops.count("Add") == 6
     assert all(len(n.inputs) == 6 for n in model.graph if n.op_type == "MatMulIntegerToFloat")
-    a = _outliers((17, K))
+    a = _outliers((17, K)) + 3.0  # rows off centre: the correction and the bias both count
     for want, got in zip(run_ort(proto, {"a": a}), run_ort(model, {"a": a})):
-        assert sqnr_db(want, got) > 38.0
+        assert sqnr_db(want, got) > 38.0  # measured 42.2 and 41.8 dB
 
 
 def test_shared_input_is_quantized_once():
@@ -140,7 +240,7 @@ g (float[B,M,64] a) => (float q, float k, float v) {
     rng = np.random.default_rng(3)
     proto = build(text, {n: rng.normal(0, 0.1, (K, K)) for n in ("Wq", "Wk", "Wv")})
     model, _ = _quantize(proto, PER_TOKEN)
-    assert op_types(model) == [*FRONT_17, "MatMulIntegerToFloat", "MatMulIntegerToFloat", "MatMulIntegerToFloat"]
+    assert op_types(model) == [*FRONT_17, *KERNEL, *KERNEL, *KERNEL]  # one centre, three corrections (6)
 
 
 def test_shared_weight_is_stored_once():
