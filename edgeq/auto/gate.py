@@ -13,7 +13,9 @@ the samples):
    samples reaches the user's target (the search aimed ``SQNR_MARGIN_DB`` above it), and the
    metric, computed over all of them, its score.
 2. If it misses, the other configurations that met the target on the scoring samples and beat
-   fp32 by ``MIN_WIN`` are checked the same way, fastest first (at most ``MAX_ALTERNATIVES``).
+   fp32 by ``MIN_WIN`` are checked the same way (at most ``MAX_ALTERNATIVES``): first those whose
+   scoring SQNR is high enough to absorb the largest fall from scoring samples to gate seen so
+   far (a configuration with more layers out of int8), fastest first; then the rest.
 3. If none passes, the fp32 model is returned, with a verdict saying what missed and by how much.
 
 The fp32 answer is exact and is not run. ``record`` (``report["auto"]["gate"]``) says what was
@@ -151,7 +153,11 @@ def check_cross_fitted(search: Any, candidate: Any, drawn: Any, fp32: bytes, cal
     return tally.score()
 
 
-def _alternatives(search: Any, failed: list[Any]) -> list[Any]:
+def _alternatives(search: Any, failed: list[Any], gap: float, target: float | None) -> list[Any]:
+    """The configurations to check next: those that met the target on the scoring samples and beat
+    fp32 by ``MIN_WIN``; first those whose scoring SQNR minus ``gap`` (the most the gate fell
+    below the scoring samples' figure so far) still reaches ``target`` (more layers kept out of
+    int8: they can absorb the gap), fastest first, then the rest, fastest first."""
     from edgeq.auto.latency import has_int8
     from edgeq.auto.placement import MIN_WIN
 
@@ -160,7 +166,11 @@ def _alternatives(search: Any, failed: list[Any]) -> list[Any]:
         return []
     ok = [c for c in search.tried if c not in failed and search.meets(c) and c.latency_ms is not None
           and (has_int8(c.result.model) or c.fp16) and c.latency_ms <= fp32_ms * (1 - MIN_WIN)]
-    return sorted(ok, key=lambda c: c.latency_ms)[:MAX_ALTERNATIVES]
+
+    def absorbs(c: Any) -> bool:
+        return target is None or not math.isfinite(gap) or c.score.min_sqnr - gap >= target
+
+    return sorted(ok, key=lambda c: (not absorbs(c), c.latency_ms))[:MAX_ALTERNATIVES]
 
 
 def final_gate(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: Any) -> tuple[Any, str, dict]:
@@ -180,6 +190,7 @@ def final_gate(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: 
     candidate = chosen
     search.bar.update(search.task, description=f"auto: checking the answer on all {drawn.gate_what}")
     cals: dict = {}
+    gap = 0.0  # how far the gate's bound fell below the scoring samples' figure, at most
     while candidate is not None:
         if drawn.folds and not candidate.name.startswith("fp16 (whole model)"):  # no ranges to refit there
             checked = check_cross_fitted(search, candidate, drawn, fp32, cals)
@@ -202,7 +213,9 @@ def final_gate(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: 
             return candidate, verdict, record
         record["failed"].append({"configuration": candidate.name, **gate_dict(checked)})
         failed.append(candidate)
-        rest = _alternatives(search, failed)
+        if math.isfinite(candidate.score.min_sqnr) and math.isfinite(checked.min_low):
+            gap = max(gap, candidate.score.min_sqnr - checked.min_low)
+        rest = _alternatives(search, failed, gap, target)
         candidate = rest[0] if rest and len(failed) <= MAX_ALTERNATIVES else None
     first = record["failed"][0]
     what = (f"min output SQNR bound {first['bound_db']} dB < {target:g} dB" if target is not None
