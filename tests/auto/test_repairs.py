@@ -166,3 +166,24 @@ def test_bias_correction_adds_a_bias_to_a_conv_without_one():
     # float outputs move only by the (small) correction itself
     delta = run_ort(model, data[0])[0] - run_ort(proto, data[0])[0]
     np.testing.assert_allclose(delta.mean(axis=(0, 2, 3)), conv.inputs[2].const_value.numpy(), atol=1e-4)
+
+
+def test_repaired_copies_are_frozen_so_variants_share_their_weights():
+    """A bias-corrected copy is the base of a build per configuration: frozen, ``copy_model``
+    clones it (weights shared, not copied through protobuf) and each weight is quantized once."""
+    from edgeq.auto.calib import calibrate_once
+    from edgeq.auto.repairs import correct_bias
+    from edgeq.config import QuantConfig
+    from edgeq.graph import _frozen, copy_model, freeze_constants
+
+    rng = np.random.default_rng(0)
+    proto = build(BIAS_NET, {"W": rng.normal(0.05, 0.3, (16, 8, 3, 3)), "B": rng.normal(0, 0.1, 16)})
+    data = [{"x": (3.0 + rng.normal(0, 0.5, (1, 8, 10, 10))).astype(np.float32)} for _ in range(4)]
+    model = ir.from_proto(proto)
+    freeze_constants(model)
+    cal = calibrate_once(model, data, QuantConfig(), progress=False)
+    corrected, _ = correct_bias(model, cal, QuantConfig())
+    assert corrected is not None and _frozen(corrected)
+    clone = copy_model(corrected)
+    weight = lambda m: next(iter(m.graph)).inputs[1].const_value  # noqa: E731
+    assert weight(clone) is weight(corrected) is weight(model)
