@@ -498,15 +498,15 @@ def to_markdown(rows: list[dict], command: str, wall_s: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace_block(path: str, text: str) -> None:
+def replace_block(path: str, text: str, begin: str = BEGIN, end: str = END) -> None:
     """Write ``text`` between the markers (added at the end of the page, with them, the first time)."""
     from edgeq.io import atomic_path
 
     page = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
-    if BEGIN in page and END in page:
-        page = page[: page.index(BEGIN) + len(BEGIN)] + "\n" + text + page[page.index(END):]
+    if begin in page and end in page:
+        page = page[: page.index(begin) + len(begin)] + "\n" + text + page[page.index(end):]
     else:
-        page = page.rstrip("\n") + "\n\n" + BEGIN + "\n" + text + END + "\n"
+        page = page.rstrip("\n") + "\n\n" + begin + "\n" + text + end + "\n"
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(page)

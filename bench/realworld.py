@@ -444,16 +444,9 @@ def to_markdown(rows: list[dict], command: str, wall_s: float, machine: str) -> 
 
 def replace_block(path: str, text: str) -> None:
     """Write ``text`` between this script's markers (added at the end of the page the first time)."""
-    from edgeq.io import atomic_path
+    import generalization
 
-    page = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
-    if BEGIN in page and END in page:
-        page = page[: page.index(BEGIN) + len(BEGIN)] + "\n" + text + page[page.index(END):]
-    else:
-        page = page.rstrip("\n") + "\n\n" + BEGIN + "\n" + text + END + "\n"
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(page)
+    generalization.replace_block(path, text, BEGIN, END)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -114,19 +114,7 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
         return not isinstance(self.config.granularity, PerTensor)
 
     def _matmul(self, graph: ir.Graph, node: ir.Node) -> None:
-        weight = np.asarray(const_array(node.inputs[1]), np.float32)  # no copy: weights.py may reuse it
-        bias = None
-        transposed = False
-        if node.op_type == "Gemm":
-            trans_b = node.attributes.get("transB")
-            transposed = trans_b is not None and bool(trans_b.value)
-            if len(node.inputs) > 2 and node.inputs[2] is not None:
-                bias = const_array(node.inputs[2]).astype(np.float32).reshape(-1)
-        axis = None if not self._per_channel() else (0 if transposed else 1)
-        qw = quantize_weight(weight, axis)  # (1): the stored array itself, so that reuse and GPTQ find it
-        if transposed:  # (2) [N, K] -> [K, N]
-            weight = weight.T
-            qw = QuantizedWeight(np.ascontiguousarray(qw.values.T), qw.scale, qw.zero_point, None if axis is None else 1)
+        weight, qw, bias = quantize_matmul_weight(node, self._per_channel())  # (1), (2)
         add = None
         if bias is None:
             add, bias = bias_add(node, weight.shape[1])
@@ -180,3 +168,23 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
         remove_unused_initializers(graph, old_inputs)
         self.plan.weights[node] = {**qw.summary(weight), "kernel": "ConvInteger"}
 
+
+def quantize_matmul_weight(node: ir.Node, per_channel: bool) -> tuple[np.ndarray, QuantizedWeight, np.ndarray | None]:
+    """(weight as [K, N], its int8 form with one scale per column or one in all, a Gemm's own bias
+    or None) of a MatMul/Gemm with a constant weight. The stored array itself is quantized, not a
+    copy, so that ``reuse_quantized_weights`` and ``gptq_rounding`` find it; a Gemm's transB
+    weight [N, K] is quantized along axis 0 and its levels transposed."""
+    weight = np.asarray(const_array(node.inputs[1]), np.float32)  # no copy
+    bias = None
+    transposed = False
+    if node.op_type == "Gemm":
+        trans_b = node.attributes.get("transB")
+        transposed = trans_b is not None and bool(trans_b.value)
+        if len(node.inputs) > 2 and node.inputs[2] is not None:
+            bias = const_array(node.inputs[2]).astype(np.float32).reshape(-1)
+    axis = None if not per_channel else (0 if transposed else 1)
+    qw = quantize_weight(weight, axis)
+    if transposed:
+        weight = weight.T
+        qw = QuantizedWeight(np.ascontiguousarray(qw.values.T), qw.scale, qw.zero_point, None if axis is None else 1)
+    return weight, qw, bias

@@ -59,10 +59,9 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.config import PerTensor, QuantConfig
-from edgeq.graph import MS_DOMAIN, add_initializer, const_array, remove_unused_initializers
-from edgeq.passes.dynamic import replace_nodes
+from edgeq.graph import MS_DOMAIN, add_initializer, remove_unused_initializers
+from edgeq.passes.dynamic import quantize_matmul_weight, replace_nodes
 from edgeq.passes.plan import QuantPlan, Role, derived_name, fresh_base, node_label
-from edgeq.passes.weights import QuantizedWeight, quantize_weight
 
 __all__ = ["PerTokenMatMulPass"]
 
@@ -161,19 +160,7 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
         return Front(q, s, mid)
 
     def _matmul(self, graph: ir.Graph, node: ir.Node, fronts: dict[ir.Value, Front]) -> None:
-        weight = np.asarray(const_array(node.inputs[1]), np.float32)  # no copy: weights.py may reuse it
-        bias = None
-        transposed = False
-        if node.op_type == "Gemm":
-            trans_b = node.attributes.get("transB")
-            transposed = trans_b is not None and bool(trans_b.value)
-            if len(node.inputs) > 2 and node.inputs[2] is not None:
-                bias = const_array(node.inputs[2]).astype(np.float32).reshape(-1)
-        axis = None if isinstance(self.config.granularity, PerTensor) else (0 if transposed else 1)
-        qw = quantize_weight(weight, axis)  # (7): the stored array itself, so that reuse and GPTQ find it
-        if transposed:  # (5) [N, K] -> [K, N]
-            weight = weight.T
-            qw = QuantizedWeight(np.ascontiguousarray(qw.values.T), qw.scale, qw.zero_point, None if axis is None else 1)
+        weight, qw, bias = quantize_matmul_weight(node, not isinstance(self.config.granularity, PerTensor))  # (5), (7)
         x = node.inputs[0]
         if x not in fronts:  # (6)
             fronts[x] = self._front(graph, x, node, weight.shape[0])
