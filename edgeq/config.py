@@ -272,6 +272,9 @@ class QuantConfig:
     min_sqnr: float | None = None
     metric: str | None = None
     min_score: float | None = None
+    # auto mode without a metric of the user's: outputs holding class scores keep their top-1 class
+    # on at least this share of rows, estimated from margins (edgeq/auto/top1.py; 0: no such guard)
+    min_top1: float = 0.995
     seed: int = 0
     provider: str = "cpu"  # auto mode: the provider whose latency counts ("never slower than fp32" there)
     threads: int = 1  # auto mode: intra-op threads for those latency measurements
@@ -318,6 +321,8 @@ class QuantConfig:
         if self.format == "qoperator" and (self.activations == "int16" or self.int16_nodes or self.fp16_nodes):
             raise UnsupportedError("int16 activations and fp16 nodes need --format qdq (the QOperator format "
                                    "has int8 kernels only)")
+        if not 0.0 <= self.min_top1 <= 1.0:
+            raise UsageError(f"min_top1 must be between 0 and 1 (a share of rows; 0 turns the guard off), got {self.min_top1}")
         if self.min_score is not None and self.metric is None:
             raise UsageError("min_score needs a metric: pass metric='module:function' (or --metric)")
         if self.format not in MODES[self.mode].formats:
@@ -364,7 +369,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "recurrent": (str,), "percentile": _NUMBER, "num_bins": (int,), "symmetric": (bool,),
     "integer_only": (bool,), "strict": (bool,), "opset": (int, type(None)), "max_samples": (int, type(None)),
     "batch_size": (int,), "dynamic_conv": (bool,), "channel_scales": (bool,), "min_sqnr": (*_NUMBER, type(None)),
-    "metric": (str, type(None)), "min_score": (*_NUMBER, type(None)), "seed": (int,), "provider": (str,),
+    "metric": (str, type(None)), "min_score": (*_NUMBER, type(None)), "min_top1": _NUMBER, "seed": (int,), "provider": (str,),
     "threads": (int,), "time_budget_s": (*_NUMBER, type(None)),
 }
 MAX_BINS = 1 << 16  # entropy/mse histograms: more bins than this only cost memory

@@ -46,6 +46,10 @@ def _db(value: float) -> Any:
     return round(value, 3) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
 
 
+def _score(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
 def gate_dict(checked: Score) -> dict[str, Any]:
     """The report's record of one model over every gate sample: the aggregate, its bound, the
     worst sample and the 5th percentile, over all float outputs and per output."""
@@ -177,6 +181,7 @@ def final_gate(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: 
     """(answer, verdict, gate record): see the module docstring."""
     from edgeq.auto.placement import float_answer
     from edgeq.auto.state import SQNR_MARGIN_DB
+    from edgeq.auto.summary import metric_label
     from edgeq.auto.workbench import model_bytes_of
 
     target = None if search.min_sqnr is None else search.min_sqnr - SQNR_MARGIN_DB  # the user's own
@@ -220,7 +225,7 @@ def final_gate(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: 
     first = record["failed"][0]
     what = (f"min output SQNR bound {first['bound_db']} dB < {target:g} dB" if target is not None
             and not first["bound_db"] == "inf" and (first["bound_db"] == "-inf" or first["bound_db"] < target)
-            else f"metric {first.get('metric')} < {search.min_score}")
+            else f"{metric_label(search.bench.metric)} {_score(first.get('metric'))} < {search.min_score}")
     reason = (f"the best int8 configuration ({chosen.name!r}) met the target on the {len(search.bench.feeds)} scoring "
               f"samples but not on all {first['samples']} {drawn.gate_what} ({what}; worst sample "
               f"{first['worst_sample_db']} dB), nor did {len(failed) - 1} alternative(s)")

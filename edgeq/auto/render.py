@@ -116,7 +116,7 @@ def auto_markdown(report: Mapping[str, Any]) -> str:
     auto = report["auto"]
     lines = ["# edgeq auto", "", f"Verdict: {auto['verdict']}", "",
              f"Target: min output SQNR {auto['target']['min_sqnr']} dB"
-             + (f", metric >= {auto['target']['min_score']}" if auto["target"].get("min_score") is not None else ""),
+             + (f", {auto['target'].get('metric') or 'metric'} >= {auto['target']['min_score']}" if auto["target"].get("min_score") is not None else ""),
              ""]
     lines += [_gate_line(auto), ""]
     lines += ["## Configurations tried", ""] + _md_table(_AUTO_HEAD, _auto_rows(auto)) + [""]
@@ -139,7 +139,8 @@ def _gate_line(auto: Mapping[str, Any]) -> str:
         line += (f" Checked on all {gate['samples']} {gate['what']}: min output SQNR {_fmt(gate['min_sqnr_db'])} dB "
                  f"(bound {_fmt(gate['bound_db'])}, worst sample {_fmt(gate['worst_sample_db'])}, "
                  f"5th percentile {_fmt(gate['p5_sample_db'])})"
-                 + (f", metric {_fmt(gate['metric'])}" if gate.get("metric") is not None else "") + ".")
+                 + (f", {auto['target'].get('metric') or 'metric'} {_fmt(gate['metric'])}" if gate.get("metric") is not None
+                    else "") + ".")
     elif gate.get("exact"):
         line += " The fp32 model is returned: exact."
     for failed in gate.get("failed", []):

@@ -146,8 +146,11 @@ def auto_quantize(
     drawn = draw(eval_data, source, float_model, max_eval)
     source, feeds, note = drawn.calib, drawn.feeds, drawn.note
     feeds = feeds[:affordable(model_bytes_of(float_model), feeds, max_eval)]  # all drawn where scoring is cheap
+    from edgeq.auto.top1 import default_guard
+
+    metric, min_score, guard_note = default_guard(float_model, metric, min_score, config.min_top1)
     bench = Workbench.create(float_model, config, feeds, metric)
-    notes = [n for n in [note, scoring_note(drawn, len(feeds))] if n]
+    notes = [n for n in [note, scoring_note(drawn, len(feeds)), guard_note] if n]
     if min_sqnr is not None:
         notes.append(f"the search aims at {min_sqnr + SQNR_MARGIN_DB:g} dB: {SQNR_MARGIN_DB:g} dB of headroom over the "
                      f"{min_sqnr:g} dB target, estimated on {len(feeds)} samples, for data it has not seen")

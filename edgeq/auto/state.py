@@ -69,6 +69,8 @@ class Search:
 
     def key(self, c: Config) -> tuple:
         metric = c.score.metric if c.score.metric is not None else 0.0
+        if getattr(self.bench.metric, "cap_at_goal", False) and self.min_score is not None:
+            metric = min(metric, self.min_score)  # a guard met ranks nothing (auto/top1.py)
         return (self.meets(c), metric, c.score.min_sqnr, -len(c.exclude))
 
     def build(self, name: str, model: Any, cal: Any, methods: dict[str, str], base: str,

@@ -141,6 +141,11 @@ def _layers(search: Any, chosen: Any, verdict: str, fallback: dict, dropped: dic
     return out
 
 
+def metric_label(metric: Any) -> str | None:
+    """What the report calls auto's metric: the guard's own label, or "metric" for the user's."""
+    return None if metric is None else getattr(metric, "label", "metric")
+
+
 def auto_section(search: Any, chosen: Any, verdict: str, repairs: list, fallback: dict, dropped: dict,
                  notes: list[str], *, min_sqnr: float | None, min_score: float | None, provider: str,
                  threads: int) -> dict[str, Any]:
@@ -156,7 +161,7 @@ def auto_section(search: Any, chosen: Any, verdict: str, repairs: list, fallback
         configurations.append(entry)
     return {
         "mode": "auto",
-        "target": {"min_sqnr": min_sqnr, "min_score": min_score},
+        "target": {"min_sqnr": min_sqnr, "min_score": min_score, "metric": metric_label(search.bench.metric)},
         "provider": provider,
         "threads": threads,
         "verdict": verdict,

@@ -29,6 +29,7 @@ def quant_options(func):
         click.option("--time-budget", "time_budget_s", type=click.FloatRange(min=1.0), default=None, help="Auto mode: stop searching after about this many seconds and keep the best found."),
         click.option("--metric", default=None, help="With --auto: module:function(reference_outputs, outputs) -> score."),
         click.option("--min-score", type=float, default=None, help="With --auto and --metric: the score to reach."),
+        click.option("--min-top1", "min_top1", type=click.FloatRange(0.0, 1.0), default=None, help="With --auto and no --metric: outputs holding class scores (a Gemm/MatMul head or a Softmax) keep their top-1 class on at least this share of samples, estimated from margins (default 0.995; 0: off)."),
         click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default=None, help="Range method for activations (default minmax)."),
         click.option("--percentile", type=float, default=None, help="Percentile for --method percentile (default 99.99)."),
         click.option("--granularity", default=None, help="Weights: per-channel (default) or per-tensor."),
@@ -91,7 +92,7 @@ def _config_from(kw: dict[str, Any], calib: Any = None):
         precision=tuple(parse_precision(p) for p in kw["precision"]),
         format=kw["fmt"], integer_only=kw["integer_only"],
         strict=kw["strict"], max_samples=kw["max_samples"], min_sqnr=kw["min_sqnr"],
-        metric=kw["metric"], min_score=kw["min_score"], provider=kw["provider"], threads=kw["threads"],
+        metric=kw["metric"], min_score=kw["min_score"], min_top1=kw["min_top1"], provider=kw["provider"], threads=kw["threads"],
         time_budget_s=kw["time_budget_s"], recurrent=kw["recurrent"], dynamic_granularity=kw["dynamic_granularity"],
         channel_scales=kw["channel_scales"],
     )
@@ -178,7 +179,8 @@ def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str]
             click.echo(f"  checked on all {gate['samples']} {gate['what']}: min output SQNR {_fmt_db(gate['min_sqnr_db'])} dB "
                        f"(bound {_fmt_db(gate['bound_db'])} dB), worst sample {_fmt_db(gate['worst_sample_db'])} dB, "
                        f"5th percentile {_fmt_db(gate['p5_sample_db'])} dB"
-                       + (f", metric {gate['metric']:.4f}" if gate.get("metric") is not None else ""))
+                       + (f", {auto['target'].get('metric') or 'metric'} {gate['metric']:.4f}"
+                          if gate.get("metric") is not None else ""))
             if gate["what"] != "evaluation samples" or gate["samples"] < SMALL_GATE:
                 click.echo(f"note: that check used {gate['samples']} {gate['what']}: data from another source can score "
                            "much lower (docs/benchmarks.md, Generalization); pass --eval DATA with samples the "
