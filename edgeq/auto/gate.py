@@ -77,6 +77,7 @@ class _Tally:
         self.noise: dict[str, list[float]] = {}
         self.mismatched: dict[str, int] = {}
         self.non_float: set[str] = set()
+        self.wanted: set[str] = set()
         self.kept: tuple[dict[str, list], dict[str, list]] = ({}, {})
         self.count = 0
 
@@ -87,6 +88,7 @@ class _Tally:
 
         ref_sess, sess = cpu_session(fp32, 0), cpu_session(model, 0)
         names = [o.name for o in ref_sess.get_outputs()]
+        self.wanted = set(getattr(self.metric, "names", None) or names)  # what the metric reads (top1.py: the class outputs)
         for n in names:
             self.signal.setdefault(n, [])
             self.noise.setdefault(n, [])
@@ -97,7 +99,7 @@ class _Tally:
             self.count += 1
             for n, r, g in zip(names, ref_sess.run(None, feed), sess.run(None, feed)):
                 r, g = np.asarray(r), np.asarray(g)
-                if self.metric is not None:
+                if self.metric is not None and n in self.wanted:
                     self.kept[0][n].append(r)
                     self.kept[1][n].append(g)
                 if r.dtype.kind != "f":
@@ -124,8 +126,8 @@ class _Tally:
                 outputs[n] = SampleFidelity.of(np.array(self.signal[n]), np.array(self.noise[n]))
         value = None
         if self.metric is not None and self.count:
-            value = float(self.metric({n: _stack(v) for n, v in self.kept[0].items()},
-                                      {n: _stack(v) for n, v in self.kept[1].items()}))
+            value = float(self.metric({n: _stack(v) for n, v in self.kept[0].items() if v},
+                                      {n: _stack(v) for n, v in self.kept[1].items() if v}))
         return Score.of(outputs, value, self.count)
 
 
