@@ -226,13 +226,13 @@ def parse_precision(text: str) -> tuple[str, str]:
 
 
 Mode = Literal["static", "dynamic", "fp16", "auto"]
-Method = Literal["minmax", "percentile", "entropy", "mse"]
+Method = Literal["minmax", "percentile", "entropy", "mse", "tail"]
 ActDtype = Literal["int8", "uint8", "int16"]
 Format = Literal["qdq", "qoperator"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "mode": tuple(MODES),
-    "method": ("minmax", "percentile", "entropy", "mse"),
+    "method": ("minmax", "percentile", "entropy", "mse", "tail"),
     "activations": ("int8", "uint8", "int16"),
     "weights": ("int8",),
     "format": ("qdq", "qoperator"),

@@ -33,7 +33,7 @@ __all__ = ["Calibration", "calibrate_once", "gram_matrices", "METHODS"]
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("minmax", "percentile", "entropy", "mse")
+METHODS = ("minmax", "percentile", "entropy", "mse")  # not "tail": docs/calibration.md says why
 _NON_FLOAT = {"INT64", "INT32", "INT8", "UINT8", "BOOL", "STRING", "INT16", "UINT16", "UINT32", "UINT64"}
 
 

@@ -1,6 +1,6 @@
 """Streaming observers: one per tensor, updated batch by batch, holding O(bins) state.
 
-* ``MinMaxObserver``: running min and max.
+* ``MinMaxObserver``: running min and max (and the mean and spread of each batch's extremes).
 * ``ChannelRange``: running min and max of each channel along one axis (a Conv output's channels,
   for ``passes/channel_scales.py``), O(channels).
 * ``HistogramObserver``: min/max plus a histogram of ``2 * num_bins`` bins over ``[-R, R]``
@@ -41,14 +41,36 @@ def _finite(array: np.ndarray, name: str) -> tuple[np.ndarray, float, float]:
     return array, float(array.min()), float(array.max())
 
 
+class _Moments:
+    """Running count, mean and sum of squared deviations (Welford): O(1) memory."""
+
+    __slots__ = ("count", "mean", "m2")
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, x: float) -> None:
+        self.count += 1
+        delta = x - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (x - self.mean)
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else 0.0
+
+
 class MinMaxObserver:
-    """Running min/max over every element of every batch."""
+    """Running min/max over every element of every batch, and the mean and spread of each
+    batch's max and (negated) min (for ``methods.tail_range``)."""
 
     def __init__(self, name: str = "") -> None:
         self.name = name
         self.min = math.inf
         self.max = -math.inf
         self.num_batches = 0
+        self.batch_max = _Moments()
+        self.batch_neg_min = _Moments()
 
     @property
     def seen(self) -> bool:
@@ -63,6 +85,8 @@ class MinMaxObserver:
         self._update(array, lo, hi)
         self.min = min(self.min, lo)
         self.max = max(self.max, hi)
+        self.batch_max.add(hi)
+        self.batch_neg_min.add(-lo)
         self.num_batches += 1
 
     def _update(self, array: np.ndarray, lo: float, hi: float) -> None:

@@ -22,7 +22,7 @@ def _fmt(value: Any) -> str:
 @click.option("--eval", "eval_data", default=None, help="Evaluation data (default: the first calibration samples).")
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON report here (.md and .html with a chart beside it).")
-@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="minmax",
+@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse", "tail"]), default="minmax",
               help="Range method for the activations (default minmax).")
 @click.option("--max-eval", type=click.IntRange(1), default=16, help="Evaluation samples to use (default 16).")
 @click.option("--max-samples", type=click.IntRange(1), default=None, help="Use at most N calibration samples.")
