@@ -47,7 +47,7 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
     The fp32 baseline is the faster of the prepared float model and ``original`` (the user's
     model as given: prepare's rewrites can change which kernels onnxruntime picks); a pick must
     beat it by ``MIN_WIN`` after re-timing, and a float answer is whichever of the two is faster."""
-    from edgeq.auto.latency import has_int8, measure
+    from edgeq.auto.latency import has_int8, measure, measure_in_groups
     from edgeq.auto.workbench import model_bytes_of
 
     search.cal = cal
@@ -60,17 +60,18 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
     models = {"fp32": model_bytes_of(float_model)}
     if original is not None:
         models["original"] = model_bytes_of(original)
-    for i, c in enumerate(search.tried):
+    # timed in groups with fp32 (memory), those that meet the target first: compared within a group
+    for i, c in sorted(enumerate(search.tried), key=lambda ic: not search.meets(ic[1])):
         models[f"{i}"] = c.data
     search.bar.update(search.task, description=f"auto: timing {len(models)} configurations")
     try:
-        times = measure(models, feed, provider=provider, threads=threads)
+        times = measure_in_groups(models, feed, anchor="fp32", provider=provider, threads=threads)
     except Exception as e:  # the user's graph as given may not run as such (prepare fixed it): drop it
         if "original" not in models:
             raise
         logger.info("auto: the model as given does not run for timing (%s); prepared float is the baseline", e)
         del models["original"]
-        times = measure(models, feed, provider=provider, threads=threads)
+        times = measure_in_groups(models, feed, anchor="fp32", provider=provider, threads=threads)
     for i, c in enumerate(search.tried):
         c.latency_ms = times[f"{i}"]
     baseline = "original" if "original" in times and times["original"] < times["fp32"] else "fp32"

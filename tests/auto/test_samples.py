@@ -191,3 +191,31 @@ def test_the_bound_survives_samples_without_noise():
     assert np.isfinite(fid.low) and fid.low <= fid.point
     exact = SampleFidelity.of(np.ones(8), np.zeros(8))
     assert exact.point == np.inf
+
+
+def test_many_configurations_are_timed_in_groups_scaled_to_fp32(monkeypatch):
+    """At most GROUP sessions alive at once; each group carries fp32 and is scaled to its median."""
+    from edgeq.auto import latency
+
+    calls: list[list[str]] = []
+    budgets: list[float] = []
+    drift = iter([1.0, 1.5, 2.0, 1.25])  # the machine slows down between groups
+
+    def fake(models, feed, budget_s=6.0, **_):
+        budgets.append(budget_s)
+        calls.append(list(models))
+        slow = next(drift)
+        return {name: slow * (10.0 if name == "fp32" else float(name)) for name in models}
+
+    monkeypatch.setattr(latency, "measure", fake)
+    models = {"fp32": b"", **{str(i): b"" for i in range(1, 16)}}
+    times = latency.measure_in_groups(models, {}, anchor="fp32", group=6)
+    assert len(calls) == 3 and all(len(c) <= 6 and "fp32" in c for c in calls)
+    assert sorted(n for c in calls for n in c if n != "fp32") == sorted(str(i) for i in range(1, 16))
+    assert times["fp32"] == 15.0  # the median of 10, 15, 20
+    assert sum(budgets) == pytest.approx(6.0)  # the budget of one measure over all, shared out
+    for i in range(1, 16):  # every group's drift cancels against its own fp32
+        assert times[str(i)] == pytest.approx(i * 1.5)
+    calls.clear()
+    assert latency.measure_in_groups({"fp32": b"", "1": b""}, {}, anchor="fp32") == {"fp32": 12.5, "1": 1.25}
+    assert len(calls) == 1
