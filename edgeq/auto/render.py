@@ -12,7 +12,7 @@ from typing import Any
 
 from edgeq.report.sections import register_section
 
-__all__ = ["sensitivity_markdown", "sensitivity_html", "auto_markdown", "auto_html", "write_auto_html"]
+__all__ = ["sensitivity_markdown", "sensitivity_html", "auto_markdown", "auto_html", "write_auto_html", "metric_name"]
 
 
 def _fmt(value: Any) -> str:
@@ -23,6 +23,11 @@ def _fmt(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(map(str, value)) or "-"
     return str(value)
+
+
+def metric_name(auto: Mapping[str, Any]) -> str:
+    """What ``report["auto"]`` calls its metric: the default guard's label, or "metric"."""
+    return auto.get("target", {}).get("metric") or "metric"
 
 
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -116,7 +121,7 @@ def auto_markdown(report: Mapping[str, Any]) -> str:
     auto = report["auto"]
     lines = ["# edgeq auto", "", f"Verdict: {auto['verdict']}", "",
              f"Target: min output SQNR {auto['target']['min_sqnr']} dB"
-             + (f", {auto['target'].get('metric') or 'metric'} >= {auto['target']['min_score']}" if auto["target"].get("min_score") is not None else ""),
+             + (f", {metric_name(auto)} >= {auto['target']['min_score']}" if auto["target"].get("min_score") is not None else ""),
              ""]
     lines += [_gate_line(auto), ""]
     lines += ["## Configurations tried", ""] + _md_table(_AUTO_HEAD, _auto_rows(auto)) + [""]
@@ -139,7 +144,7 @@ def _gate_line(auto: Mapping[str, Any]) -> str:
         line += (f" Checked on all {gate['samples']} {gate['what']}: min output SQNR {_fmt(gate['min_sqnr_db'])} dB "
                  f"(bound {_fmt(gate['bound_db'])}, worst sample {_fmt(gate['worst_sample_db'])}, "
                  f"5th percentile {_fmt(gate['p5_sample_db'])})"
-                 + (f", {auto['target'].get('metric') or 'metric'} {_fmt(gate['metric'])}" if gate.get("metric") is not None
+                 + (f", {metric_name(auto)} {_fmt(gate['metric'])}" if gate.get("metric") is not None
                     else "") + ".")
     elif gate.get("exact"):
         line += " The fp32 model is returned: exact."

