@@ -26,6 +26,7 @@ __all__ = ["islands", "gaps", "measure", "measure_in_groups", "precision_changes
 logger = logging.getLogger(__name__)
 
 GROUP = 6  # sessions alive at once in ``measure_in_groups`` (the anchor included)
+BUDGET_S = 6.0  # seconds of timed runs for one set of models (``measure``; shared out by ``measure_in_groups``)
 
 
 def _compute_neighbours(plan: Any, node: Any, upstream: bool) -> list[Any]:
@@ -109,7 +110,7 @@ def _is_int8_op(op: str) -> bool:
 
 
 def measure(models: Mapping[str, bytes], feed: Mapping[str, np.ndarray], *, provider: str = "cpu",
-            threads: int = 1, runs: int = 25, budget_s: float = 6.0, min_s: float = 0.25) -> dict[str, float]:
+            threads: int = 1, runs: int = 25, budget_s: float = BUDGET_S, min_s: float = 0.25) -> dict[str, float]:
     """Median ms per run of each model (interleaved runs after 3 warm-up runs each; at least
     ``runs``, more for fast models so that each gets about ``min_s`` of runs, within ``budget_s``:
     25 runs of a 30-microsecond model are noise)."""
@@ -139,7 +140,7 @@ def measure(models: Mapping[str, bytes], feed: Mapping[str, np.ndarray], *, prov
 
 
 def measure_in_groups(models: Mapping[str, Any], feed: Mapping[str, np.ndarray], *, anchor: str,
-                      group: int = GROUP, budget_s: float = 6.0, **kwargs: Any) -> dict[str, float]:
+                      group: int = GROUP, budget_s: float = BUDGET_S, **kwargs: Any) -> dict[str, float]:
     """``measure`` over ``models`` in groups of at most ``group`` sessions, ``anchor`` in each, in
     the order given (put the ones to compare closely together); a group's times are scaled by the
     anchor's median over all groups divided by its time in that group (drift between groups
