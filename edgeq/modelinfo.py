@@ -160,6 +160,8 @@ def _io(values: Any, initializer_names: set[str]) -> list[dict[str, Any]]:
 def _fix_input_dims(proto: Any, dims: dict[str, int]) -> tuple[Any, dict[str, int]]:
     import onnx
 
+    from edgeq.runtime.feeds import symbolic_dim
+
     fixed = onnx.ModelProto()
     fixed.CopyFrom(proto)
     init = {t.name for t in fixed.graph.initializer}
@@ -169,7 +171,7 @@ def _fix_input_dims(proto: Any, dims: dict[str, int]) -> tuple[Any, dict[str, in
             continue
         for axis, d in enumerate(value.type.tensor_type.shape.dim):
             if not d.HasField("dim_value"):
-                key = d.dim_param or f"{value.name}[{axis}]"
+                key = symbolic_dim(d.dim_param) or f"{value.name}[{axis}]"
                 size = int(dims.get(key, 1))
                 used[key] = size
                 d.Clear()

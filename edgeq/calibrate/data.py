@@ -34,7 +34,7 @@ import numpy as np
 from edgeq.calibrate.data_warnings import DataStats
 from edgeq.errors import DataError, EdgeqError, UsageError
 from edgeq.files import regular_file
-from edgeq.runtime.feeds import TensorSpec
+from edgeq.runtime.feeds import TensorSpec, symbolic_dim
 
 __all__ = ["FeedSource", "load_data", "model_input_specs", "validate_feed"]
 
@@ -65,8 +65,8 @@ def model_input_specs(model: Any) -> list[TensorSpec]:
             except Exception:  # string or exotic types
                 dtype = None
         shape = None
-        if value.shape is not None:  # -1 and 0 are exporters' "unknown" (Paddle, older TensorFlow)
-            shape = tuple((d if d > 0 else None) if isinstance(d, int) else (d.value or None) for d in value.shape.dims)
+        if value.shape is not None:  # -1, 0 and "?" are exporters' "unknown" (Paddle, older TensorFlow)
+            shape = tuple((d if d > 0 else None) if isinstance(d, int) else symbolic_dim(d.value) for d in value.shape.dims)
         specs.append(TensorSpec(value.name, dtype, shape))
     return specs
 

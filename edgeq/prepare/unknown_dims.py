@@ -1,12 +1,14 @@
-"""Dims written as ``dim_value: -1`` or ``0`` (exporters' "unknown") become symbolic dims.
+"""Dims written as ``dim_value: -1`` or ``0``, or named ``"?"`` (exporters' "unknown"), become
+symbolic dims of their own.
 
     x: float[-1, 3, 48, 192]  ==>  x: float[unk__x_0, 3, 48, 192]
     x: float[0, 3, 48, 192]   ==>  x: float[unk__x_0, 3, 48, 192]
+    x: float[-1, 3, ?, ?]     ==>  x: float[unk__x_0, 3, unk__x_2, unk__x_3]
 
 1. Graph inputs and outputs: onnxruntime reads -1 as unknown but 0 as a fixed size of zero (it
    refuses every real feed: "Got: 1 Expected: 0"); Paddle and older TensorFlow exporters write
-   both for a dynamic batch or width. Each such dim gets a name of its own, so no two dims are
-   tied to the same size by the rewrite.
+   both for a dynamic batch or width; Paddle2ONNX also names the height and the width of an image
+   "?" alike. Each such dim gets a name of its own, so no two dims are tied to the same size.
 2. Intermediate values' recorded shapes get the same treatment (shape inference reruns later
    and fills in what it can).
 
@@ -18,17 +20,24 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from edgeq.prepare._base import NotingPass
+from edgeq.runtime.feeds import symbolic_dim
 
 __all__ = ["UnknownDimsPass"]
 
 
+def _unknown(dim: object) -> bool:
+    if isinstance(dim, int):
+        return dim <= 0
+    value = getattr(dim, "value", None)
+    return value is not None and symbolic_dim(value) is None
+
+
 def _fixed(value: ir.Value) -> ir.Shape | None:
-    """``value``'s shape with dims <= 0 symbolic, or None when it has none."""
+    """``value``'s shape with its "unknown" dims given names of their own, or None when it has none."""
     shape = value.shape
-    if shape is None or not any(isinstance(d, int) and d <= 0 for d in shape.dims):
+    if shape is None or not any(_unknown(d) for d in shape.dims):
         return None
-    dims = [ir.SymbolicDim(f"unk__{value.name}_{axis}") if isinstance(d, int) and d <= 0 else d
-            for axis, d in enumerate(shape.dims)]
+    dims = [ir.SymbolicDim(f"unk__{value.name}_{axis}") if _unknown(d) else d for axis, d in enumerate(shape.dims)]
     return ir.Shape(dims)
 
 
@@ -45,5 +54,5 @@ class UnknownDimsPass(NotingPass):
                 changed.append(value.name)
         named = [n for n in changed if any(n == v.name for v in boundary)]
         if named:
-            self.note(f"dims written as -1 or 0 (an exporter's 'unknown') made symbolic on {', '.join(map(repr, named))}")
+            self.note(f"dims written as -1, 0 or '?' (an exporter's 'unknown') made symbolic on {', '.join(map(repr, named))}")
         return ir.passes.PassResult(model, modified=bool(changed))

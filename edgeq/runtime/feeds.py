@@ -22,6 +22,7 @@ __all__ = [
     "TensorSpec",
     "ORT_DTYPES",
     "spec_from_node_arg",
+    "symbolic_dim",
     "check_feeds",
     "iter_feeds",
     "load_feeds",
@@ -48,6 +49,15 @@ ORT_DTYPES: dict[str, str] = {
 
 Dim = int | str | None
 
+# dim_param names exporters write for "unknown", not for a size shared between dims: Paddle2ONNX
+# writes "?" for both the height and the width of an image input, which onnxruntime lets differ.
+PLACEHOLDER_DIMS = frozenset({"?", "-1", "None", "none", "unk", "unknown", "dynamic"})
+
+
+def symbolic_dim(name: str | None) -> str | None:
+    """A dim_param as a spec holds it: its name, or None when it only means "unknown"."""
+    return None if not name or name in PLACEHOLDER_DIMS else name
+
 
 @dataclasses.dataclass(frozen=True)
 class TensorSpec:
@@ -67,7 +77,8 @@ class TensorSpec:
 def spec_from_node_arg(arg: Any) -> TensorSpec:
     shape = arg.shape
     if shape is not None:
-        shape = tuple(d if isinstance(d, int) and d >= 0 else (d if isinstance(d, str) and d else None) for d in shape)
+        shape = tuple(d if isinstance(d, int) and d >= 0 else (symbolic_dim(d) if isinstance(d, str) else None)
+                      for d in shape)
     return TensorSpec(arg.name, ORT_DTYPES.get(arg.type), shape)
 
 

@@ -88,3 +88,35 @@ def test_fixed_dims_are_still_checked():
     with pytest.raises(DataError, match="dim 1 must be 3, not 4"):
         edgeq.quantize(_net(-1), edgeq.QuantConfig(), [{"x": np.zeros((1, 4, 8, 8), np.float32),
                                                          "sr": np.array(16000, np.int64)}], progress=False)
+
+
+def _question_marks() -> onnx.ModelProto:
+    """x: float[-1, 3, ?, ?], as Paddle2ONNX writes an image input of any height and width."""
+    proto = _net(-1)
+    for dim in proto.graph.input[0].type.tensor_type.shape.dim[2:]:
+        dim.Clear()
+        dim.dim_param = "?"
+    out = proto.graph.output[0].type.tensor_type.shape.dim
+    out.add().dim_param, out.add().dim_value = "?", 8  # the checker wants an output's shape
+    return proto
+
+
+@pytest.mark.parametrize("mode", ["static", "auto"])
+def test_question_mark_dims_are_not_tied(mode):
+    """Two dims named "?" may differ (onnxruntime lets them): 8 high, 16 wide is a valid feed."""
+    from edgeq.calibrate import model_input_specs
+
+    assert model_input_specs(_question_marks())[0].shape == (None, 3, None, None)
+    rng = np.random.default_rng(2)
+    feeds = [{"x": rng.normal(0, 1, (1, 3, 8, 16)).astype(np.float32), "sr": np.array(16000, np.int64)}
+             for _ in range(12)]
+    config = edgeq.QuantConfig(mode=mode)
+    result = edgeq.quantize(_question_marks(), config, feeds, progress=False)
+    if mode == "static":  # auto may answer with the model as given (fp32), "?" and all
+        dims = [str(d) for d in result.model.graph.inputs[0].shape.dims[2:]]
+        assert "QuantizeLinear" in op_types(result.model)
+        assert "?" not in dims and dims[0] != dims[1], dims  # each its own name in the written model
+    feed = {"x": rng.normal(0, 1, (2, 3, 12, 20)).astype(np.float32), "sr": np.array(16000, np.int64)}
+    got, ref = run_ort(result.model, feed)[0], run_ort(_question_marks(), feed)[0]
+    assert got.shape == ref.shape == (2, 8)
+    assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.99
