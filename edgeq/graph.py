@@ -23,7 +23,7 @@ Imports only onnx_ir, numpy and edgeq.errors: any layer may use it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal, final
 
 import numpy as np
@@ -41,6 +41,7 @@ __all__ = [
     "add_initializer",
     "remove_unused_initializers",
     "copy_model",
+    "all_nodes",
     "freeze_constants",
     "InspectPass",
     "run_passes",
@@ -104,6 +105,12 @@ def remove_unused_initializers(graph: ir.Graph, values: Iterable[ir.Value | None
         owner = value.graph if value.is_initializer() and value.graph is not None else graph
         if value.name in owner.initializers:
             del owner.initializers[value.name]
+
+
+def all_nodes(graph: ir.Graph) -> Iterator[ir.Node]:
+    """Every node of ``graph`` and of its If/Loop/Scan bodies, at any depth (a body's nodes after
+    the node holding it)."""
+    return iter(ir.traversal.RecursiveGraphIterator(graph))
 
 
 def copy_model(model: ir.Model) -> ir.Model:

@@ -24,6 +24,7 @@ import os
 from typing import Any
 
 from edgeq.config import QuantConfig
+from edgeq.graph import all_nodes
 
 __all__ = ["sensitivity", "SensitivityReport", "OUTLIER_RATIO", "eval_feeds"]
 
@@ -151,7 +152,7 @@ def sensitivity(
         task = bar.add_task("sensitivity", total=2 * len(units))
         for unit in units:
             only_plan, copy = bench.plan([n for n in names if n != unit.name])
-            node = next(n for n in copy.graph if n.name == unit.name)
+            node = next(n for n in all_nodes(copy.graph) if n.name == unit.name)
             only = None
             if only_plan.role(node) != "float":
                 only = bench.score(bench.build(table, [n for n in names if n != unit.name]).model)

@@ -95,7 +95,9 @@ def gaps(plan: Any, graph: Any, candidates: Sequence[str]) -> list[str]:
 
 def precision_changes(model: Any) -> int:
     """QuantizeLinear + DequantizeLinear nodes on activations: each is one precision change."""
-    return sum(1 for n in model.graph if n.op_type == "QuantizeLinear")
+    from edgeq.graph import all_nodes
+
+    return sum(1 for n in all_nodes(model.graph) if n.op_type == "QuantizeLinear")
 
 
 def has_int8(model: Any) -> bool:

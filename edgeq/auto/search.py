@@ -41,6 +41,7 @@ from edgeq.auto.calib import METHODS, calibrate_once
 from edgeq.auto.state import SQNR_MARGIN_DB, Config, Search
 from edgeq.config import QuantConfig
 from edgeq.errors import UsageError
+from edgeq.graph import all_nodes
 
 __all__ = ["auto_quantize"]
 
@@ -270,7 +271,7 @@ def _per_token_dynamic(search: Search, best: Config, cal: Any, repairs: list[dic
 
     bench, before = search.bench, search.bench.config
     plan, copy = bench.plan(best.exclude)
-    dynamic = [n for n in copy.graph if plan.role(n) == Role.DYNAMIC and n.op_type in ("MatMul", "Gemm")]
+    dynamic = [n for n in all_nodes(copy.graph) if plan.role(n) == Role.DYNAMIC and n.op_type in ("MatMul", "Gemm")]
     if not dynamic or isinstance(before.dynamic_granularity, PerToken) or search.over_budget("repairs"):
         return best
     bench.config = before.replace(dynamic_granularity=PerToken())
@@ -379,7 +380,7 @@ def _fallback(search: Search, best: Config, cal: Any, rungs: tuple[str, ...] = (
             break
         others = tuple(n for n in units if n != name)
         plan, copy = search.bench.plan(best.exclude + others)
-        node = next((n for n in copy.graph if n.name == name), None)
+        node = next((n for n in all_nodes(copy.graph) if n.name == name), None)
         if node is not None and plan.role(node) != "float":
             trial = search.build(f"only {name}", best.model, cal, best.methods, best.base,
                                  best.exclude + others, record=False, bias=best.bias)

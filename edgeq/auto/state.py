@@ -123,9 +123,11 @@ class Search:
 
         if not int16:
             return {}
+        from edgeq.graph import all_nodes
+
         plan, copy = self.bench.plan(exclude, model=model)
         wanted, out = set(int16), {}
-        for node in copy.graph:
+        for node in all_nodes(copy.graph):
             if node.name not in wanted:
                 continue
             after = [c for v in node.outputs for c in v.consumers() if plan.role(c) == Role.FOLDED]
@@ -145,8 +147,9 @@ class Search:
         """A copy of ``model`` with bias correction on exactly the nodes that will be int8 (a
         float node must keep its float bias: the correction would be an error there)."""
         from edgeq.auto.repairs import correct_bias
+        from edgeq.graph import all_nodes
 
         plan, copy = self.bench.plan(exclude, model=model)
-        int8 = [n.name for n in copy.graph if plan.role(n) != "float"]
+        int8 = [n.name for n in all_nodes(copy.graph) if plan.role(n) != "float"]
         corrected, _ = correct_bias(model, cal, self.bench.config, nodes=int8)
         return model if corrected is None else corrected

@@ -14,6 +14,7 @@ from typing import Any
 
 import edgeq.auto.render  # noqa: F401 (registers the report's "auto" section: write_report renders it)
 from edgeq.auto.placement import NOISE
+from edgeq.graph import all_nodes
 
 __all__ = ["auto_section"]
 
@@ -83,7 +84,7 @@ def _layers(search: Any, chosen: Any, verdict: str, fallback: dict, dropped: dic
     user = set(bench.config.exclude)
     units = bench.units()
     plan, copy = bench.plan(chosen.exclude)
-    nodes = {n.name: n for n in copy.graph}
+    nodes = {n.name: n for n in all_nodes(copy.graph)}
     float_reasons = {e["node"]: e["reason"] for e in chosen.result.report.get("float", [])}
     out = []
     for unit in units:

@@ -139,8 +139,10 @@ def prepare_float(model: Any, config: QuantConfig, source: Any) -> tuple[Any, li
     model, notes = prepare_model(model, target_opset=config.opset, data=source)
     CanonicalizePass()(model)  # before calibration: its new tensors (GlobalAveragePool before Flatten) get ranges
     FuseActivationsPass()(model)  # likewise (a HardSigmoid's output where hard-swish was a chain)
-    taken = {n.name for n in model.graph if n.name}
-    for i, node in enumerate(model.graph):
+    from edgeq.graph import all_nodes
+
+    taken = {n.name for n in all_nodes(model.graph) if n.name}
+    for i, node in enumerate(all_nodes(model.graph)):  # If/Loop/Scan bodies too: units are named
         if not node.name:
             name = f"{node.op_type}_{i}"
             while name in taken:
@@ -241,11 +243,12 @@ class Workbench:
         return plan, copy
 
     def units(self) -> list[Unit]:
+        from edgeq.graph import all_nodes
         from edgeq.passes.plan import Role
 
         plan, copy = self.plan(self.config.exclude)
         out = []
-        for node in copy.graph:
+        for node in all_nodes(copy.graph):  # a unit inside an If/Loop/Scan body is a unit too
             if plan.role(node) not in (Role.COMPUTE, Role.DYNAMIC):
                 continue
             folded = tuple(f"{c.name}:{c.op_type}" for v in node.outputs for c in v.consumers()

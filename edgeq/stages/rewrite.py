@@ -16,8 +16,17 @@ __all__ = ["rewrite"]
 
 
 def rewrite(model: ir.Model, planned: Planned, config: QuantConfig) -> None:
-    """Run the rewrite passes on ``model`` in place."""
+    """Run the rewrite passes on ``model`` in place.
+
+    Values the passes create are named by their own graph, which knows nothing of the graphs
+    around it: two If branches (or a branch and the main graph) can each get a ``val_0``, and
+    ONNX wants one name per value across a graph and every body inside it. Where the model has
+    bodies, onnx_ir's NameFixPass renames the clashes (graph inputs and outputs keep theirs)."""
+    from onnx_ir.passes.common import NameFixPass
+
     from edgeq.graph import run_passes
     from edgeq.passes.pipeline import rewrite_passes
 
     run_passes(model, rewrite_passes(config, planned.plan))
+    if next(iter(model.graph.subgraphs()), None) is not None:
+        NameFixPass()(model)

@@ -200,11 +200,15 @@ def test_without_eval_data_scores_held_out_samples_and_gates_on_all():
     assert few["eval_samples"] == 4 and any("too few calibration samples" in n for n in few["notes"])
 
 
-def test_the_gate_judges_every_calibration_sample_out_of_sample():
+def test_the_gate_judges_every_calibration_sample_out_of_sample(monkeypatch):
     """Cross-fitted gate: a calibration sample unlike the others (8x louder) is judged by ranges
     calibrated without it, as new data would be; judged by ranges that saw it (the answer's own),
     it would pass. The answer is checked on all 12 and never promises what it cannot keep."""
-    from edgeq.auto import auto_quantize
+    from edgeq.auto import auto_quantize, latency
+    from ortutil import int8_pays_timing
+
+    # the gate only runs on an int8 pick: on real timings this tiny net's int8 is sometimes not 3% faster
+    monkeypatch.setattr(latency, "measure", int8_pays_timing)
     from edgeq.auto.samples import draw
     from edgeq.calibrate.data import load_data
 

@@ -336,3 +336,73 @@ def test_if_branch_inside_a_loop_stays_float_with_the_reason():
     reasons = [e["reason"] for e in result.report["float"] if "/then_branch/" in e["node"]]
     assert len(reasons) == 3 and all("without calibrated ranges" in r and "a Loop/Scan cannot stack" in r for r in reasons)
     np.testing.assert_allclose(run_ort(result.model, feeds[0])[0], run_ort(original, feeds[0])[0], atol=1e-5)
+
+
+# MatMuls between float ops inside both branches (dynamic int8 by the selection rules), reading a
+# main-graph value named as torch's dynamo exporter names values: "val_0".
+IF_MATMUL_TEXT = """<ir_version: 8, opset_import: ["" : 17]>
+detector (float[1,64] x, int64 sr) => (float[1,64] y) {
+  val_0 = Tanh(x)
+  rate = Constant<value = int64 {16000}>()
+  wide = Equal(sr, rate)
+  y = If(wide) <
+    then_branch = at16k () => (float[1,64] t_out) {
+      t1 = MatMul(val_0, M16a)
+      t2 = Sigmoid(t1)
+      t3 = MatMul(t2, M16b)
+      t_out = Tanh(t3)
+    },
+    else_branch = at8k () => (float[1,64] e_out) {
+      e1 = MatMul(val_0, M8a)
+      e2 = Sigmoid(e1)
+      e3 = MatMul(e2, M8b)
+      e_out = Tanh(e3)
+    }
+  >
+}"""
+
+
+def _if_matmul_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(3)
+    return build(IF_MATMUL_TEXT, {f"M{r}{ab}": rng.normal(0, 0.3, (64, 64)) for r in ("16", "8") for ab in "ab"})
+
+
+def _if_matmul_feeds(n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    g = np.random.default_rng(seed)
+    return [{"x": g.standard_normal((1, 64)).astype(np.float32), "sr": np.array((16000, 8000)[i % 2], np.int64)}
+            for i in range(n)]
+
+
+def test_auto_units_and_fp32_answer_reach_inside_branches():
+    """Auto's units include the branches' nodes, so its "fp32" configuration keeps them float:
+    an fp32 answer gives exactly the model's outputs (it used to hold the dynamic int8 MatMuls
+    that the selection rules put in the branches, and print fp32 fidelity for them)."""
+    from edgeq.auto.workbench import Workbench, prepare_float
+
+    feeds = _if_matmul_feeds(16, 0)
+    float_model, _ = prepare_float(_if_matmul_model(), edgeq.QuantConfig(), feeds)
+    bench = Workbench.create(float_model, edgeq.QuantConfig(), feeds)
+    names = {u.name for u in bench.units()}
+    assert len([n for n in names if "MatMul" in n]) == 4, names
+    # a target no int8 configuration reaches: the answer is fp32
+    result = edgeq.quantize(_if_matmul_model(), edgeq.QuantConfig(mode="auto", min_sqnr=150.0), feeds, progress=False)
+    assert result.report["auto"]["verdict"].startswith("fp32")
+    assert not any(n.op_type.startswith(("Dynamic", "Quantize", "MatMulInteger"))
+                   for n in ir.traversal.RecursiveGraphIterator(result.model.graph))
+    for feed in _if_matmul_feeds(4, 1):
+        np.testing.assert_allclose(run_ort(result.model, feed)[0], run_ort(_if_matmul_model(), feed)[0],
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_per_token_inside_branches_names_stay_unique():
+    """Per-token MatMuls in both branches: the values the pass adds must not take a name the main
+    graph already uses ("val_0"); onnxruntime refused the model as not in SSA form."""
+    from edgeq.config import PerToken
+
+    config = edgeq.QuantConfig(mode="dynamic", dynamic_granularity=PerToken())
+    result = edgeq.quantize(_if_matmul_model(), config, None, progress=False)
+    ops = [n.op_type for n in ir.traversal.RecursiveGraphIterator(result.model.graph)]
+    assert ops.count("MatMulIntegerToFloat") == 4, ops
+    for feed in _if_matmul_feeds(4, 1):
+        got, ref = run_ort(result.model, feed)[0], run_ort(_if_matmul_model(), feed)[0]
+        assert sqnr_db(ref, got) > 30.0
