@@ -9,6 +9,7 @@ the fp32 model on the same provider and thread count; otherwise the verdict is f
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from typing import Any
 
@@ -51,6 +52,7 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
     from edgeq.auto.workbench import model_bytes_of
 
     search.cal = cal
+    search.given = original  # the float answer falls back on it where the prepared graph is not faithful
     dropped: dict[str, str] = {}
     if search.meets(best):
         trial, islands = _drop_islands(search, best)
@@ -110,6 +112,17 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
     return (*float_answer(search, best, float_model, original if baseline == "original" else None, reason), {})
 
 
+def _drift(search: Any, fp32: Any, given: Any) -> float:
+    """The prepared float answer's SQNR against the model as given (inf where that does not run)."""
+    if given is None:
+        return math.inf
+    try:
+        return search.bench.drift_db(fp32.data, given)
+    except Exception as e:  # the model as given may not run as such (prepare fixed it)
+        logger.info("auto: the model as given does not run (%s): the prepared float graph is the answer", e)
+        return math.inf
+
+
 def float_answer(search: Any, best: Any, float_model: Any, original: Any, reason: str) -> tuple[Any, str]:
     """(the fp32 configuration, its verdict): the prepared float model, or ``original`` (the
     user's graph, when it ran faster than the prepared one) as it was given."""
@@ -119,10 +132,23 @@ def float_answer(search: Any, best: Any, float_model: Any, original: Any, reason
     fp32 = search.build("fp32", float_model, cal, {}, best.base, units, record=False)
     fp32.latency_ms = search.fp32_ms
     fp32.result.ranges = cal.table_for(best.methods, best.base)
-    if original is not None:  # the user's graph runs faster than the prepared one: give it back as it was
+    given = getattr(search, "given", None)
+    drift = _drift(search, fp32, given) if original is None else math.inf
+    if drift < (search.min_sqnr or 30.0):
+        # prepare's rewrites are exact up to float rounding: a float answer that moves the outputs
+        # beyond the target is a fault of edgeq's, never to be written in the user's name
+        logger.warning("auto: the prepared float graph moved the outputs (%.1f dB): answering with the model as given",
+                       drift)
+        original = given
+        reason += f"; edgeq's prepared float graph moved the outputs ({drift:.1f} dB), so the model is returned as given"
+    elif original is not None:  # the user's graph runs faster than the prepared one: give it back as it was
+        reason += "; the model is returned as given (it ran faster than edgeq's prepared float graph)"
+    if original is not None:
+        from edgeq.auto.workbench import model_bytes_of
         from edgeq.graph import copy_model
 
         fp32.result.model = copy_model(original)
-        reason += "; the model is returned as given (it ran faster than edgeq's prepared float graph)"
+        fp32.data = model_bytes_of(fp32.result.model)
+        fp32.score = search.bench.own_score(fp32.data)  # exact: it is the model
     search.tried.append(fp32)
     return fp32, f"fp32: {reason}"

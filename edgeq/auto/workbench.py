@@ -229,6 +229,22 @@ class Workbench:
             value = float(self.metric(self.refs, {n: _stack(v) for n, v in samples.items()}))
         return Score.of(both, value, len(self.feeds))
 
+    def own_score(self, model: Any) -> Score:
+        """``model`` scored against its own outputs (exact): the fidelity of an answer that is the
+        model as given, whatever the prepared float model gives."""
+        samples = self.samples(model)
+        both = {n: _sqnr_over_samples(v, v) for n, v in samples.items() if v and v[0].dtype.kind == "f"}
+        stacked = {n: _stack(v) for n, v in samples.items()}
+        value = None if self.metric is None else float(self.metric(stacked, stacked))
+        return Score.of(both, value, len(self.feeds))
+
+    def drift_db(self, model: Any, reference: Any) -> float:
+        """The lowest SQNR of ``model``'s float outputs against ``reference``'s (not against the
+        prepared float model's, as ``score`` judges) on the eval feeds."""
+        ref, got = self.samples(reference), self.samples(model)
+        return min((_sqnr_over_samples(r, got[n]).point for n, r in ref.items()
+                    if r and r[0].dtype.kind == "f" and n in got), default=math.inf)
+
     def plan(self, exclude: Sequence[str] = (), model: Any = None) -> tuple[Any, Any]:
         """(plan, analysed copy of the model) for the static config with ``exclude``."""
         from edgeq.graph import copy_model, run_passes

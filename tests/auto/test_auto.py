@@ -313,3 +313,33 @@ def test_float_reasons_say_who_chose_fp32():
     reasons = [e["reason"] for e in report["float"]]
     assert reasons[0].startswith("kept fp32 by auto mode") and reasons[1].startswith("excluded by the user")
     assert reasons[2].startswith("computed in fp16 by auto mode") and reasons[3].startswith("Relu does not")
+
+
+def test_a_float_answer_never_moves_the_outputs(monkeypatch):
+    """Where edgeq's prepared float graph is not faithful to the model as given (a fault of
+    edgeq's: prepare's rewrites are exact up to rounding), the fp32 answer is the model as given,
+    the verdict says why, and the printed fidelity is that of what is written."""
+    import onnx_ir as ir
+
+    from edgeq.auto import auto_quantize, latency, workbench
+
+    prepare = workbench.prepare_float
+
+    def broken(model, config, source):  # a "prepare" that scales one weight by 1.5
+        model, notes = prepare(model, config, source)
+        value = next(v for v in model.graph.initializers.values() if v.const_value.dtype == ir.DataType.FLOAT
+                     and v.const_value.numpy().ndim > 1)
+        array = value.const_value.numpy() * 1.5
+        array.flags.writeable = False
+        value.const_value = ir.Tensor(array, name=value.name)
+        return model, notes
+
+    monkeypatch.setattr(workbench, "prepare_float", broken)
+    monkeypatch.setattr(latency, "measure", int8_pays_timing)  # the given model is not "faster": a tie
+    feeds = outlier_feeds(12, spike=0.0)
+    result = auto_quantize(outlier_net(), feeds, min_sqnr=150.0, progress=False)  # unreachable: fp32
+    auto = result.report["auto"]
+    assert auto["verdict"].startswith("fp32") and "prepared float graph moved the outputs" in auto["verdict"]
+    for feed in outlier_feeds(3, seed=7, spike=0.0):
+        np.testing.assert_array_equal(run_ort(result.model, feed)[0], run_ort(outlier_net(), feed)[0])
+    assert auto["fidelity"]["min_sqnr_db"] in ("inf", float("inf")) or auto["fidelity"]["min_sqnr_db"] > 100
