@@ -25,6 +25,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _metric(value: Any) -> str:
+    """A metric value as the CLI prints it: 4 decimals (the top-1 guard's 0.995 is not "0.99")."""
+    return f"{value:.4f}" if isinstance(value, float) else _fmt(value)
+
+
 def metric_name(auto: Mapping[str, Any]) -> str:
     """What ``report["auto"]`` calls its metric: the default guard's label, or "metric"."""
     return auto.get("target", {}).get("metric") or "metric"
@@ -144,7 +149,7 @@ def _gate_line(auto: Mapping[str, Any]) -> str:
         line += (f" Checked on all {gate['samples']} {gate['what']}: min output SQNR {_fmt(gate['min_sqnr_db'])} dB "
                  f"(bound {_fmt(gate['bound_db'])}, worst sample {_fmt(gate['worst_sample_db'])}, "
                  f"5th percentile {_fmt(gate['p5_sample_db'])})"
-                 + (f", {metric_name(auto)} {_fmt(gate['metric'])}" if gate.get("metric") is not None
+                 + (f", {metric_name(auto)} {_metric(gate['metric'])}" if gate.get("metric") is not None
                     else "") + ".")
     elif gate.get("exact"):
         line += " The fp32 model is returned: exact."

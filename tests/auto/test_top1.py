@@ -120,6 +120,10 @@ def test_auto_keeps_a_classifiers_answers_not_only_its_sqnr(monkeypatch):
     gate = auto["gate"]
     assert auto["verdict"].startswith("fp32") or gate["metric"] >= 0.995
     assert "top-1 agreement" in auto["verdict"] or gate.get("metric", 1.0) >= 0.995
+    if gate.get("metric") is not None:  # the report prints it as the CLI does, not rounded to "0.99"/"1.00"
+        from edgeq.auto.render import auto_markdown
+
+        assert f"top-1 agreement with fp32 (estimated from margins) {gate['metric']:.4f}" in auto_markdown(guarded.report)
 
 
 def test_min_top1_is_a_share():
