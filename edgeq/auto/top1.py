@@ -20,7 +20,8 @@ will on others (resnet224: 0.92 estimated on its calibration samples, 0.91 count
 
 Class scores (``class_outputs``): a float graph output of rank 2 (batch, classes) made by a
 linear head (Gemm; MatMul, or an Add of a MatMul's output), or any output of Softmax/LogSoftmax
-over its last axis. An embedding read out through a Gemm looks the same: ``--min-top1 0``.
+over its last axis, or of a softmax written out as ``Div(Exp(t), ReduceSum(Exp(t)))`` (Magika's
+jax2tf export). An embedding read out through a Gemm looks the same: ``--min-top1 0``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def _is_class_scores(value: Any) -> bool:
         axis = node.attributes.get("axis")
         axis = -1 if axis is None else axis.as_int()
         return axis in (-1, rank - 1)
+    if _written_softmax(node):
+        return True
     if rank != 2:
         return False
     if node.op_type in _LINEAR:
@@ -59,6 +62,23 @@ def _is_class_scores(value: Any) -> bool:
     if node.op_type == "Add":
         return any(v is not None and v.producer() is not None and v.producer().op_type in _LINEAR for v in node.inputs)
     return False
+
+
+_SHAPE_ONLY = {"Reshape", "Expand", "Unsqueeze", "Squeeze", "Identity", "Cast", "Flatten"}
+
+
+def _written_softmax(node: Any) -> bool:
+    """``Div(Exp(t), ReduceSum(Exp(t)))``, the sum maybe reshaped or broadcast on the way: a softmax
+    written out (jax2tf, Keras and hand-written exports)."""
+    if node.op_type != "Div" or len(node.inputs) != 2 or any(v is None for v in node.inputs):
+        return False
+    numerator, denominator = node.inputs
+    if numerator.producer() is None or numerator.producer().op_type != "Exp":
+        return False
+    producer = denominator.producer()
+    while producer is not None and producer.op_type in _SHAPE_ONLY and producer.inputs:
+        producer = producer.inputs[0].producer() if producer.inputs[0] is not None else None
+    return producer is not None and producer.op_type == "ReduceSum" and producer.inputs[0] is numerator
 
 
 def class_outputs(model: Any) -> list[str]:

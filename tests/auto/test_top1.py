@@ -72,6 +72,10 @@ def _model(text: str) -> ir.Model:
     ("m = MatMul(x, W)\n  y = Softmax<axis=0>(m)", "float[N,10] y", False),  # not over the classes
     ("m = Gemm<transB=1>(x, W, B)\n  y = Relu(m)", "float[N,10] y", False),
     ("y = Gemm<transB=1>(x, W1, B1)", "float[N,1] y", False),  # one score: nothing to rank
+    # a softmax written out (Magika's jax2tf export): Div(Exp(t), broadcast ReduceSum(Exp(t)))
+    ("m = MatMul(x, W)\n  e = Exp(m)\n  a = Constant<value = int64[1] {1}>()\n  s = ReduceSum<keepdims=0>(e, a)\n"
+     "  k = Unsqueeze(s, a)\n  y = Div(e, k)", "float[N,10] y", True),
+    ("m = MatMul(x, W)\n  e = Exp(m)\n  y = Div(e, m)", "float[N,10] y", False),  # not over its own sum
 ])
 def test_class_outputs_are_linear_heads_and_softmaxes(body, out, found):
     text = f"""<ir_version: 8, opset_import: ["" : 17]>
