@@ -144,9 +144,16 @@ def check_cross_fitted(search: Any, candidate: Any, drawn: Any, fp32: bytes, cal
     held-out quarter by ``candidate`` itself, each other quarter by the same configuration built
     on ranges calibrated without that quarter (``cals`` caches those calibrations per float model)."""
     from edgeq.auto.calib import calibrate_once
+    from edgeq.auto.latency import precision_changes
 
     tally = _Tally(search.bench.metric)
     tally.add(fp32, candidate.data, drawn.held)
+    if not candidate.bias and not precision_changes(candidate.result.model):
+        # no activation quantized with a calibrated range (dynamic and per-token MatMuls, weight-only
+        # Gathers) and no bias correction: ranges from other samples would build the same model
+        for _, judged in drawn.folds:
+            tally.add(fp32, candidate.data, judged)
+        return tally.score()
     for j, (train, judged) in enumerate(drawn.folds):
         key = (id(candidate.model), j)
         if key not in cals:

@@ -38,6 +38,7 @@ import math
 from typing import Any
 
 from edgeq.auto.calib import METHODS, calibrate_once
+from edgeq.auto.latency import precision_changes
 from edgeq.auto.state import SQNR_MARGIN_DB, Config, Search
 from edgeq.config import QuantConfig
 from edgeq.errors import UsageError
@@ -162,7 +163,9 @@ def auto_quantize(
     with progress_bar(progress) as bar:
         search = Search(bench, source, min_sqnr, min_score, bar, config.time_budget_s)
         cal = calibrate_once(float_model, source, config, progress=False)
-        uniform = [search.build(f"int8 uniform {m}", float_model, cal, {}, m) for m in METHODS]
+        uniform = [search.build(f"int8 uniform {METHODS[0]}", float_model, cal, {}, METHODS[0])]
+        if precision_changes(uniform[0].result.model):  # no activation quantized statically: ranges change nothing
+            uniform += [search.build(f"int8 uniform {m}", float_model, cal, {}, m) for m in METHODS[1:]]
         best = max(uniform, key=search.key)
         best = _refine_methods(search, float_model, cal, best, _roots(bench, ()))
         repairs, best, cal = _repair(search, best, cal, config)
@@ -371,17 +374,30 @@ def _fallback(search: Search, best: Config, cal: Any, rungs: tuple[str, ...] = (
     which cannot be int8 alone, the noise removed by keeping it float), then find the smallest
     ranked prefix that meets the target in fp32 (binary search: noise adds up, so it is
     monotone) and, recorded beside it, in each ladder precision; then re-quantize and ladder."""
+    from edgeq.passes.plan import Role
+
     units = [u.name for u in search.bench.units() if u.name not in best.exclude]
     noise, only_db = {}, {}
     full = _noise(best.score.min_sqnr)
+    # a dynamic MatMul/Gemm (float neighbours) stays dynamic with more of its neighbours float:
+    # int8 alone without a plan of its own (MiniLM: 36 plans, 2.5 s)
+    plan, copy = search.bench.plan(best.exclude)
+    dynamic = {n.name for n in all_nodes(copy.graph) if plan.role(n) == Role.DYNAMIC}
+    if units and all(n in dynamic for n in units):
+        # int16 activations on a dynamic MatMul/Gemm: a Q/DQ pair before the same float product (no
+        # provider has int16 kernels), slower and less exact than keeping it float (MiniLM: 5 builds)
+        rungs = tuple(r for r in rungs if r != "int16")
     for name in units:
         if search.over_budget("per-layer sensitivity ranking (unmeasured layers ranked last)"):
             noise.update({n: -1.0 for n in units if n not in noise})
             break
         others = tuple(n for n in units if n != name)
-        plan, copy = search.bench.plan(best.exclude + others)
-        node = next((n for n in all_nodes(copy.graph) if n.name == name), None)
-        if node is not None and plan.role(node) != "float":
+        alone = name in dynamic
+        if not alone:
+            plan, copy = search.bench.plan(best.exclude + others)
+            node = next((n for n in all_nodes(copy.graph) if n.name == name), None)
+            alone = node is not None and plan.role(node) != "float"
+        if alone:
             trial = search.build(f"only {name}", best.model, cal, best.methods, best.base,
                                  best.exclude + others, record=False, bias=best.bias)
             only_db[name] = trial.score.min_sqnr

@@ -343,3 +343,35 @@ def test_a_float_answer_never_moves_the_outputs(monkeypatch):
     for feed in outlier_feeds(3, seed=7, spike=0.0):
         np.testing.assert_array_equal(run_ort(result.model, feed)[0], run_ort(outlier_net(), feed)[0])
     assert auto["fidelity"]["min_sqnr_db"] in ("inf", float("inf")) or auto["fidelity"]["min_sqnr_db"] > 100
+
+
+DYNAMIC_NET = """<ir_version: 8, opset_import: ["" : 17]>
+dyn (float[N,64] x) => (float[N,64] y) {
+  a = MatMul(x, W1)
+  b = Erf(a)
+  c = MatMul(b, W2)
+  d = Erf(c)
+  e = MatMul(d, W3)
+  y = Erf(e)
+}"""
+
+
+def test_a_model_of_dynamic_matmuls_skips_what_cannot_change_it(monkeypatch):
+    """Every MatMul between float ops is dynamic int8: no activation takes a calibrated range, so
+    one uniform configuration stands for all range methods, the gate's refits on other ranges
+    would rebuild the same model, and int16 activations (a Q/DQ pair before the same float
+    product) are never tried. The fallback still finds the layers to keep float."""
+    from edgeq.auto import auto_quantize, latency
+
+    monkeypatch.setattr(latency, "measure", int8_pays_timing)
+    rng = np.random.default_rng(5)
+    model = build(DYNAMIC_NET, {w: rng.normal(0, 0.25, (64, 64)) for w in ("W1", "W2", "W3")})
+    feeds = [{"x": rng.standard_normal((4, 64)).astype(np.float32)} for _ in range(16)]
+    result = auto_quantize(model, feeds, min_sqnr=38.0, progress=False)
+    auto = result.report["auto"]
+    names = [c["name"] for c in auto["configurations"]]
+    assert sum(n.startswith("int8 uniform") for n in names) == 1, names
+    assert not any("int16" in n for n in names), names
+    assert any("most sensitive float" in n for n in names), names  # the fallback ran
+    gate = auto["gate"]
+    assert auto["verdict"].startswith("int8") and gate["samples"] == 16 and gate["passed"], auto["verdict"]
