@@ -19,9 +19,9 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from edgeq.errors import EdgeqError, ModelLoadError, UsageError
+from edgeq.errors import EdgeqError, ModelLoadError, UnsupportedError, UsageError
 from edgeq.files import check_external_location, check_model_file, same_file
 
 if TYPE_CHECKING:
@@ -90,6 +90,41 @@ def _check_external_paths(model: ir.Model, base_dir: str) -> None:
                                         offset=tensor.offset or 0, length=length)
 
 
+def _map_values(proto: onnx.ModelProto) -> list[str]:
+    """Names of the main graph's inputs, outputs and values whose type holds a map."""
+    def has_map(t: Any) -> bool:
+        kind = t.WhichOneof("value")
+        if kind == "map_type":
+            return True
+        inner = {"sequence_type": "elem_type", "optional_type": "elem_type"}.get(kind)
+        return inner is not None and has_map(getattr(getattr(t, kind), inner))
+
+    g = proto.graph
+    return [v.name for v in (*g.input, *g.output, *g.value_info) if has_map(v.type)]
+
+
+def _refuse_unreadable_types(error: BaseException, label: str, proto: onnx.ModelProto | None = None) -> None:
+    """Where onnx_ir could not read a type (a map: skl2onnx's ZipMap outputs), an
+    UnsupportedError (exit 2) naming the values and the fix instead of "truncated or corrupt"."""
+    import onnx
+
+    cause = error
+    while cause.__cause__ is not None and not isinstance(cause, NotImplementedError):
+        cause = cause.__cause__
+    if not isinstance(cause, NotImplementedError):
+        return
+    names: list[str] = []
+    try:
+        names = _map_values(proto if proto is not None else onnx.load(label, load_external_data=False))
+    except Exception:  # noqa: BLE001 - the names only make the message better
+        pass
+    where = f" ({', '.join(map(repr, names))})" if names else ""
+    raise UnsupportedError(
+        f"{label} has values of a type edgeq cannot read{where}: {str(cause).splitlines()[0]} This is "
+        "typically a ZipMap output (skl2onnx classifiers): re-export without it, e.g. "
+        "to_onnx(model, X, options={'zipmap': False})") from None
+
+
 def load_model(path: str | os.PathLike) -> ir.Model:
     """Load an ONNX file as an ``onnx_ir.Model``; external data is checked and read lazily."""
     import onnx_ir as ir
@@ -99,6 +134,7 @@ def load_model(path: str | os.PathLike) -> ir.Model:
     try:
         model = ir.load(path)
     except Exception as e:  # protobuf raises DecodeError / RuntimeWarning-ish errors
+        _refuse_unreadable_types(e, path)
         raise ModelLoadError(
             f"model file {path} is not a valid ONNX model ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else 'parse error'}): it may be truncated or "
@@ -124,7 +160,11 @@ def as_model(model: str | os.PathLike | onnx.ModelProto | ir.Model, *,
     if isinstance(model, (str, os.PathLike)):
         return load_model(model), os.fspath(model)
     if isinstance(model, onnx.ModelProto):
-        return ir.from_proto(model), None
+        try:
+            return ir.from_proto(model), None
+        except Exception as e:
+            _refuse_unreadable_types(e, "the model", model)
+            raise
     if isinstance(model, ir.Model):
         return (copy_model(model) if copy else model), None
     raise UsageError(f"model must be a path, onnx.ModelProto or onnx_ir.Model, not {type(model).__name__}")

@@ -96,3 +96,22 @@ def test_large_weights_go_to_external_data(tmp_path, monkeypatch):
     assert out.stat().st_size < 2000
     x = np.ones((1, 256), np.float32)
     assert np.allclose(run_ort(str(out), {"x": x})[0], run_ort(_matmul_model(k=256), {"x": x})[0])
+
+
+def test_a_map_typed_output_is_named_with_the_fix_not_called_corrupt(tmp_path):
+    """skl2onnx's classifiers end in ZipMap (a sequence of maps), which onnx_ir cannot read: the
+    error names the value and the re-export, for a file and for a ModelProto alike."""
+    import pytest
+
+    import edgeq
+    from edgeq.errors import UnsupportedError
+    from hostile.corpus import _base, _zipmap_output
+
+    model = _base()
+    _zipmap_output(model)
+    path = tmp_path / "zipmap.onnx"
+    path.write_bytes(model.SerializeToString())
+    for given in (str(path), model):
+        with pytest.raises(UnsupportedError, match=r"\('probs'\).*zipmap': False") as info:
+            edgeq.quantize(given, edgeq.QuantConfig(mode="dynamic"), None, progress=False)
+        assert "corrupt" not in str(info.value)

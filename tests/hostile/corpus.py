@@ -181,6 +181,17 @@ def _wrong_output_type(m):
     m.graph.output[0].type.tensor_type.elem_type = TensorProto.INT64
 
 
+def _zipmap_output(m):
+    """A second output through ZipMap (a sequence of maps, as skl2onnx writes classifiers):
+    valid ONNX that onnx_ir cannot read."""
+    m.graph.node.append(helper.make_node("ZipMap", ["y"], ["probs"], domain="ai.onnx.ml",
+                                         classlabels_int64s=list(range(10))))
+    seq_map = helper.make_sequence_type_proto(helper.make_map_type_proto(TensorProto.INT64,
+                                              helper.make_tensor_type_proto(TensorProto.FLOAT, [])))
+    m.graph.output.append(helper.make_value_info("probs", seq_map))
+    m.opset_import.append(helper.make_opsetid("ai.onnx.ml", 1))
+
+
 def _empty_file(m):
     return b""
 
@@ -395,6 +406,7 @@ def _cases() -> dict[str, Case]:
         Case("attribute-wrong-type", "model", _model_case(_bad_attribute), ok_in=("inspect",)),
         Case("int-weights-into-gemm", "model", _model_case(_int_weights), ok_in=("inspect",)),
         Case("output-type-wrong", "model", _model_case(_wrong_output_type), ok_in=("inspect",)),
+        Case("zipmap-output", "model", _model_case(_zipmap_output), ok_in=("inspect", "run")),
         Case("recursive-function", "model", _model_case(_recursive_function), ok_in=("inspect",)),
         # external data
         *(Case(name, "model", _external(edit)) for name, edit in EXTERNAL.items()),
