@@ -151,6 +151,8 @@ def _gate_line(auto: Mapping[str, Any]) -> str:
                  f"5th percentile {_fmt(gate['p5_sample_db'])})"
                  + (f", {metric_name(auto)} {_metric(gate['metric'])}" if gate.get("metric") is not None
                     else "") + ".")
+        if gate.get("fitted"):
+            line += f" {gate['fitted'][0].upper()}{gate['fitted'][1:]}."
     elif gate.get("exact"):
         line += " The fp32 model is returned: exact."
     for failed in gate.get("failed", []):

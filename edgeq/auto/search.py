@@ -244,6 +244,8 @@ def _repair(search: Search, best: Config, cal: Any, config: QuantConfig) -> tupl
             model, _ = prepare_float(model, config, search.source)
         record: dict[str, Any] = {"repair": name, "kept": False, "detail": detail, "before_db": _db(best.score.min_sqnr)}
         if model is not None:
+            if name == "SmoothQuant":  # (equalization is exact in float: nothing fitted)
+                search.fitted[id(model)] = name
             new_cal = calibrate_once(model, search.source, config, progress=False)
             trial = search.build(f"int8 + {name}", model, new_cal, best.methods, best.base, best.exclude)
             record["after_db"] = _db(trial.score.min_sqnr)
@@ -316,6 +318,7 @@ def _smooth_per_token(search: Search, best: Config, cal: Any, repairs: list[dict
             details.append(detail)
             break
         model, _ = prepare_float(model, config, search.source)
+        search.fitted[id(model)] = "SmoothQuant"
         new_cal = calibrate_once(model, search.source, config, progress=False)
         trial = search.build(f"int8, per-token + SmoothQuant (alpha {alpha:g})", model, new_cal, best.methods,
                              best.base, best.exclude, bias=best.bias)
@@ -353,6 +356,7 @@ def _gptq(search: Search, best: Config, cal: Any, repairs: list[dict]) -> Config
             if w is not None and w.ndim == 2 and node.inputs[0].name in grams and not w.flags.writeable:
                 hessians[weight_key(w)] = grams[node.inputs[0].name]
     search.gptq[id(model)] = (model, hessians)
+    search.fitted[id(model)] = " and ".join(filter(None, (search.fitted.get(id(best.model)), "GPTQ")))
     trial = search.build("int8 + GPTQ weight rounding", model, cal, best.methods, best.base, best.exclude,
                          bias=best.bias)
     kept = search.key(trial) > search.key(best) and trial.score.min_sqnr > best.score.min_sqnr + 0.05

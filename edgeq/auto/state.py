@@ -54,6 +54,10 @@ class Search:
         # float models whose int8 MatMul/Gemm weights are rounded by GPTQ (passes/gptq.py), by
         # id: (the model, kept alive; the Hessians by weight, ``passes.weights.gptq_rounding``)
         self.gptq: dict[int, tuple[Any, dict[tuple, Any]]] = {}
+        # float models whose weights were fitted to the range-calibration samples (SmoothQuant's
+        # factors, GPTQ's rounding), by id: what was fitted. Those samples are in sample for them
+        # whatever ranges judge them (gate.py (4)).
+        self.fitted: dict[int, str] = {}
 
     def over_budget(self, step: str = "") -> bool:
         """True once the time budget is spent (the step asking is recorded once)."""

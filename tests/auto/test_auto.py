@@ -375,3 +375,37 @@ def test_a_model_of_dynamic_matmuls_skips_what_cannot_change_it(monkeypatch):
     assert any("most sensitive float" in n for n in names), names  # the fallback ran
     gate = auto["gate"]
     assert auto["verdict"].startswith("int8") and gate["samples"] == 16 and gate["passed"], auto["verdict"]
+
+
+def test_the_gate_bound_of_a_fitted_model_counts_the_held_out_quarter_alone():
+    """gate.py (4): where the weights were fitted to the calibration samples (SmoothQuant, GPTQ),
+    the bound is the lower of that over every sample and that over the held-out quarter, the only
+    samples out of sample for the fit; for a model fitted to nothing, the bound over all."""
+    from types import SimpleNamespace
+
+    import onnx_ir as ir
+
+    from edgeq.auto.gate import check_cross_fitted, check_on
+    from edgeq.auto.samples import draw
+    from edgeq.auto.workbench import model_bytes_of
+    from edgeq.calibrate.data import load_data
+
+    rng = np.random.default_rng(6)
+    weights = {w: rng.normal(0, 0.25, (64, 64)) for w in ("W1", "W2", "W3")}
+    model = build(DYNAMIC_NET, weights)
+    noisy = build(DYNAMIC_NET, {w: v + rng.normal(0, 0.01, v.shape) for w, v in weights.items()})
+    feeds = [{"x": (rng.standard_normal((4, 64)) * (1 + 3 * (i % 5 == 0))).astype(np.float32)} for i in range(16)]
+    drawn = draw(None, load_data(feeds, model), model, 4)
+    fp32, data = model_bytes_of(ir.from_proto(model)), model_bytes_of(ir.from_proto(noisy))
+    float_model = ir.from_proto(noisy)
+    candidate = SimpleNamespace(model=float_model, data=data, bias=False, name="c",
+                                result=SimpleNamespace(model=float_model))  # no Q nodes: no refits
+    search = SimpleNamespace(bench=SimpleNamespace(metric=None), fitted={})
+    plain = check_cross_fitted(search, candidate, drawn, fp32, {})
+    held = check_on(fp32, data, drawn.held)
+    search.fitted[id(float_model)] = "GPTQ"
+    fitted = check_cross_fitted(search, candidate, drawn, fp32, {})
+    assert plain.samples == fitted.samples == 16
+    assert held.min_low < plain.min_low  # (the case the rule is for: the held-out quarter alone bounds lower)
+    assert fitted.min_low == pytest.approx(held.min_low)
+    assert fitted.sqnr == plain.sqnr  # the point figures stay those over every sample
