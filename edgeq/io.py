@@ -105,7 +105,7 @@ def _map_values(proto: onnx.ModelProto) -> list[str]:
 
 def _refuse_unreadable_types(error: BaseException, label: str, proto: onnx.ModelProto | None = None) -> None:
     """Where onnx_ir could not read a type (a map: skl2onnx's ZipMap outputs), an
-    UnsupportedError (exit 2) naming the values and the fix instead of "truncated or corrupt"."""
+    UnsupportedError (exit 1) naming the values and the fix instead of "truncated or corrupt"."""
     import onnx
 
     cause = error
