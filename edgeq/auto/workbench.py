@@ -136,7 +136,7 @@ def prepare_float(model: Any, config: QuantConfig, source: Any) -> tuple[Any, li
     from edgeq.prepare import prepare_model
 
     model, _ = as_model(model)
-    model, notes = prepare_model(model, target_opset=config.opset, data=source)
+    model, notes = prepare_model(model, target_opset=config.opset, data=source, upcast_float16=True)
     CanonicalizePass()(model)  # before calibration: its new tensors (GlobalAveragePool before Flatten) get ranges
     FuseActivationsPass()(model)  # likewise (a HardSigmoid's output where hard-swish was a chain)
     from edgeq.graph import all_nodes

@@ -3,9 +3,10 @@
 ``check(model)`` runs ``CheckQuantizabilityPass``, an inspect pass (the model is left unchanged),
 and returns its findings:
 
-* ``blocker``: int8 quantization cannot proceed as is (fp16/bf16 model).
+* ``blocker``: int8 quantization cannot proceed as is.
 * ``limit``: quantization proceeds but part of the model stays float or prepare has to change
-  something that may fail (opset < 13, subgraphs, custom domains, float islands, unknown shapes).
+  something that may fail (an fp16/bf16 model computed in fp32, opset < 13, subgraphs, custom
+  domains, float islands, unknown shapes).
 * ``info``: handled by prepare or worth knowing (Constant-fed weights, external data, dynamic
   dims).
 """
@@ -88,10 +89,10 @@ def _dtype(model: ir.Model) -> list[Finding]:
         return []
     return [
         Finding(
-            "blocker",
+            "limit",
             "model dtype",
-            f"the model holds {', '.join(low)} tensors: int8 quantization needs an fp32 model; "
-            "re-export it in fp32",
+            f"the model holds {', '.join(low)} tensors: quantize computes it in fp32 (its inputs and outputs keep "
+            "their type, through Casts; prepare/upcast_float16.py); a layer left float is fp32, twice its fp16 size",
         )
     ]
 

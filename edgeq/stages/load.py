@@ -67,5 +67,5 @@ def prepare(loaded: Loaded, config: QuantConfig) -> Prepared:
     shapes ...), its notes kept for the report."""
     from edgeq.prepare import prepare_model
 
-    model, notes = prepare_model(loaded.model, target_opset=config.opset, data=loaded.data)
+    model, notes = prepare_model(loaded.model, target_opset=config.opset, data=loaded.data, upcast_float16=True)
     return Prepared(model, loaded.source, loaded.data, loaded.fp32, loaded.size_before, notes)

@@ -52,14 +52,15 @@ def test_opset_constant_weight_dynamic_dims():
     assert dyn.severity == "info" and "x [N,3,4,4]" in dyn.where
 
 
-def test_fp16_is_a_blocker_listed_first():
+def test_fp16_is_a_limit_that_quantize_handles():
     findings = _findings(
         """
         <ir_version: 8, opset_import: ["" : 13]>
         g (float16[2,3] x) => (float16[2,3] y) { y = Relu(x) }
         """
     )
-    assert findings[0].severity == "blocker" and "fp32" in findings[0].message
+    dtype = _one(findings, "FLOAT16 tensors")
+    assert dtype.severity == "limit" and "computes it in fp32" in dtype.message
 
 
 def test_subgraph_custom_domain_and_float_island():
