@@ -154,7 +154,7 @@ def check_cross_fitted(search: Any, candidate: Any, drawn: Any, fp32: bytes, cal
     tally = _Tally(search.bench.metric)
     tally.add(fp32, candidate.data, drawn.held)
     fitted = id(candidate.model) in getattr(search, "fitted", {})  # (4): out of sample for the fit too
-    held = check_on(fp32, candidate.data, drawn.held, search.bench.metric) if fitted else None
+    held = tally.score() if fitted else None  # the held-out quarter alone: all the tally holds so far
     if not candidate.bias and not precision_changes(candidate.result.model):
         # no activation quantized with a calibrated range (dynamic and per-token MatMuls, weight-only
         # Gathers) and no bias correction: ranges from other samples would build the same model
