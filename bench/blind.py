@@ -316,11 +316,12 @@ def render(rows: list[dict], command: str) -> str:
                          f"{row['quantize_s']:.0f} | - |")
             continue
         promised = G.promised(row)
-        kept = (promised is None or row["sqnr"] >= promised - G.MAX_DROP_DB) and row["metric"]["ok"]
+        bar = G.verdict_cell(row)  # the generalization table's bar, one definition for both
+        kept = "yes" if bar == "yes" else f"**{bar}**"
         lines.append(
             f"| {row['model']} | {row['what']} | {_answer(row)} | {G._db(promised)} | {G._db(row['sqnr'])} | "
             f"{G._db(row['worst'])} | {row['metric']['text']} | {row['speedup']:.2f}x | {row['size']:.2f}x | "
-            f"{row['quantize_s']:.0f} | {'yes' if kept else '**no**'} |")
+            f"{row['quantize_s']:.0f} | {kept} |")
     return "\n".join(lines) + "\n"
 
 
