@@ -237,6 +237,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "weights": ("int8",),
     "format": ("qdq", "qoperator"),
     "recurrent": ("int8", "float"),
+    "float_weights": ("fp16", "fp32"),
 }
 
 
@@ -267,6 +268,8 @@ class QuantConfig:
     # PerTensor() (DynamicQuantizeMatMul) or PerToken() (one scale per row, passes/per_token.py)
     dynamic_granularity: PerTensor | PerToken = PerTensor()
     recurrent: str = "int8"  # LSTM: int8 weights (DynamicQuantizeLSTM, format qdq) or "float"
+    # weights of layers left float: stored as fp16 and cast to fp32 at load (passes/float_weights.py), or "fp32"
+    float_weights: str = "fp16"
     # a Conv whose int8 output only float ops read: per-channel output steps (passes/channel_scales.py)
     channel_scales: bool = True
     min_sqnr: float | None = None
@@ -366,7 +369,7 @@ class QuantConfig:
 _NUMBER = (int, float)
 _TYPES: dict[str, tuple[type, ...]] = {
     "mode": (str,), "method": (str,), "activations": (str,), "weights": (str,), "format": (str,),
-    "recurrent": (str,), "percentile": _NUMBER, "num_bins": (int,), "symmetric": (bool,),
+    "recurrent": (str,), "float_weights": (str,), "percentile": _NUMBER, "num_bins": (int,), "symmetric": (bool,),
     "integer_only": (bool,), "strict": (bool,), "opset": (int, type(None)), "max_samples": (int, type(None)),
     "batch_size": (int,), "dynamic_conv": (bool,), "channel_scales": (bool,), "min_sqnr": (*_NUMBER, type(None)),
     "metric": (str, type(None)), "min_score": (*_NUMBER, type(None)), "min_top1": _NUMBER, "seed": (int,), "provider": (str,),

@@ -15,6 +15,7 @@ from edgeq.config import QuantConfig
 from edgeq.passes.canonicalize import CanonicalizePass
 from edgeq.passes.channel_scales import ChannelScalesPass
 from edgeq.passes.dynamic import DynamicQuantizePass
+from edgeq.passes.float_weights import Float16WeightsPass
 from edgeq.passes.fp16 import Float16NodesPass
 from edgeq.passes.fuse_activations import FuseActivationsPass
 from edgeq.passes.insert_qdq import InsertQDQPass
@@ -45,10 +46,12 @@ def analysis_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.Pass
 
 def rewrite_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.PassBase]:
     fp16 = [Float16NodesPass(config.fp16_nodes, plan)] if config.fp16_nodes else []  # fp16.py (6): last
+    # float_weights.py (4): after sharing (one copy each); QDQ only (integer-only targets run no Cast)
+    stored = [Float16WeightsPass(plan)] if config.float_weights == "fp16" and config.format == "qdq" else []
     if config.mode == "dynamic":
         return [QuantizeRecurrentPass(config, plan), DynamicQuantizePass(config, plan),
                 PerTokenMatMulPass(config, plan), QuantizeEmbeddingsPass(plan),
-                *fp16, ShareWeightsPass(), StripDebugMetadataPass()]
+                *fp16, ShareWeightsPass(), *stored, StripDebugMetadataPass()]
     return [
         QuantizeWeightsPass(config, plan),
         InsertQDQPass(plan),  # int16 pairs too (insert_qdq.py (5))
@@ -59,6 +62,7 @@ def rewrite_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.PassB
         QuantizeEmbeddingsPass(plan),  # select.py (7): int8 Gather tables
         *fp16,
         ShareWeightsPass(),  # a weight many nodes read: quantized per reader above, stored once here
+        *stored,  # float_weights.py: weights left float stored as fp16
         StripDebugMetadataPass(),  # exporters' stack traces: not for deployment
     ]
 
