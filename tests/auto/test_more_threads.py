@@ -1,0 +1,45 @@
+"""An int8 pick timed at 1 thread is timed at 2 as well: the verdict says so where it is slower
+than fp32 there (the answer stays the one for the thread count asked for)."""
+
+from __future__ import annotations
+
+import pytest
+
+import edgeq.auto.latency as latency
+from edgeq.auto.placement import _more_threads
+
+
+@pytest.fixture
+def timings(monkeypatch):
+    calls = []
+
+    def fake(models, feed, *, provider, threads, budget_s, **_):
+        calls.append((provider, threads, budget_s))
+        return dict(fake.times)
+
+    monkeypatch.setattr(latency, "measure", fake)
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    fake.times = {}
+    return fake, calls
+
+
+def test_slower_at_two_threads_is_said_with_the_figures(timings):
+    fake, calls = timings
+    fake.times = {"fp32": 0.71, "pick": 0.82}
+    note = _more_threads(b"fp32", b"pick", {}, "cpu", 1)
+    assert calls == [("cpu", 2, 2.0)]
+    assert "at 2 threads it measured 0.87x fp32 (0.820 vs 0.710 ms)" in note and "--threads" in note
+
+
+def test_no_note_where_it_is_as_fast_or_not_timed_at_one_thread(timings):
+    fake, calls = timings
+    fake.times = {"fp32": 0.71, "pick": 0.72}  # within timing noise (3%)
+    assert _more_threads(b"fp32", b"pick", {}, "cpu", 1) == ""
+    assert _more_threads(b"fp32", b"pick", {}, "cpu", 4) == ""  # the user chose the thread count
+    assert _more_threads(b"fp32", b"pick", {}, "cuda", 1) == ""
+    assert len(calls) == 1
+
+
+def test_one_core_machines_skip_it(timings, monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert _more_threads(b"fp32", b"pick", {}, "cpu", 1) == "" and timings[1] == []
