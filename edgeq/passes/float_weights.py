@@ -29,6 +29,8 @@ basic level), so the fused and prepacked kernels are those of the fp32 weight (M
    runtime that disables graph optimizations (the Cast would then run on each call). The
    integer-only format (``--format qoperator``) keeps them too: its targets and edgeq's integer
    reference run no Cast.
+5. Auto builds dozens of variants from one float model: a read-only weight is converted (and
+   checked) once for all of them (``passes.weights.shared_result``), as its int8 form is.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import onnx_ir as ir
 
 from edgeq.graph import add_initializer
 from edgeq.passes.plan import QuantPlan, Role
+from edgeq.passes.weights import shared_result
 
 __all__ = ["Float16WeightsPass", "MIN_ELEMENTS", "MIN_DB"]
 
@@ -88,7 +91,11 @@ def _half(graph: ir.Graph, value: ir.Value) -> np.ndarray | None:
                and index in WEIGHT_INPUTS.get(node.op_type, ())
                for node, index in value.uses()):
         return None
-    array = tensor.numpy()
+    return shared_result(tensor.numpy(), "fp16", _convert)
+
+
+def _convert(array: np.ndarray) -> np.ndarray | None:
+    """(2) ``array`` in float16, or None where float16 does not hold it exactly enough."""
     if not np.isfinite(array).all() or float(np.abs(array).max()) > FP16_MAX:
         return None
     half = array.astype(np.float16)
@@ -96,6 +103,7 @@ def _half(graph: ir.Graph, value: ir.Value) -> np.ndarray | None:
     error = float(np.square(array.astype(np.float64) - half.astype(np.float64)).sum())
     if power == 0.0 or (error > 0.0 and 10.0 * np.log10(power / error) < MIN_DB):
         return None
+    half.flags.writeable = False  # (5) one copy, read by every variant that keeps this weight float
     return half
 
 

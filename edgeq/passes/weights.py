@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 __all__ = ["QuantizedWeight", "quantize_weight", "quantize_bias", "bias_safe_min_scale", "INT32_MAX",
-           "reuse_quantized_weights", "gptq_rounding", "weight_key"]
+           "reuse_quantized_weights", "gptq_rounding", "weight_key", "shared_result"]
 
 INT32_MAX = 2**31 - 1
 
@@ -52,6 +53,18 @@ def reuse_quantized_weights() -> Iterator[None]:
         yield
     finally:
         _REUSE.reset(token)
+
+
+def shared_result(weight: np.ndarray, kind: str, compute: Callable[[np.ndarray], Any]) -> Any:
+    """``compute(weight)``, computed once per read-only array and ``kind`` within
+    ``reuse_quantized_weights`` (every call otherwise)."""
+    cache = _REUSE.get()
+    if cache is None or weight.flags.writeable:
+        return compute(weight)
+    key = (kind, _where(weight))
+    if key not in cache:
+        cache[key] = (weight, compute(weight))  # the array kept: its memory stays its own
+    return cache[key][1]
 
 
 @dataclasses.dataclass(frozen=True)

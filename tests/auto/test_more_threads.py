@@ -27,7 +27,7 @@ def test_slower_at_two_threads_is_said_with_the_figures(timings):
     fake, calls = timings
     fake.times = {"fp32": 0.71, "pick": 0.82}
     note = _more_threads(b"fp32", b"pick", {}, "cpu", 1)
-    assert calls == [("cpu", 2, 2.0)]
+    assert calls == [("cpu", 2, 1.0)]
     assert "at 2 threads it measured 0.87x fp32 (0.820 vs 0.710 ms)" in note and "--threads" in note
 
 
