@@ -89,7 +89,10 @@ def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     while name in graph.initializers:
         i += 1
         name = f"{base}_{i}"
-    value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+    array = np.asarray(array)
+    # ir.Tensor, not ir.tensor: the latter's isinstance against a runtime-checkable protocol costs
+    # 30 us a call, and auto's variants add over 200,000 of these (scales, zero points)
+    value = ir.Value(name=name, const_value=ir.Tensor(array, name=name))
     value.type = ir.TensorType(ir.DataType.from_numpy(array.dtype))
     value.shape = ir.Shape(array.shape)
     graph.register_initializer(value)
