@@ -26,7 +26,7 @@ def timings(monkeypatch):
 def test_slower_at_two_threads_is_said_with_the_figures(timings):
     fake, calls = timings
     fake.times = {"fp32": 0.71, "pick": 0.82}
-    note = _more_threads(b"fp32", b"pick", {}, "cpu", 1)
+    note = _more_threads(b"fp32", b"pick", {}, "cpu", 1, 0.80)
     assert calls == [("cpu", 2, 1.0)]
     assert "at 2 threads it measured 0.87x fp32 (0.820 vs 0.710 ms)" in note and "--threads" in note
 
@@ -34,12 +34,18 @@ def test_slower_at_two_threads_is_said_with_the_figures(timings):
 def test_no_note_where_it_is_as_fast_or_not_timed_at_one_thread(timings):
     fake, calls = timings
     fake.times = {"fp32": 0.71, "pick": 0.72}  # within timing noise (3%)
-    assert _more_threads(b"fp32", b"pick", {}, "cpu", 1) == ""
-    assert _more_threads(b"fp32", b"pick", {}, "cpu", 4) == ""  # the user chose the thread count
-    assert _more_threads(b"fp32", b"pick", {}, "cuda", 1) == ""
+    assert _more_threads(b"fp32", b"pick", {}, "cpu", 1, 0.80) == ""
+    assert _more_threads(b"fp32", b"pick", {}, "cpu", 4, 0.80) == ""  # the user chose the thread count
+    assert _more_threads(b"fp32", b"pick", {}, "cuda", 1, 0.80) == ""
     assert len(calls) == 1
+
+
+def test_no_note_where_fp32_itself_is_slower_at_two_threads(timings):
+    fake, _ = timings
+    fake.times = {"fp32": 8.04, "pick": 11.21}  # fp32 3.93 ms at 1 thread: no second core to be had
+    assert _more_threads(b"fp32", b"pick", {}, "cpu", 1, 3.93) == ""
 
 
 def test_one_core_machines_skip_it(timings, monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 1)
-    assert _more_threads(b"fp32", b"pick", {}, "cpu", 1) == "" and timings[1] == []
+    assert _more_threads(b"fp32", b"pick", {}, "cpu", 1, 0.80) == "" and timings[1] == []
