@@ -40,7 +40,7 @@ import numpy as np
 if TYPE_CHECKING:
     from edgeq.auto.workbench import Score
 
-__all__ = ["final_gate", "check_on", "check_cross_fitted", "gate_dict", "MAX_ALTERNATIVES"]
+__all__ = ["final_gate", "gate_figure", "check_on", "check_cross_fitted", "gate_dict", "MAX_ALTERNATIVES"]
 
 logger = logging.getLogger(__name__)
 
@@ -204,6 +204,12 @@ def _alternatives(search: Any, failed: list[Any], gap: float, target: float | No
     return sorted(ok, key=lambda c: (not absorbs(c), c.latency_ms))[:MAX_ALTERNATIVES]
 
 
+def gate_figure(verdict: str, figure: str) -> str:
+    """``verdict`` with its search-time "min output SQNR X dB" replaced by ``figure`` (the gate's):
+    the figure ends the pick's sentence, which notes after a semicolon may follow."""
+    return re.sub(r"min output SQNR [-\d.]+ dB(?=;|$)", figure, verdict, count=1)
+
+
 def final_gate(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: Any) -> tuple[Any, str, dict]:
     """(answer, verdict, gate record): see the module docstring."""
     from edgeq.auto.placement import float_answer
@@ -237,8 +243,8 @@ def final_gate(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: 
                 record["fitted"] = (f"its weights were fitted to the calibration samples ({fit}): the bound is the lower "
                                     f"of the bound over all of them and over the {len(drawn.held)} held out of the fit")
             # the verdict's figure is the gate's, over every sample checked, not the search's estimate
-            verdict = re.sub(r"min output SQNR [-\d.]+ dB$", f"min output SQNR {checked.min_sqnr:.1f} dB on all "
-                             f"{checked.samples} {drawn.gate_what} (bound {checked.min_low:.1f} dB)", verdict)
+            verdict = gate_figure(verdict, f"min output SQNR {checked.min_sqnr:.1f} dB on all {checked.samples} "
+                                  f"{drawn.gate_what} (bound {checked.min_low:.1f} dB)")
             if candidate is not chosen:
                 first = record["failed"][0]
                 verdict = (f"int8 configuration {candidate.name!r}: {candidate.latency_ms:.3f} ms vs fp32 "

@@ -49,3 +49,13 @@ def test_no_note_where_fp32_itself_is_slower_at_two_threads(timings):
 def test_one_core_machines_skip_it(timings, monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 1)
     assert _more_threads(b"fp32", b"pick", {}, "cpu", 1, 0.80) == "" and timings[1] == []
+
+
+def test_the_gates_figure_replaces_the_searchs_with_a_note_behind_it():
+    from edgeq.auto.gate import gate_figure
+
+    verdict = ("int8 configuration 'int8 uniform mse': 2.960 ms vs fp32 3.928 ms (1.33x) on cpu with 1 thread(s), "
+               "min output SQNR 61.1 dB; at 2 threads it measured 0.72x fp32 (11.208 vs 8.044 ms): if you ...")
+    got = gate_figure(verdict, "min output SQNR 36.3 dB on all 32 samples (bound 30.2 dB)")
+    assert "61.1" not in got and "min output SQNR 36.3 dB on all 32 samples (bound 30.2 dB); at 2 threads" in got
+    assert gate_figure("... min output SQNR 35.3 dB", "X") == "... X"
