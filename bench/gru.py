@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 from _timing import interleaved_ms  # noqa: E402
 
-SHAPES = ((64, 128, 50), (64, 256, 50), (256, 256, 50))  # input, hidden, steps
+SHAPES = ((64, 128, 50), (64, 256, 50), (256, 256, 50), (256, 512, 50))  # input, hidden, steps
 
 
 def _weights(rng, inp: int, hidden: int) -> dict[str, np.ndarray]:
