@@ -270,6 +270,10 @@ class QuantConfig:
     recurrent: str = "int8"  # LSTM: int8 weights (DynamicQuantizeLSTM, format qdq) or "float"
     # weights of layers left float: stored as fp16 and cast to fp32 at load (passes/float_weights.py), or "fp32"
     float_weights: str = "fp16"
+    # weights of u8s8 kernels (Conv, MatMul, Gemm, LSTM) within 7 bits: None (default) where this
+    # CPU's onnxruntime saturates products of 8-bit weights (x86 without VNNI, measured once:
+    # runtime/cpu.py) and the provider is the CPU; True for a model bound for such CPUs; False: 8 bits
+    reduce_range: bool | None = None
     # a Conv whose int8 output only float ops read: per-channel output steps (passes/channel_scales.py)
     channel_scales: bool = True
     min_sqnr: float | None = None
@@ -370,6 +374,7 @@ _NUMBER = (int, float)
 _TYPES: dict[str, tuple[type, ...]] = {
     "mode": (str,), "method": (str,), "activations": (str,), "weights": (str,), "format": (str,),
     "recurrent": (str,), "float_weights": (str,), "percentile": _NUMBER, "num_bins": (int,), "symmetric": (bool,),
+    "reduce_range": (bool, type(None)),
     "integer_only": (bool,), "strict": (bool,), "opset": (int, type(None)), "max_samples": (int, type(None)),
     "batch_size": (int,), "dynamic_conv": (bool,), "channel_scales": (bool,), "min_sqnr": (*_NUMBER, type(None)),
     "metric": (str, type(None)), "min_score": (*_NUMBER, type(None)), "min_top1": _NUMBER, "seed": (int,), "provider": (str,),

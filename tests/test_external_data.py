@@ -192,7 +192,7 @@ def test_a_quantized_model_is_never_bigger_than_fp32(rng):
     model = _unrolled(rng)
     feeds = [{"x": rng.standard_normal((1, H)).astype(np.float32)} for _ in range(4)]
     result = handler(MODES["static"])(model, QuantConfig(), feeds, progress=False)
-    assert _never_bigger(result, model).report.get("notes", []) == []  # 0.3x: kept
+    assert not any(n.startswith("kept float") for n in _never_bigger(result, model).report.get("notes", []))  # 0.3x: kept
     result.model.graph.initializers["pad"] = ir.Value(name="pad", const_value=ir.tensor(np.ones(H * H, np.float32)))
     kept = _never_bigger(result, model)
     assert [n.op_type for n in kept.model.graph][:2] == ["Gemm", "Tanh"]

@@ -37,6 +37,7 @@ def quant_options(func):
         click.option("--symmetric", is_flag=True, default=None, help="Symmetric activation ranges."),
         click.option("--dynamic-granularity", "dynamic_granularity", type=click.Choice(["per-tensor", "per-token"]), default=None, help="MatMul/Gemm activations quantized at run time (--mode dynamic, and static mode's MatMuls between float ops): one scale per tensor (default) or per row/token."),
         click.option("--recurrent", type=click.Choice(["int8", "float"]), default=None, help="LSTM: int8 weights through onnxruntime's DynamicQuantizeLSTM (default int8, --format qdq), or float."),
+        click.option("--reduce-range/--no-reduce-range", "reduce_range", default=None, help="Weights of u8s8 kernels (Conv, MatMul, Gemm, LSTM) within 7 bits, for x86 CPUs without VNNI, whose onnxruntime saturates products of 8-bit weights (default: on where this CPU does, measured)."),
         click.option("--float-weights", "float_weights", type=click.Choice(["fp16", "fp32"]), default=None, help="Weights of layers left float: stored fp16 and cast to fp32 when the session loads (default fp16: a smaller file, the same fp32 kernels), or kept fp32."),
         click.option("--channel-scales/--no-channel-scales", "channel_scales", default=None, help="A Conv whose int8 output only float ops read (SiLU, hard-swish ...) gets a finer step for each narrow output channel, undone by a float Mul (default on)."),
         click.option("--exclude", multiple=True, help="Keep a node (by name) or an op type float; repeatable."),
@@ -95,7 +96,7 @@ def _config_from(kw: dict[str, Any], calib: Any = None):
         strict=kw["strict"], max_samples=kw["max_samples"], min_sqnr=kw["min_sqnr"],
         metric=kw["metric"], min_score=kw["min_score"], min_top1=kw["min_top1"], provider=kw["provider"], threads=kw["threads"],
         time_budget_s=kw["time_budget_s"], recurrent=kw["recurrent"], dynamic_granularity=kw["dynamic_granularity"],
-        channel_scales=kw["channel_scales"], float_weights=kw["float_weights"],
+        channel_scales=kw["channel_scales"], float_weights=kw["float_weights"], reduce_range=kw["reduce_range"],
     )
 
 

@@ -39,8 +39,12 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
     """Subtract the expected int8 weight error per output channel (see the module docstring)."""
 
     def __init__(self, means: Mapping[str, np.ndarray], per_channel: bool = True,
-                 nodes: Sequence[str] | None = None) -> None:
+                 nodes: Sequence[str] | None = None, qmax: int | None = None) -> None:
         super().__init__()
+        from edgeq.passes.weights import weight_qmax
+
+        # the grid QuantizeWeightsPass will use: ``weights.weight_qmax`` of the config (None: the default's)
+        self.qmax = weight_qmax(None) if qmax is None else qmax
         self.means = means
         self.per_channel = per_channel
         self.nodes = None if nodes is None else frozenset(nodes)
@@ -58,11 +62,12 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=bool(self.corrected))
 
     def _error(self, node: ir.Node, w: np.ndarray, mean: np.ndarray) -> np.ndarray | None:
-        from edgeq.passes.quantize_weights import weight_axis
-        from edgeq.passes.weights import quantize_weight
+        from edgeq.passes.quantize_weights import is_depthwise, weight_axis
+        from edgeq.passes.weights import QMAX, quantize_weight
 
         axis = weight_axis(node, w.ndim) if self.per_channel else None
-        err = quantize_weight(w, axis).dequantize().astype(np.float64) - w.astype(np.float64)
+        qmax = QMAX if is_depthwise(node, w) else self.qmax
+        err = quantize_weight(w, axis, qmax=qmax).dequantize().astype(np.float64) - w.astype(np.float64)
         if node.op_type == "Conv":
             groups = conv_groups(node)
             if groups == 1 and mean.size == w.shape[1]:  # case 1

@@ -28,7 +28,7 @@ import onnx_ir as ir
 from edgeq.config import PerTensor, QuantConfig
 from edgeq.graph import MS_DOMAIN, add_initializer, const_array, remove_unused_initializers
 from edgeq.passes.plan import QuantPlan, Role, derived_name, fresh_base, node_label
-from edgeq.passes.weights import QuantizedWeight, quantize_weight
+from edgeq.passes.weights import QMAX, QuantizedWeight, note_reduced, quantize_weight, weight_qmax
 
 __all__ = ["DynamicQuantizePass", "replace_nodes", "bias_add"]
 
@@ -85,6 +85,8 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
         if count and any(n.domain == MS_DOMAIN for n in ir.traversal.RecursiveGraphIterator(model.graph)):
             model.opset_imports.setdefault(MS_DOMAIN, 1)
         logger.info("dynamic: %d nodes to dynamic int8", count)
+        if count and weight_qmax(self.config) != QMAX:
+            note_reduced(self.plan.notes, self.config)
         return ir.passes.PassResult(model, modified=count > 0)
 
     def _shared_inputs(self, graph: ir.Graph) -> dict[ir.Value, ir.Node]:
@@ -114,7 +116,7 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
         return not isinstance(self.config.granularity, PerTensor)
 
     def _matmul(self, graph: ir.Graph, node: ir.Node) -> None:
-        weight, qw, bias = quantize_matmul_weight(node, self._per_channel())  # (1), (2)
+        weight, qw, bias = quantize_matmul_weight(node, self._per_channel(), weight_qmax(self.config))  # (1), (2)
         add = None
         if bias is None:
             add, bias = bias_add(node, weight.shape[1])
@@ -169,7 +171,8 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
         self.plan.weights[node] = {**qw.summary(weight), "kernel": "ConvInteger"}
 
 
-def quantize_matmul_weight(node: ir.Node, per_channel: bool) -> tuple[np.ndarray, QuantizedWeight, np.ndarray | None]:
+def quantize_matmul_weight(node: ir.Node, per_channel: bool,
+                           qmax: int = QMAX) -> tuple[np.ndarray, QuantizedWeight, np.ndarray | None]:
     """(weight as [K, N], its int8 form with one scale per column or one in all, a Gemm's own bias
     or None) of a MatMul/Gemm with a constant weight. The stored array itself is quantized, not a
     copy, so that ``reuse_quantized_weights`` and ``gptq_rounding`` find it; a Gemm's transB
@@ -183,7 +186,7 @@ def quantize_matmul_weight(node: ir.Node, per_channel: bool) -> tuple[np.ndarray
         if len(node.inputs) > 2 and node.inputs[2] is not None:
             bias = const_array(node.inputs[2]).astype(np.float32).reshape(-1)
     axis = None if not per_channel else (0 if transposed else 1)
-    qw = quantize_weight(weight, axis)
+    qw = quantize_weight(weight, axis, qmax=qmax)
     if transposed:
         weight = weight.T
         qw = QuantizedWeight(np.ascontiguousarray(qw.values.T), qw.scale, qw.zero_point, None if axis is None else 1)

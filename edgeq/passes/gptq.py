@@ -37,9 +37,11 @@ def _inverse_cholesky(h: np.ndarray) -> np.ndarray:
     return lower.T
 
 
-def gptq_round(weight: np.ndarray, scale: np.ndarray, hessian: np.ndarray, *, pin: bool = True) -> np.ndarray:
+def gptq_round(weight: np.ndarray, scale: np.ndarray, hessian: np.ndarray, *, pin: bool = True,
+               qmax: int = 127) -> np.ndarray:
     """int8 levels of ``weight`` [K, N] for per-column ``scale`` [N], rounded by GPTQ against
-    ``hessian`` [K, K]; with ``pin``, each column's largest level is +-127 (module docstring)."""
+    ``hessian`` [K, K]; with ``pin``, each column's largest level is +-qmax (module docstring;
+    ``qmax`` 63 where the CPU saturates 8-bit products: ``passes.weights.weight_qmax``)."""
     w = weight.astype(np.float64).copy()
     k, n = w.shape
     s = np.where(scale > 0, scale, 1.0).astype(np.float64)
@@ -52,7 +54,7 @@ def gptq_round(weight: np.ndarray, scale: np.ndarray, hessian: np.ndarray, *, pi
         ub = u[start:end, start:end]
         for i in range(end - start):
             row = block[i]
-            level = np.clip(np.rint(row / s), -127, 127)
+            level = np.clip(np.rint(row / s), -qmax, qmax)
             q[start + i] = level
             err = (row - level * s) / ub[i, i]
             block[i + 1:] -= np.outer(ub[i, i + 1:], err)
@@ -64,13 +66,13 @@ def gptq_round(weight: np.ndarray, scale: np.ndarray, hessian: np.ndarray, *, pi
     top = np.argmax(np.abs(weight), axis=0)  # pin each column's largest original weight to +-127
     cols = np.arange(n)
     live = np.abs(weight[top, cols]) > 0  # an all-zero column stays zero
-    levels[top[live], cols[live]] = np.where(weight[top[live], cols[live]] < 0, -127, 127)
+    levels[top[live], cols[live]] = np.where(weight[top[live], cols[live]] < 0, -qmax, qmax)
     return levels.astype(np.int8)
 
 
-def on_grid(weight: np.ndarray, hessian: np.ndarray) -> np.ndarray:
+def on_grid(weight: np.ndarray, hessian: np.ndarray, qmax: int = 127) -> np.ndarray:
     """Float weights ``[K, N]`` exactly on the int8 grid GPTQ chose: ``scale * levels``."""
     absmax = np.max(np.abs(weight), axis=0).astype(np.float32)
-    scale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
-    levels = gptq_round(weight, scale, hessian)
+    scale = np.where(absmax > 0, absmax / float(qmax), 1.0).astype(np.float32)
+    levels = gptq_round(weight, scale, hessian, qmax=qmax)
     return (levels.astype(np.float32) * scale[None, :]).astype(np.float32)

@@ -24,7 +24,8 @@ MatMul with an outlier token, 1 thread (bench/per_token_design.py, docs/per_toke
    it is taken out before it and added back after it (8).
 2. uint8 activations with zero point 128 and int8 weights: onnxruntime's u8s8 kernel. int8 x int8
    (MatMulIntegerToFloat or MatMulInteger) measured 11-20x slower (4.6-8.5 ms) on the same CPU.
-   |A_q - 128| <= 127, so u8s8 is exact here (no pair of products saturates int16).
+   The kernel multiplies the raw uint8 A_q (not A_q - 128) by the weights: on x86 without VNNI
+   a pair of products saturates int16 unless the weights keep 7 bits (``weights.weight_qmax``).
 3. Quantizing A: from opset 21 Sub(A, m) and one QuantizeLinear with ``block_size`` = K along the
    last axis (its zero point 128 built by ConstantOfShape, since M is known only at run time);
    below opset 21 Mul(A, 1/s) -> Add(128.5 - m/s) -> Cast(uint8): the centre is folded into the
@@ -62,6 +63,7 @@ from edgeq.config import PerTensor, QuantConfig
 from edgeq.graph import MS_DOMAIN, add_initializer, remove_unused_initializers
 from edgeq.passes.dynamic import quantize_matmul_weight, replace_nodes
 from edgeq.passes.plan import QuantPlan, Role, derived_name, fresh_base, node_label
+from edgeq.passes.weights import QMAX, note_reduced, weight_qmax
 
 __all__ = ["PerTokenMatMulPass"]
 
@@ -100,6 +102,8 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
                     count += 1
         if count:
             model.opset_imports.setdefault(MS_DOMAIN, 1)
+        if count and weight_qmax(self.config) != QMAX:
+            note_reduced(self.plan.notes, self.config)
         logger.info("per-token: %d MatMul/Gemm to per-token dynamic int8 (%s)", count,
                     "rows centred" if self.center else "symmetric")
         return ir.passes.PassResult(model, modified=count > 0)
@@ -160,7 +164,8 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
         return Front(q, s, mid)
 
     def _matmul(self, graph: ir.Graph, node: ir.Node, fronts: dict[ir.Value, Front]) -> None:
-        weight, qw, bias = quantize_matmul_weight(node, not isinstance(self.config.granularity, PerTensor))  # (5), (7)
+        weight, qw, bias = quantize_matmul_weight(node, not isinstance(self.config.granularity, PerTensor),
+                                                  weight_qmax(self.config))  # (5), (7)
         x = node.inputs[0]
         if x not in fronts:  # (6)
             fronts[x] = self._front(graph, x, node, weight.shape[0])

@@ -5,7 +5,8 @@
                                           W_scale[D,4H], W_zp[D,4H] = 0, R_scale[D,4H], R_zp[D,4H] = 0)
 
 1. The kernel reads W and R transposed, ``[num_directions, in, 4*hidden]`` (the K x N of its
-   GEMMs), as int8 or uint8. int8 symmetric in [-127, 127] with zero points 0 (the kernel
+   GEMMs), as int8 or uint8. int8 symmetric in [-127, 127] ([-63, 63] where the CPU saturates
+   8-bit products: ``weights.weight_qmax``) with zero points 0 (the kernel
    requires 0 for int8 per-column zero points), one scale per direction and gate column
    (``[D, 4H]``, the output channels); per-tensor granularity gives one per direction (``[D]``).
 2. X and the hidden state are quantized to uint8 by the kernel at run time, asymmetric from
@@ -37,7 +38,7 @@ import onnx_ir as ir
 from edgeq.config import PerTensor, QuantConfig
 from edgeq.graph import MS_DOMAIN, add_initializer, const_array, remove_unused_initializers
 from edgeq.passes.plan import QuantPlan, Role, attr_value, derived_name, fresh_base, is_float, node_label
-from edgeq.passes.weights import quantize_weight
+from edgeq.passes.weights import QMAX, note_reduced, quantize_weight, weight_qmax
 
 __all__ = ["QuantizeRecurrentPass", "recurrent_float_reason", "RECURRENT"]
 
@@ -89,6 +90,8 @@ class QuantizeRecurrentPass(ir.passes.InPlacePass):
         if count:
             model.opset_imports.setdefault(MS_DOMAIN, 1)
         logger.info("quantize_recurrent: %d LSTM to DynamicQuantizeLSTM", count)
+        if count and weight_qmax(self.config) != QMAX:
+            note_reduced(self.plan.notes, self.config)
         return ir.passes.PassResult(model, modified=count > 0)
 
     def _weight(self, graph: ir.Graph, value: ir.Value, label: str) -> tuple[ir.Value, ir.Value, ir.Value, dict]:
@@ -98,7 +101,7 @@ class QuantizeRecurrentPass(ir.passes.InPlacePass):
         weight = const_array(value).astype(np.float32)
         per_channel = not isinstance(self.config.granularity, PerTensor)
         transposed = np.ascontiguousarray(weight.transpose(0, 2, 1))
-        parts = [quantize_weight(w, 1 if per_channel else None) for w in transposed]
+        parts = [quantize_weight(w, 1 if per_channel else None, qmax=weight_qmax(self.config)) for w in transposed]
         values = np.stack([q.values for q in parts])
         scale = np.stack([q.scale for q in parts]).astype(np.float32)
         errors = [float(np.max(np.abs(w - q.dequantize()))) if w.size else 0.0 for w, q in zip(transposed, parts)]

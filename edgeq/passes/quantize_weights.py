@@ -17,6 +17,11 @@
    into MatMulNBits, which quantizes the activations to int8 blocks at run time (accuracy level
    4) and so undoes int16 (measured: a Gemm's output fell from 47.1 to 44.4 dB); an int16 DQ it
    leaves alone (com.microsoft DQ below opset 21). int16 Conv weights stay int8.
+7. Where this CPU's onnxruntime saturates 8-bit weight products (x86 without VNNI,
+   ``runtime/cpu.py``) or ``--reduce-range`` asks, weights of u8s8 kernels keep 7 bits
+   ([-63, 63], ``weights.weight_qmax``): Conv with more than one input channel per group, and
+   MatMul/Gemm. A depthwise Conv (its kernel widens to 16 bits first, measured exact) and an
+   int16-activation node (not fused: computed in float) keep [-127, 127].
 6. A node inside a subgraph (If branch, Loop/Scan body) gets its quantized weight and DQ in that
    subgraph, even when the float weight was an outer graph's initializer: onnxruntime fuses
    DQ -> Conv only within one graph. The float weight goes once no node reads it.
@@ -32,9 +37,9 @@ import onnx_ir as ir
 from edgeq.config import PerTensor, QuantConfig
 from edgeq.graph import MS_DOMAIN, add_initializer, const_array, remove_unused_initializers
 from edgeq.passes.plan import QuantPlan, Role, fresh_base, node_label
-from edgeq.passes.weights import bias_safe_min_scale, quantize_bias, quantize_weight
+from edgeq.passes.weights import QMAX, bias_safe_min_scale, note_reduced, quantize_bias, quantize_weight, weight_qmax
 
-__all__ = ["QuantizeWeightsPass", "weight_axis", "dequantize_node"]
+__all__ = ["QuantizeWeightsPass", "weight_axis", "dequantize_node", "is_depthwise"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +54,13 @@ def weight_axis(node: ir.Node, ndim: int) -> int:
     if node.op_type == "MatMul":
         return ndim - 1
     return 0
+
+
+def is_depthwise(node: ir.Node, weight: np.ndarray) -> bool:
+    """A Conv with one input channel per group and more than one group (weight [C, 1, ...])."""
+    group = node.attributes.get("group")
+    groups = int(group.value) if group is not None else 1
+    return node.op_type == "Conv" and weight.ndim >= 3 and weight.shape[1] == 1 and groups > 1
 
 
 def dequantize_node(
@@ -73,6 +85,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         super().__init__()
         self.config = config
         self.plan = plan
+        self.qmax = weight_qmax(config)
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         count = 0
@@ -84,6 +97,8 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
                         self._quantize(graph, node)
                         count += 1
         logger.info("quantize_weights: %d weights to int8", count)
+        if count and self.qmax != QMAX:
+            note_reduced(self.plan.notes, self.config)
         return ir.passes.PassResult(model, modified=count > 0)
 
     def _quantize(self, graph: ir.Graph, node: ir.Node) -> None:
@@ -97,10 +112,12 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
             bias = bias.astype(np.float32).reshape(-1)
             input_scale = self.plan.input_params(node, node.inputs[0]).scale
         min_scale = bias_safe_min_scale(bias, input_scale, per_channel) if bias is not None else None
-        qw = quantize_weight(weight, axis, min_scale=min_scale)
+        int16 = self.plan.is_int16(node) or self.config.activations == "int16"
+        qmax = QMAX if int16 or is_depthwise(node, weight) else self.qmax  # (7)
+        qw = quantize_weight(weight, axis, min_scale=min_scale, qmax=qmax)
         label = node_label(node)
         values, zero_point = qw.values, qw.zero_point
-        if node.op_type in ("MatMul", "Gemm") and (self.plan.is_int16(node) or self.config.activations == "int16"):  # (5)
+        if node.op_type in ("MatMul", "Gemm") and int16:  # (5)
             values, zero_point = values.astype(np.int16), zero_point.astype(np.int16)
         dq_w = dequantize_node(graph, _base(node.inputs[1], label, "W"), values, qw.scale, zero_point, axis)
         if values.dtype == np.int16 and self._model.opset_imports.get("", 13) < 21:

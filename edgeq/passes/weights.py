@@ -18,10 +18,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["QuantizedWeight", "quantize_weight", "quantize_bias", "bias_safe_min_scale", "INT32_MAX",
+__all__ = ["QuantizedWeight", "quantize_weight", "weight_qmax", "QMAX", "REDUCED_QMAX", "note_reduced", "quantize_bias", "bias_safe_min_scale", "INT32_MAX",
            "reuse_quantized_weights", "gptq_rounding", "weight_key", "shared_result"]
 
 INT32_MAX = 2**31 - 1
+QMAX = 127  # int8 weights: symmetric levels in [-127, 127]
+REDUCED_QMAX = 63  # 7 bits, where onnxruntime's u8s8 kernels saturate (runtime/cpu.py): 255 * 63 * 2 < 2^15
 
 _REUSE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("edgeq_quantized_weights", default=None)
 _GPTQ: contextvars.ContextVar[dict | None] = contextvars.ContextVar("edgeq_gptq_hessians", default=None)
@@ -108,12 +110,37 @@ def _scale_shape(ndim: int, axis: int) -> list[int]:
     return shape
 
 
-def quantize_weight(
-    weight: np.ndarray, axis: int | None, *, min_scale: np.ndarray | None = None
-) -> QuantizedWeight:
-    """Symmetric int8 in [-127, 127]: one scale per slice along ``axis`` (or one in all).
+def weight_qmax(config: Any) -> int:
+    """The largest weight level for kernels that multiply uint8 activations by int8 weights:
+    ``REDUCED_QMAX`` where ``config.reduce_range`` says so, or where it is None (the default), the
+    provider is the CPU and this CPU's onnxruntime saturates 8-bit products (measured); else ``QMAX``.
+    Depthwise convolutions, Gather tables and int16-activation MatMuls keep ``QMAX`` (no such kernel)."""
+    reduce = getattr(config, "reduce_range", None)
+    if reduce is None:
+        from edgeq.runtime.cpu import int8_saturates
 
-    ``min_scale`` raises the scale where needed (so that a bias stays within int32).
+        reduce = getattr(config, "provider", "cpu") == "cpu" and int8_saturates()
+    return REDUCED_QMAX if reduce else QMAX
+
+
+def note_reduced(notes: list[str], config: Any) -> None:
+    """Add (once) the report's note that weights of u8s8 kernels keep 7 bits, and why."""
+    why = ("this CPU's onnxruntime saturates products of 8-bit weights (x86 without VNNI, measured); "
+           "--no-reduce-range for a target with VNNI or ARM dot products" if getattr(config, "reduce_range", None) is None
+           else "reduce_range (--reduce-range): for x86 CPUs without VNNI, whose onnxruntime kernels saturate "
+                "products of 8-bit weights")
+    note = f"weights of u8s8 kernels (Conv, MatMul, Gemm, LSTM) use 7 bits, [-63, 63]: {why}"
+    if note not in notes:
+        notes.append(note)
+
+
+def quantize_weight(
+    weight: np.ndarray, axis: int | None, *, min_scale: np.ndarray | None = None, qmax: int = QMAX
+) -> QuantizedWeight:
+    """Symmetric int8 in [-qmax, qmax]: one scale per slice along ``axis`` (or one in all).
+
+    ``min_scale`` raises the scale where needed (so that a bias stays within int32); ``qmax``:
+    ``weight_qmax(config)`` for u8s8 kernels (7 bits where the CPU saturates 8-bit products).
     """
     weight = np.asarray(weight, dtype=np.float32)
     hessians = _GPTQ.get()
@@ -124,11 +151,11 @@ def quantize_weight(
             hessian = None
     cache = _REUSE.get()
     if cache is None or weight.flags.writeable:
-        return _quantize_weight(weight, axis, min_scale, hessian)
-    key = (_where(weight), axis, None if min_scale is None else (min_scale.shape, min_scale.astype(np.float32).tobytes()),
+        return _quantize_weight(weight, axis, min_scale, hessian, qmax)
+    key = (_where(weight), axis, qmax, None if min_scale is None else (min_scale.shape, min_scale.astype(np.float32).tobytes()),
            None if hessian is None else id(hessian))
     if key not in cache:
-        qw = _quantize_weight(weight, axis, min_scale, hessian)
+        qw = _quantize_weight(weight, axis, min_scale, hessian, qmax)
         for array in (qw.values, qw.scale, qw.zero_point):
             if isinstance(array, np.ndarray):  # (a numpy scalar is immutable already)
                 array.flags.writeable = False  # shared by every variant's model
@@ -143,25 +170,25 @@ def _where(array: np.ndarray) -> tuple:
 
 
 def _quantize_weight(weight: np.ndarray, axis: int | None, min_scale: np.ndarray | None,
-                     hessian: np.ndarray | None = None) -> QuantizedWeight:
+                     hessian: np.ndarray | None = None, qmax: int = QMAX) -> QuantizedWeight:
     if axis is None:
         absmax = np.asarray(np.max(np.abs(weight)) if weight.size else 0.0, dtype=np.float32)
     else:
         axis = axis % weight.ndim
         reduce = tuple(i for i in range(weight.ndim) if i != axis)
         absmax = np.max(np.abs(weight), axis=reduce).astype(np.float32)
-    scale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
+    scale = np.where(absmax > 0, absmax / float(qmax), 1.0).astype(np.float32)
     if min_scale is not None:
         scale = np.maximum(scale, min_scale.astype(np.float32))
     if hessian is not None:  # [K, N] with the channels N along ``axis``
         from edgeq.passes.gptq import gptq_round
 
         rows = weight if axis == 1 else weight.T
-        levels = gptq_round(rows, scale, hessian, pin=False)
+        levels = gptq_round(rows, scale, hessian, pin=False, qmax=qmax)
         return QuantizedWeight(levels if axis == 1 else np.ascontiguousarray(levels.T), scale,
                                np.zeros(scale.shape, dtype=np.int8), axis)
     shaped = scale if axis is None else scale.reshape(_scale_shape(weight.ndim, axis))
-    values = np.clip(np.rint(weight / shaped), -127, 127).astype(np.int8)
+    values = np.clip(np.rint(weight / shaped), -qmax, qmax).astype(np.int8)
     return QuantizedWeight(values, scale, np.zeros(scale.shape, dtype=np.int8), axis)
 
 

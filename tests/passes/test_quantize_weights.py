@@ -7,7 +7,7 @@ import onnx
 import onnx_ir as ir
 
 from edgeq.config import QuantConfig
-from edgeq.passes.weights import INT32_MAX, bias_safe_min_scale, quantize_bias, quantize_weight
+from edgeq.passes.weights import INT32_MAX, bias_safe_min_scale, quantize_bias, quantize_weight, weight_qmax
 from passes.helpers import quantize_with_numpy_ranges
 from passes.nets import conv_net, feeds
 
@@ -28,8 +28,9 @@ def test_conv_and_gemm_weights_per_channel_and_bias_scale():
         q, scale, zp, got_axis = _dq_inputs(node, 1)
         w = float_w[w_name]
         assert q.dtype == np.int8 and zp.dtype == np.int8 and not zp.any() and got_axis == axis
-        assert scale.shape == (w.shape[0],) and np.abs(q).max() <= 127
-        np.testing.assert_allclose(scale, np.abs(w).reshape(w.shape[0], -1).max(1) / 127, rtol=1e-6)
+        qmax = weight_qmax(QuantConfig())  # 63 in this suite (conftest): a CPU that saturates 8-bit products
+        assert scale.shape == (w.shape[0],) and np.abs(q).max() == qmax
+        np.testing.assert_allclose(scale, np.abs(w).reshape(w.shape[0], -1).max(1) / qmax, rtol=1e-6)
         err = np.abs(w - q * scale.reshape(-1, 1, 1, 1))
         assert np.all(err <= scale.reshape(-1, 1, 1, 1) / 2 + 1e-7)  # exact: half a step at most
         qb, b_scale, b_zp, _ = _dq_inputs(node, 2)
@@ -65,3 +66,46 @@ def test_bias_overflow_raises_the_weight_scale_instead_of_clipping():
 def test_zero_weights_are_exact():
     qw = quantize_weight(np.zeros((3, 2, 1, 1), np.float32), 0)
     assert not qw.values.any() and np.all(qw.scale > 0)
+
+
+def _net_with_depthwise():
+    from passes.nets import build
+
+    rng = np.random.default_rng(5)
+    return build("""<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,8,10,10] x) => (float y) {
+  a = Conv<pads=[1,1,1,1]>(x, W1)
+  r = Relu(a)
+  d = Conv<group=8, pads=[1,1,1,1]>(r, W2)
+  f = Flatten(d)
+  y = MatMul(f, W3)
+}""", {"W1": rng.normal(0, 0.2, (8, 8, 3, 3)), "W2": rng.normal(0, 0.2, (8, 1, 3, 3)),
+       "W3": rng.normal(0, 0.05, (800, 10))})
+
+
+def _levels(model, op_type: str, nth: int = 0) -> np.ndarray:
+    node = [n for n in model.graph if n.op_type == op_type][nth]
+    return _dq_inputs(node, 1)[0]
+
+
+def test_reduce_range_keeps_u8s8_weights_within_7_bits_but_not_depthwise_ones():
+    """(7) Conv (group 1) and MatMul weights in [-63, 63] where asked (or measured), each channel's
+    largest weight on +-63; the depthwise Conv's kernel widens first: it keeps [-127, 127]."""
+    data = [{"x": np.random.default_rng(i).normal(0, 1, (1, 8, 10, 10)).astype(np.float32)} for i in range(3)]
+    for reduce, qmax in ((True, 63), (False, 127)):
+        model, plan = quantize_with_numpy_ranges(_net_with_depthwise(), data, QuantConfig(reduce_range=reduce))
+        assert np.abs(_levels(model, "Conv", 0)).max() == qmax and np.abs(_levels(model, "MatMul")).max() == qmax
+        assert np.abs(_levels(model, "Conv", 1)).max() == 127  # depthwise
+        assert any("7 bits" in n for n in plan.notes) == reduce
+
+
+def test_reduce_range_by_default_follows_the_measured_cpu(monkeypatch):
+    from edgeq.runtime import cpu
+
+    monkeypatch.setenv(cpu.ENV, "0")
+    assert weight_qmax(QuantConfig()) == 127
+    monkeypatch.setenv(cpu.ENV, "1")
+    assert weight_qmax(QuantConfig()) == 63 and weight_qmax(QuantConfig(provider="cuda")) == 127
+    assert weight_qmax(QuantConfig(reduce_range=False)) == 127
+    monkeypatch.setenv(cpu.ENV, "0")
+    assert weight_qmax(QuantConfig(reduce_range=True)) == 63

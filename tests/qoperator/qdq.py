@@ -1,7 +1,9 @@
 """Test helper: quantize a float ONNX graph into edgeq's standard QDQ form with numpy scales.
 
 Activations: min/max from one onnxruntime run (ranges include 0), asymmetric uint8 (or int8);
-weights of Conv/MatMul/Gemm: symmetric int8 per output channel; biases: int32 at s_x * s_w.
+weights of Conv/MatMul/Gemm: symmetric int8 per output channel, within 7 bits where this CPU's
+onnxruntime saturates 8-bit products (as edgeq's own: ``weights.weight_qmax``, depthwise Convs
+excepted); biases: int32 at s_x * s_w.
 A Conv/MatMul/Gemm/Add output read only by a Relu is not quantized (``op -> Relu -> Q``), as
 the quantizer folds it. Not a quantizer: just enough to build inputs for the rewrite tests.
 """
@@ -12,6 +14,9 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from edgeq.config import QuantConfig
+from edgeq.passes.quantize_weights import is_depthwise
+from edgeq.passes.weights import QMAX, weight_qmax
 from ortutil import run_ort
 
 __all__ = ["quantize_qdq", "lsb_diff", "with_weights"]
@@ -124,8 +129,9 @@ def quantize_qdq(model: onnx.ModelProto, feeds, act_dtype=np.uint8, per_channel=
             tb = node.attributes.get("transB")
             axis = 0 if tb is not None and tb.value else 1
         red = tuple(i for i in range(wa.ndim) if i != axis) if per_channel else None
-        ws = np.maximum(np.abs(wa).max(axis=red, keepdims=True), 1e-8) / 127.0
-        wq = np.clip(np.round(wa / ws), -127, 127).astype(np.int8)
+        qmax = QMAX if is_depthwise(node, wa) else weight_qmax(QuantConfig())
+        ws = np.maximum(np.abs(wa).max(axis=red, keepdims=True), 1e-8) / qmax
+        wq = np.clip(np.round(wa / ws), -qmax, qmax).astype(np.int8)
         ws_flat = ws.reshape(-1).astype(np.float32)
         wv = _init(g, fresh("w_q"), wq)
         wsv = _init(g, fresh("w_s"), ws_flat if per_channel else ws_flat.reshape(()))
