@@ -128,6 +128,8 @@ def bench(models, providers, threads, batch, warmup, iters, seconds, inputs, inp
         progress=True,
     )
     _console().print(render_table(results))
+    for warning in dict.fromkeys(w for r in results for w in r.warnings):  # once per model
+        click.echo(f"warning: {warning}", err=True)
     if json_out:
         with atomic_path(json_out, models) as tmp:
             with open(tmp, "w") as f:

@@ -56,6 +56,7 @@ class BenchResult:
     input_shapes: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     speedup: float | None = None  # first model's p50 / this p50, same provider/threads/batch
     fell_back: bool = False  # the requested provider could not run the model (see providers_used)
+    warnings: list[str] = dataclasses.field(default_factory=list)  # the session's (runtime/cpu.py: saturation)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -239,6 +240,7 @@ def measure(
         file_bytes=file_bytes(model),
         input_shapes={k: list(v.shape) for k, v in feed.items()},
         fell_back=fell_back,
+        warnings=list(session.warnings),
     )
 
 

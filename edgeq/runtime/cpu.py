@@ -25,10 +25,11 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from typing import Any
 
 import numpy as np
 
-__all__ = ["int8_saturates", "measured", "ENV"]
+__all__ = ["int8_saturates", "measured", "ENV", "wide_int8_weights", "saturation_warning"]
 
 ENV = "EDGEQ_INT8_SATURATES"
 
@@ -78,3 +79,77 @@ def measured() -> bool:
     saturates = bool(np.any(got != 255 * 127 * _K))
     logger.debug("int8 probe: u8s8 products %s", "saturate" if saturates else "exact")
     return saturates
+
+
+# Operators whose int8 weight input (index) meets uint8 activations in a u8s8 GEMM, and the input
+# holding the activations' zero point (its type says uint8 or int8).
+_KERNELS: dict[str, tuple[tuple[int, ...], int | None]] = {
+    "QLinearConv": ((3,), 2), "QLinearMatMul": ((3,), 2), "QGemm": ((3,), 2),
+    "MatMulInteger": ((1,), 2), "MatMulIntegerToFloat": ((1,), 4), "DynamicQuantizeMatMul": ((1,), None),
+    "DynamicQuantizeLSTM": ((1, 2), None),
+}
+_QDQ_READERS = {"Conv", "MatMul", "Gemm"}  # float ops that onnxruntime fuses with a weight DQ (input 1)
+_SAFE = 64  # 255 * 64 * 2 = 32640 < 32767: levels within +-64 never saturate
+
+
+def wide_int8_weights(model: Any) -> list[str]:
+    """Names of int8 weights (initializers stored in the file) beyond +-64 that onnxruntime's u8s8
+    kernels read: directly (QLinearConv, MatMulInteger ...), or through a DequantizeLinear into a
+    Conv (not depthwise), MatMul or Gemm whose activations are uint8. ``model``: an onnx.ModelProto."""
+    from onnx import TensorProto, numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+
+    def wide(name: str) -> bool:
+        tensor = inits.get(name)
+        if tensor is None or tensor.data_type != TensorProto.INT8 or tensor.data_location == TensorProto.EXTERNAL:
+            return False
+        return bool(np.abs(numpy_helper.to_array(tensor).astype(np.int16)).max(initial=0) > _SAFE)
+
+    def int8_activations(name: str | None) -> bool:
+        tensor = inits.get(name) if name else None
+        return tensor is not None and tensor.data_type == TensorProto.INT8
+
+    def depthwise(node: Any, weight: str) -> bool:
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        dims = list(inits[weight].dims) if weight in inits else []
+        return group > 1 and len(dims) >= 3 and dims[1] == 1
+
+    found: list[str] = []
+    for node in graph.node:
+        if node.op_type in _KERNELS:
+            weights, zp = _KERNELS[node.op_type]
+            zp_name = node.input[zp] if zp is not None and len(node.input) > zp else None
+            if int8_activations(zp_name) or (node.op_type == "QLinearConv" and depthwise(node, node.input[3])):
+                continue
+            found += [node.input[i] for i in weights if len(node.input) > i and wide(node.input[i])]
+        elif node.op_type in _QDQ_READERS and len(node.input) > 1:
+            dq = producers.get(node.input[1])
+            if dq is None or dq.op_type != "DequantizeLinear" or not wide(dq.input[0]):
+                continue
+            x = producers.get(node.input[0])
+            x_zp = x.input[2] if x is not None and x.op_type == "DequantizeLinear" and len(x.input) > 2 else None
+            if int8_activations(x_zp) or (node.op_type == "Conv" and depthwise(node, dq.input[0])):
+                continue
+            found.append(dq.input[0])
+    return list(dict.fromkeys(found))
+
+
+def saturation_warning(path: str) -> str | None:
+    """The warning for a model file whose 8-bit weights this CPU's u8s8 kernels saturate, or None."""
+    if not int8_saturates():
+        return None
+    import onnx
+
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception:  # the session reports unreadable files itself
+        return None
+    wide = wide_int8_weights(model)
+    if not wide:
+        return None
+    return (f"{os.path.basename(path)}: {len(wide)} int8 weight tensor(s) use more than 7 bits (e.g. {wide[0]}) "
+            "in u8s8 kernels, whose products this CPU's onnxruntime saturates (x86 without VNNI): outputs may be "
+            "far off; re-quantize on this CPU or with `edgeq quantize --reduce-range`")

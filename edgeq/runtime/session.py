@@ -121,6 +121,7 @@ class Session:
         self._graph: Any = None  # CUDA graph: (io binding, input and output device buffers)
         self._lock = threading.RLock()  # one build; CUDA-graph runs one at a time
         self.start_seconds: float | None = None
+        self.warnings: list[str] = []  # what the build found worth saying (also logged)
 
     # -- building -------------------------------------------------------------------------------
     def _build(self) -> Any:
@@ -164,6 +165,13 @@ class Session:
         for name in names:
             if name not in used:
                 logger.warning("provider %s could not be used for %s; fell back to %s", name, self.label, used)
+        if isinstance(self._model, str) and "CPUExecutionProvider" in used[:1]:
+            from edgeq.runtime.cpu import saturation_warning
+
+            warning = saturation_warning(self._model)  # 8-bit weights where this CPU saturates them
+            if warning:
+                self.warnings.append(warning)
+                logger.warning("%s", warning)
         return sess
 
     @property
