@@ -270,9 +270,11 @@ class QuantConfig:
     recurrent: str = "int8"  # LSTM: int8 weights (DynamicQuantizeLSTM, format qdq) or "float"
     # weights of layers left float: stored as fp16 and cast to fp32 at load (passes/float_weights.py), or "fp32"
     float_weights: str = "fp16"
-    # weights of u8s8 kernels (Conv, MatMul, Gemm, LSTM) within 7 bits: None (default) where this
+    # weights of u8s8 kernels (Conv, MatMul, Gemm, LSTM) within 7 bits: None (default): where this
     # CPU's onnxruntime saturates products of 8-bit weights (x86 without VNNI, measured once:
-    # runtime/cpu.py) and the provider is the CPU; True for a model bound for such CPUs; False: 8 bits
+    # runtime/cpu.py) and the provider is the CPU, static/dynamic modes with data keep whichever of
+    # 7 and 8 bits scores better on the calibration samples (stages/weight_bits.py), passes and
+    # auto use 7; True: 7 bits (a model bound for such CPUs); False: 8 bits
     reduce_range: bool | None = None
     # a Conv whose int8 output only float ops read: per-channel output steps (passes/channel_scales.py)
     channel_scales: bool = True

@@ -10,6 +10,27 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("EDGEQ_INT8_SATURATES", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _seven_bit_weights():
+    """Static and dynamic modes on such a CPU build 7- and 8-bit weights and keep the better on the
+    calibration samples (stages/weight_bits.py): which one wins depends on the real CPU. The suite
+    keeps 7 bits (and one build), module-scoped fixtures included; a test marked weight_bits gets
+    the choice back (``_weight_bits_marker``)."""
+    from edgeq.stages import weight_bits
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(weight_bits, "weight_bits_to_choose", lambda config, prepared: False)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _weight_bits_marker(request, monkeypatch):
+    if request.node.get_closest_marker("weight_bits") is not None:
+        from edgeq.stages import weight_bits
+
+        monkeypatch.setattr(weight_bits, "weight_bits_to_choose", weight_bits.choose_here)
+
+
 @pytest.fixture
 def rng():
     import numpy as np

@@ -26,10 +26,14 @@ def quantize_int8(model: Any, config: QuantConfig, data: Any = None, *, eval_dat
     from edgeq.stages.load import load, prepare
     from edgeq.stages.report import evaluate
     from edgeq.stages.variant import build_variant
+    from edgeq.stages.weight_bits import build_choosing_weight_bits, weight_bits_to_choose
 
     start = time.perf_counter()
     prepared = prepare(load(model, data, keep_fp32=eval_data is not None), config)
-    result = build_variant(prepared, config, ranges, progress=progress, in_place=True)
+    if weight_bits_to_choose(config, prepared):  # 7 or 8 bits where the CPU saturates 8-bit products
+        result = build_choosing_weight_bits(prepared, config, ranges, progress)
+    else:
+        result = build_variant(prepared, config, ranges, progress=progress, in_place=True)
     check(result.model)
     if eval_data is not None:
         evaluate(result, prepared.fp32, eval_data, labels, layers=config.format == "qdq")

