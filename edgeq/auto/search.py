@@ -150,7 +150,8 @@ def auto_quantize(
     feeds = feeds[:affordable(model_bytes_of(float_model), feeds, max_eval)]  # all drawn where scoring is cheap
     from edgeq.auto.top1 import default_guard
 
-    metric, min_score, guard_note = default_guard(float_model, metric, min_score, config.min_top1)
+    metric, min_score, guard_note = default_guard(float_model, metric, min_score, config.min_top1, config.min_iou,
+                                                  feeds[0] if feeds else None)
     bench = Workbench.create(float_model, config, feeds, metric)
     notes = [n for n in [note, scoring_note(drawn, len(feeds)), guard_note] if n]
     if min_sqnr is not None:

@@ -120,13 +120,27 @@ def estimate(reference: np.ndarray, candidate: np.ndarray) -> float:
     return float(1.0 - p.mean())
 
 
-def default_guard(model: Any, metric: Any, min_score: float | None, min_top1: float) -> tuple[Any, float | None, str | None]:
-    """(metric, min_score, note): the guard where the user gave no metric and ``model`` has class outputs."""
-    if metric is not None or min_score is not None or min_top1 <= 0:
+def default_guard(model: Any, metric: Any, min_score: float | None, min_top1: float, min_iou: float = 0.0,
+                  feed: Mapping[str, np.ndarray] | None = None) -> tuple[Any, float | None, str | None]:
+    """(metric, min_score, note): the guard where the user gave no metric: the top-1 guard where
+    ``model`` has class outputs, else the score guard (``scores.py``) where it outputs sigmoid
+    scores (``feed``: one calibration feed, to mark scores mixed with other values)."""
+    if metric is not None or min_score is not None:
         return metric, min_score, None
-    names = class_outputs(model)
+    names = class_outputs(model) if min_top1 > 0 else []
     if not names:
-        return metric, min_score, None
+        if min_iou <= 0 or (min_top1 > 0 and class_outputs(model)):
+            return metric, min_score, None
+        from edgeq.auto.scores import THRESHOLDS, ScoreGuard, score_outputs
+
+        masks = score_outputs(model, feed)
+        if not masks:
+            return metric, min_score, None
+        note = (f"{', '.join(masks)} {'holds' if len(masks) == 1 else 'hold'} sigmoid scores: the answer also keeps "
+                f"the set of scores above each of {', '.join(f'{t:g}' for t in THRESHOLDS)} to an IoU of at least "
+                f"{min_iou:g}, estimated from each score's margin and noise (--min-iou 0 turns this off; --metric sets "
+                "your own)")
+        return ScoreGuard(masks), min_iou, note
     note = (f"{', '.join(names)} {'holds' if len(names) == 1 else 'hold'} class scores: the answer also keeps the top-1 "
             f"class on at least {min_top1:g} of samples, estimated from each sample's margins and noise "
             f"(--min-top1 0 turns this off; --metric sets your own)")

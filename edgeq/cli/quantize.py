@@ -30,6 +30,7 @@ def quant_options(func):
         click.option("--metric", default=None, help="With --auto: module:function(reference_outputs, outputs) -> score."),
         click.option("--min-score", type=float, default=None, help="With --auto and --metric: the score to reach."),
         click.option("--min-top1", "min_top1", type=click.FloatRange(0.0, 1.0), default=None, help="With --auto and no --metric: outputs holding class scores (a Gemm/MatMul head or a Softmax) keep their top-1 class on at least this share of samples, estimated from margins (default 0.995; 0: off)."),
+        click.option("--min-iou", "min_iou", type=click.FloatRange(0.0, 1.0), default=None, help="With --auto, no --metric and no class-score output: outputs holding sigmoid scores (detection, segmentation, speech probability) keep the set above each threshold 0.25-0.5 to at least this IoU, estimated from margins (e.g. 0.95; default 0: off)."),
         click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse", "tail"]), default=None, help="Range method for activations (default minmax; tail: min/max extrapolated to unseen data)."),
         click.option("--percentile", type=float, default=None, help="Percentile for --method percentile (default 99.99)."),
         click.option("--granularity", default=None, help="Weights: per-channel (default) or per-tensor."),
@@ -94,7 +95,7 @@ def _config_from(kw: dict[str, Any], calib: Any = None):
         precision=tuple(parse_precision(p) for p in kw["precision"]),
         format=kw["fmt"], integer_only=kw["integer_only"],
         strict=kw["strict"], max_samples=kw["max_samples"], min_sqnr=kw["min_sqnr"],
-        metric=kw["metric"], min_score=kw["min_score"], min_top1=kw["min_top1"], provider=kw["provider"], threads=kw["threads"],
+        metric=kw["metric"], min_score=kw["min_score"], min_top1=kw["min_top1"], min_iou=kw["min_iou"], provider=kw["provider"], threads=kw["threads"],
         time_budget_s=kw["time_budget_s"], recurrent=kw["recurrent"], dynamic_granularity=kw["dynamic_granularity"],
         channel_scales=kw["channel_scales"], float_weights=kw["float_weights"], reduce_range=kw["reduce_range"],
     )
