@@ -75,5 +75,6 @@ def test_an_explicit_choice_or_another_provider_builds_once(monkeypatch):
     assert not weight_bits.weight_bits_to_choose(QuantConfig(provider="cuda"), prepared)
     assert not weight_bits.weight_bits_to_choose(QuantConfig(), Prepared(None, None, None, None, 0))
     assert not weight_bits.weight_bits_to_choose(QuantConfig(format="qoperator"), prepared)
+    assert not weight_bits.weight_bits_to_choose(QuantConfig(), Prepared(None, None, object(), None, 2 << 30))
     monkeypatch.setenv(cpu.ENV, "0")
     assert not weight_bits.weight_bits_to_choose(QuantConfig(), prepared)

