@@ -113,7 +113,21 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
         reason = (
             f"the best {'int8' if has_int8(chosen.result.model) else 'fp16'} configuration meeting the target ({chosen.name!r}, {chosen.latency_ms:.3f} ms) "
             f"is not faster than fp32 ({fp32_ms:.3f} ms) by {MIN_WIN:.0%} on {provider} with {threads} thread(s)")
+        reason += _no_vnni(provider)
     return (*float_answer(search, best, float_model, original if baseline == "original" else None, reason), {})
+
+
+def _no_vnni(provider: str) -> str:
+    """Where int8 lost on the timing and this CPU saturates 8-bit products (x86 without VNNI,
+    ``runtime/cpu.py``): its int8 kernels run near fp32 speed (0.65-1.08x measured on such a CPU,
+    docs/benchmarks.md), so say where int8 pays and how to build for it."""
+    from edgeq.runtime.cpu import int8_saturates
+
+    if provider != "cpu" or not int8_saturates():
+        return ""
+    return ("; this CPU has no VNNI (its int8 kernels add products in 16 bits and run near fp32 speed): int8 pays "
+            "on CPUs with VNNI, AMX or ARM dot products: for such a target, quantize on it (auto times int8 "
+            "where it runs)")
 
 
 def _more_threads(fp32: bytes, pick: bytes, feed: dict, provider: str, threads: int, fp32_ms: float) -> str:
