@@ -18,9 +18,13 @@ def _seven_bit_weights():
     the choice back (``_weight_bits_marker``)."""
     from edgeq.stages import weight_bits
 
+    _CHOOSE.append(weight_bits.weight_bits_to_choose)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(weight_bits, "weight_bits_to_choose", lambda config, prepared: False)
         yield
+
+
+_CHOOSE: list = []  # the real weight_bits_to_choose, kept by _seven_bit_weights
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +32,7 @@ def _weight_bits_marker(request, monkeypatch):
     if request.node.get_closest_marker("weight_bits") is not None:
         from edgeq.stages import weight_bits
 
-        monkeypatch.setattr(weight_bits, "weight_bits_to_choose", weight_bits.choose_here)
+        monkeypatch.setattr(weight_bits, "weight_bits_to_choose", _CHOOSE[0])
 
 
 @pytest.fixture

@@ -34,18 +34,18 @@ estimate, it sees close calls that did not cross on these samples and will on ot
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from edgeq.auto.top1 import normal_tail
 
 __all__ = ["score_outputs", "ScoreGuard", "estimate_iou", "DEFAULT_MIN_IOU", "THRESHOLDS"]
 
 DEFAULT_MIN_IOU = 0.95
 THRESHOLDS = (0.25, 0.3, 0.4, 0.5)
 _MOVE = {"Reshape", "Transpose", "Concat", "Slice", "Split", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Cast"}
-_FAR = 8.0
 _EPS = 1e-7
 
 
@@ -140,13 +140,6 @@ def score_outputs(model: Any, feed: Mapping[str, np.ndarray] | None = None) -> d
     return found
 
 
-def _tail(z: np.ndarray) -> np.ndarray:
-    out = np.zeros(z.shape, np.float64)
-    near = z < _FAR
-    out[near] = [0.5 * math.erfc(x / math.sqrt(2.0)) for x in z[near]]
-    return out
-
-
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, _EPS, 1.0 - _EPS)
     return np.log(p) - np.log1p(-p)
@@ -175,7 +168,7 @@ def estimate_iou(reference: np.ndarray, candidate: np.ndarray, threshold: float,
     crossed = above != (got > threshold)
     if sigma > 0:
         z = np.abs(_logit(ref) - _logit(np.array(threshold))) / sigma
-        p = _tail(z)
+        p = normal_tail(z)
     else:
         p = np.zeros(ref.shape)
     p = np.where(crossed, np.maximum(p, 0.5), p)

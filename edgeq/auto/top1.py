@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["class_outputs", "default_guard", "Top1Guard", "estimate", "DEFAULT_MIN_TOP1"]
+__all__ = ["class_outputs", "default_guard", "Top1Guard", "estimate", "normal_tail", "DEFAULT_MIN_TOP1"]
 
 DEFAULT_MIN_TOP1 = 0.995
 FLIPPED_AT_LEAST = 0.5  # a row whose top class changed counts at least this much
@@ -86,7 +86,7 @@ def class_outputs(model: Any) -> list[str]:
     return [v.name for v in model.graph.outputs if _is_class_scores(v)]
 
 
-def _tail(z: np.ndarray) -> np.ndarray:
+def normal_tail(z: np.ndarray) -> np.ndarray:
     """Phi(-z) elementwise (0 where z is far)."""
     out = np.zeros(z.shape, np.float64)
     near = z < _FAR
@@ -115,7 +115,7 @@ def estimate(reference: np.ndarray, candidate: np.ndarray) -> float:
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(sigma[:, None] > 0, margin / sigma[:, None], np.inf)
     z[rows, top] = np.inf
-    p = np.minimum(1.0, _tail(z).sum(axis=1))
+    p = np.minimum(1.0, normal_tail(z).sum(axis=1))
     p = np.where(got.argmax(1) != top, np.maximum(p, FLIPPED_AT_LEAST), p)
     return float(1.0 - p.mean())
 
@@ -129,7 +129,7 @@ def default_guard(model: Any, metric: Any, min_score: float | None, min_top1: fl
         return metric, min_score, None
     names = class_outputs(model) if min_top1 > 0 else []
     if not names:
-        if min_iou <= 0 or (min_top1 > 0 and class_outputs(model)):
+        if min_iou <= 0:
             return metric, min_score, None
         from edgeq.auto.scores import THRESHOLDS, ScoreGuard, score_outputs
 

@@ -69,6 +69,7 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
         super().__init__()
         self.config = config
         self.plan = plan
+        self.qmax = weight_qmax(config)
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         count = 0
@@ -85,7 +86,7 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
         if count and any(n.domain == MS_DOMAIN for n in ir.traversal.RecursiveGraphIterator(model.graph)):
             model.opset_imports.setdefault(MS_DOMAIN, 1)
         logger.info("dynamic: %d nodes to dynamic int8", count)
-        if count and weight_qmax(self.config) != QMAX:
+        if count and self.qmax != QMAX:
             note_reduced(self.plan.notes, self.config)
         return ir.passes.PassResult(model, modified=count > 0)
 
@@ -116,7 +117,7 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
         return not isinstance(self.config.granularity, PerTensor)
 
     def _matmul(self, graph: ir.Graph, node: ir.Node) -> None:
-        weight, qw, bias = quantize_matmul_weight(node, self._per_channel(), weight_qmax(self.config))  # (1), (2)
+        weight, qw, bias = quantize_matmul_weight(node, self._per_channel(), self.qmax)  # (1), (2)
         add = None
         if bias is None:
             add, bias = bias_add(node, weight.shape[1])

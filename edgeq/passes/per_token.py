@@ -90,6 +90,7 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
         self.config = config
         self.plan = plan
         self.center = CENTER if center is None else center
+        self.qmax = weight_qmax(config)
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         count, self._opset = 0, model.opset_imports.get("", 13)
@@ -102,7 +103,7 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
                     count += 1
         if count:
             model.opset_imports.setdefault(MS_DOMAIN, 1)
-        if count and weight_qmax(self.config) != QMAX:
+        if count and self.qmax != QMAX:
             note_reduced(self.plan.notes, self.config)
         logger.info("per-token: %d MatMul/Gemm to per-token dynamic int8 (%s)", count,
                     "rows centred" if self.center else "symmetric")
@@ -165,7 +166,7 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
 
     def _matmul(self, graph: ir.Graph, node: ir.Node, fronts: dict[ir.Value, Front]) -> None:
         weight, qw, bias = quantize_matmul_weight(node, not isinstance(self.config.granularity, PerTensor),
-                                                  weight_qmax(self.config))  # (5), (7)
+                                                  self.qmax)  # (5), (7)
         x = node.inputs[0]
         if x not in fronts:  # (6)
             fronts[x] = self._front(graph, x, node, weight.shape[0])

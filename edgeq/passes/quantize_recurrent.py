@@ -78,6 +78,7 @@ class QuantizeRecurrentPass(ir.passes.InPlacePass):
         super().__init__()
         self.config = config
         self.plan = plan
+        self.qmax = weight_qmax(config)
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         count = 0
@@ -90,7 +91,7 @@ class QuantizeRecurrentPass(ir.passes.InPlacePass):
         if count:
             model.opset_imports.setdefault(MS_DOMAIN, 1)
         logger.info("quantize_recurrent: %d LSTM to DynamicQuantizeLSTM", count)
-        if count and weight_qmax(self.config) != QMAX:
+        if count and self.qmax != QMAX:
             note_reduced(self.plan.notes, self.config)
         return ir.passes.PassResult(model, modified=count > 0)
 
@@ -101,7 +102,7 @@ class QuantizeRecurrentPass(ir.passes.InPlacePass):
         weight = const_array(value).astype(np.float32)
         per_channel = not isinstance(self.config.granularity, PerTensor)
         transposed = np.ascontiguousarray(weight.transpose(0, 2, 1))
-        parts = [quantize_weight(w, 1 if per_channel else None, qmax=weight_qmax(self.config)) for w in transposed]
+        parts = [quantize_weight(w, 1 if per_channel else None, qmax=self.qmax) for w in transposed]
         values = np.stack([q.values for q in parts])
         scale = np.stack([q.scale for q in parts]).astype(np.float32)
         errors = [float(np.max(np.abs(w - q.dequantize()))) if w.size else 0.0 for w, q in zip(transposed, parts)]

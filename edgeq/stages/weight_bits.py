@@ -53,24 +53,13 @@ def weight_bits_to_choose(config: QuantConfig, prepared: Prepared) -> bool:
     return int8_saturates()
 
 
-choose_here = weight_bits_to_choose  # the function itself, whatever replaces the name (tests/conftest.py)
-
-
 def _lowest_sqnr(reference: Any, candidate: Any, feeds: list[dict[str, np.ndarray]]) -> float:
-    from edgeq.metrics import sqnr_db
-    from edgeq.report.evaluate import cpu_session
+    """The lowest SQNR over the float outputs, from the evaluation stage's own comparison."""
+    from edgeq.report.evaluate import evaluate
     from edgeq.runtime.memory import in_memory
 
-    ref, got = cpu_session(in_memory(reference), 1), cpu_session(in_memory(candidate), 1)
-    pairs = [(r, g) for r, g in ((ref.run(None, f), got.run(None, f)) for f in feeds)]
-    lowest = float("inf")
-    for i in range(len(pairs[0][0])):
-        r = [np.asarray(p[0][i]) for p in pairs]
-        if r[0].dtype.kind != "f":
-            continue
-        g = [np.asarray(p[1][i]) for p in pairs]
-        lowest = min(lowest, sqnr_db(np.concatenate([a.ravel() for a in r]), np.concatenate([a.ravel() for a in g])))
-    return lowest
+    outputs = evaluate(in_memory(reference), in_memory(candidate), feeds, latency=False)["outputs"]
+    return min((o["sqnr_db"] for o in outputs.values() if "sqnr_db" in o), default=float("inf"))
 
 
 def build_choosing_weight_bits(prepared: Prepared, config: QuantConfig, ranges: Any = None,
@@ -86,7 +75,7 @@ def build_choosing_weight_bits(prepared: Prepared, config: QuantConfig, ranges: 
     eight = build_variant(prepared, config.replace(reduce_range=False), seven.ranges or ranges)
     db7 = _lowest_sqnr(prepared.model, seven.model, feeds)
     db8 = _lowest_sqnr(prepared.model, eight.model, feeds)
-    keep, other = (seven, eight) if db7 > db8 + MARGIN_DB else (eight, seven)
+    keep = seven if db7 > db8 + MARGIN_DB else eight
     bits = 8 if keep is eight else 7
     note = (f"weights of u8s8 kernels: {bits} bits, measured on {len(feeds)} calibration sample(s) with this CPU's "
             f"kernels, which saturate products of 8-bit weights (x86 without VNNI): {db8:.1f} dB with 8 bits, "
@@ -94,5 +83,4 @@ def build_choosing_weight_bits(prepared: Prepared, config: QuantConfig, ranges: 
             "--no-reduce-range decides instead")
     notes = keep.report.setdefault("notes", [])
     notes[:] = [n for n in notes if not n.startswith("weights of u8s8 kernels")] + [note]
-    del other
     return keep
