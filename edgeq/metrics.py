@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-__all__ = ["sqnr_db", "power_ratio_db", "cosine", "max_abs_error", "max_rel_error", "top1_agreement", "fidelity"]
+__all__ = ["sqnr_db", "power_ratio_db", "cosine", "max_abs_error", "max_rel_error", "top1_agreement", "fidelity", "normal_tail"]
 
 
 def _f64(a: np.ndarray) -> np.ndarray:
@@ -78,4 +78,15 @@ def fidelity(reference: np.ndarray, candidate: np.ndarray, *, top1: bool | None 
         top1 = np.asarray(reference).ndim >= 1 and np.asarray(reference).shape[-1] > 1
     if top1 and np.asarray(reference).shape[-1] > 1:
         out["top1_agreement"] = top1_agreement(reference, candidate)
+    return out
+
+
+_FAR = 8.0  # beyond this many sigma the tail is nothing (Phi(-8) ~ 6e-16)
+
+
+def normal_tail(z: np.ndarray) -> np.ndarray:
+    """Phi(-z) elementwise (0 where z is far)."""
+    out = np.zeros(z.shape, np.float64)
+    near = z < _FAR
+    out[near] = [0.5 * math.erfc(x / math.sqrt(2.0)) for x in z[near]]
     return out

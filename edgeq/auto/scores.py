@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeq.auto.top1 import normal_tail
+from edgeq.metrics import normal_tail
 
 __all__ = ["score_outputs", "ScoreGuard", "estimate_iou", "DEFAULT_MIN_IOU", "THRESHOLDS"]
 

@@ -32,11 +32,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["class_outputs", "default_guard", "Top1Guard", "estimate", "normal_tail", "DEFAULT_MIN_TOP1"]
+from edgeq.metrics import normal_tail
+
+__all__ = ["class_outputs", "default_guard", "Top1Guard", "estimate", "DEFAULT_MIN_TOP1"]
 
 DEFAULT_MIN_TOP1 = 0.995
 FLIPPED_AT_LEAST = 0.5  # a row whose top class changed counts at least this much
-_FAR = 8.0  # margins beyond this many sigma change nothing (Phi(-8) ~ 6e-16)
 _LINEAR = {"Gemm", "MatMul"}
 
 
@@ -84,14 +85,6 @@ def _written_softmax(node: Any) -> bool:
 def class_outputs(model: Any) -> list[str]:
     """The names of ``model``'s graph outputs that hold class scores (see the module docstring)."""
     return [v.name for v in model.graph.outputs if _is_class_scores(v)]
-
-
-def normal_tail(z: np.ndarray) -> np.ndarray:
-    """Phi(-z) elementwise (0 where z is far)."""
-    out = np.zeros(z.shape, np.float64)
-    near = z < _FAR
-    out[near] = [0.5 * math.erfc(x / math.sqrt(2.0)) for x in z[near]]
-    return out
 
 
 def estimate(reference: np.ndarray, candidate: np.ndarray) -> float:
