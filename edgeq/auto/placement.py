@@ -15,7 +15,7 @@ import math
 import statistics
 from typing import Any
 
-__all__ = ["place", "float_answer", "MIN_WIN"]
+__all__ = ["place", "float_answer", "drop_islands", "no_vnni", "MIN_WIN"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ CONFIRM_ROUNDS = 2  # extra interleaved timings of the pick against fp32 (median
 MORE_THREADS_S = 1.0  # at most this many seconds of timed runs for the pick against fp32 at 2 threads
 
 
-def _drop_islands(search: Any, best: Any) -> tuple[Any | None, list[str]]:
+def drop_islands(search: Any, best: Any) -> tuple[Any | None, list[str]]:
     from edgeq.auto.latency import islands
 
     exclude, dropped = tuple(best.exclude), []
@@ -58,7 +58,7 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
     search.given = original  # the float answer falls back on it where the prepared graph is not faithful
     dropped: dict[str, str] = {}
     if search.meets(best):
-        trial, islands = _drop_islands(search, best)
+        trial, islands = drop_islands(search, best)
         for name in islands:
             dropped[name] = ("fp32 for speed: an isolated int8 node between float ones (the Q/DQ it needs "
                              "cost more than its int8 kernel saves: the configuration without it measured faster)")
@@ -113,11 +113,11 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
         reason = (
             f"the best {'int8' if has_int8(chosen.result.model) else 'fp16'} configuration meeting the target ({chosen.name!r}, {chosen.latency_ms:.3f} ms) "
             f"is not faster than fp32 ({fp32_ms:.3f} ms) by {MIN_WIN:.0%} on {provider} with {threads} thread(s)")
-        reason += _no_vnni(provider)
+        reason += no_vnni(provider)
     return (*float_answer(search, best, float_model, original if baseline == "original" else None, reason), {})
 
 
-def _no_vnni(provider: str) -> str:
+def no_vnni(provider: str) -> str:
     """Where int8 lost on the timing and this CPU saturates 8-bit products (x86 without VNNI,
     ``runtime/cpu.py``): its int8 kernels run near fp32 speed (0.65-1.08x measured on such a CPU,
     docs/benchmarks.md), so say where int8 pays and how to build for it."""

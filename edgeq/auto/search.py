@@ -4,7 +4,9 @@ Order of work (each step measured on the evaluation feeds against the fp32 outpu
 
 1. Calibrate once (every activation histogrammed, see ``calib``); try each range method
    uniformly, then, for the tensors where the methods disagree most, each method per tensor
-   (greedy on the output SQNR: no method wins on every network).
+   (greedy on the output SQNR: no method wins on every network). Before that, on the CPU
+   provider, the int8-everywhere builds are timed against fp32: where none is 3% faster, the
+   answer is fp32 at once (``ceiling``: the later steps keep layers float, never faster).
 2. Repairs before any fallback: cross-layer equalization, SmoothQuant, bias correction; each is
    kept only if it raises the fidelity (the float graph changes, so ranges are re-collected).
    Then, where the target still fails and the MatMul/Gemm between float ops run dynamic int8 (one
@@ -66,14 +68,6 @@ def ladder(provider: str, format: str = "qdq") -> tuple[str, ...]:
     if provider == "cpu":
         return (PER_TOKEN, "int16") if format == "qdq" else ("int16",)
     return ("fp16", "int16")
-
-
-def _matmuls(search: Search) -> frozenset[str]:
-    """The MatMul/Gemm units the per-token rung changes (the other units stay fp32 on it): not
-    those already per-token dynamic (after ``_per_token_dynamic``, every MatMul between float ops)."""
-    plan, _ = search.bench.plan(())
-    done = {n.name for n in plan.per_token}
-    return frozenset(u.name for u in search.bench.units() if u.op in ("MatMul", "Gemm") and u.name not in done)
 
 
 def _disagreement(cal: Any, name: str) -> float:
@@ -168,27 +162,23 @@ def auto_quantize(
         if precision_changes(uniform[0].result.model):  # no activation quantized statically: ranges change nothing
             uniform += [search.build(f"int8 uniform {m}", float_model, cal, {}, m) for m in METHODS[1:]]
         best = max(uniform, key=search.key)
-        best = _refine_methods(search, float_model, cal, best, _roots(bench, ()))
-        repairs, best, cal = _repair(search, best, cal, config)
-        bench.model = best.model
-        fallback: dict[str, dict[str, Any]] = {}
-        if not search.meets(best) and PER_TOKEN in rungs:
-            best = _per_token_dynamic(search, best, cal, repairs)
-            best, cal = _smooth_per_token(search, best, cal, repairs, config)
-            bench.model = best.model
-        if not search.meets(best):
-            best = _gptq(search, best, cal, repairs)
-            bench.model = best.model
-        if not search.meets(best):
-            best, fallback = _fallback(search, best, cal, rungs)
-        if "fp16" in rungs and (FP16_AFTER_FALLBACK or not fallback):  # else the ladder never tries fp16
-            _whole_fp16(search, float_model, best, config)
-        from edgeq.auto.placement import place
-
+        search.cal = cal
         # timed on the largest scoring feed: with dynamic shapes (sequence length, image size) the
         # small ones favour fp32 (int8's fixed Q/DQ cost), and a deployment's work is the large ones
         largest = max(feeds, key=lambda feed: sum(getattr(v, "size", 1) for v in feed.values()))
-        chosen, verdict, dropped = place(search, best, cal, float_model, provider, threads, largest, original=loaded)
+        from edgeq.auto.ceiling import int8_ceiling
+
+        early = int8_ceiling(search, uniform, float_model, loaded, provider, threads, largest, PER_TOKEN in rungs)
+        repairs: list[dict] = []
+        fallback: dict[str, dict[str, Any]] = {}
+        dropped: dict[str, str] = {}
+        if early is not None:
+            chosen, verdict = early
+            notes.append("the search for fidelity was skipped: int8 everywhere was not faster than fp32 here "
+                         "(the verdict gives the timings)")
+        else:
+            chosen, verdict, dropped, repairs, fallback, cal = _search(search, best, cal, float_model, loaded, config,
+                                                                       rungs, provider, threads, largest)
         from edgeq.auto.gate import final_gate
 
         chosen, verdict, gate = final_gate(search, chosen, verdict, drawn, float_model)
@@ -213,6 +203,31 @@ def auto_quantize(
     result.report["auto"]["data"] = data_section
     result.report["config"]["mode"] = "auto"
     return result
+
+
+def _search(search: Search, best: Config, cal: Any, float_model: Any, loaded: Any, config: QuantConfig,
+            rungs: tuple[str, ...], provider: str, threads: int, largest: dict) -> tuple:
+    """Steps 1-4 after the uniform build: (chosen, verdict, dropped, repairs, fallback, cal)."""
+    bench = search.bench
+    best = _refine_methods(search, float_model, cal, best, _roots(bench, ()))
+    repairs, best, cal = _repair(search, best, cal, config)
+    bench.model = best.model
+    fallback: dict[str, dict[str, Any]] = {}
+    if not search.meets(best) and PER_TOKEN in rungs:
+        best = _per_token_dynamic(search, best, cal, repairs)
+        best, cal = _smooth_per_token(search, best, cal, repairs, config)
+        bench.model = best.model
+    if not search.meets(best):
+        best = _gptq(search, best, cal, repairs)
+        bench.model = best.model
+    if not search.meets(best):
+        best, fallback = _fallback(search, best, cal, rungs)
+    if "fp16" in rungs and (FP16_AFTER_FALLBACK or not fallback):  # else the ladder never tries fp16
+        _whole_fp16(search, float_model, best, config)
+    from edgeq.auto.placement import place
+
+    chosen, verdict, dropped = place(search, best, cal, float_model, provider, threads, largest, original=loaded)
+    return chosen, verdict, dropped, repairs, fallback, cal
 
 
 def _own_reasons(report: dict[str, Any], config: QuantConfig) -> None:
@@ -415,7 +430,7 @@ def _fallback(search: Search, best: Config, cal: Any, rungs: tuple[str, ...] = (
     for rung in rungs:  # the ladder precisions for the ranked prefix, before fp32
         if search.over_budget("precision ladder"):
             break
-        if rung != PER_TOKEN or _matmuls(search):  # (nothing for it to change where all are per-token)
+        if rung != PER_TOKEN or search.matmul_units():  # (nothing for it to change where all are per-token)
             _prefix(search, best, cal, ranked, rung)
     found = _prefix(search, best, cal, ranked, "fp32")
     if found is None:
@@ -440,7 +455,7 @@ def _prefix(search: Search, best: Config, cal: Any, ranked: list[str], rung: str
             trial = search.build(f"int8, {k} most sensitive float", best.model, cal, best.methods, best.base,
                                  best.exclude + chosen, bias=best.bias)
         else:  # per-token: its MatMul/Gemm units per-token, the other units fp32
-            matmuls = _matmuls(search) if rung == PER_TOKEN else frozenset()
+            matmuls = search.matmul_units() if rung == PER_TOKEN else frozenset()
             trial = search.build(f"int8, {k} most sensitive in {LADDER_NAMES[rung]}", best.model, cal,
                                  best.methods, best.base,
                                  best.exclude + (tuple(n for n in chosen if n not in matmuls) if matmuls else ()),
@@ -485,7 +500,7 @@ def _ladder(search: Search, found: Config, cal: Any, *, order: list[str], rungs:
     """From ``found`` (meets the target), give each fp32 unit the first ladder precision that
     keeps the target, least sensitive first; recorded as one more configuration beside
     ``found``, so that timing decides between them."""
-    current, matmuls = found, _matmuls(search) if PER_TOKEN in rungs else frozenset()
+    current, matmuls = found, search.matmul_units() if PER_TOKEN in rungs else frozenset()
     for name in [n for n in order if n in found.exclude][:MAX_LADDER]:
         if search.over_budget("precision ladder"):
             break

@@ -68,6 +68,13 @@ class Search:
             logger.info("auto: time budget of %.0f s spent: %s cut short", self.time_budget_s, step)
         return True
 
+    def matmul_units(self) -> frozenset[str]:
+        """The MatMul/Gemm units the per-token rung changes (the other units stay fp32 on it): not
+        those already per-token dynamic (after ``_per_token_dynamic``, every MatMul between float ops)."""
+        plan, _ = self.bench.plan(())
+        done = {n.name for n in plan.per_token}
+        return frozenset(u.name for u in self.bench.units() if u.op in ("MatMul", "Gemm") and u.name not in done)
+
     def meets(self, c: Config) -> bool:
         return c.score.meets(self.min_sqnr, self.min_score)
 
