@@ -98,6 +98,7 @@ def int8_ceiling(search: Any, uniform: list[Any], float_model: Any, original: An
     for i, c in enumerate(candidates):
         c.latency_ms = statistics.median(t[f"{i}"] for t in times)
     search.given = original
+    search.given_ms = statistics.median(t["original"] for t in times) if "original" in models else None
     search.fp32_ms = fp32_ms
     search.fp32_original = original if base == "original" else None
     fastest = candidates[best]

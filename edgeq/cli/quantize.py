@@ -197,8 +197,10 @@ def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str]
             click.echo(f"note: {failed['configuration']!r} missed the target on all {failed['samples']} "
                        f"{gate['what']} (bound {_fmt_db(failed['bound_db'])} dB): not returned", err=True)
         if auto.get("chosen") == "fp32":
-            click.echo(f"note: {out} is the fp32 model (auto mode found no int8 configuration that is both "
-                       "faithful and faster here); --mode static forces uniform int8", err=True)
+            prepared = "the answer is edgeq's prepared float graph" in auto.get("verdict", "")
+            click.echo(f"note: {out} is {'a faster' if prepared else 'the'} fp32 model (auto mode found no int8 "
+                       "configuration that is both faithful and faster here); --mode static forces uniform int8",
+                       err=True)
     return result
 
 

