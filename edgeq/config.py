@@ -143,14 +143,22 @@ MODES: dict[str, ModeSpec] = {m.name: m for m in (
         "fp16", "edgeq.stages.fp16:quantize_fp16",
         "fp16 compute, fp32 inputs and outputs",
         data="optional"),
+    ModeSpec(
+        "weight-only", "edgeq.stages.weight_only:quantize_weight_only",
+        "MatMul/Gemm weights in blocks along K, int8 or int4 (--weights int4 picks this mode), float "
+        "compute (MatMulNBits, or blocked DequantizeLinear); embeddings int8 (language models)",
+        data="unused"),
 )}
 
 
-def default_mode(*, has_data: bool, has_ranges: bool = False, format: str = "qdq") -> str:
+def default_mode(*, has_data: bool, has_ranges: bool = False, format: str = "qdq", weights: str = "int8") -> str:
     """The mode when the caller names none (``edgeq quantize`` without --mode, ``edgeq.quantize``
     without a config): auto where there is calibration data to measure with; static with a
     reused ranges table, for the qoperator format (scales fixed offline), or with no data at all
-    (whose error then says what to pass). A ``QuantConfig`` built without ``mode`` is static."""
+    (whose error then says what to pass); weight-only for int4 weights (no other mode has them).
+    A ``QuantConfig`` built without ``mode`` is static."""
+    if weights == "int4":
+        return "weight-only"
     return "auto" if has_data and not has_ranges and format == "qdq" else "static"
 
 
@@ -225,7 +233,7 @@ def parse_precision(text: str) -> tuple[str, str]:
     return name, precision.strip().lower()
 
 
-Mode = Literal["static", "dynamic", "fp16", "auto"]
+Mode = Literal["static", "dynamic", "fp16", "auto", "weight-only"]
 Method = Literal["minmax", "percentile", "entropy", "mse", "tail"]
 ActDtype = Literal["int8", "uint8", "int16"]
 Format = Literal["qdq", "qoperator"]
@@ -234,7 +242,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "mode": tuple(MODES),
     "method": ("minmax", "percentile", "entropy", "mse", "tail"),
     "activations": ("int8", "uint8", "int16"),
-    "weights": ("int8",),
+    "weights": ("int8", "int4"),
+    "weight_op": ("matmulnbits", "dequantize"),
     "format": ("qdq", "qoperator"),
     "recurrent": ("int8", "float"),
     "float_weights": ("fp16", "fp32"),
@@ -251,7 +260,10 @@ class QuantConfig:
     num_bins: int = 2048
     granularity: Granularity = PerChannel()
     activations: ActDtype = "uint8"
-    weights: str = "int8"
+    weights: str = "int8"  # int4: weight-only mode (blocks along K, ``granularity=PerBlock(n)``, default 32)
+    # weight-only mode: onnxruntime's MatMulNBits, or the standard blocked DequantizeLinear (opset 21)
+    weight_op: str = "matmulnbits"
+    accuracy_level: int = 0  # MatMulNBits: 0 float compute (exact), 4 int8 compute (faster, moves outputs)
     symmetric: bool = False
     # older spellings of ``precision``, accepted and merged into it (read back as properties):
     exclude: dataclasses.InitVar[Sequence[str]] = ()  # -> "fp32" (node names or op types)
@@ -301,9 +313,6 @@ class QuantConfig:
         for field, choices in _CHOICES.items():
             value = getattr(self, field)
             if value not in choices:
-                if field == "weights" and value == "int4":
-                    raise UnsupportedError("only int8 weights (per-channel or per-tensor) are implemented: "
-                                           "drop --weights int4 / per-block granularity")
                 raise UsageError(
                     f"unknown {field} {value!r}: choose one of {', '.join(choices)}"
                 )
@@ -318,9 +327,18 @@ class QuantConfig:
         if self.opset is not None and not 10 <= self.opset <= 26:
             raise UsageError(f"opset must be between 10 and 26, got {self.opset}")
         object.__setattr__(self, "granularity", parse_granularity(self.granularity))
-        if isinstance(self.granularity, PerBlock):
-            raise UnsupportedError("only int8 weights (per-channel or per-tensor) are implemented: "
-                                   "drop --weights int4 / per-block granularity")
+        if self.mode == "weight-only":
+            if isinstance(self.granularity, PerTensor):
+                raise UsageError("weight-only mode quantizes weights in blocks: use --granularity per-block:N "
+                                 "(N a power of two from 16, default 32)")
+            size = self.granularity.size if isinstance(self.granularity, PerBlock) else 32
+            if size < 16 or size & (size - 1):
+                raise UsageError(f"block size must be a power of two from 16 (16, 32, 64, 128 ...), got {size}")
+            if self.accuracy_level not in (0, 1, 2, 3, 4):
+                raise UsageError(f"accuracy_level must be 0-4 (0: float compute, 4: int8), got {self.accuracy_level}")
+        elif self.weights == "int4" or isinstance(self.granularity, PerBlock):
+            raise UsageError(f"int4 and per-block weights are weight-only: use --mode weight-only (the default "
+                                   f"with --weights int4), not --mode {self.mode}")
         if isinstance(self.granularity, PerToken):
             raise UsageError("per-token is a granularity of activations quantized at run time: pass it as "
                              "dynamic_granularity (--dynamic-granularity per-token); weights are per-channel or per-tensor")
@@ -380,7 +398,7 @@ class QuantConfig:
 # The scalar fields' types (a config file gives any JSON/TOML value): checked before any other rule.
 _NUMBER = (int, float)
 _TYPES: dict[str, tuple[type, ...]] = {
-    "mode": (str,), "method": (str,), "activations": (str,), "weights": (str,), "format": (str,),
+    "mode": (str,), "method": (str,), "activations": (str,), "weights": (str,), "weight_op": (str,), "accuracy_level": (int,), "format": (str,),
     "recurrent": (str,), "float_weights": (str,), "percentile": _NUMBER, "num_bins": (int,), "symmetric": (bool,),
     "reduce_range": (bool, type(None)),
     "integer_only": (bool,), "strict": (bool,), "opset": (int, type(None)), "max_samples": (int, type(None)),

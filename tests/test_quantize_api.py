@@ -151,7 +151,7 @@ def test_qoperator_format_rewrites_the_qdq_model():
 def test_unsupported_options_fail_clearly():
     with pytest.raises(edgeq.UsageError, match="static"):
         edgeq.quantize(conv_net(), edgeq.QuantConfig(mode="dynamic", format="qoperator"))
-    with pytest.raises(edgeq.UnsupportedError, match="int4"):
+    with pytest.raises(edgeq.UsageError, match="int4 and per-block weights are weight-only"):
         edgeq.quantize(conv_net(), edgeq.QuantConfig(weights="int4"), feeds((1, 3, 16, 16), n=1))
 
 

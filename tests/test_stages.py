@@ -124,8 +124,9 @@ def test_mode_table_handlers_and_the_default_rule():
 
 
 @pytest.mark.parametrize("changes, error, text", [
-    ({"weights": "int4"}, edgeq.UnsupportedError, "int4"),
-    ({"granularity": "per-block:32"}, edgeq.UnsupportedError, "per-block"),
+    ({"weights": "int4"}, edgeq.UsageError, "int4 and per-block weights are weight-only"),
+    ({"granularity": "per-block:32"}, edgeq.UsageError, "per-block"),
+    ({"mode": "weight-only", "granularity": "per-block:48"}, edgeq.UsageError, "power of two"),
     ({"mode": "dynamic", "format": "qoperator"}, edgeq.UsageError, "needs static mode"),
     ({"mode": "fp16", "format": "qoperator"}, edgeq.UsageError, "needs static mode"),
     ({"format": "qoperator", "activations": "int16"}, edgeq.UnsupportedError, "format qdq"),

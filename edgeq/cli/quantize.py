@@ -33,7 +33,10 @@ def quant_options(func):
         click.option("--min-iou", "min_iou", type=click.FloatRange(0.0, 1.0), default=None, help="With --auto, no --metric and no class-score output: outputs holding sigmoid scores (detection, segmentation, speech probability) keep the set above each threshold 0.25-0.5 to at least this IoU, estimated from margins (e.g. 0.95; default 0: off)."),
         click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse", "tail"]), default=None, help="Range method for activations (default minmax; tail: min/max extrapolated to unseen data)."),
         click.option("--percentile", type=float, default=None, help="Percentile for --method percentile (default 99.99)."),
-        click.option("--granularity", default=None, help="Weights: per-channel (default) or per-tensor."),
+        click.option("--granularity", default=None, help="Weights: per-channel (default) or per-tensor; weight-only mode: per-block:N (default per-block:32)."),
+        click.option("--weights", "weights", type=click.Choice(["int8", "int4"]), default=None, help="Weight type (default int8); int4 is weight-only (--mode weight-only, the default with it)."),
+        click.option("--weight-op", "weight_op", type=click.Choice(["matmulnbits", "dequantize"]), default=None, help="Weight-only mode: onnxruntime's MatMulNBits (default) or the standard blocked DequantizeLinear (opset 21, any runtime)."),
+        click.option("--accuracy-level", "accuracy_level", type=click.IntRange(0, 4), default=None, help="Weight-only mode, MatMulNBits: 0 float compute (default, exact), 4 int8 compute (faster; moves the outputs)."),
         click.option("--activations", type=click.Choice(["uint8", "int8", "int16"]), default=None, help="Activation type (default uint8, asymmetric; int16: symmetric, with int8 weights)."),
         click.option("--symmetric", is_flag=True, default=None, help="Symmetric activation ranges."),
         click.option("--dynamic-granularity", "dynamic_granularity", type=click.Choice(["per-tensor", "per-token"]), default=None, help="MatMul/Gemm activations quantized at run time (--mode dynamic, and static mode's MatMuls between float ops): one scale per tensor (default) or per row/token."),
@@ -80,7 +83,8 @@ def build_config(config_file: str | None, *, has_data: bool = True, has_ranges: 
             value = NodePrecision(data[key]).with_(value)
         data[key] = value
     if data.get("mode") is None:
-        data["mode"] = default_mode(has_data=has_data, has_ranges=has_ranges, format=data.get("format", "qdq"))
+        data["mode"] = default_mode(has_data=has_data, has_ranges=has_ranges, format=data.get("format", "qdq"),
+                                    weights=data.get("weights", "int8"))
     return QuantConfig.from_dict(data)
 
 
@@ -98,6 +102,7 @@ def _config_from(kw: dict[str, Any], calib: Any = None):
         metric=kw["metric"], min_score=kw["min_score"], min_top1=kw["min_top1"], min_iou=kw["min_iou"], provider=kw["provider"], threads=kw["threads"],
         time_budget_s=kw["time_budget_s"], recurrent=kw["recurrent"], dynamic_granularity=kw["dynamic_granularity"],
         channel_scales=kw["channel_scales"], float_weights=kw["float_weights"], reduce_range=kw["reduce_range"],
+        weights=kw["weights"], weight_op=kw["weight_op"], accuracy_level=kw["accuracy_level"],
     )
 
 

@@ -1,0 +1,108 @@
+"""The ``weight-only`` mode: int4 (or int8) weights of MatMul/Gemm in blocks along K, float
+compute; large Gather tables (embeddings) int8 per row. No calibration data needed.
+
+    load -> prepare -> WeightOnlyPass (passes/weight_only.py) -> QuantizeEmbeddingsPass -> check -> report
+
+What language models and other MatMul-bound graphs ship as on the edge: the weights are the
+memory traffic, and 4 bits of them with one scale per 32 are a 6-7x smaller file.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgeq.config import QuantConfig
+    from edgeq.stages.result import QuantResult
+
+__all__ = ["quantize_weight_only", "weight_only_pass"]
+
+DQ_OPSET = 21  # DequantizeLinear with block_size and int4 types
+
+
+def weight_only_pass(config: QuantConfig) -> Any:
+    """The ``WeightOnlyPass`` the config asks for."""
+    from edgeq.config import PerBlock
+    from edgeq.passes.weight_only import WeightOnlyPass
+
+    bits = 4 if config.weights == "int4" else 8
+    block = config.granularity.size if isinstance(config.granularity, PerBlock) else 32
+    return WeightOnlyPass(bits=bits, block=block, symmetric=config.symmetric, weight_op=config.weight_op,
+                          accuracy_level=config.accuracy_level, head_bits=8,
+                          keep=frozenset(config.precision.nodes("fp32")))
+
+
+def _embeddings(model: Any) -> int:
+    """(Gather tables) int8 per row, as the other modes store them."""
+    import numpy as np
+
+    from edgeq.graph import const_array
+    from edgeq.passes.plan import QuantPlan, Role
+    from edgeq.passes.quantize_embeddings import QuantizeEmbeddingsPass
+    from edgeq.passes.select import MIN_EMBEDDING
+
+    plan = QuantPlan()
+    for node in model.graph:
+        table = const_array(node.inputs[0]) if node.op_type == "Gather" and node.domain == "" else None
+        if (table is not None and table.dtype == np.float32 and table.ndim >= 2 and table.size >= MIN_EMBEDDING
+                and const_array(node.inputs[1]) is None):
+            plan.decide(node, Role.WEIGHT_ONLY, "")
+    if plan.decisions:
+        QuantizeEmbeddingsPass(plan)(model)
+    return len(plan.decisions)
+
+
+def quantize_weight_only(model: Any, config: QuantConfig, data: Any = None, *, eval_data: Any = None,
+                         labels: Any = None, ranges: Any = None, progress: bool = True) -> QuantResult:
+    """Handler of the ``weight-only`` row of the mode table (``data`` and ``ranges`` unused)."""
+    from edgeq.io import weights_nbytes
+    from edgeq.stages.check import check, check_min_sqnr
+    from edgeq.stages.load import load, prepare
+    from edgeq.stages.report import evaluate
+    from edgeq.stages.result import QuantResult
+
+    start = time.perf_counter()
+    if config.weight_op == "dequantize" and (config.opset or 0) < DQ_OPSET:
+        config = config.replace(opset=DQ_OPSET)
+    prepared = prepare(load(model, None, keep_fp32=eval_data is not None), config)
+    model = prepared.model
+    wo = weight_only_pass(config)
+    wo(model)
+    tables = _embeddings(model)
+    check(model)
+    size_after = weights_nbytes(model)
+    notes = []
+    heads = [q["node"] for q in wo.quantized if q["bits"] != wo.bits]
+    if heads:
+        notes.append(f"{', '.join(heads)} kept 8-bit weights: {'it feeds' if len(heads) == 1 else 'they feed'} a graph "
+                     "output (a language model's head, a classifier's logits), which 4 bits move most")
+    if tables:
+        notes.append(f"{tables} Gather table(s) (embeddings) stored int8, one scale per row")
+    if config.weight_op == "dequantize":
+        notes.append("onnxruntime fuses DequantizeLinear -> MatMul into MatMulNBits with its session option "
+                     "session.qdq_matmulnbits_accuracy_level (default 4: int8 compute), not this model's setting")
+    report: dict[str, Any] = {
+        "format": "edgeq-quantize-report",
+        "source": prepared.source,
+        "config": config.to_dict(),
+        "summary": {
+            "nodes": len(model.graph),
+            "quantized": len(wo.quantized) + tables,
+            "int8_kernels": 0,
+            "left_float": len(wo.float),
+            "size_before_bytes": prepared.size_before,
+            "size_after_bytes": size_after,
+            "size_ratio": (size_after / prepared.size_before) if prepared.size_before else None,
+        },
+        "quantized": wo.quantized,
+        "float": wo.float,
+        "prepare": list(prepared.notes),
+        "notes": notes,
+    }
+    result = QuantResult(model=model, report=report, ranges=None, source=prepared.source)
+    if eval_data is not None:
+        evaluate(result, prepared.fp32, eval_data, labels)
+        check_min_sqnr(result.report, config)
+    result.report["summary"]["seconds"] = round(time.perf_counter() - start, 3)
+    return result
