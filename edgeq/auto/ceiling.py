@@ -37,14 +37,16 @@ __all__ = ["int8_ceiling"]
 logger = logging.getLogger(__name__)
 
 CLOSE = 0.05  # a first reading within 5% of the threshold is timed again (median of three)
+CLEAR = 0.8  # uniform int8 at most this x fp32's time on the first reading: the search goes on at once
+PROBE_S = 3.0  # seconds of timed runs per reading (latency.measure: at least 7 rounds)
 
 
-def _candidates(search: Any, uniform: list[Any], float_model: Any, per_token: bool) -> list[Any]:
+def _more_candidates(search: Any, uniform: list[Any], float_model: Any, per_token: bool) -> list[Any]:
+    """(2) and (3): built only where uniform int8 alone did not already win."""
     from edgeq.auto.latency import has_int8
     from edgeq.auto.placement import drop_islands
 
-    first = uniform[0]
-    out = [c for c in uniform if has_int8(c.result.model)]
+    first, out = uniform[0], []
     trial, _ = drop_islands(search, first)
     if trial is not None and has_int8(trial.result.model):
         out.append(trial)
@@ -55,32 +57,37 @@ def _candidates(search: Any, uniform: list[Any], float_model: Any, per_token: bo
     return out
 
 
-def int8_ceiling(search: Any, uniform: list[Any], float_model: Any, original: Any, provider: str, threads: int,
-                 feed: dict, per_token: bool) -> tuple[Any, str] | None:
-    """(the fp32 configuration, its verdict) where no int8-everywhere configuration beats fp32 by
-    ``MIN_WIN`` on ``provider``; None where one does (the search goes on)."""
-    from edgeq.auto.latency import has_int8, measure
-    from edgeq.auto.placement import MIN_WIN, float_answer, no_vnni
-    from edgeq.auto.workbench import model_bytes_of
+def _timed(models: dict[str, bytes], feed: dict, provider: str, threads: int) -> dict[str, float]:
+    """``measure`` of ``models``; the model as given dropped where it does not run as such."""
+    from edgeq.auto.latency import measure
 
-    if provider != "cpu" or not any(has_int8(c.result.model) for c in uniform):
-        return None
-    search.bar.update(search.task, description="auto: timing int8 everywhere against fp32")
-    candidates = _candidates(search, uniform, float_model, per_token)
-    if not candidates:
-        return None
-    models = {"fp32": model_bytes_of(float_model)}
-    if original is not None:
-        models["original"] = model_bytes_of(original)
-    models.update({f"{i}": c.data for i, c in enumerate(candidates)})
     try:
-        times = [measure(models, feed, provider=provider, threads=threads)]
+        return measure(models, feed, provider=provider, threads=threads, budget_s=PROBE_S)
     except Exception as e:  # the model as given may not run as such (prepare fixed it)
         if "original" not in models:
             raise
         logger.info("auto: the model as given does not run for timing (%s)", e)
         del models["original"]
-        times = [measure(models, feed, provider=provider, threads=threads)]
+        return measure(models, feed, provider=provider, threads=threads, budget_s=PROBE_S)
+
+
+def int8_ceiling(search: Any, uniform: list[Any], float_model: Any, original: Any, provider: str, threads: int,
+                 feed: dict, per_token: bool) -> tuple[Any, str] | None:
+    """(the fp32 configuration, its verdict) where no int8-everywhere configuration beats fp32 by
+    ``MIN_WIN`` on ``provider``; None where one does (the search goes on). Uniform int8 is timed
+    first; the other candidates are built and timed only where it did not clearly win."""
+    from edgeq.auto.latency import has_int8
+    from edgeq.auto.placement import MIN_WIN, float_answer, no_vnni
+    from edgeq.auto.workbench import model_bytes_of
+
+    candidates = [c for c in uniform if has_int8(c.result.model)]
+    if provider != "cpu" or not candidates:
+        return None
+    search.bar.update(search.task, description="auto: timing int8 everywhere against fp32")
+    models = {"fp32": model_bytes_of(float_model)}
+    if original is not None:
+        models["original"] = model_bytes_of(original)
+    times: list[dict[str, float]] = []
 
     def reading() -> tuple[str, float, int, float]:
         med = {k: statistics.median(t[k] for t in times) for k in models}
@@ -88,9 +95,18 @@ def int8_ceiling(search: Any, uniform: list[Any], float_model: Any, original: An
         best = min(range(len(candidates)), key=lambda i: med[f"{i}"])
         return base, med[base], best, med[f"{best}"]
 
-    base, fp32_ms, best, best_ms = reading()
-    if abs(best_ms / fp32_ms - (1 - MIN_WIN)) < CLOSE:  # close to the line: two more readings
-        times += [measure(models, feed, provider=provider, threads=threads) for _ in range(2)]
+    for phase in (1, 2):
+        if phase == 2:
+            candidates += _more_candidates(search, uniform, float_model, per_token)
+            times = []
+        models.update({f"{i}": c.data for i, c in enumerate(candidates)})
+        times.append(_timed(models, feed, provider, threads))
+        base, fp32_ms, best, best_ms = reading()
+        close = abs(best_ms / fp32_ms - (1 - MIN_WIN)) < CLOSE
+        if phase == 1 and best_ms <= fp32_ms * CLEAR:
+            return None  # uniform int8 wins by far: one noisy reading cannot make that up
+    if close:  # near the line: two more readings
+        times += [_timed(models, feed, provider, threads) for _ in range(2)]
         base, fp32_ms, best, best_ms = reading()
     logger.info("auto: int8 everywhere %.3f ms vs fp32 %.3f ms (%.2fx)", best_ms, fp32_ms, fp32_ms / best_ms)
     if best_ms <= fp32_ms * (1 - MIN_WIN):

@@ -50,7 +50,8 @@ def test_int8_everywhere_slower_answers_fp32_without_the_search(monkeypatch, mod
     assert auto["verdict"].startswith("fp32: int8 everywhere is not faster than fp32 here"), auto["verdict"]
     assert "(0.91x)" in auto["verdict"] and "was skipped" in auto["verdict"]
     assert any("search for fidelity was skipped" in n for n in auto["notes"])
-    assert len(calls) == 1  # one timing: 1.10x is far from the line
+    assert len(calls) == 2  # uniform int8 alone, then with the other candidates: 1.10x is far from the line
+    assert len(calls[1]) > len(calls[0])
     tried = [t["name"] for t in auto["configurations"]]
     assert not any(("float" in n and "dropped" not in n) or "GPTQ" in n or "equaliz" in n for n in tried), tried
     assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in result.model.graph)
@@ -64,6 +65,8 @@ def test_int8_everywhere_faster_goes_on_to_the_search(monkeypatch, model_and_fee
     auto = auto_quantize(model, feeds, min_sqnr=20.0, progress=False).report["auto"]
     assert auto["verdict"].startswith("int8"), auto["verdict"]
     assert not any("was skipped" in n for n in auto["notes"])
+    # uniform int8 won at once: the ceiling built nothing more
+    assert not any(c["name"] == "int8, MatMul/Gemm per-token dynamic" for c in auto["configurations"])
 
 
 def test_a_reading_near_the_line_is_timed_twice_more(monkeypatch, model_and_feeds):
@@ -72,7 +75,7 @@ def test_a_reading_near_the_line_is_timed_twice_more(monkeypatch, model_and_feed
     monkeypatch.setattr(latency, "measure", _scaled(0.99, calls))  # 1% faster: not the 3% a changed model needs
     auto = auto_quantize(model, feeds, min_sqnr=20.0, progress=False).report["auto"]
     assert auto["verdict"].startswith("fp32: int8 everywhere"), auto["verdict"]
-    assert len(calls) == 3
+    assert len(calls) == 4  # uniform alone, all candidates, then two more readings near the line
 
 
 def test_other_providers_are_not_judged_by_it():
