@@ -6,7 +6,8 @@ Per model (exported from the zoo; judged on its evaluation data, real sentences 
 output SQNR vs fp32 over all samples, cosine of the mean-pooled hidden states (the sentence
 embedding), file size, and latency at 1 thread (interleaved rounds, median; edgeq and
 onnxruntime's quantizer side by side in one run). Variants: edgeq int8 and int4 (blocks of 32 and
-128; the head keeps 8 bits, embeddings int8), edgeq int4 with accuracy_level 4 (int8 compute),
+128; the head keeps 8 bits, embeddings int8), int4 with GPTQ rounding on the model's 32 zoo
+calibration samples (the evaluation samples are others), int4 with accuracy_level 4 (int8 compute),
 onnxruntime's RTN (``MatMulNBitsQuantizer``, asymmetric, blocks of 32 and 128) and HQQ (blocks of 32).
 """
 
@@ -27,11 +28,14 @@ BEGIN, END = "<!-- bench/weight_only.py: begin -->", "<!-- bench/weight_only.py:
 DEFAULT = ("tiny_transformer", "minilm")
 
 
-def _edgeq(src: str, out: str, **options) -> None:
+CALIB: dict[str, list] = {}  # model -> its zoo calibration samples (disjoint from the evaluation ones)
+
+
+def _edgeq(src: str, out: str, data: list | None = None, **options) -> None:
     import edgeq
     from edgeq.config import QuantConfig
 
-    edgeq.quantize(src, QuantConfig(mode="weight-only", **options), progress=False).save(out)
+    edgeq.quantize(src, QuantConfig(mode="weight-only", **options), data, progress=False).save(out)
 
 
 def _ort(src: str, out: str, block: int, algo: str = "rtn", accuracy_level: int | None = None) -> None:
@@ -51,6 +55,7 @@ def _ort(src: str, out: str, block: int, algo: str = "rtn", accuracy_level: int 
 VARIANTS = {
     "edgeq int8 (b32)": lambda s, o: _edgeq(s, o, weights="int8"),
     "edgeq int4 b32": lambda s, o: _edgeq(s, o, weights="int4"),
+    "edgeq int4 b32 GPTQ (32 calibration samples)": lambda s, o: _edgeq(s, o, CALIB[s], weights="int4"),
     "edgeq int4 b128": lambda s, o: _edgeq(s, o, weights="int4", granularity="per-block:128"),
     "edgeq int4 b32, accuracy_level 4": lambda s, o: _edgeq(s, o, weights="int4", accuracy_level=4),
     "ORT RTN int4 b32": lambda s, o: _ort(s, o, 32),
@@ -88,6 +93,7 @@ def row(name: str, args, workdir: str) -> list[dict]:
     if not os.path.exists(src):
         export(name, src)
     feeds = list(get(name).eval_data(args.eval))
+    CALIB[src] = list(get(name).calibration_data(32))
     ref, ref_pooled = _outputs(src, feeds)
     rows = [{"model": name, "variant": "fp32", "bytes": os.path.getsize(src), "sqnr": float("inf"), "cos": 1.0,
              "quantize_s": 0.0, "path": src}]

@@ -146,8 +146,9 @@ MODES: dict[str, ModeSpec] = {m.name: m for m in (
     ModeSpec(
         "weight-only", "edgeq.stages.weight_only:quantize_weight_only",
         "MatMul/Gemm weights in blocks along K, int8 or int4 (--weights int4 picks this mode), float "
-        "compute (MatMulNBits, or blocked DequantizeLinear); embeddings int8 (language models)",
-        data="unused"),
+        "compute (MatMulNBits, or blocked DequantizeLinear); embeddings int8 (language models); with "
+        "--calib, GPTQ rounding",
+        data="optional"),
 )}
 
 

@@ -352,7 +352,7 @@ def _gptq(search: Search, best: Config, cal: Any, repairs: list[dict]) -> Config
     against their inputs' Hessians from the range-calibration samples, in every later build
     (``passes.weights.gptq_rounding``: only weights that get quantized; a float layer keeps its
     float weights); kept only if the fidelity rises (the configurations built before still compete)."""
-    from edgeq.auto.calib import gram_matrices
+    from edgeq.calibrate.grams import gram_matrices
     from edgeq.graph import const_array, copy_model
     from edgeq.passes.weights import weight_key
 

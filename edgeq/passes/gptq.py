@@ -18,9 +18,11 @@ calibration tokens: with 0.01, MiniLM's FFN weights (K = 1536 from about 1000 to
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-__all__ = ["gptq_round", "on_grid", "DAMPING", "BLOCK"]
+__all__ = ["gptq_round", "gptq_blocks", "on_grid", "DAMPING", "BLOCK"]
 
 DAMPING = 0.3
 BLOCK = 128  # rows rounded together before the rest is updated (lazy batch updates)
@@ -76,3 +78,37 @@ def on_grid(weight: np.ndarray, hessian: np.ndarray, qmax: int = 127) -> np.ndar
     scale = np.where(absmax > 0, absmax / float(qmax), 1.0).astype(np.float32)
     levels = gptq_round(weight, scale, hessian, qmax=qmax)
     return (levels.astype(np.float32) * scale[None, :]).astype(np.float32)
+
+
+def gptq_blocks(weight: np.ndarray, grid: Any, hessian: np.ndarray) -> Any:
+    """``grid`` (a ``passes.blocks.BlockQuantized`` of ``weight`` [K, N]: its scales and zero
+    points per block of K) with its codes rounded by GPTQ against ``hessian`` [K, K] instead of to
+    the nearest level: row k of ``W`` on the grid of its block, its error spread over the rows
+    after it. The grid itself (chosen on the original weights) is kept."""
+    import dataclasses
+
+    w = weight.astype(np.float64).copy()
+    k, n = w.shape
+    block, qmax = grid.block, 2**grid.bits - 1
+    scales = grid.scales.astype(np.float64)  # [N, k_blocks]
+    zeros = grid.zero_points.astype(np.float64)
+    u = _inverse_cholesky(hessian)
+    codes = np.zeros((k, n), dtype=np.float64)
+    for start in range(0, k, BLOCK):
+        end = min(start + BLOCK, k)
+        rows = w[start:end].copy()
+        errors = np.zeros_like(rows)
+        ub = u[start:end, start:end]
+        for i in range(end - start):
+            s, z = scales[:, (start + i) // block], zeros[:, (start + i) // block]
+            code = np.clip(np.rint(rows[i] / s) + z, 0, qmax)
+            codes[start + i] = code
+            err = (rows[i] - (code - z) * s) / ub[i, i]
+            rows[i + 1:] -= np.outer(ub[i, i + 1:], err)
+            errors[i] = err
+        w[end:] -= u[start:end, end:].T @ errors
+    k_blocks = grid.codes.shape[1]
+    padded = np.zeros((k_blocks * block, n), np.float64)
+    padded[:k] = codes
+    padded[k:] = grid.zero_points.T.repeat(block, axis=0)[k:]  # padding rows stay at zero
+    return dataclasses.replace(grid, codes=padded.T.reshape(n, k_blocks, block).astype(np.uint8))

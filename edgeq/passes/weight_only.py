@@ -17,6 +17,9 @@
 4. The last projection (its output reaches a graph output through Add/Reshape/Transpose/Cast/
    Identity only: a language model's head, a classifier's logits) keeps 8 bits where the rest
    get 4 (``head_bits``): the logits are what generation and top-1 read.
+6. With calibration data (``hessians``: ``X^T X`` of each layer's input A), the codes are
+   rounded by GPTQ on the same block grid (``passes.gptq.gptq_blocks``): each row of W rounded
+   in turn, its error spread over the rows not yet rounded, so that ``A W`` moves least.
 5. Left float, with the reason: weights that are not constant 2-D float32, an input A of rank 1,
    K under 16 (MatMulNBits' smallest block), fewer than ``MIN_ELEMENTS`` weights (nothing to
    gain), layers the config keeps fp32.
@@ -64,8 +67,10 @@ class WeightOnlyPass(ir.passes.InPlacePass):
     ``float`` (layers left float, with why)."""
 
     def __init__(self, *, bits: int = 4, block: int = 32, symmetric: bool = False, weight_op: str = "matmulnbits",
-                 accuracy_level: int = 0, head_bits: int = 8, keep: frozenset[str] = frozenset()) -> None:
+                 accuracy_level: int = 0, head_bits: int = 8, keep: frozenset[str] = frozenset(),
+                 hessians: dict[str, np.ndarray] | None = None) -> None:
         super().__init__()
+        self.hessians = hessians or {}  # input A's name -> X^T X: GPTQ rounding on the block grid (6)
         self.bits, self.block, self.symmetric = bits, block, symmetric
         self.weight_op, self.accuracy_level, self.head_bits, self.keep = weight_op, accuracy_level, head_bits, keep
         self.quantized: list[dict[str, Any]] = []
@@ -124,6 +129,12 @@ class WeightOnlyPass(ir.passes.InPlacePass):
         last = add if add is not None else node
         bits = self.head_bits if self.head_bits != self.bits and _reaches_output(last.outputs[0]) else self.bits
         q = quantize_blocks(weight, bits, _block_for(weight.shape[0], self.block), self.symmetric)
+        hessian = self.hessians.get(node.inputs[0].name or "")
+        rounding = "nearest"
+        if hessian is not None and hessian.shape == (weight.shape[0],) * 2:  # (6)
+            from edgeq.passes.gptq import gptq_blocks
+
+            q, rounding = gptq_blocks(weight, q, hessian), "GPTQ"
         base = fresh_base(graph, node_label(node))
         if self.weight_op == "matmulnbits":
             new = self._matmulnbits(graph, node, q, bias, base)
@@ -137,6 +148,7 @@ class WeightOnlyPass(ir.passes.InPlacePass):
         self.quantized.append({"node": node_label(node), "op": node.op_type, "bits": bits, "block_size": q.block,
                                "k": int(weight.shape[0]), "n": int(weight.shape[1]), "weight_op": self.weight_op,
                                "bytes_before": int(weight.nbytes), "bytes_after": int(q.stored_bytes()),
+                               "rounding": rounding,
                                "weight_mse": float(np.mean(np.square(q.dequantized() - weight)))})
 
     def _matmulnbits(self, graph: ir.Graph, node: ir.Node, q: BlockQuantized, bias: np.ndarray | None,

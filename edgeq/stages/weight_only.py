@@ -1,5 +1,6 @@
 """The ``weight-only`` mode: int4 (or int8) weights of MatMul/Gemm in blocks along K, float
-compute; large Gather tables (embeddings) int8 per row. No calibration data needed.
+compute; large Gather tables (embeddings) int8 per row. No calibration data needed; with it,
+the codes are rounded by GPTQ against each layer's inputs.
 
     load -> prepare -> WeightOnlyPass (passes/weight_only.py) -> QuantizeEmbeddingsPass -> check -> report
 
@@ -21,8 +22,8 @@ __all__ = ["quantize_weight_only", "weight_only_pass"]
 DQ_OPSET = 21  # DequantizeLinear with block_size and int4 types
 
 
-def weight_only_pass(config: QuantConfig) -> Any:
-    """The ``WeightOnlyPass`` the config asks for."""
+def weight_only_pass(config: QuantConfig, hessians: dict | None = None) -> Any:
+    """The ``WeightOnlyPass`` the config asks for (``hessians``: GPTQ rounding, from data)."""
     from edgeq.config import PerBlock
     from edgeq.passes.weight_only import WeightOnlyPass
 
@@ -30,7 +31,7 @@ def weight_only_pass(config: QuantConfig) -> Any:
     block = config.granularity.size if isinstance(config.granularity, PerBlock) else 32
     return WeightOnlyPass(bits=bits, block=block, symmetric=config.symmetric, weight_op=config.weight_op,
                           accuracy_level=config.accuracy_level, head_bits=8,
-                          keep=frozenset(config.precision.nodes("fp32")))
+                          keep=frozenset(config.precision.nodes("fp32")), hessians=hessians)
 
 
 def _embeddings(model: Any) -> int:
@@ -53,9 +54,21 @@ def _embeddings(model: Any) -> int:
     return len(plan.decisions)
 
 
+def _hessians(model: Any, data: Any, config: QuantConfig) -> dict:
+    """``X^T X`` of every MatMul/Gemm input with a constant 2-D weight, over the calibration data."""
+    from edgeq.calibrate.grams import gram_matrices
+    from edgeq.graph import const_array
+
+    names = sorted({n.inputs[0].name for n in model.graph if n.op_type in ("MatMul", "Gemm") and n.domain == ""
+                    and len(n.inputs) > 1 and n.inputs[0] is not None and n.inputs[0].name
+                    and const_array(n.inputs[1]) is not None and const_array(n.inputs[1]).ndim == 2})
+    return gram_matrices(model, data, names, config.max_samples) if names else {}
+
+
 def quantize_weight_only(model: Any, config: QuantConfig, data: Any = None, *, eval_data: Any = None,
                          labels: Any = None, ranges: Any = None, progress: bool = True) -> QuantResult:
-    """Handler of the ``weight-only`` row of the mode table (``data`` and ``ranges`` unused)."""
+    """Handler of the ``weight-only`` row of the mode table (``data``: GPTQ rounding where given;
+    ``ranges`` unused)."""
     from edgeq.io import weights_nbytes
     from edgeq.stages.check import check, check_min_sqnr
     from edgeq.stages.load import load, prepare
@@ -65,9 +78,10 @@ def quantize_weight_only(model: Any, config: QuantConfig, data: Any = None, *, e
     start = time.perf_counter()
     if config.weight_op == "dequantize" and (config.opset or 0) < DQ_OPSET:
         config = config.replace(opset=DQ_OPSET)
-    prepared = prepare(load(model, None, keep_fp32=eval_data is not None), config)
+    prepared = prepare(load(model, data, keep_fp32=eval_data is not None), config)
     model = prepared.model
-    wo = weight_only_pass(config)
+    hessians = _hessians(model, prepared.data, config) if prepared.data is not None else {}
+    wo = weight_only_pass(config, hessians)
     wo(model)
     tables = _embeddings(model)
     check(model)
@@ -77,6 +91,10 @@ def quantize_weight_only(model: Any, config: QuantConfig, data: Any = None, *, e
     if heads:
         notes.append(f"{', '.join(heads)} kept 8-bit weights: {'it feeds' if len(heads) == 1 else 'they feed'} a graph "
                      "output (a language model's head, a classifier's logits), which 4 bits move most")
+    gptq = sum(q["rounding"] == "GPTQ" for q in wo.quantized)
+    if gptq:
+        notes.append(f"{gptq} of {len(wo.quantized)} layers rounded by GPTQ against their inputs on the calibration "
+                     "data (the grid per block is the same; round to nearest without data)")
     if tables:
         notes.append(f"{tables} Gather table(s) (embeddings) stored int8, one scale per row")
     if config.weight_op == "dequantize":

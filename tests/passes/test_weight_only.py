@@ -148,3 +148,38 @@ def test_tiny_transformer_int4_is_five_times_smaller_and_close(tmp_path):
     assert sqnr_db(ref, got["int4"]) > 18.0 and sqnr_db(ref, got["int8"]) > 35.0
     cos = np.sum(ref * got["int4"]) / np.linalg.norm(ref) / np.linalg.norm(got["int4"])
     assert cos > 0.99
+
+
+def test_gptq_on_the_block_grid_moves_the_layer_output_less(rng):
+    """Same grid (scales, zero points), codes rounded against X^T X: the product with new inputs
+    from the same distribution moves less than with codes rounded to nearest."""
+    from edgeq.passes.gptq import gptq_blocks
+
+    k, n = 96, 64
+    mix = rng.normal(0, 1, (k, k)) / np.sqrt(k) + np.eye(k)  # correlated input channels
+    x_fit, x_new = (rng.standard_normal((m, k)) @ mix for m in (2000, 500))
+    w = rng.normal(0, 0.2, (k, n)).astype(np.float32)
+    rtn = quantize_blocks(w, bits=4, block=32)
+    fitted = gptq_blocks(w, rtn, x_fit.T @ x_fit)
+    assert np.array_equal(fitted.scales, rtn.scales) and np.array_equal(fitted.zero_points, rtn.zero_points)
+    assert fitted.codes.shape == rtn.codes.shape and fitted.codes.max() <= 15
+    err = {name: np.square(x_new @ (q.dequantized() - w)).sum() for name, q in (("rtn", rtn), ("gptq", fitted))}
+    assert err["gptq"] < 0.8 * err["rtn"], err
+
+
+def test_calibration_data_turns_on_gptq_and_it_is_closer_on_unseen_samples(tmp_path):
+    from edgeq.exporter import export
+    from edgeq.zoo import get
+
+    path = tmp_path / "tt.onnx"
+    export("tiny_transformer", path)
+    spec = get("tiny_transformer")
+    calib, unseen = list(spec.calibration_data(16)), list(spec.eval_data(8))
+    ref = np.concatenate([run_ort(str(path), f)[0] for f in unseen])
+    got = {}
+    for label, data in (("rtn", None), ("gptq", calib)):
+        result = edgeq.quantize(str(path), QuantConfig(mode="weight-only", weights="int4"), data)
+        got[label] = sqnr_db(ref, np.concatenate([run_ort(result.model, f)[0] for f in unseen]))
+        assert {q["rounding"] for q in result.report["quantized"]} == {"nearest" if data is None else "GPTQ"}
+    # measured: 24.7 dB to nearest, 29.0 dB with GPTQ on 32 calibration samples
+    assert got["gptq"] > got["rtn"] + 2.0, got
