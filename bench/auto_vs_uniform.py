@@ -80,7 +80,7 @@ def model_names(spec: str) -> list[str]:
     names: list[str] = []
     for item in [s.strip() for s in spec.split(",") if s.strip()]:
         if item == "zoo":
-            names += zoo.names()
+            names += [n for n in zoo.names() if zoo.get(n).task != "language_model"]  # LMs: bench/llm.py
         elif item == "corpus":
             names += [f"corpus:{n}" for n in _corpus() if n not in SKIP_CORPUS]
         elif item.startswith("corpus:"):

@@ -498,6 +498,13 @@ def to_markdown(rows: list[dict], command: str, wall_s: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _zoo() -> list[str]:
+    """The zoo's models but its language models (judged by perplexity in bench/llm.py)."""
+    from edgeq import zoo
+
+    return [n for n in zoo.names() if zoo.get(n).task != "language_model"]
+
+
 def replace_block(path: str, text: str, begin: str = BEGIN, end: str = END) -> None:
     """Write ``text`` between the markers (added at the end of the page, with them, the first time)."""
     from edgeq.io import atomic_path
@@ -513,11 +520,9 @@ def replace_block(path: str, text: str, begin: str = BEGIN, end: str = END) -> N
 
 
 def model_names(spec: str) -> list[str]:
-    from edgeq import zoo
-
     names: list[str] = []
     for item in spec.split(","):
-        names += {"all": [*zoo.names(), *REAL], "zoo": list(zoo.names()), "real": list(REAL)}.get(item, [item])
+        names += {"all": [*_zoo(), *REAL], "zoo": _zoo(), "real": list(REAL)}.get(item, [item])
     return names
 
 

@@ -174,7 +174,7 @@ def run(args) -> str:
     from edgeq import zoo
     from edgeq.report.evaluate import cpu_session, median_latency_ms
 
-    names = args.models.split(",") if args.models else zoo.names()
+    names = args.models.split(",") if args.models else [n for n in zoo.names() if zoo.get(n).task != "language_model"]
     folder = os.path.join(ROOT, "out", "bench", "quantize")
     os.makedirs(folder, exist_ok=True)
     lines = []

@@ -102,6 +102,15 @@ def _convert(name: str, value: Any, spec: TensorSpec, where: str) -> np.ndarray:
     )
 
 
+def _empty_state(array: np.ndarray, spec: Any) -> bool:
+    """An empty input that is a state, not missing data: every zero-length axis is a dynamic one
+    past the first (a decoder's KV cache before the first token: (layers, batch, heads, 0, dim))."""
+    shape = spec.shape or ()
+    zeros = [axis for axis, n in enumerate(array.shape) if n == 0]
+    return bool(zeros) and len(shape) == array.ndim and all(
+        axis > 1 and not isinstance(shape[axis], int) for axis in zeros)
+
+
 def validate_feed(feed: Any, specs: Sequence[TensorSpec], where: str) -> dict[str, np.ndarray]:
     """Check one feed against the model inputs; return it with floats cast to the input dtype.
 
@@ -144,7 +153,7 @@ def validate_feed(feed: Any, specs: Sequence[TensorSpec], where: str) -> dict[st
                             f"dim {want!r} is {first[0]} in input {first[1]!r} but {got} in input "
                             f"{spec.name!r} of {where}: give them the same size"
                         )
-        if array.dtype.kind in "fc" and array.size == 0:
+        if array.dtype.kind in "fc" and array.size == 0 and not _empty_state(array, spec):
             raise DataError(f"input {spec.name!r} in {where} is empty (shape {list(array.shape)}): no range can be "
                             "computed from it; give at least one sample")
         if array.dtype.kind in "fc" and array.size and not np.isfinite(array).all():

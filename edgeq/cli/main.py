@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "profile": ("profile", "profile", "Per-operator time of a model on a provider."),
     "compare": ("compare", "compare", "Compare models across providers: speed and fidelity."),
     "inspect": ("inspect", "inspect", "Describe a model: ops, params, int8 share of compute."),
+    "generate": ("generate", "generate", "Continue a prompt with a decoder language model (KV cache)."),
+    "perplexity": ("generate", "perplexity", "Perplexity of a decoder language model on a text file."),
 }
 
 

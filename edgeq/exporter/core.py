@@ -230,6 +230,7 @@ def export(
             if static:
                 failures.append(f"{kind} kept {static} static")
                 continue
+            model.metadata_props.update(resolved.metadata)  # e.g. a language model's tokenizer
             staged = os.path.join(workdir, os.path.basename(out))
             save_model(model, staged)
             agreement = None

@@ -58,6 +58,7 @@ class ResolvedModel:
     label: str = "model"
     source_path: str | None = None  # a file the spec was read from (never written over)
     onnx_builder: Callable[[], Any] | None = None  # -> onnx.ModelProto: a zoo model's own graph (control flow torch cannot export)
+    metadata: dict[str, str] = field(default_factory=dict)  # written into the model (a zoo LM's tokenizer)
 
 
 def _zoo_names() -> str:
@@ -136,6 +137,7 @@ def _from_zoo(name: str) -> ResolvedModel:
         dynamic_axes={k: dict(v) for k, v in spec.dynamic_axes.items()},
         label=name,
         onnx_builder=spec.onnx_model if spec.onnx_builder is not None else None,
+        metadata=dict(spec.metadata),
     )
 
 

@@ -66,6 +66,7 @@ class ModelSpec:
     # the model's own ONNX graph where torch's exporters cannot write it (control flow on an
     # input's value: vad's If on the sample rate); edgeq export uses it in their place
     onnx_builder: Callable[[], onnx.ModelProto] | None = field(default=None, repr=False)
+    metadata: dict[str, str] = field(default_factory=dict)  # written into the exported model's metadata_props
 
     def build(self) -> torch.nn.Module:
         """The torch model in eval mode with its weights loaded."""
@@ -280,4 +281,22 @@ register(ModelSpec(
     eval_source=_lazy("edgeq.zoo.vad_data:eval_data"),
     labels_source=_lazy("edgeq.zoo.vad_data:eval_labels"),
     onnx_builder=_lazy("edgeq.zoo.vad_graph:build_model"),
+))
+
+register(ModelSpec(
+    name="tiny_lm",
+    description="Byte-level decoder language model (d=192, 6 heads, 4 pre-norm layers, 256 positions, 1.9M params) "
+    "with its KV cache as inputs and outputs (one graph for prefill and decode); trained on Python's reference "
+    "documentation topics (pydoc_data); committed fp16 checkpoint",
+    task="language_model",
+    input_names=("input_ids", "past_key", "past_value"),
+    output_names=("logits", "present_key", "present_value"),
+    dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "past_key": {1: "batch", 3: "past"},
+                  "past_value": {1: "batch", 3: "past"}, "logits": {0: "batch", 1: "sequence"},
+                  "present_key": {1: "batch", 3: "total"}, "present_value": {1: "batch", 3: "total"}},
+    builder=_lazy("edgeq.zoo.lm:load"),
+    example_builder=_lazy("edgeq.zoo.lm:example_inputs"),
+    calibration_source=_lazy("edgeq.zoo.lm:calibration_data"),
+    eval_source=_lazy("edgeq.zoo.lm:eval_data"),
+    metadata={"edgeq.tokenizer": "bytes", "edgeq.max_length": "256"},
 ))

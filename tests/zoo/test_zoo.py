@@ -16,7 +16,7 @@ FAST = ["digits_mobilenet", "digits_resnet", "mobilenet224", "resnet224", "tiny_
 
 def test_names_and_unknown_name_lists_them():
     assert zoo.names() == ["digits_mobilenet", "digits_resnet", "mobilenet224", "resnet224", "tiny_transformer", "minilm",
-                           "textdet", "kws", "vad"]
+                           "textdet", "kws", "vad", "tiny_lm"]
     with pytest.raises(UsageError, match="unknown zoo model 'resnet50'.*digits_mobilenet.*minilm"):
         zoo.get("resnet50")
 
