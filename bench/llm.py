@@ -4,7 +4,7 @@
 
 Models: the zoo's trained byte-level decoder (``tiny_lm``, 2.0M parameters: perplexity on the
 held-out documentation topics means something) and, with ``--large``, a random-weight instance of
-the same architecture (d=768, 12 heads, 8 layers, 76M parameters, 300 MB fp32: larger than the
+the same architecture (d=768, 12 heads, 8 layers, 57M parameters, 229 MB fp32: larger than the
 CPU caches, as real language models are) for decode speed only.
 
 Variants: edgeq weight-only int8 and int4 (blocks of 32; round to nearest, and GPTQ on 32
@@ -14,7 +14,7 @@ quantized at run time), onnxruntime's ``MatMulNBitsQuantizer`` (RTN, blocks of 3
 
 Decode: tokens/s generating 64 tokens greedily after a 64-byte prompt with the KV cache, median
 of 3 runs; prefill: tokens/s of a 256-byte prompt, median of 3; perplexity: held-out text in
-windows of 512 bytes.
+windows of the model's 256 positions.
 """
 
 from __future__ import annotations
@@ -41,12 +41,13 @@ def _edgeq(src: str, out: str, mode: str = "weight-only", data: list | None = No
     edgeq.quantize(src, QuantConfig(mode=mode, **options), data, progress=False).save(out)
 
 
-def _ort_nbits(src: str, out: str, block: int, algo: str = "rtn") -> None:
+def _ort_nbits(src: str, out: str, block: int, algo: str = "rtn", accuracy_level: int | None = None) -> None:
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     config = HQQWeightOnlyQuantConfig(block_size=block) if algo == "hqq" else None
-    q = MatMulNBitsQuantizer(onnx.load(src), block_size=block, is_symmetric=False, algo_config=config)
+    q = MatMulNBitsQuantizer(onnx.load(src), block_size=block, is_symmetric=False, accuracy_level=accuracy_level,
+                             algo_config=config)
     q.process()
     q.model.save_model_to_file(out, False)
 
@@ -58,11 +59,13 @@ def _ort_dynamic(src: str, out: str) -> None:
 
 
 VARIANTS = {
-    "edgeq int8 weight-only b32": lambda s, o: _edgeq(s, o, weights="int8"),
-    "edgeq int4 b32 (round to nearest)": lambda s, o: _edgeq(s, o, weights="int4"),
-    "edgeq int4 b32 GPTQ": lambda s, o: _edgeq(s, o, data=CALIB.get(s), weights="int4"),
+    "edgeq int8 weight-only b32 (level 0)": lambda s, o: _edgeq(s, o, weights="int8", accuracy_level=0),
+    "edgeq int4 b32 (default: level measured)": lambda s, o: _edgeq(s, o, weights="int4"),
+    "edgeq int4 b32 (level 0)": lambda s, o: _edgeq(s, o, weights="int4", accuracy_level=0),
+    "edgeq int4 b32 GPTQ (level measured)": lambda s, o: _edgeq(s, o, data=CALIB.get(s), weights="int4"),
     "edgeq dynamic int8": lambda s, o: _edgeq(s, o, mode="dynamic"),
     "ORT RTN int4 b32": lambda s, o: _ort_nbits(s, o, 32),
+    "ORT RTN int4 b32 (level 4)": lambda s, o: _ort_nbits(s, o, 32, accuracy_level=4),
     "ORT RTN int4 b128": lambda s, o: _ort_nbits(s, o, 128),
     "ORT HQQ int4 b32": lambda s, o: _ort_nbits(s, o, 32, "hqq"),
     "ORT quantize_dynamic int8": _ort_dynamic,
@@ -89,7 +92,8 @@ def rows_for(label: str, src: str, text_tokens: list[int] | None, prompt: list[i
 
     rows = []
     for variant, build in [("fp32", None), *variants.items()]:
-        out = src if build is None else os.path.join(workdir, f"{label}.{variant.split(' (')[0].replace(' ', '_')}.onnx")
+        slug = "".join(c if c.isalnum() else "_" for c in variant)
+        out = src if build is None else os.path.join(workdir, f"{label.replace(' ', '_')}.{slug}.onnx")
         row: dict = {"model": label, "variant": variant}
         start = time.perf_counter()
         try:
@@ -114,7 +118,8 @@ def render(rows: list[dict], threads: list[int], cmd: str) -> str:
     lines = ["```", cmd, "```", "",
              f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, onnxruntime CPU provider. "
              "Decode: tokens/s generating 64 tokens after a 64-byte prompt (KV cache), median of 3; prefill: tokens/s "
-             "of a 256-byte prompt; perplexity: held-out documentation topics, windows of 512 bytes.", ""]
+             "of a 256-byte prompt; perplexity: held-out documentation topics, windows of the model's 256 positions. "
+             "Level: MatMulNBits' accuracy_level (0 float compute, 4 int8 compute).", ""]
     head = "| model | variant | file vs fp32 | perplexity (vs fp32) | " + " | ".join(
         f"decode tok/s @{t} (vs fp32) | prefill tok/s @{t}" for t in threads) + " | quantize (s) |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
@@ -154,7 +159,7 @@ def _large(path: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--large", action="store_true", help="also the 76M-parameter random-weight instance (speed)")
+    parser.add_argument("--large", action="store_true", help="also the 57M-parameter random-weight instance (speed)")
     parser.add_argument("--text-bytes", type=int, default=16000)
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "edgeq_llm"))
     parser.add_argument("--out", default=None, help="docs/benchmarks.md: replace its bench/llm.py block")
@@ -175,7 +180,7 @@ def main() -> int:
         big = os.path.join(args.workdir, "lm_large.fp32.onnx")
         _large(big)
         fast = {k: v for k, v in VARIANTS.items() if "GPTQ" not in k and "HQQ" not in k}
-        rows += rows_for("random 76M", big, None, prompt, threads, args.workdir, fast)
+        rows += rows_for("random 57M", big, None, prompt, threads, args.workdir, fast)
     cmd = "python bench/llm.py" + (" --large" if args.large else "") + (
         f" --threads {args.threads}" if args.threads != "1,2" else "")
     text_out = render(rows, threads, cmd)

@@ -53,10 +53,10 @@ def _ort(src: str, out: str, block: int, algo: str = "rtn", accuracy_level: int 
 
 
 VARIANTS = {
-    "edgeq int8 (b32)": lambda s, o: _edgeq(s, o, weights="int8"),
-    "edgeq int4 b32": lambda s, o: _edgeq(s, o, weights="int4"),
-    "edgeq int4 b32 GPTQ (32 calibration samples)": lambda s, o: _edgeq(s, o, CALIB[s], weights="int4"),
-    "edgeq int4 b128": lambda s, o: _edgeq(s, o, weights="int4", granularity="per-block:128"),
+    "edgeq int8 (b32)": lambda s, o: _edgeq(s, o, weights="int8", accuracy_level=0),
+    "edgeq int4 b32": lambda s, o: _edgeq(s, o, weights="int4", accuracy_level=0),
+    "edgeq int4 b32 GPTQ (32 calibration samples)": lambda s, o: _edgeq(s, o, CALIB[s], weights="int4", accuracy_level=0),
+    "edgeq int4 b128": lambda s, o: _edgeq(s, o, weights="int4", granularity="per-block:128", accuracy_level=0),
     "edgeq int4 b32, accuracy_level 4": lambda s, o: _edgeq(s, o, weights="int4", accuracy_level=4),
     "ORT RTN int4 b32": lambda s, o: _ort(s, o, 32),
     "ORT RTN int4 b128 (its default)": lambda s, o: _ort(s, o, 128),

@@ -264,7 +264,9 @@ class QuantConfig:
     weights: str = "int8"  # int4: weight-only mode (blocks along K, ``granularity=PerBlock(n)``, default 32)
     # weight-only mode: onnxruntime's MatMulNBits, or the standard blocked DequantizeLinear (opset 21)
     weight_op: str = "matmulnbits"
-    accuracy_level: int = 0  # MatMulNBits: 0 float compute (exact), 4 int8 compute (faster, moves outputs)
+    # MatMulNBits: 0 float compute (exact), 4 int8 compute (faster on some CPUs, moves the outputs),
+    # None: both timed and compared on this machine (stages/accuracy_level.py)
+    accuracy_level: int | None = None
     symmetric: bool = False
     # older spellings of ``precision``, accepted and merged into it (read back as properties):
     exclude: dataclasses.InitVar[Sequence[str]] = ()  # -> "fp32" (node names or op types)
@@ -335,7 +337,7 @@ class QuantConfig:
             size = self.granularity.size if isinstance(self.granularity, PerBlock) else 32
             if size < 16 or size & (size - 1):
                 raise UsageError(f"block size must be a power of two from 16 (16, 32, 64, 128 ...), got {size}")
-            if self.accuracy_level not in (0, 1, 2, 3, 4):
+            if self.accuracy_level not in (None, 0, 1, 2, 3, 4):
                 raise UsageError(f"accuracy_level must be 0-4 (0: float compute, 4: int8), got {self.accuracy_level}")
         elif self.weights == "int4" or isinstance(self.granularity, PerBlock):
             raise UsageError(f"int4 and per-block weights are weight-only: use --mode weight-only (the default "
@@ -399,7 +401,7 @@ class QuantConfig:
 # The scalar fields' types (a config file gives any JSON/TOML value): checked before any other rule.
 _NUMBER = (int, float)
 _TYPES: dict[str, tuple[type, ...]] = {
-    "mode": (str,), "method": (str,), "activations": (str,), "weights": (str,), "weight_op": (str,), "accuracy_level": (int,), "format": (str,),
+    "mode": (str,), "method": (str,), "activations": (str,), "weights": (str,), "weight_op": (str,), "accuracy_level": (int, type(None)), "format": (str,),
     "recurrent": (str,), "float_weights": (str,), "percentile": _NUMBER, "num_bins": (int,), "symmetric": (bool,),
     "reduce_range": (bool, type(None)),
     "integer_only": (bool,), "strict": (bool,), "opset": (int, type(None)), "max_samples": (int, type(None)),

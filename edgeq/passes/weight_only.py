@@ -142,7 +142,7 @@ class WeightOnlyPass(ir.passes.InPlacePass):
             new = self._dequantize(graph, node, q, bias, base)
             if add is not None:  # the Add stays as it was after the new MatMul
                 last = node
-        old_inputs = list(node.inputs)
+        old_inputs = list(node.inputs) + (list(last.inputs) if last is not node else [])  # the bias Add's too
         replace_nodes(graph, node, new, last)
         remove_unused_initializers(graph, old_inputs)
         self.quantized.append({"node": node_label(node), "op": node.op_type, "bits": bits, "block_size": q.block,

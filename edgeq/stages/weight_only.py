@@ -10,6 +10,7 @@ memory traffic, and 4 bits of them with one scale per 32 are a 6-7x smaller file
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,7 @@ def weight_only_pass(config: QuantConfig, hessians: dict | None = None) -> Any:
     bits = 4 if config.weights == "int4" else 8
     block = config.granularity.size if isinstance(config.granularity, PerBlock) else 32
     return WeightOnlyPass(bits=bits, block=block, symmetric=config.symmetric, weight_op=config.weight_op,
-                          accuracy_level=config.accuracy_level, head_bits=8,
+                          accuracy_level=config.accuracy_level or 0, head_bits=8,
                           keep=frozenset(config.precision.nodes("fp32")), hessians=hessians)
 
 
@@ -85,6 +86,16 @@ def quantize_weight_only(model: Any, config: QuantConfig, data: Any = None, *, e
     wo(model)
     tables = _embeddings(model)
     check(model)
+    level_note = ""
+    if config.weight_op == "matmulnbits" and config.accuracy_level is None and wo.quantized:
+        from edgeq.errors import UsageError
+        from edgeq.stages.accuracy_level import choose_accuracy_level
+
+        try:
+            feeds = [f for _, f in itertools.islice(prepared.data.items(), 8)] if prepared.data is not None else None
+        except UsageError:  # a one-shot iterator, already read for GPTQ
+            feeds = None
+        level_note = choose_accuracy_level(model, feeds)
     size_after = weights_nbytes(model)
     notes = []
     heads = [q["node"] for q in wo.quantized if q["bits"] != wo.bits]
@@ -95,6 +106,8 @@ def quantize_weight_only(model: Any, config: QuantConfig, data: Any = None, *, e
     if gptq:
         notes.append(f"{gptq} of {len(wo.quantized)} layers rounded by GPTQ against their inputs on the calibration "
                      "data (the grid per block is the same; round to nearest without data)")
+    if level_note:
+        notes.append(level_note)
     if tables:
         notes.append(f"{tables} Gather table(s) (embeddings) stored int8, one scale per row")
     if config.weight_op == "dequantize":

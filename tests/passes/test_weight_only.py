@@ -62,7 +62,7 @@ def test_nibbles_pack_low_first():
 def test_onnxruntime_computes_exactly_the_block_grid(rng, weight_op, symmetric):
     """The model's output is x @ dequantized(W) (+ bias): the layouts are the ones the runtime reads."""
     model, weights = _net(rng)
-    config = QuantConfig(mode="weight-only", weights="int4", weight_op=weight_op, symmetric=symmetric)
+    config = QuantConfig(mode="weight-only", weights="int4", weight_op=weight_op, symmetric=symmetric, accuracy_level=0)
     result = edgeq.quantize(model, config)
     ops = op_types(result.model)
     if weight_op == "matmulnbits":
@@ -183,3 +183,34 @@ def test_calibration_data_turns_on_gptq_and_it_is_closer_on_unseen_samples(tmp_p
         assert {q["rounding"] for q in result.report["quantized"]} == {"nearest" if data is None else "GPTQ"}
     # measured: 24.7 dB to nearest, 29.0 dB with GPTQ on 32 calibration samples
     assert got["gptq"] > got["rtn"] + 2.0, got
+
+
+def test_accuracy_level_is_measured_and_said(rng, monkeypatch):
+    """Unset, both levels are timed and compared on this machine; level 4 is kept only where it is
+    10% faster and within 30 dB of level 0 (stages/accuracy_level.py)."""
+    from edgeq.stages import accuracy_level
+
+    model, _ = _net(rng)
+    for ms, want in (({"0": 2.0, "4": 1.0}, 4), ({"0": 1.0, "4": 0.95}, 0)):
+        monkeypatch.setattr(accuracy_level, "_time", lambda sessions, feed, ms=ms: dict(ms))
+        x = {"x": rng.standard_normal((2, 5, 64)).astype(np.float32)}  # its fixed Reshape takes no made-up feed
+        result = edgeq.quantize(model, QuantConfig(mode="weight-only", weights="int4"), [x])
+        levels = {a.i for n in ir_nodes(result.model) if n.op_type == "MatMulNBits" for a in n.attribute
+                  if a.name == "accuracy_level"}
+        note = next(n for n in result.report["notes"] if n.startswith("accuracy_level"))
+        assert levels == {want} and note.startswith(f"accuracy_level {want}") and "dB from level 0's" in note, note
+    result = edgeq.quantize(model, QuantConfig(mode="weight-only", weights="int4", accuracy_level=0))
+    assert not any(n.startswith("accuracy_level") for n in result.report["notes"])
+
+
+def ir_nodes(model):
+    import onnx_ir as ir
+
+    return ir.to_proto(model).graph.node
+
+
+def test_a_graph_that_takes_no_made_up_feed_keeps_level_0_and_says_why(rng):
+    model, _ = _net(rng)
+    result = edgeq.quantize(model, QuantConfig(mode="weight-only", weights="int4"))
+    note = next(n for n in result.report["notes"] if n.startswith("accuracy_level"))
+    assert note.startswith("accuracy_level 0") and "--calib" in note
