@@ -107,11 +107,26 @@ def render_table(results) -> object:
 @click.option("--dim", "dim", multiple=True, metavar="NAME=SIZE", help="Size of a named symbolic dim, e.g. seq=128.")
 @click.option("--json", "json_out", type=click.Path(path_type=str), default=None, help="Write all results as JSON.")
 @click.option("--in-process", is_flag=True, help="Measure in this process instead of one fresh process each.")
-def bench(models, providers, threads, batch, warmup, iters, seconds, inputs, input_shape, dim, json_out, in_process):
-    """Benchmark MODELS for every provider x threads x batch; the first model is the baseline."""
+@click.option("--prompt-tokens", type=click.IntRange(1), default=64, show_default=True,
+              help="Decoder models (a KV cache in and out): prompt length for time to first token and prefill.")
+@click.option("--new-tokens", type=click.IntRange(2), default=64, show_default=True,
+              help="Decoder models: tokens generated for decode tokens/s.")
+def bench(models, providers, threads, batch, warmup, iters, seconds, inputs, input_shape, dim, json_out, in_process,
+          prompt_tokens, new_tokens):
+    """Benchmark MODELS for every provider x threads x batch; the first model is the baseline.
+    Decoder language models get time to first token, prefill and decode tokens/s and peak memory."""
     from edgeq.io import atomic_path
     from edgeq.runtime.bench import bench as run_bench
     from edgeq.runtime.bench import bench_report
+
+    decoders = [_is_decoder_file(m) for m in models]
+    if any(decoders):
+        if not all(decoders):
+            raise UsageError("bench decoder language models (a KV cache in and out) apart from other models: "
+                             "they are measured in tokens/s")
+        _bench_decoders(list(models), parse_int_list(threads, "--threads"), prompt_tokens, new_tokens, json_out,
+                        isolate=not in_process)
+        return
 
     results = run_bench(
         list(models),
@@ -134,4 +149,45 @@ def bench(models, providers, threads, batch, warmup, iters, seconds, inputs, inp
         with atomic_path(json_out, models) as tmp:
             with open(tmp, "w") as f:
                 json.dump(bench_report(results), f, indent=2)
+        click.echo(f"results written to {json_out}")
+
+
+def _is_decoder_file(path: str) -> bool:
+    import onnx
+
+    from edgeq.files import check_model_file
+    from edgeq.runtime.decoder_bench import is_decoder
+
+    try:
+        proto = onnx.load(check_model_file(path), load_external_data=False)
+    except Exception:  # missing, not a file, not ONNX ...: the regular bench says why, in its words
+        return False
+    return is_decoder([i.name for i in proto.graph.input])
+
+
+def _bench_decoders(models: list[str], threads: list[int], prompt_tokens: int, new_tokens: int,
+                    json_out: str | None, *, isolate: bool) -> None:
+    from rich.table import Table
+
+    from edgeq.io import atomic_path
+    from edgeq.runtime.decoder_bench import measure_decoder, measure_decoder_isolated
+
+    measure = measure_decoder_isolated if isolate else measure_decoder
+    rows = [measure(m, threads=t, prompt_tokens=prompt_tokens, new_tokens=new_tokens) for t in threads for m in models]
+    table = Table(title=f"decoder: prompt {prompt_tokens} tokens, {new_tokens} new (KV cache), median of 3",
+                  title_justify="left")
+    for col in ("model", "threads", "session start s", "first token ms", "prefill tok/s", "decode tok/s",
+                "vs first", "peak MB", "file MB"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    base = {r["threads"]: r for r in rows if r["model"] == models[0]}
+    for r in rows:
+        ratio = r["decode_tokens_per_s"] / base[r["threads"]]["decode_tokens_per_s"]
+        table.add_row(os.path.basename(r["model"]), str(r["threads"]), f"{r['session_s']:.2f}", f"{r['ttft_ms']:.1f}",
+                      f"{r['prefill_tokens_per_s']:.0f}", f"{r['decode_tokens_per_s']:.1f}", f"{ratio:.2f}x",
+                      _mb(r["peak_rss_bytes"]), _mb(r["file_bytes"]))
+    _console().print(table)
+    if json_out:
+        with atomic_path(json_out, models) as tmp:
+            with open(tmp, "w") as f:
+                json.dump({"format": "edgeq-decoder-bench", "results": rows}, f, indent=2)
         click.echo(f"results written to {json_out}")

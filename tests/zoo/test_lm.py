@@ -109,3 +109,26 @@ def test_a_model_without_a_cache_is_refused_in_one_line(tmp_path, capsys):
         main(["generate", str(path), "--prompt", "x"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "not a decoder with a KV cache" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_measures_a_decoder_in_tokens_per_second(lm_path, tmp_path, capsys):
+    import json
+
+    from edgeq.cli.main import main
+    from passes.nets import MLP_NET, build
+
+    out = tmp_path / "bench.json"
+    cli_ok(["bench", lm_path, "--prompt-tokens", "16", "--new-tokens", "8", "--json", str(out)], capsys)
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["prompt_tokens"] == 16 and row["new_tokens"] == 8
+    assert row["ttft_ms"] > 0 and row["decode_tokens_per_s"] > 0 and row["prefill_tokens_per_s"] > 0
+    assert row["peak_rss_bytes"] is None or row["peak_rss_bytes"] > row["file_bytes"]  # session included
+    import onnx
+
+    rng = np.random.default_rng(0)
+    mlp = tmp_path / "mlp.onnx"
+    onnx.save(build(MLP_NET, {"M1": rng.normal(0, 1, (32, 32)), "MB1": rng.normal(0, 1, 32),
+                              "G": rng.normal(0, 1, (10, 32)), "GB": rng.normal(0, 1, 10)}), mlp)
+    with pytest.raises(SystemExit) as e:
+        main(["bench", lm_path, str(mlp)])
+    assert e.value.code == 2 and "apart from other models" in capsys.readouterr().err
