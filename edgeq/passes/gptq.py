@@ -18,6 +18,7 @@ calibration tokens: with 0.01, MiniLM's FFN weights (K = 1536 from about 1000 to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -39,30 +40,43 @@ def _inverse_cholesky(h: np.ndarray) -> np.ndarray:
     return lower.T
 
 
+def _gptq(weight: np.ndarray, hessian: np.ndarray, round_row: Callable[[int, np.ndarray], tuple]) -> np.ndarray:
+    """The GPTQ walk shared by both grids: rows of ``weight`` [K, N] rounded in order by
+    ``round_row(k, row) -> (codes, dequantized row)``, each row's error spread over the rows after
+    it through the inverse Cholesky factor of ``hessian`` (lazy updates every ``BLOCK`` rows).
+    Returns the codes [K, N] (float64)."""
+    w = weight.astype(np.float64).copy()
+    k, n = w.shape
+    u = _inverse_cholesky(hessian)
+    codes = np.zeros((k, n), dtype=np.float64)
+    for start in range(0, k, BLOCK):
+        end = min(start + BLOCK, k)
+        rows = w[start:end].copy()
+        errors = np.zeros_like(rows)
+        ub = u[start:end, start:end]
+        for i in range(end - start):
+            code, dequantized = round_row(start + i, rows[i])
+            codes[start + i] = code
+            err = (rows[i] - dequantized) / ub[i, i]
+            rows[i + 1:] -= np.outer(ub[i, i + 1:], err)
+            errors[i] = err
+        w[end:] -= u[start:end, end:].T @ errors
+    return codes
+
+
 def gptq_round(weight: np.ndarray, scale: np.ndarray, hessian: np.ndarray, *, pin: bool = True,
                qmax: int = 127) -> np.ndarray:
     """int8 levels of ``weight`` [K, N] for per-column ``scale`` [N], rounded by GPTQ against
     ``hessian`` [K, K]; with ``pin``, each column's largest level is +-qmax (module docstring;
     ``qmax`` 63 where the CPU saturates 8-bit products: ``passes.weights.weight_qmax``)."""
-    w = weight.astype(np.float64).copy()
-    k, n = w.shape
+    n = weight.shape[1]
     s = np.where(scale > 0, scale, 1.0).astype(np.float64)
-    u = _inverse_cholesky(hessian)
-    q = np.zeros((k, n), dtype=np.float64)
-    for start in range(0, k, BLOCK):
-        end = min(start + BLOCK, k)
-        block = w[start:end].copy()
-        errors = np.zeros_like(block)
-        ub = u[start:end, start:end]
-        for i in range(end - start):
-            row = block[i]
-            level = np.clip(np.rint(row / s), -qmax, qmax)
-            q[start + i] = level
-            err = (row - level * s) / ub[i, i]
-            block[i + 1:] -= np.outer(ub[i, i + 1:], err)
-            errors[i] = err
-        w[end:] -= u[start:end, end:].T @ errors
-    levels = q.astype(np.int32)
+
+    def round_row(_k: int, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        level = np.clip(np.rint(row / s), -qmax, qmax)
+        return level, level * s
+
+    levels = _gptq(weight, hessian, round_row).astype(np.int32)
     if not pin:
         return levels.astype(np.int8)
     top = np.argmax(np.abs(weight), axis=0)  # pin each column's largest original weight to +-127
@@ -87,26 +101,17 @@ def gptq_blocks(weight: np.ndarray, grid: Any, hessian: np.ndarray) -> Any:
     after it. The grid itself (chosen on the original weights) is kept."""
     import dataclasses
 
-    w = weight.astype(np.float64).copy()
-    k, n = w.shape
+    k, n = weight.shape
     block, qmax = grid.block, 2**grid.bits - 1
     scales = grid.scales.astype(np.float64)  # [N, k_blocks]
     zeros = grid.zero_points.astype(np.float64)
-    u = _inverse_cholesky(hessian)
-    codes = np.zeros((k, n), dtype=np.float64)
-    for start in range(0, k, BLOCK):
-        end = min(start + BLOCK, k)
-        rows = w[start:end].copy()
-        errors = np.zeros_like(rows)
-        ub = u[start:end, start:end]
-        for i in range(end - start):
-            s, z = scales[:, (start + i) // block], zeros[:, (start + i) // block]
-            code = np.clip(np.rint(rows[i] / s) + z, 0, qmax)
-            codes[start + i] = code
-            err = (rows[i] - (code - z) * s) / ub[i, i]
-            rows[i + 1:] -= np.outer(ub[i, i + 1:], err)
-            errors[i] = err
-        w[end:] -= u[start:end, end:].T @ errors
+
+    def round_row(row_k: int, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        s, z = scales[:, row_k // block], zeros[:, row_k // block]
+        code = np.clip(np.rint(row / s) + z, 0, qmax)
+        return code, (code - z) * s
+
+    codes = _gptq(weight, hessian, round_row)
     k_blocks = grid.codes.shape[1]
     padded = np.zeros((k_blocks * block, n), np.float64)
     padded[:k] = codes
