@@ -21,33 +21,18 @@ __all__ = ["quantize_fp16", "build_fp16_variant"]
 def build_fp16_variant(prepared: Prepared, config: QuantConfig, *, in_place: bool = False) -> QuantResult:
     """``prepared.model`` (a copy unless ``in_place``) converted to fp16, with its report."""
     from edgeq.graph import copy_model
-    from edgeq.io import weights_nbytes
     from edgeq.passes.fp16 import convert_fp16
+    from edgeq.stages.report import plain_report
     from edgeq.stages.result import QuantResult
 
     model = prepared.model if in_place else copy_model(prepared.model)
     section = convert_fp16(model)
-    size_after = weights_nbytes(model)
-    kept = section.get("kept_fp32", [])
-    report: dict[str, Any] = {
-        "format": "edgeq-quantize-report",
-        "source": prepared.source,
-        "config": config.to_dict(),
-        "summary": {
-            "nodes": len(model.graph),
-            "quantized": len(model.graph) - len(kept),
-            "int8_kernels": 0,
-            "left_float": len(kept),
-            "size_before_bytes": prepared.size_before,
-            "size_after_bytes": size_after,
-            "size_ratio": (size_after / prepared.size_before) if prepared.size_before else None,
-        },
-        "quantized": [],
-        "float": [{"node": k.get("node", ""), "op": k.get("op_type", ""), "reason": f"kept fp32: {k.get('reason', '')}"}
-                  for k in kept if isinstance(k, dict)],
-        "prepare": list(prepared.notes),
-        "fp16": section,
-    }
+    kept = section.get("kept_fp32", [])  # dicts (passes/fp16.py)
+    left_float = [{"node": k.get("node", ""), "op": k.get("op_type", ""), "reason": f"kept fp32: {k.get('reason', '')}"}
+                  for k in kept]
+    report = plain_report(model, config, prepared, quantized_count=len(model.graph) - len(kept), quantized=[],
+                          left_float=left_float)
+    report["fp16"] = section
     return QuantResult(model=model, report=report, ranges=None, source=prepared.source)
 
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from edgeq.stages.plan import Planned
     from edgeq.stages.result import QuantResult
 
-__all__ = ["report", "evaluate"]
+__all__ = ["report", "plain_report", "evaluate"]
 
 
 def report(model: ir.Model, planned: Planned, config: QuantConfig, prepared: Prepared, *,
@@ -29,6 +29,30 @@ def report(model: ir.Model, planned: Planned, config: QuantConfig, prepared: Pre
         size_before=prepared.size_before, size_after=weights_nbytes(model), prepare_notes=prepared.notes,
         ranges_info=ranges_info, seconds=seconds,
     )
+
+
+def plain_report(model: ir.Model, config: QuantConfig, prepared: Prepared, *, quantized_count: int,
+                 quantized: list[dict[str, Any]], left_float: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report of a mode without int8 kernels or a plan (fp16, weight-only): its own
+    per-node entries, the sizes, prepare's notes."""
+    size_after = weights_nbytes(model)
+    return {
+        "format": "edgeq-quantize-report",
+        "source": prepared.source,
+        "config": config.to_dict(),
+        "summary": {
+            "nodes": len(model.graph),
+            "quantized": quantized_count,
+            "int8_kernels": 0,
+            "left_float": len(left_float),
+            "size_before_bytes": prepared.size_before,
+            "size_after_bytes": size_after,
+            "size_ratio": (size_after / prepared.size_before) if prepared.size_before else None,
+        },
+        "quantized": quantized,
+        "float": left_float,
+        "prepare": list(prepared.notes),
+    }
 
 
 def evaluate(result: QuantResult, fp32: InMemoryModel, eval_data: Any, labels: Any = None, *,

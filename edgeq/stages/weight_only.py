@@ -72,10 +72,9 @@ def quantize_weight_only(model: Any, config: QuantConfig, data: Any = None, *, e
                          labels: Any = None, ranges: Any = None, progress: bool = True) -> QuantResult:
     """Handler of the ``weight-only`` row of the mode table (``data``: GPTQ rounding where given;
     ``ranges`` unused)."""
-    from edgeq.io import weights_nbytes
     from edgeq.stages.check import check, check_min_sqnr
     from edgeq.stages.load import load, prepare
-    from edgeq.stages.report import evaluate
+    from edgeq.stages.report import evaluate, plain_report
     from edgeq.stages.result import QuantResult
 
     start = time.perf_counter()
@@ -98,7 +97,6 @@ def quantize_weight_only(model: Any, config: QuantConfig, data: Any = None, *, e
         except UsageError:  # a one-shot iterator, already read for GPTQ
             feeds = None
         level_note = choose_accuracy_level(model, feeds)
-    size_after = weights_nbytes(model)
     notes = []
     heads = [q["node"] for q in wo.quantized if q["bits"] != wo.bits]
     if heads:
@@ -115,24 +113,9 @@ def quantize_weight_only(model: Any, config: QuantConfig, data: Any = None, *, e
     if config.weight_op == "dequantize":
         notes.append("onnxruntime fuses DequantizeLinear -> MatMul into MatMulNBits with its session option "
                      "session.qdq_matmulnbits_accuracy_level (default 4: int8 compute), not this model's setting")
-    report: dict[str, Any] = {
-        "format": "edgeq-quantize-report",
-        "source": prepared.source,
-        "config": config.to_dict(),
-        "summary": {
-            "nodes": len(model.graph),
-            "quantized": len(wo.quantized) + tables,
-            "int8_kernels": 0,
-            "left_float": len(wo.float),
-            "size_before_bytes": prepared.size_before,
-            "size_after_bytes": size_after,
-            "size_ratio": (size_after / prepared.size_before) if prepared.size_before else None,
-        },
-        "quantized": wo.quantized,
-        "float": wo.float,
-        "prepare": list(prepared.notes),
-        "notes": notes,
-    }
+    report = plain_report(model, config, prepared, quantized_count=len(wo.quantized) + tables, quantized=wo.quantized,
+                          left_float=wo.float)
+    report["notes"] = notes
     result = QuantResult(model=model, report=report, ranges=None, source=prepared.source)
     if eval_data is not None:
         evaluate(result, prepared.fp32, eval_data, labels)
