@@ -58,17 +58,12 @@ def _more_candidates(search: Any, uniform: list[Any], float_model: Any, per_toke
 
 
 def _timed(models: dict[str, bytes], feed: dict, provider: str, threads: int) -> dict[str, float]:
-    """``measure`` of ``models``; the model as given dropped where it does not run as such."""
+    """``measure`` of ``models`` (the model as given dropped where it does not run as such)."""
     from edgeq.auto.latency import measure
+    from edgeq.auto.placement import without_failing_original
 
-    try:
-        return measure(models, feed, provider=provider, threads=threads, budget_s=PROBE_S)
-    except Exception as e:  # the model as given may not run as such (prepare fixed it)
-        if "original" not in models:
-            raise
-        logger.info("auto: the model as given does not run for timing (%s)", e)
-        del models["original"]
-        return measure(models, feed, provider=provider, threads=threads, budget_s=PROBE_S)
+    return without_failing_original(models, lambda m: measure(m, feed, provider=provider, threads=threads,
+                                                              budget_s=PROBE_S))
 
 
 def int8_ceiling(search: Any, uniform: list[Any], float_model: Any, original: Any, provider: str, threads: int,

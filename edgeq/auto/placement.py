@@ -15,7 +15,7 @@ import math
 import statistics
 from typing import Any
 
-__all__ = ["place", "float_answer", "drop_islands", "no_vnni", "MIN_WIN"]
+__all__ = ["place", "float_answer", "drop_islands", "no_vnni", "without_failing_original", "MIN_WIN"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,20 @@ def drop_islands(search: Any, best: Any) -> tuple[Any | None, list[str]]:
     return trial, dropped
 
 
+def without_failing_original(models: dict[str, Any], timed: Any) -> dict[str, float]:
+    """``timed(models)``; where it fails and ``models`` holds the user's graph as given
+    (``"original"``), that one is dropped from ``models`` and the rest timed: the graph as given
+    may not run as such (prepare fixed it), and the prepared float graph is then the baseline."""
+    try:
+        return timed(models)
+    except Exception as e:
+        if "original" not in models:
+            raise
+        logger.info("auto: the model as given does not run for timing (%s); prepared float is the baseline", e)
+        del models["original"]
+        return timed(models)
+
+
 def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, threads: int,
           feed: dict, original: Any = None) -> tuple[Any, str, dict[str, str]]:
     """(chosen configuration, verdict, {node: why it was dropped for speed}).
@@ -69,14 +83,8 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
     for i, c in sorted(enumerate(search.tried), key=lambda ic: not search.meets(ic[1])):
         models[f"{i}"] = c.data
     search.bar.update(search.task, description=f"auto: timing {len(models)} configurations")
-    try:
-        times = measure_in_groups(models, feed, anchor="fp32", provider=provider, threads=threads)
-    except Exception as e:  # the user's graph as given may not run as such (prepare fixed it): drop it
-        if "original" not in models:
-            raise
-        logger.info("auto: the model as given does not run for timing (%s); prepared float is the baseline", e)
-        del models["original"]
-        times = measure_in_groups(models, feed, anchor="fp32", provider=provider, threads=threads)
+    times = without_failing_original(models, lambda m: measure_in_groups(m, feed, anchor="fp32", provider=provider,
+                                                                           threads=threads))
     for i, c in enumerate(search.tried):
         c.latency_ms = times[f"{i}"]
     baseline = "original" if "original" in times and times["original"] < times["fp32"] else "fp32"

@@ -30,7 +30,10 @@ PROMPT = b"The quick brown fox jumps over the lazy dog, and the list grows by on
 
 
 def is_decoder(input_names: list[str]) -> bool:
-    return {"input_ids", "past_key", "past_value"} <= set(input_names)
+    """The inputs of ``runtime.generate``'s contract are all there."""
+    from edgeq.runtime.generate import INPUTS
+
+    return set(INPUTS) <= set(input_names)
 
 
 def measure_decoder(model: str, threads: int = 1, prompt_tokens: int = 64, new_tokens: int = 64,
