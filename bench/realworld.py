@@ -83,6 +83,19 @@ INT8_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "Dyn
             "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm", "QAttention", "QLinearConvTranspose"}
 
 
+def _cpu_name() -> str:
+    """The CPU's model name and whether it has VNNI (int8 dot products), from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            info = f.read()
+    except OSError:
+        return "CPU unknown"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    has = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    return f"{model} ({', '.join(has) if has else 'no VNNI'})"
+
+
 def log(start: float, text: str) -> None:
     print(f"[{time.perf_counter() - start:6.0f} s] {text}", file=sys.stderr, flush=True)
 
@@ -134,6 +147,72 @@ def _quantize(kind: str, model: str, out: str, calib_path: str, stem: str) -> di
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
     answer["process_s"] = time.perf_counter() - t0
     return answer
+
+
+# -- bundles: the cases made here, run on another machine ---------------------------------------
+def make_bundle(names: list[str], args, folder: str) -> None:
+    """Write each case (model file, calibration and unseen feeds, metadata) under ``folder``.
+
+    The machine that runs ``--bundle FOLDER`` then needs edgeq's own dependencies only: not torch,
+    the real models' packages or the data generators (a GPU host's 16-core CPU, say)."""
+    import shutil
+
+    from generalization import make_case
+
+    for name in names:
+        case = make_case(name, args)
+        out = os.path.join(folder, name)
+        os.makedirs(out, exist_ok=True)
+        shutil.copyfile(case.path, os.path.join(out, "model.onnx"))
+        _save_coded(os.path.join(out, "calib.npz"), case.calib)
+        _save_coded(os.path.join(out, "unseen.npz"), case.unseen)
+        meta = {"what": case.what, "task": case.task, "unseen_source": case.unseen_source, "row": case.row}
+        with open(os.path.join(out, "case.json"), "w", encoding="utf-8") as f:
+            json.dump(meta, f, default=str)
+        print(f"{name}: {len(case.calib)} calib, {len(case.unseen)} unseen", file=sys.stderr)
+
+
+CODED = 1 << 18  # float arrays over this many bytes travel as 8-bit codes (images: 8-bit pixels anyway)
+
+
+def _save_coded(path: str, feeds: list[dict[str, np.ndarray]]) -> None:
+    arrays = {}
+    for i, feed in enumerate(feeds):
+        for k, v in feed.items():
+            if v.dtype == np.float32 and v.nbytes > CODED:
+                lo, hi = float(v.min()), float(v.max())
+                step = (hi - lo) / 255 or 1.0
+                arrays[f"{i}/u8:{k}"] = np.round((v - lo) / step).astype(np.uint8)
+                arrays[f"{i}/lohi:{k}"] = np.array([lo, step], np.float64)
+            else:
+                arrays[f"{i}/{k}"] = v
+    np.savez_compressed(path, **arrays)
+
+
+def _load_coded(path: str) -> list[dict[str, np.ndarray]]:
+    feeds: dict[int, dict[str, np.ndarray]] = {}
+    with np.load(path, allow_pickle=False) as data:
+        for key in data.files:
+            index, name = key.split("/", 1)
+            if name.startswith("lohi:"):
+                continue
+            feed = feeds.setdefault(int(index), {})
+            if name.startswith("u8:"):
+                lo, step = data[f"{index}/lohi:{name[3:]}"]
+                feed[name[3:]] = (data[key].astype(np.float32) * np.float32(step) + np.float32(lo))
+            else:
+                feed[name] = data[key]
+    return [feeds[i] for i in sorted(feeds)]
+
+
+def load_bundled(name: str, folder: str):
+    from generalization import Case
+
+    base = os.path.join(folder, name)
+    with open(os.path.join(base, "case.json"), encoding="utf-8") as f:
+        meta = json.load(f)
+    return Case(name, meta["what"], os.path.join(base, "model.onnx"), _load_coded(os.path.join(base, "calib.npz")),
+                _load_coded(os.path.join(base, "unseen.npz")), meta["task"], meta["unseen_source"], meta["row"])
 
 
 # -- what runs int8 -----------------------------------------------------------------------------
@@ -206,7 +285,7 @@ def run_model(name: str, args, start: float) -> dict[str, Any]:
     from quantize_vs_ort import _save_feeds
 
     category, target, size_target = CATEGORY.get(name, ("CNN", 1.5, None))
-    case = make_case(name, args)
+    case = load_bundled(name, args.bundle) if args.bundle else make_case(name, args)
     row: dict[str, Any] = {"model": name, "what": case.what, "category": category, "target": target,
                            "size_target": size_target, "calib": len(case.calib), "unseen": len(case.unseen),
                            "task": case.task}
@@ -465,6 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", action="store_true", help="only render the tables again from --rows")
     parser.add_argument("--quick", action="store_true",
                         help="smoke: 16 calib, 16 unseen, 3 rounds, 4 latency feeds (default model digits_mobilenet)")
+    parser.add_argument("--make-bundle", default=None, metavar="DIR",
+                        help="only write the cases (models and feeds) under DIR, for --bundle on another machine")
+    parser.add_argument("--bundle", default=None, metavar="DIR", help="run the cases written by --make-bundle")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -486,19 +568,24 @@ def main(argv: list[str] | None = None) -> int:
     from generalization import model_names
 
     names = model_names(args.models or "all")
+    if args.make_bundle:
+        make_bundle(names, args, args.make_bundle)
+        return 0
     start = time.perf_counter()
-    rows = []
+    rows: list[dict[str, Any]] = []
+    argv_text = " ".join(argv if argv is not None else sys.argv[1:])
+    command = ".venv/bin/python bench/realworld.py" + (" " + argv_text if argv_text else "")
+    machine = f"{os.cpu_count()} CPU cores (shared), onnxruntime {onnxruntime.__version__}, {_cpu_name()}"
+    os.makedirs(os.path.dirname(rows_path) or ".", exist_ok=True)
     for name in names:
         log(start, f"{name}: start")
         rows.append(_worker_row(name, args, start))
         log(start, f"{name}: done" + (f" (error: {rows[-1]['error']})" if "error" in rows[-1] else ""))
-    argv_text = " ".join(argv if argv is not None else sys.argv[1:])
-    command = ".venv/bin/python bench/realworld.py" + (" " + argv_text if argv_text else "")
+        wall_s = time.perf_counter() - start
+        with open(rows_path, "w", encoding="utf-8") as f:  # after each model: a cut-off run keeps its rows
+            json.dump({"rows": rows, "command": command, "wall_s": wall_s, "machine": machine}, f, indent=1,
+                      default=str)
     wall_s = time.perf_counter() - start
-    machine = f"{os.cpu_count()} CPU cores (shared), onnxruntime {onnxruntime.__version__}"
-    os.makedirs(os.path.dirname(rows_path) or ".", exist_ok=True)
-    with open(rows_path, "w", encoding="utf-8") as f:
-        json.dump({"rows": rows, "command": command, "wall_s": wall_s, "machine": machine}, f, indent=1, default=str)
     log(start, f"rows written to {rows_path}")
     text = to_markdown(rows, command, wall_s, machine)
     print(text)
