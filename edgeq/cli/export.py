@@ -6,7 +6,7 @@ import json
 
 import click
 
-__all__ = ["export", "describe"]
+__all__ = ["export", "export_llm", "describe"]
 
 
 def describe(result) -> list[tuple[str, str]]:
@@ -75,4 +75,40 @@ def export(spec, out, input_shapes, dynamic_batch, dynamic, static, opset, expor
         return
     width = max(len(k) for k, _ in describe(result))
     for key, value in describe(result):
+        click.echo(f"{key:<{width}}  {value}")
+
+
+@click.command("export-llm")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=str))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=str), help="The ONNX file to write.")
+@click.option("--opset", type=click.IntRange(14, 23), default=None, help="ONNX opset (default: 18).")
+@click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True)
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Compare onnxruntime's logits against torch's: a prefill and 3 decode steps.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def export_llm(folder, out, opset, exporter, check, as_json) -> None:
+    """Export the Hugging Face decoder in FOLDER (config.json, *.safetensors, tokenizer.json) to one
+    ONNX graph for prefill and decode, its KV cache as inputs and outputs; the tokenizer and the
+    end-of-text ids go into the model's metadata, so that edgeq generate, perplexity and quantize
+    need nothing beside it."""
+    from dataclasses import asdict
+
+    from rich.text import Text
+
+    from edgeq.cli.console import console
+    from edgeq.exporter.llm import export_llm as export_decoder
+
+    with console(stderr=True).status(Text(f"exporting {folder} ...")):
+        result = export_decoder(folder, out, opset=opset, check=check, exporter=exporter)
+    if as_json:
+        click.echo(json.dumps(asdict(result), indent=2, default=str))
+        return
+    rows = describe(result.export)
+    rows[1:1] = [("architecture", f"{result.architecture}: {result.layers} layers, {result.kv_heads} KV heads of "
+                                  f"{result.head_dim}, vocabulary {result.vocab}, {result.max_length or '?'} positions"),
+                 ("tokenizer", "tokenizer.json in the metadata" if result.tokenizer else "none (token ids only)")]
+    if result.decode_max_abs_error is not None:
+        rows.append(("decode check", f"prefill + 3 greedy steps, max abs logit error {result.decode_max_abs_error:.3g}"))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
         click.echo(f"{key:<{width}}  {value}")

@@ -21,19 +21,17 @@ def generate(model: str, prompt: str, max_new_tokens: int, temperature: float, t
     """Continue PROMPT with MODEL (KV cache kept between steps), streaming the tokens."""
     import sys
 
-    from edgeq.runtime.generate import DecoderLM
+    from edgeq.runtime.generate import DecoderLM, TextStream
 
     lm = DecoderLM(model, threads=threads)
     tokens = lm.encode(prompt)
     sys.stdout.write(prompt)
-    pending: list[int] = []
+    stream = TextStream(lm)
     for token in lm.generate(tokens, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed):
-        pending.append(token)
-        text = bytes(pending).decode("utf-8", errors="ignore")
-        if text or len(pending) >= 4:  # a multi-byte character is written once whole
-            sys.stdout.write(text or lm.decode(pending))
+        text = stream.push(token)
+        if text:
+            sys.stdout.write(text)
             sys.stdout.flush()
-            pending = []
     sys.stdout.write("\n")
     t = lm.times
     click.echo(f"prefill {t.prompt_tokens} tokens: {t.prefill_s * 1e3:.1f} ms ({t.prefill_tokens_per_s:.0f} tokens/s); "

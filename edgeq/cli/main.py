@@ -21,6 +21,8 @@ __all__ = ["main", "cli", "COMMANDS"]
 # command name -> (module under edgeq.cli, attribute, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("export", "export", "Export a PyTorch model to ONNX and check it against torch."),
+    "export-llm": ("export", "export_llm",
+                   "Export a Hugging Face decoder folder (GPT-2, Llama, Qwen2, Phi-3) with its KV cache."),
     "prepare": ("prepare", "prepare", "Make an ONNX graph quantizable (constants, opset, BN, shapes)."),
     "quantize": ("quantize", "quantize", "Quantize an ONNX model (static/dynamic int8, fp16)."),
     "export-and-quantize": (

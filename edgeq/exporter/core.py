@@ -157,11 +157,13 @@ def export(
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
     static: bool = False,
+    metadata: Mapping[str, str] | None = None,
 ) -> ExportResult:
     """Export ``spec`` to the ONNX file ``out`` and check it against torch; see the module doc.
 
     Dynamic axes: a zoo model's own (unless ``static``), plus axis 0 of everything with
-    ``dynamic_batch``, plus ``dynamic`` (``{"input_ids": {1: "sequence"}}``).
+    ``dynamic_batch``, plus ``dynamic`` (``{"input_ids": {1: "sequence"}}``). ``metadata`` is
+    written into the model's metadata_props beside the zoo spec's own (a tokenizer, say).
     """
     from edgeq.io import check_output_path, save_model
 
@@ -230,7 +232,7 @@ def export(
             if static:
                 failures.append(f"{kind} kept {static} static")
                 continue
-            model.metadata_props.update(resolved.metadata)  # e.g. a language model's tokenizer
+            model.metadata_props.update({**resolved.metadata, **(metadata or {})})  # e.g. a language model's tokenizer
             staged = os.path.join(workdir, os.path.basename(out))
             save_model(model, staged)
             agreement = None

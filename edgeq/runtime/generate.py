@@ -9,9 +9,11 @@ The model's contract (``edgeq.zoo.lm``'s export, and any graph written the same 
 ``input_ids`` (batch, seq) int64, ``past_key`` and ``past_value`` (layers, batch, heads, past,
 head_dim); outputs ``logits`` (batch, seq, vocab), ``present_key``, ``present_value`` (past + seq
 along axis 3). One graph serves prefill (empty past) and decode (one token). The tokenizer is
-named in the model's metadata: ``edgeq.tokenizer`` = ``bytes`` (UTF-8 bytes are the tokens);
-``edgeq.max_length`` bounds the positions. ``edgeq quantize`` keeps the metadata, so the
-quantized model needs nothing beside it either.
+named in the model's metadata: ``edgeq.tokenizer`` = ``bytes`` (UTF-8 bytes are the tokens) or
+``hf`` (a Hugging Face tokenizer.json, its text in ``edgeq.tokenizer_json``, read with the
+``tokenizers`` package: ``edgeq export-llm`` writes it); ``edgeq.max_length`` bounds the
+positions; ``edgeq.eos_token_id`` (comma-separated) ends a generation. ``edgeq quantize`` keeps
+the metadata, so the quantized model needs nothing beside it either.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 
 from edgeq.errors import InputError
 
-__all__ = ["DecoderLM", "DecodeTimes"]
+__all__ = ["DecoderLM", "DecodeTimes", "TextStream"]
 
 INPUTS = ("input_ids", "past_key", "past_value")
 OUTPUTS = ("logits", "present_key", "present_value")
@@ -68,21 +70,45 @@ class DecoderLM:
         meta = self.session.ort_session.get_modelmeta().custom_metadata_map
         self.tokenizer = meta.get("edgeq.tokenizer", "")
         self.max_length = int(meta.get("edgeq.max_length", "0")) or None
+        self.eos_ids = frozenset(int(t) for t in meta.get("edgeq.eos_token_id", "").split(",") if t.strip())
+        self._tokenizer_json = meta.get("edgeq.tokenizer_json", "")
+        self._hf: Any = None
         self.times = DecodeTimes()
 
     # -- tokens ------------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
+        if self.tokenizer == "hf":
+            return list(self._hf_tokenizer().encode(text).ids)
         self._bytes_only()
         return list(text.encode("utf-8"))
 
     def decode(self, tokens: list[int]) -> str:
+        if self.tokenizer == "hf":
+            return self._hf_tokenizer().decode([int(t) for t in tokens], skip_special_tokens=True)
         self._bytes_only()
         return bytes(int(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def _hf_tokenizer(self) -> Any:
+        if self._hf is None:
+            try:
+                from tokenizers import Tokenizer
+            except ImportError:
+                raise InputError("this model's tokenizer is a Hugging Face tokenizer.json: pip install tokenizers") from None
+            if not self._tokenizer_json:
+                raise InputError("the model's metadata names tokenizer 'hf' but holds no edgeq.tokenizer_json: "
+                                 "export it again with edgeq export-llm")
+            try:
+                self._hf = Tokenizer.from_str(self._tokenizer_json)
+            except Exception as e:  # noqa: BLE001 - the tokenizers package raises its own Exception
+                raise InputError(f"the model's tokenizer.json does not load ({str(e).splitlines()[0]}): export it "
+                                 "again with edgeq export-llm") from None
+        return self._hf
 
     def _bytes_only(self) -> None:
         if self.tokenizer != "bytes":
             raise InputError(f"the model's metadata names tokenizer {self.tokenizer or '(none)'!r}; edgeq reads "
-                                   "'bytes' (UTF-8 bytes as tokens): pass token ids instead of text")
+                                   "'bytes' (UTF-8 bytes as tokens) and 'hf' (a tokenizer.json in the metadata, "
+                                   "as edgeq export-llm writes it): pass token ids instead of text")
 
     # -- running -----------------------------------------------------------------------------------
     def _empty(self, batch: int = 1) -> np.ndarray:
@@ -101,9 +127,11 @@ class DecoderLM:
         return out["logits"], (out["present_key"], out["present_value"])
 
     def generate(self, prompt: list[int], max_new_tokens: int, *, temperature: float = 0.0, top_k: int = 0,
-                 seed: int = 0, on_token: Callable[[int], None] | None = None) -> Iterator[int]:
+                 seed: int = 0, on_token: Callable[[int], None] | None = None,
+                 stop_at_eos: bool = True) -> Iterator[int]:
         """New tokens one at a time (greedy where ``temperature`` is 0; else sampled, from the
-        ``top_k`` most likely where given), the KV cache kept between steps."""
+        ``top_k`` most likely where given), the KV cache kept between steps; an end-of-text token
+        (``eos_ids``) is the last one given, unless ``stop_at_eos`` is False."""
         if not prompt:
             raise InputError("the prompt is empty: give at least one token")
         rng = np.random.default_rng(seed)
@@ -116,7 +144,7 @@ class DecoderLM:
             if on_token is not None:
                 on_token(token)
             yield token
-            if i + 1 == max_new_tokens:
+            if i + 1 == max_new_tokens or (stop_at_eos and token in self.eos_ids):
                 break
             start = time.perf_counter()
             logits, past = self.step(np.asarray([[token]], np.int64), past)
@@ -139,6 +167,27 @@ class DecoderLM:
             total -= float(logp[np.arange(len(chunk) - 1), chunk[1:]].sum())
             count += len(chunk) - 1
         return float(np.exp(total / count))
+
+
+class TextStream:
+    """Text of generated tokens as they come: ``push(token)`` gives what is new since the last call.
+    A character that spans tokens (a UTF-8 byte, a byte-level BPE piece) is given once whole, or
+    after WAIT tokens as it decodes."""
+
+    WAIT = 4
+
+    def __init__(self, lm: DecoderLM) -> None:
+        self.lm, self.tokens, self.shown, self.waiting = lm, [], 0, 0
+
+    def push(self, token: int) -> str:
+        self.tokens.append(int(token))
+        text = self.lm.decode(self.tokens)
+        if text.endswith("\ufffd") and self.waiting < self.WAIT:
+            self.waiting += 1
+            return ""
+        self.waiting = 0
+        new, self.shown = text[self.shown :], len(text)
+        return new
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
