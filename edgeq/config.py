@@ -165,7 +165,8 @@ def default_mode(*, has_data: bool, has_ranges: bool = False, format: str = "qdq
 
 # per-node overrides of int8; "int16": int16 activations, int8 weights; "int8-per-token": int8 weights,
 # activations quantized at run time one scale per row (MatMul/Gemm with constant weights; others stay fp32)
-PRECISIONS = ("fp32", "fp16", "int16", "int8-per-token")
+# "int8" matters in weight-only mode with int4 weights only: that layer's weights get 8 bits
+PRECISIONS = ("fp32", "fp16", "int16", "int8-per-token", "int8")
 _LEGACY_PRECISION = {"exclude": "fp32", "int16_nodes": "int16", "fp16_nodes": "fp16"}  # the older list fields
 
 
@@ -296,6 +297,9 @@ class QuantConfig:
     min_sqnr: float | None = None
     metric: str | None = None
     min_score: float | None = None
+    # weight-only int4 of a decoder: per layer 4 bits, 8 bits or float, the smallest file whose
+    # perplexity on the calibration tokens is at most (1 + this) x fp32's (stages/decoder_bits.py)
+    max_ppl_increase: float | None = None
     # auto mode without a metric of the user's: outputs holding class scores keep their top-1 class
     # on at least this share of rows, estimated from margins (edgeq/auto/top1.py; 0: no such guard)
     min_top1: float = 0.995
@@ -339,9 +343,15 @@ class QuantConfig:
                 raise UsageError(f"block size must be a power of two from 16 (16, 32, 64, 128 ...), got {size}")
             if self.accuracy_level not in (None, 0, 1, 2, 3, 4):
                 raise UsageError(f"accuracy_level must be 0-4 (0: float compute, 4: int8), got {self.accuracy_level}")
+            if self.max_ppl_increase is not None and self.weights != "int4":
+                raise UsageError("--max-ppl-increase chooses between 4 and 8 bits per layer: use it with --weights int4")
         elif self.weights == "int4" or isinstance(self.granularity, PerBlock):
             raise UsageError(f"int4 and per-block weights are weight-only: use --mode weight-only (the default "
                                    f"with --weights int4), not --mode {self.mode}")
+        if self.max_ppl_increase is not None and self.mode != "weight-only":
+            raise UsageError("--max-ppl-increase is a target for weight-only decoders: use it with --weights int4")
+        if self.max_ppl_increase is not None and not 0 <= self.max_ppl_increase < 10:
+            raise UsageError(f"max_ppl_increase is a fraction (0.05 for 5%), got {self.max_ppl_increase}")
         if isinstance(self.granularity, PerToken):
             raise UsageError("per-token is a granularity of activations quantized at run time: pass it as "
                              "dynamic_granularity (--dynamic-granularity per-token); weights are per-channel or per-tensor")

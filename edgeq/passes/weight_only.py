@@ -20,6 +20,8 @@
 6. With calibration data (``hessians``: ``X^T X`` of each layer's input A), the codes are
    rounded by GPTQ on the same block grid (``passes.gptq.gptq_blocks``): each row of W rounded
    in turn, its error spread over the rows not yet rounded, so that ``A W`` moves least.
+7. ``eight_bit``: layers given 8 bits by name (``precision`` "int8"; the decoder search of
+   stages/decoder_bits.py picks them).
 5. Left float, with the reason: weights that are not constant 2-D float32, an input A of rank 1,
    K under 16 (MatMulNBits' smallest block), fewer than ``MIN_ELEMENTS`` weights (nothing to
    gain), layers the config keeps fp32.
@@ -68,11 +70,12 @@ class WeightOnlyPass(ir.passes.InPlacePass):
 
     def __init__(self, *, bits: int = 4, block: int = 32, symmetric: bool = False, weight_op: str = "matmulnbits",
                  accuracy_level: int = 0, head_bits: int = 8, keep: frozenset[str] = frozenset(),
-                 hessians: dict[str, np.ndarray] | None = None) -> None:
+                 hessians: dict[str, np.ndarray] | None = None, eight_bit: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.hessians = hessians or {}  # input A's name -> X^T X: GPTQ rounding on the block grid (6)
         self.bits, self.block, self.symmetric = bits, block, symmetric
         self.weight_op, self.accuracy_level, self.head_bits, self.keep = weight_op, accuracy_level, head_bits, keep
+        self.eight_bit = eight_bit  # node names whose weights get 8 bits where the rest get 4 (7)
         self.quantized: list[dict[str, Any]] = []
         self.float: list[dict[str, Any]] = []
 
@@ -128,6 +131,8 @@ class WeightOnlyPass(ir.passes.InPlacePass):
             add, bias = bias_add(node, weight.shape[1])
         last = add if add is not None else node
         bits = self.head_bits if self.head_bits != self.bits and _reaches_output(last.outputs[0]) else self.bits
+        if node.name in self.eight_bit:  # (7)
+            bits = max(bits, 8)
         q = quantize_blocks(weight, bits, _block_for(weight.shape[0], self.block), self.symmetric)
         hessian = self.hessians.get(node.inputs[0].name or "")
         rounding = "nearest"

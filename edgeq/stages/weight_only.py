@@ -34,7 +34,8 @@ def weight_only_pass(config: QuantConfig, hessians: dict | None = None) -> Any:
     block = config.granularity.size if isinstance(config.granularity, PerBlock) else 32
     return WeightOnlyPass(bits=bits, block=block, symmetric=config.symmetric, weight_op=config.weight_op,
                           accuracy_level=config.accuracy_level or 0, head_bits=8,
-                          keep=frozenset(config.precision.nodes("fp32")), hessians=hessians)
+                          keep=frozenset(config.precision.nodes("fp32")), hessians=hessians,
+                          eight_bit=frozenset(config.precision.nodes("int8")))
 
 
 def _embeddings(model: Any) -> int:
@@ -68,10 +69,83 @@ def _hessians(model: Any, data: Any, config: QuantConfig) -> dict:
     return gram_matrices(model, data, names, config.max_samples) if names else {}
 
 
+def _decoder_bits(model: Any, config: QuantConfig, prepared: Any, hessians: dict, progress: bool
+                  ) -> tuple[QuantConfig, dict, list]:
+    """The config with the per-layer bits that meet ``max_ppl_increase`` (stages/decoder_bits.py)."""
+    import onnx_ir as ir
+
+    from edgeq.calibrate.collect import progress_bar
+    from edgeq.errors import UsageError
+    from edgeq.runtime.generate import INPUTS, OUTPUTS
+    from edgeq.stages.decoder_bits import MAX_FEEDS, choose_bits
+
+    names = {v.name for v in model.graph.inputs}
+    if set(INPUTS) - names or OUTPUTS[0] not in {v.name for v in model.graph.outputs}:
+        raise UsageError(f"--max-ppl-increase scores next-token likelihood: it needs a decoder with inputs "
+                         f"{', '.join(INPUTS)} and output logits (edgeq export-llm writes one), not inputs "
+                         f"{', '.join(sorted(names))}")
+    if prepared.data is None:
+        raise UsageError("--max-ppl-increase needs token sequences to score: pass --calib (feeds of input_ids)")
+    try:
+        feeds = [f for _, f in itertools.islice(prepared.data.items(), MAX_FEEDS)]
+    except UsageError:
+        raise UsageError("--max-ppl-increase scores several candidates: give calibration data that can be read "
+                         "more than once (files or a list, not a one-shot iterator)") from None
+    base = ir.to_proto(model)
+
+    def build(eight: frozenset[str], fp32: frozenset[str]) -> tuple[bytes, list[dict]]:
+        candidate = ir.from_proto(base)
+        precision = config.precision.with_([*((n, "int8") for n in eight), *((n, "fp32") for n in fp32)])
+        wo = weight_only_pass(config.replace(precision=precision), hessians)
+        wo(candidate)
+        _embeddings(candidate)
+        return ir.to_proto(candidate).SerializeToString(), wo.quantized
+
+    with progress_bar(progress) as bar:
+        task = bar.add_task("per-layer bits", total=None)
+        eight, fp32, section = choose_bits(build, base.SerializeToString(), feeds, config.max_ppl_increase,
+                                           lambda text: bar.update(task, description=f"per-layer bits: {text}"))
+    precision = config.precision.with_([*((n, "int8") for n in eight), *((n, "fp32") for n in fp32)])
+    return config.replace(precision=precision), section, feeds
+
+
+def _finish_bits(model: Any, section: dict, feeds: list, fp32_model: bytes, note: str) -> str:
+    """Once the accuracy level is set: the returned model scored again (level 4, int8 compute, that
+    breaks the target goes back to 0) and its decode step timed against fp32's, so that every
+    figure in the report is the returned model's."""
+    import math
+
+    import onnx_ir as ir
+
+    from edgeq.stages.accuracy_level import _set_level
+    from edgeq.stages.decoder_bits import decode_ms, mean_nll
+
+    data = ir.to_proto(model).SerializeToString()
+    levels = {n.attributes["accuracy_level"].value for n in model.graph if n.op_type == "MatMulNBits"
+              and "accuracy_level" in n.attributes}
+    fp32_nll = section["fp32_nll"]
+    if not levels <= {0}:
+        nll = mean_nll(data, feeds)  # the sequences the choice was scored on
+        if nll - fp32_nll <= math.log1p(section["max_ppl_increase"]):
+            section.update(nll=nll, ppl=round(math.exp(nll), 5), ppl_ratio=round(math.exp(nll - fp32_nll), 5))
+        else:
+            _set_level(model, 0)
+            data = ir.to_proto(model).SerializeToString()
+            note = (note + "; " if note else "") + (
+                f"accuracy_level 0 kept after all: level 4 moved perplexity to {math.exp(nll - fp32_nll):.4f}x fp32, "
+                "past --max-ppl-increase")
+    times = decode_ms({"fp32": fp32_model, "quantized": data}, feeds[0])
+    section["decode_ms"] = {k: round(v, 4) for k, v in times.items()}
+    section["decode_speedup"] = round(times["fp32"] / times["quantized"], 3)
+    return note
+
+
 def quantize_weight_only(model: Any, config: QuantConfig, data: Any = None, *, eval_data: Any = None,
                          labels: Any = None, ranges: Any = None, progress: bool = True) -> QuantResult:
     """Handler of the ``weight-only`` row of the mode table (``data``: GPTQ rounding where given;
     ``ranges`` unused)."""
+    import onnx_ir as ir
+
     from edgeq.stages.check import check, check_min_sqnr
     from edgeq.stages.load import load, prepare
     from edgeq.stages.report import evaluate, plain_report
@@ -83,6 +157,10 @@ def quantize_weight_only(model: Any, config: QuantConfig, data: Any = None, *, e
     prepared = prepare(load(model, data, keep_fp32=eval_data is not None), config)
     model = prepared.model
     hessians = _hessians(model, prepared.data, config) if prepared.data is not None else {}
+    bits_section, bits_feeds, bits_fp32 = None, None, b""
+    if config.max_ppl_increase is not None:
+        bits_fp32 = ir.to_proto(model).SerializeToString()  # the prepared float graph, before any pass
+        config, bits_section, bits_feeds = _decoder_bits(model, config, prepared, hessians, progress)
     wo = weight_only_pass(config, hessians)
     wo(model)
     tables = _embeddings(model)
@@ -97,8 +175,10 @@ def quantize_weight_only(model: Any, config: QuantConfig, data: Any = None, *, e
         except UsageError:  # a one-shot iterator, already read for GPTQ
             feeds = None
         level_note = choose_accuracy_level(model, feeds)
+    if bits_section is not None:
+        level_note = _finish_bits(model, bits_section, bits_feeds, bits_fp32, level_note)
     notes = []
-    heads = [q["node"] for q in wo.quantized if q["bits"] != wo.bits]
+    heads = [q["node"] for q in wo.quantized if q["bits"] != wo.bits and q["node"] not in wo.eight_bit]
     if heads:
         notes.append(f"{', '.join(heads)} kept 8-bit weights: {'it feeds' if len(heads) == 1 else 'they feed'} a graph "
                      "output (a language model's head, a classifier's logits), which 4 bits move most")
@@ -116,6 +196,15 @@ def quantize_weight_only(model: Any, config: QuantConfig, data: Any = None, *, e
     report = plain_report(model, config, prepared, quantized_count=len(wo.quantized) + tables, quantized=wo.quantized,
                           left_float=wo.float)
     report["notes"] = notes
+    if bits_section is not None:
+        report["decoder_bits"] = bits_section
+        counts = f"{len(bits_section['eight_bit'])} layer(s) 8-bit, {len(bits_section['fp32'])} float"
+        notes.insert(0, f"per-layer bits to --max-ppl-increase {bits_section['max_ppl_increase']:.1%}: {counts}, "
+                        f"perplexity {bits_section['ppl']:.4g} vs fp32 {bits_section['fp32_ppl']:.4g} "
+                        f"({bits_section['ppl_ratio']:.4f}x) on {bits_section['tokens_scored']} calibration tokens"
+                        + ("" if bits_section["met"] else ": the target is NOT met even with every MatMul float")
+                        + f"; decode step {bits_section['decode_ms']['quantized']:.3g} ms vs fp32 "
+                          f"{bits_section['decode_ms']['fp32']:.3g} ms ({bits_section['decode_speedup']:.2f}x, 1 thread)")
     result = QuantResult(model=model, report=report, ranges=None, source=prepared.source)
     if eval_data is not None:
         evaluate(result, prepared.fp32, eval_data, labels)
