@@ -36,6 +36,7 @@ def quant_options(func):
         click.option("--granularity", default=None, help="Weights: per-channel (default) or per-tensor; weight-only mode: per-block:N (default per-block:32)."),
         click.option("--weights", "weights", type=click.Choice(["int8", "int4"]), default=None, help="Weight type (default int8); int4 is weight-only (--mode weight-only, the default with it)."),
         click.option("--weight-op", "weight_op", type=click.Choice(["matmulnbits", "dequantize"]), default=None, help="Weight-only mode: onnxruntime's MatMulNBits (default) or the standard blocked DequantizeLinear (opset 21, any runtime)."),
+        click.option("--max-ppl-increase", "max_ppl_increase", callback=lambda ctx, param, value: _fraction(value), default=None, metavar="PCT", help="With --weights int4 on a decoder (edgeq export-llm): per layer 4 bits, 8 bits or float, the smallest model whose perplexity on the --calib token sequences is within this of fp32's (e.g. 5% or 0.05)."),
         click.option("--accuracy-level", "accuracy_level", type=click.IntRange(0, 4), default=None, help="Weight-only mode, MatMulNBits: 0 float compute (exact), 4 int8 compute (faster on some CPUs; moves the outputs); default: both measured here, 4 kept where 10% faster and within 30 dB."),
         click.option("--activations", type=click.Choice(["uint8", "int8", "int16"]), default=None, help="Activation type (default uint8, asymmetric; int16: symmetric, with int8 weights)."),
         click.option("--symmetric", is_flag=True, default=None, help="Symmetric activation ranges."),
@@ -103,7 +104,20 @@ def _config_from(kw: dict[str, Any], calib: Any = None):
         time_budget_s=kw["time_budget_s"], recurrent=kw["recurrent"], dynamic_granularity=kw["dynamic_granularity"],
         channel_scales=kw["channel_scales"], float_weights=kw["float_weights"], reduce_range=kw["reduce_range"],
         weights=kw["weights"], weight_op=kw["weight_op"], accuracy_level=kw["accuracy_level"],
+        max_ppl_increase=kw["max_ppl_increase"],
     )
+
+
+def _fraction(value: str | None) -> float | None:
+    """'5%' or '0.05' -> 0.05 (a usage error otherwise)."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a percentage: write 5% or 0.05") from None
+    return number
 
 
 def _mode(kw: dict[str, Any]) -> str | None:

@@ -43,6 +43,22 @@ def _evaluation(ev: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _decoder_bits(d: dict) -> list[str]:
+    """The per-layer bits search of a decoder (stages/decoder_bits.py): target, answer, candidates."""
+    lines = ["", "## Per-layer bits (perplexity target)", "",
+             f"- target: perplexity within {d['max_ppl_increase']:.2%} of fp32 on {d['tokens_scored']} calibration "
+             f"tokens ({d['sequences']} sequences): {'met' if d['met'] else 'NOT met'}",
+             f"- answer: {d['chosen']}: perplexity {d['ppl']:.5g} vs fp32 {d['fp32_ppl']:.5g} ({d['ppl_ratio']:.4f}x); "
+             f"{len(d['eight_bit'])} layer(s) 8-bit, {len(d['fp32'])} float"]
+    if d.get("decode_ms"):
+        lines.append(f"- decode step: {d['decode_ms']['quantized']:.3g} ms vs fp32 {d['decode_ms']['fp32']:.3g} ms "
+                     f"({d['decode_speedup']:.2f}x, 1 thread)")
+    lines += [""] + _table(["candidate", "perplexity", "x fp32", "bytes"],
+                           [[c["name"], f"{c['ppl']:.5g}", f"{c['ppl_ratio']:.4f}", f"{c['bytes']:,}"]
+                            for c in d["candidates"]])
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     s = report["summary"]
     cfg = report["config"]
@@ -61,13 +77,17 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     if report.get("evaluation"):
         lines += _evaluation(report["evaluation"])
+    if report.get("decoder_bits"):
+        lines += _decoder_bits(report["decoder_bits"])
     lines += ["", "## Quantized nodes", ""]
     rows = []
     for e in report["quantized"]:
         acts = "; ".join(f"{k}: s={v['scale']:.3g} zp={v['zero_point']}" for k, v in e.get("activations", {}).items())
         w = e.get("weights")
         wtxt = f"{w['granularity']} s∈[{w['scale_min']:.3g}, {w['scale_max']:.3g}]" if w else ""
-        rows.append([e["node"], e["op"], e["role"], acts, wtxt])
+        if "bits" in e and "role" not in e:  # weight-only: blocked weights, float compute
+            wtxt = f"{e['bits']}-bit, blocks of {e['block_size']}, {e.get('rounding', 'nearest')}"
+        rows.append([e["node"], e["op"], e.get("role", "weight-only"), acts, wtxt])
     lines += _table(["node", "op", "role", "activations", "weights"], rows)
     lines += ["", "## Nodes left in float", ""]
     lines += _table(["node", "op", "reason"], [[e["node"], e["op"], e["reason"]] for e in report["float"]])
