@@ -8,7 +8,8 @@ the same architecture (d=768, 12 heads, 8 layers, 57M parameters, 229 MB fp32: l
 CPU caches, as real language models are) for decode speed only.
 
 Variants: edgeq weight-only int8 and int4 (blocks of 32; round to nearest, and GPTQ on 32
-calibration windows of the training text), edgeq dynamic int8 (int8 MatMuls, activations
+calibration windows of the training text; and per-layer 4/8 bits to a perplexity target on those
+windows, ``--max-ppl-increase``, judged here on the held-out text), edgeq dynamic int8 (int8 MatMuls, activations
 quantized at run time), onnxruntime's ``MatMulNBitsQuantizer`` (RTN, blocks of 32 and its default
 128; HQQ, 32) and ``quantize_dynamic``.
 
@@ -63,6 +64,10 @@ VARIANTS = {
     "edgeq int4 b32 (default: level measured)": lambda s, o: _edgeq(s, o, weights="int4"),
     "edgeq int4 b32 (level 0)": lambda s, o: _edgeq(s, o, weights="int4", accuracy_level=0),
     "edgeq int4 b32 GPTQ (level measured)": lambda s, o: _edgeq(s, o, data=CALIB.get(s), weights="int4"),
+    "edgeq int4 GPTQ, per-layer bits to 0.5% ppl": lambda s, o: _edgeq(s, o, data=CALIB.get(s), weights="int4",
+                                                                        max_ppl_increase=0.005),
+    "edgeq int4 GPTQ, per-layer bits to 0.2% ppl": lambda s, o: _edgeq(s, o, data=CALIB.get(s), weights="int4",
+                                                                        max_ppl_increase=0.002),
     "edgeq dynamic int8": lambda s, o: _edgeq(s, o, mode="dynamic"),
     "ORT RTN int4 b32": lambda s, o: _ort_nbits(s, o, 32),
     "ORT RTN int4 b32 (level 4)": lambda s, o: _ort_nbits(s, o, 32, accuracy_level=4),
@@ -179,7 +184,7 @@ def main() -> int:
     if args.large:
         big = os.path.join(args.workdir, "lm_large.fp32.onnx")
         _large(big)
-        fast = {k: v for k, v in VARIANTS.items() if "GPTQ" not in k and "HQQ" not in k}
+        fast = {k: v for k, v in VARIANTS.items() if "GPTQ" not in k and "HQQ" not in k}  # no text: nothing to calibrate
         rows += rows_for("random 57M", big, None, prompt, threads, args.workdir, fast)
     cmd = "python bench/llm.py" + (" --large" if args.large else "") + (
         f" --threads {args.threads}" if args.threads != "1,2" else "")
