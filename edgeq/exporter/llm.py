@@ -185,7 +185,7 @@ def export_llm(folder: str | os.PathLike, out: str | os.PathLike, *, opset: int 
 
     folder, out = os.fspath(folder), os.fspath(out)
     if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("torch") is None:
-        raise UsageError("export-llm needs torch and transformers: pip install 'edgeq[torch]' transformers")
+        raise UsageError("export-llm needs torch and transformers: pip install 'edgeq[llm]'")
     config, generation = _read_folder(folder)
     import torch
     import transformers

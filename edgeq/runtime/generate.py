@@ -93,7 +93,8 @@ class DecoderLM:
             try:
                 from tokenizers import Tokenizer
             except ImportError:
-                raise InputError("this model's tokenizer is a Hugging Face tokenizer.json: pip install tokenizers") from None
+                raise InputError("this model's tokenizer is a Hugging Face tokenizer.json: pip install tokenizers "
+                                 "(or 'edgeq[llm]')") from None
             if not self._tokenizer_json:
                 raise InputError("the model's metadata names tokenizer 'hf' but holds no edgeq.tokenizer_json: "
                                  "export it again with edgeq export-llm")
