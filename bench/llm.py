@@ -11,7 +11,7 @@ Variants: edgeq weight-only int8 and int4 (blocks of 32; round to nearest, and G
 calibration windows of the training text; and per-layer 4/8 bits to a perplexity target on those
 windows, ``--max-ppl-increase``, judged here on the held-out text), edgeq dynamic int8 (int8 MatMuls, activations
 quantized at run time), onnxruntime's ``MatMulNBitsQuantizer`` (RTN, blocks of 32 and its default
-128; HQQ, 32) and ``quantize_dynamic``.
+128; HQQ, 32; GPTQ, 32, on the same calibration windows) and ``quantize_dynamic``.
 
 Decode: tokens/s generating 64 tokens greedily after a 64-byte prompt with the KV cache, median
 of 3 runs; prefill: tokens/s of a 256-byte prompt, median of 3; perplexity: held-out text in
@@ -53,6 +53,25 @@ def _ort_nbits(src: str, out: str, block: int, algo: str = "rtn", accuracy_level
     q.model.save_model_to_file(out, False)
 
 
+def _ort_gptq(src: str, out: str, block: int) -> None:
+    """onnxruntime's GPTQ (its bundled Intel Neural Compressor code), fed the same calibration windows."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader
+    from onnxruntime.quantization.matmul_nbits_quantizer import GPTQWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter(CALIB[src])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    config = GPTQWeightOnlyQuantConfig(calibration_data_reader=Reader(), block_size=block)
+    q = MatMulNBitsQuantizer(onnx.load(src), block_size=block, is_symmetric=False, algo_config=config)
+    q.process()
+    q.model.save_model_to_file(out, False)
+
+
 def _ort_dynamic(src: str, out: str) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -73,6 +92,7 @@ VARIANTS = {
     "ORT RTN int4 b32 (level 4)": lambda s, o: _ort_nbits(s, o, 32, accuracy_level=4),
     "ORT RTN int4 b128": lambda s, o: _ort_nbits(s, o, 128),
     "ORT HQQ int4 b32": lambda s, o: _ort_nbits(s, o, 32, "hqq"),
+    "ORT GPTQ int4 b32": lambda s, o: _ort_gptq(s, o, 32),
     "ORT quantize_dynamic int8": _ort_dynamic,
 }
 
