@@ -4,8 +4,9 @@
   nodes): the Q and DQ around them often cost more than the int8 kernel saves.
 * ``gaps``: float compute nodes with int8 compute neighbours on both sides: quantizing them back
   (when fidelity allows) merges two int8 regions, so precision changes fewer times.
-* ``measure``: median latency of several models on one provider and thread count, runs
-  interleaved so that drift on a shared machine hits them alike.
+* ``measure`` (``edgeq.runtime.timing``, re-exported: the stages time with it too): median
+  latency of several models on one provider and thread count, runs interleaved so that drift on
+  a shared machine hits them alike.
 * ``measure_in_groups``: the same for many models, at most ``GROUP`` sessions alive at once, each
   group timed with the anchor (fp32) and scaled to it: timing MiniLM's 21 configurations and
   fp32 at once held 23 sessions and set auto's peak memory (1649 MB).
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,10 +23,11 @@ import numpy as np
 
 __all__ = ["islands", "gaps", "measure", "measure_in_groups", "precision_changes", "has_int8", "GROUP"]
 
+from edgeq.runtime.timing import BUDGET_S, measure
+
 logger = logging.getLogger(__name__)
 
 GROUP = 6  # sessions alive at once in ``measure_in_groups`` (the anchor included)
-BUDGET_S = 6.0  # seconds of timed runs for one set of models (``measure``; shared out by ``measure_in_groups``)
 
 
 def _compute_neighbours(plan: Any, node: Any, upstream: bool) -> list[Any]:
@@ -109,36 +110,6 @@ def _is_int8_op(op: str) -> bool:
     # QuantizeLinear/DequantizeLinear, DynamicQuantizeLinear/DynamicQuantizeMatMul/DynamicQuantizeLSTM,
     # QLinear*, QGemm/QAttention, MatMulInteger/ConvInteger, MatMulIntegerToFloat
     return ("Quantize" in op or op.startswith(("QLinear", "QGemm", "QAttention")) or "Integer" in op)
-
-
-def measure(models: Mapping[str, bytes], feed: Mapping[str, np.ndarray], *, provider: str = "cpu",
-            threads: int = 1, runs: int = 25, budget_s: float = BUDGET_S, min_s: float = 0.25) -> dict[str, float]:
-    """Median ms per run of each model (interleaved runs after 3 warm-up runs each; at least
-    ``runs``, more for fast models so that each gets about ``min_s`` of runs, within ``budget_s``:
-    25 runs of a 30-microsecond model are noise)."""
-    from edgeq.runtime.session import Session
-
-    sessions = {name: Session(data, providers=(provider,), threads=threads) for name, data in models.items()}
-    feed = dict(feed)
-    warm = time.perf_counter()
-    for sess in sessions.values():
-        for _ in range(3):
-            sess.run(feed, checked=True)
-    per_round = max((time.perf_counter() - warm) / 3, 1e-6)  # all models once
-    runs = int(min(max(runs, min_s * len(sessions) / per_round), 2000))
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    start = time.perf_counter()
-    for i in range(runs):
-        for name, sess in sessions.items():
-            t0 = time.perf_counter()
-            sess.run(feed, checked=True)  # the feed is already validated: no checks in the timed call
-            times[name].append((time.perf_counter() - t0) * 1e3)
-        if i >= 6 and time.perf_counter() - start > budget_s:
-            break
-    result = {name: statistics.median(t) for name, t in times.items()}
-    logger.info("latency (%s, %d thread(s)): %s", provider, threads,
-                ", ".join(f"{k} {v:.3f} ms" for k, v in result.items()))
-    return result
 
 
 def measure_in_groups(models: Mapping[str, Any], feed: Mapping[str, np.ndarray], *, anchor: str,

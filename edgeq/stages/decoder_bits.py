@@ -61,7 +61,7 @@ def mean_nll(model: bytes, feeds: list[dict[str, np.ndarray]]) -> float:
 
 def decode_ms(models: dict[str, bytes], prefill: dict[str, np.ndarray]) -> dict[str, float]:
     """Median ms of one decode step (1 token after DECODE_PAST cached ones), 1 thread, interleaved."""
-    from edgeq.auto.latency import measure
+    from edgeq.runtime.timing import measure
 
     key = prefill["past_key"]
     past = np.random.default_rng(0).standard_normal((key.shape[0], 1, key.shape[2], DECODE_PAST, key.shape[4]))
