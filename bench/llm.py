@@ -15,7 +15,8 @@ quantized at run time), onnxruntime's ``MatMulNBitsQuantizer`` (RTN, blocks of 3
 
 Decode: tokens/s generating 64 tokens greedily after a 64-byte prompt with the KV cache, median
 of 3 runs; prefill: tokens/s of a 256-byte prompt, median of 3; perplexity: held-out text in
-windows of the model's 256 positions.
+windows of the model's 256 positions; session memory: a fresh process builds the session and
+generates 8 tokens (``edgeq.runtime.decoder_bench``), its peak RSS from before the session.
 """
 
 from __future__ import annotations
@@ -132,6 +133,10 @@ def rows_for(label: str, src: str, text_tokens: list[int] | None, prompt: list[i
         row["bytes"] = os.path.getsize(out) + (os.path.getsize(out + ".data") if os.path.exists(out + ".data") else 0)
         if text_tokens is not None:
             row["ppl"] = DecoderLM(out).perplexity(text_tokens)
+        from edgeq.runtime.decoder_bench import measure_decoder_isolated
+
+        mem = measure_decoder_isolated(out, threads=1, prompt_tokens=64, new_tokens=8, runs=1)
+        row["session_s"], row["peak_mb"] = mem["session_s"], (mem["peak_rss_bytes"] or 0) / 2**20
         for t in threads:
             row[f"decode_{t}"], row[f"prefill_{t}"] = _speed(out, t, prompt)
         rows.append(row)
@@ -143,22 +148,24 @@ def render(rows: list[dict], threads: list[int], cmd: str) -> str:
     lines = ["```", cmd, "```", "",
              f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, onnxruntime CPU provider. "
              "Decode: tokens/s generating 64 tokens after a 64-byte prompt (KV cache), median of 3; prefill: tokens/s "
-             "of a 256-byte prompt; perplexity: held-out documentation topics, windows of the model's 256 positions. "
+             "of a 256-byte prompt; perplexity: held-out documentation topics, windows of the model's 256 positions; "
+             "session s / peak MB: a fresh process building the session (MatMulNBits prepacks then) and generating 8 "
+             "tokens, its peak resident memory from before the session (edgeq bench's decoder figures). "
              "Level: MatMulNBits' accuracy_level (0 float compute, 4 int8 compute).", ""]
     head = "| model | variant | file vs fp32 | perplexity (vs fp32) | " + " | ".join(
-        f"decode tok/s @{t} (vs fp32) | prefill tok/s @{t}" for t in threads) + " | quantize (s) |"
+        f"decode tok/s @{t} (vs fp32) | prefill tok/s @{t}" for t in threads) + " | session s / peak MB | quantize (s) |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     base = {r["model"]: r for r in rows if r["variant"] == "fp32"}
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['variant']} | failed: {r['error']} |" + " |" * (2 + 2 * len(threads)))
+            lines.append(f"| {r['model']} | {r['variant']} | failed: {r['error']} |" + " |" * (3 + 2 * len(threads)))
             continue
         b = base[r["model"]]
         ppl = f"{r['ppl']:.3f} ({r['ppl'] / b['ppl']:.3f}x)" if "ppl" in r else "-"
         speed = " | ".join(f"{r[f'decode_{t}']:.1f} ({r[f'decode_{t}'] / b[f'decode_{t}']:.2f}x) | {r[f'prefill_{t}']:.0f}"
                            for t in threads)
         lines.append(f"| {r['model']} | {r['variant']} | {r['bytes'] / b['bytes']:.3f} ({r['bytes'] / 1e6:.1f} MB) | "
-                     f"{ppl} | {speed} | {r.get('quantize_s', 0):.1f} |")
+                     f"{ppl} | {speed} | {r['session_s']:.2f} / {r['peak_mb']:.0f} | {r.get('quantize_s', 0):.1f} |")
     return "\n".join(lines) + "\n"
 
 
