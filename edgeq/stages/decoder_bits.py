@@ -16,7 +16,9 @@
 3. The ranking is measured once per layer; the prefix is found by binary search, so a model of
    n layers costs n + log2(n) + 2 builds and scorings. The answer is a measured candidate: the
    NLL reported is the one the returned model scored.
-4. A decoder whose target no choice meets (its embeddings int8 alone move it too far) gets every
+4. Candidates are built and scored in memory, one at a time: models whose float graph is over
+   MAX_BYTES (protobuf's 2 GB) are refused with the reason.
+5. A decoder whose target no choice meets (its embeddings int8 alone move it too far) gets every
    MatMul float and a note saying by how much it misses.
 """
 
@@ -36,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 MAX_FEEDS = 16  # calibration sequences scored per candidate
 DECODE_PAST = 64  # cached tokens in the timed decode step
+MAX_BYTES = (2 << 30) - (64 << 20)  # (4) a serialized float graph must stay under protobuf's 2 GB
 
 
 def mean_nll(model: bytes, feeds: list[dict[str, np.ndarray]]) -> float:
@@ -76,8 +79,7 @@ class _Scored:
     nll: float
     size: int
     eight: frozenset[str]
-    fp32: frozenset[str]
-    data: bytes = dataclasses.field(repr=False, default=b"")
+    fp32: frozenset[str]  # (the candidate's bytes are not kept: one at a time is alive)
 
 
 def choose_bits(build: Callable[[frozenset[str], frozenset[str]], tuple[bytes, list[dict]]], fp32_model: bytes,
@@ -93,14 +95,14 @@ def choose_bits(build: Callable[[frozenset[str], frozenset[str]], tuple[bytes, l
 
     def score(name: str, eight: frozenset[str], fp32: frozenset[str]) -> _Scored:
         data, _ = build(eight, fp32)
-        s = _Scored(name, mean_nll(data, feeds), len(data), eight, fp32, data)
+        s = _Scored(name, mean_nll(data, feeds), len(data), eight, fp32)
         trail.append(s)
         logger.info("decoder bits: %s: ppl %.4f (target %.4f), %d bytes", name, math.exp(s.nll), math.exp(target), s.size)
         return s
 
     say("int4 everywhere")
     data, quantized = build(frozenset(), frozenset())
-    all4 = _Scored("int4 everywhere", mean_nll(data, feeds), len(data), frozenset(), frozenset(), data)
+    all4 = _Scored("int4 everywhere", mean_nll(data, feeds), len(data), frozenset(), frozenset())
     trail.append(all4)
     four = [q for q in quantized if q["bits"] == 4]
     chosen = all4

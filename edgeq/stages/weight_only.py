@@ -70,14 +70,15 @@ def _hessians(model: Any, data: Any, config: QuantConfig) -> dict:
 
 
 def _decoder_bits(model: Any, config: QuantConfig, prepared: Any, hessians: dict, progress: bool
-                  ) -> tuple[QuantConfig, dict, list]:
-    """The config with the per-layer bits that meet ``max_ppl_increase`` (stages/decoder_bits.py)."""
+                  ) -> tuple[QuantConfig, dict, list, bytes]:
+    """The config with the per-layer bits that meet ``max_ppl_increase`` (stages/decoder_bits.py),
+    the report's section, the sequences scored and the prepared float graph's bytes."""
     import onnx_ir as ir
 
     from edgeq.calibrate.collect import progress_bar
     from edgeq.errors import UsageError
     from edgeq.runtime.generate import INPUTS, OUTPUTS
-    from edgeq.stages.decoder_bits import MAX_FEEDS, choose_bits
+    from edgeq.stages.decoder_bits import MAX_BYTES, MAX_FEEDS, choose_bits
 
     names = {v.name for v in model.graph.inputs}
     if set(INPUTS) - names or OUTPUTS[0] not in {v.name for v in model.graph.outputs}:
@@ -91,7 +92,12 @@ def _decoder_bits(model: Any, config: QuantConfig, prepared: Any, hessians: dict
     except UsageError:
         raise UsageError("--max-ppl-increase scores several candidates: give calibration data that can be read "
                          "more than once (files or a list, not a one-shot iterator)") from None
+    size = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    if size > MAX_BYTES:
+        raise UsageError(f"--max-ppl-increase builds each candidate in memory, and this model's {size / 2**30:.1f} GiB "
+                         "of weights pass protobuf's 2 GB: quantize it with --weights int4 alone")
     base = ir.to_proto(model)
+    fp32_bytes = base.SerializeToString()
 
     def build(eight: frozenset[str], fp32: frozenset[str]) -> tuple[bytes, list[dict]]:
         candidate = ir.from_proto(base)
@@ -103,10 +109,10 @@ def _decoder_bits(model: Any, config: QuantConfig, prepared: Any, hessians: dict
 
     with progress_bar(progress) as bar:
         task = bar.add_task("per-layer bits", total=None)
-        eight, fp32, section = choose_bits(build, base.SerializeToString(), feeds, config.max_ppl_increase,
+        eight, fp32, section = choose_bits(build, fp32_bytes, feeds, config.max_ppl_increase,
                                            lambda text: bar.update(task, description=f"per-layer bits: {text}"))
     precision = config.precision.with_([*((n, "int8") for n in eight), *((n, "fp32") for n in fp32)])
-    return config.replace(precision=precision), section, feeds
+    return config.replace(precision=precision), section, feeds, fp32_bytes
 
 
 def _finish_bits(model: Any, section: dict, feeds: list, fp32_model: bytes, note: str) -> str:
@@ -144,7 +150,6 @@ def quantize_weight_only(model: Any, config: QuantConfig, data: Any = None, *, e
                          labels: Any = None, ranges: Any = None, progress: bool = True) -> QuantResult:
     """Handler of the ``weight-only`` row of the mode table (``data``: GPTQ rounding where given;
     ``ranges`` unused)."""
-    import onnx_ir as ir
 
     from edgeq.stages.check import check, check_min_sqnr
     from edgeq.stages.load import load, prepare
@@ -159,8 +164,7 @@ def quantize_weight_only(model: Any, config: QuantConfig, data: Any = None, *, e
     hessians = _hessians(model, prepared.data, config) if prepared.data is not None else {}
     bits_section, bits_feeds, bits_fp32 = None, None, b""
     if config.max_ppl_increase is not None:
-        bits_fp32 = ir.to_proto(model).SerializeToString()  # the prepared float graph, before any pass
-        config, bits_section, bits_feeds = _decoder_bits(model, config, prepared, hessians, progress)
+        config, bits_section, bits_feeds, bits_fp32 = _decoder_bits(model, config, prepared, hessians, progress)
     wo = weight_only_pass(config, hessians)
     wo(model)
     tables = _embeddings(model)
