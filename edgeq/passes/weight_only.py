@@ -22,6 +22,9 @@
    in turn, its error spread over the rows not yet rounded, so that ``A W`` moves least.
 7. ``eight_bit``: layers given 8 bits by name (``precision`` "int8"; the decoder search of
    stages/decoder_bits.py picks them).
+8. ``codes``: a dict shared by passes over copies of one graph (the decoder search builds a
+   candidate per scoring) keeps each layer's codes per bit width, so a layer is rounded (GPTQ
+   included) once per width, not once per candidate; the codes are the same either way.
 5. Left float, with the reason: weights that are not constant 2-D float32, an input A of rank 1,
    K under 16 (MatMulNBits' smallest block), fewer than ``MIN_ELEMENTS`` weights (nothing to
    gain), layers the config keeps fp32.
@@ -70,12 +73,14 @@ class WeightOnlyPass(ir.passes.InPlacePass):
 
     def __init__(self, *, bits: int = 4, block: int = 32, symmetric: bool = False, weight_op: str = "matmulnbits",
                  accuracy_level: int = 0, head_bits: int = 8, keep: frozenset[str] = frozenset(),
-                 hessians: dict[str, np.ndarray] | None = None, eight_bit: frozenset[str] = frozenset()) -> None:
+                 hessians: dict[str, np.ndarray] | None = None, eight_bit: frozenset[str] = frozenset(),
+                 codes: dict[tuple[str, int], tuple[BlockQuantized, str]] | None = None) -> None:
         super().__init__()
         self.hessians = hessians or {}  # input A's name -> X^T X: GPTQ rounding on the block grid (6)
         self.bits, self.block, self.symmetric = bits, block, symmetric
         self.weight_op, self.accuracy_level, self.head_bits, self.keep = weight_op, accuracy_level, head_bits, keep
         self.eight_bit = eight_bit  # node names whose weights get 8 bits where the rest get 4 (7)
+        self.codes = codes  # (node name, bits) -> (codes, rounding): shared by passes over copies of one graph (8)
         self.quantized: list[dict[str, Any]] = []
         self.float: list[dict[str, Any]] = []
 
@@ -133,13 +138,19 @@ class WeightOnlyPass(ir.passes.InPlacePass):
         bits = self.head_bits if self.head_bits != self.bits and _reaches_output(last.outputs[0]) else self.bits
         if node.name in self.eight_bit:  # (7)
             bits = max(bits, 8)
-        q = quantize_blocks(weight, bits, _block_for(weight.shape[0], self.block), self.symmetric)
-        hessian = self.hessians.get(node.inputs[0].name or "")
-        rounding = "nearest"
-        if hessian is not None and hessian.shape == (weight.shape[0],) * 2:  # (6)
-            from edgeq.passes.gptq import gptq_blocks
+        key = (node.name, bits)
+        if self.codes is not None and key in self.codes:  # (8)
+            q, rounding = self.codes[key]
+        else:
+            q = quantize_blocks(weight, bits, _block_for(weight.shape[0], self.block), self.symmetric)
+            hessian = self.hessians.get(node.inputs[0].name or "")
+            rounding = "nearest"
+            if hessian is not None and hessian.shape == (weight.shape[0],) * 2:  # (6)
+                from edgeq.passes.gptq import gptq_blocks
 
-            q, rounding = gptq_blocks(weight, q, hessian), "GPTQ"
+                q, rounding = gptq_blocks(weight, q, hessian), "GPTQ"
+            if self.codes is not None and node.name:
+                self.codes[key] = (q, rounding)
         base = fresh_base(graph, node_label(node))
         if self.weight_op == "matmulnbits":
             new = self._matmulnbits(graph, node, q, bias, base)

@@ -25,8 +25,9 @@ __all__ = ["quantize_weight_only", "weight_only_pass"]
 DQ_OPSET = 21  # DequantizeLinear with block_size and int4 types
 
 
-def weight_only_pass(config: QuantConfig, hessians: dict | None = None) -> Any:
-    """The ``WeightOnlyPass`` the config asks for (``hessians``: GPTQ rounding, from data)."""
+def weight_only_pass(config: QuantConfig, hessians: dict | None = None, codes: dict | None = None) -> Any:
+    """The ``WeightOnlyPass`` the config asks for (``hessians``: GPTQ rounding, from data;
+    ``codes``: rounded layers shared between passes over copies of one graph)."""
     from edgeq.config import PerBlock
     from edgeq.passes.weight_only import WeightOnlyPass
 
@@ -35,7 +36,7 @@ def weight_only_pass(config: QuantConfig, hessians: dict | None = None) -> Any:
     return WeightOnlyPass(bits=bits, block=block, symmetric=config.symmetric, weight_op=config.weight_op,
                           accuracy_level=config.accuracy_level or 0, head_bits=8,
                           keep=frozenset(config.precision.nodes("fp32")), hessians=hessians,
-                          eight_bit=frozenset(config.precision.nodes("int8")))
+                          eight_bit=frozenset(config.precision.nodes("int8")), codes=codes)
 
 
 def _embeddings(model: Any) -> int:
@@ -98,11 +99,12 @@ def _decoder_bits(model: Any, config: QuantConfig, prepared: Any, hessians: dict
                          "of weights pass protobuf's 2 GB: quantize it with --weights int4 alone")
     base = ir.to_proto(model)
     fp32_bytes = base.SerializeToString()
+    codes: dict = {}  # each layer rounded once per bit width, whatever the candidate
 
     def build(eight: frozenset[str], fp32: frozenset[str]) -> tuple[bytes, list[dict]]:
         candidate = ir.from_proto(base)
         precision = config.precision.with_([*((n, "int8") for n in eight), *((n, "fp32") for n in fp32)])
-        wo = weight_only_pass(config.replace(precision=precision), hessians)
+        wo = weight_only_pass(config.replace(precision=precision), hessians, codes)
         wo(candidate)
         _embeddings(candidate)
         return ir.to_proto(candidate).SerializeToString(), wo.quantized
