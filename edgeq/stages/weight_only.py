@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["quantize_weight_only", "weight_only_pass"]
 
 DQ_OPSET = 21  # DequantizeLinear with block_size and int4 types
+SLOWER = 0.97  # a decode step under this x fp32's speed (3% timing noise) is reported as slower
 
 
 def weight_only_pass(config: QuantConfig, hessians: dict | None = None, codes: dict | None = None) -> Any:
@@ -145,6 +146,11 @@ def _finish_bits(model: Any, section: dict, feeds: list, fp32_model: bytes, note
     times = decode_ms({"fp32": fp32_model, "quantized": data}, feeds[0])
     section["decode_ms"] = {k: round(v, 4) for k, v in times.items()}
     section["decode_speedup"] = round(times["fp32"] / times["quantized"], 3)
+    if section["decode_speedup"] < SLOWER:  # smaller, but slower here: say so, and what to try
+        note = (note + "; " if note else "") + (
+            f"the answer's decode step is {section['decode_speedup']:.2f}x fp32's speed on this CPU (1 thread): "
+            "smaller, not faster here; MatMulNBits' int8 compute (--accuracy-level 4) is what makes int4 fast on "
+            "CPUs with int8 dot products")
     return note
 
 

@@ -189,3 +189,17 @@ def test_max_ppl_increase_usage_errors(lm_path, tmp_path, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and "needs token sequences" in err
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_a_per_layer_answer_slower_than_fp32_says_so(lm_path, monkeypatch):
+    """The decode step is timed against fp32's; where the answer is slower (timing replaced here,
+    so that the test does not depend on this CPU), the report says so and what to try."""
+    import edgeq
+    from edgeq.stages import decoder_bits
+    from edgeq.zoo import get
+
+    monkeypatch.setattr(decoder_bits, "decode_ms", lambda models, feed: {"fp32": 1.0, "quantized": 2.0})
+    config = edgeq.QuantConfig(mode="weight-only", weights="int4", max_ppl_increase=0.05, accuracy_level=0)
+    report = edgeq.quantize(lm_path, config, get("tiny_lm").calibration_data(4), progress=False).report
+    assert report["decoder_bits"]["decode_speedup"] == 0.5 and report["decoder_bits"]["met"]
+    assert any("decode step is 0.50x fp32's speed" in n and "--accuracy-level 4" in n for n in report["notes"])
