@@ -13,10 +13,8 @@ model's p50 with the first model's in the same configuration.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -24,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeq import errors
-from edgeq.errors import EdgeqError, UsageError
+from edgeq.errors import UsageError
 
 __all__ = ["BenchResult", "bench", "measure", "make_feed", "file_bytes", "bench_report"]
 
@@ -245,28 +242,11 @@ def measure(
 
 
 def _measure_isolated(spec: dict[str, Any], timeout: float) -> BenchResult:
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "edgeq.runtime._bench_worker"],
-            input=json.dumps(spec),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        raise EdgeqError(
-            f"benchmark of {spec['model']} ({spec['provider']}, threads={spec['threads']}, batch={spec['batch']}) "
-            f"took over {timeout:.0f} s: use fewer --iters or a smaller --seconds"
-        ) from None
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise EdgeqError(f"benchmark of {spec['model']} crashed (exit {proc.returncode}): {tail}")
-    payload = json.loads(lines[-1])
-    if "error" in payload:
-        cls = getattr(errors, payload["error"]["type"], EdgeqError)
-        raise cls(payload["error"]["message"])
-    return BenchResult.from_dict(payload["result"])
+    from edgeq.runtime.isolated import run_isolated
+
+    what = (f"benchmark of {spec['model']} ({spec['provider']}, threads={spec['threads']}, batch={spec['batch']})")
+    return BenchResult.from_dict(run_isolated("edgeq.runtime._bench_worker", spec, timeout, what=what,
+                                              fix="use fewer --iters or a smaller --seconds"))
 
 
 def bench(

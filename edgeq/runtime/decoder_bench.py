@@ -17,9 +17,7 @@ vocabulary of at least 128 has.
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
@@ -66,36 +64,16 @@ def measure_decoder(model: str, threads: int = 1, prompt_tokens: int = 64, new_t
 
 def measure_decoder_isolated(model: str, timeout: float = 600.0, **kwargs: Any) -> dict[str, Any]:
     """``measure_decoder`` in a fresh process (its peak memory is this model's alone)."""
-    from edgeq import errors
-    from edgeq.errors import EdgeqError
+    from edgeq.runtime.isolated import run_isolated
 
-    spec = {"model": model, **kwargs}
-    try:
-        proc = subprocess.run([sys.executable, "-m", "edgeq.runtime.decoder_bench"], input=json.dumps(spec),
-                              capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise EdgeqError(f"decoder benchmark of {model} took over {timeout:.0f} s: use fewer --new-tokens") from None
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise EdgeqError(f"decoder benchmark of {model} crashed (exit {proc.returncode}): {tail}")
-    payload = json.loads(lines[-1])
-    if "error" in payload:
-        raise getattr(errors, payload["error"]["type"], EdgeqError)(payload["error"]["message"])
-    return payload["result"]
+    return run_isolated("edgeq.runtime.decoder_bench", {"model": model, **kwargs}, timeout,
+                        what=f"decoder benchmark of {model}", fix="use fewer --new-tokens")
 
 
 def _main() -> int:
-    from edgeq.errors import EdgeqError
+    from edgeq.runtime.isolated import serve
 
-    spec = json.loads(sys.stdin.read())
-    try:
-        result = measure_decoder(**spec)
-    except EdgeqError as e:
-        print(json.dumps({"error": {"type": type(e).__name__, "message": str(e)}}))
-        return 1
-    print(json.dumps({"result": result}))
-    return 0
+    return serve(lambda spec: measure_decoder(**spec))
 
 
 if __name__ == "__main__":
