@@ -26,7 +26,7 @@ import numpy as np
 
 from edgeq.errors import InputError
 
-__all__ = ["DecoderLM", "DecodeTimes", "TextStream"]
+__all__ = ["DecoderLM", "DecodeTimes", "TextStream", "log_softmax"]
 
 INPUTS = ("input_ids", "past_key", "past_value")
 OUTPUTS = ("logits", "present_key", "present_value")
@@ -164,7 +164,7 @@ class DecoderLM:
             if len(chunk) < 2:
                 break
             logits, _ = self.step(chunk[None, :-1])
-            logp = _log_softmax(logits[0].astype(np.float64))
+            logp = log_softmax(logits[0].astype(np.float64))
             total -= float(logp[np.arange(len(chunk) - 1), chunk[1:]].sum())
             count += len(chunk) - 1
         return float(np.exp(total / count))
@@ -191,7 +191,7 @@ class TextStream:
         return new
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
+def log_softmax(x: np.ndarray) -> np.ndarray:
     x = x - x.max(axis=-1, keepdims=True)
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 

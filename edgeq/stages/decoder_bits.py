@@ -43,15 +43,14 @@ MAX_BYTES = (2 << 30) - (64 << 20)  # (4) a serialized float graph must stay und
 
 def mean_nll(model: bytes, feeds: list[dict[str, np.ndarray]]) -> float:
     """Mean next-token NLL (nats per token) of the decoder ``model`` over ``feeds`` (prefills)."""
+    from edgeq.runtime.generate import log_softmax
     from edgeq.runtime.session import Session
 
     session = Session(model, providers=("cpu",), threads=None)
     total, count = 0.0, 0
     for feed in feeds:
         ids = feed["input_ids"]
-        logits = session.run(feed, checked=True)["logits"].astype(np.float64)
-        logits -= logits.max(axis=-1, keepdims=True)
-        logp = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+        logp = log_softmax(session.run(feed, checked=True)["logits"].astype(np.float64))
         rows, cols = np.meshgrid(np.arange(ids.shape[0]), np.arange(ids.shape[1] - 1), indexing="ij")
         total -= float(logp[rows, cols, ids[:, 1:]].sum())
         count += ids.shape[0] * (ids.shape[1] - 1)

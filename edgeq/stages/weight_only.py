@@ -102,10 +102,13 @@ def _decoder_bits(model: Any, config: QuantConfig, prepared: Any, hessians: dict
     fp32_bytes = base.SerializeToString()
     codes: dict = {}  # each layer rounded once per bit width, whatever the candidate
 
+    def with_bits(eight: frozenset[str], fp32: frozenset[str]) -> QuantConfig:
+        return config.replace(precision=config.precision.with_([*((n, "int8") for n in eight),
+                                                                *((n, "fp32") for n in fp32)]))
+
     def build(eight: frozenset[str], fp32: frozenset[str]) -> tuple[bytes, list[dict]]:
         candidate = ir.from_proto(base)
-        precision = config.precision.with_([*((n, "int8") for n in eight), *((n, "fp32") for n in fp32)])
-        wo = weight_only_pass(config.replace(precision=precision), hessians, codes)
+        wo = weight_only_pass(with_bits(eight, fp32), hessians, codes)
         wo(candidate)
         _embeddings(candidate)
         return ir.to_proto(candidate).SerializeToString(), wo.quantized
@@ -114,8 +117,7 @@ def _decoder_bits(model: Any, config: QuantConfig, prepared: Any, hessians: dict
         task = bar.add_task("per-layer bits", total=None)
         eight, fp32, section = choose_bits(build, fp32_bytes, feeds, config.max_ppl_increase,
                                            lambda text: bar.update(task, description=f"per-layer bits: {text}"))
-    precision = config.precision.with_([*((n, "int8") for n in eight), *((n, "fp32") for n in fp32)])
-    return config.replace(precision=precision), section, feeds, fp32_bytes
+    return with_bits(eight, fp32), section, feeds, fp32_bytes
 
 
 def _finish_bits(model: Any, section: dict, feeds: list, fp32_model: bytes, note: str) -> str:
