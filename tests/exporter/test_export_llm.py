@@ -140,22 +140,24 @@ def test_generation_stops_at_eos(qwen2):
 
 
 # -- bad folders: one line, exit 2, nothing written -------------------------------------------------
-def test_bad_folders(tmp_path):
-    with pytest.raises(UsageError, match="is not a folder"):
-        export_llm(str(tmp_path / "missing"), str(tmp_path / "a.onnx"))
-    (tmp_path / "bert").mkdir()
-    (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert"}')
-    with pytest.raises(UsageError, match="architecture 'bert' is not supported.*Llama"):
-        export_llm(str(tmp_path / "bert"), str(tmp_path / "a.onnx"))
-    (tmp_path / "pickled").mkdir()
-    (tmp_path / "pickled" / "config.json").write_text('{"model_type": "llama"}')
-    (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(b"not loaded")
-    with pytest.raises(UsageError, match="pickled weights are not loaded.*safetensors"):
-        export_llm(str(tmp_path / "pickled"), str(tmp_path / "a.onnx"))
-    (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "config.json").write_text('{"model_type": ')
-    with pytest.raises(UsageError, match="not readable JSON"):
-        export_llm(str(tmp_path / "broken"), str(tmp_path / "a.onnx"))
+BAD_FOLDERS = {  # folder: (its files, the error's pattern)
+    "missing": (None, "is not a folder"),
+    "bert": ({"config.json": '{"model_type": "bert"}'}, "architecture 'bert' is not supported.*Llama"),
+    "pickled": ({"config.json": '{"model_type": "llama"}', "pytorch_model.bin": "not loaded"},
+                "pickled weights are not loaded.*safetensors"),
+    "broken": ({"config.json": '{"model_type": '}, "not readable JSON"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_FOLDERS)
+def test_bad_folders(tmp_path, name):
+    files, pattern = BAD_FOLDERS[name]
+    if files is not None:
+        (tmp_path / name).mkdir()
+        for file, text in files.items():
+            (tmp_path / name / file).write_text(text)
+    with pytest.raises(UsageError, match=pattern):
+        export_llm(str(tmp_path / name), str(tmp_path / "a.onnx"))
     assert not (tmp_path / "a.onnx").exists()
 
 
