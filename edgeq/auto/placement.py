@@ -88,6 +88,7 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
     for i, c in enumerate(search.tried):
         c.latency_ms = times[f"{i}"]
     baseline = "original" if "original" in times and times["original"] < times["fp32"] else "fp32"
+    search.prepared_ms = times["fp32"]  # the scale a later timing (the gate's second search) is put on
     search.given_ms = times.get("original")
     search.fp32_original = original if baseline == "original" else None  # the float answer, if it comes to that
     fp32_ms = search.fp32_ms = times[baseline]

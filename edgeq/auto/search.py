@@ -41,7 +41,7 @@ from typing import Any
 
 from edgeq.auto.calib import METHODS, calibrate_once
 from edgeq.auto.latency import precision_changes
-from edgeq.auto.state import SQNR_MARGIN_DB, Config, Search
+from edgeq.auto.state import SQNR_MARGIN_DB, Config, Ranking, Search
 from edgeq.config import QuantConfig
 from edgeq.errors import UsageError
 from edgeq.graph import all_nodes
@@ -181,7 +181,7 @@ def auto_quantize(
                                                                        rungs, provider, threads, largest)
         from edgeq.auto.gate import final_gate
 
-        chosen, verdict, gate = final_gate(search, chosen, verdict, drawn, float_model)
+        chosen, verdict, gate = final_gate(search, chosen, verdict, drawn, float_model, _again_for(search))
         dropped = {k: v for k, v in dropped.items() if k in chosen.exclude and not verdict.startswith("fp32")}
     if search.cut:
         notes.append(f"time budget ({config.time_budget_s:.0f} s) spent: cut short: {'; '.join(search.cut)}")
@@ -209,6 +209,7 @@ def _search(search: Search, best: Config, cal: Any, float_model: Any, loaded: An
             rungs: tuple[str, ...], provider: str, threads: int, largest: dict) -> tuple:
     """Steps 1-4 after the uniform build: (chosen, verdict, dropped, repairs, fallback, cal)."""
     bench = search.bench
+    search.timing = (largest, provider, threads)
     best = _refine_methods(search, float_model, cal, best, _roots(bench, ()))
     repairs, best, cal = _repair(search, best, cal, config)
     bench.model = best.model
@@ -220,6 +221,7 @@ def _search(search: Search, best: Config, cal: Any, float_model: Any, loaded: An
     if not search.meets(best):
         best = _gptq(search, best, cal, repairs)
         bench.model = best.model
+    search.before_fallback = (best, cal, rungs)
     if not search.meets(best):
         best, fallback = _fallback(search, best, cal, rungs)
     if "fp16" in rungs and (FP16_AFTER_FALLBACK or not fallback):  # else the ladder never tries fp16
@@ -228,6 +230,21 @@ def _search(search: Search, best: Config, cal: Any, float_model: Any, loaded: An
 
     chosen, verdict, dropped = place(search, best, cal, float_model, provider, threads, largest, original=loaded)
     return chosen, verdict, dropped, repairs, fallback, cal
+
+
+def _again_for(search: Search) -> Any:
+    """The gate's second search (``retarget.py``) bound to this search: the fallback again, from
+    its ranking where it ran (else the whole fallback, from where it would have started)."""
+    from edgeq.auto.retarget import retarget
+
+    def again() -> None:
+        ranking = search.ranking
+        if ranking is not None:
+            _from_ranking(search, ranking.best, ranking.cal, ranking.ranked, ranking.noise, ranking.rungs)
+        elif search.before_fallback is not None:
+            _fallback(search, *search.before_fallback)
+
+    return lambda gap, target, fp32: retarget(search, gap, target, fp32, again)
 
 
 def _own_reasons(report: dict[str, Any], config: QuantConfig) -> None:
@@ -427,6 +444,17 @@ def _fallback(search: Search, best: Config, cal: Any, rungs: tuple[str, ...] = (
                                  best.exclude + (name,), record=False, bias=best.bias)
             noise[name] = max(full - _noise(trial.score.min_sqnr), 0.0)
     ranked = sorted(units, key=lambda n: -noise[n])
+    search.ranking = Ranking(best, cal, ranked, noise, rungs)  # the gate's retarget reuses it (retarget.py)
+    return _from_ranking(search, best, cal, ranked, noise, rungs, only_db)
+
+
+def _from_ranking(search: Search, best: Config, cal: Any, ranked: list[str], noise: dict[str, float],
+                  rungs: tuple[str, ...], only_db: dict[str, float] | None = None
+                  ) -> tuple[Config, dict[str, dict[str, Any]]]:
+    """The rest of ``_fallback`` once units are ranked: the ladder precisions and fp32 for the
+    smallest ranked prefix that meets the target, then float units back to int8 and up the ladder,
+    most fp32 time saved per unit of noise first (``unit_time.py``)."""
+    only_db = only_db or {}
     for rung in rungs:  # the ladder precisions for the ranked prefix, before fp32
         if search.over_budget("precision ladder"):
             break
@@ -436,12 +464,24 @@ def _fallback(search: Search, best: Config, cal: Any, rungs: tuple[str, ...] = (
     if found is None:
         return best, {}
     tried: dict[str, dict[str, Any]] = {}
-    found = _requantize(search, found, cal, [n for n in reversed(ranked) if n in found.exclude], tried)
-    _ladder(search, found, cal, order=[n for n in reversed(ranked) if n in found.exclude], rungs=rungs, tried=tried)
+    found = _requantize(search, found, cal, _back_order(search, ranked, noise, found.exclude), tried)
+    _ladder(search, found, cal, order=_back_order(search, ranked, noise, found.exclude), rungs=rungs, tried=tried)
     why = {name: {"rank": i + 1, "of": len(ranked), "only_int8_sqnr_db": _db(only_db[name]) if name in only_db else None,
                   "tried_db": tried.get(name, {})}
            for i, name in enumerate(ranked)}
     return found, why
+
+
+def _back_order(search: Search, ranked: list[str], noise: dict[str, float], exclude: tuple[str, ...]) -> list[str]:
+    """The float units of ``exclude`` in the order they are tried back in int8 (and up the
+    ladder): most fp32 time per unit of noise first (``unit_time.py``: the knapsack's greedy
+    order); without times, least sensitive first. Ties (no time measured) keep that order."""
+    least_first = [n for n in reversed(ranked) if n in exclude]
+    ms = search.unit_ms()
+    if not ms:
+        return least_first
+    floor = min((v for v in noise.values() if v > 0), default=1e-12) * 1e-3  # a unit with no measured noise
+    return sorted(least_first, key=lambda n: -ms.get(n, 0.0) / max(noise.get(n, 0.0), floor))
 
 
 def _prefix(search: Search, best: Config, cal: Any, ranked: list[str], rung: str) -> Config | None:
@@ -472,7 +512,8 @@ def _prefix(search: Search, best: Config, cal: Any, ranked: list[str], rung: str
 def _requantize(search: Search, found: Config, cal: Any, order: list[str],
                 tried: dict[str, dict[str, Any]] | None = None) -> Config:
     """Quantize float units back one at a time while the target holds: first those in gaps
-    between int8 regions (fewer precision changes), then the least sensitive. The ranking is an
+    between int8 regions (fewer precision changes), then the rest, in ``order`` (``_back_order``:
+    most fp32 time saved per unit of noise first). The ranking is an
     estimate (noise does not add exactly); this pass corrects it with measurements."""
     from edgeq.auto.latency import gaps
 
@@ -490,7 +531,7 @@ def _requantize(search: Search, found: Config, cal: Any, order: list[str],
         if search.meets(trial):
             current = trial
     if current is not found:
-        current.name = f"int8, {len(current.exclude)} float (gaps merged, least sensitive re-quantized)"
+        current.name = f"int8, {len(current.exclude)} float (gaps merged, {'re-quantized by time saved per noise' if search.unit_ms() else 'least sensitive re-quantized'})"
         search.tried.append(current)
     return current
 
@@ -498,7 +539,7 @@ def _requantize(search: Search, found: Config, cal: Any, order: list[str],
 def _ladder(search: Search, found: Config, cal: Any, *, order: list[str], rungs: tuple[str, ...],
             tried: dict[str, dict[str, Any]]) -> Config:
     """From ``found`` (meets the target), give each fp32 unit the first ladder precision that
-    keeps the target, least sensitive first; recorded as one more configuration beside
+    keeps the target, in ``order`` (``_back_order``); recorded as one more configuration beside
     ``found``, so that timing decides between them."""
     current, matmuls = found, search.matmul_units() if PER_TOKEN in rungs else frozenset()
     for name in [n for n in order if n in found.exclude][:MAX_LADDER]:

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-__all__ = ["Config", "Search"]
+__all__ = ["Config", "Ranking", "Search"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,18 @@ class Config:
     per_token: tuple[str, ...] = ()  # MatMul/Gemm units with per-token dynamic activations (passes/per_token.py)
 
 
+@dataclasses.dataclass
+class Ranking:
+    """What the fallback ranked (``search._fallback``): the configuration it started from, its
+    ranges, the units most sensitive first, the output noise each adds, the ladder's precisions."""
+
+    best: Config
+    cal: Any
+    ranked: list[str]
+    noise: dict[str, float]
+    rungs: tuple[str, ...]
+
+
 class Search:
     def __init__(self, bench: Any, source: Any, min_sqnr: float | None, min_score: float | None, bar: Any,
                  time_budget_s: float | None = None) -> None:
@@ -58,6 +70,22 @@ class Search:
         # factors, GPTQ's rounding), by id: what was fitted. Those samples are in sample for them
         # whatever ranges judge them (gate.py (4)).
         self.fitted: dict[int, str] = {}
+        self.ranking: Ranking | None = None  # set by the fallback, reused by the gate's retarget
+        self.before_fallback: tuple[Config, Any, tuple[str, ...]] | None = None  # (best, cal, rungs)
+        self.timing: tuple[dict, str, int] | None = None  # (feed, provider, threads) where auto times
+        self._unit_ms: dict[str, float] | None = None
+
+    def unit_ms(self) -> dict[str, float]:
+        """{unit: fp32 ms per run} from one profile of the float model where auto times
+        (``unit_time.py``), once; empty where there is nothing to time it on."""
+        if self._unit_ms is None:
+            from edgeq.auto.unit_time import unit_times
+
+            self._unit_ms = {}
+            if self.timing is not None:
+                feed, provider, threads = self.timing
+                self._unit_ms = unit_times(self.bench.model, feed, provider, threads)
+        return self._unit_ms
 
     def over_budget(self, step: str = "") -> bool:
         """True once the time budget is spent (the step asking is recorded once)."""

@@ -1,0 +1,75 @@
+"""The gate's second search: aim as far above the target as the gate fell below the scoring samples.
+
+    added = retarget(search, gap, target, fp32, again)   # configurations built, timed, in ``search.tried``
+
+The search aims ``SQNR_MARGIN_DB`` above the user's target on its scoring samples, which range
+calibration saw; the final gate (``gate.py``) judges the pick on every sample out of sample, by
+a one-sided bound. Where the pick misses there, its scoring SQNR minus its gate bound (``gap``)
+says how far this model's scoring figures overstate what the gate will find. Checking only the
+configurations already built then lands on those that happened to score that much higher: often
+the ones that kept the most layers float, the slowest.
+
+So the fallback's ladder runs once more, from the ranking it already measured (``Ranking``; or the
+whole fallback where int8 had met the target without one), aiming at ``target + gap +
+SQNR_MARGIN_DB``: the smallest ranked prefix in float, layers re-quantized most time saved per
+noise first, then the ladder. What it builds that meets that aim and has int8 layers is timed
+against fp32 where auto times, and joins the gate's alternatives, where configurations that absorb
+the gap are checked first, fastest first.
+
+ddddocr's recognizer, 32 captcha text lines, a cost model in place of timing (LSTM 8, int8 LSTM 3,
+Conv/Gemm 1, int8 0.4): the first pick ('int8, 3 int16 activations, 4 fp32') scored 31.8 dB and
+its gate bound was 29.4; of the configurations built, the gate took one with its LSTM float and 19
+layers per-token or float (cost 23.3 of fp32's 30.0); the second search, aiming at 32.9 dB, built
+one with 8 layers float (bound 30.9 dB on the gate, 32.4 dB on 48 unseen lines, cost 22.7).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+__all__ = ["retarget"]
+
+logger = logging.getLogger(__name__)
+
+
+def retarget(search: Any, gap: float, target: float | None, fp32: bytes, again: Any) -> list[Any]:
+    """The configurations the second search (``again()``: the search's fallback, from its
+    ranking where it has one) built that meet ``target + gap + SQNR_MARGIN_DB``,
+    timed against ``fp32`` (the prepared float model's bytes; ``latency_ms`` on the scale of
+    the first timing, ``placement.place``); [] where there is nothing to aim
+    at (no SQNR target, no gap in dB, no timing, the time budget spent)."""
+    from edgeq.auto.latency import has_int8, measure_in_groups
+    from edgeq.auto.state import SQNR_MARGIN_DB
+
+    if (target is None or not math.isfinite(gap) or gap <= 0 or search.timing is None
+            or getattr(search, "prepared_ms", None) is None or search.over_budget("the gate's second search")):
+        return []
+    aim = target + gap + SQNR_MARGIN_DB
+    search.bar.update(search.task, description=f"auto: searching again, aiming at {aim:.1f} dB")
+    logger.info("auto gate: the pick fell %.2f dB from its scoring samples to the gate: searching again at %.2f dB",
+                gap, aim)
+    start, saved = len(search.tried), search.min_sqnr
+    search.min_sqnr = aim
+    try:
+        again()
+        seen, added = set(), []
+        for c in search.tried[start:]:
+            key = (frozenset(c.exclude), frozenset(c.int16), frozenset(c.fp16), frozenset(c.per_token), c.bias)
+            if search.meets(c) and has_int8(c.result.model) and key not in seen:
+                seen.add(key)
+                added.append(c)
+    finally:
+        search.min_sqnr = saved
+    if not added:
+        return []
+    feed, provider, threads = search.timing
+    models = {"fp32": fp32, **{str(i): c.data for i, c in enumerate(added)}}
+    search.bar.update(search.task, description=f"auto: timing {len(added)} configuration(s) of the second search")
+    times = measure_in_groups(models, feed, anchor="fp32", provider=provider, threads=threads)
+    for i, c in enumerate(added):
+        c.latency_ms = times[str(i)] * search.prepared_ms / times["fp32"]
+    logger.info("auto gate: second search: %d configuration(s) at %.2f dB: %s", len(added), aim,
+                ", ".join(f"{c.name} {c.latency_ms:.3f} ms" for c in added))
+    return added
