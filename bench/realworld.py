@@ -273,6 +273,9 @@ def _auto_summary(report_path: str) -> dict[str, Any]:
         "verdict": verdict, "fp32": verdict.startswith("fp32"), "target": _num(auto.get("target", {}).get("min_sqnr")),
         "gate_n": gate.get("samples"), "gate_point": _num(gate.get("min_sqnr_db")), "gate_bound": _num(gate.get("bound_db")),
         "chosen": auto.get("chosen"), "fp32_latency_ms": auto.get("fp32_latency_ms"),
+        "gate_failed": [f.get("configuration") for f in gate.get("failed", [])],
+        "searched_again": [{"aim_db": a.get("aim_db"), "built": len(a.get("configurations", []))}
+                           for a in gate.get("searched_again", [])],
         "layers": dict(collections.Counter(e.get("precision", "?") for e in layers)),
         "float_reasons": reasons.most_common(3),
     }

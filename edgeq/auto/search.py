@@ -475,13 +475,18 @@ def _from_ranking(search: Search, best: Config, cal: Any, ranked: list[str], noi
 def _back_order(search: Search, ranked: list[str], noise: dict[str, float], exclude: tuple[str, ...]) -> list[str]:
     """The float units of ``exclude`` in the order they are tried back in int8 (and up the
     ladder): most fp32 time per unit of noise first (``unit_time.py``: the knapsack's greedy
-    order); without times, least sensitive first. Ties (no time measured) keep that order."""
+    order); units that added no measured noise first (they cost the target nothing), most time
+    first; without times, least sensitive first. Ties (no time measured) keep that order."""
     least_first = [n for n in reversed(ranked) if n in exclude]
     ms = search.unit_ms()
     if not ms:
         return least_first
-    floor = min((v for v in noise.values() if v > 0), default=1e-12) * 1e-3  # a unit with no measured noise
-    return sorted(least_first, key=lambda n: -ms.get(n, 0.0) / max(noise.get(n, 0.0), floor))
+
+    def key(name: str) -> tuple[bool, float]:
+        added, saved = noise.get(name, 0.0), ms.get(name, 0.0)
+        return (added > 0, -saved / added if added > 0 else -saved)
+
+    return sorted(least_first, key=key)
 
 
 def _prefix(search: Search, best: Config, cal: Any, ranked: list[str], rung: str) -> Config | None:
