@@ -268,6 +268,9 @@ def final_gate(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: 
                            f"{search.fp32_ms:.3f} ms ({search.fp32_ms / candidate.latency_ms:.2f}x); the first pick "
                            f"{first['configuration']!r} missed the target on all {checked.samples} "
                            f"{drawn.gate_what} (bound {first['bound_db']} dB)")
+                if again:
+                    verdict += (f"; the search ran again {len(again)} time(s), aiming at up to {again[-1]['aim_db']} dB "
+                                f"({sum(len(a['configurations']) for a in again)} configuration(s) met the aims)")
                 candidate.result.ranges = search.cal.table_for(candidate.methods, candidate.base)
             return candidate, verdict, record
         record["failed"].append({"configuration": candidate.name, **gate_dict(checked)})

@@ -2,25 +2,25 @@
 
     added = retarget(search, gap, target, fp32, again)   # configurations built, timed, in ``search.tried``
 
-The search aims ``SQNR_MARGIN_DB`` above the user's target on its scoring samples, which range
-calibration saw; the final gate (``gate.py``) judges the pick on every sample out of sample, by
-a one-sided bound. Where the pick misses there, its scoring SQNR minus its gate bound (``gap``)
-says how far this model's scoring figures overstate what the gate will find. Checking only the
-configurations already built then lands on those that happened to score that much higher: often
-the ones that kept the most layers float, the slowest.
+The search aims ``SQNR_MARGIN_DB`` above the user's target on its few scoring samples; the final
+gate (``gate.py``) judges the pick on every sample, out of sample, by a one-sided bound. Where the
+pick misses there, its scoring SQNR minus its gate bound (``gap``) says how far this model's
+scoring figures overstate what the gate will find. Checking only the configurations already built
+then lands on those that happened to score that much higher: often the ones that kept the most
+layers float, the slowest.
 
-So the fallback's ladder runs once more, from the ranking it already measured (``Ranking``; or the
-whole fallback where int8 had met the target without one), aiming at ``target + gap +
-SQNR_MARGIN_DB``: the smallest ranked prefix in float, layers re-quantized most time saved per
-noise first, then the ladder. What it builds that meets that aim and has int8 layers is timed
-against fp32 where auto times, and joins the gate's alternatives, where configurations that absorb
-the gap are checked first, fastest first.
+So the fallback's ladder runs again (at most twice: ``gate.py`` (2)), from the ranking it already
+measured (``Ranking``; or the whole fallback where int8 had met the target without one), aiming
+at ``target + gap + SQNR_MARGIN_DB``: the smallest ranked prefix in float, layers re-quantized
+most time saved per noise first, then the ladder. What it builds that meets that aim and has int8
+layers is timed against fp32 where auto times, and joins the gate's alternatives, where
+configurations that absorb the gap are checked first, fastest first.
 
-ddddocr's recognizer, 32 captcha text lines, a cost model in place of timing (LSTM 8, int8 LSTM 3,
-Conv/Gemm 1, int8 0.4): the first pick ('int8, 3 int16 activations, 4 fp32') scored 31.8 dB and
-its gate bound was 29.4; of the configurations built, the gate took one with its LSTM float and 19
-layers per-token or float (cost 23.3 of fp32's 30.0); the second search, aiming at 32.9 dB, built
-one with 8 layers float (bound 30.9 dB on the gate, 32.4 dB on 48 unseen lines, cost 22.7).
+ddddocr's recognizer on an Intel Xeon (Emerald Rapids), 32 text lines, 1 thread: the first pick
+(4 float layers) scored 31.6 dB and its gate bound was 29.4; aiming at 32.7 dB, the search again
+built a configuration with 8 float layers at 3.1x fp32 (its bound 29.4 again: it fell 4.1 dB)
+and one with 12 layers per-token at 1.3-1.55x, which passed (bound 32.1 dB; 34.9 dB on 48 unseen
+lines; docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ The search ranks units by the noise each adds in int8 (``search._fallback``). Wh
 go back to int8 first, when the target leaves room for some, is a knapsack: the most time saved
 per unit of noise added. A unit's fp32 time is what its int8 form can save (int8 kernels run at
 a similar fraction of it), so one profile of the float model on the provider that auto times
-gives the weights: ddddocr's recognizer spends 28% of its fp32 time in the last Gemm and 24% in
+gives the weights: ddddocr's recognizer (AMD EPYC, 1 thread) spends 28% of its fp32 time in the last Gemm and 24% in
 its LSTM, against 0.3% for each of its smallest convolutions, which rank beside them by noise.
 
 onnxruntime renames the nodes it rewrites: a convolution in the NCHWc layout is named after its
