@@ -240,11 +240,29 @@ def _again_for(search: Search) -> Any:
     def again() -> None:
         ranking = search.ranking
         if ranking is not None:
-            _from_ranking(search, ranking.best, ranking.cal, ranking.ranked, ranking.noise, ranking.rungs)
+            _from_ranking(search, ranking.best, ranking.cal, ranking.ranked, ranking.noise, ranking.rungs,
+                          prefixes=paying_prefixes(search, ranking.rungs))
         elif search.before_fallback is not None:
             _fallback(search, *search.before_fallback)
 
     return lambda gap, target, fp32: retarget(search, gap, target, fp32, again)
+
+
+def paying_prefixes(search: Search, rungs: tuple[str, ...]) -> tuple[str, ...]:
+    """The ladder precisions whose ranked prefix is worth searching again: those with a prefix
+    configuration timed faster than fp32, or none timed. A whole prefix in int16 runs as float
+    kernels between Q/DQ on onnxruntime's CPU provider: ddddocr_det's timed 97-105 ms against
+    fp32's 53, and their binary searches took a third of a search again. (The ladder, one unit
+    at a time, still tries every precision.)"""
+    fp32_ms = getattr(search, "fp32_ms", None)
+    if fp32_ms is None:
+        return rungs
+    kept = []
+    for rung in rungs:
+        timed = [c.latency_ms for c in search.tried if c.prefix == rung and c.latency_ms is not None]
+        if not timed or min(timed) < fp32_ms:
+            kept.append(rung)
+    return tuple(kept)
 
 
 def _own_reasons(report: dict[str, Any], config: QuantConfig) -> None:
@@ -449,13 +467,14 @@ def _fallback(search: Search, best: Config, cal: Any, rungs: tuple[str, ...] = (
 
 
 def _from_ranking(search: Search, best: Config, cal: Any, ranked: list[str], noise: dict[str, float],
-                  rungs: tuple[str, ...], only_db: dict[str, float] | None = None
-                  ) -> tuple[Config, dict[str, dict[str, Any]]]:
-    """The rest of ``_fallback`` once units are ranked: the ladder precisions and fp32 for the
-    smallest ranked prefix that meets the target, then float units back to int8 and up the ladder,
-    most fp32 time saved per unit of noise first (``unit_time.py``)."""
+                  rungs: tuple[str, ...], only_db: dict[str, float] | None = None,
+                  prefixes: tuple[str, ...] | None = None) -> tuple[Config, dict[str, dict[str, Any]]]:
+    """The rest of ``_fallback`` once units are ranked: the ladder precisions (``prefixes`` of
+    them; default all) and fp32 for the smallest ranked prefix that meets the target, then float
+    units back to int8 and up the ladder, most fp32 time saved per unit of noise first
+    (``unit_time.py``)."""
     only_db = only_db or {}
-    for rung in rungs:  # the ladder precisions for the ranked prefix, before fp32
+    for rung in rungs if prefixes is None else prefixes:  # the ladder precisions for the ranked prefix, before fp32
         if search.over_budget("precision ladder"):
             break
         if rung != PER_TOKEN or search.matmul_units():  # (nothing for it to change where all are per-token)
@@ -507,6 +526,7 @@ def _prefix(search: Search, best: Config, cal: Any, ranked: list[str], rung: str
                                  bias=best.bias, int16=chosen if rung == "int16" else (),
                                  fp16=chosen if rung == "fp16" else (),
                                  per_token=tuple(n for n in chosen if n in matmuls))
+        trial.prefix = rung
         if search.meets(trial):
             found, hi = trial, k - 1
         else:

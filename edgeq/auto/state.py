@@ -36,6 +36,7 @@ class Config:
     int16: tuple[str, ...] = ()  # units with int16 activations (int8 weights)
     fp16: tuple[str, ...] = ()  # units computed in fp16
     per_token: tuple[str, ...] = ()  # MatMul/Gemm units with per-token dynamic activations (passes/per_token.py)
+    prefix: str = ""  # the ladder precision of a ranked-prefix configuration (search._prefix), else ""
 
 
 @dataclasses.dataclass

@@ -10,7 +10,7 @@ import onnx_ir as ir
 import pytest
 
 from edgeq.auto.retarget import retarget
-from edgeq.auto.search import _back_order
+from edgeq.auto.search import PER_TOKEN, _back_order, paying_prefixes
 from edgeq.auto.state import SQNR_MARGIN_DB
 from edgeq.auto.unit_time import _graph_node, unit_times
 
@@ -121,3 +121,17 @@ def test_the_fp32_profile_times_every_unit():
     convs = [n.name for n in model.graph if n.op_type == "Conv"]
     assert set(ms) == {u.name for u in bench.units()} >= set(convs)
     assert all(ms[name] > 0.0 for name in convs), ms
+
+
+def test_searching_again_skips_the_prefixes_that_never_paid():
+    def timed(ms, prefix=""):
+        return types.SimpleNamespace(latency_ms=ms, prefix=prefix)
+
+    search = types.SimpleNamespace(fp32_ms=50.0, tried=[timed(100.0, "int16"), timed(40.0, PER_TOKEN), timed(45.0),
+                                                        timed(None, "int16"), timed(30.0)])
+    assert paying_prefixes(search, (PER_TOKEN, "int16")) == (PER_TOKEN,)  # every int16 prefix slower than fp32
+    search.tried.append(timed(49.0, "int16"))
+    assert paying_prefixes(search, (PER_TOKEN, "int16")) == (PER_TOKEN, "int16")
+    assert paying_prefixes(search, ("fp16", "int16")) == ("fp16", "int16")  # no fp16 prefix timed: kept
+    del search.fp32_ms
+    assert paying_prefixes(search, ("int16",)) == ("int16",)  # nothing timed yet
