@@ -158,6 +158,9 @@ def _gate_line(auto: Mapping[str, Any]) -> str:
     for failed in gate.get("failed", []):
         line += (f" {failed['configuration']!r} missed the target on all {failed['samples']} {gate['what']} "
                  f"(bound {_fmt(failed['bound_db'])} dB, worst sample {_fmt(failed['worst_sample_db'])} dB).")
+    for again in gate.get("searched_again", []):
+        line += (f" The search ran again aiming at {_fmt(again['aim_db'])} dB: {len(again['configurations'])} "
+                 "configuration(s) met that aim.")
     return line
 
 

@@ -215,6 +215,10 @@ def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str]
         for failed in (gate or {}).get("failed", []):
             click.echo(f"note: {failed['configuration']!r} missed the target on all {failed['samples']} "
                        f"{gate['what']} (bound {_fmt_db(failed['bound_db'])} dB): not returned", err=True)
+        for again in (gate or {}).get("searched_again", []):
+            click.echo(f"note: the search ran again aiming at {_fmt_db(again['aim_db'])} dB (the gap from the scoring "
+                       f"samples to the gate, over the target): {len(again['configurations'])} configuration(s) met "
+                       "that aim", err=True)
         if auto.get("chosen") == "fp32":
             prepared = "the answer is edgeq's prepared float graph" in auto.get("verdict", "")
             click.echo(f"note: {out} is {'a faster' if prepared else 'the'} fp32 model (auto mode found no int8 "

@@ -135,3 +135,17 @@ def test_searching_again_skips_the_prefixes_that_never_paid():
     assert paying_prefixes(search, ("fp16", "int16")) == ("fp16", "int16")  # no fp16 prefix timed: kept
     del search.fp32_ms
     assert paying_prefixes(search, ("int16",)) == ("int16",)  # nothing timed yet
+
+
+def test_the_report_says_the_search_ran_again():
+    from edgeq.auto.render import _gate_line
+
+    auto = {"gate": {"what": "calibration samples", "samples": 32, "min_sqnr_db": 33.3, "bound_db": 32.1,
+                     "worst_sample_db": 29.2, "p5_sample_db": 30.9, "failed": [
+                         {"configuration": "int8, 4 float", "samples": 32, "bound_db": 29.4, "worst_sample_db": 24.0}],
+                     "searched_again": [{"aim_db": 32.7, "configurations": [{"configuration": "a"}, {"configuration": "b"}]},
+                                        {"aim_db": 34.6, "configurations": []}]}}
+    line = _gate_line(auto)
+    assert "'int8, 4 float' missed the target on all 32 calibration samples (bound 29.40 dB" in line
+    assert "The search ran again aiming at 32.70 dB: 2 configuration(s) met that aim." in line
+    assert "aiming at 34.60 dB: 0 configuration(s)" in line
