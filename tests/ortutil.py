@@ -50,6 +50,20 @@ def int8_pays_timing(models, feed, **_):
     return out
 
 
+def int8_pays_unit_times(model, feed, provider="cpu", threads=1):
+    """A stand-in for ``edgeq.auto.unit_time.unit_times`` beside ``int8_pays_timing``: each
+    Conv/MatMul/Gemm/LSTM 1 ms per million weights (at least 0.01), deterministically (the
+    profile it replaces is measured, and measured times may order two close layers either way)."""
+    from edgeq.graph import all_nodes
+
+    out = {}
+    for node in all_nodes(model.graph):
+        if node.op_type in ("Conv", "MatMul", "Gemm", "LSTM") and len(node.inputs) > 1 and node.inputs[1] is not None:
+            weight = node.inputs[1].const_value
+            out[node.name] = max(weight.size / 1e6 if weight is not None else 0.0, 0.01)
+    return out
+
+
 def cli_ok(argv, capsys) -> str:
     """Run ``edgeq ARGV`` in-process; assert exit code 0 (stderr in the message); return stdout."""
     import pytest

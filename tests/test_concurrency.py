@@ -27,13 +27,14 @@ from ortutil import run_ort  # noqa: E402
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
-# A child process: quantize ARGV through the CLI, auto's latency replaced by the cost model.
+# A child process: quantize ARGV through the CLI, auto's latency and fp32 profile replaced by the cost model.
 _CHILD = f"""
 import sys
 sys.path.insert(0, {TESTS!r})
-from ortutil import int8_pays_timing
-from edgeq.auto import latency
+from ortutil import int8_pays_timing, int8_pays_unit_times
+from edgeq.auto import latency, unit_time
 latency.measure = int8_pays_timing
+unit_time.unit_times = int8_pays_unit_times
 from edgeq.cli.main import main
 main(sys.argv[1:])
 """
@@ -144,10 +145,11 @@ def test_two_processes_one_path_leave_one_valid_file(setup, tmp_path):
 
 @pytest.mark.parametrize("mode", ["static", "auto"])
 def test_same_inputs_give_byte_identical_models(setup, tmp_path, monkeypatch, mode):
-    from edgeq.auto import latency
-    from ortutil import int8_pays_timing
+    from edgeq.auto import latency, unit_time
+    from ortutil import int8_pays_timing, int8_pays_unit_times
 
     monkeypatch.setattr(latency, "measure", int8_pays_timing)  # measured latency is noise; auto's choices must not be
+    monkeypatch.setattr(unit_time, "unit_times", int8_pays_unit_times)  # nor is the fp32 profile
     model, calib = setup
     first = _quantize_in_process(model, calib, mode, tmp_path / "a.onnx")
     assert _quantize_in_process(model, calib, mode, tmp_path / "b.onnx") == first, "two runs in one process differ"

@@ -14,6 +14,10 @@ output value (``<value>_nchwc``), a fusion after its first node (``<node>/QuickG
 Both are mapped back to the graph's node; layout reorders and nodes with no graph counterpart
 are left out (their time is no unit's). Where profiling fails (a provider without it), the map
 is empty and the order falls back to the noise alone.
+
+The times are measured, so, like auto's timing of whole configurations, two layers of nearly
+equal time per noise may come in either order from one run to the next; a deterministic cost
+model replaces both in the tests that check byte-identical answers (tests/test_concurrency.py).
 """
 
 from __future__ import annotations
