@@ -29,7 +29,7 @@ import logging
 import math
 from typing import Any
 
-__all__ = ["retarget"]
+__all__ = ["retarget", "paying_prefixes"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +66,27 @@ def retarget(search: Any, gap: float, target: float | None, fp32: bytes, again: 
         return []
     feed, provider, threads = search.timing
     models = {"fp32": fp32, **{str(i): c.data for i, c in enumerate(added)}}
-    search.bar.update(search.task, description=f"auto: timing {len(added)} configuration(s) of the second search")
+    search.bar.update(search.task, description=f"auto: timing {len(added)} configuration(s) of the search again")
     times = measure_in_groups(models, feed, anchor="fp32", provider=provider, threads=threads)
     for i, c in enumerate(added):
         c.latency_ms = times[str(i)] * search.prepared_ms / times["fp32"]
-    logger.info("auto gate: second search: %d configuration(s) at %.2f dB: %s", len(added), aim,
+    logger.info("auto gate: search again: %d configuration(s) at %.2f dB: %s", len(added), aim,
                 ", ".join(f"{c.name} {c.latency_ms:.3f} ms" for c in added))
     return added
+
+
+def paying_prefixes(search: Any, rungs: tuple[str, ...]) -> tuple[str, ...]:
+    """The ladder precisions whose ranked prefix is worth searching again: those with a prefix
+    configuration timed faster than fp32, or none timed. A whole prefix in int16 runs as float
+    kernels between Q/DQ on onnxruntime's CPU provider: ddddocr_det's four timed 97-105 ms against
+    fp32's 53 in each search again, builds and timings spent for nothing. (The ladder, one unit at
+    a time, still tries every precision.)"""
+    fp32_ms = getattr(search, "fp32_ms", None)
+    if fp32_ms is None:
+        return rungs
+    kept = []
+    for rung in rungs:
+        timed = [c.latency_ms for c in search.tried if c.prefix == rung and c.latency_ms is not None]
+        if not timed or min(timed) < fp32_ms:
+            kept.append(rung)
+    return tuple(kept)

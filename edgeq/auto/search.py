@@ -21,8 +21,8 @@ Order of work (each step measured on the evaluation feeds against the fp32 outpu
    casts fp16 Conv/MatMul/Gemm back to fp32), fp32. Units are ranked most sensitive first (by what keeping each alone
    float buys); binary searches over the ranked prefix find the fewest units that, in fp32 (and,
    separately, in each ladder precision), reach the target; float units are then quantized back
-   to int8 where the target holds, and each one still float tries the ladder precisions before
-   staying fp32. int16 tensors use min/max ranges (65536 levels need no clipping) where no int8
+   to int8 where the target holds (most fp32 time saved per unit of noise first: ``unit_time``),
+   and each one still float tries the ladder precisions before staying fp32. int16 tensors use min/max ranges (65536 levels need no clipping) where no int8
    node shares them.
 4. Latency: float gaps between int8 regions are quantized back where fidelity allows (fewer
    precision changes); isolated int8 nodes are dropped; every configuration tried is timed on the
@@ -235,7 +235,7 @@ def _search(search: Search, best: Config, cal: Any, float_model: Any, loaded: An
 def _again_for(search: Search) -> Any:
     """The gate's second search (``retarget.py``) bound to this search: the fallback again, from
     its ranking where it ran (else the whole fallback, from where it would have started)."""
-    from edgeq.auto.retarget import retarget
+    from edgeq.auto.retarget import paying_prefixes, retarget
 
     def again() -> None:
         ranking = search.ranking
@@ -246,23 +246,6 @@ def _again_for(search: Search) -> Any:
             _fallback(search, *search.before_fallback)
 
     return lambda gap, target, fp32: retarget(search, gap, target, fp32, again)
-
-
-def paying_prefixes(search: Search, rungs: tuple[str, ...]) -> tuple[str, ...]:
-    """The ladder precisions whose ranked prefix is worth searching again: those with a prefix
-    configuration timed faster than fp32, or none timed. A whole prefix in int16 runs as float
-    kernels between Q/DQ on onnxruntime's CPU provider: ddddocr_det's four timed 97-105 ms against
-    fp32's 53 in each search again, builds and timings spent for nothing. (The ladder, one unit at
-    a time, still tries every precision.)"""
-    fp32_ms = getattr(search, "fp32_ms", None)
-    if fp32_ms is None:
-        return rungs
-    kept = []
-    for rung in rungs:
-        timed = [c.latency_ms for c in search.tried if c.prefix == rung and c.latency_ms is not None]
-        if not timed or min(timed) < fp32_ms:
-            kept.append(rung)
-    return tuple(kept)
 
 
 def _own_reasons(report: dict[str, Any], config: QuantConfig) -> None:

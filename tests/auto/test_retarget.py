@@ -9,8 +9,8 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from edgeq.auto.retarget import retarget
-from edgeq.auto.search import PER_TOKEN, _back_order, paying_prefixes
+from edgeq.auto.retarget import paying_prefixes, retarget
+from edgeq.auto.search import PER_TOKEN, _back_order
 from edgeq.auto.state import SQNR_MARGIN_DB
 from edgeq.auto.unit_time import _graph_node, unit_times
 
