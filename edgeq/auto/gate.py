@@ -29,8 +29,8 @@ the samples):
 
 The fp32 answer is exact and is not run. ``record`` (``report["auto"]["gate"]``) says what was
 checked on how many samples: per output the aggregate SQNR, its bound, the worst sample and the
-5th percentile of the per-sample SQNRs, every configuration that failed, and what the second
-searches built (``searched_again``).
+5th percentile of the per-sample SQNRs, every configuration that failed, and what the
+searches again built (``searched_again``).
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def _missed_sqnr_only(search: Any, checked: Score, target: float | None) -> bool
 def final_gate(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: Any,
                search_again: Any = None) -> tuple[Any, str, dict]:
     """(answer, verdict, gate record): see the module docstring. ``search_again(gap, target,
-    fp32)``: the second search of (2) (``retarget.retarget`` bound to the search's own steps)."""
+    fp32)``: the search again of (2) (``retarget.retarget`` bound to the search's own steps)."""
     from edgeq.auto.placement import float_answer
     from edgeq.auto.state import SQNR_MARGIN_DB
     from edgeq.auto.summary import metric_label

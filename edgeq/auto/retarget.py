@@ -1,4 +1,4 @@
-"""The gate's second search: aim as far above the target as the gate fell below the scoring samples.
+"""The gate's search again: aim as far above the target as the gate fell below the scoring samples.
 
     added = retarget(search, gap, target, fp32, again)   # configurations built, timed, in ``search.tried``
 
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 
 def retarget(search: Any, gap: float, target: float | None, fp32: bytes, again: Any) -> list[Any]:
-    """The configurations the second search (``again()``: the search's fallback, from its
+    """The configurations the search again (``again()``: the search's fallback, from its
     ranking where it has one) built that meet ``target + gap + SQNR_MARGIN_DB``,
     timed against ``fp32`` (the prepared float model's bytes; ``latency_ms`` on the scale of
     the first timing, ``placement.place``); [] where there is nothing to aim
@@ -44,7 +44,7 @@ def retarget(search: Any, gap: float, target: float | None, fp32: bytes, again: 
     from edgeq.auto.state import SQNR_MARGIN_DB
 
     if (target is None or not math.isfinite(gap) or gap <= 0 or search.timing is None
-            or getattr(search, "prepared_ms", None) is None or search.over_budget("the gate's second search")):
+            or getattr(search, "prepared_ms", None) is None or search.over_budget("the gate's search again")):
         return []
     aim = target + gap + SQNR_MARGIN_DB
     search.bar.update(search.task, description=f"auto: searching again, aiming at {aim:.1f} dB")
