@@ -28,7 +28,7 @@ import onnx_ir as ir
 from edgeq.config import PerTensor, QuantConfig
 from edgeq.graph import MS_DOMAIN, add_initializer, const_array, remove_unused_initializers
 from edgeq.passes.plan import QuantPlan, Role, derived_name, fresh_base, node_label
-from edgeq.passes.weights import QMAX, QuantizedWeight, note_reduced, quantize_weight, weight_qmax
+from edgeq.passes.weights import QMAX, QuantizedWeight, note_reduced, quantize_weight, shared_result, weight_qmax
 
 __all__ = ["DynamicQuantizePass", "replace_nodes", "bias_add"]
 
@@ -190,5 +190,14 @@ def quantize_matmul_weight(node: ir.Node, per_channel: bool,
     qw = quantize_weight(weight, axis, qmax=qmax)
     if transposed:
         weight = weight.T
-        qw = QuantizedWeight(np.ascontiguousarray(qw.values.T), qw.scale, qw.zero_point, None if axis is None else 1)
+        # one transposed copy per quantized weight, shared by every variant (auto: ddddocr_rec's
+        # last Gemm, one 2 MB copy per build, 938 MB held by the end of a search)
+        qw = QuantizedWeight(shared_result(qw.values, "transposed", _transposed), qw.scale, qw.zero_point,
+                             None if axis is None else 1)
     return weight, qw, bias
+
+
+def _transposed(values: np.ndarray) -> np.ndarray:
+    out = np.ascontiguousarray(values.T)
+    out.flags.writeable = False
+    return out

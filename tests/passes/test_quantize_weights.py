@@ -109,3 +109,25 @@ def test_reduce_range_by_default_follows_the_measured_cpu(monkeypatch):
     assert weight_qmax(QuantConfig(reduce_range=False)) == 127
     monkeypatch.setenv(cpu.ENV, "0")
     assert weight_qmax(QuantConfig(reduce_range=True)) == 63
+
+
+def test_a_transposed_gemm_weight_is_transposed_once_for_every_variant():
+    """A Gemm with transB stores its int8 levels as [K, N]: within one auto search the copy is
+    made once and shared, as the levels are (one 2 MB copy per build held 938 MB by the end of
+    ddddocr_rec's search)."""
+
+    from edgeq.passes.dynamic import quantize_matmul_weight
+    from edgeq.passes.weights import reuse_quantized_weights
+
+    weight = np.random.default_rng(0).normal(0, 0.1, (6, 4)).astype(np.float32)  # [N, K]
+    weight.flags.writeable = False  # a weight shared by the variants is read-only
+    w = ir.Value(name="W", const_value=ir.tensor(weight))
+    node = ir.node("Gemm", [ir.Value(name="x"), w], {"transB": 1})
+    with reuse_quantized_weights():
+        _, first, _ = quantize_matmul_weight(node, True)
+        _, again, _ = quantize_matmul_weight(node, True)
+    assert again.values is first.values and not first.values.flags.writeable
+    assert first.values.shape == (4, 6) and first.values.flags.c_contiguous
+    np.testing.assert_allclose(first.dequantize(), weight.T, atol=float(first.scale.max()) / 2 + 1e-7)
+    _, outside, _ = quantize_matmul_weight(node, True)  # no reuse outside a search: a fresh copy, same levels
+    assert outside.values is not first.values and np.array_equal(outside.values, first.values)
