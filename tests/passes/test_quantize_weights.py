@@ -115,7 +115,6 @@ def test_a_transposed_gemm_weight_is_transposed_once_for_every_variant():
     """A Gemm with transB stores its int8 levels as [K, N]: within one auto search the copy is
     made once and shared, as the levels are (one 2 MB copy per build held 938 MB by the end of
     ddddocr_rec's search)."""
-
     from edgeq.passes.dynamic import quantize_matmul_weight
     from edgeq.passes.weights import reuse_quantized_weights
 
