@@ -220,8 +220,7 @@ def gate_figure(verdict: str, figure: str) -> str:
 def _missed_sqnr_only(search: Any, checked: Score, target: float | None) -> bool:
     """The check missed on the SQNR bound, and met the metric (or there is none): what a search
     aiming higher in dB can make up for."""
-    metric_ok = search.min_score is None or (checked.metric is not None and checked.metric >= search.min_score)
-    return target is not None and metric_ok and checked.min_low < target
+    return target is not None and checked.meets(None, search.min_score) and not checked.meets(target, None)
 
 
 def final_gate(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: Any,

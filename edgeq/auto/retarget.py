@@ -56,9 +56,8 @@ def retarget(search: Any, gap: float, target: float | None, fp32: bytes, again: 
         again()
         seen, added = set(), []
         for c in search.tried[start:]:
-            key = (frozenset(c.exclude), frozenset(c.int16), frozenset(c.fp16), frozenset(c.per_token), c.bias)
-            if search.meets(c) and has_int8(c.result.model) and key not in seen:
-                seen.add(key)
+            if search.meets(c) and has_int8(c.result.model) and c.layout not in seen:
+                seen.add(c.layout)
                 added.append(c)
     finally:
         search.min_sqnr = saved

@@ -565,8 +565,7 @@ def _ladder(search: Search, found: Config, cal: Any, *, order: list[str], rungs:
                 tried[name].setdefault("meets", []).append(rung)
                 current = trial
                 break
-    same = [c for c in search.tried if (set(c.exclude), set(c.int16), set(c.fp16), set(c.per_token), c.bias)
-            == (set(current.exclude), set(current.int16), set(current.fp16), set(current.per_token), current.bias)]
+    same = [c for c in search.tried if c.layout == current.layout]
     if current is not found and not same:  # (the binary search may have built it already)
         parts = [f"{len(current.per_token)} int8 per-token" if current.per_token else "",
                  f"{len(current.int16)} int16 activations" if current.int16 else "",

@@ -38,6 +38,12 @@ class Config:
     per_token: tuple[str, ...] = ()  # MatMul/Gemm units with per-token dynamic activations (passes/per_token.py)
     prefix: str = ""  # the ladder precision of a ranked-prefix configuration (search._prefix), else ""
 
+    @property
+    def layout(self) -> tuple:
+        """What it builds, order aside: its per-layer precisions and whether bias is corrected."""
+        return (frozenset(self.exclude), frozenset(self.int16), frozenset(self.fp16), frozenset(self.per_token),
+                self.bias)
+
 
 @dataclasses.dataclass
 class Ranking:

@@ -11,7 +11,7 @@ import pytest
 
 from edgeq.auto.retarget import paying_prefixes, retarget
 from edgeq.auto.search import PER_TOKEN, _back_order
-from edgeq.auto.state import SQNR_MARGIN_DB
+from edgeq.auto.state import SQNR_MARGIN_DB, Config
 from edgeq.auto.unit_time import _graph_node, unit_times
 
 from .nets import outlier_feeds, outlier_net
@@ -22,10 +22,9 @@ class _Bar:
         pass
 
 
-def _config(name: str, sqnr: float, exclude: tuple[str, ...] = ()):
-    return types.SimpleNamespace(name=name, score=types.SimpleNamespace(min_sqnr=sqnr), exclude=exclude, int16=(),
-                                 fp16=(), per_token=(), bias=False, result=types.SimpleNamespace(model=name),
-                                 data=name.encode(), latency_ms=None)
+def _config(name: str, sqnr: float, exclude: tuple[str, ...] = ()) -> Config:
+    return Config(name, exclude, types.SimpleNamespace(min_sqnr=sqnr), types.SimpleNamespace(model=name), None, {},
+                  "minmax", data=name.encode())
 
 
 def _search(tried: list) -> types.SimpleNamespace:
