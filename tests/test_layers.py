@@ -57,7 +57,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("edgeq.reference", "edgeq.calibrate", "edgeq.prepare", "edgeq.passes", "edgeq.exporter", "edgeq.modelinfo"),
     ("edgeq.report",),
     ("edgeq.stages",),
-    ("edgeq.auto",),
+    ("edgeq.auto", "edgeq.qat"),  # qat: torch modules simulating the stages' QDQ models
     ("edgeq.quantizer",),
     ("edgeq.cli", "edgeq.__main__"),
     ("edgeq",),  # the package itself: it only re-exports

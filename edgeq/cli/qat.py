@@ -1,0 +1,65 @@
+"""``edgeq qat``: quantization-aware training of a zoo model (``edgeq.qat.zoo_recipe``)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+__all__ = ["qat"]
+
+
+def _row(label: str, s: dict) -> str:
+    parts = [f"SQNR {s['sqnr_db']:.1f} dB" if s["sqnr_db"] != float("inf") else "exact"]
+    if "top1" in s:
+        parts.append(f"top-1 {s['top1']:.4f}")
+    if "argmax_agreement" in s:
+        parts.append(f"argmax agreement {s['argmax_agreement']:.4f}")
+    return f"{label:6} " + ", ".join(parts)
+
+
+@click.command("qat")
+@click.argument("name")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="The QDQ ONNX file to write.")
+@click.option("--epochs", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--weights", type=click.Choice(["int8", "int4"]), default="int8", show_default=True,
+              help="int4: 4-bit weights per channel (int4 DequantizeLinear, opset 21).")
+@click.option("--activations", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True)
+@click.option("--scales", type=click.Choice(["learned", "observed"]), default="learned", show_default=True,
+              help="learned: LSQ scales trained with the weights; observed: running min/max, frozen late.")
+@click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default="none", show_default=True,
+              help="Mixed-precision training (torch.autocast; fp16 with a GradScaler).")
+@click.option("--samples", type=click.IntRange(32), default=1024, show_default=True, help="Training inputs.")
+@click.option("--eval-samples", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write the summary as JSON here.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def qat(name: str, out: str, epochs: int, weights: str, activations: str, scales: str, amp: str, samples: int,
+        eval_samples: int, lr: float, batch: int, report: str | None, quiet: bool) -> None:
+    """Fine-tune zoo model NAME with fake quantization (distilled from its fp32 outputs) and write
+    edgeq's QDQ model with the trained weights and scales, checked against torch."""
+    from edgeq.io import atomic_path, check_output_path
+    from edgeq.qat.config import QATConfig
+    from edgeq.qat.zoo_recipe import qat_zoo
+
+    check_output_path(out)
+    if report:
+        check_output_path(report, [out])
+    config = QATConfig(weight_bits=4 if weights == "int4" else 8, activations=activations, scales=scales)
+    summary = qat_zoo(name, out, epochs=epochs, config=config, amp=None if amp == "none" else amp, samples=samples,
+                      eval_samples=eval_samples, lr=lr, batch=batch, progress=not quiet)
+    click.echo(f"{name}: {summary['samples']} training inputs, {epochs} epoch(s), "
+               f"{summary['train_seconds']:.1f} s training{' with ' + summary['amp'] if summary['amp'] else ''}; "
+               f"judged on {summary['eval_samples']} held-out inputs against fp32")
+    click.echo(_row("fp32", summary["fp32"]))
+    click.echo(_row("PTQ", summary["ptq"]))
+    click.echo(_row("QAT", summary["qat"]))
+    check = summary["export_check"]
+    click.echo(f"export check: onnxruntime's codes within one step of torch's on {check['within_one_step']:.2%} "
+               f"of the worst of {check['quantizers']} quantizers ({check['samples']} inputs)")
+    click.echo(f"wrote {summary['path']}")
+    if report:
+        with atomic_path(report, [out]) as tmp, open(tmp, "w") as f:
+            json.dump(summary, f, indent=2)
+        click.echo(f"wrote {report}")

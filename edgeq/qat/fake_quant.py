@@ -1,0 +1,118 @@
+"""Fake quantization in torch: one QuantizeLinear -> DequantizeLinear pair of edgeq's QDQ model.
+
+    x -> Q(s, z) -> DQ(s, z)   ==>   x -> (clamp(round(x / s) + z, qmin, qmax) - z) * s
+
+1. Rounding is half to even, as QuantizeLinear's; its gradient is passed straight through.
+2. ``learn``: the scale is a parameter trained with the weights (LSQ, Esser et al. 2020: the
+   gradient of the rounding error, scaled by 1 / sqrt(elements per scale * qmax)); the zero point
+   stays the calibrated one. Otherwise the scale is observed: activations track a running
+   min/max in training (momentum 0.9, always including 0), weights take their current max |w|.
+3. The arithmetic is float32 even under ``torch.autocast``: scales and rounding in bfloat16 would
+   put values on another grid than onnxruntime's.
+4. ``axis``: one scale per slice along it (per-channel weights, per-channel activations of
+   ``passes/channel_scales.py``); None: one scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["FakeQuant", "round_ste", "codes"]
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """``round(x)`` forward, identity backward (1)."""
+    return x + (torch.round(x) - x).detach()
+
+
+def _grad_scale(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """``x`` forward, gradient times ``factor`` backward (2)."""
+    return (x - x * factor).detach() + x * factor
+
+
+class FakeQuant(nn.Module):
+    """One quantizer: its scale (trained or observed), zero point and integer range (see module doc)."""
+
+    def __init__(self, scale, zero_point, qmin: int, qmax: int, *, axis: int | None = None,
+                 learn: bool = True, weight: bool = False) -> None:
+        super().__init__()
+        scale = torch.as_tensor(scale, dtype=torch.float32).reshape(-1).clone()
+        zero_point = torch.as_tensor(zero_point, dtype=torch.float32).reshape(-1).clone()
+        if zero_point.numel() == 1 and scale.numel() > 1:
+            zero_point = zero_point.expand_as(scale).clone()
+        self.qmin, self.qmax, self.axis = int(qmin), int(qmax), axis
+        self.learn, self.weight = bool(learn), bool(weight)
+        self.per_tensor = scale.numel() == 1 and axis is None
+        if self.learn:
+            self.scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("scale", scale)
+        self.register_buffer("zero_point", zero_point)
+        self.register_buffer("running", torch.zeros(2))  # observed activations: running min, max (2)
+        self.observing = not self.learn  # an observed quantizer stops observing when frozen
+
+    def _shape(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.axis is None or t.numel() == 1:
+            return t.reshape(())
+        shape = [1] * x.dim()
+        shape[self.axis % x.dim()] = -1
+        return t.reshape(shape)
+
+    def _observe(self, x: torch.Tensor) -> None:
+        with torch.no_grad():
+            if self.weight:  # symmetric, per channel: max |w| / qmax
+                dims = [d for d in range(x.dim()) if self.axis is None or d != self.axis % x.dim()]
+                amax = x.abs().amax(dim=dims) if dims else x.abs()
+                self.scale.copy_((amax.reshape(-1) / self.qmax).clamp_min(1e-12).expand_as(self.scale))
+                return
+            lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+            if self.running.abs().sum() == 0:
+                self.running.copy_(torch.tensor([lo, hi]))
+            else:
+                self.running.mul_(0.9).add_(0.1 * torch.tensor([lo, hi]))
+            lo, hi = float(self.running[0]), float(self.running[1])
+            scale = max((hi - lo) / (self.qmax - self.qmin), 1e-12)
+            if self.zero_point.abs().sum() == 0 and self.qmin < 0:  # symmetric grid: zero point stays 0
+                scale = max(abs(lo), abs(hi)) / self.qmax or 1e-12
+                self.scale.fill_(scale)
+                return
+            self.scale.fill_(scale)
+            self.zero_point.fill_(float(min(max(round(self.qmin - lo / scale), self.qmin), self.qmax)))
+
+    def step(self) -> torch.Tensor:
+        """The scale in use (positive; no gradient scaling)."""
+        return self.scale.detach().clamp_min(1e-12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):  # (3)
+            x = x.float()
+            if self.training and self.observing:
+                self._observe(x)
+            s = self.scale
+            if self.learn and self.training:
+                per_scale = x.numel() / max(s.numel(), 1)
+                s = _grad_scale(s, 1.0 / math.sqrt(per_scale * self.qmax))
+            s = self._shape(x, s.clamp_min(1e-12))
+            z = self._shape(x, self.zero_point)
+            q = torch.clamp(round_ste(x / s) + z, self.qmin, self.qmax)
+            return (q - z) * s
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """The integer codes of ``x`` (float tensor of whole numbers), no gradient."""
+        return codes(x, self._shape(x, self.step()), self._shape(x, self.zero_point), self.qmin, self.qmax)
+
+    def dequantize(self, q: torch.Tensor) -> torch.Tensor:
+        """Codes back to values on this quantizer's grid."""
+        return (q - self._shape(q, self.zero_point)) * self._shape(q, self.step())
+
+    def extra_repr(self) -> str:
+        kind = "learned" if self.learn else "observed"
+        return f"[{self.qmin}, {self.qmax}], {self.scale.numel()} scale(s) {kind}, axis={self.axis}"
+
+
+def codes(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.clamp(torch.round(x.float() / scale) + zero_point, qmin, qmax)

@@ -1,0 +1,136 @@
+"""``fit``: the common fine-tuning loop for a QAT module, with mixed precision.
+
+    history = fit(qat, loader, loss_fn, epochs=3, amp="bf16")   # loader yields (inputs, target)
+
+1. ``amp``: None (float32), "bf16" or "fp16": the forward runs under ``torch.autocast`` on the
+   device's type; "fp16" scales the loss with ``torch.amp.GradScaler`` (bfloat16 has float32's
+   exponent and needs none). The fake quantizers compute in float32 regardless (fake_quant.py 3).
+2. Adam, with the quantizers' scales at ``scale_lr`` (LSQ trains them with the weights) and
+   everything else at ``lr``. A cosine schedule to zero over the run.
+3. ``freeze_after``: the share of the run after which observed scales stop moving (observed
+   mode) - the usual late freeze, so the last steps train against the grid that is exported.
+4. A rich progress bar per step (``progress=False`` to hide); returns the mean loss per epoch
+   and the seconds taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from edgeq.errors import UsageError
+
+__all__ = ["fit", "FitHistory", "AMP"]
+
+AMP = {None: None, "none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclasses.dataclass
+class FitHistory:
+    losses: list[float]
+    seconds: float
+    steps: int
+    amp: str | None
+
+
+def _call(model: torch.nn.Module, inputs: Any) -> Any:
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def _to(x: Any, device: torch.device) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, dict):
+        return {k: _to(v, device) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to(v, device) for v in x)
+    return x
+
+
+def fit(model: torch.nn.Module, loader: Iterable, loss_fn: Callable[[Any, Any], torch.Tensor], epochs: int = 1, *,
+        lr: float = 1e-4, scale_lr: float | None = None, amp: str | None = None, device: str = "cpu",
+        freeze_after: float = 0.8, progress: bool = True) -> FitHistory:
+    """Train ``model`` (a QATModel, or any module) in place; see the module doc."""
+    if amp not in AMP:
+        raise UsageError(f"amp={amp!r}: choose none, bf16 or fp16")
+    if epochs < 1:
+        raise UsageError(f"epochs={epochs}: train at least one epoch")
+    dtype = AMP[amp]
+    dev = torch.device(device)
+    model.to(dev).train()
+    quants = getattr(model, "quants", None)
+    scale_params = [p for n, p in model.named_parameters() if n.startswith("quants.")]
+    ids = {id(p) for p in scale_params}
+    others = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]
+    groups = [{"params": others, "lr": lr}]
+    if scale_params:
+        groups.append({"params": scale_params, "lr": scale_lr if scale_lr is not None else lr})
+    optimizer = torch.optim.Adam(groups)
+    batches = list(loader) if not hasattr(loader, "__len__") else loader
+    per_epoch = len(batches)
+    total = max(epochs * per_epoch, 1)
+    base = [g["lr"] for g in optimizer.param_groups]
+    scaler = torch.amp.GradScaler(dev.type) if dtype == torch.float16 else None
+    losses: list[float] = []
+    step = 0
+    start = time.perf_counter()
+    bar = _bar(progress, total)
+    with bar:
+        task = bar.add_task("quantization-aware training", total=total) if bar else None
+        for _ in range(epochs):
+            running, count = 0.0, 0
+            for inputs, target in batches:
+                inputs, target = _to(inputs, dev), _to(target, dev)
+                if quants is not None and step >= freeze_after * total:  # (3)
+                    for fq in quants.values():
+                        fq.observing = False
+                for group, lr0 in zip(optimizer.param_groups, base):  # (2) cosine
+                    group["lr"] = lr0 * 0.5 * (1 + math.cos(math.pi * step / total))
+                optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(device_type=dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    out = _call(model, inputs)
+                    loss = loss_fn(out, target)
+                if not torch.isfinite(loss):
+                    raise UsageError(f"the loss is {float(loss)} at step {step}: lower lr, or check loss_fn and the data")
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+                running, count, step = running + float(loss.detach()), count + 1, step + 1
+                if bar:
+                    bar.update(task, advance=1, description=f"quantization-aware training, loss {running / count:.4g}")
+            losses.append(running / max(count, 1))
+    model.eval()
+    return FitHistory(losses, time.perf_counter() - start, step, amp if dtype is not None else None)
+
+
+class _NoBar:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def __bool__(self) -> bool:
+        return False
+
+
+def _bar(progress: bool, total: int) -> Any:
+    if not progress:
+        return _NoBar()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    transient=True)

@@ -1,0 +1,376 @@
+"""``QATModel``: edgeq's QDQ model run in torch, every Q/DQ pair a trainable fake quantizer.
+
+    W_q -> DQ(s_w) -> Conv <- DQ <- Q <- x      ==>   Conv(fq_a(x), fq_w(W))   (W float, trained)
+
+The module is built from the very QDQ graph that edgeq writes for the model, so it quantizes
+exactly the tensors edgeq quantizes, on edgeq's grids (per-channel weight levels, zero points,
+shared scales, channel scales, layers left float), and ``export`` writes that graph back with
+the trained values.
+
+1. An activation pair ``Q(x, s, z) -> DQ(s, z)`` becomes a ``FakeQuant``; pairs that share their
+   scale and zero-point initializers (edgeq's shared scales) share one quantizer.
+2. A weight ``W_q -> DQ(s_w, axis)`` read as input 1 of Conv, ConvTranspose, Gemm or MatMul
+   becomes a float parameter (initialised from the float model's weight, not the rounded one)
+   and a per-channel symmetric weight quantizer: its levels [-qmax, qmax] are the ones edgeq
+   used (127, or 63 where the CPU saturates 8-bit products), or [-7, 7] for 4-bit weights.
+3. An int32 bias DQ becomes a float parameter; ``export`` rounds it to int32 with the trained
+   scales (s_in * s_w), an error far below one activation step.
+4. Any other constant DQ (an int8 Add's constant) is a fixed float tensor read through the
+   quantizer of its scale.
+5. ``DynamicQuantizeMatMul`` (edgeq's MatMuls between float ops): A fake-quantized as
+   onnxruntime does at run time (uint8, per tensor, range including 0), B as a weight (2).
+6. Float initializers of more than one element (weights of layers left float, LayerNorm) are
+   trained too; scalars and integer tensors are fixed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+import torch
+from torch import nn
+
+from edgeq.errors import UsageError
+from edgeq.graph import MS_DOMAIN, const_array
+from edgeq.qat.fake_quant import FakeQuant, round_ste
+from edgeq.qat.ops import OPS
+
+__all__ = ["QATModel", "WeightRef", "BiasRef"]
+
+_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _key(name: str, taken: set[str]) -> str:
+    key = re.sub(r"\W", "_", name) or "t"
+    key = key if not key[0].isdigit() else f"t_{key}"
+    base, i = key, 1
+    while key in taken:
+        key, i = f"{base}_{i}", i + 1
+    taken.add(key)
+    return key
+
+
+def _attrs(node: ir.Node) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, attr in node.attributes.items():
+        value = attr.value
+        if isinstance(value, ir.TensorProtocol):
+            value = torch.from_numpy(np.array(value.numpy()))
+        elif isinstance(value, (tuple, list)):
+            value = list(value)
+        out[name] = value
+    out["_outputs"] = len(node.outputs)
+    return out
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    array = np.array(array)
+    if array.dtype == np.float64:
+        array = array.astype(np.float32)
+    return torch.from_numpy(array)
+
+
+class WeightRef:
+    """Where a trained weight goes back in the graph: the initializers of its levels, scale and
+    zero point (a DQ's inputs 0-2, or a DynamicQuantizeMatMul's 1-3)."""
+
+    def __init__(self, values: list[ir.Value | None], param: str, quant: str, consumer: ir.Node) -> None:
+        self.q_name, self.scale_name = values[0].name, values[1].name
+        self.zp_name = values[2].name if len(values) > 2 and values[2] is not None else None
+        self.param, self.quant, self.consumer = param, quant, consumer.name
+        self.int4_storage = consumer.op_type != "DynamicQuantizeMatMul"  # its B input takes 8-bit types only
+
+
+class BiasRef:
+    """An int32 bias: its DQ's initializers and the quantizers whose scales multiply into its scale."""
+
+    def __init__(self, dq: ir.Node, param: str, act: str | None, weight: str | None) -> None:
+        self.q_name, self.scale_name = dq.inputs[0].name, dq.inputs[1].name
+        self.param, self.act, self.weight = param, act, weight
+
+
+class QATModel(nn.Module):
+    """See the module doc. ``model(*inputs)`` or ``model(**feeds)``: the graph's outputs (one
+    tensor, or a tuple). ``qdq`` is the graph it runs; ``export`` writes it back trained."""
+
+    def __init__(self, qdq: ir.Model, float_model: ir.Model | None = None, *, weight_bits: int = 8,
+                 learn: bool = True) -> None:
+        super().__init__()
+        graph = qdq.graph
+        if any(True for _ in graph.subgraphs()):
+            raise UsageError("quantization-aware training of graphs with If/Loop/Scan bodies is not supported yet")
+        self.qdq = qdq
+        self.weight_bits = weight_bits
+        self.input_names = [v.name for v in graph.inputs]
+        self.output_names = [v.name for v in graph.outputs]
+        self.quants = nn.ModuleDict()
+        self.params = nn.ParameterDict()
+        self._taken: set[str] = set()
+        self._buffers_by_value: dict[str, str] = {}
+        self.program: list[tuple] = []
+        self.weights: list[WeightRef] = []
+        self.biases: list[BiasRef] = []
+        self.float_params: dict[str, str] = {}  # initializer name -> parameter key (6)
+        self.activation_quants: dict[str, tuple[str, str | None]] = {}  # quantizer -> (scale, zp) initializer names
+        self.constants: list[tuple[str, str, str]] = []  # (q initializer, buffer key, quantizer) (4)
+        self._float = {n.name: n for n in float_model.graph} if float_model is not None else {}
+        self._learn = learn
+        self._pairs: dict[tuple[int, int], str] = {}
+        self._fq_of_value: dict[ir.Value, str] = {}
+        self._build(graph)
+
+    # -- building ---------------------------------------------------------------------------
+
+    def _buffer(self, value: ir.Value, array: np.ndarray, *, trainable: bool = False) -> str:
+        if value.name in self._buffers_by_value:
+            return self._buffers_by_value[value.name]
+        key = _key(value.name or "const", self._taken)
+        tensor = _tensor(array)
+        if trainable:
+            self.params[key] = nn.Parameter(tensor.float())
+        else:
+            self.register_buffer(key, tensor)
+        self._buffers_by_value[value.name] = key
+        return key
+
+    def _pair_quant(self, q: ir.Node) -> str:
+        scale, zp = q.inputs[1], q.inputs[2] if len(q.inputs) > 2 else None
+        ident = (id(scale), id(zp))
+        if ident in self._pairs:
+            return self._pairs[ident]
+        s = const_array(scale)
+        z = const_array(zp) if zp is not None else np.zeros((), np.uint8)
+        info = np.iinfo(z.dtype)
+        axis = q.attributes.get_int("axis", 1) if np.size(s) > 1 else None
+        key = _key(f"fq_{scale.name}", self._taken)
+        self.quants[key] = FakeQuant(s, z.astype(np.float32), info.min, info.max, axis=axis, learn=self._learn)
+        self.activation_quants[key] = (scale.name, zp.name if zp is not None else None)
+        self._pairs[ident] = key
+        return key
+
+    def _weight(self, dq: ir.Node, consumer: ir.Node) -> str:
+        q = const_array(dq.inputs[0])
+        s = const_array(dq.inputs[1])
+        axis = dq.attributes.get_int("axis", 1) if np.size(s) > 1 else None
+        values = q.astype(np.float32) * (s.reshape([-1 if i == (axis or 0) % q.ndim else 1 for i in range(q.ndim)])
+                                         if axis is not None else s)
+        source = self._float.get(consumer.name)
+        original = const_array(source.inputs[1]) if source is not None and len(source.inputs) > 1 else None
+        if original is not None and original.shape == q.shape:
+            values = original.astype(np.float32)
+        qmax = 7 if self.weight_bits == 4 else int(max(np.abs(q.astype(np.int64)).max(), 1))
+        param = self._buffer(dq.inputs[0], values, trainable=True)
+        key = _key(f"fq_{dq.inputs[0].name}", self._taken)
+        scale = s.astype(np.float32)
+        if self.weight_bits == 4:  # start the 4-bit grid from the weight's own max |w| per channel
+            dims = tuple(d for d in range(values.ndim) if axis is None or d != axis % values.ndim)
+            amax = np.abs(values).max(axis=dims) if dims else np.abs(values)
+            scale = np.maximum(np.asarray(amax, np.float32).reshape(np.shape(s)) / qmax, 1e-12)
+        self.quants[key] = FakeQuant(scale, np.zeros(np.size(s), np.float32), -qmax, qmax, axis=axis,
+                                     learn=self._learn, weight=True)
+        self.weights.append(WeightRef(list(dq.inputs), param, key, consumer))
+        return key
+
+    def _build(self, graph: ir.Graph) -> None:
+        done: set[ir.Node] = set()
+        # pass 1: activation pairs (1), so constants sharing their scales find their quantizer (4)
+        for node in graph:
+            if node.op_type == "QuantizeLinear" and node.domain in ("", MS_DOMAIN):
+                self._pair_quant(node)
+        unsupported: dict[str, int] = {}
+        for node in graph:
+            if node in done:
+                continue
+            kind = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+            if kind == "QuantizeLinear" and const_array(node.inputs[0]) is None:
+                fq = self._pair_quant(node)
+                for out in node.outputs:
+                    for use in list(out.uses()):
+                        dq = use.node
+                        if dq.op_type != "DequantizeLinear":
+                            raise UsageError(f"{node.name}: its output is read by {dq.op_type}, not a DequantizeLinear")
+                        self.program.append(("fq", fq, [node.inputs[0].name], [dq.outputs[0].name], out.name))
+                        done.add(dq)
+                continue
+            if kind == "DequantizeLinear" and const_array(node.inputs[0]) is not None:
+                self._constant_dq(node)
+                continue
+            if kind == f"{MS_DOMAIN}.DynamicQuantizeMatMul":
+                self._dynamic_matmul(node)
+                continue
+            if kind == "Constant":
+                value = node.attributes["value"].value if "value" in node.attributes else None
+                if value is None:
+                    unsupported[kind] = unsupported.get(kind, 0) + 1
+                    continue
+                self._buffer(node.outputs[0], np.array(value.numpy()))
+                continue
+            if kind not in OPS:
+                unsupported[kind] = unsupported.get(kind, 0) + 1
+                continue
+            for value in node.inputs:
+                if value is not None and const_array(value) is not None and value.name not in self._buffers_by_value:
+                    array = const_array(value)
+                    trainable = array.dtype == np.float32 and array.size > 1  # (6)
+                    key = self._buffer(value, array, trainable=trainable)
+                    if trainable:
+                        self.float_params[value.name] = key
+            self.program.append(("op", kind, [v.name if v is not None else None for v in node.inputs],
+                                 [v.name for v in node.outputs], _attrs(node)))
+        if unsupported:
+            listing = ", ".join(f"{k} ({n})" for k, n in sorted(unsupported.items()))
+            raise UsageError(f"quantization-aware training cannot run these operators in torch: {listing}")
+
+    def _constant_dq(self, dq: ir.Node) -> None:
+        q = const_array(dq.inputs[0])
+        s = const_array(dq.inputs[1])
+        uses = list(dq.outputs[0].uses())
+        weight_use = [u for u in uses if u.idx == 1 and u.node.op_type in _WEIGHT_OPS]
+        if q.dtype in (np.int8, np.uint8, np.int16) and weight_use and len(weight_use) == len(uses):
+            fq = self._weight(dq, weight_use[0].node)
+            param = self.weights[-1].param
+            self.program.append(("weight", fq, [param], [dq.outputs[0].name]))
+            return
+        zp = const_array(dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2] is not None else np.zeros((), q.dtype)
+        axis = dq.attributes.get_int("axis", 1) if np.size(s) > 1 else None
+        shape = [-1 if axis is not None and i == axis % q.ndim else 1 for i in range(q.ndim)] if axis is not None else None
+        scale = s.reshape(shape) if shape else s
+        zero = zp.reshape(shape) if shape else zp
+        values = ((q.astype(np.float64) - zero.astype(np.float64)) * scale).astype(np.float32)
+        if q.dtype == np.int32:  # (3) a bias
+            consumer = uses[0].node if uses else None
+            act, weight = self._bias_links(consumer)
+            source = self._float.get(consumer.name) if consumer is not None else None
+            if source is not None and len(source.inputs) > 2 and uses[0].idx == 2:
+                original = const_array(source.inputs[2])
+                if original is not None and original.size == values.size:
+                    values = original.astype(np.float32).reshape(values.shape)
+            param = self._buffer(dq.inputs[0], values, trainable=True)
+            self.biases.append(BiasRef(dq, param, act, weight))
+            self.program.append(("const", None, [param], [dq.outputs[0].name]))
+            return
+        key = self._buffer(dq.inputs[0], values)  # (4)
+        fq = self._pairs.get((id(dq.inputs[1]), id(dq.inputs[2]) if len(dq.inputs) > 2 else id(None)))
+        if fq is None:
+            fq = _key(f"fq_{dq.inputs[1].name}", self._taken)
+            info = np.iinfo(q.dtype)
+            self.quants[fq] = FakeQuant(s, zp.astype(np.float32), info.min, info.max, axis=axis, learn=False)
+            self.activation_quants[fq] = (dq.inputs[1].name, dq.inputs[2].name if len(dq.inputs) > 2 else None)
+        self.constants.append((dq.inputs[0].name, key, fq))
+        self.program.append(("fq", fq, [key], [dq.outputs[0].name], None))
+
+    def _bias_links(self, consumer: ir.Node | None) -> tuple[str | None, str | None]:
+        """The quantizers of the input and weight that a bias's scale is the product of."""
+        if consumer is None:
+            return None, None
+        node = consumer
+        if node.op_type == "Add":  # a MatMul's bias, stored after it (quantize_weights case 4)
+            producers = [v.producer() for v in node.inputs if v is not None and v.producer() is not None]
+            node = next((p for p in producers if p.op_type == "MatMul"), node)
+        act = weight = None
+        a = node.inputs[0].producer() if node.inputs else None
+        if a is not None and a.op_type == "DequantizeLinear" and a.inputs[0].producer() is not None:
+            q = a.inputs[0].producer()
+            act = self._pairs.get((id(q.inputs[1]), id(q.inputs[2] if len(q.inputs) > 2 else None)))
+        w = node.inputs[1].producer() if len(node.inputs) > 1 else None
+        if w is not None:
+            weight = next((r.quant for r in self.weights if r.q_name == w.inputs[0].name), None)
+        return act, weight
+
+    def _dynamic_matmul(self, node: ir.Node) -> None:
+        """(5) A, B int8, B scale, B zero point, bias -> Y, with A quantized at run time."""
+        b = const_array(node.inputs[1])
+        s = const_array(node.inputs[2])
+        source = self._float.get(node.name)
+        original = const_array(source.inputs[1]) if source is not None else None
+        axis = 1 if np.size(s) > 1 else None
+        values = original.astype(np.float32) if original is not None and original.shape == b.shape else \
+            b.astype(np.float32) * (s.reshape(1, -1) if axis is not None else s)
+        qmax = 7 if self.weight_bits == 4 else int(max(np.abs(b.astype(np.int64)).max(), 1))
+        param = self._buffer(node.inputs[1], values, trainable=True)
+        fq = _key(f"fq_{node.inputs[1].name}", self._taken)
+        scale = s.astype(np.float32)
+        if self.weight_bits == 4:
+            scale = np.maximum(np.abs(values).max(axis=0).reshape(np.shape(s)) / qmax, 1e-12) if axis is not None \
+                else np.maximum(np.abs(values).max() / qmax, 1e-12)
+        self.quants[fq] = FakeQuant(scale, np.zeros(np.size(s), np.float32), -qmax, qmax, axis=axis,
+                                    learn=self._learn, weight=True)
+        self.weights.append(WeightRef(list(node.inputs[1:4]), param, fq, node))
+        bias = None
+        if len(node.inputs) > 4 and node.inputs[4] is not None:
+            bias = self._buffer(node.inputs[4], const_array(node.inputs[4]), trainable=True)
+            self.float_params[node.inputs[4].name] = bias
+        self.program.append(("dynmatmul", fq, [node.inputs[0].name, param, bias], [node.outputs[0].name]))
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _get(self, key: str) -> torch.Tensor:
+        return self.params[key] if key in self.params else getattr(self, key)
+
+    def forward(self, *args: Any, **feeds: Any) -> Any:
+        return self._run(args, feeds)
+
+    def codes(self, feeds: dict[str, Any], forced: dict[str, np.ndarray] | None = None) -> tuple[Any, dict[str, np.ndarray]]:
+        """The outputs, and the integer codes of every activation quantizer by its QuantizeLinear
+        output's name in ``qdq`` (the check of ``export``). ``forced``: codes (by the same names)
+        that replace torch's own downstream, so that each quantizer is compared on the same input."""
+        found: dict[str, np.ndarray] = {}
+        with torch.no_grad():
+            out = self._run((), feeds, found, forced)
+        return out, found
+
+    def _run(self, args: tuple, feeds: dict, probe: dict[str, np.ndarray] | None = None,
+             forced: dict[str, np.ndarray] | None = None) -> Any:
+        env: dict[str, Any] = {}
+        if args and feeds:
+            raise UsageError("pass the inputs by position or by name, not both")
+        values = dict(zip(self.input_names, args)) if args else feeds
+        missing = [n for n in self.input_names if n not in values]
+        if missing:
+            raise UsageError(f"missing input(s) {', '.join(missing)}; the model takes {', '.join(self.input_names)}")
+        for name in self.input_names:
+            x = values[name]
+            env[name] = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+        for name, key in self._buffers_by_value.items():
+            env[name] = self._get(key)
+        for step in self.program:
+            kind, what, ins, outs = step[:4]
+            if kind == "fq":
+                env[outs[0]] = self.quants[what](env[ins[0]])
+                if probe is not None and step[4]:
+                    probe[step[4]] = self.quants[what].quantize(env[ins[0]]).numpy()
+                if forced is not None and step[4] in forced:
+                    env[outs[0]] = self.quants[what].dequantize(torch.from_numpy(forced[step[4]].astype(np.float32)))
+            elif kind == "weight":
+                env[outs[0]] = self.quants[what](self._get(ins[0]))
+            elif kind == "const":
+                env[outs[0]] = self._get(ins[0])
+            elif kind == "dynmatmul":
+                a = _dynamic_fake_quant(env[ins[0]])
+                y = torch.matmul(a, self.quants[what](self._get(ins[1])))
+                env[outs[0]] = y + self._get(ins[2]) if ins[2] is not None else y
+            else:
+                inputs = [env[n] if n else None for n in ins]
+                result = OPS[what](inputs, step[4])
+                if isinstance(result, (tuple, list)):
+                    for name, value in zip(outs, result):
+                        env[name] = value
+                else:
+                    env[outs[0]] = result
+        result = tuple(env[n] for n in self.output_names)
+        return result[0] if len(result) == 1 else result
+
+
+def _dynamic_fake_quant(x: torch.Tensor) -> torch.Tensor:
+    """onnxruntime's DynamicQuantizeLinear, simulated: uint8, per tensor, range including 0 (5)."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.float()
+        lo = torch.clamp(x.detach().min(), max=0.0)
+        hi = torch.clamp(x.detach().max(), min=0.0)
+        scale = torch.clamp((hi - lo) / 255.0, min=1e-12)
+        zp = torch.clamp(torch.round(-lo / scale), 0, 255)
+        q = torch.clamp(round_ste(x / scale) + zp, 0, 255)
+        return (q - zp) * scale

@@ -1,0 +1,113 @@
+"""``prepare``: a torch module that simulates, and trains, the QDQ model edgeq writes for a model.
+
+    torch module --export (dynamo, torchscript fallback)--> float ONNX --edgeq static--> QDQ graph
+    QDQ graph --QATModel--> torch module: fake quantizers where the graph has Q/DQ, float weights
+
+1. The float model goes through edgeq's own prepare (BatchNorm folded into its convolutions with
+   the running statistics, which stay frozen from here on), plan and calibration on ``calib``:
+   the ranges that start training are edgeq's static ones, on edgeq's grids.
+2. ``plan``: layers to keep float, as a precision map ({node or op type: "fp32"}), or the
+   ``QuantResult`` (or its report) of an auto-mode run, whose fp32 layers stay float.
+3. 4-bit weights need opset 21 (int4 DequantizeLinear): the model is upgraded to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from edgeq.errors import UsageError
+from edgeq.qat.config import QATConfig
+
+__all__ = ["prepare", "plan_precision"]
+
+logger = logging.getLogger(__name__)
+
+
+def plan_precision(plan: Any) -> dict[str, str]:
+    """(2) ``plan`` as a precision map of the layers to keep float."""
+    if plan is None:
+        return {}
+    report = getattr(plan, "report", plan)
+    if isinstance(report, Mapping) and "auto" in report:
+        layers = report["auto"].get("layers", [])
+        return {e["node"]: "fp32" for e in layers if e.get("precision") == "fp32"}
+    if isinstance(report, Mapping):
+        bad = {k: v for k, v in report.items() if v not in ("fp32", "int8")}
+        if bad:
+            raise UsageError(f"plan: precision {bad}: QAT keeps a layer fp32 or quantizes it")
+        return {str(k): "fp32" for k, v in report.items() if v == "fp32"}
+    raise UsageError("plan= takes a precision map ({node: 'fp32'}) or an auto-mode QuantResult or report")
+
+
+def _as_feeds(example_inputs: Any, names: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    import torch
+
+    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    return [{n: (t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t))
+             for n, t in zip(names, inputs)}]
+
+
+def _float_onnx(model: Any, example_inputs: Any, workdir: str) -> Any:
+    """A path or ONNX model as it is; a torch module (or zoo name) exported, checked against torch."""
+    import torch
+
+    if isinstance(model, torch.nn.Module) or (isinstance(model, str) and not os.path.exists(model)
+                                              and not model.endswith(".onnx")):
+        from edgeq.exporter import export
+
+        path = os.path.join(workdir, "float.onnx")
+        result = export(model, path, example_inputs=example_inputs, dynamic_batch=True)
+        logger.info("qat: exported with %s", result.exporter)
+        return path
+    return model
+
+
+def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config: QATConfig | None = None,
+            plan: Any = None, progress: bool = False):
+    """A ``QATModel`` (a torch module) simulating edgeq's QDQ model of ``model`` (a torch module,
+    a zoo name, an ONNX path or model); see the module doc. ``calib``: calibration feeds (anything
+    ``edgeq.quantize`` takes); without it, ``example_inputs`` alone calibrates (a warning)."""
+    from edgeq.config import PerChannel, PerTensor, QuantConfig
+    from edgeq.graph import copy_model
+    from edgeq.io import as_model
+    from edgeq.qat.module import QATModel
+    from edgeq.stages.load import load
+    from edgeq.stages.load import prepare as prepare_stage
+    from edgeq.stages.variant import build_variant
+
+    config = config or QATConfig()
+    precision = dict(config.precision) | plan_precision(plan)
+    with tempfile.TemporaryDirectory(prefix="edgeq-qat-") as workdir:
+        source = _float_onnx(model, example_inputs, workdir)
+        loaded_model, _ = as_model(source)
+        names = [v.name for v in loaded_model.graph.inputs if v.const_value is None]
+        if calib is None:
+            if example_inputs is None:
+                raise UsageError("prepare needs calib= (calibration feeds) or example_inputs to calibrate on")
+            logger.warning("qat: calibrating on example_inputs alone; pass calib= with representative data")
+            calib = _as_feeds(example_inputs, names)
+        qconfig = QuantConfig(
+            mode="static",
+            granularity=PerChannel() if config.per_channel else PerTensor(),
+            activations=config.activations,
+            symmetric=config.activations == "int8",
+            precision=precision,
+            float_weights="fp32",
+            opset=21 if config.weight_bits == 4 else None,
+            reduce_range=False if config.weight_bits == 4 else None,
+        )
+        prepared = prepare_stage(load(loaded_model, calib), qconfig)
+        float_model = copy_model(prepared.model)
+        result = build_variant(prepared, qconfig, progress=progress)
+    qat = QATModel(result.model, float_model, weight_bits=config.weight_bits, learn=config.scales == "learned")
+    qat.config = config
+    qat.quant_config = qconfig
+    qat.float_model = float_model
+    qat.ptq_report = result.report
+    return qat
