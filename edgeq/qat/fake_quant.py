@@ -5,7 +5,9 @@
 1. Rounding is half to even, as QuantizeLinear's; its gradient is passed straight through.
 2. ``learn``: the scale is a parameter trained with the weights (LSQ, Esser et al. 2020: the
    gradient of the rounding error, scaled by 1 / sqrt(elements per scale * qmax)); the zero point
-   stays the calibrated one. Otherwise the scale is observed: activations track a running
+   stays the calibrated one. It is stored as its logarithm: Adam moves every parameter by about
+   its learning rate per step, which would zero a weight scale of 1e-3 in a few steps; in the
+   log domain a step changes a scale by about that share of itself, and it stays positive. Otherwise the scale is observed: activations track a running
    min/max in training (momentum 0.9, always including 0), weights take their current max |w|.
 3. The arithmetic is float32 even under ``torch.autocast``: scales and rounding in bfloat16 would
    put values on another grid than onnxruntime's.
@@ -46,13 +48,18 @@ class FakeQuant(nn.Module):
         self.qmin, self.qmax, self.axis = int(qmin), int(qmax), axis
         self.learn, self.weight = bool(learn), bool(weight)
         self.per_tensor = scale.numel() == 1 and axis is None
-        if self.learn:
-            self.scale = nn.Parameter(scale)
+        if self.learn:  # (2) in the log domain: Adam's steps are then relative, and a scale stays positive
+            self.register_buffer("initial_scale", scale.clamp_min(1e-12))
+            self.log_scale = nn.Parameter(torch.zeros_like(scale))  # scale = initial * exp(log_scale): exact at 0
         else:
-            self.register_buffer("scale", scale)
+            self.register_buffer("observed_scale", scale)
         self.register_buffer("zero_point", zero_point)
         self.register_buffer("running", torch.zeros(2))  # observed activations: running min, max (2)
         self.observing = not self.learn  # an observed quantizer stops observing when frozen
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.initial_scale * torch.exp(self.log_scale) if self.learn else self.observed_scale
 
     def _shape(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.axis is None or t.numel() == 1:
@@ -66,7 +73,7 @@ class FakeQuant(nn.Module):
             if self.weight:  # symmetric, per channel: max |w| / qmax
                 dims = [d for d in range(x.dim()) if self.axis is None or d != self.axis % x.dim()]
                 amax = x.abs().amax(dim=dims) if dims else x.abs()
-                self.scale.copy_((amax.reshape(-1) / self.qmax).clamp_min(1e-12).expand_as(self.scale))
+                self.observed_scale.copy_((amax.reshape(-1) / self.qmax).clamp_min(1e-12).expand_as(self.observed_scale))
                 return
             lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
             if self.running.abs().sum() == 0:
@@ -77,9 +84,9 @@ class FakeQuant(nn.Module):
             scale = max((hi - lo) / (self.qmax - self.qmin), 1e-12)
             if self.zero_point.abs().sum() == 0 and self.qmin < 0:  # symmetric grid: zero point stays 0
                 scale = max(abs(lo), abs(hi)) / self.qmax or 1e-12
-                self.scale.fill_(scale)
+                self.observed_scale.fill_(scale)
                 return
-            self.scale.fill_(scale)
+            self.observed_scale.fill_(scale)
             self.zero_point.fill_(float(min(max(round(self.qmin - lo / scale), self.qmin), self.qmax)))
 
     def step(self) -> torch.Tensor:

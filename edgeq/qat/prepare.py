@@ -53,26 +53,43 @@ def _as_feeds(example_inputs: Any, names: Sequence[str]) -> list[dict[str, np.nd
              for n, t in zip(names, inputs)}]
 
 
-def _float_onnx(model: Any, example_inputs: Any, workdir: str) -> Any:
-    """A path or ONNX model as it is; a torch module (or zoo name) exported, checked against torch."""
+def _forward_names(model: Any, count: int) -> list[str] | None:
+    """The names of a module's forward parameters, for the ONNX inputs (so feeds keep them)."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return names[:count] if len(names) >= count else None
+
+
+def _float_onnx(model: Any, example_inputs: Any, workdir: str, input_names: Sequence[str] | None) -> Any:
+    """A path or ONNX model as it is; a torch module (or zoo name) exported, checked against torch;
+    a module's inputs named after its forward's parameters unless ``input_names`` says."""
     import torch
 
     if isinstance(model, torch.nn.Module) or (isinstance(model, str) and not os.path.exists(model)
                                               and not model.endswith(".onnx")):
         from edgeq.exporter import export
 
+        if isinstance(model, torch.nn.Module) and input_names is None and example_inputs is not None:
+            count = len(example_inputs) if isinstance(example_inputs, (tuple, list)) else 1
+            input_names = _forward_names(model, count)
         path = os.path.join(workdir, "float.onnx")
-        result = export(model, path, example_inputs=example_inputs, dynamic_batch=True)
+        result = export(model, path, example_inputs=example_inputs, dynamic_batch=True, input_names=input_names)
         logger.info("qat: exported with %s", result.exporter)
         return path
     return model
 
 
 def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config: QATConfig | None = None,
-            plan: Any = None, progress: bool = False):
+            plan: Any = None, input_names: Sequence[str] | None = None, progress: bool = False):
     """A ``QATModel`` (a torch module) simulating edgeq's QDQ model of ``model`` (a torch module,
     a zoo name, an ONNX path or model); see the module doc. ``calib``: calibration feeds (anything
-    ``edgeq.quantize`` takes); without it, ``example_inputs`` alone calibrates (a warning)."""
+    ``edgeq.quantize`` takes); without it, ``example_inputs`` alone calibrates (a warning).
+    ``input_names``: the ONNX inputs of an exported module (default: its forward's parameters)."""
     from edgeq.config import PerChannel, PerTensor, QuantConfig
     from edgeq.graph import copy_model
     from edgeq.io import as_model
@@ -84,7 +101,7 @@ def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config
     config = config or QATConfig()
     precision = dict(config.precision) | plan_precision(plan)
     with tempfile.TemporaryDirectory(prefix="edgeq-qat-") as workdir:
-        source = _float_onnx(model, example_inputs, workdir)
+        source = _float_onnx(model, example_inputs, workdir, input_names)
         loaded_model, _ = as_model(source)
         names = [v.name for v in loaded_model.graph.inputs if v.const_value is None]
         if calib is None:

@@ -1,0 +1,171 @@
+"""prepare -> QATModel -> export on a torch network made here: the same QDQ graph as edgeq's static
+mode, onnxruntime agreeing with torch, int4 storage, the per-layer plan, and clear refusals."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from edgeq.errors import ExportError, UsageError
+from edgeq.io import model_bytes
+from edgeq.qat import QATConfig, export, prepare
+
+
+class Net(nn.Module):
+    """Conv-BN-ReLU, a depthwise block with ReLU6, a residual add, pooling and a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16), nn.ReLU6(),
+                                nn.Conv2d(16, 16, 1), nn.BatchNorm2d(16))
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        y = self.stem(x)
+        y = torch.relu(y + self.dw(y))
+        return self.head(y.mean(dim=(2, 3)))
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    net = Net()
+    with torch.no_grad():  # BatchNorm statistics that are not the identity, so folding matters
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def _feeds(n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    return prepare(_net(), (torch.randn(1, 3, 16, 16),), calib=_feeds(16, 0))
+
+
+def _ops(model: ir.Model) -> list[str]:
+    return [n.op_type for n in model.graph]
+
+
+def test_runs_the_graph_edgeq_static_writes(prepared):
+    import edgeq
+    from edgeq.config import QuantConfig
+
+    static = edgeq.quantize(prepared.float_model, QuantConfig(mode="static", float_weights="fp32"), _feeds(16, 0))
+    assert _ops(prepared.qdq) == _ops(static.model)
+    counts = collections.Counter(_ops(prepared.qdq))
+    assert counts["Conv"] == 3 and counts["Gemm"] == 1 and "BatchNormalization" not in counts
+    assert len(prepared.weights) == 4  # three convolutions and the classifier, each with its weight quantizer
+    # one quantizer per distinct activation scale of the graph
+    assert len(prepared.activation_quants) == len({n.inputs[1].name for n in prepared.qdq.graph if n.op_type == "QuantizeLinear"})
+
+
+def test_torch_agrees_with_onnxruntime_on_the_qdq_graph(prepared):
+    session = ort.InferenceSession(model_bytes(prepared.qdq), providers=["CPUExecutionProvider"])
+    prepared.eval()
+    for feed in _feeds(8, 1):
+        ref = session.run(None, feed)[0]
+        with torch.no_grad():
+            got = prepared(**feed).numpy()
+        step = float(np.abs(ref).max()) / 127
+        assert np.max(np.abs(ref - got)) < 2 * step
+
+
+def test_export_writes_the_same_graph_with_trained_values(tmp_path):
+    qat = prepare(_net(), (torch.randn(1, 3, 16, 16),), calib=_feeds(16, 0))
+    before = {n: np.array(v.const_value.numpy()) for n, v in qat.qdq.graph.initializers.items()}
+    net = _net()
+    optimizer = torch.optim.Adam(qat.parameters(), lr=1e-3)
+    qat.train()
+    for feed in _feeds(8, 2):  # a few steps toward the float network's outputs
+        optimizer.zero_grad()
+        with torch.no_grad():
+            target = net(torch.from_numpy(feed["x"]))
+        (qat(**feed) - target).square().mean().backward()
+        optimizer.step()
+    check = export(qat, _feeds(4, 3), tmp_path / "net.onnx")
+    assert check.worst_agreement >= 0.999 and check.quantizers == len(
+        [n for n in qat.qdq.graph if n.op_type == "QuantizeLinear"])
+    written = ir.load(str(tmp_path / "net.onnx"))
+    assert _ops(written) == _ops(qat.qdq)
+    changed = [n for n, v in written.graph.initializers.items()
+               if n in before and v.const_value.numpy().shape == before[n].shape
+               and not np.array_equal(np.array(v.const_value.numpy()), before[n])]
+    assert len(changed) >= 8  # weights, biases and scales moved with training
+    session = ort.InferenceSession(str(tmp_path / "net.onnx"), providers=["CPUExecutionProvider"])
+    qat.eval()
+    feed = _feeds(1, 4)[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(session.run(None, feed)[0], qat(**feed).numpy(), atol=0.05 * np.abs(session.run(None, feed)[0]).max())
+
+
+def test_int4_weights_are_stored_as_int4(tmp_path):
+    qat = prepare(_net(), (torch.randn(1, 3, 16, 16),), calib=_feeds(16, 0), config=QATConfig(weight_bits=4))
+    assert all(qat.quants[r.quant].qmax == 7 for r in qat.weights)
+    export(qat, _feeds(4, 3), tmp_path / "w4.onnx")
+    proto = onnx.load(str(tmp_path / "w4.onnx"))
+    assert {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {21}
+    int4 = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT4]
+    assert len(int4) >= 8  # levels and zero points of the four weights
+    ort.InferenceSession(str(tmp_path / "w4.onnx"), providers=["CPUExecutionProvider"])
+
+
+def test_plan_keeps_a_layer_float_and_trains_it(prepared):
+    conv = next(n for n in prepared.qdq.graph if n.op_type == "Conv")
+    qat = prepare(prepared.float_model, calib=_feeds(16, 0), plan={conv.name: "fp32"})
+    float_conv = next(n for n in qat.qdq.graph if n.name == conv.name)
+    assert float_conv.inputs[1].producer() is None  # its weight is a float initializer, no DequantizeLinear
+    assert float_conv.inputs[1].name in qat.float_params
+    assert len(qat.weights) < len(prepared.weights)
+
+
+def test_export_names_the_first_tensor_that_differs(prepared, tmp_path, monkeypatch):
+    import importlib
+
+    export_module = importlib.import_module("edgeq.qat.export")
+    real = export_module.to_onnx
+
+    def broken(qat):
+        model = real(qat)
+        ref = qat.weights[1]  # the second layer's weights: zeroed in the file only
+        value = model.graph.initializers[ref.q_name]
+        value.const_value = ir.tensor(np.zeros(value.const_value.shape.numpy(), np.int8), name=ref.q_name)
+        return model
+
+    monkeypatch.setattr(export_module, "to_onnx", broken)
+    with pytest.raises(ExportError, match="differ at '.*'"):
+        export(prepared, _feeds(2, 3), tmp_path / "bad.onnx")
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_unsupported_operator_is_named():
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1, 4] x) => (float[1, 4] y) {
+        w = Constant <value = float[4, 4] {1,0,0,0, 0,1,0,0, 0,0,1,0, 0,0,0,1}> ()
+        m = MatMul(x, w)
+        y = Einsum <equation = "ij->ij"> (m)
+    }"""
+    model = onnx.parser.parse_model(text)
+    with pytest.raises(UsageError, match=r"cannot run these operators in torch: Einsum \(1\)"):
+        prepare(model, calib=[{"x": np.ones((1, 4), np.float32)}] * 4)
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(UsageError, match="weight_bits=3"):
+        QATConfig(weight_bits=3)
+    with pytest.raises(UsageError, match="plan"):
+        prepare(_net(), (torch.randn(1, 3, 16, 16),), calib=_feeds(4, 0), plan=[1, 2])
