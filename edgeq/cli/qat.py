@@ -31,12 +31,15 @@ def _row(label: str, s: dict) -> str:
               help="Mixed-precision training (torch.autocast; fp16 with a GradScaler).")
 @click.option("--samples", type=click.IntRange(32), default=1024, show_default=True, help="Training inputs.")
 @click.option("--eval-samples", type=click.IntRange(1), default=200, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+              help="Learning rate of float parameters (biases, LayerNorm, layers left float).")
+@click.option("--step-lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True,
+              help="Learning rate of quantized weights, in quantization steps per training step.")
 @click.option("--batch", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write the summary as JSON here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def qat(name: str, out: str, epochs: int, weights: str, activations: str, scales: str, amp: str, samples: int,
-        eval_samples: int, lr: float, batch: int, report: str | None, quiet: bool) -> None:
+        eval_samples: int, lr: float, step_lr: float, batch: int, report: str | None, quiet: bool) -> None:
     """Fine-tune zoo model NAME with fake quantization (distilled from its fp32 outputs) and write
     edgeq's QDQ model with the trained weights and scales, checked against torch."""
     from edgeq.io import atomic_path, check_output_path
@@ -48,16 +51,19 @@ def qat(name: str, out: str, epochs: int, weights: str, activations: str, scales
         check_output_path(report, [out])
     config = QATConfig(weight_bits=4 if weights == "int4" else 8, activations=activations, scales=scales)
     summary = qat_zoo(name, out, epochs=epochs, config=config, amp=None if amp == "none" else amp, samples=samples,
-                      eval_samples=eval_samples, lr=lr, batch=batch, progress=not quiet)
+                      eval_samples=eval_samples, lr=lr, step_lr=step_lr, batch=batch, progress=not quiet)
     click.echo(f"{name}: {summary['samples']} training inputs, {epochs} epoch(s), "
                f"{summary['train_seconds']:.1f} s training{' with ' + summary['amp'] if summary['amp'] else ''}; "
                f"judged on {summary['eval_samples']} held-out inputs against fp32")
     click.echo(_row("fp32", summary["fp32"]))
     click.echo(_row("PTQ", summary["ptq"]))
     click.echo(_row("QAT", summary["qat"]))
+    scores = ", ".join(f"{x:.1f}" for x in summary["validation_sqnr_db"])
+    click.echo(f"validation SQNR (held-out training inputs) before training and per epoch: {scores} dB; "
+               f"kept {'the untrained model' if summary['best_epoch'] == 0 else 'epoch ' + str(summary['best_epoch'])}")
     check = summary["export_check"]
-    click.echo(f"export check: onnxruntime's codes within one step of torch's on {check['within_one_step']:.2%} "
-               f"of the worst of {check['quantizers']} quantizers ({check['samples']} inputs)")
+    click.echo(f"export check: onnxruntime within one step of torch on {check['within_one_step']:.2%} of the "
+               f"worst of {check['tensors']} tensors compared ({check['worst_tensor']}; {check['samples']} inputs)")
     click.echo(f"wrote {summary['path']}")
     if report:
         with atomic_path(report, [out]) as tmp, open(tmp, "w") as f:

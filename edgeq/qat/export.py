@@ -11,9 +11,10 @@
    is compared with the torch module on ``example_inputs``: onnxruntime's integer codes at every
    QuantizeLinear within one step of torch's on at least 99.9% of elements (its fused integer
    kernels round once more), each quantizer's torch input computed from onnxruntime's codes
-   upstream (so that a one-step difference is not compounded layer after layer), else an
-   ExportError naming the first tensor that differs. The outputs' end-to-end difference is
-   reported beside it.
+   upstream (so that a one-step difference is not compounded layer after layer); the outputs of
+   MatMuls quantized at run time (their inputs forced the same way) and the graph's float outputs
+   within one 8-bit step of their own range, (max - min) / 255, on 99.9% of elements. Else an
+   ExportError naming the first tensor that differs. The end-to-end difference is reported.
 3. Written atomically, never over an input.
 """
 
@@ -36,11 +37,11 @@ MIN_AGREEMENT = 0.999
 
 @dataclasses.dataclass
 class ExportCheck:
-    """What ``export`` checked: quantizers compared, the worst one's agreement within one step,
+    """What ``export`` checked: tensors compared, the worst one's agreement within one step,
     and the outputs' largest difference from torch."""
 
     path: str
-    quantizers: int
+    tensors: int  # quantizer codes, run-time quantized MatMul outputs and float outputs compared
     worst_tensor: str | None
     worst_agreement: float
     output_max_abs: float
@@ -111,37 +112,55 @@ def _probe_model(model: ir.Model, names: list[str]) -> ir.Model:
 
 
 def check_against_torch(qat: Any, model: ir.Model, feeds: list[dict[str, np.ndarray]]) -> tuple[str | None, float, float, int]:
-    """(2) onnxruntime's codes at every QuantizeLinear vs torch's: the first tensor (graph order)
-    below the bar, else the worst; its share of elements within one step; the outputs' largest
-    absolute difference; how many quantizers were compared."""
+    """(2) onnxruntime vs torch, each compared on onnxruntime's own upstream values: the codes at
+    every QuantizeLinear (within one code), the outputs of run-time quantized MatMuls and the
+    graph's float outputs (within one 8-bit step of their range). Returns the first tensor (graph
+    order) below the bar, else the worst; its share within one step; the outputs' largest absolute
+    difference end to end; how many tensors were compared."""
     import onnxruntime as ort
-    import torch
 
     from edgeq.io import model_bytes
 
     qat.eval()
     _, codes = qat.codes(feeds[0])
-    names = list(codes)
-    session = ort.InferenceSession(model_bytes(_probe_model(model, names)), providers=["CPUExecutionProvider"])
+    dyn_in, dyn_out = qat.dynamic_values()
+    code_names = [n for n in codes if n not in dyn_out]
+    probed = list(dict.fromkeys(code_names + dyn_in + dyn_out))
+    session = ort.InferenceSession(model_bytes(_probe_model(model, probed)), providers=["CPUExecutionProvider"])
     out_names = [o.name for o in session.get_outputs()]
     n_graph = len(model.graph.outputs)
-    agree = {n: [0, 0] for n in names}
+    floats: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {n: [] for n in dyn_out + out_names[:n_graph]}
+    agree = {n: [0, 0] for n in code_names}
     out_max = 0.0
     for feed in feeds:
-        ort_out = session.run(out_names, feed)
+        ort_all = dict(zip(out_names, session.run(out_names, feed)))
         torch_out, _ = qat.codes(feed)  # end to end
         torch_out = torch_out if isinstance(torch_out, tuple) else (torch_out,)
-        _, codes = qat.codes(feed, forced=dict(zip(out_names[n_graph:], ort_out[n_graph:])))  # layer by layer
-        for ref, got in zip(ort_out[:n_graph], torch_out):
-            if np.issubdtype(np.asarray(ref).dtype, np.floating):
-                out_max = max(out_max, float(np.max(np.abs(np.asarray(ref, np.float64) - got.detach().numpy()))))
-        for name, ref in zip(out_names[n_graph:], ort_out[n_graph:]):
-            if name in codes:
-                diff = np.abs(np.asarray(ref, np.int64) - codes[name].astype(np.int64))
+        for name, got in zip(out_names[:n_graph], torch_out):
+            ref = np.asarray(ort_all[name])
+            if np.issubdtype(ref.dtype, np.floating):
+                out_max = max(out_max, float(np.max(np.abs(ref.astype(np.float64) - got.numpy()))))
+        forced = {n: ort_all[n] for n in code_names + dyn_in if n in ort_all}
+        forced_out, found = qat.codes(feed, forced=forced)  # layer by layer
+        forced_out = forced_out if isinstance(forced_out, tuple) else (forced_out,)
+        found.update({n: o.numpy() for n, o in zip(out_names[:n_graph], forced_out)})
+        for name in code_names:
+            if name in ort_all and name in found:
+                diff = np.abs(np.asarray(ort_all[name], np.int64) - found[name].astype(np.int64))
                 agree[name][0] += int(np.sum(diff <= 1))
                 agree[name][1] += diff.size
-    del torch
-    order = [n for n in names if agree[n][1]]  # graph order
+        for name in floats:
+            ref = np.asarray(ort_all.get(name))
+            if name in found and np.issubdtype(ref.dtype, np.floating):
+                floats[name].append((ref.astype(np.float64), found[name].astype(np.float64)))
+    for name, pairs in floats.items():  # one step of 8 bits over the tensor's own range
+        if pairs:
+            ref = np.concatenate([r.reshape(-1) for r, _ in pairs])
+            got = np.concatenate([g.reshape(-1) for _, g in pairs])
+            step = max(float(ref.max() - ref.min()) / 255, 1e-12)
+            agree[name] = [int(np.sum(np.abs(ref - got) <= step)), ref.size]
+    order = [n for n in list(code_names) + list(floats) if agree.get(n, [0, 0])[1]]  # graph order, outputs last
+    order = list(dict.fromkeys(order))
     shares = {n: agree[n][0] / agree[n][1] for n in order}
     first = next((n for n in order if shares[n] < MIN_AGREEMENT), None)
     worst = first or (min(order, key=shares.get) if order else None)

@@ -5,16 +5,24 @@
 1. ``amp``: None (float32), "bf16" or "fp16": the forward runs under ``torch.autocast`` on the
    device's type; "fp16" scales the loss with ``torch.amp.GradScaler`` (bfloat16 has float32's
    exponent and needs none). The fake quantizers compute in float32 regardless (fake_quant.py 3).
-2. Adam, with the quantizers' scales at ``scale_lr`` (LSQ trains them with the weights) and
-   everything else at ``lr``. A cosine schedule to zero over the run.
+2. Adam, whose steps are about its learning rate whatever the gradient, so each quantized weight
+   tensor moves by ``step_lr`` of its quantization step per step (the same learning rate would be
+   noise for 8-bit weights and slow for 4-bit ones); the scales by ``scale_lr`` of themselves
+   (they are trained as logarithms); float parameters (biases, LayerNorm, layers left float) at
+   ``lr``. A linear warm-up over the first tenth of the steps (Adam's first steps, before its
+   moments settle, would otherwise throw a calibrated model off), then a cosine to zero.
 3. ``freeze_after``: the share of the run after which observed scales stop moving (observed
    mode) - the usual late freeze, so the last steps train against the grid that is exported.
-4. A rich progress bar per step (``progress=False`` to hide); returns the mean loss per epoch
-   and the seconds taken.
+4. ``validate(model) -> score`` (higher is better; on data held out from training): scored
+   before training and after each epoch, and the best state is kept, the untrained one included,
+   so fine-tuning never returns a model worse than it started on that data.
+5. A rich progress bar per step (``progress=False`` to hide); returns the mean loss and the
+   validation score per epoch, and the seconds taken.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -36,6 +44,16 @@ class FitHistory:
     seconds: float
     steps: int
     amp: str | None
+    scores: list[float] = dataclasses.field(default_factory=list)  # validation: before training, then per epoch
+    best_epoch: int | None = None  # 0: the untrained model was best
+
+
+def _score(model: torch.nn.Module, validate: Callable[[torch.nn.Module], float]) -> float:
+    model.eval()
+    with torch.no_grad():
+        value = float(validate(model))
+    model.train()
+    return value
 
 
 def _call(model: torch.nn.Module, inputs: Any) -> Any:
@@ -56,9 +74,32 @@ def _to(x: Any, device: torch.device) -> Any:
     return x
 
 
+def _groups(model: torch.nn.Module, lr: float, step_lr: float, scale_lr: float) -> list[dict]:
+    """(2) One group per quantized weight at ``step_lr`` of its mean step, the scales (log domain)
+    at ``scale_lr``, everything else at ``lr``."""
+    weights = getattr(model, "weights", [])
+    groups, taken = [], set()
+    for ref in weights:
+        param = model.params[ref.param] if ref.param in model.params else None
+        if param is None or id(param) in taken:
+            continue
+        step = float(model.quants[ref.quant].step().mean())
+        groups.append({"params": [param], "lr": step_lr * step})
+        taken.add(id(param))
+    scales = [p for n, p in model.named_parameters() if n.startswith("quants.")]
+    taken |= {id(p) for p in scales}
+    if scales:
+        groups.append({"params": scales, "lr": scale_lr})
+    rest = [p for p in model.parameters() if id(p) not in taken and p.requires_grad]
+    if rest:
+        groups.append({"params": rest, "lr": lr})
+    return groups
+
+
 def fit(model: torch.nn.Module, loader: Iterable, loss_fn: Callable[[Any, Any], torch.Tensor], epochs: int = 1, *,
-        lr: float = 1e-4, scale_lr: float | None = None, amp: str | None = None, device: str = "cpu",
-        freeze_after: float = 0.8, progress: bool = True) -> FitHistory:
+        lr: float = 1e-4, step_lr: float = 0.01, scale_lr: float = 1e-3, amp: str | None = None,
+        device: str = "cpu", freeze_after: float = 0.8, validate: Callable[[torch.nn.Module], float] | None = None,
+        progress: bool = True) -> FitHistory:
     """Train ``model`` (a QATModel, or any module) in place; see the module doc."""
     if amp not in AMP:
         raise UsageError(f"amp={amp!r}: choose none, bf16 or fp16")
@@ -68,19 +109,18 @@ def fit(model: torch.nn.Module, loader: Iterable, loss_fn: Callable[[Any, Any], 
     dev = torch.device(device)
     model.to(dev).train()
     quants = getattr(model, "quants", None)
-    scale_params = [p for n, p in model.named_parameters() if n.startswith("quants.")]
-    ids = {id(p) for p in scale_params}
-    others = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]
-    groups = [{"params": others, "lr": lr}]
-    if scale_params:
-        groups.append({"params": scale_params, "lr": scale_lr if scale_lr is not None else lr})
-    optimizer = torch.optim.Adam(groups)
+    optimizer = torch.optim.Adam(_groups(model, lr, step_lr, scale_lr))
     batches = list(loader) if not hasattr(loader, "__len__") else loader
     per_epoch = len(batches)
     total = max(epochs * per_epoch, 1)
     base = [g["lr"] for g in optimizer.param_groups]
     scaler = torch.amp.GradScaler(dev.type) if dtype == torch.float16 else None
     losses: list[float] = []
+    scores: list[float] = []
+    best_state, best_epoch = None, None
+    if validate is not None:  # (4)
+        scores.append(_score(model, validate))
+        best_state, best_epoch = copy.deepcopy(model.state_dict()), 0
     step = 0
     start = time.perf_counter()
     bar = _bar(progress, total)
@@ -93,8 +133,9 @@ def fit(model: torch.nn.Module, loader: Iterable, loss_fn: Callable[[Any, Any], 
                 if quants is not None and step >= freeze_after * total:  # (3)
                     for fq in quants.values():
                         fq.observing = False
-                for group, lr0 in zip(optimizer.param_groups, base):  # (2) cosine
-                    group["lr"] = lr0 * 0.5 * (1 + math.cos(math.pi * step / total))
+                warm = min(1.0, (step + 1) / max(total // 10, 1))  # (2) linear warm-up, then cosine
+                for group, lr0 in zip(optimizer.param_groups, base):
+                    group["lr"] = lr0 * warm * 0.5 * (1 + math.cos(math.pi * step / total))
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(device_type=dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                     out = _call(model, inputs)
@@ -112,8 +153,14 @@ def fit(model: torch.nn.Module, loader: Iterable, loss_fn: Callable[[Any, Any], 
                 if bar:
                     bar.update(task, advance=1, description=f"quantization-aware training, loss {running / count:.4g}")
             losses.append(running / max(count, 1))
+            if validate is not None:
+                scores.append(_score(model, validate))
+                if scores[-1] > scores[best_epoch]:
+                    best_state, best_epoch = copy.deepcopy(model.state_dict()), len(scores) - 1
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
-    return FitHistory(losses, time.perf_counter() - start, step, amp if dtype is not None else None)
+    return FitHistory(losses, time.perf_counter() - start, step, amp if dtype is not None else None, scores, best_epoch)
 
 
 class _NoBar:

@@ -17,8 +17,9 @@ the trained values.
    scales (s_in * s_w), an error far below one activation step.
 4. Any other constant DQ (an int8 Add's constant) is a fixed float tensor read through the
    quantizer of its scale.
-5. ``DynamicQuantizeMatMul`` (edgeq's MatMuls between float ops): A fake-quantized as
-   onnxruntime does at run time (uint8, per tensor, range including 0), B as a weight (2).
+5. ``DynamicQuantizeMatMul`` (edgeq's MatMuls between float ops), and ``DynamicQuantizeLinear``
+   shared by several ``MatMulIntegerToFloat``: A fake-quantized as onnxruntime does at run time
+   (uint8, per tensor, range including 0), B as a weight (2).
 6. Float initializers of more than one element (weights of layers left float, LayerNorm) are
    trained too; scalars and integer tensors are fixed.
 """
@@ -81,7 +82,8 @@ class WeightRef:
         self.q_name, self.scale_name = values[0].name, values[1].name
         self.zp_name = values[2].name if len(values) > 2 and values[2] is not None else None
         self.param, self.quant, self.consumer = param, quant, consumer.name
-        self.int4_storage = consumer.op_type != "DynamicQuantizeMatMul"  # its B input takes 8-bit types only
+        # onnxruntime's dynamic MatMul kernels take 8-bit B only: 4-bit levels stay in int8 storage there
+        self.int4_storage = consumer.op_type not in ("DynamicQuantizeMatMul", "MatMulIntegerToFloat")
 
 
 class BiasRef:
@@ -117,6 +119,7 @@ class QATModel(nn.Module):
         self.activation_quants: dict[str, tuple[str, str | None]] = {}  # quantizer -> (scale, zp) initializer names
         self.constants: list[tuple[str, str, str]] = []  # (q initializer, buffer key, quantizer) (4)
         self._float = {n.name: n for n in float_model.graph} if float_model is not None else {}
+        self._float_inits = dict(float_model.graph.initializers) if float_model is not None else {}
         self._learn = learn
         self._pairs: dict[tuple[int, int], str] = {}
         self._fq_of_value: dict[ir.Value, str] = {}
@@ -151,16 +154,31 @@ class QATModel(nn.Module):
         self._pairs[ident] = key
         return key
 
+    def _original(self, consumer: ir.Node, q: ir.Value, index: int, shape: tuple) -> np.ndarray | None:
+        """The float model's weight (or bias) behind quantized ``q``: input ``index`` of the node of
+        the same name (or the name its rewrite derived, ``<name>_dynamic``), else the initializer
+        that ``q`` was named after (``<name>_q``)."""
+        for name in (consumer.name, consumer.name.rsplit("_", 1)[0] if consumer.name else None):
+            source = self._float.get(name)
+            if source is not None and len(source.inputs) > index:
+                array = const_array(source.inputs[index])
+                if array is not None and array.size == int(np.prod(shape)):
+                    return array.astype(np.float32).reshape(shape)
+        if q.name and q.name.endswith("_q") and q.name[:-2] in self._float_inits:
+            array = const_array(self._float_inits[q.name[:-2]])
+            if array is not None and array.size == int(np.prod(shape)):
+                return array.astype(np.float32).reshape(shape)
+        return None
+
     def _weight(self, dq: ir.Node, consumer: ir.Node) -> str:
         q = const_array(dq.inputs[0])
         s = const_array(dq.inputs[1])
         axis = dq.attributes.get_int("axis", 1) if np.size(s) > 1 else None
         values = q.astype(np.float32) * (s.reshape([-1 if i == (axis or 0) % q.ndim else 1 for i in range(q.ndim)])
                                          if axis is not None else s)
-        source = self._float.get(consumer.name)
-        original = const_array(source.inputs[1]) if source is not None and len(source.inputs) > 1 else None
-        if original is not None and original.shape == q.shape:
-            values = original.astype(np.float32)
+        original = self._original(consumer, dq.inputs[0], 1, q.shape)
+        if original is not None:
+            values = original
         qmax = 7 if self.weight_bits == 4 else int(max(np.abs(q.astype(np.int64)).max(), 1))
         param = self._buffer(dq.inputs[0], values, trainable=True)
         key = _key(f"fq_{dq.inputs[0].name}", self._taken)
@@ -198,8 +216,11 @@ class QATModel(nn.Module):
             if kind == "DequantizeLinear" and const_array(node.inputs[0]) is not None:
                 self._constant_dq(node)
                 continue
-            if kind == f"{MS_DOMAIN}.DynamicQuantizeMatMul":
+            if kind in (f"{MS_DOMAIN}.DynamicQuantizeMatMul", f"{MS_DOMAIN}.MatMulIntegerToFloat"):
                 self._dynamic_matmul(node)
+                continue
+            if kind == "DynamicQuantizeLinear":
+                self._dynamic_quantize(node)
                 continue
             if kind == "Constant":
                 value = node.attributes["value"].value if "value" in node.attributes else None
@@ -243,11 +264,9 @@ class QATModel(nn.Module):
         if q.dtype == np.int32:  # (3) a bias
             consumer = uses[0].node if uses else None
             act, weight = self._bias_links(consumer)
-            source = self._float.get(consumer.name) if consumer is not None else None
-            if source is not None and len(source.inputs) > 2 and uses[0].idx == 2:
-                original = const_array(source.inputs[2])
-                if original is not None and original.size == values.size:
-                    values = original.astype(np.float32).reshape(values.shape)
+            original = self._original(consumer, dq.inputs[0], 2, values.shape) if uses and uses[0].idx == 2 else None
+            if original is not None:
+                values = original
             param = self._buffer(dq.inputs[0], values, trainable=True)
             self.biases.append(BiasRef(dq, param, act, weight))
             self.program.append(("const", None, [param], [dq.outputs[0].name]))
@@ -281,29 +300,39 @@ class QATModel(nn.Module):
         return act, weight
 
     def _dynamic_matmul(self, node: ir.Node) -> None:
-        """(5) A, B int8, B scale, B zero point, bias -> Y, with A quantized at run time."""
-        b = const_array(node.inputs[1])
-        s = const_array(node.inputs[2])
-        source = self._float.get(node.name)
-        original = const_array(source.inputs[1]) if source is not None else None
+        """(5) DynamicQuantizeMatMul(A, B, b_scale, b_zp[, bias]), or MatMulIntegerToFloat(A_q, B,
+        a_scale, b_scale, a_zp, b_zp[, bias]) after a DynamicQuantizeLinear shared by several."""
+        fused = node.op_type == "DynamicQuantizeMatMul"
+        b_index, s_index, z_index, bias_index = (1, 2, 3, 4) if fused else (1, 3, 5, 6)
+        b = const_array(node.inputs[b_index])
+        s = const_array(node.inputs[s_index])
         axis = 1 if np.size(s) > 1 else None
-        values = original.astype(np.float32) if original is not None and original.shape == b.shape else \
+        original = self._original(node, node.inputs[b_index], 1, b.shape)
+        values = original if original is not None else \
             b.astype(np.float32) * (s.reshape(1, -1) if axis is not None else s)
         qmax = 7 if self.weight_bits == 4 else int(max(np.abs(b.astype(np.int64)).max(), 1))
-        param = self._buffer(node.inputs[1], values, trainable=True)
-        fq = _key(f"fq_{node.inputs[1].name}", self._taken)
+        param = self._buffer(node.inputs[b_index], values, trainable=True)
+        fq = _key(f"fq_{node.inputs[b_index].name}", self._taken)
         scale = s.astype(np.float32)
         if self.weight_bits == 4:
             scale = np.maximum(np.abs(values).max(axis=0).reshape(np.shape(s)) / qmax, 1e-12) if axis is not None \
                 else np.maximum(np.abs(values).max() / qmax, 1e-12)
         self.quants[fq] = FakeQuant(scale, np.zeros(np.size(s), np.float32), -qmax, qmax, axis=axis,
                                     learn=self._learn, weight=True)
-        self.weights.append(WeightRef(list(node.inputs[1:4]), param, fq, node))
+        refs = [node.inputs[b_index], node.inputs[s_index], node.inputs[z_index] if len(node.inputs) > z_index else None]
+        self.weights.append(WeightRef(refs, param, fq, node))
         bias = None
-        if len(node.inputs) > 4 and node.inputs[4] is not None:
-            bias = self._buffer(node.inputs[4], const_array(node.inputs[4]), trainable=True)
-            self.float_params[node.inputs[4].name] = bias
-        self.program.append(("dynmatmul", fq, [node.inputs[0].name, param, bias], [node.outputs[0].name]))
+        if len(node.inputs) > bias_index and node.inputs[bias_index] is not None:
+            bias = self._buffer(node.inputs[bias_index], const_array(node.inputs[bias_index]), trainable=True)
+            self.float_params[node.inputs[bias_index].name] = bias
+        if fused:
+            self.program.append(("dynmatmul", fq, [node.inputs[0].name, param, bias], [node.outputs[0].name]))
+        else:
+            names = [node.inputs[i].name for i in (0, 2, 4)]  # codes, a_scale, a_zp of the shared quantization
+            self.program.append(("intmatmul", fq, [*names, param, bias], [node.outputs[0].name]))
+
+    def _dynamic_quantize(self, node: ir.Node) -> None:
+        self.program.append(("dql", None, [node.inputs[0].name], [v.name for v in node.outputs]))
 
     # -- running ----------------------------------------------------------------------------
 
@@ -313,10 +342,18 @@ class QATModel(nn.Module):
     def forward(self, *args: Any, **feeds: Any) -> Any:
         return self._run(args, feeds)
 
+    def dynamic_values(self) -> tuple[list[str], list[str]]:
+        """The inputs and outputs of the run-time quantized MatMuls (and their DynamicQuantizeLinear):
+        what ``codes`` forces and compares where the graph has no QuantizeLinear."""
+        inputs = [step[2][0] for step in self.program if step[0] in ("dynmatmul", "dql")]
+        outputs = [step[3][0] for step in self.program if step[0] in ("dynmatmul", "intmatmul")]
+        return list(dict.fromkeys(inputs)), outputs
+
     def codes(self, feeds: dict[str, Any], forced: dict[str, np.ndarray] | None = None) -> tuple[Any, dict[str, np.ndarray]]:
-        """The outputs, and the integer codes of every activation quantizer by its QuantizeLinear
-        output's name in ``qdq`` (the check of ``export``). ``forced``: codes (by the same names)
-        that replace torch's own downstream, so that each quantizer is compared on the same input."""
+        """The outputs, and by name in ``qdq``: the integer codes of every activation quantizer
+        (its QuantizeLinear's output) and the outputs of run-time quantized MatMuls (the check of
+        ``export``). ``forced``: values by the same names (codes), or by the names of those MatMuls'
+        float inputs, that replace torch's own downstream, so that each is compared on the same input."""
         found: dict[str, np.ndarray] = {}
         with torch.no_grad():
             out = self._run((), feeds, found, forced)
@@ -338,6 +375,8 @@ class QATModel(nn.Module):
             env[name] = self._get(key)
         for step in self.program:
             kind, what, ins, outs = step[:4]
+            if forced is not None and kind in ("dynmatmul", "dql") and ins[0] in forced:
+                env[ins[0]] = torch.from_numpy(np.asarray(forced[ins[0]], np.float32))
             if kind == "fq":
                 env[outs[0]] = self.quants[what](env[ins[0]])
                 if probe is not None and step[4]:
@@ -349,9 +388,20 @@ class QATModel(nn.Module):
             elif kind == "const":
                 env[outs[0]] = self._get(ins[0])
             elif kind == "dynmatmul":
-                a = _dynamic_fake_quant(env[ins[0]])
+                a = _dynamic_fake_quant(env[ins[0]])[0]
                 y = torch.matmul(a, self.quants[what](self._get(ins[1])))
                 env[outs[0]] = y + self._get(ins[2]) if ins[2] is not None else y
+                if probe is not None:
+                    probe[outs[0]] = env[outs[0]].numpy()
+            elif kind == "dql":
+                _, codes, scale, zp = _dynamic_fake_quant(env[ins[0]])
+                env[outs[0]], env[outs[1]], env[outs[2]] = codes, scale, zp
+            elif kind == "intmatmul":
+                a = (env[ins[0]] - env[ins[2]]) * env[ins[1]]
+                y = torch.matmul(a, self.quants[what](self._get(ins[3])))
+                env[outs[0]] = y + self._get(ins[4]) if ins[4] is not None else y
+                if probe is not None:
+                    probe[outs[0]] = env[outs[0]].numpy()
             else:
                 inputs = [env[n] if n else None for n in ins]
                 result = OPS[what](inputs, step[4])
@@ -364,8 +414,9 @@ class QATModel(nn.Module):
         return result[0] if len(result) == 1 else result
 
 
-def _dynamic_fake_quant(x: torch.Tensor) -> torch.Tensor:
-    """onnxruntime's DynamicQuantizeLinear, simulated: uint8, per tensor, range including 0 (5)."""
+def _dynamic_fake_quant(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """onnxruntime's DynamicQuantizeLinear, simulated: uint8, per tensor, range including 0 (5).
+    The dequantized value, and the codes (straight-through), scale and zero point."""
     with torch.autocast(device_type=x.device.type, enabled=False):
         x = x.float()
         lo = torch.clamp(x.detach().min(), max=0.0)
@@ -373,4 +424,4 @@ def _dynamic_fake_quant(x: torch.Tensor) -> torch.Tensor:
         scale = torch.clamp((hi - lo) / 255.0, min=1e-12)
         zp = torch.clamp(torch.round(-lo / scale), 0, 255)
         q = torch.clamp(round_ste(x / scale) + zp, 0, 255)
-        return (q - zp) * scale
+        return (q - zp) * scale, q, scale, zp

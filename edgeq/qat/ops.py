@@ -449,3 +449,18 @@ def _tile(inputs, attrs):
 @op("ArgMax")
 def _argmax(inputs, attrs):
     return torch.argmax(inputs[0], dim=int(attrs.get("axis", 0)), keepdim=bool(attrs.get("keepdims", 1)))
+
+
+@op("GatherND")
+def _gather_nd(inputs, attrs):
+    data, indices = inputs[0], inputs[1].long()
+    b = int(attrs.get("batch_dims", 0))
+    k = indices.shape[-1]
+    batch = int(torch.tensor(data.shape[:b]).prod()) if b else 1
+    flat = data.reshape(batch, *data.shape[b:])
+    idx = indices.reshape(batch, -1, k)
+    sizes = torch.tensor(data.shape[b:b + k])
+    idx = torch.where(idx < 0, idx + sizes, idx)
+    rows = torch.arange(batch).reshape(batch, 1).expand(batch, idx.shape[1])
+    out = flat[(rows, *[idx[..., i] for i in range(k)])]
+    return out.reshape(*indices.shape[:-1], *data.shape[b + k:])

@@ -97,8 +97,8 @@ def test_export_writes_the_same_graph_with_trained_values(tmp_path):
         (qat(**feed) - target).square().mean().backward()
         optimizer.step()
     check = export(qat, _feeds(4, 3), tmp_path / "net.onnx")
-    assert check.worst_agreement >= 0.999 and check.quantizers == len(
-        [n for n in qat.qdq.graph if n.op_type == "QuantizeLinear"])
+    assert check.worst_agreement >= 0.999  # every quantizer's codes, and the output
+    assert check.tensors == len([n for n in qat.qdq.graph if n.op_type == "QuantizeLinear"]) + 1
     written = ir.load(str(tmp_path / "net.onnx"))
     assert _ops(written) == _ops(qat.qdq)
     changed = [n for n, v in written.graph.initializers.items()
@@ -169,3 +169,41 @@ def test_bad_config_is_refused():
         QATConfig(weight_bits=3)
     with pytest.raises(UsageError, match="plan"):
         prepare(_net(), (torch.randn(1, 3, 16, 16),), calib=_feeds(4, 0), plan=[1, 2])
+
+
+class Mlp(nn.Module):
+    """MatMuls between LayerNorm and GELU: edgeq quantizes their activations at run time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.down = nn.Linear(32, 64), nn.Linear(64, 32)
+        self.norm = nn.LayerNorm(32)
+
+    def forward(self, tokens):
+        return self.down(torch.nn.functional.gelu(self.up(self.norm(tokens))))
+
+
+def test_run_time_quantized_matmuls_are_checked_too(tmp_path, monkeypatch):
+    import importlib
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    feeds = [{"tokens": rng.standard_normal((1, 8, 32)).astype(np.float32)} for _ in range(8)]
+    qat = prepare(Mlp().eval(), (torch.randn(1, 8, 32),), calib=feeds)
+    kinds = {n.op_type for n in qat.qdq.graph}
+    assert "DynamicQuantizeMatMul" in kinds or "MatMulIntegerToFloat" in kinds
+    check = export(qat, feeds[:4], tmp_path / "mlp.onnx")
+    assert check.worst_agreement >= 0.999 and check.tensors >= 1  # the run-time quantized MatMuls and the output
+
+    export_module = importlib.import_module("edgeq.qat.export")
+    real = export_module.to_onnx
+
+    def saturating(model_qat):  # levels beyond what the file's scale says: onnxruntime computes another layer
+        model = real(model_qat)
+        value = model.graph.initializers[model_qat.weights[0].q_name]
+        value.const_value = ir.tensor(-np.asarray(value.const_value.numpy()), name=value.name)
+        return model
+
+    monkeypatch.setattr(export_module, "to_onnx", saturating)
+    with pytest.raises(ExportError, match="differ at"):
+        export(qat, feeds[:4], tmp_path / "bad.onnx")
