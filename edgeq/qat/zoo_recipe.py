@@ -113,8 +113,11 @@ def _sqnr(model: Any, validation: list[tuple[dict, tuple]]) -> float:
 
 def qat_zoo(name: str, out: str, *, epochs: int = 3, config: QATConfig | None = None, amp: str | None = None,
             samples: int = 1024, eval_samples: int = 200, lr: float = 1e-4, step_lr: float = 0.01, batch: int = 32,
-            seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Train zoo model ``name`` with QAT, write the QDQ model to ``out``; a summary (see module doc)."""
+            seed: int = 0, progress: bool = True, fp32_path: str | None = None,
+            ptq_out: str | None = None) -> dict[str, Any]:
+    """Train zoo model ``name`` with QAT, write the QDQ model to ``out``; a summary (see module doc).
+    ``fp32_path``: the model already exported (else exported here); ``ptq_out``: keep the untrained
+    (PTQ) model there too."""
     import torch
 
     from edgeq import zoo
@@ -131,8 +134,9 @@ def qat_zoo(name: str, out: str, *, epochs: int = 3, config: QATConfig | None = 
     classification = spec.task == "classification"
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgeq-qat-") as workdir:
-        fp32 = os.path.join(workdir, f"{name}.fp32.onnx")
-        export_torch(name, fp32)
+        fp32 = fp32_path or os.path.join(workdir, f"{name}.fp32.onnx")
+        if fp32_path is None:
+            export_torch(name, fp32)
         train = spec.calibration_data(samples, seed=0)
         unseen = spec.eval_data(eval_samples)
         labels = spec.eval_labels(eval_samples) if classification else None
@@ -141,7 +145,7 @@ def qat_zoo(name: str, out: str, *, epochs: int = 3, config: QATConfig | None = 
         scales = [max(float(np.var(np.concatenate([t[o].reshape(-1) for t in teacher]))), 1e-12)
                   for o in range(len(teacher[0]))]
         qat = prepare(fp32, calib=train[:CALIB], config=config)
-        ptq_path = os.path.join(workdir, "ptq.onnx")
+        ptq_path = ptq_out or os.path.join(workdir, "ptq.onnx")
         export(qat, unseen[:4], ptq_path)
         before = score(_run(ptq_path, unseen), reference, labels, classification)
         held = max(len(train) // 10, 8)  # (4) validation: the last tenth of the training inputs
