@@ -14,7 +14,7 @@ folder of the repo. Here nothing but the wheel and its declared dependencies is 
 2. No extras: ``pip check``, ``edgeq --help``, ``edgeq quantize`` with calibration data,
    ``edgeq run``, ``edgeq inspect``, ``import edgeq.runtime`` -- none imports torch; ``edgeq
    export`` says to install the torch extra.
-3. ``[torch]``: ``edgeq export kws`` (a checkpoint from the package data, numpy data); the digits
+3. ``[torch]``: ``edgeq export kws`` and ``edgeq qat kws`` (a checkpoint from the package data, numpy data); the digits
    model's data needs scikit-learn, and the error says to install the zoo extra.
 4. ``[zoo]``: ``edgeq export digits_mobilenet``.
 
@@ -186,12 +186,18 @@ def test_the_wheel_works_in_a_clean_venv(tmp_path):
     err = user.run("edgeq export without torch", edgeq, "export", "kws", "-o", "kws.onnx", ok=False).stderr
     assert "Traceback" not in err and err.strip().splitlines()[-1] == (
         "edgeq: error: exporting from PyTorch needs torch, which is not installed: pip install 'edgeq[torch]'")
+    err = user.run("edgeq qat without torch", edgeq, "qat", "kws", "-o", "kws.qat.onnx", ok=False).stderr
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == (
+        "edgeq: error: quantization-aware training needs torch, which is not installed: pip install 'edgeq[torch]'")
 
     # 3. the torch extra: a zoo model whose data is numpy alone; the digits data needs the zoo extra
     user.run("pip install wheel[torch]", *pip, "install", "-q", "-c", CONSTRAINTS, f"{wheel}[torch]")
     user.run("pip check", *pip, "check")
     user.run("edgeq export kws", edgeq, "export", "kws", "-o", "kws.onnx")
     assert (work / "kws.onnx").is_file()
+    out = user.run("edgeq qat kws", edgeq, "qat", "kws", "-o", "kws.qat.onnx", "--epochs", "1", "--samples", "32",
+                   "--eval-samples", "8", "-q").stdout
+    assert "export check" in out and (work / "kws.qat.onnx").is_file()
     err = user.run("edgeq export without the zoo extra", edgeq, "export", "digits_mobilenet", "-o", "d.onnx",
                    ok=False).stderr
     assert "needs scikit-learn" in err and "pip install 'edgeq[zoo]'" in err and "Traceback" not in err

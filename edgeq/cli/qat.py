@@ -42,7 +42,13 @@ def qat(name: str, out: str, epochs: int, weights: str, activations: str, scales
         eval_samples: int, lr: float, step_lr: float, batch: int, report: str | None, quiet: bool) -> None:
     """Fine-tune zoo model NAME with fake quantization (distilled from its fp32 outputs) and write
     edgeq's QDQ model with the trained weights and scales, checked against torch."""
+    import importlib.util
+
+    from edgeq.errors import UsageError
     from edgeq.io import atomic_path, check_output_path
+
+    if importlib.util.find_spec("torch") is None:
+        raise UsageError("quantization-aware training needs torch, which is not installed: pip install 'edgeq[torch]'")
     from edgeq.qat.config import QATConfig
     from edgeq.qat.zoo_recipe import qat_zoo
 

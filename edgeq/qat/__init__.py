@@ -9,8 +9,15 @@ Needs torch (``pip install 'edgeq[torch]'``); ``edgeq.runtime`` never imports th
 
 from __future__ import annotations
 
-from edgeq.qat.config import QATConfig
-from edgeq.qat.export import export
-from edgeq.qat.prepare import prepare
+import importlib.util
 
-__all__ = ["QATConfig", "prepare", "export"]
+if importlib.util.find_spec("torch") is None:
+    raise ImportError("edgeq.qat (quantization-aware training) needs torch, which is not installed: "
+                      "pip install 'edgeq[torch]'")
+
+from edgeq.qat.config import QATConfig  # noqa: E402
+from edgeq.qat.export import export  # noqa: E402
+from edgeq.qat.fit import fit  # noqa: E402
+from edgeq.qat.prepare import prepare  # noqa: E402
+
+__all__ = ["QATConfig", "prepare", "fit", "export"]

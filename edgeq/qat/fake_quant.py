@@ -8,7 +8,8 @@
    stays the calibrated one. It is stored as its logarithm: Adam moves every parameter by about
    its learning rate per step, which would zero a weight scale of 1e-3 in a few steps; in the
    log domain a step changes a scale by about that share of itself, and it stays positive. Otherwise the scale is observed: activations track a running
-   min/max in training (momentum 0.9, always including 0), weights take their current max |w|.
+   min/max in training (momentum 0.9, always including 0), weights take their current max |w|
+   (per-channel activation steps keep their calibrated values).
 3. The arithmetic is float32 even under ``torch.autocast``: scales and rounding in bfloat16 would
    put values on another grid than onnxruntime's.
 4. ``axis``: one scale per slice along it (per-channel weights, per-channel activations of
@@ -96,7 +97,7 @@ class FakeQuant(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):  # (3)
             x = x.float()
-            if self.training and self.observing:
+            if self.training and self.observing and (self.weight or self.per_tensor):  # per-channel outputs keep their calibration
                 self._observe(x)
             s = self.scale
             if self.learn and self.training:

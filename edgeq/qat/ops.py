@@ -303,7 +303,7 @@ def _split(inputs, attrs):
 def _shape(inputs, attrs):
     dims = list(inputs[0].shape)
     start, end = attrs.get("start", 0), attrs.get("end", len(dims))
-    return torch.tensor(dims[start:end], dtype=torch.int64)
+    return torch.tensor(dims[start:end], dtype=torch.int64, device=inputs[0].device)
 
 
 @op("Size")
@@ -367,13 +367,13 @@ def _cast(inputs, attrs):
 @op("Range")
 def _range(inputs, attrs):
     start, limit, delta = (t.item() for t in inputs)
-    return torch.arange(start, limit, delta, dtype=inputs[0].dtype)
+    return torch.arange(start, limit, delta, dtype=inputs[0].dtype, device=inputs[0].device)
 
 
 @op("Expand")
 def _expand(inputs, attrs):
     x, shape = inputs[0], _ints(inputs[1])
-    return x * torch.ones(shape, dtype=x.dtype) if x.dtype != torch.bool else x.expand(torch.broadcast_shapes(x.shape, tuple(shape)))
+    return x.expand(torch.broadcast_shapes(x.shape, tuple(shape)))
 
 
 @op("Where")
@@ -385,7 +385,7 @@ def _where(inputs, attrs):
 def _constant_of_shape(inputs, attrs):
     value = attrs.get("value")
     fill = torch.as_tensor(value).reshape(-1) if value is not None else torch.zeros(1)
-    return torch.full(_ints(inputs[0]), fill[0].item(), dtype=fill.dtype)
+    return torch.full(_ints(inputs[0]), fill[0].item(), dtype=fill.dtype, device=inputs[0].device)
 
 
 @op("LayerNormalization")
