@@ -20,8 +20,8 @@ class QATConfig:
     ``scales``: "learned" (LSQ: scales are parameters trained with the weights) or "observed"
     (running min/max of activations, max |w| of weights).
     ``per_channel``: weight scales per output channel (edgeq's default) or one per tensor.
-    ``precision``: per-layer precision (node name or op type -> "fp32"), an auto plan's
-    (``QuantResult.report``'s) or the user's; those layers stay float and train as float.
+    ``precision``: per-layer precision (node name or op type -> "fp32" or "int16"), the user's;
+    fp32 layers stay float and train as float (``prepare(plan=)`` takes an auto run's).
     """
 
     weight_bits: int = 8
@@ -40,8 +40,8 @@ class QATConfig:
         precision = self.precision.items() if isinstance(self.precision, dict) else self.precision
         object.__setattr__(self, "precision", tuple((str(k), str(v)) for k, v in precision))
         for node, kind in self.precision:
-            if kind != "fp32":
-                raise UsageError(f"precision {node}={kind}: QAT keeps a layer fp32 or quantizes it (int8/int4)")
+            if kind not in ("fp32", "int16"):
+                raise UsageError(f"precision {node}={kind}: QAT keeps a layer fp32 or int16, or quantizes it (int8/int4)")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

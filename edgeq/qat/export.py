@@ -67,7 +67,7 @@ def to_onnx(qat: Any) -> ir.Model:
     with torch.no_grad():
         for ref in qat.weights:
             fq = qat.quants[ref.quant]
-            weight = qat._get(ref.param)
+            weight = qat.weight_value(ref)
             levels = fq.quantize(weight).numpy().astype(np.int64)
             old = inits[ref.q_name].const_value
             if qat.weight_bits == 4 and ref.int4_storage:
@@ -89,7 +89,7 @@ def to_onnx(qat: Any) -> ir.Model:
             old = inits[q_name].const_value
             _set(inits, q_name, fq.quantize(qat._get(key)).numpy().astype(old.numpy().dtype))
         for ref in qat.biases:
-            bias = qat._get(ref.param).numpy().astype(np.float64).reshape(-1)
+            bias = qat.bias_value(ref).numpy().astype(np.float64).reshape(-1)
             if ref.act is not None and ref.weight is not None:
                 scale = float(qat.quants[ref.act].step().reshape(-1)[0]) * qat.quants[ref.weight].step().numpy().astype(np.float64)
             else:

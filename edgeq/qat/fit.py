@@ -13,6 +13,8 @@
    moments settle, would otherwise throw a calibrated model off), then a cosine to zero.
 3. ``freeze_after``: the share of the run after which observed scales stop moving (observed
    mode) - the usual late freeze, so the last steps train against the grid that is exported.
+   ``freeze_bn_after`` (half the run): the same for the statistics of BatchNorms folded into
+   convolutions (``batchnorm.py``); from there training runs the deployed arithmetic exactly.
 4. ``validate(model) -> score`` (higher is better; on data held out from training): scored
    before training and after each epoch, and the best state is kept, the untrained one included,
    so fine-tuning never returns a model worse than it started on that data.
@@ -98,7 +100,7 @@ def _groups(model: torch.nn.Module, lr: float, step_lr: float, scale_lr: float) 
 
 def fit(model: torch.nn.Module, loader: Iterable, loss_fn: Callable[[Any, Any], torch.Tensor], epochs: int = 1, *,
         lr: float = 1e-4, step_lr: float = 0.01, scale_lr: float = 1e-3, amp: str | None = None,
-        device: str = "cpu", freeze_after: float = 0.8, validate: Callable[[torch.nn.Module], float] | None = None,
+        device: str = "cpu", freeze_after: float = 0.8, freeze_bn_after: float = 0.5, validate: Callable[[torch.nn.Module], float] | None = None,
         progress: bool = True) -> FitHistory:
     """Train ``model`` (a QATModel, or any module) in place; see the module doc."""
     if amp not in AMP:
@@ -133,6 +135,9 @@ def fit(model: torch.nn.Module, loader: Iterable, loss_fn: Callable[[Any, Any], 
                 if quants is not None and step >= freeze_after * total:  # (3)
                     for fq in quants.values():
                         fq.observing = False
+                if step >= freeze_bn_after * total:  # (3) BatchNorm statistics
+                    for bn in getattr(model, "bns", {}).values():
+                        bn.frozen.fill_(True)
                 warm = min(1.0, (step + 1) / max(total // 10, 1))  # (2) linear warm-up, then cosine
                 for group, lr0 in zip(optimizer.param_groups, base):
                     group["lr"] = lr0 * warm * 0.5 * (1 + math.cos(math.pi * step / total))

@@ -22,6 +22,9 @@ the trained values.
    (uint8, per tensor, range including 0), B as a weight (2).
 6. Float initializers of more than one element (weights of layers left float, LayerNorm) are
    trained too; scalars and integer tensors are fixed.
+7. A convolution the exporter folded a BatchNorm into (``batchnorms``, from ``batchnorm.py``)
+   keeps its own weight and bias as parameters and the BatchNorm beside it: the weight quantizer
+   sees the folded weight, and the batch statistics update until ``fit`` freezes them.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from torch import nn
 
 from edgeq.errors import UsageError
 from edgeq.graph import MS_DOMAIN, const_array
+from edgeq.qat.batchnorm import FoldedBatchNorm
 from edgeq.qat.fake_quant import FakeQuant, round_ste
 from edgeq.qat.ops import OPS
 
@@ -82,6 +86,7 @@ class WeightRef:
         self.q_name, self.scale_name = values[0].name, values[1].name
         self.zp_name = values[2].name if len(values) > 2 and values[2] is not None else None
         self.param, self.quant, self.consumer = param, quant, consumer.name
+        self.bn: str | None = None  # (7) its FoldedBatchNorm's key
         # onnxruntime's dynamic MatMul kernels take 8-bit B only: 4-bit levels stay in int8 storage there
         self.int4_storage = consumer.op_type not in ("DynamicQuantizeMatMul", "MatMulIntegerToFloat")
 
@@ -92,6 +97,7 @@ class BiasRef:
     def __init__(self, dq: ir.Node, param: str, act: str | None, weight: str | None) -> None:
         self.q_name, self.scale_name = dq.inputs[0].name, dq.inputs[1].name
         self.param, self.act, self.weight = param, act, weight
+        self.bn: str | None = None
 
 
 class QATModel(nn.Module):
@@ -99,7 +105,7 @@ class QATModel(nn.Module):
     tensor, or a tuple). ``qdq`` is the graph it runs; ``export`` writes it back trained."""
 
     def __init__(self, qdq: ir.Model, float_model: ir.Model | None = None, *, weight_bits: int = 8,
-                 learn: bool = True) -> None:
+                 learn: bool = True, batchnorms: dict[str, dict[str, Any]] | None = None) -> None:
         super().__init__()
         graph = qdq.graph
         if any(True for _ in graph.subgraphs()):
@@ -110,6 +116,9 @@ class QATModel(nn.Module):
         self.output_names = [v.name for v in graph.outputs]
         self.quants = nn.ModuleDict()
         self.params = nn.ParameterDict()
+        self.bns = nn.ModuleDict()  # (7) BatchNorms folded into convolutions, by the convolution's name
+        self._bn_source = dict(batchnorms or {})
+        self._bn_key: dict[str, str] = {}
         self._taken: set[str] = set()
         self._buffers_by_value: dict[str, str] = {}
         self.program: list[tuple] = []
@@ -170,6 +179,26 @@ class QATModel(nn.Module):
                 return array.astype(np.float32).reshape(shape)
         return None
 
+    def _bn(self, consumer: ir.Node | None) -> str | None:
+        """(7) The FoldedBatchNorm of a convolution the exporter folded one into, made once."""
+        if consumer is None or consumer.op_type != "Conv" or consumer.name not in self._bn_source:
+            return None
+        if consumer.name not in self._bn_key:
+            p = self._bn_source[consumer.name]
+            key = _key(f"bn_{consumer.name}", self._taken)
+            self.bns[key] = FoldedBatchNorm(p["gamma"], p["beta"], p["mean"], p["var"], p["eps"], p["momentum"])
+            self._bn_key[consumer.name] = key
+        return self._bn_key[consumer.name]
+
+    def weight_value(self, ref: WeightRef) -> torch.Tensor:
+        """The float weight that goes into the file: folded with its BatchNorm (7), if any."""
+        weight = self._get(ref.param)
+        return self.bns[ref.bn].fold_weight(weight) if ref.bn else weight
+
+    def bias_value(self, ref: BiasRef) -> torch.Tensor:
+        bias = self._get(ref.param)
+        return self.bns[ref.bn].fold_bias(bias) if ref.bn else bias
+
     def _weight(self, dq: ir.Node, consumer: ir.Node) -> str:
         q = const_array(dq.inputs[0])
         s = const_array(dq.inputs[1])
@@ -180,16 +209,22 @@ class QATModel(nn.Module):
         if original is not None:
             values = original
         qmax = 7 if self.weight_bits == 4 else int(max(np.abs(q.astype(np.int64)).max(), 1))
+        bn = self._bn(consumer)
+        folded = values
+        if bn is not None and values.shape[0] == self.bns[bn].gamma.numel():  # (7) the parameter is the unfolded W
+            values, _ = self.bns[bn].unfold(values, None)
         param = self._buffer(dq.inputs[0], values, trainable=True)
         key = _key(f"fq_{dq.inputs[0].name}", self._taken)
         scale = s.astype(np.float32)
         if self.weight_bits == 4:  # start the 4-bit grid from the weight's own max |w| per channel
+            values = folded
             dims = tuple(d for d in range(values.ndim) if axis is None or d != axis % values.ndim)
             amax = np.abs(values).max(axis=dims) if dims else np.abs(values)
             scale = np.maximum(np.asarray(amax, np.float32).reshape(np.shape(s)) / qmax, 1e-12)
         self.quants[key] = FakeQuant(scale, np.zeros(np.size(s), np.float32), -qmax, qmax, axis=axis,
                                      learn=self._learn, weight=True)
         self.weights.append(WeightRef(list(dq.inputs), param, key, consumer))
+        self.weights[-1].bn = bn
         return key
 
     def _build(self, graph: ir.Graph) -> None:
@@ -239,8 +274,13 @@ class QATModel(nn.Module):
                     key = self._buffer(value, array, trainable=trainable)
                     if trainable:
                         self.float_params[value.name] = key
-            self.program.append(("op", kind, [v.name if v is not None else None for v in node.inputs],
-                                 [v.name for v in node.outputs], _attrs(node)))
+            names = [v.name if v is not None else None for v in node.inputs]
+            bn = self._bn_key.get(node.name) if kind == "Conv" else None
+            if bn is not None:  # (7)
+                bias = next((r.param for r in self.biases if r.bn == bn), None)
+                self.program.append(("convbn", bn, [*names[:3], bias], [node.outputs[0].name], _attrs(node)))
+                continue
+            self.program.append(("op", kind, names, [v.name for v in node.outputs], _attrs(node)))
         if unsupported:
             listing = ", ".join(f"{k} ({n})" for k, n in sorted(unsupported.items()))
             raise UsageError(f"quantization-aware training cannot run these operators in torch: {listing}")
@@ -252,8 +292,8 @@ class QATModel(nn.Module):
         weight_use = [u for u in uses if u.idx == 1 and u.node.op_type in _WEIGHT_OPS]
         if q.dtype in (np.int8, np.uint8, np.int16) and weight_use and len(weight_use) == len(uses):
             fq = self._weight(dq, weight_use[0].node)
-            param = self.weights[-1].param
-            self.program.append(("weight", fq, [param], [dq.outputs[0].name]))
+            param, bn = self.weights[-1].param, self.weights[-1].bn
+            self.program.append(("weight", fq, [param], [dq.outputs[0].name], bn))
             return
         zp = const_array(dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2] is not None else np.zeros((), q.dtype)
         axis = dq.attributes.get_int("axis", 1) if np.size(s) > 1 else None
@@ -267,9 +307,13 @@ class QATModel(nn.Module):
             original = self._original(consumer, dq.inputs[0], 2, values.shape) if uses and uses[0].idx == 2 else None
             if original is not None:
                 values = original
+            bn = self._bn(consumer) if uses and uses[0].idx == 2 else None
+            if bn is not None:  # (7) the parameter is the convolution's own bias
+                _, values = self.bns[bn].unfold(np.zeros((values.size, 1), np.float32), values)
             param = self._buffer(dq.inputs[0], values, trainable=True)
             self.biases.append(BiasRef(dq, param, act, weight))
-            self.program.append(("const", None, [param], [dq.outputs[0].name]))
+            self.biases[-1].bn = bn
+            self.program.append(("bias", bn, [param], [dq.outputs[0].name]))
             return
         key = self._buffer(dq.inputs[0], values)  # (4)
         fq = self._pairs.get((id(dq.inputs[1]), id(dq.inputs[2]) if len(dq.inputs) > 2 else id(None)))
@@ -384,9 +428,20 @@ class QATModel(nn.Module):
                 if forced is not None and step[4] in forced:
                     env[outs[0]] = self.quants[what].dequantize(torch.from_numpy(forced[step[4]].astype(np.float32)))
             elif kind == "weight":
-                env[outs[0]] = self.quants[what](self._get(ins[0]))
+                weight = self._get(ins[0])
+                env[outs[0]] = self.quants[what](self.bns[step[4]].fold_weight(weight) if step[4] else weight)
             elif kind == "const":
                 env[outs[0]] = self._get(ins[0])
+            elif kind == "bias":
+                bias = self._get(ins[0])
+                env[outs[0]] = self.bns[what].fold_bias(bias) if what else bias
+            elif kind == "convbn":
+                bn = self.bns[what]
+                x, w = env[ins[0]], env[ins[1]]
+                if self.training and not bool(bn.frozen) and ins[3] is not None:
+                    env[outs[0]] = bn.train_forward(OPS["Conv"]([x, w], step[4]), self._get(ins[3]))
+                else:
+                    env[outs[0]] = OPS["Conv"]([x, w, env[ins[2]] if ins[2] else None], step[4])
             elif kind == "dynmatmul":
                 a = _dynamic_fake_quant(env[ins[0]])[0]
                 y = torch.matmul(a, self.quants[what](self._get(ins[1])))

@@ -3,11 +3,14 @@
     torch module --export (dynamo, torchscript fallback)--> float ONNX --edgeq static--> QDQ graph
     QDQ graph --QATModel--> torch module: fake quantizers where the graph has Q/DQ, float weights
 
-1. The float model goes through edgeq's own prepare (BatchNorm folded into its convolutions with
-   the running statistics, which stay frozen from here on), plan and calibration on ``calib``:
-   the ranges that start training are edgeq's static ones, on edgeq's grids.
-2. ``plan``: layers to keep float, as a precision map ({node or op type: "fp32"}), or the
-   ``QuantResult`` (or its report) of an auto-mode run, whose fp32 layers stay float.
+1. The float model goes through edgeq's own prepare, plan and calibration on ``calib``: the
+   ranges that start training are edgeq's static ones, on edgeq's grids. BatchNorms the exporter
+   folded into convolutions of a torch module are found again (``batchnorm.py``) and keep
+   updating their statistics in training until ``fit`` freezes them.
+2. ``plan``: per-layer precision, as a map ({node or op type: "fp32" | "int16"}), or the
+   ``QuantResult`` (or its report) of an auto-mode run: its fp32 (and fp16) layers stay float,
+   its int16 layers int16; the rest int8 (auto's run-time per-token MatMuls become edgeq static's
+   int8 MatMuls).
 3. 4-bit weights need opset 21 (int4 DequantizeLinear): the model is upgraded to it.
 """
 
@@ -34,14 +37,15 @@ def plan_precision(plan: Any) -> dict[str, str]:
     if plan is None:
         return {}
     report = getattr(plan, "report", plan)
-    if isinstance(report, Mapping) and "auto" in report:
+    if isinstance(report, Mapping) and "auto" in report:  # fp16 regions train (and stay) float
         layers = report["auto"].get("layers", [])
-        return {e["node"]: "fp32" for e in layers if e.get("precision") == "fp32"}
+        kept = {"fp32": "fp32", "fp16": "fp32", "int16": "int16"}
+        return {e["node"]: kept[e["precision"]] for e in layers if e.get("precision") in kept}
     if isinstance(report, Mapping):
-        bad = {k: v for k, v in report.items() if v not in ("fp32", "int8")}
+        bad = {k: v for k, v in report.items() if v not in ("fp32", "int16", "int8")}
         if bad:
-            raise UsageError(f"plan: precision {bad}: QAT keeps a layer fp32 or quantizes it")
-        return {str(k): "fp32" for k, v in report.items() if v == "fp32"}
+            raise UsageError(f"plan: precision {bad}: QAT keeps a layer fp32, int16 or int8")
+        return {str(k): str(v) for k, v in report.items() if v != "int8"}
     raise UsageError("plan= takes a precision map ({node: 'fp32'}) or an auto-mode QuantResult or report")
 
 
@@ -90,9 +94,12 @@ def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config
     a zoo name, an ONNX path or model); see the module doc. ``calib``: calibration feeds (anything
     ``edgeq.quantize`` takes); without it, ``example_inputs`` alone calibrates (a warning).
     ``input_names``: the ONNX inputs of an exported module (default: its forward's parameters)."""
+    import torch
+
     from edgeq.config import PerChannel, PerTensor, QuantConfig
     from edgeq.graph import copy_model
     from edgeq.io import as_model
+    from edgeq.qat.batchnorm import batchnorms_of
     from edgeq.qat.module import QATModel
     from edgeq.stages.load import load
     from edgeq.stages.load import prepare as prepare_stage
@@ -119,10 +126,12 @@ def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config
             opset=21 if config.weight_bits == 4 else None,
             reduce_range=False if config.weight_bits == 4 else None,
         )
+        batchnorms = batchnorms_of(model, loaded_model) if isinstance(model, torch.nn.Module) else {}
         prepared = prepare_stage(load(loaded_model, calib), qconfig)
         float_model = copy_model(prepared.model)
         result = build_variant(prepared, qconfig, progress=progress)
-    qat = QATModel(result.model, float_model, weight_bits=config.weight_bits, learn=config.scales == "learned")
+    qat = QATModel(result.model, float_model, weight_bits=config.weight_bits, learn=config.scales == "learned",
+                   batchnorms=batchnorms)
     qat.config = config
     qat.quant_config = qconfig
     qat.float_model = float_model

@@ -15,6 +15,7 @@ def test_the_worked_example_runs(tmp_path):
     (tmp_path / "example.py").write_text(block)
     proc = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    top1 = float(re.search(r"held-out top-1 of the 4-bit model: ([0-9.]+)", proc.stdout).group(1))
-    assert top1 >= 0.9
+    found = re.search(r"held-out top-1: float ([0-9.]+), 4-bit model ([0-9.]+)", proc.stdout)
+    float_top1, top1 = float(found.group(1)), float(found.group(2))
+    assert float_top1 >= 0.93 and top1 >= float_top1 - 0.02
     assert (tmp_path / "digits.qat.onnx").exists()

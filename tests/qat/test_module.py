@@ -207,3 +207,51 @@ def test_run_time_quantized_matmuls_are_checked_too(tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "to_onnx", saturating)
     with pytest.raises(ExportError, match="differ at"):
         export(qat, feeds[:4], tmp_path / "bad.onnx")
+
+
+def test_plan_from_an_auto_run(prepared):
+    import edgeq
+
+    auto = edgeq.quantize(prepared.float_model, None, _feeds(16, 0), progress=False)
+    layers = auto.report["auto"]["layers"]
+    floats = {e["node"] for e in layers if e["precision"] in ("fp32", "fp16")}
+    qat = prepare(prepared.float_model, calib=_feeds(16, 0), plan=auto)
+    quantized = {r.consumer for r in qat.weights}
+    assert not floats & quantized
+    from edgeq.qat.prepare import plan_precision
+
+    report = {"auto": {"layers": [{"node": "a", "precision": "fp16"}, {"node": "b", "precision": "int16"},
+                                  {"node": "c", "precision": "int8-per-token"}, {"node": "d", "precision": "fp32"}]}}
+    assert plan_precision(report) == {"a": "fp32", "b": "int16", "d": "fp32"}
+
+
+def test_batchnorm_statistics_update_until_frozen_then_the_deployed_arithmetic(tmp_path):
+    from edgeq.qat.fit import fit
+
+    net = _net()
+    qat = prepare(net, (torch.randn(1, 3, 16, 16),), calib=_feeds(16, 0))
+    assert len(qat.bns) == 3  # the dynamo exporter's metadata names the BatchNorm folded into each conv
+    bn = next(iter(qat.bns.values()))
+    torch.testing.assert_close(bn.running_var, net.stem[1].running_var)
+    # the unfolded parameters fold back to what the exporter wrote: the untrained module is edgeq's PTQ
+    session = ort.InferenceSession(model_bytes(qat.qdq), providers=["CPUExecutionProvider"])
+    feed = _feeds(1, 1)[0]
+    qat.eval()
+    with torch.no_grad():
+        assert np.max(np.abs(session.run(None, feed)[0] - qat(**feed).numpy())) < 0.05
+
+    shifted = [({"x": torch.from_numpy(np.concatenate([f["x"] for f in _feeds(8, s)]) * 2 + 1)},
+                torch.zeros(8, 10)) for s in range(10)]  # other input statistics: the running ones move
+    seen = []
+
+    def loss(out, target):
+        seen.append((bn.running_mean.clone(), bool(bn.frozen)))
+        return (out - target).square().mean()
+
+    fit(qat, shifted, loss, epochs=1, progress=False, freeze_bn_after=0.5)
+    assert not seen[0][1] and seen[-1][1]  # frozen half way
+    before, after = seen[1][0], seen[4][0]
+    assert not torch.equal(before, after)  # updating while not frozen
+    assert torch.equal(seen[-2][0], seen[-1][0])  # still once frozen
+    check = export(qat, _feeds(4, 3), tmp_path / "bn.onnx")  # folded with the new statistics, checked
+    assert check.worst_agreement >= 0.999
