@@ -36,10 +36,13 @@ def _row(label: str, s: dict) -> str:
 @click.option("--step-lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True,
               help="Learning rate of quantized weights, in quantization steps per training step.")
 @click.option("--batch", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--freeze-bn-after", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of the steps after which folded BatchNorms stop updating their statistics.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write the summary as JSON here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def qat(name: str, out: str, epochs: int, weights: str, activations: str, scales: str, amp: str, samples: int,
-        eval_samples: int, lr: float, step_lr: float, batch: int, report: str | None, quiet: bool) -> None:
+        eval_samples: int, lr: float, step_lr: float, batch: int, freeze_bn_after: float, report: str | None,
+        quiet: bool) -> None:
     """Fine-tune zoo model NAME with fake quantization (distilled from its fp32 outputs) and write
     edgeq's QDQ model with the trained weights and scales, checked against torch."""
     import importlib.util
@@ -57,7 +60,8 @@ def qat(name: str, out: str, epochs: int, weights: str, activations: str, scales
         check_output_path(report, [out])
     config = QATConfig(weight_bits=4 if weights == "int4" else 8, activations=activations, scales=scales)
     summary = qat_zoo(name, out, epochs=epochs, config=config, amp=None if amp == "none" else amp, samples=samples,
-                      eval_samples=eval_samples, lr=lr, step_lr=step_lr, batch=batch, progress=not quiet)
+                      eval_samples=eval_samples, lr=lr, step_lr=step_lr, batch=batch, freeze_bn_after=freeze_bn_after,
+                      progress=not quiet)
     click.echo(f"{name}: {summary['samples']} training inputs, {epochs} epoch(s), "
                f"{summary['train_seconds']:.1f} s training{' with ' + summary['amp'] if summary['amp'] else ''}; "
                f"judged on {summary['eval_samples']} held-out inputs against fp32")

@@ -11,8 +11,12 @@
 2. Dividing by ``sf`` gives the unfolded convolution with the quantized weight, on which the batch
    statistics are taken; ``fit`` freezes them after ``freeze_bn_after`` of its steps, from where
    training runs the deployed arithmetic exactly.
+4. The weight parameter is U = W * sf0, the folded weight at the start (sf0: the statistics
+   read from the module), and W * sf = U * sf / sf0: the parameter lives on the quantizer's
+   scale, so ``fit``'s learning rate in quantization steps means the same as without BatchNorm
+   (in W's own units, a channel with a large sf would move by many steps per update).
 3. Which convolution a BatchNorm was folded into comes from the dynamo exporter's node metadata
-   (``pkg.onnxscript.rewriter.rule_name: FuseBatchNormIntoConv`` and the BatchNorm's module path
+   (``FuseBatchNormIntoConv`` among ``pkg.onnxscript.rewriter.rule_name`` and the BatchNorm's module path
    in ``pkg.torch.onnx.name_scopes``); the module's own parameters and running statistics are read
    from the user's model. Without that metadata (TorchScript, an ONNX file) the statistics stay as
    folded: frozen from the start.
@@ -43,6 +47,7 @@ class FoldedBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.as_tensor(np.asarray(var, np.float32)).clone())
         self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
         self.eps, self.momentum = float(eps), float(momentum)
+        self.register_buffer("initial_scale", self.scale().detach().clone())  # (4)
 
     def scale(self) -> torch.Tensor:
         """sf = gamma / sqrt(running var + eps), per output channel."""
@@ -53,18 +58,17 @@ class FoldedBatchNorm(nn.Module):
         return t.reshape([-1] + [1] * (ndim - 1))
 
     def fold_weight(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight * self._channels(self.scale(), weight.dim())
+        """(4) The folded weight W * sf, from the parameter U = W * sf at the start."""
+        return weight * self._channels(self.scale() / self.initial_scale, weight.dim())
 
     def fold_bias(self, bias: torch.Tensor) -> torch.Tensor:
         return (bias - self.running_mean) * self.scale() + self.beta
 
-    def unfold(self, weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """The convolution's own (W, b) from the folded ones the exporter wrote."""
+    def unfold_bias(self, bias: np.ndarray) -> np.ndarray:
+        """The convolution's own bias b from the folded one the exporter wrote."""
         sf = self.scale().detach().numpy().astype(np.float64)
-        w = weight.astype(np.float64) / sf.reshape([-1] + [1] * (weight.ndim - 1))
-        folded = np.zeros(sf.shape) if bias is None else bias.astype(np.float64).reshape(-1)
-        b = (folded - self.beta.detach().numpy()) / sf + self.running_mean.numpy()
-        return w.astype(np.float32), b.astype(np.float32)
+        b = (bias.astype(np.float64).reshape(-1) - self.beta.detach().numpy()) / sf + self.running_mean.numpy()
+        return b.astype(np.float32)
 
     def train_forward(self, y_quantized_folded: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """(2) The BatchNorm on the batch: ``y_quantized_folded`` is Conv(x, fq(W * sf)) without bias."""
@@ -79,7 +83,8 @@ def batchnorms_of(module: Any, model: Any) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for node in model.graph:
         meta = node.metadata_props
-        if node.op_type != "Conv" or meta.get("pkg.onnxscript.rewriter.rule_name") != _FUSED:
+        rules = [r.strip() for r in meta.get("pkg.onnxscript.rewriter.rule_name", "").split(",")]
+        if node.op_type != "Conv" or _FUSED not in rules:
             continue
         try:
             scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))

@@ -23,8 +23,8 @@ the trained values.
 6. Float initializers of more than one element (weights of layers left float, LayerNorm) are
    trained too; scalars and integer tensors are fixed.
 7. A convolution the exporter folded a BatchNorm into (``batchnorms``, from ``batchnorm.py``)
-   keeps its own weight and bias as parameters and the BatchNorm beside it: the weight quantizer
-   sees the folded weight, and the batch statistics update until ``fit`` freezes them.
+   keeps the BatchNorm beside it, and its own bias: the weight quantizer sees the folded weight,
+   and the batch statistics update until ``fit`` freezes them.
 """
 
 from __future__ import annotations
@@ -210,14 +210,12 @@ class QATModel(nn.Module):
             values = original
         qmax = 7 if self.weight_bits == 4 else int(max(np.abs(q.astype(np.int64)).max(), 1))
         bn = self._bn(consumer)
-        folded = values
-        if bn is not None and values.shape[0] == self.bns[bn].gamma.numel():  # (7) the parameter is the unfolded W
-            values, _ = self.bns[bn].unfold(values, None)
+        if bn is not None and values.shape[0] != self.bns[bn].gamma.numel():
+            bn = None
         param = self._buffer(dq.inputs[0], values, trainable=True)
         key = _key(f"fq_{dq.inputs[0].name}", self._taken)
         scale = s.astype(np.float32)
         if self.weight_bits == 4:  # start the 4-bit grid from the weight's own max |w| per channel
-            values = folded
             dims = tuple(d for d in range(values.ndim) if axis is None or d != axis % values.ndim)
             amax = np.abs(values).max(axis=dims) if dims else np.abs(values)
             scale = np.maximum(np.asarray(amax, np.float32).reshape(np.shape(s)) / qmax, 1e-12)
@@ -309,7 +307,7 @@ class QATModel(nn.Module):
                 values = original
             bn = self._bn(consumer) if uses and uses[0].idx == 2 else None
             if bn is not None:  # (7) the parameter is the convolution's own bias
-                _, values = self.bns[bn].unfold(np.zeros((values.size, 1), np.float32), values)
+                values = self.bns[bn].unfold_bias(values).reshape(values.shape)
             param = self._buffer(dq.inputs[0], values, trainable=True)
             self.biases.append(BiasRef(dq, param, act, weight))
             self.biases[-1].bn = bn

@@ -89,11 +89,14 @@ def _float_onnx(model: Any, example_inputs: Any, workdir: str, input_names: Sequ
 
 
 def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config: QATConfig | None = None,
-            plan: Any = None, input_names: Sequence[str] | None = None, progress: bool = False):
+            plan: Any = None, input_names: Sequence[str] | None = None, batchnorms_from: Any = None,
+            progress: bool = False):
     """A ``QATModel`` (a torch module) simulating edgeq's QDQ model of ``model`` (a torch module,
     a zoo name, an ONNX path or model); see the module doc. ``calib``: calibration feeds (anything
     ``edgeq.quantize`` takes); without it, ``example_inputs`` alone calibrates (a warning).
-    ``input_names``: the ONNX inputs of an exported module (default: its forward's parameters)."""
+    ``input_names``: the ONNX inputs of an exported module (default: its forward's parameters).
+    ``batchnorms_from``: for an ONNX ``model`` that the dynamo exporter wrote, the torch module it
+    came from, whose BatchNorms then come back as for a module given directly."""
     import torch
 
     from edgeq.config import PerChannel, PerTensor, QuantConfig
@@ -126,7 +129,8 @@ def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config
             opset=21 if config.weight_bits == 4 else None,
             reduce_range=False if config.weight_bits == 4 else None,
         )
-        batchnorms = batchnorms_of(model, loaded_model) if isinstance(model, torch.nn.Module) else {}
+        module = model if isinstance(model, torch.nn.Module) else batchnorms_from
+        batchnorms = batchnorms_of(module, loaded_model) if module is not None else {}
         prepared = prepare_stage(load(loaded_model, calib), qconfig)
         float_model = copy_model(prepared.model)
         result = build_variant(prepared, qconfig, progress=progress)
