@@ -44,7 +44,7 @@ from edgeq.graph import add_initializer
 from edgeq.passes.plan import QuantPlan, Role
 from edgeq.passes.weights import shared_result
 
-__all__ = ["Float16WeightsPass", "MIN_ELEMENTS", "MIN_DB"]
+__all__ = ["Float16WeightsPass", "store_float16", "MIN_ELEMENTS", "MIN_DB"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,20 +65,27 @@ class Float16WeightsPass(ir.passes.InPlacePass):
         self.plan = plan
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        count = saved = 0
         if not self.plan.weights and all(d.role == Role.FLOAT for d in self.plan.decisions.values()):
             return ir.passes.PassResult(model, modified=False)  # (1) nothing quantized: the float model as it is
-        for graph in model.graphs():
-            for value in list(graph.initializers.values()):
-                half = _half(graph, value)
-                if half is not None:
-                    _store(graph, value, half)
-                    count, saved = count + 1, saved + half.nbytes
+        count, saved = store_float16(model)
         if count:
             self.plan.notes.append(f"{count} weight tensor(s) left float stored as fp16 ({saved / 1e6:.2f} MB "
                                    "saved), computed in fp32 (--float-weights fp32 keeps them fp32)")
             logger.info("float weights: %d stored as fp16 (%.2f MB saved), computed in fp32", count, saved / 1e6)
         return ir.passes.PassResult(model, modified=count > 0)
+
+
+def store_float16(model: ir.Model) -> tuple[int, int]:
+    """(1)-(3) on every graph of ``model``: the weights left float stored as float16 where it holds
+    them exactly enough; (tensors, bytes saved). Also used by ``edgeq.qat.export``."""
+    count = saved = 0
+    for graph in model.graphs():
+        for value in list(graph.initializers.values()):
+            half = _half(graph, value)
+            if half is not None:
+                _store(graph, value, half)
+                count, saved = count + 1, saved + half.nbytes
+    return count, saved
 
 
 def _half(graph: ir.Graph, value: ir.Value) -> np.ndarray | None:

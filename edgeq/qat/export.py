@@ -15,7 +15,9 @@
    MatMuls quantized at run time (their inputs forced the same way) and the graph's float outputs
    within one 8-bit step of their own range, (max - min) / 255, on 99.9% of elements. Else an
    ExportError naming the first tensor that differs. The end-to-end difference is reported.
-3. Written atomically, never over an input.
+3. Weights of layers left float are stored as float16 (cast back when the session loads), as
+   edgeq's quantize stores them by default; ``float_weights="fp32"`` keeps them float32.
+4. Written atomically, never over an input.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.errors import EdgeqError, ExportError
+from edgeq.errors import EdgeqError, ExportError, UsageError
 from edgeq.graph import copy_model
 
 __all__ = ["export", "ExportCheck", "to_onnx"]
@@ -167,13 +169,21 @@ def check_against_torch(qat: Any, model: ir.Model, feeds: list[dict[str, np.ndar
     return worst, shares.get(worst, 1.0), out_max, len(order)
 
 
-def export(qat: Any, example_inputs: Any, path: str | os.PathLike, *, check: bool = True) -> ExportCheck:
+def export(qat: Any, example_inputs: Any, path: str | os.PathLike, *, check: bool = True,
+           float_weights: str = "fp16") -> ExportCheck:
     """Write ``qat`` (a ``QATModel``) as a QDQ ONNX file at ``path`` and check it; see the module
-    doc. ``example_inputs``: a feed dict, a list of feed dicts, or the model's inputs (tensors)."""
+    doc. ``example_inputs``: a feed dict, a list of feed dicts, or the model's inputs (tensors).
+    ``float_weights``: "fp16" stores the weights of layers left float as float16, cast to float32
+    when the session loads, as edgeq's quantize does by default (``passes/float_weights.py``)."""
     from edgeq.io import save_model
+    from edgeq.passes.float_weights import store_float16
     from edgeq.stages.check import check as onnx_check
 
+    if float_weights not in ("fp16", "fp32"):
+        raise UsageError(f"float_weights={float_weights!r}: choose fp16 or fp32")
     model = to_onnx(qat)
+    if float_weights == "fp16":
+        store_float16(model)
     feeds = _feeds(qat, example_inputs)
     try:
         onnx_check(model)

@@ -20,8 +20,9 @@ the trained values.
 5. ``DynamicQuantizeMatMul`` (edgeq's MatMuls between float ops), and ``DynamicQuantizeLinear``
    shared by several ``MatMulIntegerToFloat``: A fake-quantized as onnxruntime does at run time
    (uint8, per tensor, range including 0), B as a weight (2).
-6. Float initializers of more than one element (weights of layers left float, LayerNorm) are
-   trained too; scalars and integer tensors are fixed.
+6. Float initializers of more than one element that are a layer's parameters (weights and
+   biases of layers left float, LayerNorm) are trained too; scalars, integer tensors and the
+   graph's other constants (a preprocessing mean, a mask, Resize scales) are fixed.
 7. A convolution the exporter folded a BatchNorm into (``batchnorms``, from ``batchnorm.py``)
    keeps the BatchNorm beside it, and its own bias: the weight quantizer sees the folded weight,
    and the batch statistics update until ``fit`` freezes them.
@@ -268,7 +269,7 @@ class QATModel(nn.Module):
             for value in node.inputs:
                 if value is not None and const_array(value) is not None and value.name not in self._buffers_by_value:
                     array = const_array(value)
-                    trainable = array.dtype == np.float32 and array.size > 1  # (6)
+                    trainable = array.dtype == np.float32 and array.size > 1 and _is_parameter(value)  # (6)
                     key = self._buffer(value, array, trainable=trainable)
                     if trainable:
                         self.float_params[value.name] = key
@@ -465,6 +466,25 @@ class QATModel(nn.Module):
                     env[outs[0]] = result
         result = tuple(env[n] for n in self.output_names)
         return result[0] if len(result) == 1 else result
+
+
+_PARAMETER_READERS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LayerNormalization", "BatchNormalization",
+                      "InstanceNormalization")
+
+
+def _is_parameter(value: ir.Value) -> bool:
+    """(6) A weight, bias or normalization parameter of a layer, not a constant of the graph's own
+    arithmetic (a preprocessing mean, a mask, Resize scales): every reader is such a layer, or an
+    Add that adds it to one's output (a bias stored apart)."""
+    for node, _ in value.uses():
+        if node.op_type in _PARAMETER_READERS:
+            continue
+        if node.op_type == "Add":
+            producers = [v.producer() for v in node.inputs if v is not None and v is not value]
+            if any(p is not None and p.op_type in _PARAMETER_READERS for p in producers):
+                continue
+        return False
+    return True
 
 
 def _dynamic_fake_quant(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
