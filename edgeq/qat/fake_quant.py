@@ -5,11 +5,13 @@
 1. Rounding is half to even, as QuantizeLinear's; its gradient is passed straight through.
 2. ``learn``: the scale is a parameter trained with the weights (LSQ, Esser et al. 2020: the
    gradient of the rounding error, scaled by 1 / sqrt(elements per scale * qmax)); the zero point
-   stays the calibrated one. It is stored as its logarithm: Adam moves every parameter by about
-   its learning rate per step, which would zero a weight scale of 1e-3 in a few steps; in the
-   log domain a step changes a scale by about that share of itself, and it stays positive. Otherwise the scale is observed: activations track a running
-   min/max in training (momentum 0.9, always including 0), weights take their current max |w|
-   (per-channel activation steps keep their calibrated values).
+   stays the calibrated one. It is trained as the logarithm of its ratio to the calibrated
+   scale (exact at the start): Adam moves every parameter by about its learning rate per step,
+   which would zero a weight scale of 1e-3 in a few steps; in the log domain a step changes a
+   scale by about that share of itself, and it stays positive.
+   Otherwise the scale is observed: activations track a running min/max in training (momentum
+   0.9, always including 0), weights take their current max |w| (per-channel activation steps
+   keep their calibrated values).
 3. The arithmetic is float32 even under ``torch.autocast``: scales and rounding in bfloat16 would
    put values on another grid than onnxruntime's.
 4. ``axis``: one scale per slice along it (per-channel weights, per-channel activations of

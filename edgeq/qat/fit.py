@@ -100,8 +100,8 @@ def _groups(model: torch.nn.Module, lr: float, step_lr: float, scale_lr: float) 
 
 def fit(model: torch.nn.Module, loader: Iterable, loss_fn: Callable[[Any, Any], torch.Tensor], epochs: int = 1, *,
         lr: float = 1e-4, step_lr: float = 0.01, scale_lr: float = 1e-3, amp: str | None = None,
-        device: str = "cpu", freeze_after: float = 0.8, freeze_bn_after: float = 0.5, validate: Callable[[torch.nn.Module], float] | None = None,
-        progress: bool = True) -> FitHistory:
+        device: str = "cpu", freeze_after: float = 0.8, freeze_bn_after: float = 0.5,
+        validate: Callable[[torch.nn.Module], float] | None = None, progress: bool = True) -> FitHistory:
     """Train ``model`` (a QATModel, or any module) in place; see the module doc."""
     if amp not in AMP:
         raise UsageError(f"amp={amp!r}: choose none, bf16 or fp16")
