@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Export a PyTorch model, then quantize it.",
     ),
     "sensitivity": ("sensitivity", "sensitivity", "Per-layer quantization sensitivity."),
-    "qat": ("qat", "qat", "Quantization-aware training of a zoo model, ending in edgeq's QDQ model."),
+    "qat": ("qat", "qat", "Quantization-aware training (zoo model or ONNX file), ending in edgeq's QDQ model."),
     "run": ("run", "run", "Run a model on input feeds and print or save the outputs."),
     "bench": ("bench", "bench", "Benchmark latency, throughput, memory of models."),
     "profile": ("profile", "profile", "Per-operator time of a model on a provider."),

@@ -1,4 +1,4 @@
-"""``edgeq qat``: quantization-aware training of a zoo model (``edgeq.qat.zoo_recipe``)."""
+"""``edgeq qat``: quantization-aware training of a zoo model or an ONNX file (``edgeq.qat.zoo_recipe``)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,11 @@ def _row(label: str, s: dict) -> str:
 
 @click.command("qat")
 @click.argument("name")
+@click.option("--calib", default=None, help="ONNX model: its training inputs (.npz folder or file, module:function).")
+@click.option("--eval", "eval_data", default=None,
+              help="ONNX model: inputs to judge on (default: the last fifth of --calib, held out).")
+@click.option("--loss", type=click.Choice(["mse", "kl"]), default="mse", show_default=True,
+              help="ONNX model: distillation loss (kl where the outputs are class logits).")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="The QDQ ONNX file to write.")
 @click.option("--epochs", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--weights", type=click.Choice(["int8", "int4"]), default="int8", show_default=True,
@@ -29,8 +34,10 @@ def _row(label: str, s: dict) -> str:
               help="learned: LSQ scales trained with the weights; observed: running min/max, frozen late.")
 @click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default="none", show_default=True,
               help="Mixed-precision training (torch.autocast; fp16 with a GradScaler).")
-@click.option("--samples", type=click.IntRange(32), default=1024, show_default=True, help="Training inputs.")
-@click.option("--eval-samples", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--samples", type=click.IntRange(32), default=1024, show_default=True,
+              help="Zoo model: training inputs.")
+@click.option("--eval-samples", type=click.IntRange(1), default=200, show_default=True,
+              help="Zoo model: inputs to judge on.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
               help="Learning rate of float parameters (biases, LayerNorm, layers left float).")
 @click.option("--step-lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True,
@@ -40,12 +47,15 @@ def _row(label: str, s: dict) -> str:
               help="Share of the steps after which folded BatchNorms stop updating their statistics.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write the summary as JSON here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def qat(name: str, out: str, epochs: int, weights: str, activations: str, scales: str, amp: str, samples: int,
+def qat(name: str, calib: str | None, eval_data: str | None, loss: str, out: str, epochs: int, weights: str, activations: str, scales: str, amp: str, samples: int,
         eval_samples: int, lr: float, step_lr: float, batch: int, freeze_bn_after: float, report: str | None,
         quiet: bool) -> None:
-    """Fine-tune zoo model NAME with fake quantization (distilled from its fp32 outputs) and write
-    edgeq's QDQ model with the trained weights and scales, checked against torch."""
+    """Fine-tune NAME with fake quantization, distilled from its fp32 outputs, and write edgeq's
+    QDQ model with the trained weights and scales, checked against torch.
+
+    NAME is a zoo model (it knows its data) or an ONNX file, trained on --calib's inputs."""
     import importlib.util
+    import os
 
     from edgeq.errors import UsageError
     from edgeq.io import atomic_path, check_output_path
@@ -53,15 +63,24 @@ def qat(name: str, out: str, epochs: int, weights: str, activations: str, scales
     if importlib.util.find_spec("torch") is None:
         raise UsageError("quantization-aware training needs torch, which is not installed: pip install 'edgeq[torch]'")
     from edgeq.qat.config import QATConfig
-    from edgeq.qat.zoo_recipe import qat_zoo
+    from edgeq.qat.zoo_recipe import qat_file, qat_zoo
 
-    check_output_path(out)
+    is_file = os.path.exists(name) or name.endswith(".onnx")
+    inputs = [p for p in (name, calib, eval_data) if p and os.path.exists(p)]
+    check_output_path(out, inputs)
     if report:
-        check_output_path(report, [out])
+        check_output_path(report, [out, *inputs])
+    if is_file and calib is None:
+        raise UsageError(f"{name} is an ONNX model: give its training inputs with --calib DIR")
+    if not is_file and (calib or eval_data):
+        raise UsageError(f"{name} is a zoo model, which brings its own data: --calib and --eval are for ONNX files")
     config = QATConfig(weight_bits=4 if weights == "int4" else 8, activations=activations, scales=scales)
-    summary = qat_zoo(name, out, epochs=epochs, config=config, amp=None if amp == "none" else amp, samples=samples,
-                      eval_samples=eval_samples, lr=lr, step_lr=step_lr, batch=batch, freeze_bn_after=freeze_bn_after,
-                      progress=not quiet)
+    options = dict(epochs=epochs, config=config, amp=None if amp == "none" else amp, lr=lr, step_lr=step_lr,
+                   batch=batch, freeze_bn_after=freeze_bn_after, progress=not quiet)
+    if is_file:
+        summary = qat_file(name, out, calib, eval_data, loss=loss, **options)
+    else:
+        summary = qat_zoo(name, out, samples=samples, eval_samples=eval_samples, **options)
     click.echo(f"{name}: {summary['samples']} training inputs, {epochs} epoch(s), "
                f"{summary['train_seconds']:.1f} s training{' with ' + summary['amp'] if summary['amp'] else ''}; "
                f"judged on {summary['eval_samples']} held-out inputs against fp32")

@@ -1,4 +1,5 @@
-"""QAT of a zoo model with the data it knows: ``edgeq qat NAME -o OUT.onnx --epochs N``.
+"""QAT by distillation: a zoo model with the data it knows (``edgeq qat NAME -o OUT.onnx``), or
+an ONNX file with unlabeled inputs (``edgeq qat IN.onnx -o OUT.onnx --calib DIR [--eval DIR]``).
 
     zoo model --export--> fp32 ONNX (the teacher) --prepare--> QATModel --fit (distillation)--> export
 
@@ -32,7 +33,7 @@ import numpy as np
 
 from edgeq.qat.config import QATConfig
 
-__all__ = ["qat_zoo", "batches", "distillation_loss", "score"]
+__all__ = ["qat_zoo", "qat_file", "distill", "batches", "distillation_loss", "score"]
 
 CALIB = 32
 
@@ -116,42 +117,37 @@ def _sqnr(model: Any, validation: list[tuple[dict, tuple]]) -> float:
     return min(10 * np.log10(signal[i] / max(noise[i], 1e-30)) for i in signal)
 
 
-def qat_zoo(name: str, out: str, *, epochs: int = 3, config: QATConfig | None = None, amp: str | None = None,
-            samples: int = 1024, eval_samples: int = 200, lr: float = 1e-4, step_lr: float = 0.01, batch: int = 32,
-            seed: int = 0, progress: bool = True, fp32_path: str | None = None,
-            ptq_out: str | None = None, freeze_bn_after: float = 0.0) -> dict[str, Any]:
-    """Train zoo model ``name`` with QAT, write the QDQ model to ``out``; a summary (see module doc).
-    ``fp32_path``: the model already exported (else exported here); ``ptq_out``: keep the untrained
-    (PTQ) model there too."""
+def distill(fp32: str, train: Sequence[dict[str, np.ndarray]], unseen: Sequence[dict[str, np.ndarray]], out: str, *,
+            classification: bool = False, labels: np.ndarray | None = None, epochs: int = 3,
+            config: QATConfig | None = None, amp: str | None = None, lr: float = 1e-4, step_lr: float = 0.01,
+            batch: int = 32, seed: int = 0, progress: bool = True, ptq_out: str | None = None,
+            freeze_bn_after: float = 0.0, batchnorms_from: Any = None) -> dict[str, Any]:
+    """QAT of the ONNX model ``fp32`` distilled from its own outputs on ``train`` (the first 32
+    calibrate, the last tenth picks the epoch), judged on ``unseen``; writes ``out`` and returns
+    the summary (see the module doc)."""
     import torch
 
-    from edgeq import zoo
-    from edgeq.exporter import export as export_torch
+    from edgeq.errors import DataError
     from edgeq.io import check_output_path
     from edgeq.qat.export import export
     from edgeq.qat.fit import fit
     from edgeq.qat.prepare import prepare
 
     config = config or QATConfig()
-    spec = zoo.get(name)
-    check_output_path(out)
+    check_output_path(out, [fp32])
+    if len(train) < 16 or not unseen:
+        raise DataError(f"QAT needs at least 16 training inputs and one evaluation input, got {len(train)} and "
+                        f"{len(unseen)}: give more data (--calib, --eval)")
     torch.manual_seed(seed)
-    classification = spec.task == "classification"
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgeq-qat-") as workdir:
-        fp32 = fp32_path or os.path.join(workdir, f"{name}.fp32.onnx")
-        if fp32_path is None:
-            export_torch(name, fp32)
-        train = spec.calibration_data(samples, seed=0)
-        unseen = spec.eval_data(eval_samples)
-        labels = spec.eval_labels(eval_samples) if classification else None
         teacher = _run(fp32, train)
         reference = _run(fp32, unseen)
         scales = [max(float(np.var(np.concatenate([t[o].reshape(-1) for t in teacher]))), 1e-12)
                   for o in range(len(teacher[0]))]
-        qat = prepare(fp32, calib=train[:CALIB], config=config, batchnorms_from=spec.build())
+        qat = prepare(fp32, calib=list(train[:CALIB]), config=config, batchnorms_from=batchnorms_from)
         ptq_path = ptq_out or os.path.join(workdir, "ptq.onnx")
-        export(qat, unseen[:4], ptq_path)
+        export(qat, list(unseen[:4]), ptq_path)
         before = score(_run(ptq_path, unseen), reference, labels, classification)
         held = max(len(train) // 10, 8)  # (4) validation: the last tenth of the training inputs
         loader = batches(train[:-held], teacher[:-held], batch, seed)
@@ -159,11 +155,11 @@ def qat_zoo(name: str, out: str, *, epochs: int = 3, config: QATConfig | None = 
         history = fit(qat, loader, distillation_loss(classification, scales), epochs, lr=lr, step_lr=step_lr,
                       amp=amp, freeze_bn_after=freeze_bn_after, validate=lambda m: _sqnr(m, validation),
                       progress=progress)
-        checked = export(qat, unseen[:8], out)
+        checked = export(qat, list(unseen[:8]), out)
         after = score(_run(checked.path, unseen), reference, labels, classification)
         fp32_score = score(reference, reference, labels, classification)
     return {
-        "model": name, "config": config.to_dict(), "epochs": epochs, "amp": history.amp, "samples": len(train),
+        "model": fp32, "config": config.to_dict(), "epochs": epochs, "amp": history.amp, "samples": len(train),
         "eval_samples": len(unseen), "fp32": fp32_score, "ptq": before, "qat": after,
         "losses": [round(x, 6) for x in history.losses], "train_seconds": round(history.seconds, 1),
         "validation_sqnr_db": [round(x, 2) for x in history.scores], "best_epoch": history.best_epoch,
@@ -173,3 +169,49 @@ def qat_zoo(name: str, out: str, *, epochs: int = 3, config: QATConfig | None = 
                          "output_max_abs_diff": round(checked.output_max_abs, 6), "samples": checked.samples},
         "path": checked.path,
     }
+
+
+def qat_zoo(name: str, out: str, *, samples: int = 1024, eval_samples: int = 200, fp32_path: str | None = None,
+            **options: Any) -> dict[str, Any]:
+    """Train zoo model ``name`` with QAT (``distill`` on its own data), write the QDQ model to
+    ``out``; ``fp32_path``: the model already exported (else exported here); ``options``: those of
+    ``distill`` (``epochs``, ``config``, ``amp``, ``ptq_out`` to keep the untrained model ...)."""
+    from edgeq import zoo
+    from edgeq.exporter import export as export_torch
+    from edgeq.io import check_output_path
+
+    spec = zoo.get(name)
+    check_output_path(out)
+    classification = spec.task == "classification"
+    with tempfile.TemporaryDirectory(prefix="edgeq-qat-") as workdir:
+        fp32 = fp32_path or os.path.join(workdir, f"{name}.fp32.onnx")
+        if fp32_path is None:
+            export_torch(name, fp32)
+        summary = distill(fp32, spec.calibration_data(samples, seed=0), spec.eval_data(eval_samples), out,
+                          classification=classification,
+                          labels=spec.eval_labels(eval_samples) if classification else None,
+                          batchnorms_from=spec.build(), **options)
+    summary["model"] = name
+    return summary
+
+
+def qat_file(path: str, out: str, calib: Any, eval_data: Any = None, *, loss: str = "mse", **options: Any) -> dict[str, Any]:
+    """QAT of an ONNX file distilled on unlabeled inputs (``edgeq qat IN.onnx --calib DIR``):
+    ``calib`` trains (anything ``edgeq.quantize`` takes); ``eval_data`` judges, or else the last
+    fifth of ``calib`` is held out for it. ``loss``: "mse" (variance-scaled, any output) or "kl"
+    (outputs that are class logits)."""
+    from edgeq.calibrate import load_data
+    from edgeq.errors import UsageError
+    from edgeq.io import as_model, check_model_path
+
+    if loss not in ("mse", "kl"):
+        raise UsageError(f"loss {loss!r}: choose mse or kl")
+    path = check_model_path(path)
+    model, _ = as_model(path)
+    feeds = list(load_data(calib, model))
+    if eval_data is not None:
+        unseen = list(load_data(eval_data, model))
+    else:
+        cut = max(len(feeds) * 4 // 5, 1)
+        feeds, unseen = feeds[:cut], feeds[cut:]
+    return distill(path, feeds, unseen, out, classification=loss == "kl", **options)

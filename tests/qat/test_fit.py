@@ -101,9 +101,31 @@ def test_cli_trains_a_zoo_model_and_writes_the_report(tmp_path):
     del session
 
 
+def test_cli_trains_an_onnx_file_on_unlabeled_inputs(tmp_path):
+    from edgeq.qat.prepare import prepare as prepare_qat
+
+    qat = prepare_qat(_net(), (torch.randn(1, 3, 16, 16),), calib=_feeds(16, 0))
+    import onnx_ir as ir
+
+    ir.save(qat.float_model, str(tmp_path / "net.onnx"))
+    (tmp_path / "calib").mkdir()
+    for i, feed in enumerate(_feeds(40, 7)):
+        np.savez(tmp_path / "calib" / f"{i:03d}.npz", **feed)
+    out, report = tmp_path / "net.qat.onnx", tmp_path / "net.json"
+    proc = subprocess.run([sys.executable, "-m", "edgeq", "qat", str(tmp_path / "net.onnx"), "-o", str(out),
+                           "--calib", str(tmp_path / "calib"), "--epochs", "2", "--batch", "8", "-q",
+                           "--report", str(report)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(report.read_text())
+    assert summary["samples"] == 32 and summary["eval_samples"] == 8  # the last fifth held out to judge
+    assert summary["qat"]["sqnr_db"] >= summary["ptq"]["sqnr_db"] - 1.0 and out.is_file()
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["qat", "no_such_model", "-o", "{d}/x.onnx"], "no_such_model"),
     (["qat", "vad", "-o", "{d}/x.onnx", "--samples", "32", "--epochs", "1"], "If/Loop/Scan"),
+    (["qat", "{d}/model.onnx", "-o", "{d}/x.onnx"], "give its training inputs with --calib"),
+    (["qat", "kws", "-o", "{d}/x.onnx", "--calib", "{d}"], "brings its own data"),
 ])
 def test_cli_mistakes_are_one_line_and_exit_2(tmp_path, argv, expected):
     argv = [a.format(d=tmp_path) for a in argv]
