@@ -30,6 +30,8 @@ def _row(label: str, s: dict) -> str:
 @click.option("--weights", type=click.Choice(["int8", "int4"]), default="int8", show_default=True,
               help="int4: 4-bit weights per channel (int4 DequantizeLinear, opset 21).")
 @click.option("--activations", type=click.Choice(["uint8", "int8"]), default="uint8", show_default=True)
+@click.option("--per-token", is_flag=True,
+              help="MatMuls quantized at run time get a scale per row of their input (transformers).")
 @click.option("--scales", type=click.Choice(["learned", "observed"]), default="learned", show_default=True,
               help="learned: LSQ scales trained with the weights; observed: running min/max, frozen late.")
 @click.option("--amp", type=click.Choice(["none", "bf16", "fp16"]), default="none", show_default=True,
@@ -47,7 +49,8 @@ def _row(label: str, s: dict) -> str:
               help="Share of the steps after which folded BatchNorms stop updating their statistics.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write the summary as JSON here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def qat(name: str, calib: str | None, eval_data: str | None, loss: str, out: str, epochs: int, weights: str, activations: str, scales: str, amp: str, samples: int,
+def qat(name: str, calib: str | None, eval_data: str | None, loss: str, out: str, epochs: int, weights: str,
+        activations: str, per_token: bool, scales: str, amp: str, samples: int,
         eval_samples: int, lr: float, step_lr: float, batch: int, freeze_bn_after: float, report: str | None,
         quiet: bool) -> None:
     """Fine-tune NAME with fake quantization, distilled from its fp32 outputs, and write edgeq's
@@ -74,7 +77,8 @@ def qat(name: str, calib: str | None, eval_data: str | None, loss: str, out: str
         raise UsageError(f"{name} is an ONNX model: give its training inputs with --calib DIR")
     if not is_file and (calib or eval_data):
         raise UsageError(f"{name} is a zoo model, which brings its own data: --calib and --eval are for ONNX files")
-    config = QATConfig(weight_bits=4 if weights == "int4" else 8, activations=activations, scales=scales)
+    config = QATConfig(weight_bits=4 if weights == "int4" else 8, activations=activations, scales=scales,
+                       per_token=per_token)
     options = dict(epochs=epochs, config=config, amp=None if amp == "none" else amp, lr=lr, step_lr=step_lr,
                    batch=batch, freeze_bn_after=freeze_bn_after, progress=not quiet)
     if is_file:

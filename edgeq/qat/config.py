@@ -20,6 +20,8 @@ class QATConfig:
     ``scales``: "learned" (LSQ: scales are parameters trained with the weights) or "observed"
     (running min/max of activations, max |w| of weights).
     ``per_channel``: weight scales per output channel (edgeq's default) or one per tensor.
+    ``per_token``: MatMuls quantized at run time get one scale per row of their input (what
+    transformers need: ``passes/per_token.py``), instead of one per tensor.
     ``precision``: per-layer precision (node name or op type -> "fp32" or "int16"), the user's;
     fp32 layers stay float and train as float (``prepare(plan=)`` takes an auto run's).
     """
@@ -29,12 +31,15 @@ class QATConfig:
     scales: str = "learned"
     per_channel: bool = True
     precision: tuple[tuple[str, str], ...] = ()
+    per_token: bool = False
 
     def __post_init__(self) -> None:
         if self.weight_bits not in (4, 8):
             raise UsageError(f"weight_bits={self.weight_bits}: QAT simulates 8-bit or 4-bit weights")
         if self.activations not in ("uint8", "int8"):
             raise UsageError(f"activations={self.activations!r}: choose uint8 or int8")
+        if self.per_token and self.weight_bits == 4:  # opset 21's blocked row quantization: its check fails
+            raise UsageError("per_token with 4-bit weights is not supported yet: use 8-bit weights, or per-tensor")
         if self.scales not in ("learned", "observed"):
             raise UsageError(f"scales={self.scales!r}: choose learned or observed")
         precision = self.precision.items() if isinstance(self.precision, dict) else self.precision

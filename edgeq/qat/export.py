@@ -99,6 +99,8 @@ def to_onnx(qat: Any) -> ir.Model:
             levels = np.clip(np.round(bias / np.maximum(scale, 1e-30)), -(2**31 - 1), 2**31 - 1).astype(np.int32)
             _set(inits, ref.scale_name, scale.astype(np.float32))
             _set(inits, ref.q_name, levels)
+        for name, quant, param in qat.colsums:  # per-token MatMuls' column sums, of the trained weight
+            _set(inits, name, qat.quants[quant](qat._get(param)).sum(dim=0).numpy().astype(np.float32))
         for name, key in qat.float_params.items():
             _set(inits, name, qat._get(key).detach().numpy().astype(np.float32))
     return model

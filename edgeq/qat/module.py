@@ -23,6 +23,9 @@ the trained values.
 6. Float initializers of more than one element that are a layer's parameters (weights and
    biases of layers left float, LayerNorm) are trained too; scalars, integer tensors and the
    graph's other constants (a preprocessing mean, a mask, Resize scales) are fixed.
+8. Per-token MatMuls (``passes/per_token.py``): the rows' scales and centres are the graph's own
+   float ops; their Cast to uint8 (or blocked QuantizeLinear) passes the gradient straight
+   through, and the centred form's column sums follow the trained weight.
 7. A convolution the exporter folded a BatchNorm into (``batchnorms``, from ``batchnorm.py``)
    keeps the BatchNorm beside it, and its own bias: the weight quantizer sees the folded weight,
    and the batch statistics update until ``fit`` freezes them.
@@ -128,6 +131,7 @@ class QATModel(nn.Module):
         self.float_params: dict[str, str] = {}  # initializer name -> parameter key (6)
         self.activation_quants: dict[str, tuple[str, str | None]] = {}  # quantizer -> (scale, zp) initializer names
         self.constants: list[tuple[str, str, str]] = []  # (q initializer, buffer key, quantizer) (4)
+        self.colsums: list[tuple[str, str, str]] = []  # (colsum initializer, weight quantizer, weight param) (8)
         self._float = {n.name: n for n in float_model.graph} if float_model is not None else {}
         self._float_inits = dict(float_model.graph.initializers) if float_model is not None else {}
         self._learn = learn
@@ -230,13 +234,15 @@ class QATModel(nn.Module):
         done: set[ir.Node] = set()
         # pass 1: activation pairs (1), so constants sharing their scales find their quantizer (4)
         for node in graph:
-            if node.op_type == "QuantizeLinear" and node.domain in ("", MS_DOMAIN):
+            if node.op_type == "QuantizeLinear" and node.domain in ("", MS_DOMAIN) and not _token_front(node):
                 self._pair_quant(node)
         unsupported: dict[str, int] = {}
         for node in graph:
             if node in done:
                 continue
             kind = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+            if self._token_step(node):  # (8)
+                continue
             if kind == "QuantizeLinear" and const_array(node.inputs[0]) is None:
                 fq = self._pair_quant(node)
                 for out in node.outputs:
@@ -283,6 +289,7 @@ class QATModel(nn.Module):
         if unsupported:
             listing = ", ".join(f"{k} ({n})" for k, n in sorted(unsupported.items()))
             raise UsageError(f"quantization-aware training cannot run these operators in torch: {listing}")
+        self._colsums()
 
     def _constant_dq(self, dq: ir.Node) -> None:
         q = const_array(dq.inputs[0])
@@ -372,7 +379,44 @@ class QATModel(nn.Module):
             self.program.append(("dynmatmul", fq, [node.inputs[0].name, param, bias], [node.outputs[0].name]))
         else:
             names = [node.inputs[i].name for i in (0, 2, 4)]  # codes, a_scale, a_zp of the shared quantization
+            for i in (2, 4):  # per-token MatMuls (8): a constant zero point 128
+                if const_array(node.inputs[i]) is not None:
+                    self._buffer(node.inputs[i], const_array(node.inputs[i]))
             self.program.append(("intmatmul", fq, [*names, param, bias], [node.outputs[0].name]))
+
+    def _token_step(self, node: ir.Node) -> bool:
+        """(8) The quantization of a per-token MatMul's rows: Cast(uint8) of the shifted rows (below
+        opset 21) or a blocked QuantizeLinear, read by MatMulIntegerToFloat as its A."""
+        if not _token_front(node):
+            return False
+        out = node.outputs[0]
+        names = [v.name if v is not None else None for v in node.inputs]
+        if node.op_type == "Cast":
+            self.program.append(("castq", None, names[:1], [out.name]))
+        else:
+            self.program.append(("tokenq", None, names[:3], [out.name], node.attributes.get_int("block_size", 0)))
+        return True
+
+    def _colsums(self) -> None:
+        """(8) A centred per-token MatMul adds m * colsum(dequantized W) back: the column sums follow
+        the trained weight (a step after the MatMul, before the correction reads them)."""
+        steps = []
+        for i, step in enumerate(self.program):
+            if step[0] != "intmatmul":
+                continue
+            node = next(n for n in self.qdq.graph if n.outputs and n.outputs[0].name == step[3][0])
+            for use in node.outputs[0].uses():
+                if use.node.op_type != "Add":
+                    continue
+                other = use.node.inputs[1 - use.idx]
+                mul = other.producer() if other is not None else None
+                const = next((v for v in (mul.inputs if mul is not None and mul.op_type == "Mul" else [])
+                              if v is not None and const_array(v) is not None and v.name.endswith("_colsum")), None)
+                if const is not None:
+                    steps.append((i + 1, ("colsum", step[1], [step[2][3]], [const.name])))
+                    self.colsums.append((const.name, step[1], step[2][3]))
+        for offset, (i, step) in enumerate(steps):
+            self.program.insert(i + offset, step)
 
     def _dynamic_quantize(self, node: ir.Node) -> None:
         self.program.append(("dql", None, [node.inputs[0].name], [v.name for v in node.outputs]))
@@ -388,7 +432,7 @@ class QATModel(nn.Module):
     def dynamic_values(self) -> tuple[list[str], list[str]]:
         """The inputs and outputs of the run-time quantized MatMuls (and their DynamicQuantizeLinear):
         what ``codes`` forces and compares where the graph has no QuantizeLinear."""
-        inputs = [step[2][0] for step in self.program if step[0] in ("dynmatmul", "dql")]
+        inputs = [name for step in self.program for name in _forced_inputs(step)]
         outputs = [step[3][0] for step in self.program if step[0] in ("dynmatmul", "intmatmul")]
         return list(dict.fromkeys(inputs)), outputs
 
@@ -418,8 +462,10 @@ class QATModel(nn.Module):
             env[name] = self._get(key)
         for step in self.program:
             kind, what, ins, outs = step[:4]
-            if forced is not None and kind in ("dynmatmul", "dql") and ins[0] in forced:
-                env[ins[0]] = torch.from_numpy(np.asarray(forced[ins[0]], np.float32))
+            if forced is not None:
+                for name in _forced_inputs(step):
+                    if name in forced:
+                        env[name] = torch.from_numpy(np.asarray(forced[name], np.float32))
             if kind == "fq":
                 env[outs[0]] = self.quants[what](env[ins[0]])
                 if probe is not None and step[4]:
@@ -447,11 +493,19 @@ class QATModel(nn.Module):
                 env[outs[0]] = y + self._get(ins[2]) if ins[2] is not None else y
                 if probe is not None:
                     probe[outs[0]] = env[outs[0]].numpy()
+            elif kind == "castq":  # (8) Cast(uint8) truncates; the gradient passes straight through
+                x = env[ins[0]].float()
+                env[outs[0]] = x + (torch.clamp(torch.trunc(x), 0, 255) - x).detach()
+            elif kind == "tokenq":  # (8) blocked QuantizeLinear of the rows (one block = one row)
+                x, scale, zp = env[ins[0]].float(), env[ins[1]], env[ins[2]].float()
+                env[outs[0]] = torch.clamp(round_ste(x / scale) + zp, 0, 255)
+            elif kind == "colsum":  # (8)
+                env[outs[0]] = self.quants[what](self._get(ins[0])).sum(dim=0)
             elif kind == "dql":
                 _, codes, scale, zp = _dynamic_fake_quant(env[ins[0]])
                 env[outs[0]], env[outs[1]], env[outs[2]] = codes, scale, zp
             elif kind == "intmatmul":
-                a = (env[ins[0]] - env[ins[2]]) * env[ins[1]]
+                a = (env[ins[0]].float() - env[ins[2]].float()) * env[ins[1]]
                 y = torch.matmul(a, self.quants[what](self._get(ins[3])))
                 env[outs[0]] = y + self._get(ins[4]) if ins[4] is not None else y
                 if probe is not None:
@@ -466,6 +520,27 @@ class QATModel(nn.Module):
                     env[outs[0]] = result
         result = tuple(env[n] for n in self.output_names)
         return result[0] if len(result) == 1 else result
+
+
+def _forced_inputs(step: tuple) -> list[str]:
+    """The float inputs of a run-time quantization that the export check takes from onnxruntime:
+    the quantized values, and a per-token front's row scales (its codes and the MatMul use them)."""
+    kind, ins = step[0], step[2]
+    if kind in ("dynmatmul", "dql", "castq"):
+        return [ins[0]]
+    if kind == "tokenq":
+        return [ins[0], ins[1]]
+    if kind == "intmatmul":
+        return [ins[1]]
+    return []
+
+
+def _token_front(node: ir.Node) -> bool:
+    """(8) Cast or QuantizeLinear whose output only per-token MatMuls read, as their A."""
+    out = node.outputs[0] if node.outputs else None
+    if out is None or node.op_type not in ("Cast", "QuantizeLinear") or not out.uses():
+        return False
+    return all(u.node.op_type == "MatMulIntegerToFloat" and u.idx == 0 for u in out.uses())
 
 
 _PARAMETER_READERS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LayerNormalization", "BatchNormalization",

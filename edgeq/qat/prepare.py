@@ -99,7 +99,7 @@ def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config
     came from, whose BatchNorms then come back as for a module given directly."""
     import torch
 
-    from edgeq.config import PerChannel, PerTensor, QuantConfig
+    from edgeq.config import PerChannel, PerTensor, PerToken, QuantConfig
     from edgeq.graph import copy_model
     from edgeq.io import as_model
     from edgeq.qat.batchnorm import batchnorms_of
@@ -128,6 +128,7 @@ def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config
             float_weights="fp32",
             opset=21 if config.weight_bits == 4 else None,
             reduce_range=False if config.weight_bits == 4 else None,
+            dynamic_granularity=PerToken() if config.per_token else PerTensor(),
         )
         module = model if isinstance(model, torch.nn.Module) else batchnorms_from
         batchnorms = batchnorms_of(module, loaded_model) if module is not None else {}

@@ -255,3 +255,33 @@ def test_batchnorm_statistics_update_until_frozen_then_the_deployed_arithmetic(t
     assert torch.equal(seen[-2][0], seen[-1][0])  # still once frozen
     check = export(qat, _feeds(4, 3), tmp_path / "bn.onnx")  # folded with the new statistics, checked
     assert check.worst_agreement >= 0.999
+
+
+def test_per_token_matmuls_train_and_export(tmp_path):
+    """Per-token MatMuls (a scale per row, centred): their uint8 cast passes gradients, their
+    column sums follow the trained weight, and the export check compares them."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    feeds = [{"tokens": (rng.standard_normal((1, 8, 32)) + rng.standard_normal((1, 8, 1)) * 3).astype(np.float32)}
+             for _ in range(16)]
+    qat = prepare(Mlp().eval(), (torch.randn(1, 8, 32),), calib=feeds, config=QATConfig(per_token=True))
+    assert "MatMulIntegerToFloat" in {n.op_type for n in qat.qdq.graph} and qat.colsums
+    before = {name: qat.quants[q](qat._get(p)).sum(dim=0).detach().clone() for name, q, p in qat.colsums}
+    optimizer = torch.optim.Adam(qat.parameters(), lr=1e-3)
+    qat.train()
+    for feed in feeds[:4]:
+        optimizer.zero_grad()
+        out = qat(**feed)
+        out.square().mean().backward()
+        weight = qat._get(qat.weights[0].param)
+        assert weight.grad is not None and float(weight.grad.abs().sum()) > 0  # through the uint8 cast
+        optimizer.step()
+    check = export(qat, feeds[:4], tmp_path / "pt.onnx")
+    assert check.worst_agreement >= 0.999
+    written = ir.load(str(tmp_path / "pt.onnx"))
+    for name, q, p in qat.colsums:
+        stored = np.asarray(written.graph.initializers[name].const_value.numpy())
+        np.testing.assert_allclose(stored, qat.quants[q](qat._get(p)).sum(dim=0).detach().numpy(), rtol=1e-5, atol=1e-6)
+        assert not np.allclose(stored, before[name].numpy())
+    with pytest.raises(UsageError, match="per_token with 4-bit"):
+        QATConfig(per_token=True, weight_bits=4)
