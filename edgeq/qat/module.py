@@ -136,7 +136,6 @@ class QATModel(nn.Module):
         self._float_inits = dict(float_model.graph.initializers) if float_model is not None else {}
         self._learn = learn
         self._pairs: dict[tuple[int, int], str] = {}
-        self._fq_of_value: dict[ir.Value, str] = {}
         self._build(graph)
 
     # -- building ---------------------------------------------------------------------------
