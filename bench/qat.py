@@ -7,7 +7,8 @@ Per model (exported from the zoo; trained on its calibration source, judged on i
 split, which training never sees): fp32; edgeq PTQ static (W8A8, default options) and auto (the
 default of ``edgeq quantize``); the untrained QAT module exported (PTQ on QAT's grid: W8A8, and
 W4A8, which only QAT's path writes: int4 per-channel weights); QAT at W8A8 and W4A8 (``edgeq.qat``,
-distilled from fp32, ``--epochs``); W4A8 QAT again under bfloat16 autocast for its training time.
+distilled from fp32, ``--epochs``); W4A8 QAT again under bfloat16 autocast for its training time;
+transformers also at W8A8 with per-token MatMuls (``QATConfig(per_token=True)``).
 Columns: min output SQNR vs fp32 over the evaluation samples, top-1 (classifiers with labels) or
 argmax agreement, file size, latency at 1 thread (interleaved rounds, median), training seconds.
 """
@@ -58,19 +59,24 @@ def rows_for(name: str, args, workdir: str) -> list[dict]:
         edgeq.quantize(src, config, calib, progress=False).save(out)
         rows.append({"model": name, "variant": label, "path": out, "quantize_s": time.perf_counter() - start,
                      **_score(out, feeds, reference, labels, classification)})
-    for bits, amps in ((8, (None,)), (4, (None, "bf16"))):
-        for amp in amps:
-            out = os.path.join(workdir, f"{name}.qat{bits}{amp or ''}.onnx")
-            ptq = os.path.join(workdir, f"{name}.ptq{bits}.onnx")
-            summary = qat_zoo(name, out, epochs=args.epochs, config=QATConfig(weight_bits=bits), amp=amp,
-                              samples=args.samples, eval_samples=args.eval, fp32_path=src, ptq_out=ptq, progress=False)
-            if amp is None:
-                rows.append({"model": name, "variant": f"PTQ on QAT's grid W{bits}A8 (untrained)", "path": ptq,
-                             **summary["ptq"]})
-            rows.append({"model": name, "variant": f"QAT W{bits}A8" + (f", {amp} autocast" if amp else ""),
-                         "path": out, "train_s": summary["train_seconds"], "best_epoch": summary["best_epoch"],
-                         "validation": summary["validation_sqnr_db"], "check": summary["export_check"]["within_one_step"],
-                         **summary["qat"]})
+    runs = [(8, None, False), (4, None, False), (4, "bf16", False)]
+    if spec.task in ("embedding", "hidden_states"):  # transformers: their run-time MatMuls per token too
+        runs.append((8, None, True))
+    for bits, amp, per_token in runs:
+        tag = f"{bits}{amp or ''}{'pt' if per_token else ''}"
+        out = os.path.join(workdir, f"{name}.qat{tag}.onnx")
+        ptq = os.path.join(workdir, f"{name}.ptq{tag}.onnx")
+        summary = qat_zoo(name, out, epochs=args.epochs, config=QATConfig(weight_bits=bits, per_token=per_token),
+                          amp=amp, samples=args.samples, eval_samples=args.eval, fp32_path=src, ptq_out=ptq,
+                          progress=False)
+        suffix = ", per-token MatMuls" if per_token else ""
+        if amp is None:
+            rows.append({"model": name, "variant": f"PTQ on QAT's grid W{bits}A8{suffix} (untrained)", "path": ptq,
+                         **summary["ptq"]})
+        rows.append({"model": name, "variant": f"QAT W{bits}A8{suffix}" + (f", {amp} autocast" if amp else ""),
+                     "path": out, "train_s": summary["train_seconds"], "best_epoch": summary["best_epoch"],
+                     "validation": summary["validation_sqnr_db"], "check": summary["export_check"]["within_one_step"],
+                     **summary["qat"]})
     timed = {r["variant"]: open(r["path"], "rb").read() for r in rows}
     ms = interleaved_ms(timed, feeds[:8], runs=None, repeats=args.rounds, warmup=3)
     for r in rows:
