@@ -204,30 +204,35 @@ class QATModel(nn.Module):
         return self.bns[ref.bn].fold_bias(bias) if ref.bn else bias
 
     def _weight(self, dq: ir.Node, consumer: ir.Node) -> str:
-        q = const_array(dq.inputs[0])
+        """(2) A weight DQ read by a Conv/Gemm/MatMul, with its BatchNorm (7) if one was folded in."""
         s = const_array(dq.inputs[1])
         axis = dq.attributes.get_int("axis", 1) if np.size(s) > 1 else None
-        values = q.astype(np.float32) * (s.reshape([-1 if i == (axis or 0) % q.ndim else 1 for i in range(q.ndim)])
-                                         if axis is not None else s)
-        original = self._original(consumer, dq.inputs[0], 1, q.shape)
-        if original is not None:
-            values = original
-        qmax = 7 if self.weight_bits == 4 else int(max(np.abs(q.astype(np.int64)).max(), 1))
+        ref = self._weight_quant(consumer, list(dq.inputs[:3]), axis)
         bn = self._bn(consumer)
-        if bn is not None and values.shape[0] != self.bns[bn].gamma.numel():
-            bn = None
-        param = self._buffer(dq.inputs[0], values, trainable=True)
-        key = _key(f"fq_{dq.inputs[0].name}", self._taken)
+        if bn is not None and self._get(ref.param).shape[0] == self.bns[bn].gamma.numel():
+            ref.bn = bn
+        return ref.quant
+
+    def _weight_quant(self, consumer: ir.Node, values: list[ir.Value | None], axis: int | None) -> WeightRef:
+        """(2) Quantized levels (``values``: levels, scale, zero point) as a float parameter, from
+        the float model's weight where it is found, and their weight quantizer."""
+        levels, s = const_array(values[0]), const_array(values[1])
+        weight = self._original(consumer, values[0], 1, levels.shape)
+        if weight is None:  # the levels dequantized
+            shape = [-1 if i == axis % levels.ndim else 1 for i in range(levels.ndim)] if axis is not None else []
+            weight = levels.astype(np.float32) * (s.reshape(shape) if axis is not None else s)
+        qmax = 7 if self.weight_bits == 4 else int(max(np.abs(levels.astype(np.int64)).max(), 1))
+        param = self._buffer(values[0], weight, trainable=True)
+        key = _key(f"fq_{values[0].name}", self._taken)
         scale = s.astype(np.float32)
         if self.weight_bits == 4:  # start the 4-bit grid from the weight's own max |w| per channel
-            dims = tuple(d for d in range(values.ndim) if axis is None or d != axis % values.ndim)
-            amax = np.abs(values).max(axis=dims) if dims else np.abs(values)
+            dims = tuple(d for d in range(weight.ndim) if axis is None or d != axis % weight.ndim)
+            amax = np.abs(weight).max(axis=dims) if dims else np.abs(weight)
             scale = np.maximum(np.asarray(amax, np.float32).reshape(np.shape(s)) / qmax, 1e-12)
         self.quants[key] = FakeQuant(scale, np.zeros(np.size(s), np.float32), -qmax, qmax, axis=axis,
                                      learn=self._learn, weight=True)
-        self.weights.append(WeightRef(list(dq.inputs), param, key, consumer))
-        self.weights[-1].bn = bn
-        return key
+        self.weights.append(WeightRef(values, param, key, consumer))
+        return self.weights[-1]
 
     def _build(self, graph: ir.Graph) -> None:
         done: set[ir.Node] = set()
@@ -353,23 +358,10 @@ class QATModel(nn.Module):
         a_scale, b_scale, a_zp, b_zp[, bias]) after a DynamicQuantizeLinear shared by several."""
         fused = node.op_type == "DynamicQuantizeMatMul"
         b_index, s_index, z_index, bias_index = (1, 2, 3, 4) if fused else (1, 3, 5, 6)
-        b = const_array(node.inputs[b_index])
-        s = const_array(node.inputs[s_index])
-        axis = 1 if np.size(s) > 1 else None
-        original = self._original(node, node.inputs[b_index], 1, b.shape)
-        values = original if original is not None else \
-            b.astype(np.float32) * (s.reshape(1, -1) if axis is not None else s)
-        qmax = 7 if self.weight_bits == 4 else int(max(np.abs(b.astype(np.int64)).max(), 1))
-        param = self._buffer(node.inputs[b_index], values, trainable=True)
-        fq = _key(f"fq_{node.inputs[b_index].name}", self._taken)
-        scale = s.astype(np.float32)
-        if self.weight_bits == 4:
-            scale = np.maximum(np.abs(values).max(axis=0).reshape(np.shape(s)) / qmax, 1e-12) if axis is not None \
-                else np.maximum(np.abs(values).max() / qmax, 1e-12)
-        self.quants[fq] = FakeQuant(scale, np.zeros(np.size(s), np.float32), -qmax, qmax, axis=axis,
-                                    learn=self._learn, weight=True)
+        axis = 1 if np.size(const_array(node.inputs[s_index])) > 1 else None  # B is [K, N]: per column
         refs = [node.inputs[b_index], node.inputs[s_index], node.inputs[z_index] if len(node.inputs) > z_index else None]
-        self.weights.append(WeightRef(refs, param, fq, node))
+        ref = self._weight_quant(node, refs, axis)
+        fq, param = ref.quant, ref.param
         bias = None
         if len(node.inputs) > bias_index and node.inputs[bias_index] is not None:
             bias = self._buffer(node.inputs[bias_index], const_array(node.inputs[bias_index]), trainable=True)
