@@ -32,7 +32,7 @@ import onnx_ir as ir
 from edgeq.errors import EdgeqError, ExportError, UsageError
 from edgeq.graph import copy_model
 
-__all__ = ["export", "ExportCheck", "to_onnx"]
+__all__ = ["export", "ExportCheck", "to_onnx", "as_feeds"]
 
 MIN_AGREEMENT = 0.999
 
@@ -186,7 +186,7 @@ def export(qat: Any, example_inputs: Any, path: str | os.PathLike, *, check: boo
     model = to_onnx(qat)
     if float_weights == "fp16":
         store_float16(model)
-    feeds = _feeds(qat, example_inputs)
+    feeds = as_feeds(example_inputs, qat.input_names)
     try:
         onnx_check(model)
     except EdgeqError:
@@ -204,7 +204,9 @@ def export(qat: Any, example_inputs: Any, path: str | os.PathLike, *, check: boo
     return ExportCheck(saved, count, worst, share, out_max, len(feeds))
 
 
-def _feeds(qat: Any, example_inputs: Any) -> list[dict[str, np.ndarray]]:
+def as_feeds(example_inputs: Any, names: list[str]) -> list[dict[str, np.ndarray]]:
+    """Feed dicts from a feed dict, a list of them, or a model's inputs in order (tensors or
+    arrays, named ``names``)."""
     import torch
 
     def as_np(x: Any) -> np.ndarray:
@@ -215,4 +217,4 @@ def _feeds(qat: Any, example_inputs: Any) -> list[dict[str, np.ndarray]]:
     if isinstance(example_inputs, list) and example_inputs and isinstance(example_inputs[0], dict):
         return [{k: as_np(v) for k, v in f.items()} for f in example_inputs]
     inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    return [{n: as_np(t) for n, t in zip(qat.input_names, inputs)}]
+    return [{n: as_np(t) for n, t in zip(names, inputs)}]

@@ -121,18 +121,10 @@ def _binary(fn):
     return lambda inputs, attrs: fn(inputs[0], inputs[1])
 
 
-OPS["MatMul"] = _binary(torch.matmul)
-OPS["Add"] = _binary(torch.add)
-OPS["Sub"] = _binary(torch.sub)
-OPS["Mul"] = _binary(torch.mul)
-OPS["Pow"] = _binary(torch.pow)
-OPS["Equal"] = _binary(torch.eq)
-OPS["Greater"] = _binary(torch.gt)
-OPS["GreaterOrEqual"] = _binary(torch.ge)
-OPS["Less"] = _binary(torch.lt)
-OPS["LessOrEqual"] = _binary(torch.le)
-OPS["And"] = _binary(torch.logical_and)
-OPS["Or"] = _binary(torch.logical_or)
+for _name, _fn in {"MatMul": torch.matmul, "Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Pow": torch.pow,
+                   "Equal": torch.eq, "Greater": torch.gt, "GreaterOrEqual": torch.ge, "Less": torch.lt,
+                   "LessOrEqual": torch.le, "And": torch.logical_and, "Or": torch.logical_or}.items():
+    OPS[_name] = _binary(_fn)
 
 
 @op("Div")

@@ -22,8 +22,6 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from edgeq.errors import UsageError
 from edgeq.qat.config import QATConfig
 
@@ -47,14 +45,6 @@ def plan_precision(plan: Any) -> dict[str, str]:
             raise UsageError(f"plan: precision {bad}: QAT keeps a layer fp32, int16 or int8")
         return {str(k): str(v) for k, v in report.items() if v != "int8"}
     raise UsageError("plan= takes a precision map ({node: 'fp32'}) or an auto-mode QuantResult or report")
-
-
-def _as_feeds(example_inputs: Any, names: Sequence[str]) -> list[dict[str, np.ndarray]]:
-    import torch
-
-    inputs = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    return [{n: (t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t))
-             for n, t in zip(names, inputs)}]
 
 
 def _forward_names(model: Any, count: int) -> list[str] | None:
@@ -103,6 +93,7 @@ def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config
     from edgeq.graph import copy_model
     from edgeq.io import as_model
     from edgeq.qat.batchnorm import batchnorms_of
+    from edgeq.qat.export import as_feeds
     from edgeq.qat.module import QATModel
     from edgeq.stages.load import load
     from edgeq.stages.load import prepare as prepare_stage
@@ -118,7 +109,7 @@ def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config
             if example_inputs is None:
                 raise UsageError("prepare needs calib= (calibration feeds) or example_inputs to calibrate on")
             logger.warning("qat: calibrating on example_inputs alone; pass calib= with representative data")
-            calib = _as_feeds(example_inputs, names)
+            calib = as_feeds(example_inputs, names)
         qconfig = QuantConfig(
             mode="static",
             granularity=PerChannel() if config.per_channel else PerTensor(),

@@ -87,12 +87,10 @@ def _run(path: str, feeds: Sequence[dict[str, np.ndarray]]) -> list[list[np.ndar
 def score(outputs: list[list[np.ndarray]], reference: list[list[np.ndarray]], labels: np.ndarray | None,
           classification: bool) -> dict[str, Any]:
     """(3) min output SQNR over the samples at once; top-1 and argmax agreement for classifiers."""
-    sqnr = []
-    for o in range(len(reference[0])):
-        ref = np.concatenate([r[o].reshape(-1) for r in reference]).astype(np.float64)
-        got = np.concatenate([x[o].reshape(-1) for x in outputs]).astype(np.float64)
-        noise = np.sum((ref - got) ** 2)
-        sqnr.append(float("inf") if noise == 0 else float(10 * np.log10(np.sum(ref ** 2) / noise)))
+    from edgeq.metrics import sqnr_db
+
+    sqnr = [sqnr_db(np.concatenate([r[o].reshape(-1) for r in reference]),
+                    np.concatenate([x[o].reshape(-1) for x in outputs])) for o in range(len(reference[0]))]
     result: dict[str, Any] = {"sqnr_db": round(min(sqnr), 2)}
     if classification:
         pred = np.array([x[0].reshape(-1).argmax() for x in outputs])
@@ -114,7 +112,9 @@ def _sqnr(model: Any, validation: list[tuple[dict, tuple]]) -> float:
             o, t = o.double(), t.double()
             signal[i] = signal.get(i, 0.0) + float((t ** 2).sum())
             noise[i] = noise.get(i, 0.0) + float(((o - t) ** 2).sum())
-    return min(10 * np.log10(signal[i] / max(noise[i], 1e-30)) for i in signal)
+    from edgeq.metrics import power_ratio_db
+
+    return min(power_ratio_db(signal[i], noise[i]) for i in signal)
 
 
 def distill(fp32: str, train: Sequence[dict[str, np.ndarray]], unseen: Sequence[dict[str, np.ndarray]], out: str, *,
