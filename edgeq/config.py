@@ -283,6 +283,9 @@ class QuantConfig:
     # MatMul/Gemm quantized at run time (dynamic mode; static mode's between-float-ops MatMuls):
     # PerTensor() (DynamicQuantizeMatMul) or PerToken() (one scale per row, passes/per_token.py)
     dynamic_granularity: PerTensor | PerToken = PerTensor()
+    # per-token MatMuls, with calibration data: input channels far above the median channel's
+    # calibrated range computed in float beside the int8 kernel (passes/per_token.py (9))
+    outlier_channels: bool = True
     recurrent: str = "int8"  # LSTM: int8 weights (DynamicQuantizeLSTM, format qdq) or "float"
     # weights of layers left float: stored as fp16 and cast to fp32 at load (passes/float_weights.py), or "fp32"
     float_weights: str = "fp16"
@@ -415,7 +418,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "recurrent": (str,), "float_weights": (str,), "percentile": _NUMBER, "num_bins": (int,), "symmetric": (bool,),
     "reduce_range": (bool, type(None)),
     "integer_only": (bool,), "strict": (bool,), "opset": (int, type(None)), "max_samples": (int, type(None)),
-    "batch_size": (int,), "dynamic_conv": (bool,), "channel_scales": (bool,), "min_sqnr": (*_NUMBER, type(None)),
+    "batch_size": (int,), "dynamic_conv": (bool,), "channel_scales": (bool,), "outlier_channels": (bool,), "min_sqnr": (*_NUMBER, type(None)),
     "metric": (str, type(None)), "min_score": (*_NUMBER, type(None)), "min_top1": _NUMBER, "min_iou": _NUMBER, "seed": (int,), "provider": (str,),
     "threads": (int,), "time_budget_s": (*_NUMBER, type(None)),
 }

@@ -85,6 +85,9 @@ class Calibration:
             channels = self.out_channels[name].summary() if name in self.out_channels else None
             if channels is not None:
                 summary["channels"] = channels
+            absmax = self.channel_absmax(name)
+            if absmax is not None:  # a per-token MatMul's outlier channels (passes/per_token.py (9))
+                summary["channel_absmax"] = [float(x) for x in absmax]
             self._cache[key] = TensorRange(lo=lo, hi=hi, min=obs.min, max=obs.max, method=method, summary=summary)
         return self._cache[key]
 

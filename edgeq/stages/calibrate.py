@@ -3,7 +3,11 @@
 Ranges come from a reused table (``--ranges``) where it covers the tensor, else from the
 calibration data in one streaming pass (``edgeq.calibrate.collect_ranges``); constants take
 their own min/max. A subgraph that never ran on the calibration data (an If branch no sample
-took) has no ranges: its int8 nodes go back to float (``passes.subgraphs.demote_unobserved``)."""
+took) has no ranges: its int8 nodes go back to float (``passes.subgraphs.demote_unobserved``).
+
+Per-token MatMuls' inputs (quantized at run time, so not roots) are observed too where the data
+allow, for their per-channel max |x| (``plan.token_channels``: ``passes/per_token.py`` (9)); a
+reused table that lacks them costs nothing but that."""
 
 from __future__ import annotations
 
@@ -29,16 +33,47 @@ def calibrate(model: ir.Model, planned: Planned, config: QuantConfig, data: Any,
     from edgeq.calibrate.ranges import RangesTable
 
     names = planned.calibrated_roots()
-    if names:
-        table = _ranges(model, names, config, data, ranges, progress)
+    tokens = _token_inputs(model, planned, config)
+    if names or tokens:
+        table = _ranges(model, names, config, data, ranges, progress, optional=tokens)
     else:  # nothing static to calibrate (e.g. every MatMul went dynamic)
         table = RangesTable({}, method=config.method)
     _assign_qparams(model, planned, table, config)
+    _token_channels(model, planned, table, tokens)
     return table, {"method": table.method, "num_samples": table.num_samples, "tensors": len(names)}
 
 
+def _token_inputs(model: ir.Model, planned: Planned, config: QuantConfig) -> list[str]:
+    """Per-token MatMuls' inputs in the main graph (per_token.py (9)), when outlier channels are on."""
+    if not config.outlier_channels:
+        return []
+    inputs = {n.inputs[0] for n in planned.plan.per_token if n.graph is model.graph and n.inputs}
+    return sorted(v.name for v in inputs if v is not None and v.name and v.const_value is None)
+
+
+def _token_channels(model: ir.Model, planned: Planned, table: RangesTable, tokens: list[str]) -> None:
+    values = {v.name: v for n in planned.plan.per_token for v in n.inputs[:1] if v is not None}
+    for name in tokens:
+        absmax = channel_absmax(table[name].summary) if name in table else None
+        if absmax is not None:
+            planned.plan.token_channels[values[name]] = absmax
+
+
+def channel_absmax(summary: dict) -> np.ndarray | None:
+    """Per-channel max |x| on the last axis from a range's summary: ``channel_absmax`` (auto's
+    calibration), else ``channels`` (min/max) kept along the last axis; None without either."""
+    if summary.get("channel_absmax") is not None:
+        return np.asarray(summary["channel_absmax"], np.float32)
+    channels = summary.get("channels")
+    if channels and channels.get("axis") == -1:
+        return np.maximum(np.abs(np.asarray(channels["min"])), np.abs(np.asarray(channels["max"]))).astype(np.float32)
+    return None
+
+
 def _ranges(model: ir.Model, names: list[str], config: QuantConfig, data: Any, ranges: Any,
-            progress: bool) -> RangesTable:
+            progress: bool, optional: list[str] = ()) -> RangesTable:
+    """``optional``: collected with the rest where the table lacks them and there are data (never
+    a reason to calibrate, nor an error)."""
     from edgeq.calibrate import collect_ranges
     from edgeq.calibrate.ranges import RangesTable
 
@@ -55,9 +90,14 @@ def _ranges(model: ir.Model, names: list[str], config: QuantConfig, data: Any, r
                 f"the ranges table lacks {len(missing)} tensor(s) this model needs (e.g. {missing[0]!r}): "
                 "recalibrate with --calib DATA --save-ranges FILE"
             )
-        names = missing
-    axes = {v.name: 1 for v in _conv_outputs(model)} if config.channel_scales else None
-    collected = collect_ranges(model, names, data, config, progress=progress, channel_axes=axes)
+        names = missing + [n for n in optional if n not in table and n not in missing]
+    elif data is not None:
+        names = names + [n for n in optional if n not in names]
+    elif not names:
+        return RangesTable({}, method=config.method)
+    axes = {v.name: 1 for v in _conv_outputs(model)} if config.channel_scales else {}
+    axes.update({n: -1 for n in optional if n in names})
+    collected = collect_ranges(model, names, data, config, progress=progress, channel_axes=axes or None)
     if table is None:
         return collected
     return RangesTable({**dict(table), **dict(collected)}, method=collected.method,

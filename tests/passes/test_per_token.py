@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -359,3 +361,108 @@ g (float[1,128,256] a) => (float y) {
         assert [layer["precision"] for layer in auto["layers"]] == ["int8-per-token"]
         assert "MatMulIntegerToFloat" in op_types(result.model)
         assert "1 int8-per-token" in auto_markdown(result.report)
+
+
+def _layer_norm_matmul(gamma_outlier: float = 20.0):
+    """A LayerNorm whose gamma makes channels 3 and 40 ``gamma_outlier`` times the others on every
+    token (a transformer's outlier channels), read by a MatMul."""
+    gamma = np.ones(K, np.float32)
+    gamma[[3, 40]] = gamma_outlier
+    rng = np.random.default_rng(11)
+    text = """<ir_version: 10, opset_import: ["" : 17]>
+g (float[B,M,64] a) => (float y) {
+  n = LayerNormalization<axis=-1>(a, S, Z)
+  y = MatMul(n, W)
+}"""
+    return build(text, {"S": gamma, "Z": rng.normal(0, 0.1, K).astype(np.float32), "W": _grid_weight(12)})
+
+
+def _ln_feeds(seed: int, count: int = 4) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [{"a": rng.standard_normal((1, 32, K)).astype(np.float32)} for _ in range(count)]
+
+
+def test_outlier_channel_selection():
+    """(9) above OUTLIER_RATIO x the median channel, at most K / OUTLIER_SHARE, the largest first."""
+    flat = np.ones(K)
+    assert per_token.outlier_channels(flat) is None
+    spiky = flat.copy()
+    spiky[[7, 2]] = [10.0, per_token.OUTLIER_RATIO * 0.99]
+    assert per_token.outlier_channels(spiky).tolist() == [7]
+    many = flat.copy()
+    many[:20] = np.arange(20) + 10.0  # 20 outliers, room for K / 16 = 4: the 4 largest
+    assert per_token.outlier_channels(many).tolist() == [16, 17, 18, 19]
+    assert per_token.outlier_channels(np.full(K, np.nan)) is None
+
+
+def test_outlier_channels_go_float_beside_the_kernel(tmp_path):
+    """(9) static mode with calibration data: the LayerNorm's two large channels leave the int8
+    product (masked) for the float correction MatMul [m, A_O] x [colsum; W_O];
+    the other channels get the row range they set, on inputs calibration never saw."""
+    import edgeq
+
+    proto = _layer_norm_matmul()
+    unseen = _ln_feeds(99)
+    want = np.concatenate([run_ort(proto, f)[0] for f in unseen])
+    config = QuantConfig(precision={"MatMul": "int8-per-token"})
+    result = edgeq.quantize(proto, config, _ln_feeds(1), progress=False)
+    plain = edgeq.quantize(proto, config.replace(outlier_channels=False), _ln_feeds(1), progress=False)
+    model = result.model
+    ops = op_types(model)
+    assert ops.count("MatMulIntegerToFloat") == 1 and ops.count("MatMul") == 1  # the correction, float
+    assert "Gather" in ops and "Concat" in ops and "Mul" in ops
+    correction = next(n for n in model.graph if n.op_type == "MatMul")
+    rows = const_array(correction.inputs[1])
+    assert rows.shape == (3, N)  # the centre's column sums, then W's rows 3 and 40 as they are
+    weight = onnx.numpy_helper.to_array(next(i for i in proto.graph.initializer if i.name == "W"))
+    np.testing.assert_array_equal(rows[1:], weight[[3, 40]])
+    kernel = next(n for n in model.graph if n.op_type == "MatMulIntegerToFloat")
+    w_q = const_array(kernel.inputs[1])
+    plain_w_q = const_array(next(n for n in plain.model.graph if n.op_type == "MatMulIntegerToFloat").inputs[1])
+    np.testing.assert_array_equal(w_q, plain_w_q)  # the int8 weights as without (their rows O cancel: masked A)
+    np.testing.assert_allclose(rows[0], per_token.dequantized_colsum(w_q, const_array(kernel.inputs[3])), rtol=1e-6)
+    got = np.concatenate([run_ort(model, f)[0] for f in unseen])
+    before = np.concatenate([run_ort(plain.model, f)[0] for f in unseen])
+    # measured 57.0 dB with the outlier channels float, 39.7 dB without (their range sets every row's step)
+    assert sqnr_db(want, got) > 50.0 and sqnr_db(want, got) > sqnr_db(want, before) + 12.0
+    assert "Gather" not in op_types(plain.model)
+    assert '"outlier_channels": 2' in json.dumps(result.report)  # the layer's report entry
+
+
+def test_auto_calibration_carries_channel_maxima():
+    """(9) auto's one calibration pass gives a per-token MatMul's input its per-channel max |x|
+    (``channel_absmax`` in the range's summary), which the calibrate stage reads as a static
+    table's last-axis channels."""
+    from edgeq.auto.calib import calibrate_once
+    from edgeq.stages.calibrate import channel_absmax
+
+    proto = _layer_norm_matmul()
+    feeds = _ln_feeds(1)
+    cal = calibrate_once(ir.from_proto(proto), feeds, progress=False)
+    absmax = channel_absmax(cal.table("minmax")["n"].summary)
+    assert absmax is not None and absmax.shape == (K,)
+    assert per_token.outlier_channels(absmax).tolist() == [3, 40]
+    table_form = {"channels": {"axis": -1, "min": (-absmax).tolist(), "max": (absmax / 2).tolist()}}
+    np.testing.assert_allclose(channel_absmax(table_form), absmax, rtol=1e-6)
+    assert channel_absmax({"channels": {"axis": 1, "min": [0.0], "max": [1.0]}}) is None
+
+
+def test_no_outlier_channels_where_a_weight_is_shared_across_inputs():
+    """(9) _own_weights: one W read by MatMuls of two inputs (an unrolled recurrence) keeps its one
+    int8 copy and gets no per-input float correction."""
+    import edgeq
+
+    gamma = np.ones(K, np.float32)
+    gamma[[3, 40]] = 20.0
+    text = """<ir_version: 10, opset_import: ["" : 17]>
+g (float[B,M,64] a) => (float y) {
+  n = LayerNormalization<axis=-1>(a, S, Z)
+  h = MatMul(n, W)
+  t = Tanh(h)
+  m = LayerNormalization<axis=-1>(t, S, Z)
+  y = MatMul(m, W)
+}"""
+    proto = build(text, {"S": gamma, "Z": np.zeros(K, np.float32), "W": np.concatenate([_grid_weight(13), _grid_weight(14)[:, :K - N]], axis=1)})
+    result = edgeq.quantize(proto, QuantConfig(precision={"MatMul": "int8-per-token"}), _ln_feeds(1), progress=False)
+    ops = op_types(result.model)
+    assert ops.count("MatMulIntegerToFloat") == 2 and "Gather" not in ops and "MatMul" not in ops
