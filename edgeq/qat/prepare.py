@@ -7,10 +7,11 @@
    ranges that start training are edgeq's static ones, on edgeq's grids. BatchNorms the exporter
    folded into convolutions of a torch module are found again (``batchnorm.py``) and keep
    updating their statistics in training until ``fit`` freezes them.
-2. ``plan``: per-layer precision, as a map ({node or op type: "fp32" | "int16"}), or the
-   ``QuantResult`` (or its report) of an auto-mode run: its fp32 (and fp16) layers stay float,
-   its int16 layers int16; the rest int8 (auto's run-time per-token MatMuls become edgeq static's
-   int8 MatMuls).
+2. ``plan``: per-layer precision, as a map ({node or op type: "fp32" | "int16" | "int8-per-token"}),
+   or the ``QuantResult`` (or its report) of an auto-mode run: its fp32 (and fp16) layers stay
+   float, its int16 layers int16, its per-token MatMuls per token (a scale per row at run time,
+   as ``per_token=True`` gives every run-time MatMul); the rest int8. Per-token layers need 8-bit
+   weights, as ``per_token`` does.
 3. 4-bit weights need opset 21 (int4 DequantizeLinear): the model is upgraded to it.
 """
 
@@ -37,12 +38,12 @@ def plan_precision(plan: Any) -> dict[str, str]:
     report = getattr(plan, "report", plan)
     if isinstance(report, Mapping) and "auto" in report:  # fp16 regions train (and stay) float
         layers = report["auto"].get("layers", [])
-        kept = {"fp32": "fp32", "fp16": "fp32", "int16": "int16"}
+        kept = {"fp32": "fp32", "fp16": "fp32", "int16": "int16", "int8-per-token": "int8-per-token"}
         return {e["node"]: kept[e["precision"]] for e in layers if e.get("precision") in kept}
     if isinstance(report, Mapping):
-        bad = {k: v for k, v in report.items() if v not in ("fp32", "int16", "int8")}
+        bad = {k: v for k, v in report.items() if v not in ("fp32", "int16", "int8", "int8-per-token")}
         if bad:
-            raise UsageError(f"plan: precision {bad}: QAT keeps a layer fp32, int16 or int8")
+            raise UsageError(f"plan: precision {bad}: QAT keeps a layer fp32, int16, int8 or int8-per-token")
         return {str(k): str(v) for k, v in report.items() if v != "int8"}
     raise UsageError("plan= takes a precision map ({node: 'fp32'}) or an auto-mode QuantResult or report")
 
@@ -101,6 +102,9 @@ def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config
 
     config = config or QATConfig()
     precision = dict(config.precision) | plan_precision(plan)
+    if config.weight_bits == 4 and "int8-per-token" in precision.values():
+        raise UsageError("the plan has per-token MatMuls (int8-per-token), which need 8-bit weights: "
+                         "use weight_bits=8, or a plan without them")
     with tempfile.TemporaryDirectory(prefix="edgeq-qat-") as workdir:
         source = _float_onnx(model, example_inputs, workdir, input_names)
         loaded_model, _ = as_model(source)

@@ -222,7 +222,7 @@ def test_plan_from_an_auto_run(prepared):
 
     report = {"auto": {"layers": [{"node": "a", "precision": "fp16"}, {"node": "b", "precision": "int16"},
                                   {"node": "c", "precision": "int8-per-token"}, {"node": "d", "precision": "fp32"}]}}
-    assert plan_precision(report) == {"a": "fp32", "b": "int16", "d": "fp32"}
+    assert plan_precision(report) == {"a": "fp32", "b": "int16", "c": "int8-per-token", "d": "fp32"}
 
 
 def test_batchnorm_statistics_update_until_frozen_then_the_deployed_arithmetic(tmp_path):
@@ -285,3 +285,18 @@ def test_per_token_matmuls_train_and_export(tmp_path):
         assert not np.allclose(stored, before[name].numpy())
     with pytest.raises(UsageError, match="per_token with 4-bit"):
         QATConfig(per_token=True, weight_bits=4)
+
+
+def test_per_token_layers_of_a_plan_stay_per_token(tmp_path):
+    """An auto plan's int8-per-token MatMuls are per token in QAT too (without per_token=True)."""
+    rng = np.random.default_rng(1)
+    feeds = [{"tokens": rng.standard_normal((1, 8, 32)).astype(np.float32)} for _ in range(8)]
+    plain = prepare(Mlp().eval(), (torch.randn(1, 8, 32),), calib=feeds)
+    assert "MatMulIntegerToFloat" not in {n.op_type for n in plain.qdq.graph}
+    report = {"auto": {"layers": [{"node": n.name, "precision": "int8-per-token"}
+                                  for n in plain.float_model.graph if n.op_type == "MatMul"]}}
+    qat = prepare(Mlp().eval(), (torch.randn(1, 8, 32),), calib=feeds, plan=report)
+    assert [n.op_type for n in qat.qdq.graph].count("MatMulIntegerToFloat") == len(report["auto"]["layers"]) > 0
+    assert export(qat, feeds[:4], tmp_path / "plan.onnx").worst_agreement >= 0.999
+    with pytest.raises(UsageError, match="need 8-bit weights"):
+        prepare(Mlp().eval(), (torch.randn(1, 8, 32),), calib=feeds, plan=report, config=QATConfig(weight_bits=4))
