@@ -144,12 +144,30 @@ MODES: dict[str, ModeSpec] = {m.name: m for m in (
         "fp16 compute, fp32 inputs and outputs",
         data="optional"),
     ModeSpec(
+        "compress", "edgeq.stages.compress:quantize_compressed",
+        "smallest files: Conv/MatMul/Gemm weights and embeddings in N bits through codebooks (--weights "
+        "kmeans:N, uniform:N or pot pick this mode), rebuilt when the session loads, fp32 compute",
+        data="unused"),
+    ModeSpec(
         "weight-only", "edgeq.stages.weight_only:quantize_weight_only",
         "MatMul/Gemm weights in blocks along K, int8 or int4 (--weights int4 picks this mode), float "
         "compute (MatMulNBits, or blocked DequantizeLinear); embeddings int8 (language models); with "
         "--calib, GPTQ rounding",
         data="optional"),
 )}
+
+
+def weight_codebook(weights: str) -> tuple[str, int] | None:
+    """``(scheme, bits)`` of a codebook weight type (``kmeans:N``, ``uniform:N`` with N 2-8, ``pot``:
+    4 bits, sign and exponent), None for int8/int4; a UsageError for anything else."""
+    if weights in ("int8", "int4"):
+        return None
+    if weights == "pot":
+        return "pot", 4
+    scheme, _, bits = str(weights).partition(":")
+    if scheme in ("kmeans", "uniform") and bits.isdigit() and 2 <= int(bits) <= 8:
+        return scheme, int(bits)
+    raise UsageError(f"weights must be int8, int4, kmeans:N or uniform:N (N 2 to 8 bits) or pot, got {weights!r}")
 
 
 def default_mode(*, has_data: bool, has_ranges: bool = False, format: str = "qdq", weights: str = "int8") -> str:
@@ -160,6 +178,8 @@ def default_mode(*, has_data: bool, has_ranges: bool = False, format: str = "qdq
     A ``QuantConfig`` built without ``mode`` is static."""
     if weights == "int4":
         return "weight-only"
+    if weight_codebook(weights) is not None:
+        return "compress"
     return "auto" if has_data and not has_ranges and format == "qdq" else "static"
 
 
@@ -235,7 +255,7 @@ def parse_precision(text: str) -> tuple[str, str]:
     return name, precision.strip().lower()
 
 
-Mode = Literal["static", "dynamic", "fp16", "auto", "weight-only"]
+Mode = Literal["static", "dynamic", "fp16", "auto", "weight-only", "compress"]
 Method = Literal["minmax", "percentile", "entropy", "mse", "tail"]
 ActDtype = Literal["int8", "uint8", "int16"]
 Format = Literal["qdq", "qoperator"]
@@ -244,7 +264,6 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "mode": tuple(MODES),
     "method": ("minmax", "percentile", "entropy", "mse", "tail"),
     "activations": ("int8", "uint8", "int16"),
-    "weights": ("int8", "int4"),
     "weight_op": ("matmulnbits", "dequantize"),
     "format": ("qdq", "qoperator"),
     "recurrent": ("int8", "float"),
@@ -337,7 +356,13 @@ class QuantConfig:
         if self.opset is not None and not 10 <= self.opset <= 26:
             raise UsageError(f"opset must be between 10 and 26, got {self.opset}")
         object.__setattr__(self, "granularity", parse_granularity(self.granularity))
-        if self.mode == "weight-only":
+        codebook = weight_codebook(self.weights)
+        if (codebook is not None) != (self.mode == "compress"):
+            raise UsageError(f"--weights {self.weights} and --mode {self.mode} disagree: kmeans:N, uniform:N and pot "
+                             "are the compress mode's (the default with them), int8 and int4 the other modes'")
+        if self.mode == "compress":
+            pass
+        elif self.mode == "weight-only":
             if isinstance(self.granularity, PerTensor):
                 raise UsageError("weight-only mode quantizes weights in blocks: use --granularity per-block:N "
                                  "(N a power of two from 16, default 32)")

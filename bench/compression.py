@@ -1,0 +1,103 @@
+"""Smaller files (issue 17, first part): codebook weights (``--weights kmeans:N|uniform:N|pot``)
+against fp32 and edgeq's int8, per model: file size, bits a weight, fidelity, latency, load time.
+
+    .venv/bin/python bench/compression.py [--models digits_mobilenet,digits_resnet,kws,textdet,minilm]
+
+Each model is ``bench/generalization.py``'s case (zoo models with their eval split, never
+calibrated on). Variants: fp32 as exported; edgeq int8 (``--mode static``, the 32 calibration
+feeds); compress mode at kmeans 2/3/4/6 bits, uniform 4 bits and pot (4-bit powers of two).
+Fidelity on the unseen feeds against fp32: SQNR (all outputs, mean over samples), top-1
+agreement (classifiers) or the worst embedding cosine (MiniLM). Latency: 1 thread, the median of
+5 interleaved rounds over 8 unseen feeds, as a speed-up over fp32; load: seconds to create the
+session (where the codebooks are folded back into weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+VARIANTS = ["int8", "kmeans:2", "kmeans:3", "kmeans:4", "uniform:4", "pot", "kmeans:6"]
+
+
+def _session(path: str):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.log_severity_level = 1, 3
+    start = time.perf_counter()
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return session, time.perf_counter() - start
+
+
+def _fidelity(ref: list[list[np.ndarray]], got: list[list[np.ndarray]], task: str) -> str:
+    from edgeq.metrics import sqnr_db
+
+    sqnr = statistics.mean(sqnr_db(np.concatenate([r.ravel() for r in a]), np.concatenate([g.ravel() for g in b]))
+                           for a, b in zip(ref, got))
+    if task == "argmax":
+        agree = np.mean([np.argmax(a[0]) == np.argmax(b[0]) for a, b in zip(ref, got)])
+        return f"{sqnr:.1f} | top-1 agreement {agree:.3f}"
+    if task == "cosine":
+        cos = min(float(a[0].ravel() @ b[0].ravel() / np.linalg.norm(a[0]) / np.linalg.norm(b[0])) for a, b in zip(ref, got))
+        return f"{sqnr:.1f} | worst cosine {cos:.4f}"
+    return f"{sqnr:.1f} | "
+
+
+def main() -> None:
+    from generalization import make_case
+
+    import edgeq
+    from edgeq.config import QuantConfig
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="digits_mobilenet,digits_resnet,kws,textdet,minilm")
+    parser.add_argument("--calib", type=int, default=32)
+    parser.add_argument("--eval", type=int, default=48)
+    parser.add_argument("--workdir", default=os.path.join("out", "bench", "generalization"))
+    args = parser.parse_args()
+    print("| model | variant | file KB (x smaller) | bits a weight | SQNR dB | task metric | speed vs fp32 | load s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.models.split(","):
+        case = make_case(name, args)
+        feeds = case.unseen
+        with tempfile.TemporaryDirectory() as tmp:
+            paths, bits = {"fp32": case.path}, {"fp32": "32"}
+            for variant in VARIANTS:
+                path = os.path.join(tmp, variant.replace(":", "") + ".onnx")
+                if variant == "int8":
+                    result = edgeq.quantize(case.path, QuantConfig(mode="static"), case.calib, progress=False)
+                else:
+                    result = edgeq.quantize(case.path, QuantConfig(mode="compress", weights=variant), progress=False)
+                    bits[variant] = f"{result.report['compress']['bits_per_weight']:.2f}"
+                result.save(path)
+                paths[variant] = path
+            sessions = {v: _session(p) for v, p in paths.items()}
+            outputs = {v: [s.run(None, f) for f in feeds] for v, (s, _) in sessions.items()}
+            rounds: dict[str, list[float]] = {v: [] for v in paths}
+            for _ in range(5):
+                for v, (s, _) in sessions.items():
+                    start = time.perf_counter()
+                    for f in feeds[:8]:
+                        s.run(None, f)
+                    rounds[v].append(time.perf_counter() - start)
+            size0 = os.path.getsize(case.path)
+            for v, p in paths.items():
+                size = os.path.getsize(p)
+                fid = "exact | " if v == "fp32" else _fidelity(outputs["fp32"], outputs[v], case.task)
+                speed = statistics.median(rounds["fp32"]) / statistics.median(rounds[v])
+                print(f"| {name} | {v} | {size / 1e3:.0f} ({size0 / size:.2f}x) | {bits.get(v, '8 (int8)')} | {fid} | "
+                      f"{speed:.2f}x | {sessions[v][1]:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

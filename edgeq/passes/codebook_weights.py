@@ -1,0 +1,158 @@
+"""Weights stored in N bits through codebooks, rebuilt in the graph when the session loads.
+
+    W -> Conv / MatMul / Gemm / Gather
+    ==>  planes uint8 [N, n/8] -> Unsqueeze -> BitShift(0..7, RIGHT) -> Mod(2) -> Reshape [N, n8] -> Cast(int32)
+           -> Mul(2^b) -> ReduceSum(axis 0) -> Slice(0, n) -> Cast(int64) -> Split (one part per weight)
+         part -> Reshape [G, m];  codebook fp16 [G, 2^N] -> Cast(float) -> GatherElements(part, axis 1)
+           -> Reshape(W) [-> Transpose] -> Conv / MatMul / Gemm / Gather
+
+   The indices of every weight share one set of bit planes and one unpacking (a chain per weight
+   cost more in nodes than a small weight saves), then a Split hands each weight its part.
+
+1. Groups: runs of g output channels (a Conv's axis 0, a MatMul's or Gemm's N, a Gather table's
+   rows), g the smallest divisor of the channel count giving at least ``MIN_GROUP`` x 2^N weights a
+   group, so that a codebook (2^N fp16 entries) costs at most 1/4 bit a weight; one codebook each
+   (``passes/codebooks.py``: k-means, uniform or power-of-two).
+2. The chain's inputs are all constants: onnxruntime folds it back into W when the session loads
+   (its constant folding), so the model runs the fp32 kernels at fp32 speed from a file holding N
+   bits a weight plus the codebooks; any ONNX runtime can run the chain itself. Needs opset 13
+   (Unsqueeze's and ReduceSum's axes as inputs); BitShift is opset 11, Mod 10, GatherElements 11.
+3. Which weights: float32 constants of at least ``MIN_ELEMENTS`` read as a Conv's weight, a
+   MatMul's or Gemm's 2-D B, or a Gather table (axis 0), in the main graph. A weight read by
+   several nodes is stored once (every reader reads the chain's output); one read also as
+   something else (an Add's operand, a graph output) stays float.
+4. A MatMul's B [K, N] and a Gemm's B without transB are grouped along N: stored transposed,
+   rebuilt, then transposed back (folded too).
+5. ``layers``: per weight, the readers, scheme, bits, groups, the weight's SQNR against its float
+   value, and the bytes stored (planes, codebooks) against fp32's, in bits per weight.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from edgeq.graph import add_initializer, const_array
+from edgeq.passes.codebooks import codebook, pack
+from edgeq.passes.plan import attr_value, node_label
+
+__all__ = ["CodebookWeightsPass", "MIN_ELEMENTS", "MIN_GROUP"]
+
+logger = logging.getLogger(__name__)
+
+MIN_ELEMENTS = 256  # (3)
+MIN_GROUP = 64  # (1) weights a group per codebook entry
+OPSET = 13  # (2)
+
+
+def _layout(node: ir.Node, value: ir.Value) -> bool | None:
+    """(3) (4) None if ``node`` does not read ``value`` as a weight, else whether it is stored transposed."""
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    if node.op_type == "Conv" and len(node.inputs) > 1 and node.inputs[1] is value:
+        return False
+    if node.op_type in ("MatMul", "Gemm") and len(node.inputs) > 1 and node.inputs[1] is value:
+        if node.inputs[0] is value:
+            return None
+        if node.op_type == "Gemm":
+            return not attr_value(node, "transB", 0)
+        return True
+    if node.op_type == "Gather" and node.inputs[0] is value and attr_value(node, "axis", 0) == 0:
+        return False
+    return None
+
+
+class CodebookWeightsPass(ir.passes.InPlacePass):
+    """``scheme``: kmeans, uniform or pot; ``bits``: 1 to 8. After ``call``: ``layers`` (5)."""
+
+    def __init__(self, scheme: str, bits: int, keep: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        self.scheme, self.bits, self.keep = scheme, bits, keep
+        self.layers: list[dict[str, Any]] = []
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        weights: dict[ir.Value, bool] = {}
+        for node in graph:
+            for value in node.inputs[:2]:
+                if value is None or value in weights or not value.is_initializer():
+                    continue
+                layouts = [_layout(user, value) for user, _ in value.uses()]
+                if (layouts and None not in layouts and len(set(layouts)) == 1 and not value.is_graph_output()
+                        and not any(user.name in self.keep or user.op_type in self.keep for user, _ in value.uses())):
+                    array = const_array(value)
+                    if array is not None and array.dtype == np.float32 and array.ndim >= 2 and array.size >= MIN_ELEMENTS:
+                        weights[value] = layouts[0]
+        if weights:
+            self._store(graph, [(value, transposed, *self._codes(value, transposed))
+                                for value, transposed in weights.items()])
+        logger.info("codebook weights: %d tensors to %d-bit %s", len(self.layers), self.bits, self.scheme)
+        return ir.passes.PassResult(model, modified=bool(self.layers))
+
+    def _codes(self, value: ir.Value, transposed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(1) (4) (rows: W as [channels, rest], codebook [G, 2^N], indices [G, m])."""
+        array = np.asarray(const_array(value), np.float32)
+        rows = np.ascontiguousarray(array.T) if transposed else array.reshape(array.shape[0], -1)
+        channels, per_channel = rows.shape[0], rows.size // rows.shape[0]
+        want = MIN_GROUP << self.bits
+        group = next(g for g in range(1, channels + 1) if channels % g == 0 and (g * per_channel >= want or g == channels))
+        book, indices = codebook(rows.reshape(channels // group, group * per_channel), self.bits, self.scheme)
+        return rows, book, indices
+
+    def _store(self, graph: ir.Graph, items: list[tuple[ir.Value, bool, np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        """(2) One unpacking of every weight's indices (one set of bit planes), split per weight,
+        each looked up in its codebooks and shaped back, before the first reader of any."""
+        nodes: list[ir.Node] = []
+
+        def add(op: str, inputs: list, name: str, attributes: dict | None = None, outputs: int = 1) -> Any:
+            nodes.append(ir.node(op, inputs, attributes or {}, name=f"codebook_{name}", num_outputs=outputs))
+            return nodes[-1].outputs[0] if outputs == 1 else list(nodes[-1].outputs)
+
+        def const(name: str, data: np.ndarray) -> ir.Value:
+            return add_initializer(graph, f"codebook_{name}", data)
+
+        counts = [indices.size for *_, indices in items]
+        planes = pack(np.concatenate([indices.ravel() for *_, indices in items]), self.bits)
+        stacked = add("Unsqueeze", [const("planes", planes), const("axis2", np.array([2], np.int64))], "unsqueeze")
+        bits = add("Mod", [add("BitShift", [stacked, const("shifts", np.arange(8, dtype=np.uint8))], "shift",
+                               {"direction": "RIGHT"}), const("two", np.array(2, np.uint8))], "bit")
+        flat = add("Reshape", [bits, const("planes_shape", np.array([self.bits, -1], np.int64))], "flat")
+        weighted = add("Mul", [add("Cast", [flat], "int", {"to": ir.DataType.INT32}),
+                               const("powers", (1 << np.arange(self.bits, dtype=np.int32))[:, None])], "weighted")
+        summed = add("ReduceSum", [weighted, const("axis0", np.array([0], np.int64))], "sum", {"keepdims": 0})
+        index = add("Cast", [add("Slice", [summed, const("start", np.array([0], np.int64)),
+                                           const("count", np.array([sum(counts)], np.int64))], "slice")],
+                    "index", {"to": ir.DataType.INT64})
+        parts = add("Split", [index, const("counts", np.array(counts, np.int64))], "split", {"axis": 0},
+                    outputs=len(items)) if len(items) > 1 else [index]
+        position = {id(node): i for i, node in enumerate(graph)}
+        first = graph[min(position[id(node)] for value, *_ in items for node, _ in value.uses())]
+        for (value, transposed, rows, book, indices), part in zip(items, parts):
+            name = value.name or "weight"
+            shape = tuple(const_array(value).shape)
+            grouped = add("Reshape", [part, const(f"{name}_groups", np.array(indices.shape, np.int64))], f"{name}_groups")
+            entries = add("Cast", [const(f"{name}_codebook", book)], f"{name}_entries", {"to": ir.DataType.FLOAT})
+            out = add("Reshape", [add("GatherElements", [entries, grouped], f"{name}_gather", {"axis": 1}),
+                                  const(f"{name}_shape", np.array(shape if not transposed else rows.shape, np.int64))],
+                      f"{name}_weight")
+            if transposed:
+                out = add("Transpose", [out], f"{name}_transpose", {"perm": [1, 0]})
+            out.dtype, out.shape = ir.DataType.FLOAT, ir.Shape(shape)
+            users = [node_label(node) for node, _ in value.uses()]
+            value.replace_all_uses_with(out)
+            graph.initializers.pop(value.name)
+            out.name = name
+            rebuilt = np.take_along_axis(book.astype(np.float32), indices.astype(np.int64), axis=1).reshape(rows.shape)
+            error = float(np.square(rows.astype(np.float64) - rebuilt).sum())
+            power = float(np.square(rows.astype(np.float64)).sum())
+            stored = indices.size * self.bits / 8 + book.nbytes
+            self.layers.append({
+                "weight": name, "nodes": users, "scheme": self.scheme, "bits": self.bits,
+                "groups": int(indices.shape[0]), "shape": list(shape),
+                "sqnr_db": round(10 * np.log10(power / error), 2) if error > 0 and power > 0 else None,
+                "bytes": int(np.ceil(stored)), "fp32_bytes": 4 * rows.size,
+                "bits_per_weight": round(8 * stored / rows.size, 3)})
+        graph.insert_before(first, nodes)
