@@ -187,6 +187,13 @@ def default_mode(*, has_data: bool, has_ranges: bool = False, format: str = "qdq
 # activations quantized at run time one scale per row (MatMul/Gemm with constant weights; others stay fp32)
 # "int8" matters in weight-only mode with int4 weights only: that layer's weights get 8 bits
 PRECISIONS = ("fp32", "fp16", "int16", "int8-per-token", "int8")
+def _is_codebook(precision: Any) -> bool:
+    try:
+        return isinstance(precision, str) and weight_codebook(precision) is not None
+    except UsageError:
+        return False
+
+
 _LEGACY_PRECISION = {"exclude": "fp32", "int16_nodes": "int16", "fp16_nodes": "fp16"}  # the older list fields
 
 
@@ -212,9 +219,10 @@ class NodePrecision(Mapping[str, str]):
             name, precision = pair
             if not isinstance(name, str) or not name:
                 raise UsageError(f"precision keys are node names (or op types), not {name!r}")
-            if precision not in PRECISIONS:
+            if precision not in PRECISIONS and not _is_codebook(precision):
                 raise UsageError(f"precision of {name!r} must be one of {', '.join(PRECISIONS)} "
-                                 f"(int8 is the default), not {precision!r}")
+                                 f"(int8 is the default), or in compress mode kmeans:N, uniform:N or pot, "
+                                 f"not {precision!r}")
             out.pop(name, None)  # a replaced entry takes the new one's place in the order
             out[name] = precision
         self._map = out
@@ -360,6 +368,10 @@ class QuantConfig:
         if (codebook is not None) != (self.mode == "compress"):
             raise UsageError(f"--weights {self.weights} and --mode {self.mode} disagree: kmeans:N, uniform:N and pot "
                              "are the compress mode's (the default with them), int8 and int4 the other modes'")
+        codebook_nodes = [name for name, value in self.precision.items() if _is_codebook(value)]
+        if codebook_nodes and self.mode != "compress":
+            raise UsageError(f"precision {codebook_nodes[0]}={self.precision[codebook_nodes[0]]} is a compress-mode "
+                             "weight type: use it with --weights kmeans:N, uniform:N or pot")
         if self.mode == "compress":
             pass
         elif self.mode == "weight-only":

@@ -25,11 +25,15 @@
    rebuilt, then transposed back (folded too).
 5. ``layers``: per weight, the readers, scheme, bits, groups, the weight's SQNR against its float
    value, and the bytes stored (planes, codebooks) against fp32's, in bits per weight.
+6. Per-layer schemes (``per_node``: a reader's name or op type, ``--precision Gather=kmeans:3``):
+   weights of one scheme and width share one unpacking; each unpacking's node and initializer
+   names start ``codebook_<scheme><bits>``, with a suffix where a model compressed before has them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -66,12 +70,21 @@ def _layout(node: ir.Node, value: ir.Value) -> bool | None:
 
 
 class CodebookWeightsPass(ir.passes.InPlacePass):
-    """``scheme``: kmeans, uniform or pot; ``bits``: 1 to 8. After ``call``: ``layers`` (5)."""
+    """``scheme``: kmeans, uniform or pot; ``bits``: 1 to 8; ``per_node``: (scheme, bits) by reader
+    name or op type, for some weights (6). After ``call``: ``layers`` (5)."""
 
-    def __init__(self, scheme: str, bits: int, keep: frozenset[str] = frozenset()) -> None:
+    def __init__(self, scheme: str, bits: int, keep: frozenset[str] = frozenset(),
+                 per_node: Mapping[str, tuple[str, int]] | None = None) -> None:
         super().__init__()
         self.scheme, self.bits, self.keep = scheme, bits, keep
+        self.per_node = dict(per_node or {})
         self.layers: list[dict[str, Any]] = []
+
+    def _spec(self, value: ir.Value) -> tuple[str, int]:
+        """(6) The reader's own (by name, then op type), the most bits where readers differ."""
+        specs = [self.per_node.get(node.name or "", self.per_node.get(node.op_type)) for node, _ in value.uses()]
+        specs = [spec for spec in specs if spec is not None]
+        return max(specs, key=lambda spec: spec[1]) if specs else (self.scheme, self.bits)
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -86,42 +99,53 @@ class CodebookWeightsPass(ir.passes.InPlacePass):
                     array = const_array(value)
                     if array is not None and array.dtype == np.float32 and array.ndim >= 2 and array.size >= MIN_ELEMENTS:
                         weights[value] = layouts[0]
-        if weights:
-            self._store(graph, [(value, transposed, *self._codes(value, transposed))
-                                for value, transposed in weights.items()])
-        logger.info("codebook weights: %d tensors to %d-bit %s", len(self.layers), self.bits, self.scheme)
+        chains: dict[tuple[str, int], list] = {}
+        for value, transposed in weights.items():
+            scheme, bits = self._spec(value)
+            chains.setdefault((scheme, bits), []).append((value, transposed, *self._codes(value, transposed, scheme, bits)))
+        taken = {node.name for node in graph}
+        for (scheme, bits), items in chains.items():
+            prefix, i = f"codebook_{scheme}{bits}", 0
+            while any(name.startswith(prefix + "_") for name in taken if name):  # (6) a model compressed before
+                i += 1
+                prefix = f"codebook_{scheme}{bits}_{i}"
+            self._store(graph, items, scheme, bits, prefix)
+        logger.info("codebook weights: %d tensors to %s", len(self.layers),
+                    ", ".join(f"{len(items)} {s} {b}-bit" for (s, b), items in chains.items()) or "none")
         return ir.passes.PassResult(model, modified=bool(self.layers))
 
-    def _codes(self, value: ir.Value, transposed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _codes(self, value: ir.Value, transposed: bool, scheme: str, bits: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(1) (4) (rows: W as [channels, rest], codebook [G, 2^N], indices [G, m])."""
         array = np.asarray(const_array(value), np.float32)
         rows = np.ascontiguousarray(array.T) if transposed else array.reshape(array.shape[0], -1)
         channels, per_channel = rows.shape[0], rows.size // rows.shape[0]
-        want = MIN_GROUP << self.bits
+        want = MIN_GROUP << bits
         group = next(g for g in range(1, channels + 1) if channels % g == 0 and (g * per_channel >= want or g == channels))
-        book, indices = codebook(rows.reshape(channels // group, group * per_channel), self.bits, self.scheme)
+        book, indices = codebook(rows.reshape(channels // group, group * per_channel), bits, scheme)
         return rows, book, indices
 
-    def _store(self, graph: ir.Graph, items: list[tuple[ir.Value, bool, np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    def _store(self, graph: ir.Graph, items: list[tuple[ir.Value, bool, np.ndarray, np.ndarray, np.ndarray]],
+               scheme: str, bits: int, prefix: str) -> None:
         """(2) One unpacking of every weight's indices (one set of bit planes), split per weight,
         each looked up in its codebooks and shaped back, before the first reader of any."""
         nodes: list[ir.Node] = []
 
         def add(op: str, inputs: list, name: str, attributes: dict | None = None, outputs: int = 1) -> Any:
-            nodes.append(ir.node(op, inputs, attributes or {}, name=f"codebook_{name}", num_outputs=outputs))
+            nodes.append(ir.node(op, inputs, attributes or {}, name=f"{prefix}_{name}", num_outputs=outputs))
             return nodes[-1].outputs[0] if outputs == 1 else list(nodes[-1].outputs)
 
         def const(name: str, data: np.ndarray) -> ir.Value:
-            return add_initializer(graph, f"codebook_{name}", data)
+            return add_initializer(graph, f"{prefix}_{name}", data)
 
         counts = [indices.size for *_, indices in items]
-        planes = pack(np.concatenate([indices.ravel() for *_, indices in items]), self.bits)
+        planes = pack(np.concatenate([indices.ravel() for *_, indices in items]), bits)
         stacked = add("Unsqueeze", [const("planes", planes), const("axis2", np.array([2], np.int64))], "unsqueeze")
-        bits = add("Mod", [add("BitShift", [stacked, const("shifts", np.arange(8, dtype=np.uint8))], "shift",
-                               {"direction": "RIGHT"}), const("two", np.array(2, np.uint8))], "bit")
-        flat = add("Reshape", [bits, const("planes_shape", np.array([self.bits, -1], np.int64))], "flat")
+        bit = add("Mod", [add("BitShift", [stacked, const("shifts", np.arange(8, dtype=np.uint8))], "shift",
+                              {"direction": "RIGHT"}), const("two", np.array(2, np.uint8))], "bit")
+        flat = add("Reshape", [bit, const("planes_shape", np.array([bits, -1], np.int64))], "flat")
         weighted = add("Mul", [add("Cast", [flat], "int", {"to": ir.DataType.INT32}),
-                               const("powers", (1 << np.arange(self.bits, dtype=np.int32))[:, None])], "weighted")
+                               const("powers", (1 << np.arange(bits, dtype=np.int32))[:, None])], "weighted")
         summed = add("ReduceSum", [weighted, const("axis0", np.array([0], np.int64))], "sum", {"keepdims": 0})
         index = add("Cast", [add("Slice", [summed, const("start", np.array([0], np.int64)),
                                            const("count", np.array([sum(counts)], np.int64))], "slice")],
@@ -148,9 +172,9 @@ class CodebookWeightsPass(ir.passes.InPlacePass):
             rebuilt = np.take_along_axis(book.astype(np.float32), indices.astype(np.int64), axis=1).reshape(rows.shape)
             error = float(np.square(rows.astype(np.float64) - rebuilt).sum())
             power = float(np.square(rows.astype(np.float64)).sum())
-            stored = indices.size * self.bits / 8 + book.nbytes
+            stored = indices.size * bits / 8 + book.nbytes
             self.layers.append({
-                "weight": name, "nodes": users, "scheme": self.scheme, "bits": self.bits,
+                "weight": name, "nodes": users, "scheme": scheme, "bits": bits,
                 "groups": int(indices.shape[0]), "shape": list(shape),
                 "sqnr_db": round(10 * np.log10(power / error), 2) if error > 0 and power > 0 else None,
                 "bytes": int(np.ceil(stored)), "fp32_bytes": 4 * rows.size,

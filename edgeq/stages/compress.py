@@ -27,6 +27,7 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
                         labels: Any = None, ranges: Any = None, progress: bool = True) -> QuantResult:
     """Handler of the ``compress`` row of the mode table (``data``, ``ranges`` unused)."""
     from edgeq.config import weight_codebook
+    from edgeq.errors import UsageError
     from edgeq.passes.codebook_weights import OPSET, CodebookWeightsPass
     from edgeq.passes.float_weights import store_float16
     from edgeq.passes.strip_debug import StripDebugMetadataPass
@@ -42,7 +43,16 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
     prepared = prepare(loaded, config)
     model = prepared.model
     scheme, bits = weight_codebook(config.weights)
-    stored = CodebookWeightsPass(scheme, bits, keep=frozenset(config.precision.nodes("fp32")))
+    per_node = {name: _spec(value) for name, value in config.precision.items() if value != "fp32"}
+    known = {n.name for n in model.graph} | {n.op_type for n in model.graph}
+    unknown = [name for name in config.precision if name not in known]
+    if unknown:
+        raise UsageError(f"precision names {unknown[0]!r}, which is neither a node nor an op type of the prepared "
+                         "model: use the node names `edgeq inspect MODEL` shows")
+    bad = [f"{name}={value}" for name, value in per_node.items() if value is None]
+    if bad:
+        raise UsageError(f"compress mode takes per-layer fp32, kmeans:N, uniform:N or pot, not {bad[0]}")
+    stored = CodebookWeightsPass(scheme, bits, keep=frozenset(config.precision.nodes("fp32")), per_node=per_node)
     stored(model)
     StripDebugMetadataPass()(model)  # exporters' stack traces: not for deployment
     halves, saved = store_float16(model) if config.float_weights == "fp16" else (0, 0)
@@ -51,8 +61,9 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
     kept = sum(int(layer["bytes"]) for layer in stored.layers)
     notes = []
     if weights:
+        kinds = sorted({f"{layer['scheme']} {layer['bits']}-bit" for layer in stored.layers})
         notes.append(f"{len(stored.layers)} weight tensor(s), {weights} weights, in {8 * kept / weights:.2f} bits a "
-                     f"weight ({scheme} {bits}-bit codebooks included): {4 * weights / max(kept, 1):.1f}x smaller "
+                     f"weight ({', '.join(kinds)}, codebooks included): {4 * weights / max(kept, 1):.1f}x smaller "
                      "than fp32; rebuilt when the session loads, so the kernels are fp32's")
     if halves:
         notes.append(f"{halves} other float weight tensor(s) stored as fp16 ({saved / 1e6:.2f} MB saved)")
@@ -68,3 +79,13 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
         check_min_sqnr(result.report, config)
     result.report["summary"]["seconds"] = round(time.perf_counter() - start, 3)
     return result
+
+
+def _spec(value: str) -> tuple[str, int] | None:
+    from edgeq.config import weight_codebook
+    from edgeq.errors import UsageError
+
+    try:
+        return weight_codebook(value)
+    except UsageError:
+        return None

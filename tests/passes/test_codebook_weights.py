@@ -148,3 +148,32 @@ def test_compress_config_errors():
         QuantConfig(mode="compress")
     config = QuantConfig(mode="compress", weights="uniform:3")
     assert QuantConfig.from_dict(config.to_dict()) == config
+
+
+def test_per_layer_schemes_and_a_second_pass(tmp_path):
+    """(6) per-layer widths by op type or node name: one unpacking per width, names that do not
+    collide, the report per weight; a weight read by readers of two widths gets the larger."""
+    import edgeq
+
+    proto = _model()
+    src = tmp_path / "fp32.onnx"
+    onnx.save(proto, src)
+    config = QuantConfig(mode="compress", weights="kmeans:4", precision={"Gather": "kmeans:2", "MatMul": "uniform:6"})
+    result = edgeq.quantize(str(src), config, progress=False)
+    layers = {layer["weight"]: (layer["scheme"], layer["bits"]) for layer in result.report["quantized"]}
+    assert layers == {"C": ("kmeans", 4), "W": ("uniform", 6), "G": ("kmeans", 4), "T": ("kmeans", 2)}
+    assert op_types(result.model).count("BitShift") == 3  # one unpacking per width
+    names = [n.name for n in result.model.graph if n.name]
+    assert len(names) == len(set(names))
+    with pytest.raises(UsageError, match="neither a node nor an op type"):
+        edgeq.quantize(str(src), config.with_precision({"nope": "kmeans:3"}), progress=False)
+    with pytest.raises(UsageError, match="compress-mode weight type"):
+        QuantConfig(mode="static", precision={"Conv": "kmeans:3"})
+    with pytest.raises(UsageError, match="compress mode takes"):
+        edgeq.quantize(str(src), config.with_precision({"Conv": "int16"}), progress=False)
+    model = ir.from_proto(proto)  # a second pass over a model compressed before: fresh names
+    CodebookWeightsPass("kmeans", 4, keep=frozenset({"Conv"}))(model)
+    CodebookWeightsPass("kmeans", 4)(model)
+    names = [n.name for n in model.graph if n.name]
+    assert len(names) == len(set(names)) and op_types(model).count("BitShift") == 2
+    ort.InferenceSession(ir.to_proto(model).SerializeToString(), providers=["CPUExecutionProvider"])
