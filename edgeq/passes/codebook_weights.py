@@ -166,6 +166,7 @@ class CodebookWeightsPass(ir.passes.InPlacePass):
                 out = add("Transpose", [out], f"{name}_transpose", {"perm": [1, 0]})
             out.dtype, out.shape = ir.DataType.FLOAT, ir.Shape(shape)
             users = [node_label(node) for node, _ in value.uses()]
+            ops = sorted({node.op_type for node, _ in value.uses()})
             value.replace_all_uses_with(out)
             graph.initializers.pop(value.name)
             out.name = name
@@ -174,6 +175,7 @@ class CodebookWeightsPass(ir.passes.InPlacePass):
             power = float(np.square(rows.astype(np.float64)).sum())
             stored = indices.size * bits / 8 + book.nbytes
             self.layers.append({
+                "node": ", ".join(users), "op": "/".join(ops), "role": "compress",
                 "weight": name, "nodes": users, "scheme": scheme, "bits": bits,
                 "groups": int(indices.shape[0]), "shape": list(shape),
                 "sqnr_db": round(10 * np.log10(power / error), 2) if error > 0 and power > 0 else None,

@@ -85,7 +85,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         acts = "; ".join(f"{k}: s={v['scale']:.3g} zp={v['zero_point']}" for k, v in e.get("activations", {}).items())
         w = e.get("weights")
         wtxt = f"{w['granularity']} s∈[{w['scale_min']:.3g}, {w['scale_max']:.3g}]" if w else ""
-        if "bits" in e and "role" not in e:  # weight-only: blocked weights, float compute
+        if "scheme" in e:  # compress mode: codebook weights, float compute
+            wtxt = (f"{e['scheme']} {e['bits']}-bit, {e['groups']} codebook(s), {e['bits_per_weight']} bits a weight, "
+                    f"{e['sqnr_db']} dB")
+        elif "bits" in e and "role" not in e:  # weight-only: blocked weights, float compute
             wtxt = f"{e['bits']}-bit, blocks of {e['block_size']}, {e.get('rounding', 'nearest')}"
         rows.append([e["node"], e["op"], e.get("role", "weight-only"), acts, wtxt])
     lines += _table(["node", "op", "role", "activations", "weights"], rows)

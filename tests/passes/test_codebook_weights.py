@@ -133,6 +133,9 @@ def test_compress_mode_end_to_end(tmp_path):
         got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feed)[0]
         scores[weights] = sqnr_db(want, got)
         bits = result.report["compress"]["bits_per_weight"]
+        from edgeq.report.markdown import render_markdown
+
+        assert ("pot 4-bit" if weights == "pot" else f"{weights.replace(':', ' ')}-bit") in render_markdown(result.report)
         assert bits < (4.6 if weights == "pot" else int(weights[-1]) + 0.6)
         assert out.stat().st_size < src.stat().st_size * (bits + 1.5) / 32
     # measured 14.8 dB at 4 bits and 24.7 at 6 (three weight layers in a row, random weights)
