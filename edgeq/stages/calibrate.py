@@ -96,7 +96,7 @@ def _ranges(model: ir.Model, names: list[str], config: QuantConfig, data: Any, r
     elif not names:
         return RangesTable({}, method=config.method)
     axes = {v.name: 1 for v in _conv_outputs(model)} if config.channel_scales else {}
-    axes.update({n: -1 for n in optional if n in names})
+    axes.update({n: -1 for n in optional if n in names and n not in axes})  # a Conv output keeps its axis 1
     collected = collect_ranges(model, names, data, config, progress=progress, channel_axes=axes or None)
     if table is None:
         return collected
