@@ -63,9 +63,10 @@ MatMul with an outlier token, 1 thread (bench/per_token_design.py, docs/per_toke
    copy however many readers share them. W_O [|O|, N] are the float weights' rows, exact. Only
    where no reader's weight is read by a MatMul of another input too (``shared_weights``):
    a weight shared across inputs (an unrolled recurrence: 40 steps, one W) would otherwise get one
-   float correction per step. Transformers' LayerNorm outputs carry a few channels 5-20x the median on every token
-   (MiniLM: channel 99 and 2-5 others), which otherwise set most rows' range: MiniLM with every
-   MatMul per token 23.5 -> 26.5 dB on unseen sentences, at the same latency (one multiply over A,
+   float correction per step. Transformers' LayerNorm outputs carry a few channels 5-20x the
+   median on every token (MiniLM: channel 99 and 2-5 others), which otherwise set most rows'
+   range: MiniLM with every
+   MatMul per token 23.5 -> 26.4 dB on unseen sentences, at the same latency (one multiply over A,
    a Gather, and a MatMul of depth 1 + |O| in place of the correction's Mul). Activations without
    such channels (a GELU output, whose large values move from token to token) have none (no change).
 """
