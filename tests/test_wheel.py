@@ -181,6 +181,10 @@ def test_the_wheel_works_in_a_clean_venv(tmp_path):
              "--mode", "static")
     out = user.run("edgeq run", edgeq, "run", "net.int8.onnx", "--inputs", "calib/000.npz").stdout
     assert "output" in out and "1x32x16x16" in out
+    user.run("edgeq quantize --weights kmeans:4", edgeq, "quantize", "net.onnx", "-o", "net.k4.onnx",
+             "--weights", "kmeans:4")  # compress mode: codebook weights, no data
+    out = user.run("edgeq run compressed", edgeq, "run", "net.k4.onnx", "--inputs", "calib/000.npz").stdout
+    assert "1x32x16x16" in out and (work / "net.k4.onnx").stat().st_size < (work / "net.int8.onnx").stat().st_size
     out = user.run("edgeq inspect", edgeq, "inspect", "net.int8.onnx").stdout
     assert "[batch, 16, 16, 16]" in out and "(100.0%)" in out  # every MAC in int8
     err = user.run("edgeq export without torch", edgeq, "export", "kws", "-o", "kws.onnx", ok=False).stderr
