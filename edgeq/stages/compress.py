@@ -31,9 +31,9 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
     from edgeq.passes.codebook_weights import OPSET, CodebookWeightsPass
     from edgeq.passes.float_weights import store_float16
     from edgeq.passes.strip_debug import StripDebugMetadataPass
-    from edgeq.stages.check import check, check_min_sqnr
+    from edgeq.stages.check import check
     from edgeq.stages.load import load, prepare
-    from edgeq.stages.report import evaluate, plain_report
+    from edgeq.stages.report import finish, plain_report
     from edgeq.stages.result import QuantResult
 
     start = time.perf_counter()
@@ -74,11 +74,7 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
     report["compress"] = {"scheme": scheme, "bits": bits, "weights": weights, "bytes": kept,
                           "bits_per_weight": round(8 * kept / weights, 3) if weights else None}
     result = QuantResult(model=model, report=report, ranges=None, source=prepared.source)
-    if eval_data is not None:
-        evaluate(result, prepared.fp32, eval_data, labels)
-        check_min_sqnr(result.report, config)
-    result.report["summary"]["seconds"] = round(time.perf_counter() - start, 3)
-    return result
+    return finish(result, prepared, config, eval_data, labels, start)
 
 
 def _spec(value: str) -> tuple[str, int] | None:

@@ -39,16 +39,12 @@ def build_fp16_variant(prepared: Prepared, config: QuantConfig, *, in_place: boo
 def quantize_fp16(model: Any, config: QuantConfig, data: Any = None, *, eval_data: Any = None,
                   labels: Any = None, ranges: Any = None, progress: bool = True) -> QuantResult:
     """Handler of the ``fp16`` row of the mode table (``data``: only for shape inference)."""
-    from edgeq.stages.check import check, check_min_sqnr
+    from edgeq.stages.check import check
     from edgeq.stages.load import load, prepare
-    from edgeq.stages.report import evaluate
+    from edgeq.stages.report import finish
 
     start = time.perf_counter()
     prepared = prepare(load(model, data, keep_fp32=eval_data is not None), config)
     result = build_fp16_variant(prepared, config, in_place=True)
     check(result.model)
-    if eval_data is not None:
-        evaluate(result, prepared.fp32, eval_data, labels)
-        check_min_sqnr(result.report, config)
-    result.report["summary"]["seconds"] = round(time.perf_counter() - start, 3)
-    return result
+    return finish(result, prepared, config, eval_data, labels, start)

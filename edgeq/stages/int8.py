@@ -22,9 +22,9 @@ __all__ = ["quantize_int8"]
 def quantize_int8(model: Any, config: QuantConfig, data: Any = None, *, eval_data: Any = None,
                   labels: Any = None, ranges: Any = None, progress: bool = True) -> QuantResult:
     """Handler of the ``static`` and ``dynamic`` rows of the mode table."""
-    from edgeq.stages.check import check, check_min_sqnr
+    from edgeq.stages.check import check
     from edgeq.stages.load import load, prepare
-    from edgeq.stages.report import evaluate
+    from edgeq.stages.report import finish
     from edgeq.stages.variant import build_variant
     from edgeq.stages.weight_bits import build_choosing_weight_bits, weight_bits_to_choose
 
@@ -35,8 +35,4 @@ def quantize_int8(model: Any, config: QuantConfig, data: Any = None, *, eval_dat
     else:
         result = build_variant(prepared, config, ranges, progress=progress, in_place=True)
     check(result.model)
-    if eval_data is not None:
-        evaluate(result, prepared.fp32, eval_data, labels, layers=config.format == "qdq")
-        check_min_sqnr(result.report, config)
-    result.report["summary"]["seconds"] = round(time.perf_counter() - start, 3)
-    return result
+    return finish(result, prepared, config, eval_data, labels, start, layers=config.format == "qdq")

@@ -1,5 +1,6 @@
 """Stage 8, ``report``: the JSON-ready report of a quantized model (``edgeq.report``), and
-``evaluate``: fidelity, accuracy and latency against the fp32 model on evaluation data."""
+``evaluate``: fidelity, accuracy and latency against the fp32 model on evaluation data; ``finish``:
+the tail every mode handler shares (evaluate where asked, ``--min-sqnr``, the wall time)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from edgeq.stages.plan import Planned
     from edgeq.stages.result import QuantResult
 
-__all__ = ["report", "plain_report", "evaluate"]
+__all__ = ["report", "plain_report", "evaluate", "finish"]
 
 
 def report(model: ir.Model, planned: Planned, config: QuantConfig, prepared: Prepared, *,
@@ -71,3 +72,18 @@ def evaluate(result: QuantResult, fp32: InMemoryModel, eval_data: Any, labels: A
     if layers and result.quantized_tensors:
         result.report["evaluation"]["layers"] = layer_errors(fp32, candidate, result.quantized_tensors, feeds)
     return feeds, candidate
+
+
+def finish(result: QuantResult, prepared: Prepared, config: QuantConfig, eval_data: Any, labels: Any, start: float,
+           *, layers: bool = False) -> QuantResult:
+    """A mode handler's last step: with ``eval_data``, ``evaluate`` (``layers``: per-tensor errors
+    too) and the ``--min-sqnr`` check; then the seconds since ``start`` in the summary."""
+    import time
+
+    from edgeq.stages.check import check_min_sqnr
+
+    if eval_data is not None:
+        evaluate(result, prepared.fp32, eval_data, labels, layers=layers)
+        check_min_sqnr(result.report, config)
+    result.report["summary"]["seconds"] = round(time.perf_counter() - start, 3)
+    return result

@@ -161,9 +161,9 @@ def quantize_weight_only(model: Any, config: QuantConfig, data: Any = None, *, e
     """Handler of the ``weight-only`` row of the mode table (``data``: GPTQ rounding where given;
     ``ranges`` unused)."""
 
-    from edgeq.stages.check import check, check_min_sqnr
+    from edgeq.stages.check import check
     from edgeq.stages.load import load, prepare
-    from edgeq.stages.report import evaluate, plain_report
+    from edgeq.stages.report import finish, plain_report
     from edgeq.stages.result import QuantResult
 
     start = time.perf_counter()
@@ -220,8 +220,4 @@ def quantize_weight_only(model: Any, config: QuantConfig, data: Any = None, *, e
                         + f"; decode step {bits_section['decode_ms']['quantized']:.3g} ms vs fp32 "
                           f"{bits_section['decode_ms']['fp32']:.3g} ms ({bits_section['decode_speedup']:.2f}x, 1 thread)")
     result = QuantResult(model=model, report=report, ranges=None, source=prepared.source)
-    if eval_data is not None:
-        evaluate(result, prepared.fp32, eval_data, labels)
-        check_min_sqnr(result.report, config)
-    result.report["summary"]["seconds"] = round(time.perf_counter() - start, 3)
-    return result
+    return finish(result, prepared, config, eval_data, labels, start)
