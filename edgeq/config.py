@@ -187,11 +187,16 @@ def default_mode(*, has_data: bool, has_ranges: bool = False, format: str = "qdq
 # activations quantized at run time one scale per row (MatMul/Gemm with constant weights; others stay fp32)
 # "int8" matters in weight-only mode with int4 weights only: that layer's weights get 8 bits
 PRECISIONS = ("fp32", "fp16", "int16", "int8-per-token", "int8")
-def _is_codebook(precision: Any) -> bool:
+def codebook_spec(value: Any) -> tuple[str, int] | None:
+    """``weight_codebook`` of a per-layer precision value: None where it is not a codebook type."""
     try:
-        return isinstance(precision, str) and weight_codebook(precision) is not None
+        return weight_codebook(value) if isinstance(value, str) else None
     except UsageError:
-        return False
+        return None
+
+
+def _is_codebook(precision: Any) -> bool:
+    return codebook_spec(precision) is not None
 
 
 _LEGACY_PRECISION = {"exclude": "fp32", "int16_nodes": "int16", "fp16_nodes": "fp16"}  # the older list fields

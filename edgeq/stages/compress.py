@@ -26,7 +26,7 @@ __all__ = ["quantize_compressed"]
 def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, eval_data: Any = None,
                         labels: Any = None, ranges: Any = None, progress: bool = True) -> QuantResult:
     """Handler of the ``compress`` row of the mode table (``data``, ``ranges`` unused)."""
-    from edgeq.config import weight_codebook
+    from edgeq.config import codebook_spec, weight_codebook
     from edgeq.errors import UsageError
     from edgeq.passes.codebook_weights import OPSET, CodebookWeightsPass
     from edgeq.passes.float_weights import store_float16
@@ -43,7 +43,7 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
     prepared = prepare(loaded, config)
     model = prepared.model
     scheme, bits = weight_codebook(config.weights)
-    per_node = {name: _spec(value) for name, value in config.precision.items() if value != "fp32"}
+    per_node = {name: codebook_spec(value) for name, value in config.precision.items() if value != "fp32"}
     known = {n.name for n in model.graph} | {n.op_type for n in model.graph}
     unknown = [name for name in config.precision if name not in known]
     if unknown:
@@ -76,12 +76,3 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
     result = QuantResult(model=model, report=report, ranges=None, source=prepared.source)
     return finish(result, prepared, config, eval_data, labels, start)
 
-
-def _spec(value: str) -> tuple[str, int] | None:
-    from edgeq.config import weight_codebook
-    from edgeq.errors import UsageError
-
-    try:
-        return weight_codebook(value)
-    except UsageError:
-        return None
