@@ -18,6 +18,10 @@
 3. Weights of layers left float are stored as float16 (cast back when the session loads), as
    edgeq's quantize stores them by default; ``float_weights="fp32"`` keeps them float32.
 4. Written atomically, never over an input.
+5. 4-bit weights stay int4 in the file, each read through a Cast to int8 before its
+   DequantizeLinear (``passes/int4_storage.py``): onnxruntime folds the Cast at load and runs the
+   layer with its int8 kernels, where a DequantizeLinear of int4 codes would run on every
+   inference in front of a float Conv.
 """
 
 from __future__ import annotations
@@ -179,11 +183,13 @@ def export(qat: Any, example_inputs: Any, path: str | os.PathLike, *, check: boo
     when the session loads, as edgeq's quantize does by default (``passes/float_weights.py``)."""
     from edgeq.io import save_model
     from edgeq.passes.float_weights import store_float16
+    from edgeq.passes.int4_storage import Int4StoragePass
     from edgeq.stages.check import check as onnx_check
 
     if float_weights not in ("fp16", "fp32"):
         raise UsageError(f"float_weights={float_weights!r}: choose fp16 or fp32")
     model = to_onnx(qat)
+    Int4StoragePass()(model)  # (5) int4 codes packed, read at int8 speed
     if float_weights == "fp16":
         store_float16(model)
     feeds = as_feeds(example_inputs, qat.input_names)

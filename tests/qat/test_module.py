@@ -112,15 +112,28 @@ def test_export_writes_the_same_graph_with_trained_values(tmp_path):
         np.testing.assert_allclose(session.run(None, feed)[0], qat(**feed).numpy(), atol=0.05 * np.abs(session.run(None, feed)[0]).max())
 
 
-def test_int4_weights_are_stored_as_int4(tmp_path):
+def test_int4_weights_are_stored_as_int4_and_run_on_int8_kernels(tmp_path):
     qat = prepare(_net(), (torch.randn(1, 3, 16, 16),), calib=_feeds(16, 0), config=QATConfig(weight_bits=4))
     assert all(qat.quants[r.quant].qmax == 7 for r in qat.weights)
     export(qat, _feeds(4, 3), tmp_path / "w4.onnx")
     proto = onnx.load(str(tmp_path / "w4.onnx"))
     assert {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")} == {21}
-    int4 = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT4]
-    assert len(int4) >= 8  # levels and zero points of the four weights
-    ort.InferenceSession(str(tmp_path / "w4.onnx"), providers=["CPUExecutionProvider"])
+    int4 = {t.name for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT4}
+    assert len(int4) == 4  # the four weights' levels, packed; each read through a Cast to int8
+    casts = [n for n in proto.graph.node if n.op_type == "Cast" and n.input[0] in int4]
+    assert len(casts) == 4 and all(n.attribute[0].i == onnx.TensorProto.INT8 for n in casts)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "w4.opt.onnx")
+    session = ort.InferenceSession(str(tmp_path / "w4.onnx"), options, providers=["CPUExecutionProvider"])
+    fused = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "w4.opt.onnx")).graph.node)
+    assert fused["Cast"] == 0 and fused["Conv"] == 0  # Cast folded at load, every Conv on an integer kernel
+    assert fused["QLinearConv"] == 3 and fused["QGemm"] + fused["QLinearMatMul"] == 1
+    feed = _feeds(1, 5)[0]
+    qat.eval()
+    with torch.no_grad():
+        want = qat(**feed).numpy()
+    got = session.run(None, feed)[0]
+    assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
 
 
 def test_plan_keeps_a_layer_float_and_trains_it(prepared):
