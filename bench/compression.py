@@ -2,10 +2,13 @@
 against fp32 and edgeq's int8, per model: file size, bits a weight, fidelity, latency, load time.
 
     .venv/bin/python bench/compression.py [--models digits_mobilenet,digits_resnet,kws,textdet,minilm]
+        [--variants int8,"int4 (W4A8)",kmeans:4,...]
 
 Each model is ``bench/generalization.py``'s case (zoo models with their eval split, never
 calibrated on). Variants: fp32 as exported; edgeq int8 (``--mode static``, the 32 calibration
-feeds); compress mode at kmeans 2/3/4/6 bits, uniform 4 bits and pot (4-bit powers of two).
+feeds); edgeq int4 W4A8 (``--mode static --weights int4``: 4-bit Conv/MatMul/Gemm weights per
+channel, int8 activations, int8 kernels); compress mode at kmeans 2/3/4/6 bits, uniform 4 bits
+and pot (4-bit powers of two). ``--variants`` picks some (fp32 always runs).
 Fidelity on the unseen feeds against fp32: SQNR (all outputs, mean over samples), top-1
 agreement (classifiers) or the worst embedding cosine (MiniLM). Latency: 1 thread, the median of
 5 interleaved rounds over 8 unseen feeds, as a speed-up over fp32; load: seconds to create the
@@ -26,7 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-VARIANTS = ["int8", "kmeans:2", "kmeans:3", "kmeans:4", "uniform:4", "pot", "kmeans:6"]
+VARIANTS = ["int8", "int4 (W4A8)", "kmeans:2", "kmeans:3", "kmeans:4", "uniform:4", "pot", "kmeans:6"]
 
 
 def _session(path: str):
@@ -64,7 +67,12 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=32)
     parser.add_argument("--eval", type=int, default=48)
     parser.add_argument("--workdir", default=os.path.join("out", "bench", "generalization"))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
     args = parser.parse_args()
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}: choose from {VARIANTS}")
     print("| model | variant | file KB (x smaller) | bits a weight | SQNR dB | task metric | speed vs fp32 | load s |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
@@ -72,10 +80,13 @@ def main() -> None:
         feeds = case.unseen
         with tempfile.TemporaryDirectory() as tmp:
             paths, bits = {"fp32": case.path}, {"fp32": "32"}
-            for variant in VARIANTS:
-                path = os.path.join(tmp, variant.replace(":", "") + ".onnx")
+            for variant in variants:
+                path = os.path.join(tmp, variant.replace(":", "").split(" ")[0] + ".onnx")
                 if variant == "int8":
                     result = edgeq.quantize(case.path, QuantConfig(mode="static"), case.calib, progress=False)
+                elif variant == "int4 (W4A8)":
+                    result = edgeq.quantize(case.path, QuantConfig(mode="static", weights="int4"), case.calib, progress=False)
+                    bits[variant] = "4 (8 depthwise)"
                 else:
                     result = edgeq.quantize(case.path, QuantConfig(mode="compress", weights=variant), progress=False)
                     bits[variant] = f"{result.report['compress']['bits_per_weight']:.2f}"

@@ -294,7 +294,9 @@ class QuantConfig:
     num_bins: int = 2048
     granularity: Granularity = PerChannel()
     activations: ActDtype = "uint8"
-    weights: str = "int8"  # int4: weight-only mode (blocks along K, ``granularity=PerBlock(n)``, default 32)
+    # int4: weight-only mode (blocks along K, ``granularity=PerBlock(n)``, default 32), or static mode's
+    # W4A8 (per-channel int4 Conv/MatMul/Gemm weights with int8 activations, opset 21)
+    weights: str = "int8"
     # weight-only mode: onnxruntime's MatMulNBits, or the standard blocked DequantizeLinear (opset 21)
     weight_op: str = "matmulnbits"
     # MatMulNBits: 0 float compute (exact), 4 int8 compute (faster on some CPUs, moves the outputs),
@@ -348,6 +350,20 @@ class QuantConfig:
     precision: NodePrecision = NodePrecision()  # per-layer precision: node name -> fp32 | fp16 | int16
     time_budget_s: float | None = 600.0  # auto mode: optional search steps stop after about this long (None: no limit)
 
+    def _check_w4a8(self) -> None:
+        """Static mode with int4 weights (W4A8: ``passes/quantize_weights.py`` (8)): per channel or per
+        tensor, the QDQ format, opset 21 (int4 tensors; the default then)."""
+        if isinstance(self.granularity, PerBlock):
+            raise UsageError("static int4 weights are per channel (or per tensor): blocks along K are weight-only "
+                             "mode's (--mode weight-only)")
+        if self.format != "qdq":
+            raise UsageError("static int4 weights are written in the QDQ format (int4 DequantizeLinear): "
+                             "drop --format qoperator, whose integer operators take 8-bit weights")
+        if self.opset is None:
+            object.__setattr__(self, "opset", 21)
+        elif self.opset < 21:
+            raise UsageError(f"int4 weights need opset 21 or later (int4 tensors), got --opset {self.opset}")
+
     def __post_init__(self, exclude: Sequence[str], int16_nodes: Sequence[str], fp16_nodes: Sequence[str]) -> None:
         _check_types(self)
         object.__setattr__(self, "precision", _merge_precision(
@@ -390,9 +406,11 @@ class QuantConfig:
                 raise UsageError(f"accuracy_level must be 0-4 (0: float compute, 4: int8), got {self.accuracy_level}")
             if self.max_ppl_increase is not None and self.weights != "int4":
                 raise UsageError("--max-ppl-increase chooses between 4 and 8 bits per layer: use it with --weights int4")
+        elif self.weights == "int4" and self.mode == "static":
+            self._check_w4a8()
         elif self.weights == "int4" or isinstance(self.granularity, PerBlock):
-            raise UsageError(f"int4 and per-block weights are weight-only: use --mode weight-only (the default "
-                                   f"with --weights int4), not --mode {self.mode}")
+            raise UsageError(f"int4 and per-block weights are weight-only or static: use --mode weight-only (the "
+                                   f"default with --weights int4) or --mode static (W4A8), not --mode {self.mode}")
         if self.max_ppl_increase is not None and self.mode != "weight-only":
             raise UsageError("--max-ppl-increase is a target for weight-only decoders: use it with --weights int4")
         if self.max_ppl_increase is not None and not 0 <= self.max_ppl_increase < 10:

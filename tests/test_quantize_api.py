@@ -151,8 +151,8 @@ def test_qoperator_format_rewrites_the_qdq_model():
 def test_unsupported_options_fail_clearly():
     with pytest.raises(edgeq.UsageError, match="static"):
         edgeq.quantize(conv_net(), edgeq.QuantConfig(mode="dynamic", format="qoperator"))
-    with pytest.raises(edgeq.UsageError, match="int4 and per-block weights are weight-only"):
-        edgeq.quantize(conv_net(), edgeq.QuantConfig(weights="int4"), feeds((1, 3, 16, 16), n=1))
+    with pytest.raises(edgeq.UsageError, match="int4 and per-block weights are weight-only or static"):
+        edgeq.quantize(conv_net(), edgeq.QuantConfig(mode="dynamic", weights="int4"), feeds((1, 3, 16, 16), n=1))
 
 
 QKV = """<ir_version: 8, opset_import: ["" : 17]>

@@ -124,7 +124,8 @@ def test_mode_table_handlers_and_the_default_rule():
 
 
 @pytest.mark.parametrize("changes, error, text", [
-    ({"weights": "int4"}, edgeq.UsageError, "int4 and per-block weights are weight-only"),
+    ({"mode": "dynamic", "weights": "int4"}, edgeq.UsageError, "int4 and per-block weights are weight-only or static"),
+    ({"weights": "int4", "format": "qoperator"}, edgeq.UsageError, "QDQ format"),
     ({"granularity": "per-block:32"}, edgeq.UsageError, "per-block"),
     ({"mode": "weight-only", "granularity": "per-block:48"}, edgeq.UsageError, "power of two"),
     ({"mode": "dynamic", "format": "qoperator"}, edgeq.UsageError, "needs static mode"),

@@ -19,6 +19,7 @@ from edgeq.passes.float_weights import Float16WeightsPass
 from edgeq.passes.fp16 import Float16NodesPass
 from edgeq.passes.fuse_activations import FuseActivationsPass
 from edgeq.passes.insert_qdq import InsertQDQPass
+from edgeq.passes.int4_storage import Int4StoragePass
 from edgeq.passes.per_token import PerTokenMatMulPass
 from edgeq.passes.plan import QuantPlan
 from edgeq.passes.qoperator.cleanup import RemoveDeadQDQPass
@@ -62,6 +63,7 @@ def rewrite_passes(config: QuantConfig, plan: QuantPlan) -> list[ir.passes.PassB
         QuantizeEmbeddingsPass(plan),  # select.py (7): int8 Gather tables
         *fp16,
         ShareWeightsPass(),  # a weight many nodes read: quantized per reader above, stored once here
+        *([Int4StoragePass()] if config.weights == "int4" else []),  # W4A8: one Cast per stored int4 weight
         *stored,  # float_weights.py: weights left float stored as fp16
         StripDebugMetadataPass(),  # exporters' stack traces: not for deployment
     ]

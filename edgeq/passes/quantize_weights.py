@@ -22,6 +22,11 @@
    ([-63, 63], ``weights.weight_qmax``): Conv with more than one input channel per group, and
    MatMul/Gemm. A depthwise Conv (its kernel widens to 16 bits first, measured exact) and an
    int16-activation node (not fused: computed in float) keep [-127, 127].
+8. ``weights="int4"`` (static mode, W4A8): Conv, MatMul and Gemm weights get 4-bit levels,
+   [-7, 7] per output channel, stored as int4 (opset 21) and read at int8 speed through
+   ``passes/int4_storage.py``. Depthwise Conv weights (a handful per channel, where 4 bits lose
+   most) and int16-activation nodes keep 8 bits; MatMuls quantized at run time (dynamic,
+   per token) keep their int8 weights.
 6. A node inside a subgraph (If branch, Loop/Scan body) gets its quantized weight and DQ in that
    subgraph, even when the float weight was an outer graph's initializer: onnxruntime fuses
    DQ -> Conv only within one graph. The float weight goes once no node reads it.
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import logging
 
+import ml_dtypes
 import numpy as np
 import onnx_ir as ir
 
@@ -42,6 +48,8 @@ from edgeq.passes.weights import QMAX, bias_safe_min_scale, note_reduced, quanti
 __all__ = ["QuantizeWeightsPass", "weight_axis", "dequantize_node", "is_depthwise"]
 
 logger = logging.getLogger(__name__)
+
+INT4_QMAX = 7  # (8) symmetric 4-bit levels, as QAT's (qat/config.py)
 
 
 def weight_axis(node: ir.Node, ndim: int) -> int:
@@ -96,8 +104,8 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
                     if const_array(node.inputs[1]) is not None:
                         self._quantize(graph, node)
                         count += 1
-        logger.info("quantize_weights: %d weights to int8", count)
-        if count and self.qmax != QMAX:
+        logger.info("quantize_weights: %d weights to %s", count, self.config.weights)
+        if count and self.qmax != QMAX and self.config.weights != "int4":
             note_reduced(self.plan.notes, self.config)
         return ir.passes.PassResult(model, modified=count > 0)
 
@@ -113,10 +121,14 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
             input_scale = self.plan.input_params(node, node.inputs[0]).scale
         min_scale = bias_safe_min_scale(bias, input_scale, per_channel) if bias is not None else None
         int16 = self.plan.is_int16(node) or self.config.activations == "int16"
-        qmax = QMAX if int16 or is_depthwise(node, weight) else self.qmax  # (7)
+        depthwise = is_depthwise(node, weight)
+        int4 = self.config.weights == "int4" and not int16 and not depthwise  # (8)
+        qmax = INT4_QMAX if int4 else QMAX if int16 or depthwise else self.qmax  # (7)
         qw = quantize_weight(weight, axis, min_scale=min_scale, qmax=qmax)
         label = node_label(node)
         values, zero_point = qw.values, qw.zero_point
+        if int4:
+            values, zero_point = values.astype(ml_dtypes.int4), zero_point.astype(ml_dtypes.int4)
         if node.op_type in ("MatMul", "Gemm") and int16:  # (5)
             values, zero_point = values.astype(np.int16), zero_point.astype(np.int16)
         dq_w = dequantize_node(graph, _base(node.inputs[1], label, "W"), values, qw.scale, zero_point, axis)
@@ -125,6 +137,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
             self._model.opset_imports.setdefault(MS_DOMAIN, 1)
         new_nodes = [dq_w]
         summary = qw.summary(weight)
+        summary["bits"] = 4 if int4 else 8
         if bias is not None:
             qb, bias_scale = quantize_bias(bias, input_scale, qw.scale)
             bias_axis = 0 if per_channel else None

@@ -44,8 +44,9 @@ MAX_BYTES = 1 << 30  # larger models keep 7 bits: two builds beside the float mo
 
 def weight_bits_to_choose(config: QuantConfig, prepared: Prepared) -> bool:
     """Whether to build both (the module docstring). Not for ``--format qoperator``: integer-only
-    targets compute exactly (edgeq's reference does), and 7 bits agree with them on any CPU."""
-    if (config.reduce_range is not None or config.provider != "cpu" or prepared.data is None
+    targets compute exactly (edgeq's reference does), and 7 bits agree with them on any CPU. Not
+    for int4 weights (W4A8): 4-bit levels never saturate."""
+    if (config.reduce_range is not None or config.weights == "int4" or config.provider != "cpu" or prepared.data is None
             or config.format != "qdq" or (prepared.size_before or 0) > MAX_BYTES):
         return False
     from edgeq.runtime.cpu import int8_saturates

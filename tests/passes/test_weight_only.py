@@ -106,7 +106,9 @@ g (float[N,16] x, float[16,16] w) => (float[N,16] y, float[N,8] z) {
 def test_config_rules():
     assert edgeq.config.default_mode(has_data=False, weights="int4") == "weight-only"
     with pytest.raises(UsageError, match="weight-only"):
-        QuantConfig(mode="static", weights="int4")
+        QuantConfig(mode="dynamic", weights="int4")
+    with pytest.raises(UsageError, match="weight-only"):  # blocks are weight-only's; static int4 is per channel
+        QuantConfig(mode="static", weights="int4", granularity="per-block:32")
     with pytest.raises(UsageError, match="power of two"):
         QuantConfig(mode="weight-only", weights="int4", granularity="per-block:24")
     with pytest.raises(UsageError, match="blocks"):
@@ -126,7 +128,7 @@ def test_cli_int4_needs_no_calibration_data(tmp_path, capsys, rng):
     cli_ok(["quantize", str(src), "-o", str(out), "--weights", "int4", "--granularity", "per-block:64"], capsys)
     assert op_types(onnx.load(out)).count("MatMulNBits") == 3
     with pytest.raises(SystemExit) as e:
-        main(["quantize", str(src), "-o", str(tmp_path / "x.onnx"), "--weights", "int4", "--mode", "static"])
+        main(["quantize", str(src), "-o", str(tmp_path / "x.onnx"), "--weights", "int4", "--mode", "dynamic"])
     assert e.value.code == 2 and "weight-only" in capsys.readouterr().err
 
 

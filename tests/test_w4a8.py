@@ -1,0 +1,96 @@
+"""Static mode with int4 weights (W4A8, passes/quantize_weights.py (8)): 4-bit Conv/MatMul/Gemm
+weights packed in the file and run on onnxruntime's int8 kernels, depthwise weights kept at 8
+bits, the outputs near int8's, and clear refusals of what W4A8 is not."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import pytest
+
+import edgeq
+from edgeq.config import QuantConfig
+from edgeq.errors import UsageError
+from edgeq.metrics import sqnr_db
+from ortutil import run_ort
+from passes.nets import build, conv_net, feeds
+
+
+def _depthwise_net() -> onnx.ModelProto:
+    rng = np.random.default_rng(5)
+    return build("""<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,8,10,10] x) => (float[1,10] y) {
+  a = Conv<pads=[1,1,1,1]>(x, W1)
+  r = Relu(a)
+  d = Conv<group=8, pads=[1,1,1,1]>(r, W2)
+  f = Flatten(d)
+  y = MatMul(f, W3)
+}""", {"W1": rng.normal(0, 0.2, (8, 8, 3, 3)), "W2": rng.normal(0, 0.2, (8, 1, 3, 3)),
+       "W3": rng.normal(0, 0.05, (800, 10))})
+
+
+def _fused_ops(path, tmp_path) -> collections.Counter:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "fused.onnx")
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "fused.onnx")).graph.node)
+
+
+def test_w4a8_packs_4_bit_weights_and_runs_integer_kernels(tmp_path):
+    proto, data = conv_net(), feeds((1, 3, 16, 16), n=16)
+    int8 = edgeq.quantize(proto, QuantConfig(mode="static"), data, progress=False)
+    int4 = edgeq.quantize(proto, QuantConfig(mode="static", weights="int4"), data, progress=False)
+    int8.save(tmp_path / "w8.onnx")
+    int4.save(tmp_path / "w4.onnx")
+    saved = onnx.load(str(tmp_path / "w4.onnx"))
+    assert {o.version for o in saved.opset_import if o.domain in ("", "ai.onnx")} == {21}
+    packed = {t.name: t for t in saved.graph.initializer if t.data_type == onnx.TensorProto.INT4}
+    assert len(packed) == 3  # the two Conv weights and the Gemm's
+    readers = [n for n in saved.graph.node if n.op_type == "Cast" and n.input[0] in packed]
+    assert len(readers) == 3
+    levels = [onnx.numpy_helper.to_array(t).astype(np.int8) for t in packed.values()]
+    assert all(np.abs(v).max() == 7 for v in levels)  # each weight's largest channel on +-7
+    assert (tmp_path / "w4.onnx").stat().st_size < (tmp_path / "w8.onnx").stat().st_size
+    fused = _fused_ops(tmp_path / "w4.onnx", tmp_path)
+    assert fused["QLinearConv"] == 2 and fused["Conv"] == 0 and fused["Cast"] == 0
+    assert [row["weights"]["bits"] for row in int4.report["quantized"] if "weights" in row] == [4, 4, 4]
+    assert not any("u8s8" in note for note in int4.report["notes"])  # 4-bit levels: no 7-or-8-bit choice
+    test = feeds((1, 3, 16, 16), n=8, seed=9)
+    ref = np.concatenate([run_ort(proto, f)[0] for f in test])
+    got4 = np.concatenate([run_ort(str(tmp_path / "w4.onnx"), f)[0] for f in test])
+    got8 = np.concatenate([run_ort(str(tmp_path / "w8.onnx"), f)[0] for f in test])
+    assert 12.0 < sqnr_db(ref, got4) < sqnr_db(ref, got8)
+    assert np.mean(ref.argmax(1) == got4.argmax(1)) >= 0.75
+
+
+def test_depthwise_weights_keep_8_bits(tmp_path):
+    data = [{"x": np.random.default_rng(i).normal(0, 1, (1, 8, 10, 10)).astype(np.float32)} for i in range(4)]
+    result = edgeq.quantize(_depthwise_net(), QuantConfig(mode="static", weights="int4"), data, progress=False)
+    bits = {row["node"]: row["weights"]["bits"] for row in result.report["quantized"] if "weights" in row}
+    assert sorted(bits.values()) == [4, 4, 8]
+    result.save(tmp_path / "dw.onnx")
+    types = [t.data_type for t in onnx.load(str(tmp_path / "dw.onnx")).graph.initializer]
+    assert types.count(onnx.TensorProto.INT4) == 2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"format": "qoperator"}, "QDQ format"),
+    ({"opset": 17}, "opset 21"),
+    ({"granularity": "per-block:32"}, "weight-only"),
+])
+def test_w4a8_refusals_say_what_to_change(kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        QuantConfig(mode="static", weights="int4", **kwargs)
+
+
+def test_int4_keeps_weight_only_as_its_default_mode():
+    from edgeq.config import default_mode
+
+    assert default_mode(has_data=True, weights="int4") == "weight-only"
+    with pytest.raises(UsageError, match="W4A8"):
+        QuantConfig(mode="dynamic", weights="int4")
