@@ -86,7 +86,7 @@ def main() -> None:
                     result = edgeq.quantize(case.path, QuantConfig(mode="static"), case.calib, progress=False)
                 elif variant == "int4 (W4A8)":
                     result = edgeq.quantize(case.path, QuantConfig(mode="static", weights="int4"), case.calib, progress=False)
-                    bits[variant] = "4 (8 depthwise)"
+                    bits[variant] = "4 (8: depthwise, first, last)"
                 else:
                     result = edgeq.quantize(case.path, QuantConfig(mode="compress", weights=variant), progress=False)
                     bits[variant] = f"{result.report['compress']['bits_per_weight']:.2f}"

@@ -185,7 +185,7 @@ def default_mode(*, has_data: bool, has_ranges: bool = False, format: str = "qdq
 
 # per-node overrides of int8; "int16": int16 activations, int8 weights; "int8-per-token": int8 weights,
 # activations quantized at run time one scale per row (MatMul/Gemm with constant weights; others stay fp32)
-# "int8" matters in weight-only mode with int4 weights only: that layer's weights get 8 bits
+# "int8" matters with int4 weights only (weight-only mode, static W4A8): that layer's weights get 8 bits
 PRECISIONS = ("fp32", "fp16", "int16", "int8-per-token", "int8")
 def codebook_spec(value: Any) -> tuple[str, int] | None:
     """``weight_codebook`` of a per-layer precision value: None where it is not a codebook type."""

@@ -43,7 +43,7 @@ from edgeq.passes.blocks import BlockQuantized, pack_nibbles, quantize_blocks
 from edgeq.passes.dynamic import bias_add, replace_nodes
 from edgeq.passes.plan import fresh_base, node_label
 
-__all__ = ["WeightOnlyPass", "MIN_ELEMENTS", "HEAD_PATH"]
+__all__ = ["WeightOnlyPass", "MIN_ELEMENTS", "HEAD_PATH", "reaches_output"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +58,13 @@ def _block_for(k: int, block: int) -> int:
     return max(16, 1 << (k - 1).bit_length())
 
 
-def _reaches_output(value: ir.Value, seen: int = 0) -> bool:
+def reaches_output(value: ir.Value, seen: int = 0) -> bool:
     if value.is_graph_output():
         return True
     if seen > 8:
         return False
     return any(use.node.op_type in HEAD_PATH and use.node.domain == ""
-               and any(_reaches_output(o, seen + 1) for o in use.node.outputs) for use in value.uses())
+               and any(reaches_output(o, seen + 1) for o in use.node.outputs) for use in value.uses())
 
 
 class WeightOnlyPass(ir.passes.InPlacePass):
@@ -135,7 +135,7 @@ class WeightOnlyPass(ir.passes.InPlacePass):
         else:
             add, bias = bias_add(node, weight.shape[1])
         last = add if add is not None else node
-        bits = self.head_bits if self.head_bits != self.bits and _reaches_output(last.outputs[0]) else self.bits
+        bits = self.head_bits if self.head_bits != self.bits and reaches_output(last.outputs[0]) else self.bits
         if node.name in self.eight_bit:  # (7)
             bits = max(bits, 8)
         key = (node.name, bits)
