@@ -2,7 +2,8 @@
 against fp32 and edgeq's int8, per model: file size, bits a weight, fidelity, latency, load time.
 
     .venv/bin/python bench/compression.py [--models digits_mobilenet,digits_resnet,kws,textdet,minilm]
-        [--variants int8,"int4 (W4A8)",kmeans:4,...]
+        [--variants int8,"int4 (W4A8)",kmeans:4,...] [--rows ROWS.json] [--chart CHART.svg]
+    .venv/bin/python bench/compression.py --render --rows ROWS.json --chart CHART.svg
 
 Each model is ``bench/generalization.py``'s case (zoo models with their eval split, never
 calibrated on). Variants: fp32 as exported; edgeq int8 (``--mode static``, the 32 calibration
@@ -12,12 +13,14 @@ and pot (4-bit powers of two). ``--variants`` picks some (fp32 always runs).
 Fidelity on the unseen feeds against fp32: SQNR (all outputs, mean over samples), top-1
 agreement (classifiers) or the worst embedding cosine (MiniLM). Latency: 1 thread, the median of
 5 interleaved rounds over 8 unseen feeds, as a speed-up over fp32; load: seconds to create the
-session (where the codebooks are folded back into weights).
+session (where the codebooks are folded back into weights). ``--chart``: every variant's file
+size against its SQNR, each model's best trade-offs joined (``edgeq.report.frontier``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -42,18 +45,32 @@ def _session(path: str):
     return session, time.perf_counter() - start
 
 
-def _fidelity(ref: list[list[np.ndarray]], got: list[list[np.ndarray]], task: str) -> str:
+def _fidelity(ref: list[list[np.ndarray]], got: list[list[np.ndarray]], task: str) -> tuple[float, str]:
     from edgeq.metrics import sqnr_db
 
     sqnr = statistics.mean(sqnr_db(np.concatenate([r.ravel() for r in a]), np.concatenate([g.ravel() for g in b]))
                            for a, b in zip(ref, got))
     if task == "argmax":
         agree = np.mean([np.argmax(a[0]) == np.argmax(b[0]) for a, b in zip(ref, got)])
-        return f"{sqnr:.1f} | top-1 agreement {agree:.3f}"
+        return sqnr, f"top-1 agreement {agree:.3f}"
     if task == "cosine":
         cos = min(float(a[0].ravel() @ b[0].ravel() / np.linalg.norm(a[0]) / np.linalg.norm(b[0])) for a, b in zip(ref, got))
-        return f"{sqnr:.1f} | worst cosine {cos:.4f}"
-    return f"{sqnr:.1f} | "
+        return sqnr, f"worst cosine {cos:.4f}"
+    return sqnr, ""
+
+
+def write_chart(rows: list[dict], path: str) -> None:
+    """The size-vs-fidelity chart of ``rows`` (``edgeq.report.frontier``), as an SVG file."""
+    from edgeq.report.frontier import frontier_chart
+
+    series: dict[str, list[tuple[str, float, float]]] = {}
+    for row in rows:
+        if row["variant"] != "fp32":
+            series.setdefault(row["model"], []).append((row["variant"], row["ratio"], row["sqnr"]))
+    svg = frontier_chart(series, "File size vs fidelity (bench/compression.py)", "x smaller than the fp32 file",
+                         "output SQNR on unseen inputs, dB")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(svg + "\n")
 
 
 def main() -> None:
@@ -68,11 +85,21 @@ def main() -> None:
     parser.add_argument("--eval", type=int, default=48)
     parser.add_argument("--workdir", default=os.path.join("out", "bench", "generalization"))
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--rows", default=None, help="JSON file the rows are written to (read with --render)")
+    parser.add_argument("--chart", default=None, help="SVG file for the size-vs-fidelity chart")
+    parser.add_argument("--render", action="store_true", help="only draw --chart from --rows")
     args = parser.parse_args()
+    if args.render:
+        if not (args.rows and args.chart):
+            parser.error("--render needs --rows and --chart")
+        with open(args.rows, encoding="utf-8") as f:
+            write_chart(json.load(f), args.chart)
+        return
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variant(s) {unknown}: choose from {VARIANTS}")
+    rows: list[dict] = []
     print("| model | variant | file KB (x smaller) | bits a weight | SQNR dB | task metric | speed vs fp32 | load s |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
@@ -104,10 +131,19 @@ def main() -> None:
             size0 = os.path.getsize(case.path)
             for v, p in paths.items():
                 size = os.path.getsize(p)
-                fid = "exact | " if v == "fp32" else _fidelity(outputs["fp32"], outputs[v], case.task)
+                sqnr, task = (float("inf"), "") if v == "fp32" else _fidelity(outputs["fp32"], outputs[v], case.task)
                 speed = statistics.median(rounds["fp32"]) / statistics.median(rounds[v])
-                print(f"| {name} | {v} | {size / 1e3:.0f} ({size0 / size:.2f}x) | {bits.get(v, '8 (int8)')} | {fid} | "
-                      f"{speed:.2f}x | {sessions[v][1]:.2f} |", flush=True)
+                rows.append({"model": name, "variant": v, "kb": size / 1e3, "ratio": size0 / size,
+                             "bits": bits.get(v, "8 (int8)"), "sqnr": sqnr, "task": task, "speed": speed,
+                             "load_s": sessions[v][1]})
+                shown = "exact" if v == "fp32" else f"{sqnr:.1f}"
+                print(f"| {name} | {v} | {size / 1e3:.0f} ({size0 / size:.2f}x) | {bits.get(v, '8 (int8)')} | {shown} | "
+                      f"{task} | {speed:.2f}x | {sessions[v][1]:.2f} |", flush=True)
+    if args.rows:
+        with open(args.rows, "w", encoding="utf-8") as f:
+            json.dump(rows, f, indent=1)
+    if args.chart:
+        write_chart(rows, args.chart)
 
 
 if __name__ == "__main__":

@@ -90,3 +90,19 @@ def test_generic_report_embeds_only_plain_svg_charts():
     handler = '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"></svg>'
     page = render_html({"charts": [good, bad, handler, "<b>x</b>"]}, "r")
     assert page.count("<svg") == 1 and "ok chart" in page and "alert" not in page
+
+
+def test_frontier_chart_joins_each_models_best_trade_offs():
+    from edgeq.report.frontier import frontier, frontier_chart
+
+    points = [("int8", 3.3, 32.0), ("kmeans:4", 5.7, 13.1), ("uniform:4", 5.7, 10.8), ("kmeans:2", 8.4, 1.7),
+              ("pot", 4.0, 9.0)]
+    assert [p[0] for p in frontier(points)] == ["int8", "kmeans:4", "kmeans:2"]  # pot and uniform:4 are beaten
+    svg = frontier_chart({"a <b>": points, "c": [("int8", 2.0, float("inf"))]}, "size", "x smaller", "SQNR dB",
+                         target=30.0)
+    root = ET.fromstring(svg)
+    assert len(list(root.iter(f"{SVG}polyline"))) == 2 and len(list(root.iter(f"{SVG}circle"))) == 6
+    line = next(root.iter(f"{SVG}polyline")).get("points").split()
+    xs = [float(p.split(",")[0]) for p in line]
+    assert len(line) == 3 and xs == sorted(xs)
+    assert "a &lt;b&gt;" in svg and "capped 60" in svg  # escaped; "exact" drawn at the cap
