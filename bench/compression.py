@@ -9,7 +9,9 @@ Each model is ``bench/generalization.py``'s case (zoo models with their eval spl
 calibrated on). Variants: fp32 as exported; edgeq int8 (``--mode static``, the 32 calibration
 feeds); edgeq int4 W4A8 (``--mode static --weights int4``: 4-bit Conv/MatMul/Gemm weights per
 channel, int8 activations, int8 kernels); compress mode at kmeans 2/3/4/6 bits, uniform 4 bits
-and pot (4-bit powers of two). ``--variants`` picks some (fp32 always runs).
+and pot (4-bit powers of two); compress mode with a size target (``--max-size 6x`` and ``8x``:
+per-layer k-means widths, each layer's effect measured on the calibration feeds). ``--variants``
+picks some (fp32 always runs).
 Fidelity on the unseen feeds against fp32: SQNR (all outputs, mean over samples), top-1
 agreement (classifiers) or the worst embedding cosine (MiniLM). Latency: 1 thread, the median of
 5 interleaved rounds over 8 unseen feeds, as a speed-up over fp32; load: seconds to create the
@@ -32,7 +34,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-VARIANTS = ["int8", "int4 (W4A8)", "kmeans:2", "kmeans:3", "kmeans:4", "uniform:4", "pot", "kmeans:6"]
+VARIANTS = ["int8", "int4 (W4A8)", "kmeans:2", "kmeans:3", "kmeans:4", "uniform:4", "pot", "kmeans:6",
+            "max-size 6x", "max-size 8x"]
 
 
 def _session(path: str):
@@ -108,12 +111,20 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             paths, bits = {"fp32": case.path}, {"fp32": "32"}
             for variant in variants:
-                path = os.path.join(tmp, variant.replace(":", "").split(" ")[0] + ".onnx")
+                path = os.path.join(tmp, variant.replace(":", "").replace(" ", "_").replace("(", "").replace(")", "") + ".onnx")
                 if variant == "int8":
                     result = edgeq.quantize(case.path, QuantConfig(mode="static"), case.calib, progress=False)
                 elif variant == "int4 (W4A8)":
                     result = edgeq.quantize(case.path, QuantConfig(mode="static", weights="int4"), case.calib, progress=False)
                     bits[variant] = "4 (8: depthwise, first, last)"
+                elif variant.startswith("max-size "):
+                    config = QuantConfig(mode="compress", max_size=variant.split(" ")[1])
+                    try:
+                        result = edgeq.quantize(case.path, config, case.calib, progress=False)
+                    except edgeq.UsageError as e:  # a limit no width meets: the row says so
+                        print(f"| {name} | {variant} | {e} | | | | | |", flush=True)
+                        continue
+                    bits[variant] = f"{result.report['compress']['bits_per_weight']:.2f}"
                 else:
                     result = edgeq.quantize(case.path, QuantConfig(mode="compress", weights=variant), progress=False)
                     bits[variant] = f"{result.report['compress']['bits_per_weight']:.2f}"

@@ -20,6 +20,7 @@ __all__ = [
     "MODES",
     "ModeSpec",
     "default_mode",
+    "parse_size_target",
     "PerTensor",
     "PerChannel",
     "PerBlock",
@@ -146,8 +147,9 @@ MODES: dict[str, ModeSpec] = {m.name: m for m in (
     ModeSpec(
         "compress", "edgeq.stages.compress:quantize_compressed",
         "smallest files: Conv/MatMul/Gemm weights and embeddings in N bits through codebooks (--weights "
-        "kmeans:N, uniform:N or pot pick this mode), rebuilt when the session loads, fp32 compute",
-        data="unused"),
+        "kmeans:N, uniform:N or pot pick this mode), rebuilt when the session loads, fp32 compute; "
+        "--max-size: per-layer widths for a file size, measured on --calib's samples where given",
+        data="optional"),
     ModeSpec(
         "weight-only", "edgeq.stages.weight_only:quantize_weight_only",
         "MatMul/Gemm weights in blocks along K, int8 or int4 (--weights int4 picks this mode), float "
@@ -170,15 +172,30 @@ def weight_codebook(weights: str) -> tuple[str, int] | None:
     raise UsageError(f"weights must be int8, int4, kmeans:N or uniform:N (N 2 to 8 bits) or pot, got {weights!r}")
 
 
-def default_mode(*, has_data: bool, has_ranges: bool = False, format: str = "qdq", weights: str = "int8") -> str:
+def parse_size_target(text: str) -> tuple[str, float]:
+    """``--max-size``: "2.5" or "2.5mb" -> ("mb", 2.5); "8x" -> ("ratio", 8.0); a UsageError otherwise."""
+    value = str(text).strip().lower()
+    kind, number = ("ratio", value[:-1]) if value.endswith("x") else ("mb", value.removesuffix("mb"))
+    try:
+        amount = float(number)
+    except ValueError:
+        amount = float("nan")
+    if not amount > 0 or amount == float("inf") or (kind == "ratio" and amount <= 1):
+        raise UsageError(f"--max-size takes megabytes (2.5) or a ratio to the input file above 1 (8x), not {text!r}")
+    return kind, amount
+
+
+def default_mode(*, has_data: bool, has_ranges: bool = False, format: str = "qdq", weights: str = "int8",
+                 max_size: Any = None) -> str:
     """The mode when the caller names none (``edgeq quantize`` without --mode, ``edgeq.quantize``
     without a config): auto where there is calibration data to measure with; static with a
     reused ranges table, for the qoperator format (scales fixed offline), or with no data at all
-    (whose error then says what to pass); weight-only for int4 weights (no other mode has them).
+    (whose error then says what to pass); weight-only for int4 weights (static mode's W4A8 is asked
+    for by name); compress for codebook weights or a size target (``max_size``).
     A ``QuantConfig`` built without ``mode`` is static."""
     if weights == "int4":
         return "weight-only"
-    if weight_codebook(weights) is not None:
+    if max_size is not None or weight_codebook(weights) is not None:
         return "compress"
     return "auto" if has_data and not has_ranges and format == "qdq" else "static"
 
@@ -337,6 +354,9 @@ class QuantConfig:
     # weight-only int4 of a decoder: per layer 4 bits, 8 bits or float, the smallest file whose
     # perplexity on the calibration tokens is at most (1 + this) x fp32's (stages/decoder_bits.py)
     max_ppl_increase: float | None = None
+    # compress mode: the file at most this size, "2.5" (MB) or "8x" (times smaller than the input
+    # file): per layer the codebook width that keeps the outputs closest (stages/size_target.py)
+    max_size: str | None = None
     # auto mode without a metric of the user's: outputs holding class scores keep their top-1 class
     # on at least this share of rows, estimated from margins (edgeq/auto/top1.py; 0: no such guard)
     min_top1: float = 0.995
@@ -385,6 +405,14 @@ class QuantConfig:
         if self.opset is not None and not 10 <= self.opset <= 26:
             raise UsageError(f"opset must be between 10 and 26, got {self.opset}")
         object.__setattr__(self, "granularity", parse_granularity(self.granularity))
+        if self.max_size is not None:
+            object.__setattr__(self, "max_size", str(self.max_size).strip().lower())
+            parse_size_target(self.max_size)
+            if self.mode != "compress":
+                raise UsageError(f"--max-size chooses per-layer codebook widths: it is compress mode's (the default "
+                                 f"with it), not --mode {self.mode}")
+            if self.weights == "int8":  # the field's default: k-means, up to 8 bits a layer
+                object.__setattr__(self, "weights", "kmeans:8")
         codebook = weight_codebook(self.weights)
         if (codebook is not None) != (self.mode == "compress"):
             raise UsageError(f"--weights {self.weights} and --mode {self.mode} disagree: kmeans:N, uniform:N and pot "
@@ -480,7 +508,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "integer_only": (bool,), "strict": (bool,), "opset": (int, type(None)), "max_samples": (int, type(None)),
     "batch_size": (int,), "dynamic_conv": (bool,), "channel_scales": (bool,), "outlier_channels": (bool,), "min_sqnr": (*_NUMBER, type(None)),
     "metric": (str, type(None)), "min_score": (*_NUMBER, type(None)), "min_top1": _NUMBER, "min_iou": _NUMBER, "seed": (int,), "provider": (str,),
-    "threads": (int,), "time_budget_s": (*_NUMBER, type(None)),
+    "threads": (int,), "time_budget_s": (*_NUMBER, type(None)), "max_size": (str, *_NUMBER, type(None)),
 }
 MAX_BINS = 1 << 16  # entropy/mse histograms: more bins than this only cost memory
 

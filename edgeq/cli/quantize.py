@@ -36,6 +36,7 @@ def quant_options(func):
         click.option("--granularity", default=None, help="Weights: per-channel (default) or per-tensor; weight-only mode: per-block:N (default per-block:32)."),
         click.option("--weights", "weights", default=None, metavar="int8|int4|kmeans:N|uniform:N|pot", help="Weight type (default int8); int4 is weight-only (--mode weight-only, the default with it), or with --mode static W4A8 (4-bit Conv/MatMul/Gemm weights, int8 activations and kernels); kmeans:N, uniform:N (N 2-8 bits) and pot (4-bit powers of two) store every weight through codebooks in N bits (--mode compress, the default with them: the smallest files, fp32 compute)."),
         click.option("--weight-op", "weight_op", type=click.Choice(["matmulnbits", "dequantize"]), default=None, help="Weight-only mode: onnxruntime's MatMulNBits (default) or the standard blocked DequantizeLinear (opset 21, any runtime)."),
+        click.option("--max-size", "max_size", default=None, metavar="MB|Nx", help="Compress mode (the default with it): a file of at most this many megabytes (2.5) or this many times smaller than the input (8x); per layer the codebook width (2-8 bits of --weights' scheme, k-means by default) that keeps the outputs closest, measured on --calib's samples where given."),
         click.option("--max-ppl-increase", "max_ppl_increase", callback=lambda ctx, param, value: _fraction(value), default=None, metavar="PCT", help="With --weights int4 on a decoder (edgeq export-llm): per layer 4 bits, 8 bits or float, the smallest model whose perplexity on the --calib token sequences is within this of fp32's (e.g. 5% or 0.05)."),
         click.option("--accuracy-level", "accuracy_level", type=click.IntRange(0, 4), default=None, help="Weight-only mode, MatMulNBits: 0 float compute (exact), 4 int8 compute (faster on some CPUs; moves the outputs); default: both measured here, 4 kept where 10% faster and within 30 dB."),
         click.option("--activations", type=click.Choice(["uint8", "int8", "int16"]), default=None, help="Activation type (default uint8, asymmetric; int16: symmetric, with int8 weights)."),
@@ -86,7 +87,7 @@ def build_config(config_file: str | None, *, has_data: bool = True, has_ranges: 
         data[key] = value
     if data.get("mode") is None:
         data["mode"] = default_mode(has_data=has_data, has_ranges=has_ranges, format=data.get("format", "qdq"),
-                                    weights=data.get("weights", "int8"))
+                                    weights=data.get("weights", "int8"), max_size=data.get("max_size"))
     return QuantConfig.from_dict(data)
 
 
@@ -105,7 +106,7 @@ def _config_from(kw: dict[str, Any], calib: Any = None):
         time_budget_s=kw["time_budget_s"], recurrent=kw["recurrent"], dynamic_granularity=kw["dynamic_granularity"],
         channel_scales=kw["channel_scales"], outlier_channels=kw["outlier_channels"], float_weights=kw["float_weights"], reduce_range=kw["reduce_range"],
         weights=kw["weights"], weight_op=kw["weight_op"], accuracy_level=kw["accuracy_level"],
-        max_ppl_increase=kw["max_ppl_increase"],
+        max_ppl_increase=kw["max_ppl_increase"], max_size=kw["max_size"],
     )
 
 
@@ -190,6 +191,8 @@ def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str]
 
         write_trt_cache(result.ranges, kw["trt_cache"])
     print_summary(result.report, out)
+    if (result.report.get("compress") or {}).get("size_target"):
+        click.echo(f"  {result.report['notes'][0]}")  # stages/compress.py: the size search's note first
     auto = result.report.get("auto")
     if config.mode == "auto" and not auto:  # auto fell back to static (a model too big for it)
         for note in result.report.get("notes", []):

@@ -28,6 +28,9 @@
 6. Per-layer schemes (``per_node``: a reader's name or op type, ``--precision Gather=kmeans:3``):
    weights of one scheme and width share one unpacking; each unpacking's node and initializer
    names start ``codebook_<scheme><bits>``, with a suffix where a model compressed before has them.
+7. ``per_weight``: (scheme, bits) by weight name, ahead of ``per_node`` (a size search's choice,
+   ``stages/size_target.py``); ``cache``: (name, scheme, bits) -> codes, shared with that search
+   so that no weight is clustered twice at one width.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from edgeq.graph import add_initializer, const_array
 from edgeq.passes.codebooks import codebook, pack
 from edgeq.passes.plan import attr_value, node_label
 
-__all__ = ["CodebookWeightsPass", "MIN_ELEMENTS", "MIN_GROUP"]
+__all__ = ["CodebookWeightsPass", "MIN_ELEMENTS", "MIN_GROUP", "compressible", "encode", "stored_bytes", "rebuilt"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,36 +72,69 @@ def _layout(node: ir.Node, value: ir.Value) -> bool | None:
     return None
 
 
+def compressible(graph: ir.Graph, keep: frozenset[str] = frozenset()) -> dict[ir.Value, bool]:
+    """(3) The weights this pass stores, each with whether it is stored transposed (4); none read
+    by a node ``keep`` names (by name or op type)."""
+    weights: dict[ir.Value, bool] = {}
+    for node in graph:
+        for value in node.inputs[:2]:
+            if value is None or value in weights or not value.is_initializer():
+                continue
+            layouts = [_layout(user, value) for user, _ in value.uses()]
+            if (layouts and None not in layouts and len(set(layouts)) == 1 and not value.is_graph_output()
+                    and not any(user.name in keep or user.op_type in keep for user, _ in value.uses())):
+                array = const_array(value)
+                if array is not None and array.dtype == np.float32 and array.ndim >= 2 and array.size >= MIN_ELEMENTS:
+                    weights[value] = layouts[0]
+    return weights
+
+
+def encode(array: np.ndarray, transposed: bool, scheme: str, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(1) (4) (rows: W as [channels, rest], codebook [G, 2^N], indices [G, m])."""
+    rows = np.ascontiguousarray(array.T) if transposed else array.reshape(array.shape[0], -1)
+    channels, per_channel = rows.shape[0], rows.size // rows.shape[0]
+    want = MIN_GROUP << bits
+    group = next(g for g in range(1, channels + 1) if channels % g == 0 and (g * per_channel >= want or g == channels))
+    book, indices = codebook(rows.reshape(channels // group, group * per_channel), bits, scheme)
+    return rows, book, indices
+
+
+def stored_bytes(book: np.ndarray, indices: np.ndarray, bits: int) -> float:
+    """(5) What a weight costs in the file: its indices at ``bits`` bits and its codebooks."""
+    return indices.size * bits / 8 + book.nbytes
+
+
+def rebuilt(rows: np.ndarray, book: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """The float weight the graph rebuilds, as ``rows`` (transposed back by the caller)."""
+    return np.take_along_axis(book.astype(np.float32), indices.astype(np.int64), axis=1).reshape(rows.shape)
+
+
 class CodebookWeightsPass(ir.passes.InPlacePass):
     """``scheme``: kmeans, uniform or pot; ``bits``: 1 to 8; ``per_node``: (scheme, bits) by reader
     name or op type, for some weights (6). After ``call``: ``layers`` (5)."""
 
     def __init__(self, scheme: str, bits: int, keep: frozenset[str] = frozenset(),
-                 per_node: Mapping[str, tuple[str, int]] | None = None) -> None:
+                 per_node: Mapping[str, tuple[str, int]] | None = None,
+                 per_weight: Mapping[str, tuple[str, int]] | None = None, cache: dict | None = None) -> None:
         super().__init__()
         self.scheme, self.bits, self.keep = scheme, bits, keep
         self.per_node = dict(per_node or {})
+        self.per_weight = dict(per_weight or {})
+        self.cache = cache
         self.layers: list[dict[str, Any]] = []
 
     def _spec(self, value: ir.Value) -> tuple[str, int]:
-        """(6) The reader's own (by name, then op type), the most bits where readers differ."""
+        """(6) (7) The weight's own, else the reader's (by name, then op type), the most bits where
+        readers differ."""
+        if value.name in self.per_weight:
+            return self.per_weight[value.name]
         specs = [self.per_node.get(node.name or "", self.per_node.get(node.op_type)) for node, _ in value.uses()]
         specs = [spec for spec in specs if spec is not None]
         return max(specs, key=lambda spec: spec[1]) if specs else (self.scheme, self.bits)
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        weights: dict[ir.Value, bool] = {}
-        for node in graph:
-            for value in node.inputs[:2]:
-                if value is None or value in weights or not value.is_initializer():
-                    continue
-                layouts = [_layout(user, value) for user, _ in value.uses()]
-                if (layouts and None not in layouts and len(set(layouts)) == 1 and not value.is_graph_output()
-                        and not any(user.name in self.keep or user.op_type in self.keep for user, _ in value.uses())):
-                    array = const_array(value)
-                    if array is not None and array.dtype == np.float32 and array.ndim >= 2 and array.size >= MIN_ELEMENTS:
-                        weights[value] = layouts[0]
+        weights = compressible(graph, self.keep)
         chains: dict[tuple[str, int], list] = {}
         for value, transposed in weights.items():
             scheme, bits = self._spec(value)
@@ -116,14 +152,14 @@ class CodebookWeightsPass(ir.passes.InPlacePass):
 
     def _codes(self, value: ir.Value, transposed: bool, scheme: str, bits: int
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(1) (4) (rows: W as [channels, rest], codebook [G, 2^N], indices [G, m])."""
-        array = np.asarray(const_array(value), np.float32)
-        rows = np.ascontiguousarray(array.T) if transposed else array.reshape(array.shape[0], -1)
-        channels, per_channel = rows.shape[0], rows.size // rows.shape[0]
-        want = MIN_GROUP << bits
-        group = next(g for g in range(1, channels + 1) if channels % g == 0 and (g * per_channel >= want or g == channels))
-        book, indices = codebook(rows.reshape(channels // group, group * per_channel), bits, scheme)
-        return rows, book, indices
+        """(1) (4) (rows, codebook, indices), from ``cache`` where a search computed them (7)."""
+        key = (value.name, scheme, bits)
+        if self.cache is not None and key in self.cache:
+            return self.cache[key]
+        codes = encode(np.asarray(const_array(value), np.float32), transposed, scheme, bits)
+        if self.cache is not None:
+            self.cache[key] = codes
+        return codes
 
     def _store(self, graph: ir.Graph, items: list[tuple[ir.Value, bool, np.ndarray, np.ndarray, np.ndarray]],
                scheme: str, bits: int, prefix: str) -> None:
@@ -170,10 +206,9 @@ class CodebookWeightsPass(ir.passes.InPlacePass):
             value.replace_all_uses_with(out)
             graph.initializers.pop(value.name)
             out.name = name
-            rebuilt = np.take_along_axis(book.astype(np.float32), indices.astype(np.int64), axis=1).reshape(rows.shape)
-            error = float(np.square(rows.astype(np.float64) - rebuilt).sum())
+            error = float(np.square(rows.astype(np.float64) - rebuilt(rows, book, indices)).sum())
             power = float(np.square(rows.astype(np.float64)).sum())
-            stored = indices.size * bits / 8 + book.nbytes
+            stored = stored_bytes(book, indices, bits)
             self.layers.append({
                 "node": ", ".join(users), "op": "/".join(ops), "role": "compress",
                 "weight": name, "nodes": users, "scheme": scheme, "bits": bits,

@@ -23,9 +23,57 @@ if TYPE_CHECKING:
 __all__ = ["quantize_compressed"]
 
 
+def _input_bytes(loaded: Any) -> int:
+    """The input model's size: its file's, or serialized where it came in memory."""
+    import os
+
+    from edgeq.io import model_bytes
+
+    if isinstance(loaded.source, str) and os.path.isfile(loaded.source):
+        return os.path.getsize(loaded.source)
+    return len(model_bytes(loaded.model))
+
+
+def _size_search(model: Any, config: QuantConfig, scheme: str, bits: int, keep: frozenset[str], per_node: dict,
+                 prepared: Any, input_bytes: int, cache: dict, progress: bool) -> tuple[dict, dict]:
+    """``stages/size_target.py`` on ``model``: each candidate built on a copy, as this handler
+    writes it (codebooks, metadata stripped, the other float weights fp16), and measured."""
+    import itertools
+
+    from edgeq.config import parse_size_target
+    from edgeq.graph import copy_model
+    from edgeq.io import model_bytes
+    from edgeq.passes.codebook_weights import CodebookWeightsPass
+    from edgeq.passes.float_weights import store_float16
+    from edgeq.passes.strip_debug import StripDebugMetadataPass
+    from edgeq.stages import size_target
+
+    kind, amount = parse_size_target(config.max_size)
+    limit = amount * 1e6 if kind == "mb" else input_bytes / amount
+
+    def build(per_weight: dict) -> int:
+        candidate = copy_model(model)
+        CodebookWeightsPass(scheme, bits, keep=keep, per_node=per_node, per_weight=per_weight, cache=cache)(candidate)
+        StripDebugMetadataPass()(candidate)
+        if config.float_weights == "fp16":
+            store_float16(candidate)
+        return len(model_bytes(candidate))
+
+    feeds = list(itertools.islice(iter(prepared.data), size_target.MAX_FEEDS)) if prepared.data is not None else None
+    widths = tuple(b for b in size_target.WIDTHS if b <= bits)
+    plan, summary = size_target.size_plan(model, scheme, keep, per_node, feeds, cache, limit, build,
+                                          progress=progress, widths=widths)
+    if feeds:  # size_target.py (5): the built file on the samples the search measured with
+        candidate = copy_model(model)
+        CodebookWeightsPass(scheme, bits, keep=keep, per_node=per_node, per_weight=plan, cache=cache)(candidate)
+        summary["sqnr_db"] = round(size_target.measured_sqnr(model_bytes(model), model_bytes(candidate), feeds), 1)
+    return plan, summary
+
+
 def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, eval_data: Any = None,
                         labels: Any = None, ranges: Any = None, progress: bool = True) -> QuantResult:
-    """Handler of the ``compress`` row of the mode table (``data``, ``ranges`` unused)."""
+    """Handler of the ``compress`` row of the mode table (``ranges`` unused; ``data``: with
+    ``config.max_size``, the samples each layer's effect on the outputs is measured on)."""
     from edgeq.config import codebook_spec, weight_codebook
     from edgeq.errors import UsageError
     from edgeq.passes.codebook_weights import OPSET, CodebookWeightsPass
@@ -37,7 +85,8 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
     from edgeq.stages.result import QuantResult
 
     start = time.perf_counter()
-    loaded = load(model, None, keep_fp32=eval_data is not None)
+    loaded = load(model, data if config.max_size else None, keep_fp32=eval_data is not None)
+    input_bytes = _input_bytes(loaded) if config.max_size else 0
     if loaded.model.opset_imports.get("", 1) < OPSET and (config.opset or 0) < OPSET:
         config = config.replace(opset=OPSET)  # codebook_weights.py (2)
     prepared = prepare(loaded, config)
@@ -52,7 +101,12 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
     bad = [f"{name}={value}" for name, value in per_node.items() if value is None]
     if bad:
         raise UsageError(f"compress mode takes per-layer fp32, kmeans:N, uniform:N or pot, not {bad[0]}")
-    stored = CodebookWeightsPass(scheme, bits, keep=frozenset(config.precision.nodes("fp32")), per_node=per_node)
+    keep = frozenset(config.precision.nodes("fp32"))
+    per_weight, cache, search = {}, {}, None
+    if config.max_size:
+        per_weight, search = _size_search(model, config, scheme, bits, keep, per_node, prepared, input_bytes,
+                                          cache, progress)
+    stored = CodebookWeightsPass(scheme, bits, keep=keep, per_node=per_node, per_weight=per_weight, cache=cache)
     stored(model)
     StripDebugMetadataPass()(model)  # exporters' stack traces: not for deployment
     halves, saved = store_float16(model) if config.float_weights == "fp16" else (0, 0)
@@ -73,6 +127,13 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
     report["notes"] = notes
     report["compress"] = {"scheme": scheme, "bits": bits, "weights": weights, "bytes": kept,
                           "bits_per_weight": round(8 * kept / weights, 3) if weights else None}
+    if search is not None:
+        report["compress"]["size_target"] = search
+        widths = ", ".join(f"{n} at {b} bits" for b, n in search["widths"].items() if n)
+        forecast = (f"; output SQNR {search['sqnr_db']} dB on those samples (forecast {search['predicted_sqnr_db']} dB; "
+                    "--eval measures it on others)" if "sqnr_db" in search else "")
+        notes.insert(0, f"--max-size {config.max_size}: {search['bytes'] / 1e6:.3f} MB within {search['limit_bytes'] / 1e6:.3f}"
+                        f" MB; {search['searched']} weights searched: {widths}; {search['sensitivity']}{forecast}")
     result = QuantResult(model=model, report=report, ranges=None, source=prepared.source)
     return finish(result, prepared, config, eval_data, labels, start)
 
