@@ -105,11 +105,12 @@ def _sqnr(model: Any, validation: list[tuple[dict, tuple]]) -> float:
     """Min output SQNR (dB) of ``model`` against the teacher's outputs over ``validation``."""
     signal: dict[int, float] = {}
     noise: dict[int, float] = {}
+    device = next(model.parameters()).device
     for inputs, target in validation:
-        out = model(**inputs)
+        out = model(**{k: v.to(device) for k, v in inputs.items()})
         out = out if isinstance(out, tuple) else (out,)
         for i, (o, t) in enumerate(zip(out, target)):
-            o, t = o.double(), t.double()
+            o, t = o.double().cpu(), t.double()
             signal[i] = signal.get(i, 0.0) + float((t ** 2).sum())
             noise[i] = noise.get(i, 0.0) + float(((o - t) ** 2).sum())
     from edgeq.metrics import power_ratio_db
@@ -121,10 +122,11 @@ def distill(fp32: str, train: Sequence[dict[str, np.ndarray]], unseen: Sequence[
             classification: bool = False, labels: np.ndarray | None = None, epochs: int = 3,
             config: QATConfig | None = None, amp: str | None = None, lr: float = 1e-4, step_lr: float = 0.01,
             batch: int = 32, seed: int = 0, progress: bool = True, ptq_out: str | None = None,
-            freeze_bn_after: float = 0.0, batchnorms_from: Any = None) -> dict[str, Any]:
+            freeze_bn_after: float = 0.0, batchnorms_from: Any = None, device: str = "cpu") -> dict[str, Any]:
     """QAT of the ONNX model ``fp32`` distilled from its own outputs on ``train`` (the first 32
     calibrate, the last tenth picks the epoch), judged on ``unseen``; writes ``out`` and returns
-    the summary (see the module doc)."""
+    the summary (see the module doc). ``device``: where training runs ("cuda"); the model comes
+    back to the CPU for its export."""
     import torch
 
     from edgeq.errors import DataError
@@ -154,13 +156,14 @@ def distill(fp32: str, train: Sequence[dict[str, np.ndarray]], unseen: Sequence[
         validation = batches(train[-held:], teacher[-held:], batch, seed)
         history = fit(qat, loader, distillation_loss(classification, scales), epochs, lr=lr, step_lr=step_lr,
                       amp=amp, freeze_bn_after=freeze_bn_after, validate=lambda m: _sqnr(m, validation),
-                      progress=progress)
+                      progress=progress, device=device)
+        qat.to("cpu")
         checked = export(qat, list(unseen[:8]), out)
         after = score(_run(checked.path, unseen), reference, labels, classification)
         fp32_score = score(reference, reference, labels, classification)
     return {
         "model": fp32, "config": config.to_dict(), "epochs": epochs, "amp": history.amp, "samples": len(train),
-        "eval_samples": len(unseen), "fp32": fp32_score, "ptq": before, "qat": after,
+        "eval_samples": len(unseen), "device": device, "fp32": fp32_score, "ptq": before, "qat": after,
         "losses": [round(x, 6) for x in history.losses], "train_seconds": round(history.seconds, 1),
         "validation_sqnr_db": [round(x, 2) for x in history.scores], "best_epoch": history.best_epoch,
         "seconds": round(time.perf_counter() - start, 1),
