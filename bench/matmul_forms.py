@@ -1,0 +1,96 @@
+"""Per-token and weight-only forms of one bundled transformer against fp32 and auto, on one CPU.
+
+    python bench/matmul_forms.py NAME BUNDLE OUTDIR [VARIANT,...]
+
+NAME: a case written by ``bench/realworld.py --make-bundle BUNDLE``. Variants: auto (``edgeq
+quantize`` defaults), uniform static int8, every weighted MatMul per token (with and without
+outlier channels, and at opset 21: one blocked QuantizeLinear), weight-only 8-bit MatMulNBits
+with int8 compute (accuracy level 4, blocks of 32 and 128) and 4-bit. Each is scored on the
+unseen feeds (SQNR over all, worst sample, 5th percentile, the task metric) and timed
+interleaved with fp32 (``bench/_timing.py``, 8 unseen feeds, 5 rounds, twice at 1 and at 2
+threads). Rows go to OUTDIR/NAME.json. Used on the GPU host's Xeon (docs/benchmarks.md, "With
+outlier channels").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def variants(ops: set[str]) -> dict:
+    from edgeq.config import QuantConfig
+
+    per_token = dict.fromkeys(ops, "int8-per-token")
+    return {
+        "auto": None,
+        "uniform": QuantConfig(mode="static"),
+        "pt_all_oc": QuantConfig(precision=per_token),
+        "pt_all_nooc": QuantConfig(precision=per_token, outlier_channels=False),
+        "pt_all_oc_o21": QuantConfig(precision=per_token, opset=21),
+        "wo8_b32_acc4": QuantConfig(mode="weight-only", weights="int8", accuracy_level=4),
+        "wo8_b128_acc4": QuantConfig(mode="weight-only", weights="int8", accuracy_level=4, granularity="per-block:128"),
+        "wo4_b32_acc4": QuantConfig(mode="weight-only", weights="int4", accuracy_level=4),
+    }
+
+
+def main() -> None:
+    import _timing
+    import generalization as g
+    import onnx
+    import realworld as rw
+
+    import edgeq
+
+    name, folder, outdir = sys.argv[1:4]
+    only = sys.argv[4].split(",") if len(sys.argv) > 4 else None
+    case = rw.load_bundled(name, folder)
+    ops = {n.op_type for n in onnx.load(case.path, load_external_data=False).graph.node} & {"MatMul", "Gemm"}
+    with open(case.path, "rb") as f:
+        fp32 = f.read()
+    reference = g._run(fp32, case.unseen)
+    models, rows = {"fp32": fp32}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, config in variants(ops).items():
+            if only and key not in only:
+                continue
+            try:
+                start = time.time()
+                result = edgeq.quantize(case.path, config, case.calib, progress=False)
+                seconds = time.time() - start
+                path = os.path.join(tmp, f"{key}.onnx")
+                result.save(path)
+                with open(path, "rb") as f:
+                    data = f.read()
+                got = g._run(data, case.unseen)
+                row = {"quantize_s": round(seconds, 1), "kb": len(data) // 1024, "ratio": round(len(fp32) / len(data), 3),
+                       "sqnr": g.sqnr_figures(reference, got), "task": g.task_metric(case.task, reference, got).get("text")}
+                if key == "auto":
+                    row["verdict"] = result.report.get("auto", {}).get("verdict")
+                rows[key], models[key] = row, data
+                print(key, json.dumps(row, default=str), flush=True)
+            except Exception as e:  # noqa: BLE001 - a variant that fails is a row saying so
+                traceback.print_exc()
+                rows[key] = {"error": repr(e)[:300]}
+    for threads in (1, 2):
+        for round_ in range(2):
+            ms = _timing.interleaved_ms(models, case.unseen[:8], runs=None, repeats=5, warmup=3, threads=threads)
+            speed = {k: round(ms["fp32"] / v, 3) for k, v in ms.items()}
+            print("TIME", threads, round_, {k: round(v, 3) for k, v in ms.items()}, speed, flush=True)
+            for k in ms:
+                rows.setdefault(k, {}).setdefault(f"speedup_{threads}t", []).append(speed[k])
+                rows[k].setdefault(f"ms_{threads}t", []).append(round(ms[k], 3))
+    os.makedirs(outdir, exist_ok=True)
+    with open(os.path.join(outdir, f"{name}.json"), "w", encoding="utf-8") as f:
+        json.dump(rows, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()
