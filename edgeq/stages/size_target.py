@@ -21,8 +21,10 @@ codebook width that makes the most faithful file within the size.
    then built and
    measured. The rest of the file moves with the widths chosen (each width in use adds its own
    unpacking to the graph), so where the estimate missed by more than ``SLACK`` of the limit it is
-   corrected by the miss and the allocation made again (``CORRECTIONS`` times at most); still
-   over the limit, more steps until it fits. A limit below the
+   corrected by the miss and the allocation made again (``CORRECTIONS`` times at most). Still
+   over the limit by a little, the step adding least noise among those that save that much (not
+   the best noise per byte, which may be the largest weight's whole step), the room it frees
+   refilled, until it fits. A limit below the
    file with every searched weight at ``WIDTHS[-1]`` bits is a UsageError naming that size.
 5. ``predicted_sqnr_db``: -10 log10 of the summed noise, from (3), the search's own forecast;
    with data, ``measured_sqnr`` is what the built file gives on the same samples (each output's
@@ -170,6 +172,22 @@ def size_plan(model: Any, scheme: str, keep: frozenset[str], fixed: dict[str, An
         width[best] += 1
         return True
 
+    def trim(deficit: float) -> bool:
+        """(4) The step down adding least noise among those saving at least ``deficit`` bytes (a
+        small overshoot is not worth the largest weight's step), else ``step``."""
+        best, best_noise = None, math.inf
+        for n in names:
+            i = width[n]
+            if i + 1 >= len(WIDTHS) or cost[(n, WIDTHS[i])] - cost[(n, WIDTHS[i + 1])] < deficit:
+                continue
+            noise = alphas[n] * (error[(n, WIDTHS[i + 1])] - error[(n, WIDTHS[i])])
+            if noise < best_noise:
+                best, best_noise = n, noise
+        if best is None:
+            return step()
+        width[best] += 1
+        return True
+
     def refill(room: float) -> bool:
         """(4) One step back up (the most noise taken out per byte) that still fits in ``room``."""
         best, best_rate = None, 0.0
@@ -201,9 +219,13 @@ def size_plan(model: Any, scheme: str, keep: frozenset[str], fixed: dict[str, An
         if abs(missed) <= SLACK * limit:
             break
         rest += missed
-    while size > limit and step():  # the estimate still missed: a step more, measured again
+    rest += size - estimate()  # the estimate now is the measured size
+    while size > limit and trim(size - limit):  # still over: the cheapest step that covers it, then
+        while refill(limit - estimate()):  # back up into what that step freed
+            pass
         plan = {n: (scheme, WIDTHS[width[n]]) for n in names}
         size = build(plan)
+        rest += size - estimate()
     noise = sum(alphas[n] * error[(n, WIDTHS[width[n]])] for n in names)
     summary = {"limit_bytes": int(limit), "bytes": int(size), "searched": len(names),
                "widths": {str(b): sum(1 for n in names if WIDTHS[width[n]] == b) for b in WIDTHS},
