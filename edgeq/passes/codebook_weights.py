@@ -27,7 +27,9 @@
    value, and the bytes stored (planes, codebooks) against fp32's, in bits per weight.
 6. Per-layer schemes (``per_node``: a reader's name or op type, ``--precision Gather=kmeans:3``):
    weights of one scheme and width share one unpacking; each unpacking's node and initializer
-   names start ``codebook_<scheme><bits>``, with a suffix where a model compressed before has them.
+   names start ``cb<k|u|p><bits>_`` (kmeans, uniform, pot), ``cb<k|u|p><bits>x<i>_`` where a model
+   compressed before has them, then ``w<k>`` for the k-th weight: short, since on small models
+   names are a fair part of the file. The rebuilt weight keeps its own name.
 7. ``per_weight``: (scheme, bits) by weight name, ahead of ``per_node`` (a size search's choice,
    ``stages/size_target.py``); ``cache``: (name, scheme, bits) -> codes, shared with that search
    so that no weight is clustered twice at one width.
@@ -141,10 +143,10 @@ class CodebookWeightsPass(ir.passes.InPlacePass):
             chains.setdefault((scheme, bits), []).append((value, transposed, *self._codes(value, transposed, scheme, bits)))
         taken = {node.name for node in graph}
         for (scheme, bits), items in chains.items():
-            prefix, i = f"codebook_{scheme}{bits}", 0
+            prefix, i = f"cb{scheme[0]}{bits}", 0
             while any(name.startswith(prefix + "_") for name in taken if name):  # (6) a model compressed before
                 i += 1
-                prefix = f"codebook_{scheme}{bits}_{i}"
+                prefix = f"cb{scheme[0]}{bits}x{i}"
             self._store(graph, items, scheme, bits, prefix)
         logger.info("codebook weights: %d tensors to %s", len(self.layers),
                     ", ".join(f"{len(items)} {s} {b}-bit" for (s, b), items in chains.items()) or "none")
@@ -190,16 +192,17 @@ class CodebookWeightsPass(ir.passes.InPlacePass):
                     outputs=len(items)) if len(items) > 1 else [index]
         position = {id(node): i for i, node in enumerate(graph)}
         first = graph[min(position[id(node)] for value, *_ in items for node, _ in value.uses())]
-        for (value, transposed, rows, book, indices), part in zip(items, parts):
+        for k, ((value, transposed, rows, book, indices), part) in enumerate(zip(items, parts)):
             name = value.name or "weight"
+            short = f"w{k}"  # (6) the chain's own names: short, the rebuilt weight keeps ``name``
             shape = tuple(const_array(value).shape)
-            grouped = add("Reshape", [part, const(f"{name}_groups", np.array(indices.shape, np.int64))], f"{name}_groups")
-            entries = add("Cast", [const(f"{name}_codebook", book)], f"{name}_entries", {"to": ir.DataType.FLOAT})
-            out = add("Reshape", [add("GatherElements", [entries, grouped], f"{name}_gather", {"axis": 1}),
-                                  const(f"{name}_shape", np.array(shape if not transposed else rows.shape, np.int64))],
-                      f"{name}_weight")
+            grouped = add("Reshape", [part, const(f"{short}g", np.array(indices.shape, np.int64))], f"{short}g")
+            entries = add("Cast", [const(f"{short}c", book)], f"{short}e", {"to": ir.DataType.FLOAT})
+            out = add("Reshape", [add("GatherElements", [entries, grouped], f"{short}x", {"axis": 1}),
+                                  const(f"{short}s", np.array(shape if not transposed else rows.shape, np.int64))],
+                      f"{short}w")
             if transposed:
-                out = add("Transpose", [out], f"{name}_transpose", {"perm": [1, 0]})
+                out = add("Transpose", [out], f"{short}t", {"perm": [1, 0]})
             out.dtype, out.shape = ir.DataType.FLOAT, ir.Shape(shape)
             users = [node_label(node) for node, _ in value.uses()]
             ops = sorted({node.op_type for node, _ in value.uses()})

@@ -1,7 +1,8 @@
 """The ``compress`` mode: the smallest file that runs anywhere, weights in N bits through codebooks.
 
     load -> prepare (BatchNorm folded ...) -> CodebookWeightsPass (passes/codebook_weights.py)
-         -> exporters' metadata stripped -> the other float weights of 1024+ elements as fp16
+         -> exporters' metadata and intermediate shapes (passes/drop_shapes.py) stripped
+         -> the other float weights of 1024+ elements as fp16
          (passes/float_weights.py) -> check -> report
 
 Edge updates ship over slow links, and devices keep several models in flash. Every Conv, MatMul
@@ -44,6 +45,7 @@ def _size_search(model: Any, config: QuantConfig, scheme: str, bits: int, keep: 
     from edgeq.graph import copy_model
     from edgeq.io import model_bytes
     from edgeq.passes.codebook_weights import CodebookWeightsPass
+    from edgeq.passes.drop_shapes import DropShapesPass
     from edgeq.passes.float_weights import store_float16
     from edgeq.passes.strip_debug import StripDebugMetadataPass
     from edgeq.stages import size_target
@@ -55,6 +57,7 @@ def _size_search(model: Any, config: QuantConfig, scheme: str, bits: int, keep: 
         candidate = copy_model(model)
         CodebookWeightsPass(scheme, bits, keep=keep, per_node=per_node, per_weight=per_weight, cache=cache)(candidate)
         StripDebugMetadataPass()(candidate)
+        DropShapesPass()(candidate)
         if config.float_weights == "fp16":
             store_float16(candidate)
         return len(model_bytes(candidate))
@@ -77,6 +80,7 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
     from edgeq.config import codebook_spec, weight_codebook
     from edgeq.errors import UsageError
     from edgeq.passes.codebook_weights import OPSET, CodebookWeightsPass
+    from edgeq.passes.drop_shapes import DropShapesPass
     from edgeq.passes.float_weights import store_float16
     from edgeq.passes.strip_debug import StripDebugMetadataPass
     from edgeq.stages.check import check
@@ -109,6 +113,7 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
     stored = CodebookWeightsPass(scheme, bits, keep=keep, per_node=per_node, per_weight=per_weight, cache=cache)
     stored(model)
     StripDebugMetadataPass()(model)  # exporters' stack traces: not for deployment
+    DropShapesPass()(model)  # intermediate shapes: runtimes infer them; a tenth of a small model's file
     halves, saved = store_float16(model) if config.float_weights == "fp16" else (0, 0)
     check(model)
     weights = sum(int(layer["fp32_bytes"]) // 4 for layer in stored.layers)
