@@ -57,9 +57,9 @@ def _size_search(model: Any, config: QuantConfig, scheme: str, bits: int, keep: 
         candidate = copy_model(model)
         CodebookWeightsPass(scheme, bits, keep=keep, per_node=per_node, per_weight=per_weight, cache=cache)(candidate)
         StripDebugMetadataPass()(candidate)
-        DropShapesPass()(candidate)
         if config.float_weights == "fp16":
             store_float16(candidate)
+        DropShapesPass()(candidate)
         return len(model_bytes(candidate))
 
     feeds = list(itertools.islice(iter(prepared.data), size_target.MAX_FEEDS)) if prepared.data is not None else None
@@ -113,8 +113,8 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
     stored = CodebookWeightsPass(scheme, bits, keep=keep, per_node=per_node, per_weight=per_weight, cache=cache)
     stored(model)
     StripDebugMetadataPass()(model)  # exporters' stack traces: not for deployment
-    DropShapesPass()(model)  # intermediate shapes: runtimes infer them; a tenth of a small model's file
     halves, saved = store_float16(model) if config.float_weights == "fp16" else (0, 0)
+    DropShapesPass()(model)  # intermediate shapes: runtimes infer them; a tenth of a small model's file
     check(model)
     weights = sum(int(layer["fp32_bytes"]) // 4 for layer in stored.layers)
     kept = sum(int(layer["bytes"]) for layer in stored.layers)
