@@ -312,7 +312,8 @@ class QuantConfig:
     granularity: Granularity = PerChannel()
     activations: ActDtype = "uint8"
     # int4: weight-only mode (blocks along K, ``granularity=PerBlock(n)``, default 32), or static mode's
-    # W4A8 (per-channel int4 Conv/MatMul/Gemm weights with int8 activations, opset 21)
+    # W4A8 (per-channel int4 Conv/MatMul/Gemm weights with int8 activations, opset 21); pot: compress
+    # mode's codebooks, or in static mode int8 weight levels 0 and +-2^e (quantize_weights.py (9))
     weights: str = "int8"
     # weight-only mode: onnxruntime's MatMulNBits, or the standard blocked DequantizeLinear (opset 21)
     weight_op: str = "matmulnbits"
@@ -414,9 +415,11 @@ class QuantConfig:
             if self.weights == "int8":  # the field's default: k-means, up to 8 bits a layer
                 object.__setattr__(self, "weights", "kmeans:8")
         codebook = weight_codebook(self.weights)
-        if (codebook is not None) != (self.mode == "compress"):
+        static_pot = self.weights == "pot" and self.mode == "static"  # int8 levels 0, +-2^e: shift kernels
+        if (codebook is not None) != (self.mode == "compress") and not static_pot:
             raise UsageError(f"--weights {self.weights} and --mode {self.mode} disagree: kmeans:N, uniform:N and pot "
-                             "are the compress mode's (the default with them), int8 and int4 the other modes'")
+                             "are the compress mode's (the default with them; pot also static mode's, for shift "
+                             "kernels), int8 and int4 the other modes'")
         codebook_nodes = [name for name, value in self.precision.items() if _is_codebook(value)]
         if codebook_nodes and self.mode != "compress":
             raise UsageError(f"precision {codebook_nodes[0]}={self.precision[codebook_nodes[0]]} is a compress-mode "

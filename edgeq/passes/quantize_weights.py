@@ -29,6 +29,12 @@
    output a graph output: logits, embeddings; measured on the zoo CNNs, +1 to +4 dB output SQNR
    for 0.2-3% of the file), and layers the precision map gives "int8"; also int16-activation
    nodes, and MatMuls quantized at run time (dynamic, per token), whose kernels read int8.
+9. ``weights="pot"`` (static mode): every weight's int8 levels are 0 or +-2^e, e = 0 .. E with
+   2^E the largest power of two within the level limit (64, or 32 where weights keep 7 bits);
+   scale max |w| / 2^E per channel, each weight the nearest such level. A multiply by such a
+   weight is a shift and a sign, for integer kernels without multipliers; onnxruntime runs them
+   as any int8 weights, and ``edgeq.reference`` runs them by shifts (``ops_linear``). int16
+   nodes keep plain levels.
 6. A node inside a subgraph (If branch, Loop/Scan body) gets its quantized weight and DQ in that
    subgraph, even when the float weight was an outer graph's initializer: onnxruntime fuses
    DQ -> Conv only within one graph. The float weight goes once no node reads it.
@@ -48,7 +54,7 @@ from edgeq.passes.plan import QuantPlan, Role, fresh_base, node_label
 from edgeq.passes.weight_only import reaches_output
 from edgeq.passes.weights import QMAX, bias_safe_min_scale, note_reduced, quantize_bias, quantize_weight, weight_qmax
 
-__all__ = ["QuantizeWeightsPass", "weight_axis", "dequantize_node", "is_depthwise"]
+__all__ = ["QuantizeWeightsPass", "weight_axis", "dequantize_node", "is_depthwise", "pot_levels"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +97,17 @@ def dequantize_node(
     return node
 
 
+def pot_levels(weight: np.ndarray, scale: np.ndarray, axis: int | None, top: int) -> np.ndarray:
+    """(9) int8 levels 0 or +-2^e (2^e <= ``top``) nearest to ``weight / scale``."""
+    shaped = scale if axis is None else scale.reshape([-1 if i == axis % weight.ndim else 1 for i in range(weight.ndim)])
+    ratio = np.abs(weight.astype(np.float64) / shaped)
+    low = np.exp2(np.clip(np.floor(np.log2(np.maximum(ratio, 1e-30))), 0, np.log2(top)))  # 2^e <= ratio (or 1)
+    high = np.minimum(low * 2, top)
+    level = np.where(ratio - low <= high - ratio, low, high)
+    level = np.where(ratio < 0.5, 0.0, level)  # nearer 0 than 1
+    return (np.sign(weight) * level).astype(np.int8)
+
+
 class QuantizeWeightsPass(ir.passes.InPlacePass):
     def __init__(self, config: QuantConfig, plan: QuantPlan) -> None:
         super().__init__()
@@ -128,9 +145,14 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         int4 = (self.config.weights == "int4" and not int16 and not depthwise  # (8)
                 and node.name not in self.config.precision.nodes("int8") and not self._edge(node))
         qmax = INT4_QMAX if int4 else QMAX if int16 or depthwise else self.qmax  # (7)
+        pot = self.config.weights == "pot" and not int16  # (9)
+        if pot:
+            qmax = 1 << (qmax.bit_length() - 1)
         qw = quantize_weight(weight, axis, min_scale=min_scale, qmax=qmax)
         label = node_label(node)
         values, zero_point = qw.values, qw.zero_point
+        if pot:
+            values = pot_levels(weight, qw.scale, axis, qmax)
         if int4:
             values, zero_point = values.astype(ml_dtypes.int4), zero_point.astype(ml_dtypes.int4)
         if node.op_type in ("MatMul", "Gemm") and int16:  # (5)
@@ -141,7 +163,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
             self._model.opset_imports.setdefault(MS_DOMAIN, 1)
         new_nodes = [dq_w]
         summary = qw.summary(weight)
-        summary["bits"] = 4 if int4 else 8
+        summary["bits"] = "pot" if pot else 4 if int4 else 8
         if bias is not None:
             qb, bias_scale = quantize_bias(bias, input_scale, qw.scale)
             bias_axis = 0 if per_channel else None

@@ -1,6 +1,7 @@
 """Conv, MatMul and Gemm in integer form: int32 accumulation, fixed-point requantization.
 
-QLinearConv / QLinearMatMul / QGemm: ``acc = sum((x - zx) * (w - zw)) [+ bias]`` then
+QLinearConv / QLinearMatMul / QGemm: ``acc = sum((x - zx) * (w - zw)) [+ bias]`` (by shifts where
+every constant weight level is 0 or +-2^e: ``shifts.py``) then
 ``y = zy + MultiplyByQuantizedMultiplier(acc, M)`` with ``M = s_x * s_w / s_y`` (per output
 channel when the weight is). ConvInteger / MatMulInteger return the int32 accumulator.
 """
@@ -11,6 +12,8 @@ import numpy as np
 
 from edgeq.reference._kernel import Context, Kernel, attr, describe, multipliers, register
 from edgeq.reference._windows import geometry, windows
+from edgeq.reference.shifts import describe as describe_pot
+from edgeq.reference.shifts import planes, shifted
 
 __all__: list[str] = []
 
@@ -51,16 +54,18 @@ def _qlinear_conv(ctx: Context) -> Kernel:
     mult, shift = multipliers(real)
     wz = w.astype(_I64) - zw.astype(_I64).reshape(-1, *([1] * (w.ndim - 1)))
     zy_dtype = zy.dtype
+    pot = planes(wz)  # levels 0 and +-2^e: shifts (shifts.py)
 
     def fn(inputs):
         x = inputs[0].astype(_I64) - _I64(zx)
-        acc = _conv_acc(x, wz, ctx)
+        acc = _conv_acc(x, wz, ctx) if pot is None else shifted(lambda signs: _conv_acc(x, signs, ctx), pot)
         if bias is not None:
             acc = acc + bias.astype(_I64).reshape(_bias_shape(acc, 1))
         shape = _bias_shape(acc, 1)
         return [ctx.requantize(acc, mult.reshape(shape), shift.reshape(shape), int(zy), zy_dtype)]
 
-    return Kernel(fn, {"x_zero_point": int(zx), "y_zero_point": int(zy), **describe(real, mult, shift)})
+    return Kernel(fn, {"x_zero_point": int(zx), "y_zero_point": int(zy), **describe(real, mult, shift),
+                       **(describe_pot(pot) if pot is not None else {})})
 
 
 @register("ConvInteger")
@@ -124,11 +129,15 @@ def _qgemm(ctx: Context) -> Kernel:
     zb64 = zb.astype(_I64)
     bz = b.astype(_I64) - (zb64.reshape(-1, 1) if trans_b and zb.size > 1 else zb64)
     bz = bz.T if trans_b else bz
+    pot = planes(bz)  # levels 0 and +-2^e: shifts (shifts.py)
     acc_scale = alpha * sa.astype(np.float64) * sb.astype(np.float64)
+
+    def product(a: np.ndarray) -> np.ndarray:
+        return np.matmul(a, bz) if pot is None else shifted(lambda signs: np.matmul(a, signs), pot)
     if sy is None:  # float output: the integer path ends here, like a DequantizeLinear
         def fn_float(inputs):
             a = inputs[0].astype(_I64) - _I64(za)
-            acc = np.matmul(a.T if trans_a else a, bz) + (0 if c is None else c.astype(_I64))
+            acc = product(a.T if trans_a else a) + (0 if c is None else c.astype(_I64))
             return [(acc.astype(np.float64) * acc_scale.ravel()).astype(np.float32)]
 
         return Kernel(fn_float)
@@ -137,7 +146,8 @@ def _qgemm(ctx: Context) -> Kernel:
 
     def fn(inputs):
         a = inputs[0].astype(_I64) - _I64(za)
-        acc = np.matmul(a.T if trans_a else a, bz) + (0 if c is None else c.astype(_I64))
+        acc = product(a.T if trans_a else a) + (0 if c is None else c.astype(_I64))
         return [ctx.requantize(acc, mult, shift, int(zy), zy.dtype)]
 
-    return Kernel(fn, {"a_zero_point": int(za), "y_zero_point": int(zy), **describe(real, mult, shift)})
+    return Kernel(fn, {"a_zero_point": int(za), "y_zero_point": int(zy), **describe(real, mult, shift),
+                       **(describe_pot(pot) if pot is not None else {})})
