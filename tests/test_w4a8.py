@@ -15,20 +15,7 @@ from edgeq.config import QuantConfig
 from edgeq.errors import UsageError
 from edgeq.metrics import sqnr_db
 from ortutil import run_ort
-from passes.nets import build, feeds
-
-
-def _depthwise_net() -> onnx.ModelProto:
-    rng = np.random.default_rng(5)
-    return build("""<ir_version: 8, opset_import: ["" : 17]>
-g (float[1,8,10,10] x) => (float[1,10] y) {
-  a = Conv<pads=[1,1,1,1]>(x, W1)
-  r = Relu(a)
-  d = Conv<group=8, pads=[1,1,1,1]>(r, W2)
-  f = Flatten(d)
-  y = MatMul(f, W3)
-}""", {"W1": rng.normal(0, 0.2, (8, 8, 3, 3)), "W2": rng.normal(0, 0.2, (8, 1, 3, 3)),
-       "W3": rng.normal(0, 0.05, (800, 10))})
+from passes.nets import build, depthwise_net, feeds
 
 
 def _fused_ops(path, tmp_path) -> collections.Counter:
@@ -106,7 +93,7 @@ def test_a_layer_the_map_gives_int8_keeps_8_bits():
 
 def test_depthwise_weights_keep_8_bits(tmp_path):
     data = [{"x": np.random.default_rng(i).normal(0, 1, (1, 8, 10, 10)).astype(np.float32)} for i in range(4)]
-    result = edgeq.quantize(_depthwise_net(), QuantConfig(mode="static", weights="int4"), data, progress=False)
+    result = edgeq.quantize(depthwise_net(), QuantConfig(mode="static", weights="int4"), data, progress=False)
     assert list(_bits(result).values()) == [8, 8, 8]  # stem (graph input), depthwise, head (graph output)
 
 

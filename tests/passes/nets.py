@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-__all__ = ["build", "conv_net", "mlp_net", "feeds"]
+__all__ = ["build", "conv_net", "mlp_net", "depthwise_net", "feeds"]
 
 CONV_NET = """<ir_version: 8, opset_import: ["" : 17]>
 conv_net (float[N,3,16,16] x) => (float[N,10] y) {
@@ -54,6 +54,20 @@ def mlp_net(seed: int = 0) -> onnx.ModelProto:
         "M1": rng.normal(0, 0.2, (32, 64)), "MB1": rng.normal(0, 0.1, 64),
         "G": rng.normal(0, 0.2, (10, 64)), "GB": rng.normal(0, 0.1, 10),
     })
+
+
+def depthwise_net(seed: int = 5) -> onnx.ModelProto:
+    """A 3x3 Conv, a depthwise 3x3 Conv (group 8) and a MatMul head on [1, 8, 10, 10] inputs."""
+    rng = np.random.default_rng(seed)
+    return build("""<ir_version: 8, opset_import: ["" : 17]>
+g (float[1,8,10,10] x) => (float[1,10] y) {
+  a = Conv<pads=[1,1,1,1]>(x, W1)
+  r = Relu(a)
+  d = Conv<group=8, pads=[1,1,1,1]>(r, W2)
+  f = Flatten(d)
+  y = MatMul(f, W3)
+}""", {"W1": rng.normal(0, 0.2, (8, 8, 3, 3)), "W2": rng.normal(0, 0.2, (8, 1, 3, 3)),
+       "W3": rng.normal(0, 0.05, (800, 10))})
 
 
 def feeds(shape: tuple[int, ...], n: int = 8, seed: int = 1, name: str = "x") -> list[dict[str, np.ndarray]]:

@@ -9,7 +9,7 @@ import onnx_ir as ir
 from edgeq.config import QuantConfig
 from edgeq.passes.weights import INT32_MAX, bias_safe_min_scale, quantize_bias, quantize_weight, weight_qmax
 from passes.helpers import quantize_with_numpy_ranges
-from passes.nets import conv_net, feeds
+from passes.nets import conv_net, depthwise_net, feeds
 
 
 def _dq_inputs(node: ir.Node, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int | None]:
@@ -68,21 +68,6 @@ def test_zero_weights_are_exact():
     assert not qw.values.any() and np.all(qw.scale > 0)
 
 
-def _net_with_depthwise():
-    from passes.nets import build
-
-    rng = np.random.default_rng(5)
-    return build("""<ir_version: 8, opset_import: ["" : 17]>
-g (float[1,8,10,10] x) => (float y) {
-  a = Conv<pads=[1,1,1,1]>(x, W1)
-  r = Relu(a)
-  d = Conv<group=8, pads=[1,1,1,1]>(r, W2)
-  f = Flatten(d)
-  y = MatMul(f, W3)
-}""", {"W1": rng.normal(0, 0.2, (8, 8, 3, 3)), "W2": rng.normal(0, 0.2, (8, 1, 3, 3)),
-       "W3": rng.normal(0, 0.05, (800, 10))})
-
-
 def _levels(model, op_type: str, nth: int = 0) -> np.ndarray:
     node = [n for n in model.graph if n.op_type == op_type][nth]
     return _dq_inputs(node, 1)[0]
@@ -93,7 +78,7 @@ def test_reduce_range_keeps_u8s8_weights_within_7_bits_but_not_depthwise_ones():
     largest weight on +-63; the depthwise Conv's kernel widens first: it keeps [-127, 127]."""
     data = [{"x": np.random.default_rng(i).normal(0, 1, (1, 8, 10, 10)).astype(np.float32)} for i in range(3)]
     for reduce, qmax in ((True, 63), (False, 127)):
-        model, plan = quantize_with_numpy_ranges(_net_with_depthwise(), data, QuantConfig(reduce_range=reduce))
+        model, plan = quantize_with_numpy_ranges(depthwise_net(), data, QuantConfig(reduce_range=reduce))
         assert np.abs(_levels(model, "Conv", 0)).max() == qmax and np.abs(_levels(model, "MatMul")).max() == qmax
         assert np.abs(_levels(model, "Conv", 1)).max() == 127  # depthwise
         assert any("7 bits" in n for n in plan.notes) == reduce
