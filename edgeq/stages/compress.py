@@ -35,41 +35,51 @@ def _input_bytes(loaded: Any) -> int:
     return len(model_bytes(loaded.model))
 
 
+def _write(model: Any, config: QuantConfig, scheme: str, bits: int, keep: frozenset[str], per_node: dict,
+           per_weight: dict, cache: dict) -> tuple[Any, int, int]:
+    """``model`` in place as this mode writes it: codebook weights, exporters' metadata stripped,
+    the other float weights fp16 (``float_weights``), intermediate shapes dropped. Returns the
+    codebook pass (its ``layers``) and the fp16 count and bytes saved."""
+    from edgeq.passes.codebook_weights import CodebookWeightsPass
+    from edgeq.passes.drop_shapes import DropShapesPass
+    from edgeq.passes.float_weights import store_float16
+    from edgeq.passes.strip_debug import StripDebugMetadataPass
+
+    stored = CodebookWeightsPass(scheme, bits, keep=keep, per_node=per_node, per_weight=per_weight, cache=cache)
+    stored(model)
+    StripDebugMetadataPass()(model)  # exporters' stack traces: not for deployment
+    halves, saved = store_float16(model) if config.float_weights == "fp16" else (0, 0)
+    DropShapesPass()(model)  # intermediate shapes: runtimes infer them; a tenth of a small model's file
+    return stored, halves, saved
+
+
 def _size_search(model: Any, config: QuantConfig, scheme: str, bits: int, keep: frozenset[str], per_node: dict,
                  prepared: Any, input_bytes: int, cache: dict, progress: bool) -> tuple[dict, dict]:
-    """``stages/size_target.py`` on ``model``: each candidate built on a copy, as this handler
-    writes it (codebooks, metadata stripped, the other float weights fp16), and measured."""
+    """``stages/size_target.py`` on ``model``: each candidate written (``_write``) on a copy and
+    measured; the output SQNR is the last one's, the file this handler then writes."""
     import itertools
 
     from edgeq.config import parse_size_target
     from edgeq.graph import copy_model
     from edgeq.io import model_bytes
-    from edgeq.passes.codebook_weights import CodebookWeightsPass
-    from edgeq.passes.drop_shapes import DropShapesPass
-    from edgeq.passes.float_weights import store_float16
-    from edgeq.passes.strip_debug import StripDebugMetadataPass
     from edgeq.stages import size_target
 
     kind, amount = parse_size_target(config.max_size)
     limit = amount * 1e6 if kind == "mb" else input_bytes / amount
+    built: list[bytes] = []
 
     def build(per_weight: dict) -> int:
         candidate = copy_model(model)
-        CodebookWeightsPass(scheme, bits, keep=keep, per_node=per_node, per_weight=per_weight, cache=cache)(candidate)
-        StripDebugMetadataPass()(candidate)
-        if config.float_weights == "fp16":
-            store_float16(candidate)
-        DropShapesPass()(candidate)
-        return len(model_bytes(candidate))
+        _write(candidate, config, scheme, bits, keep, per_node, per_weight, cache)
+        built[:] = [model_bytes(candidate)]
+        return len(built[0])
 
     feeds = list(itertools.islice(iter(prepared.data), size_target.MAX_FEEDS)) if prepared.data is not None else None
     widths = tuple(b for b in size_target.WIDTHS if b <= bits)
     plan, summary = size_target.size_plan(model, scheme, keep, per_node, feeds, cache, limit, build,
                                           progress=progress, widths=widths)
-    if feeds:  # size_target.py (5): the built file on the samples the search measured with
-        candidate = copy_model(model)
-        CodebookWeightsPass(scheme, bits, keep=keep, per_node=per_node, per_weight=plan, cache=cache)(candidate)
-        summary["sqnr_db"] = round(size_target.measured_sqnr(model_bytes(model), model_bytes(candidate), feeds), 1)
+    if feeds:  # size_target.py (5): the file the search built last (its plan) on the samples it measured with
+        summary["sqnr_db"] = round(size_target.measured_sqnr(model_bytes(model), built[0], feeds), 1)
     return plan, summary
 
 
@@ -79,10 +89,7 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
     ``config.max_size``, the samples each layer's effect on the outputs is measured on)."""
     from edgeq.config import codebook_spec, weight_codebook
     from edgeq.errors import UsageError
-    from edgeq.passes.codebook_weights import OPSET, CodebookWeightsPass
-    from edgeq.passes.drop_shapes import DropShapesPass
-    from edgeq.passes.float_weights import store_float16
-    from edgeq.passes.strip_debug import StripDebugMetadataPass
+    from edgeq.passes.codebook_weights import OPSET
     from edgeq.stages.check import check
     from edgeq.stages.load import load, prepare
     from edgeq.stages.report import finish, plain_report
@@ -110,11 +117,7 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
     if config.max_size:
         per_weight, search = _size_search(model, config, scheme, bits, keep, per_node, prepared, input_bytes,
                                           cache, progress)
-    stored = CodebookWeightsPass(scheme, bits, keep=keep, per_node=per_node, per_weight=per_weight, cache=cache)
-    stored(model)
-    StripDebugMetadataPass()(model)  # exporters' stack traces: not for deployment
-    halves, saved = store_float16(model) if config.float_weights == "fp16" else (0, 0)
-    DropShapesPass()(model)  # intermediate shapes: runtimes infer them; a tenth of a small model's file
+    stored, halves, saved = _write(model, config, scheme, bits, keep, per_node, per_weight, cache)
     check(model)
     weights = sum(int(layer["fp32_bytes"]) // 4 for layer in stored.layers)
     kept = sum(int(layer["bytes"]) for layer in stored.layers)

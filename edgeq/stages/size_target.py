@@ -52,13 +52,10 @@ CORRECTIONS = 3  # (4) allocations on a corrected estimate of the rest of the fi
 SLACK = 0.005  # (4) an estimate within this share of the limit is taken as it is
 
 
-def _alphas(model: Any, weights: dict, codes: dict, scheme: str, feeds: list[dict[str, np.ndarray]] | None,
-            progress: bool) -> dict[str, float]:
-    """(3) Output noise per unit of squared weight error, per weight name."""
-    errors = {}
-    for value in weights:
-        rows, book, indices = codes[(value.name, scheme, PROBE_BITS)]
-        errors[value.name] = float(np.square(rows.astype(np.float64) - _rebuild(rows, book, indices)).sum())
+def _alphas(model: Any, weights: dict, codes: dict, scheme: str, errors: dict[str, float],
+            feeds: list[dict[str, np.ndarray]] | None, progress: bool) -> dict[str, float]:
+    """(3) Output noise per unit of squared weight error, per weight name (``errors``: each
+    weight's squared error at ``PROBE_BITS``)."""
     if not feeds:
         return {v.name: 1.0 / max(float(np.square(np.asarray(v.const_value.numpy(), np.float64)).sum()), 1e-30)
                 for v in weights}
@@ -139,10 +136,11 @@ def size_plan(model: Any, scheme: str, keep: frozenset[str], fixed: dict[str, An
             for v in weights for b in WIDTHS}
     error = {}
     for v in weights:
-        for b in WIDTHS:
+        for b in sorted(set(WIDTHS) | {PROBE_BITS}):
             rows, book, indices = cache[(v.name, scheme, b)]
             error[(v.name, b)] = float(np.square(rows.astype(np.float64) - _rebuild(rows, book, indices)).sum())
-    alphas = _alphas(model, weights, cache, scheme, feeds, progress)
+    alphas = _alphas(model, weights, cache, scheme, {v.name: error[(v.name, PROBE_BITS)] for v in weights}, feeds,
+                     progress)
     names = [v.name for v in weights]
     width = dict.fromkeys(names, 0)  # index into WIDTHS
     plan = dict.fromkeys(names, (scheme, WIDTHS[0]))
