@@ -5,27 +5,14 @@ Same look as ``edgeq.report.charts`` (its palette and tick rules), no plotting l
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Sequence
 
-from edgeq.report.charts import PALETTE, nice_ticks
+from edgeq.report.charts import PALETTE, escape, nice_ticks, svg_document
 
 __all__ = ["sensitivity_bars", "tradeoff_scatter"]
 
-_FONT = 'font-family="system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif"'
 _CAP = 80.0  # dB shown for "exact" (infinite SQNR)
-
-
-def _esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _svg(width: int, height: int, body: list[str], title: str) -> str:
-    head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" role="img" aria-label="{_esc(title)}" {_FONT}>')
-    heading = f'<text x="8" y="20" font-size="15" font-weight="600" fill="#222">{_esc(title)}</text>'
-    return "\n".join([head, heading, *body, "</svg>"])
 
 
 def _db(value: float | None) -> float:
@@ -62,13 +49,13 @@ def sensitivity_bars(rows: Sequence[tuple[str, float | None, float | None]], tit
     for i, (label, only, all_but) in enumerate(rows):
         y = top + i * (2 * bar_h + gap)
         body.append(f'<text x="{left - 6}" y="{y + 2 * bar_h - 3}" font-size="11" fill="#222" '
-                    f'text-anchor="end">{_esc(label)}</text>')
+                    f'text-anchor="end">{escape(label)}</text>')
         for k, (value, color) in enumerate(((only, PALETTE[0]), (all_but, PALETTE[1]))):
             w = max(1.0, _db(value) * scale)
             text = "n/a" if value is None else "exact" if math.isinf(value) and value > 0 else f"{value:.1f} dB"
             body.append(f'<rect x="{left}" y="{y + k * bar_h}" width="{w:.1f}" height="{bar_h - 1}" fill="{color}">'
-                        f'<title>{_esc(label)}: {text}</title></rect>')
-    return _svg(width, height, body, title)
+                        f'<title>{escape(label)}: {text}</title></rect>')
+    return svg_document(width, height, body, title)
 
 
 def tradeoff_scatter(points: Sequence[tuple[str, float, float, bool]], chosen: str | None, title: str,
@@ -103,10 +90,10 @@ def tradeoff_scatter(points: Sequence[tuple[str, float, float, bool]], chosen: s
     for i, (name, ms, db, ok) in enumerate(points):
         x, y = xy(ms, db)
         color = PALETTE[2] if ok else PALETTE[3]
-        body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{color}"><title>{_esc(name)}: '
+        body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{color}"><title>{escape(name)}: '
                     f'{ms:.3f} ms, {db:.1f} dB{"" if ok else " (misses target)"}</title></circle>')
         if name == chosen:
             body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="10" fill="none" stroke="#222" stroke-width="2"/>')
         body.append(f'<text x="{left + plot_w + 12}" y="{top + 14 + 16 * i}" font-size="11" fill="{color}">'
-                    f'{"* " if name == chosen else ""}{_esc(name)}</text>')
-    return _svg(width, height, body, title)
+                    f'{"* " if name == chosen else ""}{escape(name)}</text>')
+    return svg_document(width, height, body, title)

@@ -14,7 +14,7 @@ import html
 import math
 from collections.abc import Mapping, Sequence
 
-__all__ = ["PALETTE", "color_for", "latency_bars", "line_chart", "share_bars", "nice_ticks"]
+__all__ = ["PALETTE", "color_for", "latency_bars", "line_chart", "share_bars", "nice_ticks", "svg_document", "escape"]
 
 PALETTE = (
     "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2",
@@ -28,7 +28,7 @@ def color_for(key: str, keys: Sequence[str]) -> str:
     return PALETTE[list(keys).index(key) % len(PALETTE)] if key in keys else "#999999"
 
 
-def _esc(text: object) -> str:
+def escape(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
@@ -55,10 +55,11 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _svg(width: int, height: int, body: list[str], title: str) -> str:
+def svg_document(width: int, height: int, body: list[str], title: str) -> str:
+    """A complete ``<svg>`` of ``body``'s elements under a bold ``title``, in the charts' font."""
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" role="img" aria-label="{_esc(title)}" {_FONT}>')
-    heading = f'<text x="8" y="20" font-size="15" font-weight="600" fill="#222">{_esc(title)}</text>'
+            f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}" {_FONT}>')
+    heading = f'<text x="8" y="20" font-size="15" font-weight="600" fill="#222">{escape(title)}</text>'
     return "\n".join([head, heading, *body, "</svg>"])
 
 
@@ -72,7 +73,7 @@ def _legend(keys: Sequence[str], x: int, y: int, colors: Sequence[str] | None = 
         if cx > x and cx + item_w > x + max_width:
             cx, cy = x, cy + 18
         out.append(f'<rect x="{cx}" y="{cy - 10}" width="12" height="12" rx="2" fill="{color}"/>')
-        out.append(f'<text x="{cx + 16}" y="{cy}" font-size="12" fill="#333">{_esc(key)}</text>')
+        out.append(f'<text x="{cx + 16}" y="{cy}" font-size="12" fill="#333">{escape(key)}</text>')
         cx += item_w
     return out, cy - y
 
@@ -99,15 +100,15 @@ def latency_bars(
         body.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 30}" stroke="#e3e3e3"/>')
         body.append(f'<text x="{x:.1f}" y="{height - 16}" font-size="11" fill="#666" text-anchor="middle">{_fmt(t)}</text>')
     body.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 2}" font-size="11" fill="#444" '
-                f'text-anchor="middle">{_esc(unit)} (bar: p50, tick: p90)</text>')
+                f'text-anchor="middle">{escape(unit)} (bar: p50, tick: p90)</text>')
     for i, (label, key, p50, p90) in enumerate(rows):
         y = top + i * (bar_h + gap)
         w = max(1.0, p50 * scale)
         body.append(f'<text x="{left - 6}" y="{y + bar_h - 5}" font-size="12" fill="#222" '
-                    f'text-anchor="end">{_esc(label)}</text>')
+                    f'text-anchor="end">{escape(label)}</text>')
         body.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" rx="2" fill="{color_for(key, keys)}">'
-                    f'<title>{_esc(label)}: p50 {p50:.4g} {_esc(unit)}'
-                    f'{"" if p90 is None else f", p90 {p90:.4g} {_esc(unit)}"}</title></rect>')
+                    f'<title>{escape(label)}: p50 {p50:.4g} {escape(unit)}'
+                    f'{"" if p90 is None else f", p90 {p90:.4g} {escape(unit)}"}</title></rect>')
         end = w
         if p90 is not None:
             x90 = left + p90 * scale
@@ -115,9 +116,9 @@ def latency_bars(
                         f'stroke="#222" stroke-width="2"/>')
             end = max(end, p90 * scale)
         text = _fmt(p50) if p90 is None else f"{_fmt(p50)}  (p90 {_fmt(p90)})"
-        body.append(f'<text x="{left + end + 6:.1f}" y="{y + bar_h - 5}" font-size="11" fill="#333">{_esc(text)}</text>')
+        body.append(f'<text x="{left + end + 6:.1f}" y="{y + bar_h - 5}" font-size="11" fill="#333">{escape(text)}</text>')
     body.append(f'<line x1="{left}" y1="{top - 4}" x2="{left}" y2="{height - 30}" stroke="#888"/>')
-    return _svg(width, height, body, title)
+    return svg_document(width, height, body, title)
 
 
 def line_chart(
@@ -156,9 +157,9 @@ def line_chart(
     body.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#888"/>')
     body.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#888"/>')
     body.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8}" font-size="12" fill="#444" '
-                f'text-anchor="middle">{_esc(x_label)}</text>')
+                f'text-anchor="middle">{escape(x_label)}</text>')
     body.append(f'<text x="16" y="{top + plot_h / 2:.1f}" font-size="12" fill="#444" text-anchor="middle" '
-                f'transform="rotate(-90 16 {top + plot_h / 2:.1f})">{_esc(y_label)}</text>')
+                f'transform="rotate(-90 16 {top + plot_h / 2:.1f})">{escape(y_label)}</text>')
     for key in keys:
         color = color_for(key, keys)
         points = sorted(series[key])
@@ -166,8 +167,8 @@ def line_chart(
         body.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2.5"/>')
         for x, y in points:
             body.append(f'<circle cx="{pos[x]:.1f}" cy="{ypos(y):.1f}" r="4" fill="{color}">'
-                        f'<title>{_esc(key)}: {_esc(x_label)} {_fmt(x)} -> {y:.4g}</title></circle>')
-    return _svg(width, height, body, title)
+                        f'<title>{escape(key)}: {escape(x_label)} {_fmt(x)} -> {y:.4g}</title></circle>')
+    return svg_document(width, height, body, title)
 
 
 def share_bars(
@@ -198,7 +199,7 @@ def share_bars(
         if "other" in keys:
             merged["other"] = sum(v for k, v in parts.items() if k not in keep)
         body.append(f'<text x="{left - 6}" y="{y + bar_h - 6}" font-size="12" fill="#222" '
-                    f'text-anchor="end">{_esc(label)}</text>')
+                    f'text-anchor="end">{escape(label)}</text>')
         x = float(left)
         for k in keys:
             w = merged.get(k, 0.0) / total * plot_w
@@ -207,7 +208,7 @@ def share_bars(
             color = colors[keys.index(k)]
             share = merged[k] / total
             body.append(f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{color}" '
-                        f'stroke="#fff" stroke-width="1"><title>{_esc(label)}: {_esc(k)} {share:.1%}</title></rect>')
+                        f'stroke="#fff" stroke-width="1"><title>{escape(label)}: {escape(k)} {share:.1%}</title></rect>')
             if w > 34:
                 body.append(f'<text x="{x + w / 2:.1f}" y="{y + bar_h - 6}" font-size="11" fill="#fff" '
                             f'text-anchor="middle">{share:.0%}</text>')
@@ -215,4 +216,4 @@ def share_bars(
     for t in (0, 0.25, 0.5, 0.75, 1.0):
         xt = left + t * plot_w
         body.append(f'<text x="{xt:.1f}" y="{height - 8}" font-size="11" fill="#666" text-anchor="middle">{t:.0%}</text>')
-    return _svg(width, height, body, title)
+    return svg_document(width, height, body, title)

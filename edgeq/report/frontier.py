@@ -13,19 +13,12 @@ Same look as ``report.charts`` (palette, ticks, fonts), no plotting library.
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Mapping, Sequence
 
-from edgeq.report.charts import color_for, nice_ticks
+from edgeq.report.charts import color_for, escape, nice_ticks, svg_document
 
 __all__ = ["frontier_chart", "frontier"]
-
-_FONT = 'font-family="system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif"'
-
-
-def _esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
 
 
 def frontier(points: Sequence[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
@@ -69,9 +62,9 @@ def frontier_chart(series: Mapping[str, Sequence[tuple[str, float, float]]], tit
                     f'stroke-dasharray="4 3"/><text x="{left + plot_w + 4}" y="{y + 4:.1f}" font-size="11" '
                     f'fill="#e15759">{target:g}</text>')
     body.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 10}" font-size="12" fill="#444" '
-                f'text-anchor="middle">{_esc(x_label)}</text>')
+                f'text-anchor="middle">{escape(x_label)}</text>')
     body.append(f'<text x="16" y="{top + plot_h / 2:.1f}" font-size="12" fill="#444" text-anchor="middle" '
-                f'transform="rotate(-90 16 {top + plot_h / 2:.1f})">{_esc(y_label)} (capped {cap:g})</text>')
+                f'transform="rotate(-90 16 {top + plot_h / 2:.1f})">{escape(y_label)} (capped {cap:g})</text>')
     for i, key in enumerate(keys):
         color = color_for(key, keys)
         line = frontier(clip[key])
@@ -79,11 +72,8 @@ def frontier_chart(series: Mapping[str, Sequence[tuple[str, float, float]]], tit
         body.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
         for name, x, y in clip[key]:
             px, py = xy(x, y)
-            body.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="{color}"><title>{_esc(key)} {_esc(name)}: '
+            body.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="{color}"><title>{escape(key)} {escape(name)}: '
                         f'{x:.2f}x smaller, {y:.1f}</title></circle>')
         body.append(f'<rect x="{left + plot_w + 12}" y="{top + 6 + 18 * i}" width="10" height="10" fill="{color}"/>'
-                    f'<text x="{left + plot_w + 26}" y="{top + 15 + 18 * i}" font-size="11" fill="#333">{_esc(key)}</text>')
-    head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" role="img" aria-label="{_esc(title)}" {_FONT}>')
-    heading = f'<text x="8" y="20" font-size="15" font-weight="600" fill="#222">{_esc(title)}</text>'
-    return "\n".join([head, heading, *body, "</svg>"])
+                    f'<text x="{left + plot_w + 26}" y="{top + 15 + 18 * i}" font-size="11" fill="#333">{escape(key)}</text>')
+    return svg_document(width, height, body, title)
