@@ -3,7 +3,9 @@
     python bench/matmul_forms.py NAME BUNDLE OUTDIR [VARIANT,...]
 
 NAME: a case written by ``bench/realworld.py --make-bundle BUNDLE``. Variants: auto (``edgeq
-quantize`` defaults), uniform static int8, every weighted MatMul per token (with and without
+quantize`` defaults), uniform static int8 (its MatMuls dynamic per tensor, with and without
+outlier channels), the same with the MatMuls that share an input (Q, K, V) per token, every
+weighted MatMul per token (with and without
 outlier channels, and at opset 21: one blocked QuantizeLinear), weight-only 8-bit MatMulNBits
 with int8 compute (accuracy level 4, blocks of 32 and 128) and 4-bit. Each is scored on the
 unseen feeds (SQNR over all, worst sample, 5th percentile, the task metric) and timed
@@ -25,13 +27,29 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def variants(ops: set[str]) -> dict:
+def shared_inputs(path: str) -> list[str]:
+    """Weighted MatMul/Gemm nodes whose input another weighted MatMul/Gemm reads too (attention's
+    Q, K and V projections)."""
+    import onnx
+
+    graph = onnx.load(path).graph
+    weights = {i.name for i in graph.initializer}
+    readers: dict[str, list[str]] = {}
+    for n in graph.node:
+        if n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and n.input[1] in weights:
+            readers.setdefault(n.input[0], []).append(n.name)
+    return [name for names in readers.values() if len(names) > 1 for name in names]
+
+
+def variants(ops: set[str], shared: list[str]) -> dict:
     from edgeq.config import QuantConfig
 
     per_token = dict.fromkeys(ops, "int8-per-token")
     return {
         "auto": None,
-        "uniform": QuantConfig(mode="static"),
+        "uniform": QuantConfig(mode="static"),  # MatMuls dynamic, per tensor, with outlier channels
+        "uniform_nooc": QuantConfig(mode="static", outlier_channels=False),
+        "mix_shared_pt": QuantConfig(mode="static", precision=dict.fromkeys(shared, "int8-per-token")),
         "pt_all_oc": QuantConfig(precision=per_token),
         "pt_all_nooc": QuantConfig(precision=per_token, outlier_channels=False),
         "pt_all_oc_o21": QuantConfig(precision=per_token, opset=21),
@@ -58,7 +76,7 @@ def main() -> None:
     reference = g._run(fp32, case.unseen)
     models, rows = {"fp32": fp32}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for key, config in variants(ops).items():
+        for key, config in variants(ops, shared_inputs(case.path)).items():
             if only and key not in only:
                 continue
             try:

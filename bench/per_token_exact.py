@@ -38,7 +38,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def exact_arithmetic(path: str, out: str) -> None:
-    """``path`` with its MatMulIntegerToFloat nodes as float arithmetic, written to ``out``."""
+    """``path`` with its MatMulIntegerToFloat and DynamicQuantizeMatMul nodes as float
+    arithmetic, written to ``out``: ``((A_q - zp_a) @ (W_q * s_w)) * s_a (+ bias)``, A_q from a
+    DynamicQuantizeLinear for the latter (weights' zero points are 0: symmetric int8)."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -46,17 +48,31 @@ def exact_arithmetic(path: str, out: str) -> None:
     inits = {i.name: i for i in model.graph.initializer}
     nodes = []
     for n in model.graph.node:
-        if n.op_type != "MatMulIntegerToFloat":
+        if n.op_type not in ("MatMulIntegerToFloat", "DynamicQuantizeMatMul"):
             nodes.append(n)
             continue
-        a_q, w_q, s_a, s_w = n.input[:4]
+        p = n.name
+        if n.op_type == "DynamicQuantizeMatMul":  # A, W_q, s_w, zp_w[, bias]
+            nodes.append(helper.make_node("DynamicQuantizeLinear", [n.input[0]], [f"{p}_aq", f"{p}_as", f"{p}_az"]))
+            a_q, w_q, s_a, s_w, zp_a = f"{p}_aq", n.input[1], f"{p}_as", n.input[2], f"{p}_az"
+            bias = n.input[4] if len(n.input) > 4 else ""
+        else:  # A_q, W_q, s_a, s_w, zp_a, zp_w[, bias]
+            a_q, w_q, s_a, s_w = n.input[:4]
+            zp_a = n.input[4] if len(n.input) > 4 else ""
+            bias = n.input[6] if len(n.input) > 6 else ""
         w = numpy_helper.to_array(inits[w_q]).astype(np.float32) * numpy_helper.to_array(inits[s_w]).astype(np.float32)
-        model.graph.initializer.extend([numpy_helper.from_array(w, f"{n.name}_w"),
-                                        numpy_helper.from_array(np.array(128, np.float32), f"{n.name}_128")])
-        nodes += [helper.make_node("Cast", [a_q], [f"{n.name}_af"], to=onnx.TensorProto.FLOAT),
-                  helper.make_node("Sub", [f"{n.name}_af", f"{n.name}_128"], [f"{n.name}_ac"]),
-                  helper.make_node("MatMul", [f"{n.name}_ac", f"{n.name}_w"], [f"{n.name}_y"]),
-                  helper.make_node("Mul", [f"{n.name}_y", s_a], [n.output[0]])]
+        model.graph.initializer.append(numpy_helper.from_array(w, f"{p}_w"))
+        nodes.append(helper.make_node("Cast", [a_q], [f"{p}_af"], to=onnx.TensorProto.FLOAT))
+        centred = f"{p}_af"
+        if zp_a:
+            nodes += [helper.make_node("Cast", [zp_a], [f"{p}_zf"], to=onnx.TensorProto.FLOAT),
+                      helper.make_node("Sub", [f"{p}_af", f"{p}_zf"], [f"{p}_ac"])]
+            centred = f"{p}_ac"
+        scaled = n.output[0] if not bias else f"{p}_ys"
+        nodes += [helper.make_node("MatMul", [centred, f"{p}_w"], [f"{p}_y"]),
+                  helper.make_node("Mul", [f"{p}_y", s_a], [scaled])]
+        if bias:
+            nodes.append(helper.make_node("Add", [scaled, bias], [n.output[0]]))
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     onnx.save(model, out)

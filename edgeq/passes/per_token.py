@@ -82,6 +82,7 @@ import onnx_ir as ir
 from edgeq.config import PerTensor, QuantConfig
 from edgeq.graph import MS_DOMAIN, add_initializer, remove_unused_initializers
 from edgeq.passes.dynamic import quantize_matmul_weight, replace_nodes
+from edgeq.passes.outliers import outlier_channels, own_weights, shared_weights
 from edgeq.passes.plan import QuantPlan, Role, derived_name, fresh_base, node_label
 from edgeq.passes.weights import QMAX, note_reduced, weight_qmax
 
@@ -92,8 +93,6 @@ logger = logging.getLogger(__name__)
 TINY = np.finfo(np.float32).tiny  # (1) the smallest row scale
 REL = 2.0 ** -15  # (1) the smallest row scale, relative to max |A|
 CENTER = True  # (1) (8) rows quantized around their midpoint; False: symmetric around 0
-OUTLIER_RATIO = 3.0  # (9) a channel whose calibrated max |A| is above this times the median channel's
-OUTLIER_SHARE = 16  # (9) at most K / this many channels (the largest) go float
 
 
 class Front(NamedTuple):
@@ -156,7 +155,7 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
             nodes.append(ir.node(op, inputs, attributes or {}, name=f"{label}_token_{suffix}"))
             return nodes[-1].outputs[0]
 
-        absmax = self.plan.token_channels.get(x) if self.config.outlier_channels and _own_weights(x, self._shared) else None
+        absmax = self.plan.token_channels.get(x) if self.config.outlier_channels and own_weights(x, self._shared) else None
         outliers = outlier_channels(absmax) if absmax is not None and absmax.size == k else None
         a_o = None
         if outliers is not None:  # (9) O out of the int8 product, into the float correction
@@ -242,31 +241,3 @@ def dequantized_colsum(values: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """(8) sum over K of s_w * W_q: the column sums of the weights the kernel multiplies by (not
     of the float weights: their difference, times the row centre, would be an error per column)."""
     return (values.astype(np.float64).sum(axis=0) * np.asarray(scale, np.float64)).astype(np.float32).reshape(-1)
-
-
-def outlier_channels(absmax: np.ndarray) -> np.ndarray | None:
-    """(9) The channels (sorted int64 indices) whose calibrated max |A| is above ``OUTLIER_RATIO``
-    times the median channel's, at most K / ``OUTLIER_SHARE`` of them, the largest; None if none."""
-    absmax = np.asarray(absmax, np.float64).reshape(-1)
-    if absmax.size < OUTLIER_SHARE or not np.all(np.isfinite(absmax)):
-        return None
-    median = float(np.median(absmax))
-    order = np.argsort(-absmax, kind="stable")[: absmax.size // OUTLIER_SHARE]
-    chosen = order[absmax[order] > OUTLIER_RATIO * median] if median > 0 else order[absmax[order] > 0]
-    return np.sort(chosen).astype(np.int64) if chosen.size else None
-
-
-def shared_weights(graph: ir.Graph) -> set[ir.Value]:
-    """(9) Weights that MatMul/Gemm nodes reading different inputs share (taken before the pass
-    replaces any reader)."""
-    inputs: dict[ir.Value, set[int]] = {}
-    for node in graph:
-        if node.op_type in ("MatMul", "Gemm") and len(node.inputs) > 1 and node.inputs[1] is not None:
-            inputs.setdefault(node.inputs[1], set()).add(id(node.inputs[0]))
-    return {w for w, readers in inputs.items() if len(readers) > 1}
-
-
-def _own_weights(x: ir.Value, shared: set[ir.Value]) -> bool:
-    """(9) No MatMul/Gemm reading ``x`` has a weight that a node reading another input reads."""
-    return not any(reader.op_type in ("MatMul", "Gemm") and len(reader.inputs) > 1 and reader.inputs[1] in shared
-                   for reader in x.consumers())

@@ -81,7 +81,7 @@ class QuantPlan:
     unions: list[list[ir.Value]] = dataclasses.field(default_factory=list)
     # Role.DYNAMIC MatMul/Gemm whose input gets one scale per row at run time (per_token.py)
     per_token: set[ir.Node] = dataclasses.field(default_factory=set)
-    # a per-token MatMul's input -> its calibrated per-channel max |x| on the last axis (per_token.py (9))
+    # a run-time-quantized MatMul's input -> its calibrated per-channel max |x| on the last axis (outliers.py)
     token_channels: dict[ir.Value, np.ndarray] = dataclasses.field(default_factory=dict)
     # root value -> its calibrated per-channel (min, max) (Conv outputs; passes/channel_scales.py)
     channel_ranges: dict[ir.Value, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)

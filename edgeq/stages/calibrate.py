@@ -5,9 +5,9 @@ calibration data in one streaming pass (``edgeq.calibrate.collect_ranges``); con
 their own min/max. A subgraph that never ran on the calibration data (an If branch no sample
 took) has no ranges: its int8 nodes go back to float (``passes.subgraphs.demote_unobserved``).
 
-Per-token MatMuls' inputs (quantized at run time, so not roots) are observed too where the data
-allow, for their per-channel max |x| (``plan.token_channels``: ``passes/per_token.py`` (9)); a
-reused table that lacks them costs nothing but that."""
+The inputs of MatMuls quantized at run time (per-token and per-tensor dynamic, so not roots) are
+observed too where the data allow, for their per-channel max |x| (``plan.token_channels``: their
+outlier channels, ``passes/outliers.py``); a reused table that lacks them costs nothing but that."""
 
 from __future__ import annotations
 
@@ -43,16 +43,26 @@ def calibrate(model: ir.Model, planned: Planned, config: QuantConfig, data: Any,
     return table, {"method": table.method, "num_samples": table.num_samples, "tensors": len(names)}
 
 
+def _run_time_matmuls(model: ir.Model, planned: Planned) -> list[ir.Node]:
+    """MatMul/Gemm of the main graph whose input is quantized at run time: per-token (per_token.py
+    (9)) or per-tensor dynamic (dynamic.py (6))."""
+    from edgeq.passes.plan import Role
+
+    plan = planned.plan
+    return [n for n in model.graph if n.inputs and (n in plan.per_token or (
+        plan.role(n) == Role.DYNAMIC and n.op_type in ("MatMul", "Gemm") and n.domain == ""))]
+
+
 def _token_inputs(model: ir.Model, planned: Planned, config: QuantConfig) -> list[str]:
-    """Per-token MatMuls' inputs in the main graph (per_token.py (9)), when outlier channels are on."""
+    """The inputs of MatMuls quantized at run time, when outlier channels are on."""
     if not config.outlier_channels:
         return []
-    inputs = {n.inputs[0] for n in planned.plan.per_token if n.graph is model.graph and n.inputs}
+    inputs = {n.inputs[0] for n in _run_time_matmuls(model, planned)}
     return sorted(v.name for v in inputs if v is not None and v.name and v.const_value is None)
 
 
 def _token_channels(model: ir.Model, planned: Planned, table: RangesTable, tokens: list[str]) -> None:
-    values = {v.name: v for n in planned.plan.per_token for v in n.inputs[:1] if v is not None}
+    values = {v.name: v for n in _run_time_matmuls(model, planned) for v in n.inputs[:1] if v is not None}
     for name in tokens:
         absmax = channel_absmax(table[name].summary) if name in table else None
         if absmax is not None:

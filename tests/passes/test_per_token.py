@@ -448,7 +448,7 @@ def test_auto_calibration_carries_channel_maxima():
 
 
 def test_no_outlier_channels_where_a_weight_is_shared_across_inputs():
-    """(9) _own_weights: one W read by MatMuls of two inputs (an unrolled recurrence) keeps its one
+    """(9) own_weights: one W read by MatMuls of two inputs (an unrolled recurrence) keeps its one
     int8 copy and gets no per-input float correction."""
     import edgeq
 
