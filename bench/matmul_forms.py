@@ -27,6 +27,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+ROUNDS = int(os.environ.get("ROUNDS", 2))  # timing rounds per thread count (each 5 interleaved repeats)
+THREADS = tuple(int(t) for t in os.environ.get("THREADS", "1,2").split(","))
+
+
 def shared_inputs(path: str) -> list[str]:
     """Weighted MatMul/Gemm nodes whose input another weighted MatMul/Gemm reads too (attention's
     Q, K and V projections)."""
@@ -97,8 +101,8 @@ def main() -> None:
             except Exception as e:  # noqa: BLE001 - a variant that fails is a row saying so
                 traceback.print_exc()
                 rows[key] = {"error": repr(e)[:300]}
-    for threads in (1, 2):
-        for round_ in range(2):
+    for threads in THREADS:
+        for round_ in range(ROUNDS):
             ms = _timing.interleaved_ms(models, case.unseen[:8], runs=None, repeats=5, warmup=3, threads=threads)
             speed = {k: round(ms["fp32"] / v, 3) for k, v in ms.items()}
             print("TIME", threads, round_, {k: round(v, 3) for k, v in ms.items()}, speed, flush=True)
