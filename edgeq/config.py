@@ -203,7 +203,8 @@ def default_mode(*, has_data: bool, has_ranges: bool = False, format: str = "qdq
 # per-node overrides of int8; "int16": int16 activations, int8 weights; "int8-per-token": int8 weights,
 # activations quantized at run time one scale per row (MatMul/Gemm with constant weights; others stay fp32)
 # "int8" matters with int4 weights only (weight-only mode, static W4A8): that layer's weights get 8 bits
-PRECISIONS = ("fp32", "fp16", "int16", "int8-per-token", "int8")
+# "int8-dynamic": the same with one activation scale per tensor (DynamicQuantizeMatMul)
+PRECISIONS = ("fp32", "fp16", "int16", "int8-per-token", "int8-dynamic", "int8")
 def codebook_spec(value: Any) -> tuple[str, int] | None:
     """``weight_codebook`` of a per-layer precision value: None where it is not a codebook type."""
     try:
@@ -221,8 +222,8 @@ _LEGACY_PRECISION = {"exclude": "fp32", "int16_nodes": "int16", "fp16_nodes": "f
 
 class NodePrecision(Mapping[str, str]):
     """Per-layer precision: an ordered, immutable map of node name to ``fp32``, ``fp16``, ``int16``
-    or ``int8-per-token`` (int8 is what every other node gets where it has a fast kernel). An
-    ``fp32`` or ``int8-per-token`` key may also be an op type (``{"Softmax": "fp32"}`` keeps every
+    ``int8-per-token`` or ``int8-dynamic`` (int8 is what every other node gets where it has a fast
+    kernel). An ``fp32``, ``int8-per-token`` or ``int8-dynamic`` key may also be an op type (``{"Softmax": "fp32"}`` keeps every
     Softmax float, ``{"MatMul": "int8-per-token"}`` makes every weighted MatMul per-token dynamic).
 
         NodePrecision({"conv1": "fp32", "conv7": "int16"}).nodes("int16") == ("conv7",)

@@ -174,7 +174,8 @@ def check_cross_fitted(search: Any, candidate: Any, drawn: Any, fp32: bytes, cal
             cals[key] = (candidate.model, calibrate_once(candidate.model, train, search.bench.config, progress=False))
         refit = search.build(f"{candidate.name} (ranges without quarter {j + 2})", candidate.model, cals[key][1],
                              candidate.methods, candidate.base, candidate.exclude, record=False, bias=candidate.bias,
-                             int16=candidate.int16, fp16=candidate.fp16, per_token=candidate.per_token)
+                             int16=candidate.int16, fp16=candidate.fp16, per_token=candidate.per_token,
+                             dynamic=candidate.dynamic)
         tally.add(fp32, refit.data, judged)
         del refit
     return _with_held_bound(tally.score(), held)

@@ -31,7 +31,7 @@ def drop_islands(search: Any, best: Any) -> tuple[Any | None, list[str]]:
     exclude, dropped = tuple(best.exclude), []
     for _ in range(4):
         plan, copy = search.bench.plan(exclude)
-        found = [n for n in islands(plan, copy.graph) if n not in exclude and n not in (*best.int16, *best.fp16, *best.per_token)]
+        found = [n for n in islands(plan, copy.graph) if n not in exclude and n not in (*best.int16, *best.fp16, *best.per_token, *best.dynamic)]
         if not found:
             break
         dropped += found
@@ -40,7 +40,7 @@ def drop_islands(search: Any, best: Any) -> tuple[Any | None, list[str]]:
         return None, []
     trial = search.build(f"int8, {len(dropped)} isolated int8 node(s) dropped", best.model, search.cal,
                          best.methods, best.base, exclude, bias=best.bias, int16=best.int16, fp16=best.fp16,
-                         per_token=best.per_token)
+                         per_token=best.per_token, dynamic=best.dynamic)
     return trial, dropped
 
 

@@ -14,7 +14,9 @@ Order of work (each step measured on the evaluation feeds against the fp32 outpu
    kept only if it raises the fidelity: every later build uses it (the per-tensor configurations
    built so far still compete on latency); then, still short, SmoothQuant on those MatMuls'
    inputs (a Mul on the MatMul branch where a LayerNorm output also feeds the residual), alpha
-   0.5 and 0.6, kept only if it raises the fidelity.
+   0.5 and 0.6, kept only if it raises the fidelity. Where per-token MatMuls met the target, their
+   inputs go back to one scale per tensor (with outlier channels), least harm per unit of work
+   first, as many as the target allows (``fronts.py``): another configuration for timing to judge.
 3. Precision ladder per quantizable node: int8, int8 per-token dynamic (MatMul/Gemm only, CPU,
    format qdq: one activation scale per row at run time, passes/per_token.py), int16 activations
    (int8 weights), fp16 (only where the provider has fp16 kernels: not on "cpu", where onnxruntime
@@ -218,6 +220,12 @@ def _search(search: Search, best: Config, cal: Any, float_model: Any, loaded: An
         best = _per_token_dynamic(search, best, cal, repairs)
         best, cal = _smooth_per_token(search, best, cal, repairs, config)
         bench.model = best.model
+        from edgeq.auto.fronts import per_tensor_fronts
+        from edgeq.config import PerToken
+
+        if isinstance(bench.config.dynamic_granularity, PerToken):  # per token kept: (2) fronts back per tensor
+
+            per_tensor_fronts(search, best, cal)  # recorded: timing decides (4)
     if not search.meets(best):
         best = _gptq(search, best, cal, repairs)
         bench.model = best.model

@@ -36,13 +36,14 @@ class Config:
     int16: tuple[str, ...] = ()  # units with int16 activations (int8 weights)
     fp16: tuple[str, ...] = ()  # units computed in fp16
     per_token: tuple[str, ...] = ()  # MatMul/Gemm units with per-token dynamic activations (passes/per_token.py)
+    dynamic: tuple[str, ...] = ()  # MatMul/Gemm units with per-tensor dynamic activations where the rest are per-token
     prefix: str = ""  # the ladder precision of a ranked-prefix configuration (search._prefix), else ""
 
     @property
     def layout(self) -> tuple:
         """What it builds, order aside: its per-layer precisions and whether bias is corrected."""
         return (frozenset(self.exclude), frozenset(self.int16), frozenset(self.fp16), frozenset(self.per_token),
-                self.bias)
+                frozenset(self.dynamic), self.bias)
 
 
 @dataclasses.dataclass
@@ -125,7 +126,8 @@ class Search:
 
     def build(self, name: str, model: Any, cal: Any, methods: dict[str, str], base: str,
               exclude: tuple[str, ...] = (), record: bool = True, bias: bool = False,
-              int16: tuple[str, ...] = (), fp16: tuple[str, ...] = (), per_token: tuple[str, ...] = ()) -> Config:
+              int16: tuple[str, ...] = (), fp16: tuple[str, ...] = (), per_token: tuple[str, ...] = (),
+              dynamic: tuple[str, ...] = ()) -> Config:
         from edgeq.auto.workbench import model_bytes_of
 
         self.bar.update(self.task, description=f"auto: {name}")
@@ -135,14 +137,15 @@ class Search:
 
         registered = self.gptq.get(id(model))
         with gptq_rounding(registered[1] if registered is not None and registered[0] is model else {}):
-            if int16 or fp16 or per_token:
+            if int16 or fp16 or per_token or dynamic:
                 table = cal.table_for({**methods, **self._int16_minmax(exclude, int16, model)}, base)
-                result = self._variant(table, exclude, target, int16=int16, fp16=fp16, per_token=per_token)
+                result = self._variant(table, exclude, target, int16=int16, fp16=fp16, per_token=per_token,
+                                       dynamic=dynamic)
             else:
                 result = self.bench.build(cal.table_for(methods, base), exclude, model=target)
         data = model_bytes_of(result.model)
         c = Config(name, tuple(exclude), self.bench.score(data), result, model, dict(methods), base, bias, data=data,
-                    int16=tuple(int16), fp16=tuple(fp16), per_token=tuple(per_token))
+                    int16=tuple(int16), fp16=tuple(fp16), per_token=tuple(per_token), dynamic=tuple(dynamic))
         self.bar.advance(self.task)
         logger.info("auto: %s -> min SQNR %.2f dB", name, c.score.min_sqnr)
         if record:
@@ -150,9 +153,9 @@ class Search:
         return c
 
     def _variant(self, table: Any, exclude: tuple[str, ...], model: Any, *, int16: tuple[str, ...],
-                 fp16: tuple[str, ...], per_token: tuple[str, ...] = ()) -> Any:
-        """``Workbench.build`` with int16/fp16/int8-per-token units too (an fp16 unit takes its folded
-        Relu/Clip)."""
+                 fp16: tuple[str, ...], per_token: tuple[str, ...] = (), dynamic: tuple[str, ...] = ()) -> Any:
+        """``Workbench.build`` with int16/fp16/int8-per-token/int8-dynamic units too (an fp16 unit
+        takes its folded Relu/Clip)."""
         from edgeq.stages.load import Prepared
         from edgeq.stages.variant import build_variant
 
@@ -160,7 +163,7 @@ class Search:
         folded = {u.name: [f.split(":")[0] for f in u.folded] for u in self.bench.units()} if fp16 else {}
         int16_nodes = {*config.int16_nodes, *int16}
         entries = [(n, "fp32") for n in exclude] + [(n, "int16") for n in int16]
-        entries += [(n, "int8-per-token") for n in per_token]
+        entries += [(n, "int8-per-token") for n in per_token] + [(n, "int8-dynamic") for n in dynamic]
         # an fp16 unit takes its folded Relu/Clip along, unless one is int16
         entries += [(n, "fp16") for u in fp16 for n in [u, *folded.get(u, [])] if n not in int16_nodes]
         return build_variant(Prepared.of(model), config.with_precision(entries).replace(min_sqnr=None), table)

@@ -103,6 +103,11 @@ def _layers(search: Any, chosen: Any, verdict: str, fallback: dict, dropped: dic
                          else "int8-per-token")
             entry.update(precision=precision, why=_ladder_why(search, chosen, unit.name, precision,
                                                               fallback.get(unit.name)))
+        elif unit.name in chosen.dynamic:  # fronts.py: back to one scale per tensor, for speed
+            entry.update(precision="int8-dynamic", why=(
+                "int8 weights, activations quantized at run time one scale per tensor, outlier channels in float "
+                "(DynamicQuantizeMatMul, cheaper than the per-token arithmetic); the target holds with this input per "
+                "tensor"))
         elif unit.name in fallback and unit.name in chosen.exclude:
             f = fallback[unit.name]
             why = f"fp32 for fidelity: {_rank(f)}; the target needs it float" + _ladder_tail(search, chosen, unit.name, f)

@@ -50,7 +50,7 @@ def quant_options(func):
         click.option("--exclude", multiple=True, help="Keep a node (by name) or an op type float; repeatable."),
         click.option("--int16-node", "int16_nodes", multiple=True, help="Give this node int16 activations (int8 weights); repeatable."),
         click.option("--fp16-node", "fp16_nodes", multiple=True, help="Compute this node in fp16 (Casts at region boundaries); repeatable."),
-        click.option("--precision", "precision", multiple=True, metavar="NODE=PREC", help="Per-layer precision, PREC one of fp32, fp16, int16, int8-per-token (int8 is the default); repeatable. --exclude, --int16-node and --fp16-node are its shorthands."),
+        click.option("--precision", "precision", multiple=True, metavar="NODE=PREC", help="Per-layer precision, PREC one of fp32, fp16, int16, int8-per-token, int8-dynamic (MatMul/Gemm: activations quantized at run time, per row or per tensor; int8 is the default); repeatable. --exclude, --int16-node and --fp16-node are its shorthands."),
         click.option("--ranges", "ranges", type=click.Path(dir_okay=False), default=None, help="Reuse a ranges table (JSON) and skip calibration."),
         click.option("--save-ranges", type=click.Path(dir_okay=False), default=None, help="Write the ranges table used (JSON)."),
         click.option("--trt-cache", type=click.Path(dir_okay=False), default=None, help="Also write a TensorRT calibration cache."),

@@ -44,7 +44,8 @@ Static mode (the rules ORT's QDQ transformers need to fuse, so int8 is actually 
    mode) get one activation scale per row at run time (``plan.per_token``, per_token.py). A node
    whose precision is ``int8-per-token`` (by name or op type) is per-token dynamic in either mode,
    whatever its neighbours, if it is a MatMul/Gemm with a constant 2-D weight (format qdq); any
-   other node given it stays float, with the reason.
+   other node given it stays float, with the reason. ``int8-dynamic`` alike, with one scale per
+   tensor (DynamicQuantizeMatMul) whatever ``dynamic_granularity`` says (auto's per-tensor fronts).
 13. A Conv/MatMul/Gemm whose output reaches a Log through a few value-keeping ops (Abs, Add of an
    eps, Pow ...: a filterbank's log magnitude) stays float (``feeds_log``): int8 rounds its
    near-zero outputs to 0, which the log turns into large errors.
@@ -111,23 +112,26 @@ class SelectNodesPass(InspectPass):
     def _fp16(self, node: ir.Node) -> bool:
         return bool(node.name) and node.name in self.config.fp16_nodes
 
-    def _per_token(self, node: ir.Node) -> bool:  # (12) asked for this node (or its op type)
-        return self.config.precision.get(node.name or "", self.config.precision.get(node.op_type)) == "int8-per-token"
+    def _run_time(self, node: ir.Node) -> str | None:  # (12) int8-per-token or int8-dynamic asked for it (or its op type)
+        asked = self.config.precision.get(node.name or "", self.config.precision.get(node.op_type))
+        return asked if asked in ("int8-per-token", "int8-dynamic") and not self._excluded(node) else None
 
-    def _decide_per_token(self, node: ir.Node) -> None:
-        """(12) int8-per-token asked: per-token dynamic where it can be, else float with why."""
+    def _decide_run_time(self, node: ir.Node, asked: str) -> None:
+        """(12) int8-per-token or int8-dynamic asked: dynamic (per row or per tensor) where it can
+        be, else float with why."""
         reason = None
         if node.op_type not in ("MatMul", "Gemm") or node.domain != "":
-            reason = "int8-per-token applies to MatMul/Gemm with constant weights: left fp32"
+            reason = f"{asked} applies to MatMul/Gemm with constant weights: left fp32"
         elif self.config.format != "qdq":
-            reason = "int8-per-token quantizes at run time: the QOperator format needs static scales (use --format qdq)"
+            reason = f"{asked} quantizes at run time: the QOperator format needs static scales (use --format qdq)"
         else:
             reason = self._check_heavy(node)
             if reason is None and const_array(node.inputs[1]) is None:
-                reason = "int8-per-token needs a constant weight (this MatMul is activation x activation)"
+                reason = f"{asked} needs a constant weight (this MatMul is activation x activation)"
         if reason is None:
             self.plan.decide(node, Role.DYNAMIC, "")
-            self.plan.per_token.add(node)
+            if asked == "int8-per-token":
+                self.plan.per_token.add(node)
         else:
             self.plan.decide(node, Role.FLOAT, reason)
 
@@ -265,8 +269,8 @@ class SelectNodesPass(InspectPass):
         per_token = isinstance(self.config.dynamic_granularity, PerToken)  # (12)
         for node in graph:
             op = node.op_type
-            if self._per_token(node) and not self._excluded(node):
-                self._decide_per_token(node)  # (12)
+            if self._run_time(node):
+                self._decide_run_time(node, self._run_time(node))  # (12)
             elif op in ("MatMul", "Gemm") and node.domain == "" and not self._excluded(node):
                 reason = self._check_heavy(node)
                 if reason is None and const_array(node.inputs[1]) is None:
@@ -290,8 +294,8 @@ class SelectNodesPass(InspectPass):
         plan = self.plan
         roles: dict[ir.Node, str] = {}
         for node in graph:
-            if self._per_token(node) and not self._excluded(node):
-                self._decide_per_token(node)  # (12) float neighbours see it as float
+            if self._run_time(node):
+                self._decide_run_time(node, self._run_time(node))  # (12) float neighbours see it as float
                 continue
             role, reason = self._check(node, opset)
             if role is None:

@@ -79,10 +79,15 @@ def test_smoothquant_improves_int8_fidelity():
     _, absmax = _absmax(proto, feeds)
     smoothed = ir.from_proto(proto)
     SmoothQuantPass(absmax)(smoothed)
-    plain = edgeq.quantize(proto, edgeq.QuantConfig(), calib, progress=False).model
-    smooth = edgeq.quantize(smoothed, edgeq.QuantConfig(), calib, progress=False).model
+    # without outlier channels (passes/outliers.py), which take the large channels out of the int8
+    # product instead (measured 52.5 dB against SmoothQuant's 45.0 on this net)
+    off = edgeq.QuantConfig(outlier_channels=False)
+    plain = edgeq.quantize(proto, off, calib, progress=False).model
+    smooth = edgeq.quantize(smoothed, off, calib, progress=False).model
     ref = run_ort(proto, feeds)[0]
     assert sqnr_db(ref, run_ort(smooth, feeds)[0]) > sqnr_db(ref, run_ort(plain, feeds)[0]) + 3.0
+    outliers = edgeq.quantize(proto, edgeq.QuantConfig(), calib, progress=False).model
+    assert sqnr_db(ref, run_ort(outliers, feeds)[0]) > sqnr_db(ref, run_ort(smooth, feeds)[0])
 
 
 RESIDUAL_NET = """<ir_version: 8, opset_import: ["" : 17]>

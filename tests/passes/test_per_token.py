@@ -14,6 +14,7 @@ from edgeq.errors import UsageError
 from edgeq.graph import const_array, run_passes
 from edgeq.metrics import sqnr_db
 from edgeq.passes import per_token
+from edgeq.passes.outliers import OUTLIER_RATIO
 from edgeq.passes.pipeline import rewrite_passes
 from edgeq.passes.plan import Role
 from edgeq.passes.weights import quantize_weight, weight_qmax
@@ -387,7 +388,7 @@ def test_outlier_channel_selection():
     flat = np.ones(K)
     assert per_token.outlier_channels(flat) is None
     spiky = flat.copy()
-    spiky[[7, 2]] = [10.0, per_token.OUTLIER_RATIO * 0.99]
+    spiky[[7, 2]] = [10.0, OUTLIER_RATIO * 0.99]
     assert per_token.outlier_channels(spiky).tolist() == [7]
     many = flat.copy()
     many[:20] = np.arange(20) + 10.0  # 20 outliers, room for K / 16 = 4: the 4 largest
