@@ -336,8 +336,9 @@ class QuantConfig:
     # MatMul/Gemm quantized at run time (dynamic mode; static mode's between-float-ops MatMuls):
     # PerTensor() (DynamicQuantizeMatMul) or PerToken() (one scale per row, passes/per_token.py)
     dynamic_granularity: PerTensor | PerToken = PerTensor()
-    # per-token MatMuls, with calibration data: input channels far above the median channel's
-    # calibrated range computed in float beside the int8 kernel (passes/per_token.py (9))
+    # MatMuls quantized at run time (per token, or per tensor), with calibration data: input channels
+    # far above the median channel's calibrated range computed in float beside the int8 kernel
+    # (passes/outliers.py)
     outlier_channels: bool = True
     recurrent: str = "int8"  # LSTM: int8 weights (DynamicQuantizeLSTM, format qdq) or "float"
     # weights of layers left float: stored as fp16 and cast to fp32 at load (passes/float_weights.py), or "fp32"
