@@ -14,9 +14,10 @@ Order of work (each step measured on the evaluation feeds against the fp32 outpu
    kept only if it raises the fidelity: every later build uses it (the per-tensor configurations
    built so far still compete on latency); then, still short, SmoothQuant on those MatMuls'
    inputs (a Mul on the MatMul branch where a LayerNorm output also feeds the residual), alpha
-   0.5 and 0.6, kept only if it raises the fidelity. Where per-token MatMuls met the target, their
-   inputs go back to one scale per tensor (with outlier channels), least harm per unit of work
-   first, as many as the target allows (``fronts.py``): another configuration for timing to judge.
+   0.5 and 0.6, kept only if it raises the fidelity. Where per-token MatMuls met the target, GPTQ
+   rounds the weights (below; headroom) and their inputs go back to one scale per tensor (with
+   outlier channels), least harm per unit of work first, as many as the target allows
+   (``fronts.py``): more configurations for timing to judge.
 3. Precision ladder per quantizable node: int8, int8 per-token dynamic (MatMul/Gemm only, CPU,
    format qdq: one activation scale per row at run time, passes/per_token.py), int16 activations
    (int8 weights), fp16 (only where the provider has fp16 kernels: not on "cpu", where onnxruntime
@@ -223,8 +224,10 @@ def _search(search: Search, best: Config, cal: Any, float_model: Any, loaded: An
         from edgeq.auto.fronts import per_tensor_fronts
         from edgeq.config import PerToken
 
-        if isinstance(bench.config.dynamic_granularity, PerToken):  # per token kept: (2) fronts back per tensor
-
+        if isinstance(bench.config.dynamic_granularity, PerToken) and search.meets(best):
+            # per token kept and the target met: GPTQ's rounding is headroom for (2) fronts back per tensor
+            best = _gptq(search, best, cal, repairs)
+            bench.model = best.model
             per_tensor_fronts(search, best, cal)  # recorded: timing decides (4)
     if not search.meets(best):
         best = _gptq(search, best, cal, repairs)
