@@ -57,7 +57,7 @@ def per_tensor_fronts(search: Search, best: Config, cal: Any) -> Config | None:
     harm = front_harm(copy, fronts, search.source, cal, search.bench.config.outlier_channels)
     order = sorted(fronts, key=lambda name: harm[name][0] / max(harm[name][1], 1))  # (2)
     # every input per tensor is the build the per-token repair replaced: it missed the target
-    lo, hi, found = 1, len(order) - 1, None
+    lo, hi, found, most = 1, len(order) - 1, None, 0
     while lo <= hi:  # (3)
         if search.over_budget("per-tensor fronts"):
             break
@@ -67,10 +67,10 @@ def per_tensor_fronts(search: Search, best: Config, cal: Any) -> Config | None:
                              cal, best.methods, best.base, best.exclude, bias=best.bias, int16=best.int16,
                              fp16=best.fp16, per_token=best.per_token, dynamic=units)
         if search.meets(trial):
-            found, lo = trial, k + 1
+            found, most, lo = trial, k, k + 1
         else:
             hi = k - 1
-    logger.info("auto: per-tensor fronts: %s of %d", "none" if found is None else len(found.dynamic), len(order))
+    logger.info("auto: %d of %d MatMul inputs per tensor meet the target", most, len(order))
     return found
 
 

@@ -16,8 +16,8 @@
 3. Conv: per-channel int8 weights with zero points all 0 (so one scalar zero point serves),
    the per-channel scale applied by the Mul after ConvInteger.
 5. MatMul/Gemm in ``plan.per_token`` are PerTokenMatMulPass's (one scale per row of A, per_token.py).
-6. Outlier channels (with calibration data, ``QuantConfig.outlier_channels``; per_token.py (9)
-   says which channels and why): the input's channels O whose calibrated max |A| is far above the
+6. Outlier channels (with calibration data, ``QuantConfig.outlier_channels``; outliers.py says
+   which channels and why): the input's channels O whose calibrated max |A| is far above the
    median channel's are taken out of the int8 product and multiplied in float:
 
        A -> Mul(mask: 0 at O) -> DynamicQuantizeMatMul(W_q) --+--> Add
@@ -234,12 +234,11 @@ class OutlierFront(NamedTuple):
 
 
 def matmul_depth(node: ir.Node) -> int | None:
-    """K of a MatMul/Gemm with a constant weight (a transB Gemm's weight is [N, K])."""
-    shape = node.inputs[1].shape if len(node.inputs) > 1 and node.inputs[1] is not None else None
-    weight = const_array(node.inputs[1]) if shape is None or not shape.is_static() else None
-    dims = list(shape) if weight is None else list(weight.shape)
-    if len(dims) != 2:
+    """K of a MatMul/Gemm with a constant weight (a transB Gemm's weight is [N, K]); None without one."""
+    weight = const_array(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
+    if weight is None or weight.ndim != 2:
         return None
+    dims = weight.shape
     trans_b = node.attributes.get("transB") if node.op_type == "Gemm" else None
     return int(dims[1] if trans_b is not None and trans_b.value else dims[0])
 

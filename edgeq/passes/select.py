@@ -269,8 +269,8 @@ class SelectNodesPass(InspectPass):
         per_token = isinstance(self.config.dynamic_granularity, PerToken)  # (12)
         for node in graph:
             op = node.op_type
-            if self._run_time(node):
-                self._decide_run_time(node, self._run_time(node))  # (12)
+            if asked := self._run_time(node):
+                self._decide_run_time(node, asked)  # (12)
             elif op in ("MatMul", "Gemm") and node.domain == "" and not self._excluded(node):
                 reason = self._check_heavy(node)
                 if reason is None and const_array(node.inputs[1]) is None:
@@ -294,8 +294,8 @@ class SelectNodesPass(InspectPass):
         plan = self.plan
         roles: dict[ir.Node, str] = {}
         for node in graph:
-            if self._run_time(node):
-                self._decide_run_time(node, self._run_time(node))  # (12) float neighbours see it as float
+            if asked := self._run_time(node):
+                self._decide_run_time(node, asked)  # (12) float neighbours see it as float
                 continue
             role, reason = self._check(node, opset)
             if role is None:
