@@ -8,7 +8,7 @@ split, which training never sees): fp32; edgeq PTQ static (W8A8, default options
 default of ``edgeq quantize``); the untrained QAT module exported (PTQ on QAT's grid: W8A8, and
 W4A8, which only QAT's path writes: int4 per-channel weights); QAT at W8A8 and W4A8 (``edgeq.qat``,
 distilled from fp32, ``--epochs``); W4A8 QAT again under bfloat16 autocast for its training time;
-transformers also at W8A8 with per-token MatMuls (``QATConfig(per_token=True)``).
+transformers also at W8A8 and W4A8 with per-token MatMuls (``QATConfig(per_token=True)``).
 Columns: min output SQNR vs fp32 over the evaluation samples, top-1 (classifiers with labels) or
 argmax agreement, file size, latency at 1 thread (interleaved rounds, median), training seconds.
 """
@@ -61,7 +61,7 @@ def rows_for(name: str, args, workdir: str) -> list[dict]:
                      **_score(out, feeds, reference, labels, classification)})
     runs = [(8, None, False), (4, None, False), (4, "bf16", False)]
     if spec.task in ("embedding", "hidden_states"):  # transformers: their run-time MatMuls per token too
-        runs.append((8, None, True))
+        runs += [(8, None, True), (4, None, True)]
     for bits, amp, per_token in runs:
         tag = f"{bits}{amp or ''}{'pt' if per_token else ''}"
         out = os.path.join(workdir, f"{name}.qat{tag}.onnx")

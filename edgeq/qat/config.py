@@ -38,8 +38,6 @@ class QATConfig:
             raise UsageError(f"weight_bits={self.weight_bits}: QAT simulates 8-bit or 4-bit weights")
         if self.activations not in ("uint8", "int8"):
             raise UsageError(f"activations={self.activations!r}: choose uint8 or int8")
-        if self.per_token and self.weight_bits == 4:  # opset 21's blocked row quantization: its check fails
-            raise UsageError("per_token with 4-bit weights is not supported yet: use 8-bit weights, or per-tensor")
         if self.scales not in ("learned", "observed"):
             raise UsageError(f"scales={self.scales!r}: choose learned or observed")
         precision = self.precision.items() if isinstance(self.precision, dict) else self.precision

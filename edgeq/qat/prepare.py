@@ -102,9 +102,6 @@ def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config
 
     config = config or QATConfig()
     precision = dict(config.precision) | plan_precision(plan)
-    if config.weight_bits == 4 and "int8-per-token" in precision.values():
-        raise UsageError("the plan has per-token MatMuls (int8-per-token), which need 8-bit weights: "
-                         "use weight_bits=8, or a plan without them")
     with tempfile.TemporaryDirectory(prefix="edgeq-qat-") as workdir:
         source = _float_onnx(model, example_inputs, workdir, input_names)
         loaded_model, _ = as_model(source)
