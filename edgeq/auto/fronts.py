@@ -9,16 +9,18 @@ scale per tensor costs onnxruntime's DynamicQuantizeMatMul alone, plus the outli
 mask, gather and float product (passes/dynamic.py (6)). With the outlier channels out, a
 LayerNorm output spreads about as much in one row as in the whole tensor (every token is
 normalised), and one scale per tensor loses 1-4 dB there against one per row; other inputs (the
-attention context, a GELU output) lose more. Measured on MiniLM (Xeon with VNNI, 1 thread,
-docs/per_token.md): every MatMul per token 1.9x fp32 at 31.5 dB unseen; every MatMul per tensor
-with outlier channels 2.3x at 29.2 dB; Q/K/V per token and the rest per tensor 2.2x at 30.4 dB.
+attention context, a GELU output) lose more. Measured on MiniLM (Xeon with VNNI, 1 thread, a
+quiet host; docs/per_token.md): every MatMul per token 1.62x fp32 at 31.5 dB unseen; every
+MatMul per tensor with outlier channels 1.96x at 29.2 dB; Q/K/V per token and the rest per
+tensor 1.84x at 30.4 dB; auto's answer with this step (after GPTQ, see search.py (2)), 12 of 24
+inputs per tensor, 1.75x at 31.3 dB.
 
 1. Fronts: the per-token MatMul/Gemm units of ``best``, grouped by the input they read.
 2. Order: each front's harm, the output noise that one scale per tensor adds over one per row at
    its own MatMuls, each output row's relative to that row's power (the float model's inputs on up
    to ``SAMPLES`` calibration samples, both grids applied in numpy to the input with its outlier
-   channels out, through the float weights),
-   divided by the work it saves (the input's size); least harm per unit of work first. A local
+   channels out, through the float weights), divided by the work it saves (the input's size);
+   least harm per unit of work first. A local
    estimate: how the noise grows on its way to the outputs is what the builds measure.
 3. Binary search for the longest prefix of that order whose build meets the target (not the
    whole order: every input per tensor is the build the per-token repair replaced, which missed);
