@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from edgeq.auto.state import Config, Search
-from edgeq.graph import all_nodes, const_array
+from edgeq.graph import all_nodes
 
 __all__ = ["per_tensor_fronts", "front_harm"]
 
@@ -84,10 +84,11 @@ def front_harm(model: Any, fronts: dict[str, list[Any]], source: Any, cal: Any,
     from edgeq.calibrate import load_data
     from edgeq.calibrate.collect import ObservedModel
     from edgeq.passes.outliers import outlier_channels
+    from edgeq.passes.smoothquant import weight_rows
 
     source = load_data(source, model)
     values = {v.name: v for nodes in fronts.values() for v in nodes[0].inputs[:1]}
-    weights = {name: [_weight(n) for n in nodes] for name, nodes in fronts.items()}
+    weights = {name: [weight_rows(n, n.inputs[0]) for n in nodes] for name, nodes in fronts.items()}
     masks = {}
     for name in fronts:
         absmax = cal.channel_absmax(name) if outliers else None
@@ -110,14 +111,6 @@ def front_harm(model: Any, fronts: dict[str, list[Any]], source: Any, cal: Any,
     for name, (rows, tensor, row) in sums.items():
         out[name] = ((tensor - row) / rows if rows > 0 else 0.0, sizes[name])
     return out
-
-
-def _weight(node: Any) -> np.ndarray | None:
-    w = const_array(node.inputs[1]) if len(node.inputs) > 1 else None
-    if w is None or w.ndim != 2:
-        return None
-    trans_b = node.attributes.get("transB") if node.op_type == "Gemm" else None
-    return np.asarray(w.T if trans_b is not None and trans_b.value else w, np.float32)
 
 
 def _noise(x: np.ndarray, outliers: np.ndarray | None, weights: list[np.ndarray | None]) -> np.ndarray:

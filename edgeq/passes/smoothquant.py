@@ -30,12 +30,12 @@ from edgeq.graph import ONNX_DOMAINS, add_initializer, initializer_array
 from edgeq.passes.equalize import replace_constant
 from edgeq.passes.plan import attr_value
 
-__all__ = ["SmoothQuantPass"]
+__all__ = ["SmoothQuantPass", "weight_rows"]
 
 logger = logging.getLogger(__name__)
 
 
-def _weight_rows(node: ir.Node, x: ir.Value) -> np.ndarray | None:
+def weight_rows(node: ir.Node, x: ir.Value) -> np.ndarray | None:
     """W as [K, N] (K = X's channels) when ``node`` qualifies for case 1, else None."""
     if node.domain not in ONNX_DOMAINS or not node.inputs or node.inputs[0] is not x:
         return None
@@ -76,7 +76,7 @@ class SmoothQuantPass(ir.passes.InPlacePass):
         consumers = list(x.consumers())
         if amax is None or x.is_graph_output() or not consumers:
             return
-        rows = [(node, _weight_rows(node, x)) for node in consumers]
+        rows = [(node, weight_rows(node, x)) for node in consumers]
         readers = [node for node, w in rows if w is not None and w.shape[0] == amax.size]
         if not readers or (len(readers) < len(consumers) and not (self.partial and self.insert_mul)):
             return  # case 1

@@ -35,38 +35,33 @@ def calibrate(model: ir.Model, planned: Planned, config: QuantConfig, data: Any,
     names = planned.calibrated_roots()
     tokens = _token_inputs(model, planned, config)
     if names or tokens:
-        table = _ranges(model, names, config, data, ranges, progress, optional=tokens)
+        table = _ranges(model, names, config, data, ranges, progress, optional=list(tokens))
     else:  # nothing static to calibrate (e.g. every MatMul went dynamic)
         table = RangesTable({}, method=config.method)
     _assign_qparams(model, planned, table, config)
-    _token_channels(model, planned, table, tokens)
+    _token_channels(planned, table, tokens)
     return table, {"method": table.method, "num_samples": table.num_samples, "tensors": len(names)}
 
 
-def _run_time_matmuls(model: ir.Model, planned: Planned) -> list[ir.Node]:
-    """MatMul/Gemm of the main graph whose input is quantized at run time: per-token (per_token.py
-    (9)) or per-tensor dynamic (dynamic.py (6))."""
+def _token_inputs(model: ir.Model, planned: Planned, config: QuantConfig) -> dict[str, ir.Value]:
+    """The inputs of the main graph's MatMul/Gemm quantized at run time (per-token, per_token.py
+    (9), or per-tensor dynamic, dynamic.py (6)) by name, sorted, when outlier channels are on."""
     from edgeq.passes.plan import Role
 
-    plan = planned.plan
-    return [n for n in model.graph if n.inputs and (n in plan.per_token or (
-        plan.role(n) == Role.DYNAMIC and n.op_type in ("MatMul", "Gemm") and n.domain == ""))]
-
-
-def _token_inputs(model: ir.Model, planned: Planned, config: QuantConfig) -> list[str]:
-    """The inputs of MatMuls quantized at run time, when outlier channels are on."""
     if not config.outlier_channels:
-        return []
-    inputs = {n.inputs[0] for n in _run_time_matmuls(model, planned)}
-    return sorted(v.name for v in inputs if v is not None and v.name and v.const_value is None)
+        return {}
+    plan = planned.plan
+    inputs = {n.inputs[0] for n in model.graph if n.inputs and (n in plan.per_token or (
+        plan.role(n) == Role.DYNAMIC and n.op_type in ("MatMul", "Gemm") and n.domain == ""))}
+    return {v.name: v for v in sorted((v for v in inputs if v is not None and v.name and v.const_value is None),
+                                      key=lambda v: v.name)}
 
 
-def _token_channels(model: ir.Model, planned: Planned, table: RangesTable, tokens: list[str]) -> None:
-    values = {v.name: v for n in _run_time_matmuls(model, planned) for v in n.inputs[:1] if v is not None}
-    for name in tokens:
+def _token_channels(planned: Planned, table: RangesTable, tokens: dict[str, ir.Value]) -> None:
+    for name, value in tokens.items():
         absmax = channel_absmax(table[name].summary) if name in table else None
         if absmax is not None:
-            planned.plan.token_channels[values[name]] = absmax
+            planned.plan.token_channels[value] = absmax
 
 
 def channel_absmax(summary: dict) -> np.ndarray | None:
