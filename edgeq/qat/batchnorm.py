@@ -72,8 +72,9 @@ class FoldedBatchNorm(nn.Module):
 
     def train_forward(self, y_quantized_folded: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """(2) The BatchNorm on the batch: ``y_quantized_folded`` is Conv(x, fq(W * sf)) without bias."""
-        sf = self._channels(self.scale(), y_quantized_folded.dim() - 1)
-        y = y_quantized_folded / sf + self._channels(bias, y_quantized_folded.dim() - 1)
+        dtype = y_quantized_folded.dtype  # half precision under autocast: kept (fake_quant.py (3))
+        sf = self._channels(self.scale(), y_quantized_folded.dim() - 1).to(dtype)
+        y = y_quantized_folded / sf + self._channels(bias, y_quantized_folded.dim() - 1).to(dtype)
         return nn.functional.batch_norm(y, self.running_mean, self.running_var, self.gamma, self.beta,
                                         True, self.momentum, self.eps)
 

@@ -13,19 +13,35 @@
    0.9, always including 0), weights take their current max |w| (per-channel activation steps
    keep their calibrated values).
 3. The arithmetic is float32 even under ``torch.autocast``: scales and rounding in bfloat16 would
-   put values on another grid than onnxruntime's.
+   put values on another grid than onnxruntime's. A half-precision input under autocast (the
+   output of a convolution there) is read as it is and the result stored back in its precision
+   (one scale, ``FUSED``, on CUDA): what autocast would cast it to for the next layer anyway, at
+   half the memory traffic of a float32 copy each way. The scale's gradient still sums in float32.
+   Not on the CPU, whose fused kernel rounds bfloat16 inputs in bfloat16 (a code off by one).
 4. ``axis``: one scale per slice along it (per-channel weights, per-channel activations of
    ``passes/channel_scales.py``); None: one scale.
+5. One scale (activations): one fused kernel forward (``FUSED``: torch's fake quantizer with
+   tensor parameters, which also gives the mask), and backward the mask and, when the scale
+   learns, one reduction for its gradient (``_PerTensor``). The formula written out costs 8
+   passes over the tensor forward and more backward, each a kernel; torch's own learnable fake
+   quantizers read their parameters on the host (a device sync per call) and cost ~1 ms of CPU
+   each on CUDA. Torch multiplies by 1 / scale where QuantizeLinear divides: a value within an ulp
+   of a rounding midpoint can land one step away, which the export check's one-step tolerance
+   covers. Per-channel scales (weights: small tensors) keep the formula.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["FakeQuant", "round_ste", "codes"]
+__all__ = ["FakeQuant", "round_ste", "codes", "FUSED"]
+
+FUSED = True  # (5); False: the formula written out (the tests compare the two)
+KEEP_HALF = ("cuda",)  # (3) devices whose fused kernel computes half-precision inputs in float32 (the CPU's: in bfloat16)
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -97,10 +113,15 @@ class FakeQuant(nn.Module):
         return self.scale.detach().clamp_min(1e-12)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fused = FUSED and x.numel() > 0 and self.scale.numel() == 1
+        keep = (fused and x.dtype in (torch.float16, torch.bfloat16) and x.device.type in KEEP_HALF
+                and torch.is_autocast_enabled(x.device.type))
         with torch.autocast(device_type=x.device.type, enabled=False):  # (3)
-            x = x.float()
+            x = x if keep else x.float()
             if self.training and self.observing and (self.weight or self.per_tensor):  # per-channel outputs keep their calibration
                 self._observe(x)
+            if fused:
+                return self._fused(x)
             s = self.scale
             if self.learn and self.training:
                 per_scale = x.numel() / max(s.numel(), 1)
@@ -109,6 +130,12 @@ class FakeQuant(nn.Module):
             z = self._shape(x, self.zero_point)
             q = torch.clamp(round_ste(x / s) + z, self.qmin, self.qmax)
             return (q - z) * s
+
+    def _fused(self, x: torch.Tensor) -> torch.Tensor:
+        """(5) One kernel forward; backward, the mask and (when the scale learns) its reduction."""
+        s = self.scale.clamp_min(1e-12)
+        factor = 1.0 / math.sqrt(x.numel() * self.qmax)
+        return _PerTensor.apply(x, s.reshape(1), self.zero_point.reshape(1).to(torch.int32), self.qmin, self.qmax, factor)
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         """The integer codes of ``x`` (float tensor of whole numbers), no gradient."""
@@ -121,6 +148,39 @@ class FakeQuant(nn.Module):
     def extra_repr(self) -> str:
         kind = "learned" if self.learn else "observed"
         return f"[{self.qmin}, {self.qmax}], {self.scale.numel()} scale(s) {kind}, axis={self.axis}"
+
+
+_ENABLED: dict[torch.device, torch.Tensor] = {}
+
+
+class _PerTensor(torch.autograd.Function):
+    """(5) ``(clamp(round(x / s) + z) - z) * s`` as torch's fused fake quantizer with tensor
+    parameters (no host sync), and the LSQ gradient of (2): d/ds is ``round(x/s) - x/s`` inside
+    the range and ``q - z`` at its ends, i.e. ``(y - x) / s`` and ``y / s``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int,
+                factor: float) -> torch.Tensor:
+        enabled = _ENABLED.get(x.device)
+        if enabled is None:
+            enabled = _ENABLED[x.device] = torch.ones(1, dtype=torch.long, device=x.device)
+        y, mask = torch._fake_quantize_per_tensor_affine_cachemask_tensor_qparams(
+            x, scale.to(device=x.device, dtype=torch.float32), zero_point.to(x.device), enabled, qmin, qmax)
+        ctx.factor = factor
+        ctx.save_for_backward(x, y, mask, scale)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        x, y, mask, scale = ctx.saved_tensors
+        grad_x = grad * mask if ctx.needs_input_grad[0] else None
+        grad_s = None
+        if ctx.needs_input_grad[1]:
+            step_error = torch.where(mask, y - x, y)  # s * d(y)/ds, small inside the range: no cancellation
+            if grad.dtype == torch.float16:  # a scaled float16 gradient times a value can overflow
+                grad = grad.float()
+            grad_s = (torch.sum(grad * step_error, dtype=torch.float32) * ctx.factor / scale).reshape(scale.shape)
+        return grad_x, grad_s, None, None, None, None
 
 
 def codes(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
