@@ -121,7 +121,9 @@ def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config
             opset=21 if config.weight_bits == 4 else None,
             reduce_range=False if config.weight_bits == 4 else None,
             dynamic_granularity=PerToken() if config.per_token else PerTensor(),
-            outlier_channels=False,  # per_token.py (9): its float correction is not a quantizer QATModel trains
+            # per_token.py (9): a per-token kernel's centred rows meet the masked channels' codes, whose products
+            # cancel against the float correction in float in torch and in int32 in onnxruntime (not within a step)
+            outlier_channels=not config.per_token,
         )
         module = model if isinstance(model, torch.nn.Module) else batchnorms_from
         batchnorms = batchnorms_of(module, loaded_model) if module is not None else {}
