@@ -130,7 +130,8 @@ class QuantizeRecurrentPass(ir.passes.InPlacePass):
         graph.insert_before(node, new)
         names = [out.name for out in node.outputs]
         for old, out in zip(node.outputs, new.outputs):
-            out.shape, out.dtype = old.shape, old.dtype
+            # every output is of X's type T; an unused, unnamed Y carries no type after a copy through the protobuf
+            out.shape, out.dtype = old.shape, old.dtype or node.inputs[0].dtype
             old.replace_all_uses_with(out, replace_graph_outputs=True)
         old_weights = list(node.inputs[1:3])
         graph.remove(node, safe=True)

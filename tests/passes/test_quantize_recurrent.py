@@ -202,3 +202,28 @@ def test_cli_recurrent_flag(tmp_path, capsys, flag, op):
     out = tmp_path / "lstm.int8.onnx"
     cli_ok(["quantize", str(tmp_path / "lstm.onnx"), "-o", str(out), "--mode", "dynamic", *flag, "-q"], capsys)
     assert op in op_types(onnx.load(out))
+
+
+
+def test_lstm_in_if_branches_quantized_in_a_copy_can_be_written(tmp_path):
+    """The zoo's vad (an LSTM in each If branch, its Y output left out by an empty name) quantized
+    in a copy of the prepared model, as static mode's 7-or-8-bit choice builds it on a CPU without
+    VNNI: the copy through the protobuf drops the unnamed output's type, and DynamicQuantizeLSTM's
+    output came out untyped, so the model could not be written ('Tensor(None)')."""
+    import onnx_ir as ir
+
+    from edgeq import zoo
+    from edgeq.exporter import export
+    from edgeq.stages.load import load, prepare
+    from edgeq.stages.variant import build_variant
+
+    path = str(tmp_path / "vad.onnx")
+    export("vad", path)
+    feeds = zoo.get("vad").calibration_data(8)
+    config = QuantConfig(mode="static", reduce_range=True)
+    result = build_variant(prepare(load(path, feeds), config), config)  # not in place: a copy
+    proto = ir.to_proto(result.model)  # raised SerdeError before
+    lstms = [n for g in result.model.graphs() for n in g if n.op_type.endswith("LSTM")]
+    assert len(lstms) == 2 and all(n.op_type == "DynamicQuantizeLSTM" for n in lstms)
+    want, got = run_ort(onnx.load(path), feeds[0]), run_ort(proto, feeds[0])
+    assert sqnr_db(want[0], got[0]) >= 30.0
