@@ -88,6 +88,18 @@ def store_float16(model: ir.Model) -> tuple[int, int]:
     return count, saved
 
 
+def float16_forms(model: ir.Model) -> dict[str, np.ndarray]:
+    """What ``store_float16`` would store, by initializer name (nothing changed): the values a
+    check against the float32 original must use (``edgeq.qat.export``)."""
+    forms = {}
+    for graph in model.graphs():
+        for name, value in graph.initializers.items():
+            half = _half(graph, value)
+            if half is not None:
+                forms[name] = half
+    return forms
+
+
 def _half(graph: ir.Graph, value: ir.Value) -> np.ndarray | None:
     """(1) (2) The float16 form of ``value`` if it is a weight that float16 holds exactly enough."""
     tensor = value.const_value

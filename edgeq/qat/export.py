@@ -16,7 +16,8 @@
    within one 8-bit step of their own range, (max - min) / 255, on 99.9% of elements. Else an
    ExportError naming the first tensor that differs. The end-to-end difference is reported.
 3. Weights of layers left float are stored as float16 (cast back when the session loads), as
-   edgeq's quantize stores them by default; ``float_weights="fp32"`` keeps them float32.
+   edgeq's quantize stores them by default; ``float_weights="fp32"`` keeps them float32. The
+   check runs the torch module with those weights rounded as stored.
 4. Written atomically, never over an input.
 5. 4-bit weights stay int4 in the file, each read through a Cast to int8 before its
    DequantizeLinear (``passes/int4_storage.py``): onnxruntime folds the Cast at load and runs the
@@ -26,8 +27,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -68,7 +71,7 @@ def to_onnx(qat: Any) -> ir.Model:
     import torch
 
     model = copy_model(qat.qdq)
-    inits = dict(model.graph.initializers)
+    inits = {name: value for graph in model.graphs() for name, value in graph.initializers.items()}  # If bodies too
     qat.eval()
     with torch.no_grad():
         for ref in qat.weights:
@@ -182,7 +185,7 @@ def export(qat: Any, example_inputs: Any, path: str | os.PathLike, *, check: boo
     ``float_weights``: "fp16" stores the weights of layers left float as float16, cast to float32
     when the session loads, as edgeq's quantize does by default (``passes/float_weights.py``)."""
     from edgeq.io import save_model
-    from edgeq.passes.float_weights import store_float16
+    from edgeq.passes.float_weights import float16_forms, store_float16
     from edgeq.passes.int4_storage import Int4StoragePass
     from edgeq.stages.check import check as onnx_check
 
@@ -190,6 +193,7 @@ def export(qat: Any, example_inputs: Any, path: str | os.PathLike, *, check: boo
         raise UsageError(f"float_weights={float_weights!r}: choose fp16 or fp32")
     model = to_onnx(qat)
     Int4StoragePass()(model)  # (5) int4 codes packed, read at int8 speed
+    stored = float16_forms(model) if float_weights == "fp16" else {}  # (3) what the check's torch side reads too
     if float_weights == "fp16":
         store_float16(model)
     feeds = as_feeds(example_inputs, qat.input_names)
@@ -201,13 +205,38 @@ def export(qat: Any, example_inputs: Any, path: str | os.PathLike, *, check: boo
         raise ExportError(f"the exported QAT model fails onnx.checker: {e}") from None
     worst, share, out_max, count = (None, 1.0, 0.0, 0)
     if check:
-        worst, share, out_max, count = check_against_torch(qat, model, feeds)
+        with _as_stored(qat, stored):
+            worst, share, out_max, count = check_against_torch(qat, model, feeds)
         if worst is not None and share < MIN_AGREEMENT:
             raise ExportError(
                 f"onnxruntime and the torch QAT model differ at {worst!r}: {share:.2%} of its codes within one "
                 f"step (needs {MIN_AGREEMENT:.1%}); the first such tensor in the graph order is where they part")
     saved = save_model(model, os.fspath(path), inputs=[])
     return ExportCheck(saved, count, worst, share, out_max, len(feeds))
+
+
+@contextlib.contextmanager
+def _as_stored(qat: Any, stored: dict[str, np.ndarray]) -> Iterator[None]:
+    """(3) The module's float weights as the file stores them (float16) while the check runs, then
+    back: otherwise the check sees the rounding as a difference, and where it cannot force
+    onnxruntime's codes into torch (inside If branches) the difference compounds (vad, 4-bit)."""
+    import torch
+
+    saved = {}
+    with torch.no_grad():
+        for name, half in stored.items():
+            key = qat._buffers_by_value.get(name)
+            if key is None:
+                continue
+            tensor = qat._get(key)
+            saved[key] = tensor.detach().clone()
+            tensor.copy_(torch.from_numpy(half.astype(np.float32)).reshape(tensor.shape))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for key, value in saved.items():
+                qat._get(key).copy_(value)
 
 
 def as_feeds(example_inputs: Any, names: list[str]) -> list[dict[str, np.ndarray]]:

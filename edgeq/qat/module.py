@@ -29,6 +29,14 @@ the trained values.
 7. A convolution the exporter folded a BatchNorm into (``batchnorms``, from ``batchnorm.py``)
    keeps the BatchNorm beside it, and its own bias: the weight quantizer sees the folded weight,
    and the batch statistics update until ``fit`` freezes them.
+9. If: each branch is built as a program of its own (its quantizers, weights and constants among
+   the module's) and the branch the condition picks runs on the outer values, as onnxruntime runs
+   it. Loop and Scan bodies are refused. Constants are kept by name: an initializer named as one
+   in another graph is renamed first.
+10. ``DynamicQuantizeLSTM`` (edgeq's int8 LSTM, ``passes/quantize_recurrent.py``): W and R are
+   weights (2), one scale per gate column, read transposed; X (the whole sequence) and the hidden
+   state before each step are fake-quantized as the kernel quantizes them at run time (5); B
+   trains as a float parameter. A float LSTM runs as ONNX defines it (``ops.lstm``).
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ from edgeq.errors import UsageError
 from edgeq.graph import MS_DOMAIN, const_array
 from edgeq.qat.batchnorm import FoldedBatchNorm
 from edgeq.qat.fake_quant import FakeQuant, round_ste
-from edgeq.qat.ops import OPS
+from edgeq.qat.ops import OPS, lstm
 
 __all__ = ["QATModel", "WeightRef", "BiasRef"]
 
@@ -112,8 +120,7 @@ class QATModel(nn.Module):
                  learn: bool = True, batchnorms: dict[str, dict[str, Any]] | None = None) -> None:
         super().__init__()
         graph = qdq.graph
-        if any(True for _ in graph.subgraphs()):
-            raise UsageError("quantization-aware training of graphs with If/Loop/Scan bodies is not supported yet")
+        _check_subgraphs(qdq)  # (9)
         self.qdq = qdq
         self.weight_bits = weight_bits
         self.input_names = [v.name for v in graph.inputs]
@@ -132,8 +139,9 @@ class QATModel(nn.Module):
         self.activation_quants: dict[str, tuple[str, str | None]] = {}  # quantizer -> (scale, zp) initializer names
         self.constants: list[tuple[str, str, str]] = []  # (q initializer, buffer key, quantizer) (4)
         self.colsums: list[tuple[str, str, str]] = []  # (colsum initializer, weight quantizer, weight param) (8)
-        self._float = {n.name: n for n in float_model.graph} if float_model is not None else {}
-        self._float_inits = dict(float_model.graph.initializers) if float_model is not None else {}
+        self._float = {n.name: n for g in float_model.graphs() for n in g} if float_model is not None else {}
+        self._float_inits = ({k: v for g in float_model.graphs() for k, v in g.initializers.items()}
+                             if float_model is not None else {})
         self._learn = learn
         self._pairs: dict[tuple[int, int], str] = {}
         self._build(graph)
@@ -213,11 +221,19 @@ class QATModel(nn.Module):
             ref.bn = bn
         return ref.quant
 
-    def _weight_quant(self, consumer: ir.Node, values: list[ir.Value | None], axis: int | None) -> WeightRef:
+    def _weight_quant(self, consumer: ir.Node, values: list[ir.Value | None], axis: int | None, *,
+                      transposed: bool = False) -> WeightRef:
         """(2) Quantized levels (``values``: levels, scale, zero point) as a float parameter, from
-        the float model's weight where it is found, and their weight quantizer."""
+        the float model's weight where it is found, and their weight quantizer. ``transposed``: the
+        levels are the float weight with its last two axes swapped (an LSTM's, (10))."""
         levels, s = const_array(values[0]), const_array(values[1])
-        weight = self._original(consumer, values[0], 1, levels.shape)
+        if transposed:
+            index = 1 if consumer.inputs[1] is values[0] else 2
+            swapped = (*levels.shape[:-2], levels.shape[-1], levels.shape[-2])
+            weight = self._original(consumer, values[0], index, swapped)
+            weight = np.ascontiguousarray(np.swapaxes(weight, -1, -2)) if weight is not None else None
+        else:
+            weight = self._original(consumer, values[0], 1, levels.shape)
         if weight is None:  # the levels dequantized
             shape = [-1 if i == axis % levels.ndim else 1 for i in range(levels.ndim)] if axis is not None else []
             weight = levels.astype(np.float32) * (s.reshape(shape) if axis is not None else s)
@@ -234,7 +250,7 @@ class QATModel(nn.Module):
         self.weights.append(WeightRef(values, param, key, consumer))
         return self.weights[-1]
 
-    def _build(self, graph: ir.Graph) -> None:
+    def _build(self, graph: ir.Graph, top: bool = True) -> None:
         done: set[ir.Node] = set()
         # pass 1: activation pairs (1), so constants sharing their scales find their quantizer (4)
         for node in graph:
@@ -266,6 +282,19 @@ class QATModel(nn.Module):
             if kind == "DynamicQuantizeLinear":
                 self._dynamic_quantize(node)
                 continue
+            if kind == "If":  # (9) each branch a program of its own, run on the outer values
+                branches = []
+                for attr in ("then_branch", "else_branch"):
+                    body, saved = node.attributes[attr].as_graph(), self.program
+                    self.program = []
+                    self._build(body, top=False)
+                    branches.append((self.program, [v.name for v in body.outputs]))
+                    self.program = saved
+                self.program.append(("if", None, [node.inputs[0].name], [v.name for v in node.outputs], branches))
+                continue
+            if kind == f"{MS_DOMAIN}.DynamicQuantizeLSTM":
+                self._dynamic_lstm(node)
+                continue
             if kind == "Constant":
                 value = node.attributes["value"].value if "value" in node.attributes else None
                 if value is None:
@@ -293,7 +322,8 @@ class QATModel(nn.Module):
         if unsupported:
             listing = ", ".join(f"{k} ({n})" for k, n in sorted(unsupported.items()))
             raise UsageError(f"quantization-aware training cannot run these operators in torch: {listing}")
-        self._colsums()
+        if top:
+            self._colsums()
 
     def _constant_dq(self, dq: ir.Node) -> None:
         q = const_array(dq.inputs[0])
@@ -375,6 +405,29 @@ class QATModel(nn.Module):
                     self._buffer(node.inputs[i], const_array(node.inputs[i]))
             self.program.append(("intmatmul", fq, [*names, param, bias], [node.outputs[0].name]))
 
+    def _dynamic_lstm(self, node: ir.Node) -> None:
+        """(10) DynamicQuantizeLSTM(X, W_q[1,I,4H], R_q[1,H,4H], B, seq_lens, h0, c0, P, W_scale, W_zp,
+        R_scale, R_zp): W and R trained as weights (one scale per gate column), X and each step's
+        hidden state fake-quantized as the kernel does at run time (uint8, per tensor, from min/max)."""
+        names = [v.name if v is not None else None for v in node.inputs]
+        if const_array(node.inputs[1]).shape[0] != 1:
+            raise UsageError(f"{node.name}: quantization-aware training of a bidirectional DynamicQuantizeLSTM "
+                             "is not supported (keep it float: recurrent='float')")
+        keys = []
+        for index, scale_index, zp_index in ((1, 8, 9), (2, 10, 11)):
+            values = [node.inputs[index], node.inputs[scale_index], node.inputs[zp_index]]
+            axis = 2 if np.size(const_array(values[1])) > 1 else None  # [1, K, 4H]: one scale per gate column
+            ref = self._weight_quant(node, values, axis, transposed=True)
+            ref.int4_storage = False  # the kernel takes 8-bit weights
+            keys.append((ref.quant, ref.param))
+        for value in node.inputs[3:8]:
+            if value is not None and const_array(value) is not None and value.name not in self._buffers_by_value:
+                key = self._buffer(value, const_array(value), trainable=value is node.inputs[3])  # B trains
+                if value is node.inputs[3]:
+                    self.float_params[value.name] = key
+        attrs = _attrs(node)
+        self.program.append(("qlstm", keys, [names[0], *names[3:8]], [v.name for v in node.outputs], attrs))
+
     def _token_step(self, node: ir.Node) -> bool:
         """(8) The quantization of a per-token MatMul's rows: Cast(uint8) of the shifted rows (below
         opset 21) or a blocked QuantizeLinear, read by MatMulIntegerToFloat as its A."""
@@ -453,7 +506,13 @@ class QATModel(nn.Module):
             env[name] = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
         for name, key in self._buffers_by_value.items():
             env[name] = self._get(key)
-        for step in self.program:
+        self._exec(self.program, env, probe, forced)
+        result = tuple(env[n] for n in self.output_names)
+        return result[0] if len(result) == 1 else result
+
+    def _exec(self, program: list[tuple], env: dict[str, Any], probe: dict[str, np.ndarray] | None,
+              forced: dict[str, np.ndarray] | None) -> None:
+        for step in program:
             kind, what, ins, outs = step[:4]
             if forced is not None:
                 for name in _forced_inputs(step):
@@ -503,6 +562,20 @@ class QATModel(nn.Module):
                 env[outs[0]] = y + self._get(ins[4]) if ins[4] is not None else y
                 if probe is not None:
                     probe[outs[0]] = env[outs[0]].numpy()
+            elif kind == "if":  # (9) the branch reads the outer values; its outputs become the If's
+                body, names = step[4][0 if bool(env[ins[0]]) else 1]
+                inner = dict(env)
+                self._exec(body, inner, probe, forced)
+                for name, inner_name in zip(outs, names):
+                    env[name] = inner[inner_name]
+            elif kind == "qlstm":  # (10)
+                (wq, wp), (rq, rp) = what
+                x, *rest = [env[n] if n else None for n in ins]
+                result = lstm(x.float(), self.quants[wq](self._get(wp))[0:1], self.quants[rq](self._get(rp))[0:1],
+                              *rest, step[4], quantize=lambda t: _dynamic_fake_quant(t)[0])
+                for name, value in zip(outs, result):
+                    if name:
+                        env[name] = value
             else:
                 inputs = [env[n] if n else None for n in ins]
                 result = OPS[what](inputs, step[4])
@@ -511,8 +584,28 @@ class QATModel(nn.Module):
                         env[name] = value
                 else:
                     env[outs[0]] = result
-        result = tuple(env[n] for n in self.output_names)
-        return result[0] if len(result) == 1 else result
+
+
+def _check_subgraphs(model: ir.Model) -> None:
+    """(9) If bodies are run; Loop and Scan bodies are refused. The module keeps constants by
+    name, so an initializer whose name another graph's initializer has too (two If branches
+    built alike) is renamed, in ``model`` itself, which ``export`` writes back."""
+    names = {v.name for g in model.graphs() for n in g for v in n.outputs if v.name}
+    names |= {name for g in model.graphs() for name in g.initializers}
+    seen: set[str] = set()
+    for graph in model.graphs():
+        for node in graph:
+            if node.op_type in ("Loop", "Scan") and node.domain in ("", "ai.onnx"):
+                raise UsageError(f"{node.name}: quantization-aware training of {node.op_type} bodies is not supported "
+                                 "(If bodies are)")
+        for name, value in list(graph.initializers.items()):
+            if name in seen:
+                i = 1
+                while f"{name}_{i}" in names:
+                    i += 1
+                value.name = f"{name}_{i}"
+                names.add(value.name)
+            seen.add(value.name)
 
 
 def _forced_inputs(step: tuple) -> list[str]:

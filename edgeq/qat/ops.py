@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["OPS", "supported"]
+__all__ = ["OPS", "supported", "lstm"]
 
 Op = Callable[[list[Any], dict[str, Any]], Any]
 OPS: dict[str, Op] = {}
@@ -456,3 +456,53 @@ def _gather_nd(inputs, attrs):
     rows = torch.arange(batch).reshape(batch, 1).expand(batch, idx.shape[1])
     out = flat[(rows, *[idx[..., i] for i in range(k)])]
     return out.reshape(*indices.shape[:-1], *data.shape[b + k:])
+
+
+def lstm(x: torch.Tensor, w_t: torch.Tensor, r_t: torch.Tensor, b: torch.Tensor | None, seq_lens: torch.Tensor | None,
+         h0: torch.Tensor | None, c0: torch.Tensor | None, p: torch.Tensor | None, attrs: dict,
+         quantize: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
+    """ONNX LSTM (layout 0, the default activations) with the weights read transposed: ``w_t``
+    [D, I, 4H], ``r_t`` [D, H, 4H], gates in ONNX's order i, o, f, c. ``quantize``: applied to X
+    (the whole sequence, one GEMM) and to the hidden state before each step's GEMM, as
+    onnxruntime's DynamicQuantizeLSTM quantizes them at run time. Returns Y [T, D, N, H], Y_h, Y_c."""
+    if int(attrs.get("layout", 0)) != 0 or attrs.get("clip") is not None or int(attrs.get("input_forget", 0)):
+        raise NotImplementedError("LSTM with layout 1, clip or input_forget")
+    acts = [a.decode() if isinstance(a, bytes) else str(a) for a in (attrs.get("activations") or [])]
+    if any(a.lower() != want for a, want in zip(acts, ["sigmoid", "tanh", "tanh"] * 2)):
+        raise NotImplementedError(f"LSTM activations {acts}")
+    steps, batch = x.shape[0], x.shape[1]
+    if seq_lens is not None and bool(torch.any(seq_lens.reshape(-1) != steps)):
+        raise NotImplementedError("LSTM with sequence_lens shorter than the sequence")
+    hidden = r_t.shape[1]
+    direction = attrs.get("direction", "forward")
+    direction = direction.decode() if isinstance(direction, bytes) else direction
+    xq = quantize(x) if quantize is not None else x
+    ys, hs, cs = [], [], []
+    for d in range(w_t.shape[0]):
+        gx = torch.matmul(xq, w_t[d])
+        if b is not None:
+            gx = gx + b[d, :4 * hidden] + b[d, 4 * hidden:]
+        h = h0[d] if h0 is not None else x.new_zeros(batch, hidden)
+        c = c0[d] if c0 is not None else x.new_zeros(batch, hidden)
+        pi, po, pf = (p[d].split(hidden) if p is not None else (None, None, None))
+        out: list[torch.Tensor | None] = [None] * steps
+        reverse = direction == "reverse" or (direction == "bidirectional" and d == 1)
+        for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+            hq = quantize(h) if quantize is not None else h
+            i, o, f, g = (gx[t] + torch.matmul(hq, r_t[d])).split(hidden, dim=-1)
+            if pi is not None:
+                i, f = i + pi * c, f + pf * c
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o + po * c if po is not None else o) * torch.tanh(c)
+            out[t] = h
+        ys.append(torch.stack(out))
+        hs.append(h)
+        cs.append(c)
+    return torch.stack(ys, dim=1), torch.stack(hs), torch.stack(cs)
+
+
+@op("LSTM")
+def _lstm(inputs, attrs):
+    x, w, r = inputs[0], inputs[1], inputs[2]
+    rest = list(inputs[3:8]) + [None] * (8 - len(inputs))
+    return lstm(x, w.transpose(1, 2), r.transpose(1, 2), *rest[:5], attrs)

@@ -33,30 +33,55 @@ import numpy as np
 
 from edgeq.qat.config import QATConfig
 
-__all__ = ["qat_zoo", "qat_file", "distill", "batches", "distillation_loss", "score"]
+__all__ = ["qat_zoo", "qat_file", "distill", "batches", "batch_axes", "distillation_loss", "score"]
 
 CALIB = 32
 
 
 def batches(feeds: Sequence[dict[str, np.ndarray]], targets: Sequence[Sequence[np.ndarray]], size: int,
-            seed: int) -> list[tuple[dict, tuple]]:
-    """Feeds of the same shapes stacked into batches of up to ``size`` (shuffled, fixed seed)."""
+            seed: int, axes: dict[str, int] | None = None, out_axes: Sequence[int] | None = None) -> list[tuple[dict, tuple]]:
+    """Feeds of the same shapes stacked into batches of up to ``size`` (shuffled, fixed seed),
+    along each input's batch axis (``axes``, default 0; a state input [layers, batch, hidden] is
+    stacked along 1) and each output's (``out_axes``). A scalar input (a sample rate) is not
+    stacked: feeds are grouped by its value, and a batch carries it once."""
     import torch
 
+    axes = axes or {}
     groups: dict[tuple, list[int]] = {}
     for i, feed in enumerate(feeds):
-        groups.setdefault(tuple((k, v.shape) for k, v in sorted(feed.items())), []).append(i)
+        key = tuple((k, v.shape, v.item() if v.ndim == 0 else None) for k, v in sorted(feed.items()))
+        groups.setdefault(key, []).append(i)
     rng = np.random.default_rng(seed)
     out = []
+
+    def stack(arrays: list[np.ndarray], axis: int) -> torch.Tensor:
+        return torch.from_numpy(arrays[0].copy() if arrays[0].ndim == 0 else np.concatenate(arrays, axis=axis))
+
     for members in groups.values():
         members = list(rng.permutation(members))
         for j in range(0, len(members), size):
             idx = members[j:j + size]
-            inputs = {k: torch.from_numpy(np.concatenate([feeds[i][k] for i in idx])) for k in feeds[idx[0]]}
-            target = tuple(torch.from_numpy(np.concatenate([targets[i][o] for i in idx])) for o in range(len(targets[idx[0]])))
+            inputs = {k: stack([feeds[i][k] for i in idx], axes.get(k, 0)) for k in feeds[idx[0]]}
+            target = tuple(stack([targets[i][o] for i in idx], out_axes[o] if out_axes else 0)
+                           for o in range(len(targets[idx[0]])))
             out.append((inputs, target))
     order = rng.permutation(len(out))
     return [out[i] for i in order]
+
+
+def batch_axes(path: str) -> tuple[dict[str, int], list[int]]:
+    """Each graph input's and output's batch axis: its first dimension that is not a number (a
+    state [2, batch, 128] batches along 1), else 0."""
+    from edgeq.io import as_model
+
+    model, _ = as_model(path)
+
+    def axis(value: Any) -> int:
+        shape = value.shape
+        dims = list(shape) if shape is not None else []
+        return next((i for i, d in enumerate(dims) if not isinstance(d, int)), 0)
+
+    return ({v.name: axis(v) for v in model.graph.inputs}, [axis(v) for v in model.graph.outputs])
 
 
 def distillation_loss(classification: bool, scales: Sequence[float]):
@@ -152,8 +177,9 @@ def distill(fp32: str, train: Sequence[dict[str, np.ndarray]], unseen: Sequence[
         export(qat, list(unseen[:4]), ptq_path)
         before = score(_run(ptq_path, unseen), reference, labels, classification)
         held = max(len(train) // 10, 8)  # (4) validation: the last tenth of the training inputs
-        loader = batches(train[:-held], teacher[:-held], batch, seed)
-        validation = batches(train[-held:], teacher[-held:], batch, seed)
+        axes, out_axes = batch_axes(fp32)
+        loader = batches(train[:-held], teacher[:-held], batch, seed, axes, out_axes)
+        validation = batches(train[-held:], teacher[-held:], batch, seed, axes, out_axes)
         history = fit(qat, loader, distillation_loss(classification, scales), epochs, lr=lr, step_lr=step_lr,
                       amp=amp, freeze_bn_after=freeze_bn_after, validate=lambda m: _sqnr(m, validation),
                       progress=progress, device=device)

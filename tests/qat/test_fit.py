@@ -123,7 +123,6 @@ def test_cli_trains_an_onnx_file_on_unlabeled_inputs(tmp_path):
 
 @pytest.mark.parametrize("argv, expected", [
     (["qat", "no_such_model", "-o", "{d}/x.onnx"], "no_such_model"),
-    (["qat", "vad", "-o", "{d}/x.onnx", "--samples", "32", "--epochs", "1"], "If/Loop/Scan"),
     (["qat", "{d}/model.onnx", "-o", "{d}/x.onnx"], "give its training inputs with --calib"),
     (["qat", "kws", "-o", "{d}/x.onnx", "--calib", "{d}"], "brings its own data"),
 ])
