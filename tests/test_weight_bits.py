@@ -51,9 +51,12 @@ def test_static_mode_keeps_the_weight_bits_that_score_better_here(monkeypatch):
     calib = spec.calibration_data(16)
     result = edgeq.quantize(proto, QuantConfig(mode="static"), calib, progress=False)
     note = next(n for n in result.report["notes"] if n.startswith("weights of u8s8 kernels"))
-    bits, db8, db7 = re.match(r"weights of u8s8 kernels: (\d) bits.*: (\S+) dB with 8 bits, (\S+) dB with 7", note).groups()
+    bits, db8, db7, each8, each7 = re.match(
+        r"weights of u8s8 kernels: (\d) bits.*: (\S+) dB with 8 bits, (\S+) dB with 7 .*noise ratios (\S+) and (\S+) dB",
+        note).groups()
     assert _levels(result.model) == {"8": 127, "7": 63}[bits]
-    assert (bits == "7") == (float(db7) > float(db8) + weight_bits.MARGIN_DB)
+    margin = weight_bits.MARGIN_DB
+    assert (bits == "7") == (float(db7) > float(db8) + margin or float(each7) > float(each8) + margin)
     if cpu.measured():  # this CPU does saturate: 8-bit weights wreck digits_resnet (2.9 dB on unseen digits)
         assert bits == "7" and float(db8) < 20.0
     # the figure in the note is what the kept model gives on those samples
@@ -101,3 +104,28 @@ def test_the_choice_builds_copies_that_can_be_written(name, monkeypatch, tmp_pat
     result.save(out)  # vad's untyped LSTM output failed here ('Tensor(None)')
     feed = spec.calibration_data(1, seed=7)[0]
     assert [o.shape for o in run_ort(out, feed)] == [o.shape for o in run_ort(src, feed)]
+
+
+@pytest.mark.weight_bits
+def test_saturation_on_some_samples_is_seen_through_the_per_sample_mean(monkeypatch, tmp_path):
+    """The zoo's vad: the loudest frames rule the aggregate, which gave 8 bits 43.2 dB against
+    42.4 on its 32 calibration frames, while the per-sample mean gave 7 bits 33.2 against 18.9
+    (saturation wrecks some frames); unseen speech then got 31.4 dB with 8 bits, 47.6 with 7."""
+    import edgeq
+    from edgeq import zoo
+    from edgeq.exporter import export
+
+    monkeypatch.setenv(cpu.ENV, "1")
+    src = str(tmp_path / "vad.onnx")
+    export("vad", src)
+    spec = zoo.get("vad")
+    result = edgeq.quantize(src, QuantConfig(mode="static"), spec.calibration_data(32), progress=False)
+    note = next(n for n in result.report["notes"] if n.startswith("weights of u8s8 kernels"))
+    assert note.startswith("weights of u8s8 kernels: 7 bits")
+    if cpu.measured():  # a CPU that does saturate: the unseen frames keep their speech probability
+        out = str(tmp_path / "q.onnx")
+        result.save(out)
+        feeds = spec.eval_data(100)
+        want = np.concatenate([run_ort(src, f)[0].ravel() for f in feeds])
+        got = np.concatenate([run_ort(out, f)[0].ravel() for f in feeds])
+        assert sqnr_db(want, got) >= 40.0  # measured 47.6
