@@ -22,7 +22,7 @@ def _row(label: str, s: dict) -> str:
 @click.argument("name")
 @click.option("--calib", default=None, help="ONNX model: its training inputs (.npz folder or file, module:function).")
 @click.option("--eval", "eval_data", default=None,
-              help="ONNX model: inputs to judge on (default: the last fifth of --calib, held out).")
+              help="ONNX model: inputs to judge on (default: a fifth of --calib spread over it by loudness, held out).")
 @click.option("--loss", type=click.Choice(["mse", "kl"]), default="mse", show_default=True,
               help="ONNX model: distillation loss (kl where the outputs are class logits).")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="The QDQ ONNX file to write.")

@@ -12,8 +12,9 @@ an ONNX file with unlabeled inputs (``edgeq qat IN.onnx -o OUT.onnx --calib DIR 
 3. Before (PTQ: the untrained module exported, edgeq's static model with the same scheme) and
    after, both on onnxruntime: min output SQNR vs fp32, top-1 accuracy where the zoo has labels,
    argmax agreement for classifiers.
-4. The last tenth of the training inputs is held out of training: the SQNR against the teacher
-   there picks the best epoch (or the untrained model), never the evaluation split.
+4. A tenth of the training inputs, spread over them by loudness (``auto.samples.spread``: a
+   stream's last tenth is one stretch of it), is held out of training: the SQNR against the
+   teacher there picks the best epoch (or the untrained model), never the evaluation split.
 5. The zoo's torch module is built too, so that its BatchNorms come back beside their
    convolutions (``batchnorm.py``). Distillation aims at the fp32 model's outputs, which use the
    running statistics, so they are frozen from the start by default (``freeze_bn_after=0``):
@@ -149,11 +150,12 @@ def distill(fp32: str, train: Sequence[dict[str, np.ndarray]], unseen: Sequence[
             batch: int = 32, seed: int = 0, progress: bool = True, ptq_out: str | None = None,
             freeze_bn_after: float = 0.0, batchnorms_from: Any = None, device: str = "cpu") -> dict[str, Any]:
     """QAT of the ONNX model ``fp32`` distilled from its own outputs on ``train`` (the first 32
-    calibrate, the last tenth picks the epoch), judged on ``unseen``; writes ``out`` and returns
+    calibrate, a tenth spread over them picks the epoch), judged on ``unseen``; writes ``out`` and returns
     the summary (see the module doc). ``device``: where training runs ("cuda"); the model comes
     back to the CPU for its export."""
     import torch
 
+    from edgeq.auto.samples import feature, spread
     from edgeq.errors import DataError
     from edgeq.io import check_output_path
     from edgeq.qat.export import export
@@ -176,10 +178,12 @@ def distill(fp32: str, train: Sequence[dict[str, np.ndarray]], unseen: Sequence[
         ptq_path = ptq_out or os.path.join(workdir, "ptq.onnx")
         export(qat, list(unseen[:4]), ptq_path)
         before = score(_run(ptq_path, unseen), reference, labels, classification)
-        held = max(len(train) // 10, 8)  # (4) validation: the last tenth of the training inputs
+        held = set(spread([feature(f) for f in train], max(len(train) // 10, 8)))  # (4) validation
+        fitted = [i for i in range(len(train)) if i not in held]
         axes, out_axes = batch_axes(fp32)
-        loader = batches(train[:-held], teacher[:-held], batch, seed, axes, out_axes)
-        validation = batches(train[-held:], teacher[-held:], batch, seed, axes, out_axes)
+        loader = batches([train[i] for i in fitted], [teacher[i] for i in fitted], batch, seed, axes, out_axes)
+        validation = batches([train[i] for i in sorted(held)], [teacher[i] for i in sorted(held)], batch, seed,
+                             axes, out_axes)
         history = fit(qat, loader, distillation_loss(classification, scales), epochs, lr=lr, step_lr=step_lr,
                       amp=amp, freeze_bn_after=freeze_bn_after, validate=lambda m: _sqnr(m, validation),
                       progress=progress, device=device)
@@ -226,8 +230,8 @@ def qat_zoo(name: str, out: str, *, samples: int = 1024, eval_samples: int = 200
 
 def qat_file(path: str, out: str, calib: Any, eval_data: Any = None, *, loss: str = "mse", **options: Any) -> dict[str, Any]:
     """QAT of an ONNX file distilled on unlabeled inputs (``edgeq qat IN.onnx --calib DIR``):
-    ``calib`` trains (anything ``edgeq.quantize`` takes); ``eval_data`` judges, or else the last
-    fifth of ``calib`` is held out for it. ``loss``: "mse" (variance-scaled, any output) or "kl"
+    ``calib`` trains (anything ``edgeq.quantize`` takes); ``eval_data`` judges, or else a fifth
+    of ``calib``, spread over it by loudness, is held out for it. ``loss``: "mse" (variance-scaled, any output) or "kl"
     (outputs that are class logits)."""
     from edgeq.calibrate import load_data
     from edgeq.errors import UsageError
@@ -241,6 +245,9 @@ def qat_file(path: str, out: str, calib: Any, eval_data: Any = None, *, loss: st
     if eval_data is not None:
         unseen = list(load_data(eval_data, model))
     else:
-        cut = max(len(feeds) * 4 // 5, 1)
-        feeds, unseen = feeds[:cut], feeds[cut:]
+        from edgeq.auto.samples import feature, spread
+
+        judged = set(spread([feature(f) for f in feeds], max(len(feeds) // 5, 1)))
+        unseen = [f for i, f in enumerate(feeds) if i in judged]
+        feeds = [f for i, f in enumerate(feeds) if i not in judged]
     return distill(path, feeds, unseen, out, classification=loss == "kl", **options)

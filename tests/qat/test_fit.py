@@ -117,7 +117,7 @@ def test_cli_trains_an_onnx_file_on_unlabeled_inputs(tmp_path):
                            "--report", str(report)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(report.read_text())
-    assert summary["samples"] == 32 and summary["eval_samples"] == 8  # the last fifth held out to judge
+    assert summary["samples"] == 32 and summary["eval_samples"] == 8  # a fifth held out to judge
     assert summary["qat"]["sqnr_db"] >= summary["ptq"]["sqnr_db"] - 1.0 and out.is_file()
 
 
