@@ -7,10 +7,12 @@ these, so it imports nothing of edgeq.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["sqnr_db", "power_ratio_db", "cosine", "max_abs_error", "max_rel_error", "top1_agreement", "fidelity", "normal_tail"]
+__all__ = ["sqnr_db", "power_ratio_db", "cosine", "max_abs_error", "max_rel_error", "top1_agreement", "fidelity", "normal_tail",
+           "feature", "spread"]
 
 
 def _f64(a: np.ndarray) -> np.ndarray:
@@ -90,3 +92,25 @@ def normal_tail(z: np.ndarray) -> np.ndarray:
     near = z < _FAR
     out[near] = [0.5 * math.erfc(x / math.sqrt(2.0)) for x in z[near]]
     return out
+
+
+def feature(feed: Mapping[str, np.ndarray]) -> float:
+    """One number per sample to stratify on: the sum over inputs of log10 of the mean square."""
+    total = 0.0
+    for array in feed.values():
+        a = np.asarray(array)
+        if a.size and a.dtype.kind in "fiub":
+            total += math.log10(float(np.mean(np.square(a, dtype=np.float64))) + 1e-30)
+    return total
+
+
+def spread(values: Sequence[float], k: int) -> list[int]:
+    """``k`` indices spread evenly over the order of ``values`` (ties by position), the lowest
+    and the highest included; returned in position order. All of them when ``k >= len(values)``."""
+    n = len(values)
+    if k >= n:
+        return list(range(n))
+    if k <= 1:
+        return [sorted(range(n), key=lambda i: (values[i], i))[n // 2]] if k == 1 else []
+    order = sorted(range(n), key=lambda i: (values[i], i))
+    return sorted({order[round(j * (n - 1) / (k - 1))] for j in range(k)})

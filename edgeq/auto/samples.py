@@ -39,10 +39,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from edgeq.metrics import feature, spread  # (1) a layer down: stages and qat stratify with them too
 
 __all__ = ["Drawn", "SampleFidelity", "draw", "spread", "feature", "affordable", "scoring_note", "MOST", "MIN_HOLDOUT_SOURCE",
            "GATE_CALIBRATION"]
@@ -54,28 +56,6 @@ MOST = 64  # scoring samples where a scoring pass is cheap
 SCORE_BUDGET_MS = 25.0  # "cheap": the fp32 model runs all MOST samples within this
 BOOTSTRAP_DRAWS = 1000
 BOOTSTRAP_QUANTILE = 0.05  # the lower bound: 95% of resampled sample sets score at least this
-
-
-def feature(feed: Mapping[str, np.ndarray]) -> float:
-    """One number per sample to stratify on: the sum over inputs of log10 of the mean square."""
-    total = 0.0
-    for array in feed.values():
-        a = np.asarray(array)
-        if a.size and a.dtype.kind in "fiub":
-            total += math.log10(float(np.mean(np.square(a, dtype=np.float64))) + 1e-30)
-    return total
-
-
-def spread(values: Sequence[float], k: int) -> list[int]:
-    """``k`` indices spread evenly over the order of ``values`` (ties by position), the lowest
-    and the highest included; returned in position order. All of them when ``k >= len(values)``."""
-    n = len(values)
-    if k >= n:
-        return list(range(n))
-    if k <= 1:
-        return [sorted(range(n), key=lambda i: (values[i], i))[n // 2]] if k == 1 else []
-    order = sorted(range(n), key=lambda i: (values[i], i))
-    return sorted({order[round(j * (n - 1) / (k - 1))] for j in range(k)})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -155,9 +155,9 @@ def distill(fp32: str, train: Sequence[dict[str, np.ndarray]], unseen: Sequence[
     back to the CPU for its export."""
     import torch
 
-    from edgeq.auto.samples import feature, spread
     from edgeq.errors import DataError
     from edgeq.io import check_output_path
+    from edgeq.metrics import feature, spread
     from edgeq.qat.export import export
     from edgeq.qat.fit import fit
     from edgeq.qat.prepare import prepare
@@ -245,7 +245,7 @@ def qat_file(path: str, out: str, calib: Any, eval_data: Any = None, *, loss: st
     if eval_data is not None:
         unseen = list(load_data(eval_data, model))
     else:
-        from edgeq.auto.samples import feature, spread
+        from edgeq.metrics import feature, spread
 
         judged = set(spread([feature(f) for f in feeds], max(len(feeds) // 5, 1)))
         unseen = [f for i, f in enumerate(feeds) if i in judged]

@@ -91,7 +91,7 @@ def _scores(reference: Any, candidate: Any, feeds: list[dict[str, np.ndarray]]) 
 
 def _spread_feeds(data: Any) -> list[dict[str, np.ndarray]]:
     """``MAX_FEEDS`` calibration samples spread over up to ``MAX_READ`` (stratified, not the first N)."""
-    from edgeq.auto.samples import feature, spread
+    from edgeq.metrics import feature, spread
 
     feeds = list(itertools.islice(iter(data), MAX_READ))
     return [feeds[i] for i in spread([feature(f) for f in feeds], MAX_FEEDS)]
