@@ -40,7 +40,8 @@ from torch import nn
 
 __all__ = ["FakeQuant", "round_ste", "codes", "FUSED"]
 
-FUSED = True  # (5); False: the formula written out (the tests compare the two)
+# (5); False: the formula written out (the tests compare the two; a torch without the fused op)
+FUSED = hasattr(torch, "_fake_quantize_per_tensor_affine_cachemask_tensor_qparams")
 KEEP_HALF = ("cuda",)  # (3) devices whose fused kernel computes half-precision inputs in float32 (the CPU's: in bfloat16)
 
 
