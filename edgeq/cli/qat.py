@@ -44,15 +44,18 @@ def _row(label: str, s: dict) -> str:
               help="Learning rate of float parameters (biases, LayerNorm, layers left float).")
 @click.option("--step-lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True,
               help="Learning rate of quantized weights, in quantization steps per training step.")
-@click.option("--batch", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=32, show_default=True,
+              help="Training batch. On a GPU take a larger one (256): at 32 the CPU launching kernels bounds a step.")
+@click.option("--device", default="cpu", show_default=True,
+              help="Where training runs: cpu, cuda or cuda:N (bf16 autocast pays there: docs/qat.md).")
 @click.option("--freeze-bn-after", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of the steps after which folded BatchNorms stop updating their statistics.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write the summary as JSON here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def qat(name: str, calib: str | None, eval_data: str | None, loss: str, out: str, epochs: int, weights: str,
         activations: str, per_token: bool, scales: str, amp: str, samples: int,
-        eval_samples: int, lr: float, step_lr: float, batch: int, freeze_bn_after: float, report: str | None,
-        quiet: bool) -> None:
+        eval_samples: int, lr: float, step_lr: float, batch: int, device: str, freeze_bn_after: float,
+        report: str | None, quiet: bool) -> None:
     """Fine-tune NAME with fake quantization, distilled from its fp32 outputs, and write edgeq's
     QDQ model with the trained weights and scales, checked against torch.
 
@@ -65,8 +68,19 @@ def qat(name: str, calib: str | None, eval_data: str | None, loss: str, out: str
 
     if importlib.util.find_spec("torch") is None:
         raise UsageError("quantization-aware training needs torch, which is not installed: pip install 'edgeq[torch]'")
+    import re
+
+    import torch
+
     from edgeq.qat.config import QATConfig
     from edgeq.qat.zoo_recipe import qat_file, qat_zoo
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise UsageError(f"--device {device}: choose cpu, cuda or cuda:N")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: this torch sees no CUDA device (a CPU build, or no GPU): use --device cpu")
+    if device.startswith("cuda") and int(device.partition(":")[2] or 0) >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
     is_file = os.path.exists(name) or name.endswith(".onnx")
     inputs = [p for p in (name, calib, eval_data) if p and os.path.exists(p)]
@@ -80,13 +94,13 @@ def qat(name: str, calib: str | None, eval_data: str | None, loss: str, out: str
     config = QATConfig(weight_bits=4 if weights == "int4" else 8, activations=activations, scales=scales,
                        per_token=per_token)
     options = dict(epochs=epochs, config=config, amp=None if amp == "none" else amp, lr=lr, step_lr=step_lr,
-                   batch=batch, freeze_bn_after=freeze_bn_after, progress=not quiet)
+                   batch=batch, freeze_bn_after=freeze_bn_after, progress=not quiet, device=device)
     if is_file:
         summary = qat_file(name, out, calib, eval_data, loss=loss, **options)
     else:
         summary = qat_zoo(name, out, samples=samples, eval_samples=eval_samples, **options)
     click.echo(f"{name}: {summary['samples']} training inputs, {epochs} epoch(s), "
-               f"{summary['train_seconds']:.1f} s training{' with ' + summary['amp'] if summary['amp'] else ''}; "
+               f"{summary['train_seconds']:.1f} s training on {device}{' with ' + summary['amp'] if summary['amp'] else ''}; "
                f"judged on {summary['eval_samples']} held-out inputs against fp32")
     click.echo(_row("fp32", summary["fp32"]))
     click.echo(_row("PTQ", summary["ptq"]))

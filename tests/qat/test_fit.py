@@ -125,6 +125,9 @@ def test_cli_trains_an_onnx_file_on_unlabeled_inputs(tmp_path):
     (["qat", "no_such_model", "-o", "{d}/x.onnx"], "no_such_model"),
     (["qat", "{d}/model.onnx", "-o", "{d}/x.onnx"], "give its training inputs with --calib"),
     (["qat", "kws", "-o", "{d}/x.onnx", "--calib", "{d}"], "brings its own data"),
+    (["qat", "kws", "-o", "{d}/x.onnx", "--device", "tpu"], "choose cpu, cuda or cuda:N"),
+    pytest.param(["qat", "kws", "-o", "{d}/x.onnx", "--device", "cuda"], "sees no CUDA device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")),
 ])
 def test_cli_mistakes_are_one_line_and_exit_2(tmp_path, argv, expected):
     argv = [a.format(d=tmp_path) for a in argv]
