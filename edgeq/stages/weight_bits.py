@@ -84,8 +84,9 @@ def _scores(reference: Any, candidate: Any, feeds: list[dict[str, np.ndarray]]) 
             continue
         s, e = np.array(signal[n]), np.array(noise[n])
         aggregate = min(aggregate, power_ratio_db(float(s.sum()), float(e.sum())))
-        ratios = e / np.maximum(s, 1e-30)
-        per_sample = min(per_sample, power_ratio_db(1.0, float(np.mean(ratios))))
+        heard = s > max(1e-6 * float(np.median(s)), 0.0)  # a silent sample's ratio would be noise over nothing
+        if heard.any():
+            per_sample = min(per_sample, power_ratio_db(1.0, float(np.mean(e[heard] / s[heard]))))
     return aggregate, per_sample
 
 
