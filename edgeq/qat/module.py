@@ -571,7 +571,7 @@ class QATModel(nn.Module):
             elif kind == "qlstm":  # (10)
                 (wq, wp), (rq, rp) = what
                 x, *rest = [env[n] if n else None for n in ins]
-                result = lstm(x.float(), self.quants[wq](self._get(wp))[0:1], self.quants[rq](self._get(rp))[0:1],
+                result = lstm(x.float(), self.quants[wq](self._get(wp)), self.quants[rq](self._get(rp)),
                               *rest, step[4], quantize=lambda t: _dynamic_fake_quant(t)[0])
                 for name, value in zip(outs, result):
                     if name:

@@ -12,7 +12,7 @@ an ONNX file with unlabeled inputs (``edgeq qat IN.onnx -o OUT.onnx --calib DIR 
 3. Before (PTQ: the untrained module exported, edgeq's static model with the same scheme) and
    after, both on onnxruntime: min output SQNR vs fp32, top-1 accuracy where the zoo has labels,
    argmax agreement for classifiers.
-4. A tenth of the training inputs, spread over them by loudness (``auto.samples.spread``: a
+4. A tenth of the training inputs, spread over them by loudness (``metrics.spread``: a
    stream's last tenth is one stretch of it), is held out of training: the SQNR against the
    teacher there picks the best epoch (or the untrained model), never the evaluation split.
 5. The zoo's torch module is built too, so that its BatchNorms come back beside their
@@ -70,12 +70,12 @@ def batches(feeds: Sequence[dict[str, np.ndarray]], targets: Sequence[Sequence[n
     return [out[i] for i in order]
 
 
-def batch_axes(path: str) -> tuple[dict[str, int], list[int]]:
-    """Each graph input's and output's batch axis: its first dimension that is not a number (a
-    state [2, batch, 128] batches along 1), else 0."""
+def batch_axes(model: Any) -> tuple[dict[str, int], list[int]]:
+    """Each graph input's and output's batch axis (``model``: a path or a loaded model): its first
+    dimension that is not a number (a state [2, batch, 128] batches along 1), else 0."""
     from edgeq.io import as_model
 
-    model, _ = as_model(path)
+    model, _ = as_model(model, copy=False)
 
     def axis(value: Any) -> int:
         shape = value.shape
@@ -83,6 +83,14 @@ def batch_axes(path: str) -> tuple[dict[str, int], list[int]]:
         return next((i for i, d in enumerate(dims) if not isinstance(d, int)), 0)
 
     return ({v.name: axis(v) for v in model.graph.inputs}, [axis(v) for v in model.graph.outputs])
+
+
+def _spread_split(feeds: Sequence[dict[str, np.ndarray]], share: int, least: int) -> tuple[list[int], list[int]]:
+    """(4) Indices kept and held out: ``len // share`` (at least ``least``) spread over the feeds by loudness."""
+    from edgeq.metrics import feature, spread
+
+    held = set(spread([feature(f) for f in feeds], max(len(feeds) // share, least)))
+    return [i for i in range(len(feeds)) if i not in held], sorted(held)
 
 
 def distillation_loss(classification: bool, scales: Sequence[float]):
@@ -157,7 +165,6 @@ def distill(fp32: str, train: Sequence[dict[str, np.ndarray]], unseen: Sequence[
 
     from edgeq.errors import DataError
     from edgeq.io import check_output_path
-    from edgeq.metrics import feature, spread
     from edgeq.qat.export import export
     from edgeq.qat.fit import fit
     from edgeq.qat.prepare import prepare
@@ -178,12 +185,10 @@ def distill(fp32: str, train: Sequence[dict[str, np.ndarray]], unseen: Sequence[
         ptq_path = ptq_out or os.path.join(workdir, "ptq.onnx")
         export(qat, list(unseen[:4]), ptq_path)
         before = score(_run(ptq_path, unseen), reference, labels, classification)
-        held = set(spread([feature(f) for f in train], max(len(train) // 10, 8)))  # (4) validation
-        fitted = [i for i in range(len(train)) if i not in held]
-        axes, out_axes = batch_axes(fp32)
+        fitted, held = _spread_split(train, 10, 8)  # (4) validation
+        axes, out_axes = batch_axes(qat.qdq)  # the graph's inputs and outputs, as the file has them
         loader = batches([train[i] for i in fitted], [teacher[i] for i in fitted], batch, seed, axes, out_axes)
-        validation = batches([train[i] for i in sorted(held)], [teacher[i] for i in sorted(held)], batch, seed,
-                             axes, out_axes)
+        validation = batches([train[i] for i in held], [teacher[i] for i in held], batch, seed, axes, out_axes)
         history = fit(qat, loader, distillation_loss(classification, scales), epochs, lr=lr, step_lr=step_lr,
                       amp=amp, freeze_bn_after=freeze_bn_after, validate=lambda m: _sqnr(m, validation),
                       progress=progress, device=device)
@@ -245,9 +250,6 @@ def qat_file(path: str, out: str, calib: Any, eval_data: Any = None, *, loss: st
     if eval_data is not None:
         unseen = list(load_data(eval_data, model))
     else:
-        from edgeq.metrics import feature, spread
-
-        judged = set(spread([feature(f) for f in feeds], max(len(feeds) // 5, 1)))
-        unseen = [f for i, f in enumerate(feeds) if i in judged]
-        feeds = [f for i, f in enumerate(feeds) if i not in judged]
+        kept, judged = _spread_split(feeds, 5, 1)
+        feeds, unseen = [feeds[i] for i in kept], [feeds[i] for i in judged]
     return distill(path, feeds, unseen, out, classification=loss == "kl", **options)

@@ -13,7 +13,7 @@ activations centred near level 128) 30.0 dB with 8 bits, 22.3 with 7.
 So where ``QuantConfig.reduce_range`` is left to edgeq (None), the format is QDQ, the provider is
 the CPU and the CPU saturates, both are built (the second reuses the first's ranges: one
 calibration) and each runs with onnxruntime's own kernels on ``MAX_FEEDS`` calibration samples
-spread over all of them (stratified by loudness, ``auto.samples.spread``; up to ``MAX_READ`` read),
+spread over all of them (stratified by loudness, ``metrics.spread``; up to ``MAX_READ`` read),
 scored per output twice: the aggregate SQNR, and the mean of the per-sample noise ratios (in dB),
 each the lowest over the float outputs. 7 bits are kept where they beat 8 by more than
 ``MARGIN_DB`` on either: saturation, where the samples reach it, costs far more than that
@@ -61,33 +61,39 @@ def weight_bits_to_choose(config: QuantConfig, prepared: Prepared) -> bool:
     return int8_saturates()
 
 
-def _scores(reference: Any, candidate: Any, feeds: list[dict[str, np.ndarray]]) -> tuple[float, float]:
-    """The lowest aggregate SQNR and the lowest mean of per-sample noise ratios (dB), over the
-    float outputs, with this CPU's kernels."""
+def _scores(reference: Any, candidates: list[Any], feeds: list[dict[str, np.ndarray]]) -> list[tuple[float, float]]:
+    """Per candidate: the lowest aggregate SQNR and the lowest mean of per-sample noise ratios
+    (dB) over the float outputs, with this CPU's kernels; the reference runs once for all."""
     from edgeq.metrics import power_ratio_db
     from edgeq.report.evaluate import cpu_session
     from edgeq.runtime.memory import in_memory
 
-    ref_sess, q_sess = cpu_session(in_memory(reference), 0, prepack=False), cpu_session(in_memory(candidate), 0, prepack=False)
+    ref_sess = cpu_session(in_memory(reference), 0, prepack=False)
     names = [o.name for o in ref_sess.get_outputs()]
-    signal = {n: [] for n in names}
-    noise = {n: [] for n in names}
-    for feed in feeds:
-        for n, r, c in zip(names, ref_sess.run(None, feed), q_sess.run(None, feed)):
-            r, c = np.asarray(r), np.asarray(c)
-            if r.dtype.kind == "f" and r.shape == c.shape:
-                signal[n].append(float(np.sum(np.square(r, dtype=np.float64))))
-                noise[n].append(float(np.sum(np.square(r.astype(np.float64) - c))))
-    aggregate = per_sample = float("inf")
-    for n in names:
-        if not signal[n]:
-            continue
-        s, e = np.array(signal[n]), np.array(noise[n])
-        aggregate = min(aggregate, power_ratio_db(float(s.sum()), float(e.sum())))
-        heard = s > max(1e-6 * float(np.median(s)), 0.0)  # a silent sample's ratio would be noise over nothing
-        if heard.any():
-            per_sample = min(per_sample, power_ratio_db(1.0, float(np.mean(e[heard] / s[heard]))))
-    return aggregate, per_sample
+    refs = [[np.asarray(r) for r in ref_sess.run(None, feed)] for feed in feeds]
+    del ref_sess  # one session at a time beside the outputs kept, as before
+    pairs = [{n: ([], []) for n in names} for _ in candidates]  # per candidate and output: signal, noise per sample
+    for pair, candidate in zip(pairs, candidates):
+        sess = cpu_session(in_memory(candidate), 0, prepack=False)
+        for feed, ref in zip(feeds, refs):
+            for n, r, c in zip(names, ref, sess.run(None, feed)):
+                if r.dtype.kind == "f" and r.shape == np.shape(c):
+                    pair[n][0].append(float(np.sum(np.square(r, dtype=np.float64))))
+                    pair[n][1].append(float(np.sum(np.square(r.astype(np.float64) - c))))
+        del sess
+    out = []
+    for pair in pairs:
+        aggregate = per_sample = float("inf")
+        for n in names:
+            if not pair[n][0]:
+                continue
+            s, e = np.array(pair[n][0]), np.array(pair[n][1])
+            aggregate = min(aggregate, power_ratio_db(float(s.sum()), float(e.sum())))
+            heard = s > max(1e-6 * float(np.median(s)), 0.0)  # a silent sample's ratio would be noise over nothing
+            if heard.any():
+                per_sample = min(per_sample, power_ratio_db(1.0, float(np.mean(e[heard] / s[heard]))))
+        out.append((aggregate, per_sample))
+    return out
 
 
 def _spread_feeds(data: Any) -> list[dict[str, np.ndarray]]:
@@ -109,8 +115,7 @@ def build_choosing_weight_bits(prepared: Prepared, config: QuantConfig, ranges: 
     except EdgeqError:  # a one-shot iterator, spent by calibration: 7 bits never saturate
         return seven
     eight = build_variant(prepared, config.replace(reduce_range=False), seven.ranges or ranges)
-    db7, each7 = _scores(prepared.model, seven.model, feeds)
-    db8, each8 = _scores(prepared.model, eight.model, feeds)
+    (db7, each7), (db8, each8) = _scores(prepared.model, [seven.model, eight.model], feeds)
     keep = seven if db7 > db8 + MARGIN_DB or each7 > each8 + MARGIN_DB else eight
     bits = 8 if keep is eight else 7
     note = (f"weights of u8s8 kernels: {bits} bits, measured on {len(feeds)} calibration sample(s) with this CPU's "
