@@ -365,8 +365,8 @@ class QuantConfig:
     min_top1: float = 0.995
     # ... and where no output holds class scores, outputs holding sigmoid scores keep the set above
     # each common threshold (0.25-0.5) to at least this IoU, estimated from margins (auto/scores.py;
-    # off by default: on ddddocr_det it answered fp32 after 814 s where int8 kept IoU 0.94)
-    min_iou: float = 0.0
+    # 0: no such guard)
+    min_iou: float = 0.95
     seed: int = 0
     provider: str = "cpu"  # auto mode: the provider whose latency counts ("never slower than fp32" there)
     threads: int = 1  # auto mode: intra-op threads for those latency measurements

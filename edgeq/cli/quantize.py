@@ -30,7 +30,7 @@ def quant_options(func):
         click.option("--metric", default=None, help="With --auto: module:function(reference_outputs, outputs) -> score."),
         click.option("--min-score", type=float, default=None, help="With --auto and --metric: the score to reach."),
         click.option("--min-top1", "min_top1", type=click.FloatRange(0.0, 1.0), default=None, help="With --auto and no --metric: outputs holding class scores (a Gemm/MatMul head or a Softmax) keep their top-1 class on at least this share of samples, estimated from margins (default 0.995; 0: off)."),
-        click.option("--min-iou", "min_iou", type=click.FloatRange(0.0, 1.0), default=None, help="With --auto, no --metric and no class-score output: outputs holding sigmoid scores (detection, segmentation, speech probability) keep the set above each threshold 0.25-0.5 to at least this IoU, estimated from margins (e.g. 0.95; default 0: off)."),
+        click.option("--min-iou", "min_iou", type=click.FloatRange(0.0, 1.0), default=None, help="With --auto, no --metric and no class-score output: outputs holding sigmoid scores (detection, segmentation, speech probability) keep the set above each threshold 0.25-0.5 to at least this IoU, estimated from margins (default 0.95; 0: off)."),
         click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse", "tail"]), default=None, help="Range method for activations (default minmax; tail: min/max extrapolated to unseen data)."),
         click.option("--percentile", type=float, default=None, help="Percentile for --method percentile (default 99.99)."),
         click.option("--granularity", default=None, help="Weights: per-channel (default) or per-tensor; weight-only mode: per-block:N (default per-block:32)."),

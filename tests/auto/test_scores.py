@@ -6,7 +6,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from edgeq.auto.scores import THRESHOLDS, ScoreGuard, estimate_iou, score_outputs
+from edgeq.auto.scores import THRESHOLDS, ScoreGuard, _sigma, estimate_iou, score_outputs
 from edgeq.auto.top1 import default_guard
 from passes.nets import build
 
@@ -75,6 +75,21 @@ def test_estimate_counts_close_calls_not_only_crossings():
     assert estimate_iou(ref, np.full_like(ref, np.nan), 0.5) == 0.0
 
 
+def test_estimate_reads_the_noise_near_the_threshold():
+    """Noise of one output step in probability terms (as an int8 sigmoid output has) is wide in
+    logit terms near 0 and 1 and narrow near the threshold: the estimate reads the noise there,
+    where a single Gaussian over all scores is far too cautious."""
+    rng = np.random.default_rng(3)
+    ref = np.concatenate([rng.uniform(0.0, 0.05, 150000), rng.uniform(0, 1, 20000)])
+    got = np.clip(ref + rng.normal(0, 0.004, ref.shape), 1e-4, 1 - 1e-4)
+    for t in THRESHOLDS:
+        counted = ((ref > t) & (got > t)).sum() / ((ref > t) | (got > t)).sum()
+        near = estimate_iou(ref, got, t)
+        gaussian = estimate_iou(ref, got, t, sigma=_sigma(ref, got))
+        assert counted - 0.005 < near <= counted + 0.005
+        assert gaussian < near - 0.01  # what the estimate was before
+
+
 def test_the_guard_reads_only_the_scores_of_a_mixed_output():
     mask = np.zeros((1, 6, 16), bool)
     mask[:, 4:] = True
@@ -118,7 +133,7 @@ g (float[N,64] x) => (float[N,200] y) {
 def test_auto_with_min_iou_keeps_what_a_threshold_keeps(monkeypatch):
     """A 200-label sigmoid head: with --min-iou the guard is the target's metric, a note names the
     output, the gate gives its value, and the answer keeps the sets above 0.25-0.5 on unseen
-    inputs; by default there is no guard."""
+    inputs; --min-iou 0 turns the guard off."""
     import edgeq
     from edgeq.auto import latency
     from edgeq.config import QuantConfig
@@ -136,11 +151,11 @@ def test_auto_with_min_iou_keeps_what_a_threshold_keeps(monkeypatch):
         got = np.concatenate([run_ort(ir.to_proto(result.model), f)[0] for f in unseen])
         return min(((ref > t) & (got > t)).sum() / max(1, ((ref > t) | (got > t)).sum()) for t in THRESHOLDS)
 
-    guarded = edgeq.quantize(proto, QuantConfig(mode="auto", min_iou=0.95), calib, progress=False)
+    guarded = edgeq.quantize(proto, QuantConfig(mode="auto"), calib, progress=False)  # the default: 0.95
     auto = guarded.report["auto"]
     assert auto["target"]["min_score"] == 0.95 and auto["target"]["metric"].startswith("IoU of scores")
     assert any("y holds sigmoid scores" in n for n in auto["notes"])
     assert worst_iou(guarded) >= 0.95
     assert auto["verdict"].startswith("fp32") or auto["gate"]["metric"] >= 0.95
-    off = edgeq.quantize(proto, QuantConfig(mode="auto"), calib, progress=False)  # the default: no guard
+    off = edgeq.quantize(proto, QuantConfig(mode="auto", min_iou=0.0), calib, progress=False)
     assert off.report["auto"]["target"]["metric"] is None
