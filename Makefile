@@ -11,7 +11,7 @@ DEMO := out/demo
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[torch,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[torch,dev,cluster]'
 	touch $@
 
 venv: $(VENV)/.installed

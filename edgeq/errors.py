@@ -19,6 +19,7 @@ __all__ = [
     "ExportError",
     "UnsupportedError",
     "FidelityError",
+    "ClusterError",
     "one_line",
 ]
 
@@ -61,6 +62,11 @@ class UnsupportedError(EdgeqError):
 
 class FidelityError(EdgeqError):
     """A result misses a fidelity target (SQNR, tolerance) the user asked for."""
+
+
+class ClusterError(EdgeqError):
+    """Work sent to a cluster failed: no cluster at the address, a node's versions differ, a task
+    died on every try or ran past its time limit, no node offers a device."""
 
 
 def one_line(error: BaseException) -> str:

@@ -50,6 +50,7 @@ import pytest
 # no module is fine (modules being created); a module that matches no entry fails the test.
 LAYERS: list[tuple[str, ...]] = [
     ("edgeq.errors", "edgeq._version"),
+    ("edgeq.cluster",),  # the executor (serial, or Ray tasks): every layer that spreads work asks it
     ("edgeq.files",),  # regular files only, external data inside the model's folder: every reader
     ("edgeq.config", "edgeq.metrics", "edgeq.graph", "edgeq.zoo"),  # zoo: on errors alone; exporter and cli build from it
     ("edgeq.io",),

@@ -113,7 +113,7 @@ def _check_dists(dist: Path) -> Path:
     assert str(meta.requires_python) == ">=3.10" and meta.description_content_type == "text/markdown"
     assert meta.description and meta.description.startswith("# edgeq")
     assert "Programming Language :: Python :: 3.11" in meta.classifiers
-    assert {"torch", "zoo", "gpu", "dev"} <= set(map(str, meta.provides_extra))
+    assert {"torch", "zoo", "gpu", "dev", "cluster"} <= set(map(str, meta.provides_extra))
 
     with tarfile.open(sdists[0]) as sdist:
         members = sdist.getnames()
@@ -193,6 +193,10 @@ def test_the_wheel_works_in_a_clean_venv(tmp_path):
     err = user.run("edgeq qat without torch", edgeq, "qat", "kws", "-o", "kws.qat.onnx", ok=False).stderr
     assert "Traceback" not in err and err.strip().splitlines()[-1] == (
         "edgeq: error: quantization-aware training needs torch, which is not installed: pip install 'edgeq[torch]'")
+    err = user.run("edgeq quantize --cluster without ray", edgeq, "quantize", "net.onnx", "-o", "net.c.onnx", "--calib",
+                   "calib", "--mode", "static", "--cluster", "local", ok=False).stderr
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == (
+        "edgeq: error: --cluster needs Ray, which is not installed: pip install 'edgeq[cluster]'")
 
     # 3. the torch extra: a zoo model whose data is numpy alone; the digits data needs the zoo extra
     user.run("pip install wheel[torch]", *pip, "install", "-q", "-c", CONSTRAINTS, f"{wheel}[torch]")

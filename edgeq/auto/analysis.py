@@ -127,7 +127,9 @@ def sensitivity(
     outlier_ratio: float = OUTLIER_RATIO,
 ) -> SensitivityReport:
     """Measure every quantizable node's effect on the outputs (see the module docstring)."""
+    from edgeq import cluster
     from edgeq.auto.calib import calibrate_once
+    from edgeq.auto.remote import score_variant, shared_for
     from edgeq.auto.workbench import Workbench, prepare_float, reusable_source
     from edgeq.calibrate.collect import progress_bar
     from edgeq.io import as_model
@@ -148,17 +150,24 @@ def sensitivity(
     names = [u.name for u in units]
     full = bench.score(bench.build(table).model)
     layers = []
+    executor = cluster.current()
+    nodes, alone, excludes = [], [], []  # per unit: its node, whether it can be int8 alone; variants in order
+    for unit in units:
+        only_plan, copy = bench.plan([n for n in names if n != unit.name])
+        node = next(n for n in all_nodes(copy.graph) if n.name == unit.name)
+        nodes.append(node)
+        alone.append(only_plan.role(node) != "float")
+        if alone[-1]:
+            excludes.append(tuple(n for n in names if n != unit.name))
+        excludes.append((unit.name,))
     with progress_bar(progress) as bar:
-        task = bar.add_task("sensitivity", total=2 * len(units))
-        for unit in units:
-            only_plan, copy = bench.plan([n for n in names if n != unit.name])
-            node = next(n for n in all_nodes(copy.graph) if n.name == unit.name)
-            only = None
-            if only_plan.role(node) != "float":
-                only = bench.score(bench.build(table, [n for n in names if n != unit.name]).model)
-            bar.advance(task)
-            all_but = bench.score(bench.build(table, [unit.name]).model)
-            bar.advance(task)
+        task = bar.add_task("sensitivity" + (f" ({executor.width} workers)" if executor.distributed else ""),
+                            total=len(excludes))
+        scores = iter(executor.map(score_variant, excludes, shared=shared_for(executor, bench, float_model, table),
+                                   label="sensitivity variant", on_result=lambda *_: bar.advance(task)))
+        for unit, node, int8_alone in zip(units, nodes, alone):
+            only = next(scores) if int8_alone else None
+            all_but = next(scores)
             tensors = [v.name for v in [*node.inputs[:1], *node.outputs] if v is not None and v.name in cal]
             ratios = {t: round(cal.outlier_ratio(t), 3) for t in tensors}
             entry = {

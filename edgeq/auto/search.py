@@ -42,6 +42,7 @@ import logging
 import math
 from typing import Any
 
+from edgeq import cluster
 from edgeq.auto.calib import METHODS, calibrate_once
 from edgeq.auto.latency import precision_changes
 from edgeq.auto.state import SQNR_MARGIN_DB, Config, Ranking, Search
@@ -436,7 +437,11 @@ def _fallback(search: Search, best: Config, cal: Any, rungs: tuple[str, ...] = (
         # int16 activations on a dynamic MatMul/Gemm: a Q/DQ pair before the same float product (no
         # provider has int16 kernels), slower and less exact than keeping it float (MiniLM: 5 builds)
         rungs = tuple(r for r in rungs if r != "int16")
-    for name in units:
+    executor = cluster.current()
+    on_cluster = executor.distributed and not best.bias and search.gptq.get(id(best.model)) is None
+    if on_cluster:
+        _rank_on_cluster(search, executor, best, cal, units, dynamic, noise, only_db, full)
+    for name in [] if on_cluster else units:
         if search.over_budget("per-layer sensitivity ranking (unmeasured layers ranked last)"):
             noise.update({n: -1.0 for n in units if n not in noise})
             break
@@ -458,6 +463,39 @@ def _fallback(search: Search, best: Config, cal: Any, rungs: tuple[str, ...] = (
     ranked = sorted(units, key=lambda n: -noise[n])
     search.ranking = Ranking(best, cal, ranked, noise, rungs)  # the gate's retarget reuses it (retarget.py)
     return _from_ranking(search, best, cal, ranked, noise, rungs, only_db)
+
+
+def _rank_on_cluster(search: Search, executor: Any, best: Config, cal: Any, units: list[str], dynamic: set[str],
+                     noise: dict[str, float], only_db: dict[str, float], full: float) -> None:
+    """``_fallback``'s per-unit loop with the variants built and scored on ``executor``'s workers
+    (``remote.py``), ``width`` at a time (the budget is checked between them): the same variants,
+    the same scores, so the same ranking."""
+    from edgeq.auto.remote import score_variant, shared_for
+
+    items = []
+    for name in units:
+        others = tuple(n for n in units if n != name)
+        alone = name in dynamic
+        if not alone:
+            plan, copy = search.bench.plan(best.exclude + others)
+            node = next((n for n in all_nodes(copy.graph) if n.name == name), None)
+            alone = node is not None and plan.role(node) != "float"
+        items.append((name, alone, best.exclude + others if alone else best.exclude + (name,)))
+    shared = shared_for(executor, search.bench, best.model, cal.table_for(best.methods, best.base))
+    search.bar.update(search.task, description=f"auto: per-layer ranking ({executor.width} workers)")
+    for start in range(0, len(items), executor.width):
+        if search.over_budget("per-layer sensitivity ranking (unmeasured layers ranked last)"):
+            noise.update({n: -1.0 for n in units if n not in noise})
+            return
+        chunk = items[start : start + executor.width]
+        scores = executor.map(score_variant, [exclude for _, _, exclude in chunk], shared=shared,
+                              label="auto ranking variant", on_result=lambda *_: search.bar.advance(search.task))
+        for (name, alone, _), score in zip(chunk, scores):
+            if alone:
+                only_db[name] = score.min_sqnr
+                noise[name] = _noise(score.min_sqnr)
+            else:
+                noise[name] = max(full - _noise(score.min_sqnr), 0.0)
 
 
 def _from_ranking(search: Search, best: Config, cal: Any, ranked: list[str], noise: dict[str, float],

@@ -194,13 +194,19 @@ class Workbench:
     """The prepared float model, its fp32 outputs on the eval feeds, and variant builders."""
 
     def __init__(self, model: Any, config: QuantConfig, feeds: list[dict[str, np.ndarray]],
-                 metric: Metric | None = None) -> None:
+                 metric: Metric | None = None, ref_samples: dict[str, list[np.ndarray]] | None = None) -> None:
         self.model = model
         self.config = config
         self.feeds = feeds
         self.metric = metric
-        self.ref_samples = self.samples(model)
+        self.ref_samples = self.samples(model) if ref_samples is None else ref_samples
         self.refs = {n: _stack(v) for n, v in self.ref_samples.items()}
+
+    @classmethod
+    def from_refs(cls, model: Any, config: QuantConfig, feeds: list[dict[str, np.ndarray]],
+                  ref_samples: dict[str, list[np.ndarray]], metric: Metric | None = None) -> Workbench:
+        """A workbench whose fp32 outputs were computed elsewhere (a cluster worker's: ``remote.py``)."""
+        return cls(model, config, feeds, metric, ref_samples)
 
     @classmethod
     def create(cls, model: Any, config: QuantConfig, feeds: list[dict[str, np.ndarray]],

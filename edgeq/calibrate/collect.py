@@ -18,78 +18,25 @@ took) are left out of the table; the reason for each is logged and kept in ``tab
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
-
+from edgeq import cluster
 from edgeq.calibrate.data import FeedSource, load_data
 from edgeq.calibrate.methods import choose_range
-from edgeq.calibrate.observers import ChannelRange, HistogramObserver, MinMaxObserver
+from edgeq.calibrate.observe import ObservedModel, make_observer, observe_feeds
+from edgeq.calibrate.observers import ChannelRange, MinMaxObserver
 from edgeq.calibrate.ranges import RangesTable, TensorRange
-from edgeq.calibrate.subgraph_outputs import routed_copy, unroutable
+from edgeq.calibrate.subgraph_outputs import unroutable
 from edgeq.config import QuantConfig
-from edgeq.errors import DataError, UnsupportedError, UsageError
+from edgeq.errors import UsageError
 from edgeq.io import as_model
 
-__all__ = ["collect_ranges", "ObservedModel", "progress_bar"]
+__all__ = ["collect_ranges", "ObservedModel", "progress_bar"]  # ObservedModel: from observe.py
 
 logger = logging.getLogger(__name__)
 
 _FLOAT_DTYPES = {"FLOAT", "FLOAT16", "DOUBLE", "BFLOAT16"}
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    line = text.splitlines()[0] if text else type(error).__name__
-    line = line.removeprefix("[ONNXRuntimeError] : ").strip()
-    return re.sub(r"^\d+ : [A-Z_]+ : ", "", line)
-
-
-class ObservedModel:
-    """An onnxruntime CPU session of ``model`` with ``values`` added as outputs (values inside
-    subgraphs through a routed clone: ``subgraph_outputs``); ``run`` returns them in order."""
-
-    def __init__(self, model: Any, values: Sequence[Any]) -> None:
-        import onnxruntime as ort
-
-        from edgeq.runtime.memory import in_memory, inference_session
-
-        graph = model.graph
-        self.names = [v.name for v in values]
-        self._fetch = self.names
-        if any(v.graph is not None and v.graph is not graph for v in values):
-            routed, outputs = routed_copy(model, values)
-            self._fetch = [v.name for v in outputs]
-            target = in_memory(routed)
-        else:
-            added = [v for v in values if not v.is_graph_output()]
-            graph.outputs.extend(added)
-            try:
-                target = in_memory(model)  # weights by reference: no copy, external data from any folder
-            finally:
-                for v in added:
-                    graph.outputs.remove(v)
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        so.log_severity_level = 4  # errors reach the user once, as edgeq's one line
-        try:
-            self.session = inference_session(target, so, ["CPUExecutionProvider"])
-        except Exception as e:
-            raise UnsupportedError(
-                f"onnxruntime cannot load the model for calibration: {_first_line(e)}"
-            ) from None
-        del target
-
-    def run(self, feed: dict[str, np.ndarray], label: str) -> list[np.ndarray]:
-        try:
-            return self.session.run(self._fetch, feed)
-        except Exception as e:
-            raise DataError(f"running {label} through the model failed: {_first_line(e)}") from None
-
-    def close(self) -> None:
-        """Nothing to clean up (kept for callers that close what they open)."""
 
 
 def progress_bar(enabled: bool) -> Any:
@@ -170,12 +117,7 @@ def collect_ranges(
         else:
             run_values.append(value)
 
-    def make(name: str) -> MinMaxObserver:
-        if config.method == "minmax":
-            return MinMaxObserver(name)
-        return HistogramObserver(name, config.num_bins)
-
-    observers = {name: make(name) for name in names if name not in skipped}
+    observers = {name: make_observer(name, config.method, config.num_bins) for name in names if name not in skipped}
     inner_names = set(inner)
     channels = {name: ChannelRange(axis) for name, axis in (channel_axes or {}).items()
                 if name in observers and name not in inner_names}
@@ -183,7 +125,6 @@ def collect_ranges(
         if value.const_value is not None:
             observers[value.name].update(value.const_value.numpy())
 
-    session = ObservedModel(model, run_values) if run_values else None
     limit = config.max_samples
     try:
         total = len(source)
@@ -191,6 +132,24 @@ def collect_ranges(
         total = None
     if limit is not None:
         total = limit if total is None else min(total, limit)
+    executor = cluster.current()
+    if executor.distributed and (run_values or from_feed):
+        from edgeq.calibrate.shards import observe_on_cluster
+
+        with progress_bar(progress) as bar:
+            task = bar.add_task(f"calibrating ({config.method}, {executor.width} workers)", total=total)
+            num_samples = observe_on_cluster(executor, model, run_values, from_feed, observers, channels, skipped,
+                                             source, limit, config, lambda n: bar.advance(task, n))
+    else:
+        num_samples = _observe_here(model, run_values, from_feed, observers, channels, skipped, source, limit,
+                                    config, total, progress)
+    return _table(observers, channels, skipped, num_samples, config, source)
+
+
+def _observe_here(model: Any, run_values: list[Any], from_feed: list[str], observers: dict[str, MinMaxObserver],
+                  channels: dict[str, ChannelRange], skipped: dict[str, str], source: Any, limit: int | None,
+                  config: QuantConfig, total: int | None, progress: bool) -> int:
+    session = ObservedModel(model, run_values) if run_values else None
     num_samples = 0
     try:
         with progress_bar(progress) as bar:
@@ -198,22 +157,18 @@ def collect_ranges(
             for label, feed in source.items():
                 if limit is not None and num_samples >= limit:
                     break
-                if session is not None:
-                    outputs = session.run(feed, label)
-                    for name, array in zip(session.names, outputs):
-                        _observe(observers, skipped, name, array)
-                        if name in channels and name not in skipped:
-                            channels[name].update(array)
-                    del outputs
-                for name in from_feed:
-                    _observe(observers, skipped, name, feed[name])
+                observe_feeds(session, from_feed, observers, channels, skipped, feed, label)
                 del feed
                 num_samples += 1
                 bar.advance(task)
     finally:
         if session is not None:
             session.close()
+    return num_samples
 
+
+def _table(observers: dict[str, MinMaxObserver], channels: dict[str, ChannelRange], skipped: dict[str, str],
+           num_samples: int, config: QuantConfig, source: Any) -> RangesTable:
     ranges: dict[str, TensorRange] = {}
     for name, obs in observers.items():
         if name in skipped:
@@ -247,14 +202,3 @@ def collect_ranges(
         meta["skipped"] = skipped
     logger.info("calibrated %d tensors on %d samples (%s)", len(ranges), num_samples, config.method)
     return RangesTable(ranges, method=config.method, num_samples=num_samples, meta=meta)
-
-
-def _observe(observers: dict[str, MinMaxObserver], skipped: dict[str, str], name: str, array: Any) -> None:
-    if name in skipped:
-        return
-    if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
-        kind = array.dtype.name if isinstance(array, np.ndarray) else type(array).__name__
-        skipped[name] = f"not a float tensor ({kind})"
-        return
-    observers[name].update(array)
-

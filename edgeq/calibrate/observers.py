@@ -10,7 +10,16 @@
   into one (as TensorRT's and PyTorch's histogram calibrators widen theirs). The grid therefore
   depends only on the final ``max|x|``: any split of the data into batches, in any order, gives
   the very same histogram as one big batch. ``max|x|`` fills between half and all of ``[0, R]``.
-  ``abs_histogram()`` folds it to ``num_bins`` bins of ``|x|`` over ``[0, R]``.
+  ``abs_histogram()`` folds it to ``num_bins`` bins of ``|x|`` over ``[0, R]``. Exactly the same,
+  bit for bit: a value's bin is ``floor(x / w)`` taken before the offset is added (``x / w`` is
+  exact, the width being a power of two), so merging ``2**k`` bins gives the bin a wider width
+  gives; a value equal to ``R`` (the top edge, which the last bin holds) is counted apart until
+  ``R`` grows.
+
+Shards: ``merge(other)`` adds an observer of other batches (``calibrate/shards.py``: calibration
+spread over a cluster) and gives what one observer fed both series of batches, in that order,
+gives: min, max, histogram, and the batch-extreme moments, which replay the other's batch
+extremes (kept by an observer made with ``record=True``) in order.
 
 Non-finite values (an overflowing activation) are ignored with a debug log; empty tensors are
 skipped. Batches are processed in chunks so the transient memory stays a few MB per tensor.
@@ -64,13 +73,14 @@ class MinMaxObserver:
     """Running min/max over every element of every batch, and the mean and spread of each
     batch's max and (negated) min (for ``methods.tail_range``)."""
 
-    def __init__(self, name: str = "") -> None:
+    def __init__(self, name: str = "", record: bool = False) -> None:
         self.name = name
         self.min = math.inf
         self.max = -math.inf
         self.num_batches = 0
         self.batch_max = _Moments()
         self.batch_neg_min = _Moments()
+        self.extremes: list[tuple[float, float]] | None = [] if record else None  # (max, -min) per batch
 
     @property
     def seen(self) -> bool:
@@ -83,25 +93,38 @@ class MinMaxObserver:
         if array.size == 0:
             return
         self._update(array, lo, hi)
+        self._extremes(lo, hi)
+
+    def _extremes(self, lo: float, hi: float) -> None:
         self.min = min(self.min, lo)
         self.max = max(self.max, hi)
         self.batch_max.add(hi)
         self.batch_neg_min.add(-lo)
         self.num_batches += 1
+        if self.extremes is not None:
+            self.extremes.append((hi, -lo))
 
     def _update(self, array: np.ndarray, lo: float, hi: float) -> None:
         pass
+
+    def merge(self, other: MinMaxObserver) -> None:
+        """Add ``other``'s batches (observed after this one's; made with ``record=True``)."""
+        if other.num_batches and other.extremes is None:
+            raise ValueError(f"tensor {self.name!r}: merging needs an observer made with record=True")
+        for hi, neg_lo in other.extremes or ():
+            self._extremes(-neg_lo, hi)
 
 
 class HistogramObserver(MinMaxObserver):
     """Min/max plus a signed histogram that widens by power-of-two merges (single pass)."""
 
-    def __init__(self, name: str = "", num_bins: int = 2048) -> None:
-        super().__init__(name)
+    def __init__(self, name: str = "", num_bins: int = 2048, record: bool = False) -> None:
+        super().__init__(name, record)
         self.num_bins = int(num_bins)
         self.radius = 0.0  # R: the histogram covers [-R, R]; 0 until a non-zero value is seen
         self.counts = np.zeros(2 * self.num_bins, dtype=np.float64)
         self._pending_zeros = 0  # zeros seen while R is still 0
+        self._at_radius = 0  # values equal to R: the last bin's at this R, another bin's once R grows
 
     @property
     def width(self) -> float:
@@ -110,7 +133,10 @@ class HistogramObserver(MinMaxObserver):
     def _widen(self, amax: float) -> None:
         n = self.num_bins
         mantissa, exponent = math.frexp(amax / n)  # amax / n = mantissa * 2**exponent
-        radius = n * math.ldexp(1.0, exponent - 1 if mantissa == 0.5 else exponent)
+        self._widen_to(n * math.ldexp(1.0, exponent - 1 if mantissa == 0.5 else exponent))
+
+    def _widen_to(self, radius: float) -> None:
+        n = self.num_bins
         if self.radius == 0.0:
             self.radius = radius
             self.counts[n] += self._pending_zeros
@@ -121,6 +147,8 @@ class HistogramObserver(MinMaxObserver):
         pos = np.bincount(index, weights=self.counts[n:], minlength=n)
         neg = np.bincount(index, weights=self.counts[:n][::-1], minlength=n)
         self.counts = np.concatenate([neg[::-1], pos])
+        self.counts[n + (n >> shift)] += self._at_radius  # the old R: floor(R / new width) = n >> shift
+        self._at_radius = 0
         self.radius = radius
         logger.debug("tensor %r: histogram range widened to +-%g", self.name, self.radius)
 
@@ -137,18 +165,40 @@ class HistogramObserver(MinMaxObserver):
         if array.dtype == np.float32 and n / self.radius > float(np.finfo(np.float32).max):
             array = array.astype(np.float64)  # |x| ~1e-37: n / R overflows float32 (inf -> bin -2**63)
         scale = np.float32(n / self.radius) if array.dtype == np.float32 else n / self.radius
-        top = 2 * n - 1
         for start in range(0, array.size, CHUNK):
             chunk = array[start : start + CHUNK]
-            pos = chunk * scale
-            np.add(pos, n, out=pos)  # in [0, 2n] as R >= max|x|; truncation is floor here
-            np.minimum(pos, top, out=pos)  # x == R goes to the last bin
-            self.counts += np.bincount(pos.astype(np.intp), minlength=2 * n)
+            pos = chunk * scale  # exact: a power of two
+            np.floor(pos, out=pos)  # before the offset, whose rounding could move a value across an edge
+            np.add(pos, n, out=pos)  # in [0, 2n] as R >= max|x|
+            counts = np.bincount(pos.astype(np.intp), minlength=2 * n + 1)
+            self._at_radius += int(counts[2 * n])  # x == R (module docstring)
+            self.counts += counts[: 2 * n]
+
+    def merge(self, other: MinMaxObserver) -> None:
+        """Add ``other``'s batches (module docstring: Shards): both histograms on the wider ``R``
+        of the two, added."""
+        if not isinstance(other, HistogramObserver) or other.num_bins != self.num_bins:
+            raise ValueError(f"tensor {self.name!r}: only histograms of {self.num_bins} bins merge")
+        radius = max(self.radius, other.radius)
+        if radius == 0.0:
+            self._pending_zeros += other._pending_zeros
+        else:
+            if self.radius < radius:
+                self._widen_to(radius)
+            theirs = HistogramObserver(self.name, self.num_bins)
+            theirs.radius, theirs.counts = other.radius, other.counts.copy()
+            theirs._at_radius, theirs._pending_zeros = other._at_radius, other._pending_zeros
+            if theirs.radius < radius:
+                theirs._widen_to(radius)
+            self.counts += theirs.counts
+            self._at_radius += theirs._at_radius
+        super().merge(other)
 
     # -- views used by the range methods -------------------------------------------------
     def signed_histogram(self) -> tuple[np.ndarray, float]:
         """``(counts, width)``: ``2 * num_bins`` bins, bin ``j`` covers ``[-R + j*w, -R + (j+1)*w)``."""
         counts = self.counts.copy()
+        counts[-1] += self._at_radius
         if self.radius == 0.0:
             counts[self.num_bins] += self._pending_zeros
         return counts, self.width
@@ -157,8 +207,8 @@ class HistogramObserver(MinMaxObserver):
         """``(counts, width)``: ``num_bins`` bins of ``|x|``, bin ``j`` covers ``[j*w, (j+1)*w)``."""
         n = self.num_bins
         counts = self.counts[n:] + self.counts[:n][::-1]
+        counts[-1] += self._at_radius
         if self.radius == 0.0:
-            counts = counts.copy()
             counts[0] += self._pending_zeros
         return counts, self.width
 
@@ -184,6 +234,15 @@ class ChannelRange:
             self.min, self.max = lo, hi
         elif self.min.shape == lo.shape:
             self.min, self.max = np.minimum(self.min, lo), np.maximum(self.max, hi)
+
+    def merge(self, other: ChannelRange) -> None:
+        """Add ``other``'s batches (observed after this one's)."""
+        if other.min is None or other.max is None:
+            return
+        if self.min is None or self.max is None:
+            self.min, self.max = other.min.copy(), other.max.copy()
+        elif self.min.shape == other.min.shape:
+            self.min, self.max = np.minimum(self.min, other.min), np.maximum(self.max, other.max)
 
     def summary(self) -> dict | None:
         return None if self.min is None else channel_summary(self.axis, self.min, self.max)

@@ -7,6 +7,7 @@ import os
 
 import click
 
+from edgeq.cli.cluster_opts import device_options, opened
 from edgeq.cli.console import console as _console
 from edgeq.errors import UsageError
 
@@ -111,8 +112,9 @@ def render_table(results) -> object:
               help="Decoder models (a KV cache in and out): prompt length for time to first token and prefill.")
 @click.option("--new-tokens", type=click.IntRange(2), default=64, show_default=True,
               help="Decoder models: tokens generated for decode tokens/s.")
+@device_options
 def bench(models, providers, threads, batch, warmup, iters, seconds, inputs, input_shape, dim, json_out, in_process,
-          prompt_tokens, new_tokens):
+          prompt_tokens, new_tokens, cluster, workers, device, timeout_s):
     """Benchmark MODELS for every provider x threads x batch; the first model is the baseline.
     Decoder language models get time to first token, prefill and decode tokens/s and peak memory."""
     from edgeq.io import atomic_path
@@ -128,27 +130,41 @@ def bench(models, providers, threads, batch, warmup, iters, seconds, inputs, inp
                         isolate=not in_process)
         return
 
-    results = run_bench(
-        list(models),
+    options = dict(
         providers=[p for p in providers.split(",") if p.strip()],
         threads=parse_int_list(threads, "--threads", minimum=0),
         batches=parse_int_list(batch, "--batch") if batch else None,
         warmup=warmup,
         iters=iters,
         seconds=seconds,
-        inputs=inputs,
         dims=parse_dims(dim),
         shapes=parse_shapes(input_shape),
         isolate=not in_process,
-        progress=True,
     )
+    node = None
+    if cluster is not None or device is not None:
+        if cluster is None or device is None:
+            raise UsageError("--device KIND and --cluster ADDRESS go together: timings are taken on the device's node")
+        from edgeq.runtime.bench import BenchResult
+        from edgeq.runtime.device_jobs import run_on_device
+
+        with opened(cluster, workers) as executor:
+            click.echo(f"benchmarking on a node with device:{device} of the cluster at {cluster} (at most {timeout_s:g} s)",
+                       err=True)
+            done = run_on_device(executor, "bench", list(models), options, inputs=inputs, device=device,
+                                 timeout_s=timeout_s)
+        results = [BenchResult.from_dict(r) for r in done["results"]]
+        node = done["device_node"]
+        click.echo(f"ran on {node['node']} ({node['cpu']}, {node['cpus']} CPUs)", err=True)
+    else:
+        results = run_bench(list(models), inputs=inputs, progress=True, **options)
     _console().print(render_table(results))
     for warning in dict.fromkeys(w for r in results for w in r.warnings):  # once per model
         click.echo(f"warning: {warning}", err=True)
     if json_out:
         with atomic_path(json_out, models) as tmp:
             with open(tmp, "w") as f:
-                json.dump(bench_report(results), f, indent=2)
+                json.dump({**bench_report(results), **({"device": node} if node else {})}, f, indent=2)
         click.echo(f"results written to {json_out}")
 
 

@@ -7,6 +7,8 @@ import os
 
 import click
 
+from edgeq.cli.cluster_opts import device_options, opened
+
 __all__ = ["compare", "write_reports"]
 
 
@@ -52,8 +54,9 @@ def write_reports(report: dict, out_dir: str, inputs: list[str], title: str) -> 
 @click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
               help="Folder for report.json, report.md and report.html.")
 @click.option("--title", default="edgeq compare", show_default=True, help="Title of the HTML report.")
+@device_options
 def compare(models, providers, inputs, batch, threads, warmup, iters, seconds, profile, input_shape, dim,
-            out_dir, title):
+            out_dir, title, cluster, workers, device, timeout_s):
     """Compare MODELS on every provider: latency, throughput, memory, and each output against the
     first model on the first provider (SQNR, cosine, max abs error, top-1 agreement)."""
     from edgeq.cli.bench import parse_dims, parse_int_list, parse_shapes
@@ -63,10 +66,8 @@ def compare(models, providers, inputs, batch, threads, warmup, iters, seconds, p
     if inputs is None and len(models) > 1:
         click.echo("note: no --inputs: random inputs are fine for speed, but a quantized model's "
                    "fidelity on them is not representative; pass --inputs with real data", err=True)
-    report = run_compare(
-        list(models),
+    options = dict(
         providers=[p for p in providers.split(",") if p.strip()],
-        inputs=inputs,
         threads=parse_int_list(threads, "--threads"),
         batches=parse_int_list(batch, "--batch") if batch else None,
         warmup=warmup,
@@ -75,8 +76,20 @@ def compare(models, providers, inputs, batch, threads, warmup, iters, seconds, p
         profile=profile,
         dims=parse_dims(dim),
         shapes=parse_shapes(input_shape),
-        progress=True,
-    ).to_dict()
+    )
+    if cluster is not None or device is not None:
+        from edgeq.errors import UsageError
+        from edgeq.runtime.device_jobs import run_on_device
+
+        if cluster is None or device is None:
+            raise UsageError("--device KIND and --cluster ADDRESS go together: timings are taken on the device's node")
+        with opened(cluster, workers) as executor:
+            done = run_on_device(executor, "compare", list(models), options, inputs=inputs, device=device,
+                                 timeout_s=timeout_s)
+        report = {**done["report"], "device": done["device_node"]}
+        click.echo(f"ran on {report['device']['node']} ({report['device']['cpu']})", err=True)
+    else:
+        report = run_compare(list(models), inputs=inputs, progress=True, **options).to_dict()
     click.echo(to_markdown(report))
     if out_dir:
         inputs_list = list(models) + ([inputs] if inputs else [])

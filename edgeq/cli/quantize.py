@@ -67,7 +67,9 @@ def quant_options(func):
     ]
     for option in reversed(options):
         func = option(func)
-    return func
+    from edgeq.cli.cluster_opts import cluster_options
+
+    return cluster_options(func)
 
 
 def build_config(config_file: str | None, *, has_data: bool = True, has_ranges: bool = False, **flags: Any):
@@ -174,13 +176,15 @@ def print_summary(report: dict[str, Any], out: str) -> None:
 
 def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str], eval_data: Any = None,
                   labels: Any = None, calib: Any = None):
+    from edgeq.cli.cluster_opts import opened
     from edgeq.quantizer import quantize
 
     check_quantize_outputs(out, kw, inputs)
     config = _config_from(kw, calib)
-    result = quantize(model, config, calib if calib is not None else kw["calib"],
-                            eval_data=eval_data if eval_data is not None else kw["eval_data"],
-                            labels=labels, ranges=kw["ranges"], progress=not kw["quiet"])
+    with opened(kw["cluster"], kw["workers"]):
+        result = quantize(model, config, calib if calib is not None else kw["calib"],
+                          eval_data=eval_data if eval_data is not None else kw["eval_data"],
+                          labels=labels, ranges=kw["ranges"], progress=not kw["quiet"])
     result.save(out, report=kw["report"], external_data=kw["external_data"])
     if (kw["save_ranges"] or kw["trt_cache"]) and result.ranges is None:
         click.echo("note: no ranges table in dynamic mode: --save-ranges/--trt-cache not written", err=True)

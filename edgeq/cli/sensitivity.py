@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from edgeq.cli.cluster_opts import cluster_options, opened
+
 __all__ = ["sensitivity"]
 
 
@@ -28,8 +30,9 @@ def _fmt(value: Any) -> str:
 @click.option("--max-samples", type=click.IntRange(1), default=None, help="Use at most N calibration samples.")
 @click.option("--top", type=click.IntRange(1), default=10, help="Layers to print (default 10).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@cluster_options
 def sensitivity(model: str, calib: str, eval_data: str | None, report: str | None, method: str, max_eval: int,
-                max_samples: int | None, top: int, quiet: bool) -> None:
+                max_samples: int | None, top: int, quiet: bool, cluster: str | None, workers: int | None) -> None:
     """Per-layer quantization sensitivity: output SQNR with only each layer int8, and with all but it."""
     from edgeq.auto.analysis import sensitivity as run
     from edgeq.config import QuantConfig
@@ -39,7 +42,8 @@ def sensitivity(model: str, calib: str, eval_data: str | None, report: str | Non
     if report:
         check_output_path(report, inputs)
     config = QuantConfig(method=method, max_samples=max_samples)
-    result = run(model, calib, config=config, eval_data=eval_data, progress=not quiet, max_eval=max_eval)
+    with opened(cluster, workers):
+        result = run(model, calib, config=config, eval_data=eval_data, progress=not quiet, max_eval=max_eval)
     click.echo(f"all int8: min output SQNR {_fmt(result.all_int8['min_sqnr_db'])} dB "
                f"({len(result.layers)} quantizable layers, {result.eval_samples} eval samples)")
     click.echo(f"{'layer':32} {'group':16} {'only int8':>10} {'all but':>10} {'outlier':>8}")

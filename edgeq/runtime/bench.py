@@ -54,6 +54,7 @@ class BenchResult:
     speedup: float | None = None  # first model's p50 / this p50, same provider/threads/batch
     fell_back: bool = False  # the requested provider could not run the model (see providers_used)
     warnings: list[str] = dataclasses.field(default_factory=list)  # the session's (runtime/cpu.py: saturation)
+    first_run_ms: float | None = None  # the first run after the session started (cold caches, lazy init)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -201,7 +202,12 @@ def measure(
     feed_bytes = sum(a.nbytes for a in feed.values())
     first = next(iter(feed.values()), None)
     n = batch if batch is not None else (first.shape[0] if first is not None and first.ndim else 1)
-    for _ in range(warmup):
+    first_ms = None
+    if warmup:
+        t0 = time.perf_counter()
+        sess.run(None, feed)  # the first run (the first warm-up run)
+        first_ms = (time.perf_counter() - t0) * 1e3
+    for _ in range(warmup - 1):
         sess.run(None, feed)
     times: list[float] = []
     began = time.perf_counter()
@@ -238,6 +244,7 @@ def measure(
         input_shapes={k: list(v.shape) for k, v in feed.items()},
         fell_back=fell_back,
         warnings=list(session.warnings),
+        first_run_ms=first_ms if first_ms is not None else float(ms[0]),  # no warm-up: the first timed run
     )
 
 

@@ -1,0 +1,81 @@
+"""Variants built and scored on a cluster's workers: auto's per-layer ranking, sensitivity.
+
+    shared = shared_for(executor, bench, model, table)        # here: what every task needs, put once
+    scores = executor.map(score_variant, excludes, shared=shared)   # a Score per exclude tuple
+
+1. ``BenchJob`` carries the prepared float model (serialized), the config, the scoring feeds, the
+   fp32 outputs on them (computed here once: no worker runs fp32 again), the user's metric and
+   one ranges table. A worker rebuilds the ``Workbench`` once per job (``cluster.worker_cache``)
+   and, per task, ``build``s the variant with ``exclude`` and scores it, as the driver would.
+2. On the serial executor ``shared`` is the ``Workbench`` itself and nothing is serialized: the
+   serial path is the loop it always was.
+3. Timing stays here: latency is measured on the machine the model is for, in one process
+   (``runtime.timing``), never on a worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from edgeq.cluster import worker_cache
+from edgeq.config import QuantConfig
+
+__all__ = ["BenchJob", "score_variant", "shared_for"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchJob:
+    key: str
+    model: bytes  # the prepared float model (the variants' base), serialized
+    config: QuantConfig
+    feeds: list[dict]
+    ref_samples: dict[str, list]
+    metric: Any
+    table: Any  # the RangesTable every variant of this job is built with
+
+    @classmethod
+    def of(cls, bench: Any, model: Any, table: Any) -> BenchJob:
+        import onnx_ir as ir
+
+        from edgeq.errors import ClusterError
+
+        proto = ir.to_proto(model)
+        if proto.ByteSize() >= 2**31:
+            raise ClusterError("a model of 2 GB or more is not sent to a cluster's workers: run without --cluster")
+        return cls(uuid.uuid4().hex, proto.SerializeToString(), bench.config, bench.feeds, bench.ref_samples,
+                   bench.metric, table)
+
+
+def _bench_of(job: BenchJob) -> Any:
+    import onnx
+    import onnx_ir as ir
+
+    from edgeq.auto.workbench import Workbench
+    from edgeq.graph import freeze_constants
+
+    proto = onnx.ModelProto()
+    proto.ParseFromString(job.model)
+    model = ir.from_proto(proto)
+    freeze_constants(model)
+    return Workbench.from_refs(model, job.config, job.feeds, job.ref_samples, job.metric)
+
+
+def score_variant(shared: Any, exclude: Sequence[str]) -> Any:
+    """The ``Score`` of the variant with ``exclude`` in float. ``shared``: a ``BenchJob`` (on a
+    worker) or, here, ``(Workbench, model, table)``."""
+    if isinstance(shared, BenchJob):
+        bench = worker_cache(shared.key, lambda: _bench_of(shared))
+        model, table = bench.model, shared.table
+    else:
+        bench, model, table = shared
+    return bench.score(bench.build(table, tuple(exclude), model=model).model)
+
+
+def shared_for(executor: Any, bench: Any, model: Any, table: Any) -> Any:
+    """What ``score_variant`` takes on ``executor``: the objects themselves on the serial one."""
+    if not executor.distributed:
+        return (bench, model, table)
+    return executor.share(BenchJob.of(bench, model, table))

@@ -1,0 +1,90 @@
+"""The executor contract and the serial executor (the default).
+
+    results = executor.map(fn, items, shared=value)   # [fn(value, item) for item in items], in order
+
+1. ``fn`` is a module-level function ``fn(shared, item) -> result`` (a worker imports it by name);
+   ``shared`` is what every item needs (a model's bytes, the feeds): a distributed executor puts
+   it in the object store once per ``map`` (or once per ``share`` for several maps), never once
+   per task.
+2. Results come back in the order of ``items``, whatever order they finish in, so a caller that
+   folds them (merges histograms, keeps the best score) does so exactly as the serial loop did:
+   the result is the same bytes.
+3. A task that raises an edgeq error raises that error here; a task whose worker died is run
+   again (``retries``) and, if it dies every time, or runs past ``timeout_s``, the map raises
+   ``ClusterError`` naming the task: no result is lost or silently left out.
+4. ``worker_cache(key, build)``: what a worker builds from ``shared`` (a deserialized model, its
+   sessions) kept for the next task of the same map on that worker (two entries at most).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+__all__ = ["Executor", "Shared", "current", "using", "worker_cache"]
+
+_CURRENT: contextvars.ContextVar[Executor | None] = contextvars.ContextVar("edgeq_executor", default=None)
+_CACHE: dict[str, Any] = {}
+_CACHE_ENTRIES = 2
+
+
+class Shared:
+    """A value put once where every task of one or more maps reads it (``Executor.share``)."""
+
+    def __init__(self, value: Any, handle: Any = None) -> None:
+        self.value = value
+        self.handle = handle  # a Ray ObjectRef on a Ray executor
+
+
+class Executor:
+    """Runs ``fn(shared, item)`` for each item here, in order (the default executor)."""
+
+    distributed = False
+    width = 1  # tasks that run at once
+    address = "serial"
+
+    def share(self, value: Any) -> Shared:
+        return value if isinstance(value, Shared) else Shared(value)
+
+    def map(self, fn: Callable[[Any, Any], Any], items: Sequence[Any], *, shared: Any = None,
+            timeout_s: float | None = None, resources: dict[str, float] | None = None,
+            retries: int = 2, label: str = "task", on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+        value = shared.value if isinstance(shared, Shared) else shared
+        out = []
+        for index, item in enumerate(items):
+            out.append(fn(value, item))
+            if on_result is not None:
+                on_result(index, out[-1])
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"address": self.address, "workers": self.width}
+
+
+_SERIAL = Executor()
+
+
+def current() -> Executor:
+    """The executor opened by the innermost ``using`` (the serial one outside any)."""
+    return _CURRENT.get() or _SERIAL
+
+
+@contextlib.contextmanager
+def using(executor: Executor | None) -> Iterator[Executor]:
+    """Make ``executor`` the current one inside the block (``None``: the serial executor)."""
+    token = _CURRENT.set(executor)
+    try:
+        yield current()
+    finally:
+        _CURRENT.reset(token)
+
+
+def worker_cache(key: str, build: Callable[[], Any]) -> Any:
+    """``build()`` once per ``key`` in this process (a Ray worker runs many tasks of one map)."""
+    if key not in _CACHE:
+        while len(_CACHE) >= _CACHE_ENTRIES:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = build()
+    return _CACHE[key]
