@@ -1,0 +1,212 @@
+"""Work on a Ray cluster (issue 18): time with 1 to 16 workers, and the same bytes as one process.
+
+    .venv/bin/python bench/cluster.py [--models mobilenet224,resnet224] [--workers 1,2,4,8,16]
+        [--calib 32] [--bundle DIR | --make-bundle DIR] [--out docs/benchmarks.md | -] [--json FILE]
+
+Per model (zoo models, exported by ``edgeq.exporter``, or read from a bundle that
+``--make-bundle`` wrote, for a machine without torch), three jobs, first in one process (no
+cluster), then on a local Ray instance with each worker count (``cluster.connect("local",
+workers=N)``: N CPUs, N tasks at once):
+
+1. static calibration (``--mode static --method entropy``: the shards of the calibration data);
+2. ``edgeq sensitivity`` (every layer's two variants built and scored by the workers);
+3. auto mode (its per-layer ranking on the workers), with latency from a deterministic cost model
+   (measured latency decides differently from run to run even in one process, and is measured on
+   the driver, never on a worker: what changes with workers is the search's build-and-score time).
+
+Each row: wall time (median of ``--repeats``), speed-up over one process, and whether the result
+(the model's bytes; sensitivity's JSON) is identical to one process's. Ray's start-up is not in
+the times (it is paid once per session, not per job). The table goes between markers into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+
+BEGIN = "<!-- bench/cluster.py: begin -->"
+END = "<!-- bench/cluster.py: end -->"
+JOBS = ("static calibration", "sensitivity", "auto")
+
+
+def _case(name: str, args) -> tuple[str, list[dict]]:
+    if args.bundle:
+        import realworld
+
+        case = realworld.load_bundled(name, args.bundle)
+        return case.path, list(case.calib)[: args.calib]
+    from edgeq import zoo
+    from edgeq.exporter import export
+
+    os.makedirs(args.workdir, exist_ok=True)
+    path = os.path.join(args.workdir, f"{name}.fp32.onnx")
+    if not os.path.exists(path):
+        export(name, path)
+    return path, [dict(f) for f in zoo.get(name).calibration_data(args.calib)]
+
+
+def _digest(result: Any) -> str:
+    import onnx_ir as ir
+
+    if hasattr(result, "model"):
+        data = ir.to_proto(result.model).SerializeToString()
+    else:
+        data = json.dumps(result.to_dict(), sort_keys=True, default=str).encode()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def run_job(job: str, path: str, feeds: list[dict]) -> Any:
+    import edgeq
+    from edgeq.auto import sensitivity
+    from edgeq.config import QuantConfig
+
+    if job == "static calibration":
+        return edgeq.quantize(path, QuantConfig(mode="static", method="entropy"), feeds, progress=False)
+    if job == "sensitivity":
+        return sensitivity(path, feeds, progress=False)
+    return edgeq.quantize(path, QuantConfig(mode="auto", time_budget_s=None), feeds, progress=False)
+
+
+def _timed(job: str, path: str, feeds: list[dict], repeats: int) -> tuple[float, str]:
+    times, digests = [], set()
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run_job(job, path, feeds)
+        times.append(time.perf_counter() - start)
+        digests.add(_digest(result))
+    if len(digests) != 1:
+        raise SystemExit(f"{job}: {len(digests)} different results in one setting: not deterministic")
+    return statistics.median(times), digests.pop()
+
+
+def measure(name: str, args) -> list[dict[str, Any]]:
+    import ray
+
+    from edgeq import cluster
+    from edgeq.auto import latency, unit_time
+    from edgeq.runtime.cpu import ENV, int8_saturates
+    from ortutil import int8_pays_timing, int8_pays_unit_times
+
+    latency.measure = int8_pays_timing  # module docstring (3)
+    unit_time.unit_times = int8_pays_unit_times
+    path, feeds = _case(name, args)
+    rows = []
+    base: dict[str, tuple[float, str]] = {}
+    for job in JOBS:
+        base[job] = _timed(job, path, feeds, args.repeats)
+        rows.append({"model": name, "job": job, "workers": "one process", "s": base[job][0], "speedup": 1.0,
+                     "identical": True})
+        print(f"{name:14} {job:20} one process  {base[job][0]:7.1f} s", flush=True)
+    for n in args.workers:
+        started = time.perf_counter()
+        executor = cluster.connect("local", workers=n, env={ENV: "1" if int8_saturates() else "0"})  # as the CLI pins it
+        ray_start = time.perf_counter() - started
+        try:
+            with cluster.using(executor):
+                for job in JOBS:
+                    seconds, digest = _timed(job, path, feeds, args.repeats)
+                    row = {"model": name, "job": job, "workers": n, "s": seconds, "speedup": base[job][0] / seconds,
+                           "identical": digest == base[job][1], "ray_start_s": ray_start}
+                    rows.append(row)
+                    print(f"{name:14} {job:20} {n:2d} workers  {seconds:7.1f} s  {row['speedup']:5.2f}x  "
+                          f"{'identical' if row['identical'] else 'DIFFERENT'}", flush=True)
+        finally:
+            executor.close()
+            if ray.is_initialized():
+                ray.shutdown()
+    return rows
+
+
+def to_markdown(rows: list[dict], command: str, host: str) -> str:
+    lines = [
+        "## Work on a Ray cluster: time against workers, and the same bytes",
+        "",
+        f"Produced by `{command}` on {host}. Each job first in one process, then on a local Ray",
+        "instance with N workers (`--cluster local --workers N`); time: median of the repeats, Ray's",
+        "start-up excluded; identical: the model's bytes (sensitivity: its JSON report) equal one",
+        "process's. Auto's latency comes from a cost model here (bench/cluster.py, docstring (3)).",
+        "",
+    ]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    counts = list(dict.fromkeys(r["workers"] for r in rows))
+    lines.append("| model | job | " + " | ".join(f"{c} {'worker' if c == 1 else 'workers'}" if c != "one process"
+                                                 else c for c in counts) + " |")
+    lines.append("|---|---|" + "---|" * len(counts))
+    for model in models:
+        for job in JOBS:
+            cells = []
+            for c in counts:
+                r = next((r for r in rows if r["model"] == model and r["job"] == job and r["workers"] == c), None)
+                if r is None:
+                    cells.append("-")
+                elif c == "one process":
+                    cells.append(f"{r['s']:.1f} s")
+                else:
+                    cells.append(f"{r['s']:.1f} s ({r['speedup']:.2f}x{'' if r['identical'] else ', DIFFERENT'})")
+            lines.append(f"| {model} | {job} | " + " | ".join(cells) + " |")
+    same = all(r["identical"] for r in rows)
+    lines += ["", f"Every result identical to one process's: {'yes' if same else 'NO'}."]
+    return "\n".join(lines) + "\n"
+
+
+def replace_block(path: str, text: str) -> None:
+    with open(path, encoding="utf-8") as f:
+        page = f.read()
+    block = f"{BEGIN}\n{text}{END}"
+    if BEGIN in page and END in page:
+        page = page[: page.index(BEGIN)] + block + page[page.index(END) + len(END):]
+    else:
+        page = page.rstrip("\n") + "\n\n" + block + "\n"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="mobilenet224,resnet224")
+    parser.add_argument("--workers", default="1,2,4,8,16")
+    parser.add_argument("--calib", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--bundle", default=None, help="read the models and data from a realworld.py bundle")
+    parser.add_argument("--make-bundle", default=None, metavar="DIR", help="only write the bundle (bench/realworld.py)")
+    parser.add_argument("--workdir", default=os.path.join("out", "bench", "cluster"))
+    parser.add_argument("--out", default="docs/benchmarks.md", help="page for the table ('-': none)")
+    parser.add_argument("--json", default=None, help="write the rows here")
+    args = parser.parse_args(argv)
+    names = [m for m in args.models.split(",") if m]
+    if args.make_bundle:
+        import realworld
+
+        return realworld.main(["--models", ",".join(names), "--calib", str(args.calib), "--eval", "8",
+                               "--make-bundle", args.make_bundle])
+    args.workers = [int(w) for w in args.workers.split(",") if w]
+    rows = [r for name in names for r in measure(name, args)]
+    import platform
+
+    from edgeq.runtime.device_jobs import node_facts
+
+    facts = node_facts()
+    host = f"{facts['cpu']} ({facts['cpus']} CPUs, {platform.system()})"
+    command = "python bench/cluster.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = to_markdown(rows, command, host)
+    print(text)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"rows": rows, "host": host, "command": command}, f, indent=1)
+    if args.out != "-":
+        replace_block(args.out, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
