@@ -173,6 +173,35 @@ def test_static_calibration_on_the_cluster_is_byte_identical(ray_cluster, method
 
 
 @needs_ray
+def test_auto_calibration_on_the_cluster_is_bit_identical(ray_cluster, monkeypatch):
+    """``calibrate_once`` (auto, sensitivity): histograms, per-channel sums and maxima, Conv
+    outputs' channel ranges, from shards merged in order, equal one pass's."""
+    from edgeq.auto import calib_shards
+    from edgeq.auto.calib import calibrate_once
+    from edgeq.auto.workbench import prepare_float
+    from edgeq.config import QuantConfig
+
+    _, executor, _ = ray_cluster
+    calls = []
+    real = calib_shards.observe_on_cluster
+    monkeypatch.setattr(calib_shards, "observe_on_cluster", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model, _ = prepare_float(outlier_net(), QuantConfig(), outlier_feeds(2))
+    feeds = outlier_feeds(21)
+    here = calibrate_once(model, feeds, progress=False)
+    there = _on(executor, lambda: calibrate_once(model, feeds, progress=False))
+    assert calls and there.num_samples == here.num_samples == 21
+    assert set(there.observers) == set(here.observers) and here.channels and here.out_channels
+    for name, obs in here.observers.items():
+        _same(obs, there.observers[name])
+    for name, ch in here.channels.items():
+        assert np.array_equal(ch.sums, there.channels[name].sums) and ch.count == there.channels[name].count
+        assert np.array_equal(ch.absmax, there.channels[name].absmax)
+    for name, rng in here.out_channels.items():
+        assert rng.summary() == there.out_channels[name].summary()
+    assert there.table("entropy").to_dict() == here.table("entropy").to_dict()
+
+
+@needs_ray
 def test_sensitivity_on_the_cluster_is_identical(ray_cluster):
     from edgeq.auto import sensitivity
 

@@ -12,18 +12,21 @@ Every float activation of the main graph (graph inputs and node outputs) gets on
 ``HistogramObserver``; the four range methods are then read from the same histogram, so choosing
 a method per tensor costs no further pass over the data. Tensors that feed Conv/Gemm/MatMul also
 keep per-channel sums and maxima, and Conv outputs their per-channel min/max (O(channels) each,
-``passes/channel_scales.py``). Memory does not grow with the samples.
+``passes/channel_scales.py``). Memory does not grow with the samples. On a cluster
+(``cluster.using``), shards of the data are observed by the workers and merged in order
+(``calib_shards.py``): the same histograms, sums and maxima, bit for bit.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from edgeq import cluster
+from edgeq.auto.calib_observe import Channels, observe_feed
 from edgeq.calibrate.methods import choose_range, percentile_range
 from edgeq.calibrate.observers import ChannelRange, HistogramObserver
 from edgeq.calibrate.ranges import RangesTable, TensorRange
@@ -37,31 +40,10 @@ METHODS = ("minmax", "percentile", "entropy", "mse")  # not "tail": docs/calibra
 _NON_FLOAT = {"INT64", "INT32", "INT8", "UINT8", "BOOL", "STRING", "INT16", "UINT16", "UINT32", "UINT64"}
 
 
-@dataclasses.dataclass
-class _Channels:
-    """Running per-channel sum/count along ``axis`` and abs max along the last axis."""
-
-    axis: int
-    sums: np.ndarray | None = None
-    count: int = 0
-    absmax: np.ndarray | None = None
-
-    def update(self, array: np.ndarray) -> None:
-        if array.ndim < 2:
-            return
-        axis = self.axis % array.ndim
-        moved = np.moveaxis(array, axis, 0).reshape(array.shape[axis], -1).astype(np.float64)
-        sums = moved.sum(axis=1)
-        self.sums = sums if self.sums is None or self.sums.shape != sums.shape else self.sums + sums
-        self.count += moved.shape[1]
-        last = np.abs(array).reshape(-1, array.shape[-1]).max(axis=0).astype(np.float64)
-        self.absmax = last if self.absmax is None or self.absmax.shape != last.shape else np.maximum(self.absmax, last)
-
-
 class Calibration:
     """Histograms (and channel statistics) of every float activation, from one pass."""
 
-    def __init__(self, observers: dict[str, HistogramObserver], channels: dict[str, _Channels],
+    def __init__(self, observers: dict[str, HistogramObserver], channels: dict[str, Channels],
                  config: QuantConfig, num_samples: int, source: str,
                  out_channels: dict[str, ChannelRange] | None = None) -> None:
         self.observers = observers
@@ -162,9 +144,8 @@ def calibrate_once(model: Any, source: Any, config: QuantConfig | None = None, *
     source = load_data(source, model)
     produced, inputs, channel_axis, out_axis = _observed_values(model)
     observers = {n: HistogramObserver(n, config.num_bins) for n in [*inputs, *(v.name for v in produced)]}
-    channels = {n: _Channels(axis) for n, axis in channel_axis.items() if n in observers}
+    channels = {n: Channels(axis) for n, axis in channel_axis.items() if n in observers}
     out_channels = {n: ChannelRange(axis) for n, axis in out_axis.items() if n in observers}
-    session = ObservedModel(model, produced) if produced else None
     limit = max_samples or config.max_samples
     try:
         total: int | None = len(source) if limit is None else min(len(source), limit)
@@ -172,28 +153,28 @@ def calibrate_once(model: Any, source: Any, config: QuantConfig | None = None, *
         total = limit
     skipped: set[str] = set()
     count = 0
-    try:
+    executor = cluster.current()
+    if executor.distributed:
+        from edgeq.auto.calib_shards import observe_on_cluster
+
         with progress_bar(progress) as bar:
-            task = bar.add_task("calibrating (all methods)", total=total)
-            for label, feed in source.items():
-                if limit is not None and count >= limit:
-                    break
-                arrays = list(zip(session.names, session.run(feed, label))) if session else []
-                arrays += [(n, feed[n]) for n in inputs]
-                for name, array in arrays:
-                    if not isinstance(array, np.ndarray) or array.dtype.kind != "f":
-                        skipped.add(name)
-                        continue
-                    observers[name].update(array)
-                    if name in channels:
-                        channels[name].update(array)
-                    if name in out_channels:
-                        out_channels[name].update(array)
-                count += 1
-                bar.advance(task)
-    finally:
-        if session is not None:
-            session.close()
+            task = bar.add_task(f"calibrating (all methods, {executor.width} workers)", total=total)
+            count = observe_on_cluster(executor, model, produced, inputs, observers, channels, out_channels, skipped,
+                                       source, limit, lambda n: bar.advance(task, n))
+    else:
+        session = ObservedModel(model, produced) if produced else None
+        try:
+            with progress_bar(progress) as bar:
+                task = bar.add_task("calibrating (all methods)", total=total)
+                for label, feed in source.items():
+                    if limit is not None and count >= limit:
+                        break
+                    observe_feed(session, inputs, observers, channels, out_channels, skipped, feed, label)
+                    count += 1
+                    bar.advance(task)
+        finally:
+            if session is not None:
+                session.close()
     observers = {n: o for n, o in observers.items() if o.seen and n not in skipped}
     logger.info("auto calibration: %d tensors on %d samples", len(observers), count)
     return Calibration(observers, channels, config, count, source.description, out_channels)

@@ -25,7 +25,7 @@ from edgeq.calibrate.observe import ObservedModel, make_observer, observe_feeds,
 from edgeq.calibrate.observers import ChannelRange, MinMaxObserver
 from edgeq.cluster import Executor, worker_cache
 
-__all__ = ["observe_on_cluster", "observe_shard", "ShardJob", "ShardResult", "SHARD"]
+__all__ = ["observe_on_cluster", "observe_shard", "feed_shards", "ShardJob", "ShardResult", "SHARD"]
 
 SHARD = 8  # feeds per task
 
@@ -63,7 +63,7 @@ def observe_shard(job: ShardJob, feeds: Sequence[tuple[str, dict]]) -> ShardResu
     return ShardResult(observers, channels, skipped, len(feeds))
 
 
-def _shards(source: Any, limit: int | None, size: int) -> Iterator[list[tuple[str, dict]]]:
+def feed_shards(source: Any, limit: int | None, size: int) -> Iterator[list[tuple[str, dict]]]:
     shard: list[tuple[str, dict]] = []
     taken = 0
     for label, feed in source.items():
@@ -105,7 +105,7 @@ def observe_on_cluster(executor: Executor, model: Any, run_values: Sequence[Any]
 
     count = 0
     wave: list[list[tuple[str, dict]]] = []
-    for shard in _shards(source, limit, SHARD):
+    for shard in feed_shards(source, limit, SHARD):
         wave.append(shard)
         if len(wave) == 2 * executor.width:
             count += run(wave)
