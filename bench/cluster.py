@@ -8,7 +8,8 @@ Per model (zoo models, exported by ``edgeq.exporter``, or read from a bundle tha
 cluster), then on a local Ray instance with each worker count (``cluster.connect("local",
 workers=N)``: N CPUs, N tasks at once):
 
-1. static calibration (``--mode static --method entropy``: the shards of the calibration data);
+1. static calibration (``--mode static --method entropy``: the shards of the calibration data; the
+   samples ``--calib-times`` over, the copies with seeded noise, for a data set worth spreading);
 2. ``edgeq sensitivity`` (every layer's two variants built and scored by the workers);
 3. auto mode (its per-layer ranking on the workers), with latency from a deterministic cost model
    (measured latency decides differently from run to run even in one process, and is measured on
@@ -29,6 +30,8 @@ import statistics
 import sys
 import time
 from typing import Any
+
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -56,32 +59,46 @@ def _case(name: str, args) -> tuple[str, list[dict]]:
 
 
 def _digest(result: Any) -> str:
-    import onnx_ir as ir
+    """The model file's bytes as the CLI writes it (sensitivity: its JSON report), hashed."""
+    import tempfile
 
-    if hasattr(result, "model"):
-        data = ir.to_proto(result.model).SerializeToString()
-    else:
-        data = json.dumps(result.to_dict(), sort_keys=True, default=str).encode()
-    return hashlib.sha256(data).hexdigest()[:16]
+    if not hasattr(result, "save"):
+        return hashlib.sha256(json.dumps(result.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        result.save(path)
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()[:16]
 
 
-def run_job(job: str, path: str, feeds: list[dict]) -> Any:
+def _more(feeds: list[dict], times: int) -> list[dict]:
+    """``feeds`` and ``times - 1`` copies of them with seeded noise (1% of each input's spread):
+    a larger calibration set for timing the static calibration's shards."""
+    out = list(feeds)
+    for k in range(1, times):
+        rng = np.random.default_rng(k)
+        out += [{n: (a + rng.normal(0, 0.01 * (float(a.std()) or 1.0), a.shape)).astype(a.dtype) if a.dtype.kind == "f"
+                 else a for n, a in f.items()} for f in feeds]
+    return out
+
+
+def run_job(job: str, path: str, feeds: list[dict], times: int = 1) -> Any:
     import edgeq
     from edgeq.auto import sensitivity
     from edgeq.config import QuantConfig
 
     if job == "static calibration":
-        return edgeq.quantize(path, QuantConfig(mode="static", method="entropy"), feeds, progress=False)
+        return edgeq.quantize(path, QuantConfig(mode="static", method="entropy"), _more(feeds, times), progress=False)
     if job == "sensitivity":
         return sensitivity(path, feeds, progress=False)
     return edgeq.quantize(path, QuantConfig(mode="auto", time_budget_s=None), feeds, progress=False)
 
 
-def _timed(job: str, path: str, feeds: list[dict], repeats: int) -> tuple[float, str]:
+def _timed(job: str, path: str, feeds: list[dict], args) -> tuple[float, str]:
     times, digests = [], set()
-    for _ in range(repeats):
+    for _ in range(args.repeats):
         start = time.perf_counter()
-        result = run_job(job, path, feeds)
+        result = run_job(job, path, feeds, args.calib_times)
         times.append(time.perf_counter() - start)
         digests.add(_digest(result))
     if len(digests) != 1:
@@ -103,7 +120,7 @@ def measure(name: str, args) -> list[dict[str, Any]]:
     rows = []
     base: dict[str, tuple[float, str]] = {}
     for job in JOBS:
-        base[job] = _timed(job, path, feeds, args.repeats)
+        base[job] = _timed(job, path, feeds, args)
         rows.append({"model": name, "job": job, "workers": "one process", "s": base[job][0], "speedup": 1.0,
                      "identical": True})
         print(f"{name:14} {job:20} one process  {base[job][0]:7.1f} s", flush=True)
@@ -114,7 +131,7 @@ def measure(name: str, args) -> list[dict[str, Any]]:
         try:
             with cluster.using(executor):
                 for job in JOBS:
-                    seconds, digest = _timed(job, path, feeds, args.repeats)
+                    seconds, digest = _timed(job, path, feeds, args)
                     row = {"model": name, "job": job, "workers": n, "s": seconds, "speedup": base[job][0] / seconds,
                            "identical": digest == base[job][1], "ray_start_s": ray_start}
                     rows.append(row)
@@ -177,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="1,2,4,8,16")
     parser.add_argument("--calib", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--calib-times", type=int, default=8,
+                        help="static calibration on the samples this many times (seeded noise on the copies)")
     parser.add_argument("--bundle", default=None, help="read the models and data from a realworld.py bundle")
     parser.add_argument("--make-bundle", default=None, metavar="DIR", help="only write the bundle (bench/realworld.py)")
     parser.add_argument("--workdir", default=os.path.join("out", "bench", "cluster"))

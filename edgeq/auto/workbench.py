@@ -194,8 +194,10 @@ class Workbench:
     """The prepared float model, its fp32 outputs on the eval feeds, and variant builders."""
 
     def __init__(self, model: Any, config: QuantConfig, feeds: list[dict[str, np.ndarray]],
-                 metric: Metric | None = None, ref_samples: dict[str, list[np.ndarray]] | None = None) -> None:
+                 metric: Metric | None = None, ref_samples: dict[str, list[np.ndarray]] | None = None,
+                 threads: int = 0) -> None:
         self.model = model
+        self.threads = threads  # onnxruntime's intra-op threads for scoring (0: every core)
         self.config = config
         self.feeds = feeds
         self.metric = metric
@@ -204,9 +206,9 @@ class Workbench:
 
     @classmethod
     def from_refs(cls, model: Any, config: QuantConfig, feeds: list[dict[str, np.ndarray]],
-                  ref_samples: dict[str, list[np.ndarray]], metric: Metric | None = None) -> Workbench:
+                  ref_samples: dict[str, list[np.ndarray]], metric: Metric | None = None, threads: int = 0) -> Workbench:
         """A workbench whose fp32 outputs were computed elsewhere (a cluster worker's: ``remote.py``)."""
-        return cls(model, config, feeds, metric, ref_samples)
+        return cls(model, config, feeds, metric, ref_samples, threads)
 
     @classmethod
     def create(cls, model: Any, config: QuantConfig, feeds: list[dict[str, np.ndarray]],
@@ -215,7 +217,7 @@ class Workbench:
 
     def samples(self, model: Any) -> dict[str, list[np.ndarray]]:
         """Each output of ``model`` on each eval feed (a list per output name)."""
-        sess = _session(model if isinstance(model, (bytes, InMemoryModel)) else model_bytes_of(model))
+        sess = _session(model if isinstance(model, (bytes, InMemoryModel)) else model_bytes_of(model), self.threads)
         names = [o.name for o in sess.get_outputs()]
         got: dict[str, list[np.ndarray]] = {n: [] for n in names}
         for feed in self.feeds:

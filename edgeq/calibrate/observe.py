@@ -59,18 +59,20 @@ class ObservedModel:
         self._open(target, [v.name for v in values], fetch)
 
     @classmethod
-    def of(cls, target: Any, names: Sequence[str], fetch: Sequence[str]) -> ObservedModel:
+    def of(cls, target: Any, names: Sequence[str], fetch: Sequence[str], threads: int = 0) -> ObservedModel:
+        """``threads``: onnxruntime's intra-op threads (0: every core; a cluster worker owns one)."""
         observed = cls.__new__(cls)
-        observed._open(target, list(names), list(fetch))
+        observed._open(target, list(names), list(fetch), threads)
         return observed
 
-    def _open(self, target: Any, names: list[str], fetch: list[str]) -> None:
+    def _open(self, target: Any, names: list[str], fetch: list[str], threads: int = 0) -> None:
         import onnxruntime as ort
 
         from edgeq.runtime.memory import inference_session
 
         self.names, self._fetch = names, fetch
         so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         so.log_severity_level = 4  # errors reach the user once, as edgeq's one line
         try:
