@@ -209,7 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         return realworld.main(["--models", ",".join(names), "--calib", str(args.calib), "--eval", "8",
                                "--make-bundle", args.make_bundle])
     args.workers = [int(w) for w in args.workers.split(",") if w]
-    rows = [r for name in names for r in measure(name, args)]
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        rows += measure(name, args)
+        if args.json:  # after each model: a run cut short keeps what it measured
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump({"rows": rows}, f, indent=1)
     import platform
 
     from edgeq.runtime.device_jobs import node_facts

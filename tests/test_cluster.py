@@ -362,3 +362,20 @@ def test_cli_bench_and_compare_run_on_the_device_node(ray_cluster, tmp_path, cap
     assert "--cluster" in capsys.readouterr().err
     assert _cli(["bench", model, "--cluster", local.address, "--device", "absent", "--seconds", "0.2"]) == 1
     assert "offers device:absent" in capsys.readouterr().err
+
+
+def test_feeds_run_concurrently_come_back_in_order_and_errors_at_their_turn():
+    from edgeq.calibrate.observe import run_in_order
+
+    def slow_square(i: int) -> int:
+        time.sleep(0.01 * (5 - i % 5))  # later items finish first
+        if i == 7:
+            raise DataError("sample 7 holds NaN: give finite data")
+        return i * i
+
+    got = []
+    with pytest.raises(DataError, match="sample 7"):
+        for item, value in run_in_order(slow_square, range(12), width=4):
+            got.append((item, value))
+    assert got == [(i, i * i) for i in range(7)]
+    assert list(run_in_order(lambda i: -i, range(5), width=1)) == [(i, -i) for i in range(5)]

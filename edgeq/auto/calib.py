@@ -19,6 +19,7 @@ keep per-channel sums and maxima, and Conv outputs their per-channel min/max (O(
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -139,6 +140,7 @@ def calibrate_once(model: Any, source: Any, config: QuantConfig | None = None, *
     """Observe every float activation of ``model`` (onnx_ir.Model) over ``source`` once."""
     from edgeq.calibrate import load_data
     from edgeq.calibrate.collect import ObservedModel, progress_bar
+    from edgeq.calibrate.observe import run_in_order
 
     config = config or QuantConfig()
     source = load_data(source, model)
@@ -166,10 +168,11 @@ def calibrate_once(model: Any, source: Any, config: QuantConfig | None = None, *
         try:
             with progress_bar(progress) as bar:
                 task = bar.add_task("calibrating (all methods)", total=total)
-                for label, feed in source.items():
-                    if limit is not None and count >= limit:
-                        break
-                    observe_feed(session, inputs, observers, channels, out_channels, skipped, feed, label)
+                items = itertools.islice(source.items(), limit)
+                run = (lambda item: session.run(item[1], item[0])) if session is not None else (lambda item: None)
+                for (label, feed), outputs in run_in_order(run, items, None if session is not None else 1):
+                    observe_feed(session, inputs, observers, channels, out_channels, skipped, feed, label, outputs)
+                    del outputs
                     count += 1
                     bar.advance(task)
         finally:

@@ -54,9 +54,12 @@ class Channels:
 
 def observe_feed(session: Any, inputs: list[str], observers: dict[str, HistogramObserver],
                  channels: dict[str, Channels], out_channels: dict[str, ChannelRange], skipped: set[str],
-                 feed: Mapping[str, np.ndarray], label: str) -> None:
-    """One feed through ``calibrate_once``'s observers (here, or on a cluster's worker)."""
-    arrays = list(zip(session.names, session.run(feed, label))) if session else []
+                 feed: Mapping[str, np.ndarray], label: str, outputs: list[np.ndarray] | None = None) -> None:
+    """One feed through ``calibrate_once``'s observers (here, or on a cluster's worker);
+    ``outputs``: the session's run of it, where it ran already."""
+    if session is not None and outputs is None:
+        outputs = session.run(feed, label)
+    arrays = list(zip(session.names, outputs)) if session else []
     arrays += [(n, feed[n]) for n in inputs]
     for name, array in arrays:
         if not isinstance(array, np.ndarray) or array.dtype.kind != "f":

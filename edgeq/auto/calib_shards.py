@@ -36,7 +36,7 @@ class AutoShardJob:
 
 
 def observe_auto_shard(job: AutoShardJob, feeds: Sequence[tuple[str, dict]]) -> tuple[Any, ...]:
-    session = worker_cache(job.key, lambda: ObservedModel.of(job.target, job.names, job.fetch, threads=1)) if job.names else None
+    session = worker_cache(job.key, lambda: ObservedModel.of(job.target, job.names, job.fetch)) if job.names else None
     observers = {n: HistogramObserver(n, job.num_bins, record=True) for n in (*job.inputs, *job.names)}
     channels = {n: Channels(axis, batches=[]) for n, axis in job.channel_axes.items()}
     out_channels = {n: ChannelRange(axis) for n, axis in job.out_axes.items()}

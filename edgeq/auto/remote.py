@@ -60,7 +60,7 @@ def _bench_of(job: BenchJob) -> Any:
     proto.ParseFromString(job.model)
     model = ir.from_proto(proto)
     freeze_constants(model)
-    return Workbench.from_refs(model, job.config, job.feeds, job.ref_samples, job.metric, threads=1)  # one CPU a worker
+    return Workbench.from_refs(model, job.config, job.feeds, job.ref_samples, job.metric, width=1)  # one CPU a worker
 
 
 def score_variant(shared: Any, exclude: Sequence[str]) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeq.calibrate.observe import ANALYSIS_THREADS, concurrency, run_in_order
 from edgeq.config import QuantConfig
 from edgeq.errors import UsageError
 from edgeq.runtime.memory import InMemoryModel
@@ -155,9 +156,10 @@ def prepare_float(model: Any, config: QuantConfig, source: Any) -> tuple[Any, li
     return model, notes
 
 
-def _session(data: bytes, threads: int = 0) -> Any:
-    """A CPU session for scoring: every core (0), the outputs do not depend on it (the latency
-    that decides is measured separately, at the user's thread count)."""
+def _session(data: bytes, threads: int = ANALYSIS_THREADS) -> Any:
+    """A CPU session for scoring, at a fixed thread count: the scores then do not depend on the
+    machine's cores (calibrate/observe.py); the feeds run concurrently instead. The latency that
+    decides is measured separately, at the user's thread count."""
     from edgeq.report.evaluate import cpu_session
 
     return cpu_session(data, threads)
@@ -195,9 +197,10 @@ class Workbench:
 
     def __init__(self, model: Any, config: QuantConfig, feeds: list[dict[str, np.ndarray]],
                  metric: Metric | None = None, ref_samples: dict[str, list[np.ndarray]] | None = None,
-                 threads: int = 0) -> None:
+                 threads: int = ANALYSIS_THREADS, width: int | None = None) -> None:
         self.model = model
-        self.threads = threads  # onnxruntime's intra-op threads for scoring (0: every core)
+        self.threads = threads  # onnxruntime's intra-op threads for scoring (calibrate/observe.py: why one)
+        self.width = concurrency(8) if width is None else width  # feeds scored at once
         self.config = config
         self.feeds = feeds
         self.metric = metric
@@ -206,9 +209,10 @@ class Workbench:
 
     @classmethod
     def from_refs(cls, model: Any, config: QuantConfig, feeds: list[dict[str, np.ndarray]],
-                  ref_samples: dict[str, list[np.ndarray]], metric: Metric | None = None, threads: int = 0) -> Workbench:
+                  ref_samples: dict[str, list[np.ndarray]], metric: Metric | None = None,
+                  width: int | None = None) -> Workbench:
         """A workbench whose fp32 outputs were computed elsewhere (a cluster worker's: ``remote.py``)."""
-        return cls(model, config, feeds, metric, ref_samples, threads)
+        return cls(model, config, feeds, metric, ref_samples, width=width)
 
     @classmethod
     def create(cls, model: Any, config: QuantConfig, feeds: list[dict[str, np.ndarray]],
@@ -220,8 +224,8 @@ class Workbench:
         sess = _session(model if isinstance(model, (bytes, InMemoryModel)) else model_bytes_of(model), self.threads)
         names = [o.name for o in sess.get_outputs()]
         got: dict[str, list[np.ndarray]] = {n: [] for n in names}
-        for feed in self.feeds:
-            for n, out in zip(names, sess.run(None, feed)):
+        for _, outs in run_in_order(lambda feed: sess.run(None, feed), self.feeds, self.width):
+            for n, out in zip(names, outs):
                 got[n].append(np.asarray(out))
         return got
 

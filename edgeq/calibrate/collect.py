@@ -17,6 +17,7 @@ took) are left out of the table; the reason for each is logged and kept in ``tab
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from edgeq import cluster
 from edgeq.calibrate.data import FeedSource, load_data
 from edgeq.calibrate.methods import choose_range
-from edgeq.calibrate.observe import ObservedModel, make_observer, observe_feeds
+from edgeq.calibrate.observe import ObservedModel, make_observer, observe_feeds, run_in_order
 from edgeq.calibrate.observers import ChannelRange, MinMaxObserver
 from edgeq.calibrate.ranges import RangesTable, TensorRange
 from edgeq.calibrate.subgraph_outputs import unroutable
@@ -154,11 +155,11 @@ def _observe_here(model: Any, run_values: list[Any], from_feed: list[str], obser
     try:
         with progress_bar(progress) as bar:
             task = bar.add_task(f"calibrating ({config.method})", total=total)
-            for label, feed in source.items():
-                if limit is not None and num_samples >= limit:
-                    break
-                observe_feeds(session, from_feed, observers, channels, skipped, feed, label)
-                del feed
+            items = itertools.islice(source.items(), limit)
+            run = (lambda item: session.run(item[1], item[0])) if session is not None else (lambda item: None)
+            for (label, feed), outputs in run_in_order(run, items, None if session is not None else 1):
+                observe_feeds(session, from_feed, observers, channels, skipped, feed, label, outputs)
+                del feed, outputs
                 num_samples += 1
                 bar.advance(task)
     finally:

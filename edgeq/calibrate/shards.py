@@ -54,7 +54,7 @@ class ShardResult:
 
 def observe_shard(job: ShardJob, feeds: Sequence[tuple[str, dict]]) -> ShardResult:
     """A worker's task: ``feeds`` through the observers (as ``collect_ranges`` does here)."""
-    session = worker_cache(job.key, lambda: ObservedModel.of(job.target, job.names, job.fetch, threads=1)) if job.names else None
+    session = worker_cache(job.key, lambda: ObservedModel.of(job.target, job.names, job.fetch)) if job.names else None
     observers = {n: make_observer(n, job.method, job.num_bins, record=True) for n in (*job.names, *job.from_feed)}
     channels = {n: ChannelRange(axis) for n, axis in job.channel_axes.items()}
     skipped: dict[str, str] = {}
