@@ -94,6 +94,9 @@ def run_job(job: str, path: str, feeds: list[dict], times: int = 1) -> Any:
     return edgeq.quantize(path, QuantConfig(mode="auto", time_budget_s=None), feeds, progress=False)
 
 
+ANSWERS: dict[tuple[str, str], str] = {}  # (model, job) -> what auto answered (one process)
+
+
 def _timed(job: str, path: str, feeds: list[dict], args) -> tuple[float, str]:
     times, digests = [], set()
     for _ in range(args.repeats):
@@ -101,6 +104,8 @@ def _timed(job: str, path: str, feeds: list[dict], args) -> tuple[float, str]:
         result = run_job(job, path, feeds, args.calib_times)
         times.append(time.perf_counter() - start)
         digests.add(_digest(result))
+        if job == "auto":
+            ANSWERS.setdefault((path, job), result.report["auto"]["verdict"].split(":")[0])
     if len(digests) != 1:
         raise SystemExit(f"{job}: {len(digests)} different results in one setting: not deterministic")
     return statistics.median(times), digests.pop()
@@ -122,7 +127,7 @@ def measure(name: str, args) -> list[dict[str, Any]]:
     for job in JOBS:
         base[job] = _timed(job, path, feeds, args)
         rows.append({"model": name, "job": job, "workers": "one process", "s": base[job][0], "speedup": 1.0,
-                     "identical": True})
+                     "identical": True, "answer": ANSWERS.get((path, job))})
         print(f"{name:14} {job:20} one process  {base[job][0]:7.1f} s", flush=True)
     for n in args.workers:
         started = time.perf_counter()
@@ -170,7 +175,9 @@ def to_markdown(rows: list[dict], command: str, host: str) -> str:
                     cells.append(f"{r['s']:.1f} s")
                 else:
                     cells.append(f"{r['s']:.1f} s ({r['speedup']:.2f}x{'' if r['identical'] else ', DIFFERENT'})")
-            lines.append(f"| {model} | {job} | " + " | ".join(cells) + " |")
+            answer = next((r.get("answer") for r in rows if r["model"] == model and r["job"] == job
+                           and r["workers"] == "one process" and r.get("answer")), None)
+            lines.append(f"| {model} | {job}{f' ({answer})' if answer else ''} | " + " | ".join(cells) + " |")
     same = all(r["identical"] for r in rows)
     lines += ["", f"Every result identical to one process's: {'yes' if same else 'NO'}."]
     return "\n".join(lines) + "\n"
