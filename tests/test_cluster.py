@@ -379,3 +379,20 @@ def test_feeds_run_concurrently_come_back_in_order_and_errors_at_their_turn():
             got.append((item, value))
     assert got == [(i, i * i) for i in range(7)]
     assert list(run_in_order(lambda i: -i, range(5), width=1)) == [(i, -i) for i in range(5)]
+
+
+def test_an_address_where_no_cluster_answers_fails_in_seconds():
+    import socket
+
+    from edgeq.cluster.ray_executor import _check_reachable
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]  # closed again below: nothing listens there
+    began = time.perf_counter()
+    with pytest.raises(ClusterError, match=f"no Ray cluster answers at 127.0.0.1:{port}.*--cluster local"):
+        _check_reachable(f"127.0.0.1:{port}")
+    assert time.perf_counter() - began < 10
+    with pytest.raises(UsageError, match="is not an address"):
+        _check_reachable("nonsense")
+    _check_reachable("local")  # nothing to probe

@@ -68,6 +68,23 @@ def _remote(name: str, fn: Callable[..., Any]) -> Any:
     return _REMOTE[name]
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) that takes no connection fails here in seconds, where Ray
+    would retry for minutes."""
+    import socket
+
+    if address in ("local", "auto"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--cluster {address!r} is not an address: give local, auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ClusterError(f"no Ray cluster answers at {address} ({error.strerror or error}): start one there with "
+                           "`ray start --head`, or pass --cluster local") from None
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -192,6 +209,8 @@ def connect(address: str, *, workers: int | None = None, env: dict[str, str] | N
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     ray = _ray()
+    if not ray.is_initialized():
+        _check_reachable(address)
     logging.getLogger("ray").setLevel(logging.ERROR)  # its start-up notices are not the user's business
     runtime_env = {"env_vars": dict(env)} if env else None
     started = False
