@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=os.path.join("out", "bench", "cluster"))
     parser.add_argument("--out", default="docs/benchmarks.md", help="page for the table ('-': none)")
     parser.add_argument("--json", default=None, help="write the rows here")
+    parser.add_argument("--render", default=None, metavar="JSON[,JSON]", help="only render these runs' tables")
     args = parser.parse_args(argv)
     names = [m for m in args.models.split(",") if m]
     if args.make_bundle:
@@ -215,13 +216,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return realworld.main(["--models", ",".join(names), "--calib", str(args.calib), "--eval", "8",
                                "--make-bundle", args.make_bundle])
-    args.workers = [int(w) for w in args.workers.split(",") if w]
-    rows: list[dict[str, Any]] = []
-    for name in names:
-        rows += measure(name, args)
-        if args.json:  # after each model: a run cut short keeps what it measured
-            with open(args.json, "w", encoding="utf-8") as f:
-                json.dump({"rows": rows}, f, indent=1)
+    if args.render:
+        return render(args.render.split(","), args.out)
     import platform
 
     from edgeq.runtime.device_jobs import node_facts
@@ -229,13 +225,31 @@ def main(argv: list[str] | None = None) -> int:
     facts = node_facts()
     host = f"{facts['cpu']} ({facts['cpus']} CPUs, {platform.system()})"
     command = "python bench/cluster.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    args.workers = [int(w) for w in args.workers.split(",") if w]
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        rows += measure(name, args)
+        if args.json:  # after each model: a run cut short keeps what it measured
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump({"rows": rows, "host": host, "command": command}, f, indent=1)
     text = to_markdown(rows, command, host)
     print(text)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"rows": rows, "host": host, "command": command}, f, indent=1)
     if args.out != "-":
         replace_block(args.out, text)
+    return 0
+
+
+def render(paths: list[str], out: str) -> int:
+    """The tables of several runs (their --json files: one per machine) into ``out``."""
+    parts = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            run = json.load(f)
+        parts.append(to_markdown(run["rows"], run["command"], run["host"]))
+    text = "\n".join(parts[:1] + [p.split("\n", 2)[2] for p in parts[1:]])  # one heading
+    print(text)
+    if out != "-":
+        replace_block(out, text)
     return 0
 
 
