@@ -6,7 +6,10 @@
 The values to observe become extra graph outputs of the model for the time it takes to build one
 onnxruntime CPU session (graph optimizations off so every name survives); the caller's model is
 left as it was. Each batch updates one observer per tensor and is dropped: memory does not grow
-with the number of samples. Histogram methods use a single pass (see ``observers``).
+with the number of samples. Histogram methods use a single pass (see ``observers``). The session
+runs at one thread, a few feeds at once, observed in order (``observe.run_in_order``); on a
+cluster (``cluster.using``) shards of the feeds are observed by its workers and merged in order
+(``shards.py``): the same table, byte for byte.
 
 Graph inputs are observed from the feeds, initializers from their values. Values inside If/Loop/
 Scan bodies are routed out to graph outputs of a clone of the model (``subgraph_outputs``): an If
