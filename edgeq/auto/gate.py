@@ -96,9 +96,11 @@ class _Tally:
     def add(self, fp32: bytes, model: bytes, source: Any) -> None:
         """Run both models on every feed of ``source``."""
         from edgeq.auto.samples import energy
+        from edgeq.calibrate.observe import ANALYSIS_THREADS, run_in_order
         from edgeq.report.evaluate import cpu_session
 
-        ref_sess, sess = cpu_session(fp32, 0), cpu_session(model, 0)
+        # one thread each, a few feeds at once (calibrate/observe.py): the same figures on any core count
+        ref_sess, sess = cpu_session(fp32, ANALYSIS_THREADS), cpu_session(model, ANALYSIS_THREADS)
         names = [o.name for o in ref_sess.get_outputs()]
         self.wanted = set(getattr(self.metric, "names", None) or names)  # what the metric reads (top1.py: the class outputs)
         for n in names:
@@ -107,9 +109,12 @@ class _Tally:
             self.mismatched.setdefault(n, 0)
             self.kept[0].setdefault(n, [])
             self.kept[1].setdefault(n, [])
-        for _, feed in source.items():
+        def both(item: tuple[str, Any]) -> tuple[list, list]:
+            return ref_sess.run(None, item[1]), sess.run(None, item[1])
+
+        for _, (refs, gots) in run_in_order(both, source.items()):
             self.count += 1
-            for n, r, g in zip(names, ref_sess.run(None, feed), sess.run(None, feed)):
+            for n, r, g in zip(names, refs, gots):
                 r, g = np.asarray(r), np.asarray(g)
                 if self.metric is not None and n in self.wanted:
                     self.kept[0][n].append(r)
