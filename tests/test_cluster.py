@@ -214,7 +214,7 @@ def test_sensitivity_on_the_cluster_is_identical(ray_cluster):
 
 
 @needs_ray
-def test_auto_ranks_layers_on_the_cluster_to_the_same_model(ray_cluster, monkeypatch):
+def test_auto_ranks_and_requantizes_on_the_cluster_to_the_same_model(ray_cluster, monkeypatch):
     import edgeq
     from edgeq.auto import latency, search, unit_time
     from edgeq.config import QuantConfig
@@ -222,9 +222,10 @@ def test_auto_ranks_layers_on_the_cluster_to_the_same_model(ray_cluster, monkeyp
 
     monkeypatch.setattr(latency, "measure", int8_pays_timing)  # timing decides nothing here: the same bytes or not
     monkeypatch.setattr(unit_time, "unit_times", int8_pays_unit_times)
-    ranked = []
-    real = search._rank_on_cluster
+    ranked, ahead = [], []
+    real, real_ahead = search._rank_on_cluster, search._requantize_ahead
     monkeypatch.setattr(search, "_rank_on_cluster", lambda *a, **k: ranked.append(1) or real(*a, **k))
+    monkeypatch.setattr(search, "_requantize_ahead", lambda *a, **k: ahead.append(1) or real_ahead(*a, **k))
     _, executor, _ = ray_cluster
     rng = np.random.default_rng(5)
     model = build(DYNAMIC_NET, {w: rng.normal(0, 0.25, (64, 64)) for w in ("W1", "W2", "W3")})
@@ -233,6 +234,7 @@ def test_auto_ranks_layers_on_the_cluster_to_the_same_model(ray_cluster, monkeyp
     here = edgeq.quantize(model, config, feeds, progress=False)
     there = _on(executor, lambda: edgeq.quantize(model, config, feeds, progress=False))
     assert ranked, "the per-layer ranking did not go to the cluster"
+    assert ahead, "the re-quantization did not go to the cluster"
     assert any("most sensitive float" in c["name"] for c in here.report["auto"]["configurations"])
     assert ir.to_proto(there.model).SerializeToString() == ir.to_proto(here.model).SerializeToString()
     assert there.report["auto"]["verdict"] == here.report["auto"]["verdict"]
@@ -396,3 +398,61 @@ def test_an_address_where_no_cluster_answers_fails_in_seconds():
     with pytest.raises(UsageError, match="is not an address"):
         _check_reachable("nonsense")
     _check_reachable("local")  # nothing to probe
+
+
+def test_requantizing_ahead_takes_back_what_the_loop_takes_back(monkeypatch):
+    """``search._requantize_ahead`` (a cluster's: trials scored in batches, each as if none before
+    it in the batch were taken back) against the loop it replaces, on a made-up noise model where
+    several units come back: the same answer, the same trials recorded, fewer builds here."""
+    import types
+
+    from edgeq import cluster
+    from edgeq.auto import latency, remote, search
+    from edgeq.auto.workbench import Score
+
+    noise = {"a": 0.4, "b": 3.8, "c": 0.2, "d": 2.5, "e": 0.1, "f": 0.3, "g": 4.0}
+
+    def sqnr(exclude):  # each unit back in int8 costs its noise (dB) off 40 dB
+        return 40.0 - sum(v for k, v in noise.items() if k not in exclude)
+
+    class FakeSearch:
+        min_sqnr, min_score, gptq, bar, task = 36.0, None, {}, types.SimpleNamespace(advance=lambda *a: None), 0
+        bench = types.SimpleNamespace(plan=lambda exclude: (None, types.SimpleNamespace(graph=None)))
+
+        def __init__(self):
+            self.tried, self.builds = [], 0
+
+        def over_budget(self, step=""):
+            return False
+
+        def unit_ms(self):
+            return {}
+
+        def meets(self, c):
+            return c.score.meets(self.min_sqnr, self.min_score)
+
+        def build(self, name, model, cal, methods, base, exclude=(), record=True, bias=False):
+            self.builds += 1
+            return types.SimpleNamespace(name=name, exclude=tuple(exclude), score=Score({"y": sqnr(exclude)}),
+                                         model=model, methods=methods, base=base, bias=bias)
+
+    class Ahead(cluster.Executor):
+        distributed, width = True, 3
+
+    monkeypatch.setattr(latency, "gaps", lambda plan, graph, order: [])
+    monkeypatch.setattr(remote, "shared_for", lambda *a: None)
+    monkeypatch.setattr(remote, "score_variant", lambda shared, exclude: Score({"y": sqnr(exclude)}))
+    found = types.SimpleNamespace(name="int8, 7 most sensitive float", exclude=tuple(noise), model=None, methods={},
+                                  base="minmax", bias=False, score=Score({"y": 40.0}))
+    order = list(noise)
+    cal = types.SimpleNamespace(table_for=lambda methods, base: None)
+    results = []
+    for executor in (cluster.Executor(), Ahead()):
+        fake, tried = FakeSearch(), {}
+        with cluster.using(executor):
+            answer = search._requantize(fake, found, cal, order, tried)
+        results.append((answer.exclude, answer.name, tried, [c.exclude for c in fake.tried], fake.builds))
+    (loop_answer, loop_name, loop_tried, loop_recorded, loop_builds), ahead = results[0], results[1]
+    assert loop_answer == ("b", "g") and ahead[0] == loop_answer  # a, c, d, e, f came back; b and g missed
+    assert ahead[1:4] == (loop_name, loop_tried, loop_recorded)
+    assert ahead[4] == 5 < loop_builds == 7  # here: only the trials taken back were built

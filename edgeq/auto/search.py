@@ -577,7 +577,11 @@ def _requantize(search: Search, found: Config, cal: Any, order: list[str],
     plan, copy = search.bench.plan(found.exclude)
     in_gaps = gaps(plan, copy.graph, order)
     current = found
-    for name in [*in_gaps, *(n for n in order if n not in in_gaps)][:MAX_REQUANTIZE]:
+    names = [*in_gaps, *(n for n in order if n not in in_gaps)][:MAX_REQUANTIZE]
+    executor = cluster.current()
+    if executor.distributed and not found.bias and search.gptq.get(id(found.model)) is None:
+        return _requantize_ahead(search, executor, found, cal, names, tried)
+    for name in names:
         if search.over_budget("re-quantizing float layers"):
             break
         exclude = tuple(n for n in current.exclude if n != name)
@@ -587,10 +591,45 @@ def _requantize(search: Search, found: Config, cal: Any, order: list[str],
             tried.setdefault(name, {})["int8"] = _db(trial.score.min_sqnr)
         if search.meets(trial):
             current = trial
+    return _requantized(search, found, current)
+
+
+def _requantized(search: Search, found: Config, current: Config) -> Config:
     if current is not found:
         current.name = f"int8, {len(current.exclude)} float (gaps merged, {'re-quantized by time saved per noise' if search.unit_ms() else 'least sensitive re-quantized'})"
         search.tried.append(current)
     return current
+
+
+def _requantize_ahead(search: Search, executor: Any, found: Config, cal: Any, names: list[str],
+                      tried: dict[str, dict[str, Any]] | None) -> Config:
+    """``_requantize`` on a cluster, ahead of the answers: the next ``width`` units' trials are
+    scored by the workers at once, each as if none before it in the batch were taken back; they
+    are read in order, and at the first that meets the target, the rest of the batch is dropped
+    (their base changed), that one is built here (as the loop builds it: the same scores, so the
+    same answer) and the next batch starts after it. Trials that miss cost no build here."""
+    from edgeq.auto.remote import score_variant, shared_for
+
+    shared = shared_for(executor, search.bench, found.model, cal.table_for(found.methods, found.base))
+    current, i = found, 0
+    while i < len(names):
+        if search.over_budget("re-quantizing float layers"):
+            break
+        batch = names[i : i + executor.width]
+        excludes = [tuple(n for n in current.exclude if n != name) for name in batch]
+        scores = executor.map(score_variant, excludes, shared=shared, label="auto re-quantize variant",
+                              on_result=lambda *_: search.bar.advance(search.task))
+        for name, exclude, score in zip(batch, excludes, scores):
+            i += 1
+            if tried is not None:
+                tried.setdefault(name, {})["int8"] = _db(score.min_sqnr)
+            if score.meets(search.min_sqnr, search.min_score):
+                trial = search.build(f"re-quantize {name}", found.model, cal, found.methods, found.base, exclude,
+                                     record=False, bias=found.bias)
+                if search.meets(trial):  # (it scores as the worker scored it)
+                    current = trial
+                    break
+    return _requantized(search, found, current)
 
 
 def _ladder(search: Search, found: Config, cal: Any, *, order: list[str], rungs: tuple[str, ...],
