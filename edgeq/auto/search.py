@@ -579,8 +579,8 @@ def _requantize(search: Search, found: Config, cal: Any, order: list[str],
     current = found
     names = [*in_gaps, *(n for n in order if n not in in_gaps)][:MAX_REQUANTIZE]
     executor = cluster.current()
-    if executor.distributed and not found.bias and search.gptq.get(id(found.model)) is None:
-        return _requantize_ahead(search, executor, found, cal, names, tried)
+    if executor.distributed and executor.width > 1 and not found.bias and search.gptq.get(id(found.model)) is None:
+        return _requantize_ahead(search, executor, found, cal, names, tried)  # (one worker: nothing to run ahead)
     for name in names:
         if search.over_budget("re-quantizing float layers"):
             break
