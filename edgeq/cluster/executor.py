@@ -12,7 +12,9 @@
 3. A task that raises an edgeq error raises that error here; a task whose worker died is run
    again (``retries``) and, if it dies every time, or runs past ``timeout_s``, the map raises
    ``ClusterError`` naming the task: no result is lost or silently left out.
-4. ``worker_cache(key, build)``: what a worker builds from ``shared`` (a deserialized model, its
+4. ``cpus``: the CPUs each task holds (a device job holds none: its device resource alone keeps
+   it exclusive, on a node started with ``--num-cpus 0`` so that no other work lands there).
+5. ``worker_cache(key, build)``: what a worker builds from ``shared`` (a deserialized model, its
    sessions) kept for the next task of the same map on that worker (two entries at most).
 """
 
@@ -50,7 +52,8 @@ class Executor:
 
     def map(self, fn: Callable[[Any, Any], Any], items: Sequence[Any], *, shared: Any = None,
             timeout_s: float | None = None, resources: dict[str, float] | None = None,
-            retries: int = 2, label: str = "task", on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+            retries: int = 2, label: str = "task", on_result: Callable[[int, Any], None] | None = None,
+            cpus: float = 1) -> list[Any]:
         value = shared.value if isinstance(shared, Shared) else shared
         out = []
         for index, item in enumerate(items):

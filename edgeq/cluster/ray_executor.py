@@ -115,7 +115,8 @@ class RayExecutor(Executor):
 
     def map(self, fn: Callable[[Any, Any], Any], items: Sequence[Any], *, shared: Any = None,
             timeout_s: float | None = None, resources: dict[str, float] | None = None,
-            retries: int = 2, label: str = "task", on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+            retries: int = 2, label: str = "task", on_result: Callable[[int, Any], None] | None = None,
+            cpus: float = 1) -> list[Any]:
         ray = _ray()
         items = list(items)
         if not items:
@@ -123,7 +124,7 @@ class RayExecutor(Executor):
         if resources:
             self._check_resources(resources)
         handle = self.share(shared).handle
-        task = _remote("run", _run).options(max_retries=retries, retry_exceptions=False, num_cpus=1,
+        task = _remote("run", _run).options(max_retries=retries, retry_exceptions=False, num_cpus=cpus,
                                             resources=dict(resources or {}))
         results: list[Any] = [None] * len(items)
         pending: dict[Any, int] = {}

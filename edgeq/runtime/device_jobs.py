@@ -3,8 +3,9 @@
     report = run_on_device(executor, "bench", models, {"threads": [1], ...}, device="rpi4", timeout_s=1800)
 
 A device farm's rules: a job runs on a node started with the custom resource ``device:KIND``
-(``ray start --resources '{"device:rpi4": 1}'``), which holds one unit, so one job per device
-runs at a time and the rest queue; the models and the input data go with the job (the node may not
+(``ray start --num-cpus 0 --resources '{"device:rpi4": 1}'``: no CPUs offered, so no other work
+lands there while it measures), which holds one unit, so one job per device runs at a time and
+the rest queue; the job itself holds no CPU, only the device; the models and the input data go with the job (the node may not
 share a file system), are written to a temporary folder there and measured as on this machine:
 each configuration in a fresh process, recording the cold start (session creation), the first
 run and the warm loop (median, percentiles, spread). The result names the node. A job past
@@ -120,6 +121,6 @@ def run_on_device(executor: Any, command: str, models: Sequence[str], options: d
     files, is_dir = _inputs(inputs)
     job = DeviceJob(command, tuple((m, _model_bytes(m)) for m in models), files, is_dir, dict(options))
     [result] = executor.map(run_device_job, [job], resources={f"device:{device}": 1}, timeout_s=timeout_s,
-                            retries=1, label=f"{command} on device:{device}")
+                            retries=1, label=f"{command} on device:{device}", cpus=0)  # the device unit alone
     result["device_node"]["device"] = device
     return result
