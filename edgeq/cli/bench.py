@@ -122,6 +122,8 @@ def bench(models, providers, threads, batch, warmup, iters, seconds, inputs, inp
     from edgeq.runtime.bench import bench_report
 
     decoders = [_is_decoder_file(m) for m in models]
+    if any(decoders) and (cluster is not None or device is not None):
+        raise UsageError("decoder language models are benchmarked on this machine only: drop --cluster/--device")
     if any(decoders):
         if not all(decoders):
             raise UsageError("bench decoder language models (a KV cache in and out) apart from other models: "
