@@ -28,17 +28,7 @@ from edgeq.errors import ClusterError, DataError, UsageError
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "runtime"))
 from rt_nets import conv_net  # noqa: E402
 
-from auto.nets import build, outlier_feeds, outlier_net  # noqa: E402
-
-DYNAMIC_NET = """<ir_version: 8, opset_import: ["" : 17]>
-dyn (float[N,64] x) => (float[N,64] y) {
-  a = MatMul(x, W1)
-  b = Erf(a)
-  c = MatMul(b, W2)
-  d = Erf(c)
-  e = MatMul(d, W3)
-  y = Erf(e)
-}"""
+from auto.nets import DYNAMIC_NET, build, outlier_feeds, outlier_net  # noqa: E402
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs Ray: pip install 'edgeq[cluster]'")
 

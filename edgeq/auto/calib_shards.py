@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from edgeq.auto.calib_observe import Channels, observe_feed
-from edgeq.calibrate.observe import ObservedModel, observed_target
+from edgeq.calibrate.observe import ObservedModel
 from edgeq.calibrate.observers import ChannelRange, HistogramObserver
-from edgeq.calibrate.shards import SHARD, feed_shards
+from edgeq.calibrate.shards import in_waves, shipped_target
 from edgeq.cluster import Executor, worker_cache
 
 __all__ = ["observe_on_cluster", "observe_auto_shard", "AutoShardJob"]
@@ -52,9 +52,7 @@ def observe_on_cluster(executor: Executor, model: Any, produced: Sequence[Any], 
                        advance: Callable[[int], None]) -> int:
     """The feeds of ``source`` (the first ``limit``) observed on the workers and merged into the
     given observers (module docstring); the number of feeds."""
-    target, fetch = observed_target(model, produced) if produced else (None, [])
-    if target is not None:
-        target = dataclasses.replace(target, path=None)  # a worker may not see the file: the weights travel
+    target, fetch = shipped_target(model, produced)
     num_bins = next(iter(observers.values())).num_bins if observers else 2048
     job = AutoShardJob(uuid.uuid4().hex, target, tuple(v.name for v in produced), tuple(fetch), tuple(inputs),
                        num_bins, {n: c.axis for n, c in channels.items()}, {n: c.axis for n, c in out_channels.items()})
@@ -73,12 +71,4 @@ def observe_on_cluster(executor: Executor, model: Any, produced: Sequence[Any], 
                 out_channels[name].merge(rng)
         return sum(r[-1] for r in done)
 
-    count, wave = 0, []
-    for shard in feed_shards(source, limit, SHARD):
-        wave.append(shard)
-        if len(wave) == 2 * executor.width:
-            count += run(wave)
-            wave = []
-    if wave:
-        count += run(wave)
-    return count
+    return in_waves(executor, source, limit, run)

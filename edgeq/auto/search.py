@@ -445,24 +445,34 @@ def _fallback(search: Search, best: Config, cal: Any, rungs: tuple[str, ...] = (
         if search.over_budget("per-layer sensitivity ranking (unmeasured layers ranked last)"):
             noise.update({n: -1.0 for n in units if n not in noise})
             break
-        others = tuple(n for n in units if n != name)
-        alone = name in dynamic
-        if not alone:
-            plan, copy = search.bench.plan(best.exclude + others)
-            node = next((n for n in all_nodes(copy.graph) if n.name == name), None)
-            alone = node is not None and plan.role(node) != "float"
-        if alone:
-            trial = search.build(f"only {name}", best.model, cal, best.methods, best.base,
-                                 best.exclude + others, record=False, bias=best.bias)
-            only_db[name] = trial.score.min_sqnr
-            noise[name] = _noise(trial.score.min_sqnr)
-        else:
-            trial = search.build(f"all but {name}", best.model, cal, best.methods, best.base,
-                                 best.exclude + (name,), record=False, bias=best.bias)
-            noise[name] = max(full - _noise(trial.score.min_sqnr), 0.0)
+        alone, exclude = _ranking_trial(search, best, units, name, dynamic)
+        trial = search.build(f"{'only' if alone else 'all but'} {name}", best.model, cal, best.methods, best.base,
+                             exclude, record=False, bias=best.bias)
+        _ranked(name, alone, trial.score, full, noise, only_db)
     ranked = sorted(units, key=lambda n: -noise[n])
     search.ranking = Ranking(best, cal, ranked, noise, rungs)  # the gate's retarget reuses it (retarget.py)
     return _from_ranking(search, best, cal, ranked, noise, rungs, only_db)
+
+
+def _ranking_trial(search: Search, best: Config, units: list[str], name: str, dynamic: set[str]) -> tuple[bool, tuple[str, ...]]:
+    """(whether ``name`` can be int8 alone, the float units of its ranking trial): int8 alone where
+    it can ("only"), else every unit int8 but it ("all but")."""
+    others = tuple(n for n in units if n != name)
+    alone = name in dynamic
+    if not alone:
+        plan, copy = search.bench.plan(best.exclude + others)
+        node = next((n for n in all_nodes(copy.graph) if n.name == name), None)
+        alone = node is not None and plan.role(node) != "float"
+    return alone, best.exclude + others if alone else best.exclude + (name,)
+
+
+def _ranked(name: str, alone: bool, score: Any, full: float, noise: dict[str, float], only_db: dict[str, float]) -> None:
+    """The noise ``name`` adds, read from its ranking trial's score."""
+    if alone:
+        only_db[name] = score.min_sqnr
+        noise[name] = _noise(score.min_sqnr)
+    else:
+        noise[name] = max(full - _noise(score.min_sqnr), 0.0)
 
 
 def _rank_on_cluster(search: Search, executor: Any, best: Config, cal: Any, units: list[str], dynamic: set[str],
@@ -472,15 +482,7 @@ def _rank_on_cluster(search: Search, executor: Any, best: Config, cal: Any, unit
     the same scores, so the same ranking."""
     from edgeq.auto.remote import score_variant, shared_for
 
-    items = []
-    for name in units:
-        others = tuple(n for n in units if n != name)
-        alone = name in dynamic
-        if not alone:
-            plan, copy = search.bench.plan(best.exclude + others)
-            node = next((n for n in all_nodes(copy.graph) if n.name == name), None)
-            alone = node is not None and plan.role(node) != "float"
-        items.append((name, alone, best.exclude + others if alone else best.exclude + (name,)))
+    items = [(name, *_ranking_trial(search, best, units, name, dynamic)) for name in units]
     shared = shared_for(executor, search.bench, best.model, cal.table_for(best.methods, best.base))
     search.bar.update(search.task, description=f"auto: per-layer ranking ({executor.width} workers)")
     for start in range(0, len(items), executor.width):
@@ -491,11 +493,7 @@ def _rank_on_cluster(search: Search, executor: Any, best: Config, cal: Any, unit
         scores = executor.map(score_variant, [exclude for _, _, exclude in chunk], shared=shared,
                               label="auto ranking variant", on_result=lambda *_: search.bar.advance(search.task))
         for (name, alone, _), score in zip(chunk, scores):
-            if alone:
-                only_db[name] = score.min_sqnr
-                noise[name] = _noise(score.min_sqnr)
-            else:
-                noise[name] = max(full - _noise(score.min_sqnr), 0.0)
+            _ranked(name, alone, score, full, noise, only_db)
 
 
 def _from_ranking(search: Search, best: Config, cal: Any, ranked: list[str], noise: dict[str, float],

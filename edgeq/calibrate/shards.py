@@ -25,7 +25,8 @@ from edgeq.calibrate.observe import ObservedModel, make_observer, observe_feeds,
 from edgeq.calibrate.observers import ChannelRange, MinMaxObserver
 from edgeq.cluster import Executor, worker_cache
 
-__all__ = ["observe_on_cluster", "observe_shard", "feed_shards", "ShardJob", "ShardResult", "SHARD"]
+__all__ = ["observe_on_cluster", "observe_shard", "feed_shards", "in_waves", "shipped_target", "ShardJob", "ShardResult",
+           "SHARD"]
 
 SHARD = 8  # feeds per task
 
@@ -83,9 +84,7 @@ def observe_on_cluster(executor: Executor, model: Any, run_values: Sequence[Any]
                        source: Any, limit: int | None, config: Any, advance: Callable[[int], None]) -> int:
     """The feeds of ``source`` (the first ``limit``) observed on ``executor``'s workers and merged
     into ``observers``, ``channels`` and ``skipped`` (module docstring); the number of feeds."""
-    target, fetch = observed_target(model, run_values) if run_values else (None, [])
-    if target is not None:
-        target = dataclasses.replace(target, path=None)  # a worker may not see the file: the weights travel
+    target, fetch = shipped_target(model, run_values)
     job = ShardJob(uuid.uuid4().hex, target, tuple(v.name for v in run_values), tuple(fetch), tuple(from_feed),
                    config.method, config.num_bins, {n: c.axis for n, c in channels.items()})
     shared = executor.share(job)
@@ -103,6 +102,21 @@ def observe_on_cluster(executor: Executor, model: Any, run_values: Sequence[Any]
                 channels[name].merge(rng)
         return sum(r.count for r in done)
 
+    return in_waves(executor, source, limit, run)
+
+
+def shipped_target(model: Any, values: Sequence[Any]) -> tuple[Any, list[str]]:
+    """``observed_target`` as it travels to workers (None: no values to run the model for): the
+    weights in it, not the file's path, which a worker may not see."""
+    if not values:
+        return None, []
+    target, fetch = observed_target(model, values)
+    return dataclasses.replace(target, path=None), fetch
+
+
+def in_waves(executor: Executor, source: Any, limit: int | None, run: Callable[[list], int]) -> int:
+    """``run`` over the shards of ``source`` (the first ``limit`` feeds), ``2 x width`` shards at a
+    time (module docstring (2)); the sum of what it returns."""
     count = 0
     wave: list[list[tuple[str, dict]]] = []
     for shard in feed_shards(source, limit, SHARD):

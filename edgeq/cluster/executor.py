@@ -62,9 +62,6 @@ class Executor:
                 on_result(index, out[-1])
         return out
 
-    def describe(self) -> dict[str, Any]:
-        return {"address": self.address, "workers": self.width}
-
 
 _SERIAL = Executor()
 

@@ -199,9 +199,6 @@ class RayExecutor(Executor):
             _ray().shutdown()
             self._started = False
 
-    def describe(self) -> dict[str, Any]:
-        return {"address": self.address, "workers": self.width}
-
 
 def connect(address: str, *, workers: int | None = None, env: dict[str, str] | None = None) -> RayExecutor:
     """A ``RayExecutor`` on ``address``: ``local`` (a Ray instance started here, ``workers`` CPUs,

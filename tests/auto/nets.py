@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-__all__ = ["build", "outlier_net", "outlier_feeds"]
+__all__ = ["build", "outlier_net", "outlier_feeds", "DYNAMIC_NET"]
 
 OUTLIER_NET = """<ir_version: 8, opset_import: ["" : 17]>
 outlier_net (float[N,8,16,16] x) => (float[N,10] y) {
@@ -16,6 +16,18 @@ outlier_net (float[N,8,16,16] x) => (float[N,10] y) {
   c3 = Conv<pads=[1,1,1,1]>(r2, W3, B3)
   g = GlobalAveragePool(c3)
   y = Flatten(g)
+}"""
+
+
+# three MatMuls between float ops: each one dynamic int8 (auto's fallback ranks them)
+DYNAMIC_NET = """<ir_version: 8, opset_import: ["" : 17]>
+dyn (float[N,64] x) => (float[N,64] y) {
+  a = MatMul(x, W1)
+  b = Erf(a)
+  c = MatMul(b, W2)
+  d = Erf(c)
+  e = MatMul(d, W3)
+  y = Erf(e)
 }"""
 
 

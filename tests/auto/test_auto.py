@@ -9,7 +9,7 @@ import pytest
 
 from ortutil import int8_pays_timing, op_types, run_ort
 
-from .nets import build, outlier_feeds, outlier_net
+from .nets import DYNAMIC_NET, build, outlier_feeds, outlier_net
 
 
 def _sqnr(proto, model, feeds):
@@ -343,17 +343,6 @@ def test_a_float_answer_never_moves_the_outputs(monkeypatch):
     for feed in outlier_feeds(3, seed=7, spike=0.0):
         np.testing.assert_array_equal(run_ort(result.model, feed)[0], run_ort(outlier_net(), feed)[0])
     assert auto["fidelity"]["min_sqnr_db"] in ("inf", float("inf")) or auto["fidelity"]["min_sqnr_db"] > 100
-
-
-DYNAMIC_NET = """<ir_version: 8, opset_import: ["" : 17]>
-dyn (float[N,64] x) => (float[N,64] y) {
-  a = MatMul(x, W1)
-  b = Erf(a)
-  c = MatMul(b, W2)
-  d = Erf(c)
-  e = MatMul(d, W3)
-  y = Erf(e)
-}"""
 
 
 def test_a_model_of_dynamic_matmuls_skips_what_cannot_change_it(monkeypatch):
