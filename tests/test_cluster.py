@@ -270,9 +270,10 @@ def test_faults_that_do_not_heal_are_reported_by_task(ray_cluster):
     with pytest.raises(ClusterError, match=r"task 0: its worker died 2 time\(s\)"):
         executor.map(_always_die, [0], retries=1)
     began = time.perf_counter()
-    with pytest.raises(ClusterError, match="task 1 ran past its limit of 3 s"):
-        executor.map(_slow, [0, 1, 2], timeout_s=3)
-    assert time.perf_counter() - began < 30
+    # the limit leaves room for workers to start again after the deaths above on a loaded machine
+    with pytest.raises(ClusterError, match="task 1 ran past its limit of 10 s"):
+        executor.map(_slow, [0, 1, 2], timeout_s=10)
+    assert time.perf_counter() - began < 40
     with pytest.raises(DataError, match="sample 2 holds NaN"):  # an edgeq error comes out as itself
         executor.map(_bad_data, [2])
 
