@@ -26,7 +26,10 @@ Order of work (each step measured on the evaluation feeds against the fp32 outpu
    separately, in each ladder precision), reach the target; float units are then quantized back
    to int8 where the target holds (most fp32 time saved per unit of noise first: ``unit_time``),
    and each one still float tries the ladder precisions before staying fp32. int16 tensors use min/max ranges (65536 levels need no clipping) where no int8
-   node shares them.
+   node shares them. Beside that answer, the knapsack's own (``knapsack.py``): units int8 in
+   order of time saved per noise from none, as many as meet the target, then the rest taken
+   back where it holds; a slow, noisy unit (an LSTM) that the ranked prefix keeps float can
+   run int8 there, with cheaper units float instead. Timing decides between them.
 4. Latency: float gaps between int8 regions are quantized back where fidelity allows (fewer
    precision changes); isolated int8 nodes are dropped; every configuration tried is timed on the
    provider at ``threads`` (interleaved medians). The fastest one meeting the target wins; if it
@@ -44,6 +47,7 @@ from typing import Any
 
 from edgeq import cluster
 from edgeq.auto.calib import METHODS, calibrate_once
+from edgeq.auto.knapsack import by_time
 from edgeq.auto.latency import precision_changes
 from edgeq.auto.state import SQNR_MARGIN_DB, Config, Ranking, Search
 from edgeq.config import QuantConfig
@@ -502,7 +506,7 @@ def _from_ranking(search: Search, best: Config, cal: Any, ranked: list[str], noi
     """The rest of ``_fallback`` once units are ranked: the ladder precisions (``prefixes`` of
     them; default all) and fp32 for the smallest ranked prefix that meets the target, then float
     units back to int8 and up the ladder, most fp32 time saved per unit of noise first
-    (``unit_time.py``)."""
+    (``unit_time.py``); and the knapsack's answer beside it (``knapsack.py``)."""
     only_db = only_db or {}
     for rung in rungs if prefixes is None else prefixes:  # the ladder precisions for the ranked prefix, before fp32
         if search.over_budget("precision ladder"):
@@ -515,6 +519,8 @@ def _from_ranking(search: Search, best: Config, cal: Any, ranked: list[str], noi
     tried: dict[str, dict[str, Any]] = {}
     found = _requantize(search, found, cal, _back_order(search, ranked, noise, found.exclude), tried)
     _ladder(search, found, cal, order=_back_order(search, ranked, noise, found.exclude), rungs=rungs, tried=tried)
+    if search.unit_ms():  # the knapsack's answer beside it: timing decides (knapsack.py)
+        by_time(search, best, cal, _back_order(search, ranked, noise, tuple(ranked)), _requantize)
     why = {name: {"rank": i + 1, "of": len(ranked), "only_int8_sqnr_db": _db(only_db[name]) if name in only_db else None,
                   "tried_db": tried.get(name, {})}
            for i, name in enumerate(ranked)}

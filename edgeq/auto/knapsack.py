@@ -1,0 +1,66 @@
+"""Int8 units chosen by time saved per noise from none: the fallback's second candidate.
+
+    c = by_time(search, best, cal, ranked, noise)   # a recorded configuration, or None
+
+The fallback (``search._from_ranking``) first keeps the smallest prefix of units in float, most
+sensitive first, that meets the target, then takes float units back to int8 while the target
+holds, most fp32 time saved per unit of noise first (``_back_order``). That prefix is chosen by
+noise alone: a unit that is both noisy and slow (an LSTM, a large Gemm) lands in it, and the
+prefix meets the target with little room left, so taking it back misses and smaller units take
+the room instead. ddddocr's recognizer on an Intel Xeon: its LSTM alone costs 39.8 dB of noise
+(its convolutions 40-45 dB each) and holds 63% of the fp32 time, and auto's answers kept it float
+(1.35-1.45x fp32; every unit int8, 3.97x).
+
+The knapsack's own greedy answer starts from the other end: units in ``_back_order`` over all of
+them (no measured noise first, then most time per noise), the first ``j`` int8 and the rest
+float, ``j`` as large as meets the target (binary search: noise adds up, so it is monotone);
+then the rest are taken back one at a time where the target still holds (``_requantize``). Both
+answers are recorded, and timing decides between them (``placement.place``). Without a profile
+(no timing, a provider that cannot profile) there is no time per noise, and no second candidate.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["by_time"]
+
+logger = logging.getLogger(__name__)
+
+NAME = "int8 by time saved per noise"
+
+
+def by_time(search: Any, best: Any, cal: Any, order: list[str], requantize: Callable[..., Any]) -> Any:
+    """The configuration with the first ``j`` units of ``order`` (every ranked unit in
+    ``search._back_order``) int8, the largest ``j`` that meets the target, and then the rest
+    taken back where the target holds (``requantize``: ``search._requantize``); None without
+    unit times, when no ``j`` meets the target, or over the time budget. Recorded in
+    ``search.tried``."""
+    if not order or not search.unit_ms() or search.over_budget("int8 by time saved per noise"):
+        return None
+    lo, hi, found, length = 1, len(order), None, 0
+    while lo <= hi:
+        if search.over_budget("int8 by time saved per noise"):
+            return None
+        j = (lo + hi) // 2
+        trial = search.build(f"{NAME}: {j} of {len(order)} int8", best.model, cal, best.methods, best.base,
+                             best.exclude + tuple(order[j:]), record=False, bias=best.bias)
+        if search.meets(trial):
+            found, length, lo = trial, j, j + 1
+        else:
+            hi = j - 1
+    if found is None:
+        return None
+    answer = requantize(search, found, cal, order[length:])
+    if answer is not found:  # (``_requantize`` recorded it under its own name)
+        search.tried.remove(answer)
+    same = next((c for c in search.tried if c.layout == answer.layout), None)
+    if same is not None:  # the other path built it already: timed once
+        return same
+    answer.name = f"{NAME}, {len(answer.exclude) - len(best.exclude)} float"
+    search.tried.append(answer)
+    logger.info("auto: %s: %d of %d units int8 by time per noise, %d more taken back", NAME, length, len(order),
+                len(found.exclude) - len(answer.exclude))
+    return answer

@@ -1,0 +1,86 @@
+"""The fallback's second candidate: int8 units chosen by time saved per noise (auto/knapsack.py).
+
+A made-up model where noise adds up in dB: one slow, noisy unit (an LSTM: the most sensitive by
+noise, most of the time) and ten small convolutions. The ranked-prefix path keeps the LSTM
+float and cannot take it back; the knapsack's answer runs the LSTM in int8 and keeps the
+convolutions with the least time per noise float instead, and the search records both."""
+
+from __future__ import annotations
+
+import types
+
+from edgeq.auto import knapsack, latency, search
+from edgeq.auto.state import Config
+from edgeq.auto.workbench import Score
+
+CONVS = [f"conv{i}" for i in range(10)]
+NOISE_DB = {"lstm": 3.0, **dict.fromkeys(CONVS, 0.7)}  # dB each unit costs in int8, off 40 dB
+MS = {"lstm": 60.0, **dict.fromkeys(CONVS, 2.0)}
+
+
+class FakeSearch:
+    min_sqnr, min_score, gptq = 32.0, None, {}
+    bar, task = types.SimpleNamespace(update=lambda *a, **k: None, advance=lambda *a: None), 0
+    bench = types.SimpleNamespace(plan=lambda exclude: (None, types.SimpleNamespace(graph=None)))
+
+    def __init__(self, ms=MS):
+        self.tried, self.builds, self._ms = [], 0, dict(ms)
+
+    def over_budget(self, step=""):
+        return False
+
+    def unit_ms(self):
+        return self._ms
+
+    def meets(self, c):
+        return c.score.meets(self.min_sqnr, self.min_score)
+
+    def build(self, name, model, cal, methods, base, exclude=(), record=True, bias=False):
+        self.builds += 1
+        db = 40.0 - sum(v for k, v in NOISE_DB.items() if k not in exclude)
+        c = Config(name, tuple(exclude), Score({"y": db}), None, model, dict(methods), base, bias)
+        if record:
+            self.tried.append(c)
+        return c
+
+
+def _setup(monkeypatch):
+    monkeypatch.setattr(latency, "gaps", lambda plan, graph, order: [])
+    best = Config("int8 uniform minmax", (), Score({"y": 40.0 - sum(NOISE_DB.values())}), None, None, {}, "minmax")
+    ranked = sorted(NOISE_DB, key=lambda n: -NOISE_DB[n])  # the LSTM first
+    noise = {n: 10 ** (-(40.0 - v) / 10) for n, v in NOISE_DB.items()}  # what "only n int8" adds
+    return best, ranked, noise
+
+
+def test_the_knapsack_runs_the_slow_noisy_unit_in_int8_where_the_prefix_cannot(monkeypatch):
+    best, ranked, noise = _setup(monkeypatch)
+    fake = FakeSearch()
+    prefix = search._prefix(fake, best, None, ranked, "fp32")
+    prefix = search._requantize(fake, prefix, None, search._back_order(fake, ranked, noise, prefix.exclude))
+    assert prefix.exclude == ("lstm",)  # 33 dB: the LSTM back would cost 3 dB, 30 < 32
+
+    answer = knapsack.by_time(fake, best, None, search._back_order(fake, ranked, noise, tuple(ranked)), search._requantize)
+    assert answer is fake.tried[-1] and answer.name.startswith(knapsack.NAME)
+    assert "lstm" not in answer.exclude and len(answer.exclude) == 3  # 40 - 3 - 7 x 0.7 = 32.1 dB
+    assert fake.meets(answer) and answer.score.min_sqnr < 32.0 + 0.7  # no more room: nothing else comes back
+    saved = {c.name: sum(MS[n] for n in MS if n not in c.exclude) for c in (prefix, answer)}
+    assert saved[answer.name] == 74.0 > saved[prefix.name] == 20.0  # what timing then chooses between
+
+
+def test_no_profile_no_second_candidate_and_one_layout_is_recorded_once(monkeypatch):
+    best, ranked, noise = _setup(monkeypatch)
+    fake = FakeSearch(ms={})
+    assert knapsack.by_time(fake, best, None, search._back_order(fake, ranked, noise, tuple(ranked)), search._requantize) is None and fake.builds == 0
+
+    fake = FakeSearch()
+    first = knapsack.by_time(fake, best, None, search._back_order(fake, ranked, noise, tuple(ranked)), search._requantize)
+    recorded = len(fake.tried)
+    again = knapsack.by_time(fake, best, None, search._back_order(fake, ranked, noise, tuple(ranked)), search._requantize)  # the same layout: the one recorded comes back
+    assert again is first and len(fake.tried) == recorded
+
+
+def test_nothing_meets_the_target_nothing_is_recorded(monkeypatch):
+    best, ranked, noise = _setup(monkeypatch)
+    fake = FakeSearch()
+    fake.min_sqnr = 39.5  # even one unit in int8 misses
+    assert knapsack.by_time(fake, best, None, search._back_order(fake, ranked, noise, tuple(ranked)), search._requantize) is None and fake.tried == []
