@@ -1,19 +1,21 @@
 """Int8 units chosen by time saved per noise from none: the fallback's second candidate.
 
-    c = by_time(search, best, cal, ranked, noise)   # a recorded configuration, or None
+    c = by_time(search, best, cal, order, requantize)   # a recorded configuration, or None
 
 The fallback (``search._from_ranking``) first keeps the smallest prefix of units in float, most
 sensitive first, that meets the target, then takes float units back to int8 while the target
 holds, most fp32 time saved per unit of noise first (``_back_order``). That prefix is chosen by
 noise alone: a unit that is both noisy and slow (an LSTM, a large Gemm) lands in it, and the
 prefix meets the target with little room left, so taking it back misses and smaller units take
-the room instead. ddddocr's recognizer on an Intel Xeon: its LSTM alone costs 39.8 dB of noise
-(its convolutions 40-45 dB each) and holds 63% of the fp32 time, and auto's answers kept it float
-(1.35-1.45x fp32; every unit int8, 3.97x).
+the room instead. ddddocr's recognizer: its LSTM alone costs 39.8 dB of noise (its convolutions
+40-45 dB each) and holds 63% of the fp32 time on an Intel Xeon (Emerald Rapids), where auto's
+answers kept it float at 1.35-1.45x fp32 (every unit int8: 3.97x at 25 dB). With this candidate,
+two runs there answered 'int8 by time saved per noise, 12 float' at 2.75x and 2.43x, 35.5 dB on
+48 unseen lines (bench/auto_knapsack.py, docs/benchmarks.md).
 
 The knapsack's own greedy answer starts from the other end: units in ``_back_order`` over all of
 them (no measured noise first, then most time per noise), the first ``j`` int8 and the rest
-float, ``j`` as large as meets the target (binary search: noise adds up, so it is monotone);
+float, ``j`` as large as meets the target (binary search: noise adds up, near enough monotone);
 then the rest are taken back one at a time where the target still holds (``_requantize``). Both
 answers are recorded, and timing decides between them (``placement.place``). Without a profile
 (no timing, a provider that cannot profile) there is no time per noise, and no second candidate.
