@@ -47,7 +47,7 @@ from typing import Any
 
 from edgeq import cluster
 from edgeq.auto.calib import METHODS, calibrate_once
-from edgeq.auto.knapsack import by_time
+from edgeq.auto.knapsack import by_time, promising
 from edgeq.auto.latency import precision_changes
 from edgeq.auto.state import SQNR_MARGIN_DB, Config, Ranking, Search
 from edgeq.config import QuantConfig
@@ -519,8 +519,9 @@ def _from_ranking(search: Search, best: Config, cal: Any, ranked: list[str], noi
     tried: dict[str, dict[str, Any]] = {}
     found = _requantize(search, found, cal, _back_order(search, ranked, noise, found.exclude), tried)
     _ladder(search, found, cal, order=_back_order(search, ranked, noise, found.exclude), rungs=rungs, tried=tried)
-    if search.unit_ms():  # the knapsack's answer beside it: timing decides (knapsack.py)
-        by_time(search, best, cal, _back_order(search, ranked, noise, tuple(ranked)), _requantize)
+    order = _back_order(search, ranked, noise, tuple(ranked)) if search.unit_ms() else []
+    if promising(search, found, order, noise):  # the knapsack's answer beside it: timing decides (knapsack.py)
+        by_time(search, best, cal, order, _requantize)
     why = {name: {"rank": i + 1, "of": len(ranked), "only_int8_sqnr_db": _db(only_db[name]) if name in only_db else None,
                   "tried_db": tried.get(name, {})}
            for i, name in enumerate(ranked)}
