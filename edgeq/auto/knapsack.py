@@ -71,7 +71,7 @@ def by_time(search: Any, best: Any, cal: Any, order: list[str], requantize: Call
     taken back where the target holds (``requantize``: ``search._requantize``); None without
     unit times, when no ``j`` meets the target, or over the time budget. Recorded in
     ``search.tried``."""
-    if not order or not search.unit_ms() or search.over_budget("int8 by time saved per noise"):
+    if not order or not search.unit_ms():
         return None
     lo, hi, found, length = 1, len(order), None, 0
     while lo <= hi:

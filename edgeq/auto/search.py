@@ -519,7 +519,7 @@ def _from_ranking(search: Search, best: Config, cal: Any, ranked: list[str], noi
     tried: dict[str, dict[str, Any]] = {}
     found = _requantize(search, found, cal, _back_order(search, ranked, noise, found.exclude), tried)
     _ladder(search, found, cal, order=_back_order(search, ranked, noise, found.exclude), rungs=rungs, tried=tried)
-    order = _back_order(search, ranked, noise, tuple(ranked)) if search.unit_ms() else []
+    order = _back_order(search, ranked, noise, tuple(ranked))
     if promising(search, found, order, noise):  # the knapsack's answer beside it: timing decides (knapsack.py)
         by_time(search, best, cal, order, _requantize)
     why = {name: {"rank": i + 1, "of": len(ranked), "only_int8_sqnr_db": _db(only_db[name]) if name in only_db else None,
