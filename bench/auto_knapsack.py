@@ -52,17 +52,15 @@ def run_model(name: str, args) -> dict:
     row = {"model": name, "calib": len(case.calib), "unseen": len(case.unseen)}
     answers = {label: _answer(case.path, case.calib, label != "before", os.path.join(folder, f"{label[:6]}.onnx"))
                for label in ("before", "with knapsack") if label.split()[0] in args.variants.split(",")}
-    with open(case.path, "rb") as f:
-        ref = _run(f.read(), case.unseen)
-    for a in answers.values():
-        with open(a["path"], "rb") as f:
-            got = _run(f.read(), case.unseen)
-        a["sqnr"] = sqnr_figures(ref, got)
-        a["task"] = task_metric(case.task, ref, got)
-    models = {}
+    models = {}  # each file read once: judged, then timed
     for label, path in {"fp32": case.path, **{k: a["path"] for k, a in answers.items()}}.items():
         with open(path, "rb") as f:
             models[label] = f.read()
+    ref = _run(models["fp32"], case.unseen)
+    for label, a in answers.items():
+        got = _run(models[label], case.unseen)
+        a["sqnr"] = sqnr_figures(ref, got)
+        a["task"] = task_metric(case.task, ref, got)
     ms = _timing.interleaved_ms(models, case.unseen[:8], runs=None, repeats=args.repeats, warmup=2, threads=1)
     for label, a in answers.items():
         a["ms"], a["speedup"] = ms[label], ms["fp32"] / ms[label]
