@@ -394,7 +394,7 @@ def test_an_address_where_no_cluster_answers_fails_in_seconds():
 def test_requantizing_ahead_takes_back_what_the_loop_takes_back(monkeypatch):
     """``search._requantize_ahead`` (a cluster's: trials scored in batches, each as if none before
     it in the batch were taken back) against the loop it replaces, on a made-up noise model where
-    several units come back: the same answer, the same trials recorded, fewer builds here."""
+    several units come back: the same answer, the same measures of the units left float, fewer builds here."""
     import types
 
     from edgeq import cluster
@@ -445,5 +445,9 @@ def test_requantizing_ahead_takes_back_what_the_loop_takes_back(monkeypatch):
         results.append((answer.exclude, answer.name, tried, [c.exclude for c in fake.tried], fake.builds))
     (loop_answer, loop_name, loop_tried, loop_recorded, loop_builds), ahead = results[0], results[1]
     assert loop_answer == ("b", "g") and ahead[0] == loop_answer  # a, c, d, e, f came back; b and g missed
-    assert ahead[1:4] == (loop_name, loop_tried, loop_recorded)
-    assert ahead[4] == 5 < loop_builds == 7  # here: only the trials taken back were built
+    assert (ahead[1], ahead[3]) == (loop_name, loop_recorded)
+    # the units left float were measured alike; the loop takes runs back at once and measures no
+    # unit that came back on its own ({a}, {a b} missed; {c}, {c d}, {c d e f}, {c d e f g} missed)
+    assert loop_tried == {"b": {"int8": 35.8}, "g": {"int8": 32.5}} and ahead[2]["b"] == loop_tried["b"]
+    assert ahead[2]["g"] == loop_tried["g"] and set(ahead[2]) == set(noise)
+    assert ahead[4] == 5 < loop_builds == 6  # here: only the trials taken back were built

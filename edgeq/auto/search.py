@@ -586,17 +586,52 @@ def _requantize(search: Search, found: Config, cal: Any, order: list[str],
     executor = cluster.current()
     if executor.distributed and executor.width > 1 and not found.bias and search.gptq.get(id(found.model)) is None:
         return _requantize_ahead(search, executor, found, cal, names, tried)  # (one worker: nothing to run ahead)
-    for name in names:
-        if search.over_budget("re-quantizing float layers"):
-            break
-        exclude = tuple(n for n in current.exclude if n != name)
-        trial = search.build(f"re-quantize {name}", found.model, cal, found.methods, found.base, exclude,
-                             record=False, bias=found.bias)
-        if tried is not None:
-            tried.setdefault(name, {})["int8"] = _db(trial.score.min_sqnr)
-        if search.meets(trial):
-            current = trial
+    i = 0
+    while i < len(names) and not search.over_budget("re-quantizing float layers"):
+        current, i = _take_back_run(search, found, current, cal, names, i, tried)
     return _requantized(search, found, current)
+
+
+def _take_back_run(search: Search, found: Config, current: Config, cal: Any, names: list[str], i: int,
+                   tried: dict[str, dict[str, Any]] | None) -> tuple[Config, int]:
+    """From ``names[i]`` on, the longest run of units that go back to int8 together and meet the
+    target (lengths 1, 2, 4 ... until one misses, then a binary search between the last that met
+    and the first that missed), taken back, and the unit after it left float: (the new current
+    configuration, where the next run starts). The unit left float was built on top of the run
+    (the miss one longer than it), so it is measured as the one-at-a-time loop measures it; where
+    noise adds up (more int8 units never less noise), the answer is that loop's, in about
+    2 log2(run) builds per run instead of one per unit (MiniLM's knapsack: 21 of 27 back)."""
+
+    def trial(length: int) -> Config:
+        group = set(names[i : i + length])
+        label = f"re-quantize {names[i + length - 1]}" + (f" ({length} back at once)" if length > 1 else "")
+        return search.build(label, found.model, cal, found.methods, found.base,
+                            tuple(n for n in current.exclude if n not in group), record=False, bias=found.bias)
+
+    met, met_at, missed, missed_at, length = current, 0, None, None, 1
+    while i + met_at < len(names):  # lengths 1, 2, 4 ...: met_at met, missed_at (if any) missed
+        length = min(length, len(names) - i)
+        if search.over_budget("re-quantizing float layers"):
+            return met, i + met_at
+        t = trial(length)
+        if not search.meets(t):
+            missed, missed_at = t, length
+            break
+        met, met_at, length = t, length, length * 2
+    while missed_at is not None and missed_at - met_at > 1:
+        if search.over_budget("re-quantizing float layers"):
+            return met, i + met_at
+        mid = (met_at + missed_at) // 2
+        t = trial(mid)
+        if search.meets(t):
+            met, met_at = t, mid
+        else:
+            missed, missed_at = t, mid
+    if missed is None:
+        return met, len(names)
+    if tried is not None:  # the unit left float: its trial is the run plus it
+        tried.setdefault(names[i + met_at], {})["int8"] = _db(missed.score.min_sqnr)
+    return met, i + met_at + 1
 
 
 def _requantized(search: Search, found: Config, current: Config) -> Config:

@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["gram_matrices"]
+__all__ = ["gram_matrices", "ROWS"]
+
+ROWS = 1024  # rows multiplied at once: MiniLM's FFN inputs (K = 1536) 3x faster than 128 per sample
 
 
 def gram_matrices(model: Any, source: Any, names: list[str], max_samples: int | None = None) -> dict[str, np.ndarray]:
@@ -21,6 +23,7 @@ def gram_matrices(model: Any, source: Any, names: list[str], max_samples: int | 
     feeds_only = [n for n in names if n not in values and n in {v.name for v in model.graph.inputs}]
     session = ObservedModel(model, list(values.values())) if values else None
     grams: dict[str, np.ndarray] = {}
+    pending: dict[str, list[np.ndarray]] = {}
     for count, (label, feed) in enumerate(source.items()):
         if max_samples is not None and count >= max_samples:
             break
@@ -29,8 +32,26 @@ def gram_matrices(model: Any, source: Any, names: list[str], max_samples: int | 
         for name, array in arrays:
             if not isinstance(array, np.ndarray) or array.dtype.kind != "f" or array.ndim < 1:
                 continue
-            x = array.reshape(-1, array.shape[-1]).astype(np.float64)
+            x = array.reshape(-1, array.shape[-1]).astype(np.float32)
             x = x[np.all(np.isfinite(x), axis=1)]
-            gram = x.T @ x
-            grams[name] = gram if name not in grams or grams[name].shape != gram.shape else grams[name] + gram
+            rows = pending.setdefault(name, [])
+            if rows and rows[0].shape[1] != x.shape[1]:
+                _add(grams, name, rows)
+            rows.append(x)
+            if sum(len(r) for r in rows) >= ROWS:
+                _add(grams, name, rows)
+    for name, rows in pending.items():
+        _add(grams, name, rows)
     return grams
+
+
+def _add(grams: dict[str, np.ndarray], name: str, rows: list[np.ndarray]) -> None:
+    """``X^T X`` of the rows held for ``name`` added to its sum (float32 products of ``ROWS``
+    rows at a time, summed in float64); ``rows`` emptied. A value whose channel count changed
+    between samples keeps the last count's sum."""
+    if not rows:
+        return
+    x = np.concatenate(rows) if len(rows) > 1 else rows[0]
+    rows.clear()
+    gram = (x.T @ x).astype(np.float64)
+    grams[name] = gram if name not in grams or grams[name].shape != gram.shape else grams[name] + gram

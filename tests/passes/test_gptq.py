@@ -58,3 +58,24 @@ def test_degenerate_weights_and_inputs(case):
     assert levels.dtype == np.int8 and np.all(np.abs(levels.astype(int)) <= 127)
     if case == "zero column":
         assert not levels[:, 3].any()
+
+
+@pytest.mark.parametrize("k", [1, 7, 200, 700])
+def test_inverse_cholesky_is_the_upper_factor_of_the_inverse(k):
+    """``_inverse_cholesky`` (a factorisation of the reversed matrix and a triangular inverse)
+    against its definition: the upper Cholesky factor of the damped ``H``'s inverse."""
+    from edgeq.passes import gptq
+
+    rng = np.random.default_rng(k)
+    x = rng.normal(size=(max(2 * k, 8), k)) @ rng.normal(size=(k, k))
+    h = x.T @ x
+    if k > 1:
+        h[3 % k, :] = h[:, 3 % k] = 0.0  # an input channel that is always zero
+    u = gptq._inverse_cholesky(h)
+    damped = h.copy()
+    dead = np.diag(damped) <= 0
+    damped[dead, dead] = 1.0
+    damped += gptq.DAMPING * np.mean(np.diag(damped)) * np.eye(k)
+    want = np.linalg.cholesky(np.linalg.inv(damped)).T
+    assert np.allclose(np.triu(u), u) and np.all(np.diag(u) > 0)
+    np.testing.assert_allclose(u, want, rtol=1e-8, atol=1e-12 * np.abs(want).max())
