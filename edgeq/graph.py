@@ -32,6 +32,7 @@ import onnx_ir as ir
 from edgeq.errors import EdgeqError
 
 __all__ = [
+    "graphs_of",
     "MS_DOMAIN",
     "ONNX_DOMAINS",
     "onnx_opset",
@@ -116,6 +117,18 @@ def all_nodes(graph: ir.Graph) -> Iterator[ir.Node]:
     return iter(ir.traversal.RecursiveGraphIterator(graph))
 
 
+_BODIES = (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+
+
+def graphs_of(model: ir.Model) -> list[ir.Graph]:
+    """``model.graphs()``: the main graph, then every If/Loop/Scan body. Where no node of the main
+    graph holds a body (most models), the main graph alone, without onnx_ir's walk over every node
+    and attribute (2 ms on MiniLM, asked about 900 times in one auto run)."""
+    if not any(a.type in _BODIES for node in model.graph for a in node.attributes.values()):
+        return [model.graph]
+    return list(model.graphs())
+
+
 def copy_model(model: ir.Model) -> ir.Model:
     """An independent copy of ``model``, made through its protobuf (``Model.clone`` shares tensors).
 
@@ -130,7 +143,7 @@ def copy_model(model: ir.Model) -> ir.Model:
     if _frozen(model):
         return _clone(model)
     copy = ir.from_proto(ir.to_proto(model))
-    for graph, copied in zip(model.graphs(), copy.graphs()):
+    for graph, copied in zip(graphs_of(model), graphs_of(copy)):
         for name, value in graph.initializers.items():
             if isinstance(value.const_value, ir.ExternalTensor) and name in copied.initializers:
                 copied.initializers[name].const_value = value.const_value
@@ -144,7 +157,7 @@ def _clone(model: ir.Model) -> ir.Model:
     import copy as copying
 
     clone = model.clone()
-    for graph in clone.graphs():
+    for graph in graphs_of(clone):
         for value in (*graph.inputs, *graph.initializers.values(), *(v for node in graph for v in node.outputs)):
             if value.type is not None:
                 value.type = copying.deepcopy(value.type)
@@ -159,7 +172,7 @@ def _read_only(tensor: object) -> bool:
 
 
 def _frozen(model: ir.Model) -> bool:
-    return all(_read_only(v.const_value) for graph in model.graphs() for v in graph.initializers.values()
+    return all(_read_only(v.const_value) for graph in graphs_of(model) for v in graph.initializers.values()
                if v.const_value is not None)
 
 
@@ -168,7 +181,7 @@ def freeze_constants(model: ir.Model) -> None:
     read-only numpy array, in place (external data stays on disk): ``copy_model`` then shares
     them, and ``const_array`` returns the same array object every time, which caches can key on
     (``passes.weights.reuse_quantized_weights``)."""
-    for graph in model.graphs():
+    for graph in graphs_of(model):
         for value in graph.initializers.values():
             tensor = value.const_value
             if tensor is None or _read_only(tensor) or tensor.dtype == ir.DataType.STRING:

@@ -54,7 +54,9 @@ def _check_declared_sizes(model: ir.Model, path: str) -> None:
     anything allocates them: a declared 2**40 dimension is refused, not attempted)."""
     import onnx_ir as ir
 
-    for graph in model.graphs():
+    from edgeq.graph import graphs_of
+
+    for graph in graphs_of(model):
         for value in graph.initializers.values():
             tensor = value.const_value
             if not isinstance(tensor, ir.TensorProtoTensor):
@@ -81,7 +83,9 @@ def _check_declared_sizes(model: ir.Model, path: str) -> None:
 def _check_external_paths(model: ir.Model, base_dir: str) -> None:
     import onnx_ir as ir
 
-    for graph in model.graphs():
+    from edgeq.graph import graphs_of
+
+    for graph in graphs_of(model):
         for value in graph.initializers.values():
             tensor = value.const_value
             if isinstance(tensor, ir.ExternalTensor):
@@ -308,8 +312,9 @@ def _umask() -> int:
 
 def weights_nbytes(model: ir.Model) -> int:
     """Bytes held by the initializers of ``model``'s graph and all its subgraphs."""
+    from edgeq.graph import graphs_of
     total = 0
-    for graph in model.graphs():
+    for graph in graphs_of(model):
         for value in graph.initializers.values():
             if value.const_value is not None:
                 total += value.const_value.nbytes
@@ -322,7 +327,9 @@ def inlined(model: ir.Model) -> Iterator[None]:
     then give the model its external tensors back."""
     import onnx_ir as ir
 
-    saved = [(value, value.const_value) for graph in model.graphs() for value in graph.initializers.values()
+    from edgeq.graph import graphs_of
+
+    saved = [(value, value.const_value) for graph in graphs_of(model) for value in graph.initializers.values()
              if isinstance(value.const_value, ir.ExternalTensor)]
     try:
         for value, tensor in saved:
@@ -337,8 +344,10 @@ def _external_files(model: ir.Model) -> set[str]:
     """Real paths of the external-data files ``model``'s tensors read."""
     import onnx_ir as ir
 
+    from edgeq.graph import graphs_of
+
     return {os.path.realpath(os.path.join(value.const_value.base_dir or "", value.const_value.location))
-            for graph in model.graphs() for value in graph.initializers.values()
+            for graph in graphs_of(model) for value in graph.initializers.values()
             if isinstance(value.const_value, ir.ExternalTensor)}
 
 

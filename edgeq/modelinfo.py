@@ -361,8 +361,9 @@ _QUANTIZED_OPS = (_INTEGER_OPS | {"DynamicQuantizeLinear", "QuantizeLinear", "De
 
 def quantized_ops(model: Any) -> dict[str, int]:
     """{op type: count} of the quantized ops in ``model`` (an ``onnx_ir.Model``, subgraphs included)."""
+    from edgeq.graph import graphs_of
     counts: collections.Counter[str] = collections.Counter()
-    for graph in model.graphs():
+    for graph in graphs_of(model):
         counts.update(node.op_type for node in graph if node.op_type in _QUANTIZED_OPS)
     return dict(counts.most_common())
 

@@ -83,10 +83,11 @@ def quantize(
 
 def _stored_bytes(model: Any) -> int:
     """Bytes of every constant tensor ``model`` stores: initializers and Constant nodes, subgraphs too."""
+    from edgeq.graph import graphs_of
     from edgeq.io import weights_nbytes
 
     total = weights_nbytes(model)
-    for graph in model.graphs():
+    for graph in graphs_of(model):
         for node in graph:
             attr = node.attributes.get("value") if node.op_type == "Constant" and node.domain == "" else None
             if attr is not None and hasattr(attr.value, "nbytes"):

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
+from edgeq.graph import graphs_of
+
 __all__ = ["DropShapesPass"]
 
 
 class DropShapesPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         dropped = 0
-        for graph in model.graphs():
+        for graph in graphs_of(model):
             kept = set(graph.inputs) | set(graph.outputs)
             values = [v for node in graph for v in node.outputs] + list(graph.initializers.values())
             for value in values:  # an initializer's tensor carries its own type and shape (1)

@@ -42,7 +42,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.config import PerTensor, QuantConfig
-from edgeq.graph import MS_DOMAIN, add_initializer, const_array, remove_unused_initializers
+from edgeq.graph import MS_DOMAIN, add_initializer, const_array, graphs_of, remove_unused_initializers
 from edgeq.passes.outliers import outlier_channels, own_weights, shared_weights
 from edgeq.passes.plan import QuantPlan, Role, derived_name, fresh_base, node_label
 from edgeq.passes.weights import QMAX, QuantizedWeight, note_reduced, quantize_weight, shared_result, weight_qmax
@@ -90,7 +90,7 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         count = 0
-        for graph in list(model.graphs()):  # subgraphs too (select.py (11))
+        for graph in graphs_of(model):  # subgraphs too (select.py (11))
             self._outliers = self._outlier_fronts(graph)  # (6)
             self._shared = self._shared_inputs(graph)
             for node in list(graph):

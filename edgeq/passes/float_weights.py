@@ -40,7 +40,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.graph import add_initializer
+from edgeq.graph import add_initializer, graphs_of
 from edgeq.passes.plan import QuantPlan, Role
 from edgeq.passes.weights import shared_result
 
@@ -79,7 +79,7 @@ def store_float16(model: ir.Model) -> tuple[int, int]:
     """(1)-(3) on every graph of ``model``: the weights left float stored as float16 where it holds
     them exactly enough; (tensors, bytes saved). Also used by ``edgeq.qat.export``."""
     count = saved = 0
-    for graph in model.graphs():
+    for graph in graphs_of(model):
         for value in list(graph.initializers.values()):
             half = _half(graph, value)
             if half is not None:
@@ -92,7 +92,7 @@ def float16_forms(model: ir.Model) -> dict[str, np.ndarray]:
     """What ``store_float16`` would store, by initializer name (nothing changed): the values a
     check against the float32 original must use (``edgeq.qat.export``)."""
     forms = {}
-    for graph in model.graphs():
+    for graph in graphs_of(model):
         for name, value in graph.initializers.items():
             half = _half(graph, value)
             if half is not None:

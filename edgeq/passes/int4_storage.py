@@ -26,7 +26,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.graph import add_initializer, initializer_tensor, remove_unused_initializers
+from edgeq.graph import add_initializer, graphs_of, initializer_tensor, remove_unused_initializers
 
 __all__ = ["Int4StoragePass", "WIDE"]
 
@@ -43,7 +43,7 @@ def _blocked(node: ir.Node) -> bool:
 class Int4StoragePass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         count = 0
-        for graph in list(model.graphs()):  # (4)
+        for graph in graphs_of(model):  # (4)
             casts: dict[int, ir.Value] = {}  # codes or zero point -> its 8-bit reading
             for node in list(graph):
                 if node.op_type != "DequantizeLinear" or node.domain != "" or _blocked(node):  # (2)

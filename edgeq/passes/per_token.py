@@ -80,7 +80,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.config import PerTensor, QuantConfig
-from edgeq.graph import MS_DOMAIN, add_initializer, remove_unused_initializers
+from edgeq.graph import MS_DOMAIN, add_initializer, graphs_of, remove_unused_initializers
 from edgeq.passes.dynamic import quantize_matmul_weight, replace_nodes
 from edgeq.passes.outliers import outlier_channels, own_weights, shared_weights
 from edgeq.passes.plan import QuantPlan, Role, derived_name, fresh_base, node_label
@@ -117,7 +117,7 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         count, self._opset = 0, model.opset_imports.get("", 13)
-        for graph in list(model.graphs()):
+        for graph in graphs_of(model):
             fronts: dict[ir.Value, Front] = {}  # (6) input -> its quantized form
             self._shared = shared_weights(graph)  # (9)
             self._consts: dict[str, ir.Value] = {}

@@ -17,7 +17,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.graph import add_initializer, const_array, remove_unused_initializers
+from edgeq.graph import add_initializer, const_array, graphs_of, remove_unused_initializers
 from edgeq.passes.plan import QuantPlan, Role, fresh_base, node_label
 from edgeq.passes.weights import quantize_weight
 
@@ -33,7 +33,7 @@ class QuantizeEmbeddingsPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         count = 0
-        for graph in list(model.graphs()):  # subgraphs too (select.py (11))
+        for graph in graphs_of(model):  # subgraphs too (select.py (11))
             for node in list(graph):
                 if self.plan.role(node) == Role.WEIGHT_ONLY:
                     self._quantize(graph, node)

@@ -36,7 +36,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.config import PerTensor, QuantConfig
-from edgeq.graph import MS_DOMAIN, add_initializer, const_array, remove_unused_initializers
+from edgeq.graph import MS_DOMAIN, add_initializer, const_array, graphs_of, remove_unused_initializers
 from edgeq.passes.plan import QuantPlan, Role, attr_value, derived_name, fresh_base, is_float, node_label
 from edgeq.passes.weights import QMAX, note_reduced, quantize_weight, weight_qmax
 
@@ -83,7 +83,7 @@ class QuantizeRecurrentPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         count = 0
         self._done: dict[tuple[ir.Value, ir.Graph], tuple[ir.Value, ir.Value, ir.Value, dict]] = {}  # (4)
-        for graph in list(model.graphs()):  # subgraphs too (select.py (11)), each with its own weights
+        for graph in graphs_of(model):  # subgraphs too (select.py (11)), each with its own weights
             for node in list(graph):
                 if node.op_type == "LSTM" and self.plan.role(node) == Role.DYNAMIC:
                     self._lstm(graph, node)

@@ -49,7 +49,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.config import PerTensor, QuantConfig
-from edgeq.graph import MS_DOMAIN, add_initializer, const_array, remove_unused_initializers
+from edgeq.graph import MS_DOMAIN, add_initializer, const_array, graphs_of, remove_unused_initializers
 from edgeq.passes.plan import QuantPlan, Role, fresh_base, node_label
 from edgeq.passes.weight_only import reaches_output
 from edgeq.passes.weights import QMAX, bias_safe_min_scale, note_reduced, quantize_bias, quantize_weight, weight_qmax
@@ -118,7 +118,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         count = 0
         self._model = model
-        for graph in list(model.graphs()):  # (6) subgraphs too
+        for graph in graphs_of(model):  # (6) subgraphs too
             for node in list(graph):
                 if self.plan.role(node) == Role.COMPUTE and node.op_type in ("Conv", "MatMul", "Gemm"):
                     if const_array(node.inputs[1]) is not None:

@@ -82,9 +82,11 @@ def in_memory(model: Any, threshold: int = WEIGHT_THRESHOLD, *, path: str | None
     """
     import onnx_ir as ir
 
+    from edgeq.graph import graphs_of
+
     weights: dict[str, np.ndarray] = {}
     swaps: list[tuple[Any, Any]] = []
-    for graph in model.graphs():
+    for graph in graphs_of(model):
         for name, value in graph.initializers.items():
             tensor = value.const_value
             if tensor is None or isinstance(tensor, ir.StringTensor):

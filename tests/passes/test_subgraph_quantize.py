@@ -406,3 +406,17 @@ def test_per_token_inside_branches_names_stay_unique():
     for feed in _if_matmul_feeds(4, 1):
         got, ref = run_ort(result.model, feed)[0], run_ort(_if_matmul_model(), feed)[0]
         assert sqnr_db(ref, got) > 30.0
+
+
+def test_graphs_of_is_onnx_irs_walk():
+    """``edgeq.graph.graphs_of`` (the main graph alone where no node holds a body) against
+    ``Model.graphs()``: the same graphs in the same order, nested bodies included."""
+    from edgeq.graph import graphs_of
+
+    rng = np.random.default_rng(4)
+    nested = ir.from_proto(build(NESTED_TEXT, {f"M{i}": rng.normal(0, 1 / 8, (64, 64)) for i in (1, 2, 3)}))
+    assert [g.name for g in graphs_of(nested)] == [g.name for g in nested.graphs()] == ["nested", "looped", "step", "flat"]
+    assert all(a is b for a, b in zip(graphs_of(nested), nested.graphs()))
+    flat = ir.from_proto(_loop_model())
+    flat.graph.remove(next(n for n in flat.graph if n.op_type == "Loop"), safe=False)
+    assert graphs_of(flat) == list(flat.graphs()) == [flat.graph]
