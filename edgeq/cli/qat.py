@@ -40,8 +40,9 @@ def _row(label: str, s: dict) -> str:
               help="Zoo model: training inputs.")
 @click.option("--eval-samples", type=click.IntRange(1), default=200, show_default=True,
               help="Zoo model: inputs to judge on.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
-              help="Learning rate of float parameters (biases, LayerNorm, layers left float).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Learning rate of float parameters (biases, LayerNorm, layers left float). "
+                   "[default: 1e-5 with 8-bit weights, 1e-4 with 4-bit]")
 @click.option("--step-lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True,
               help="Learning rate of quantized weights, in quantization steps per training step.")
 @click.option("--batch", type=click.IntRange(1), default=32, show_default=True,
@@ -54,7 +55,7 @@ def _row(label: str, s: dict) -> str:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def qat(name: str, calib: str | None, eval_data: str | None, loss: str, out: str, epochs: int, weights: str,
         activations: str, per_token: bool, scales: str, amp: str, samples: int,
-        eval_samples: int, lr: float, step_lr: float, batch: int, device: str, freeze_bn_after: float,
+        eval_samples: int, lr: float | None, step_lr: float, batch: int, device: str, freeze_bn_after: float,
         report: str | None, quiet: bool) -> None:
     """Fine-tune NAME with fake quantization, distilled from its fp32 outputs, and write edgeq's
     QDQ model with the trained weights and scales, checked against torch.

@@ -154,7 +154,7 @@ def _sqnr(model: Any, validation: list[tuple[dict, tuple]]) -> float:
 
 def distill(fp32: str, train: Sequence[dict[str, np.ndarray]], unseen: Sequence[dict[str, np.ndarray]], out: str, *,
             classification: bool = False, labels: np.ndarray | None = None, epochs: int = 3,
-            config: QATConfig | None = None, amp: str | None = None, lr: float = 1e-4, step_lr: float = 0.01,
+            config: QATConfig | None = None, amp: str | None = None, lr: float | None = None, step_lr: float = 0.01,
             batch: int = 32, seed: int = 0, progress: bool = True, ptq_out: str | None = None,
             freeze_bn_after: float = 0.0, batchnorms_from: Any = None, device: str = "cpu") -> dict[str, Any]:
     """QAT of the ONNX model ``fp32`` distilled from its own outputs on ``train`` (the first 32

@@ -136,3 +136,30 @@ def test_cli_mistakes_are_one_line_and_exit_2(tmp_path, argv, expected):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("edgeq: error: ") and expected in lines[0], proc.stderr
+
+
+def test_float_parameters_move_less_with_8_bit_weights(data):
+    """``fit``'s default learning rate for float parameters (biases, layers left float): 1e-5 with
+    8-bit weights, 1e-4 with 4-bit ones and for any other module (docs/qat.md); an explicit ``lr``
+    wins. Read from the optimizer ``fit`` builds (its last group: the float parameters)."""
+    import importlib
+
+    fit_module = importlib.import_module("edgeq.qat.fit")  # (edgeq.qat.fit is also the function)
+
+    made = []
+    real = torch.optim.Adam
+
+    def recording(groups, *a, **k):
+        made.append([g["lr"] for g in groups])
+        return real(groups, *a, **k)
+
+    eight = prepare(_net(), (torch.randn(1, 3, 16, 16),), calib=_feeds(16, 0))
+    four = prepare(_net(), (torch.randn(1, 3, 16, 16),), calib=_feeds(16, 0), config=QATConfig(weight_bits=4))
+    assert fit_module.float_lr(eight) == 1e-5 and fit_module.float_lr(four) == 1e-4
+    assert fit_module.float_lr(torch.nn.Linear(2, 2)) == 1e-4
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fit_module.torch.optim, "Adam", recording)
+        fit(eight, data[:1], _mse, epochs=1, progress=False)
+        fit(four, data[:1], _mse, epochs=1, progress=False)
+        fit(eight, data[:1], _mse, epochs=1, lr=3e-4, progress=False)
+    assert [m[-1] for m in made] == [1e-5, 1e-4, 3e-4]
