@@ -351,8 +351,9 @@ def _smooth_per_token(search: Search, best: Config, cal: Any, repairs: list[dict
     """(2) With per-token MatMuls kept and the target still missed: SmoothQuant on their inputs
     (``repairs.smooth_per_token``), each of ``SMOOTH_ALPHAS`` built and scored on the scoring
     samples, in order, until one does not raise the fidelity; the best is kept only if it rose.
-    One scale per row handles outlier tokens; outlier channels are what is left, and moving them into the per-column weights is
-    what SmoothQuant does (MiniLM, all MatMuls per-token: 22.9 -> 27.3 dB, bench/per_token.py)."""
+    One scale per row handles outlier tokens; outlier channels are what is left, and moving them
+    into the per-column weights is what SmoothQuant does (MiniLM, all MatMuls per-token: 22.9 ->
+    27.3 dB, bench/per_token.py)."""
     from edgeq.auto.repairs import smooth_per_token
     from edgeq.auto.workbench import prepare_float
     from edgeq.config import PerToken
