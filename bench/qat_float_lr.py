@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 
@@ -30,8 +31,6 @@ def main() -> int:
     parser.add_argument("--eval", type=int, default=200)
     parser.add_argument("--workdir", default="out/bench/qat_float_lr")
     args = parser.parse_args()
-    import os
-
     os.makedirs(args.workdir, exist_ok=True)
     print("| model | float lr | PTQ W8A8 dB | QAT W8A8 dB | validation dB by epoch (0: untrained) | kept | s |")
     print("|---|---|---|---|---|---|---|")

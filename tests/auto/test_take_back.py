@@ -6,7 +6,6 @@ the answer still meets the target (every accepted configuration was built and sc
 from __future__ import annotations
 
 import math
-import types
 
 import numpy as np
 import pytest
@@ -15,23 +14,15 @@ from edgeq.auto import latency, search
 from edgeq.auto.state import Config
 from edgeq.auto.workbench import Score
 
+from . import test_knapsack as knapsack_tests
 
-class FakeSearch:
-    min_score, gptq = None, {}
-    bar, task = types.SimpleNamespace(update=lambda *a, **k: None, advance=lambda *a: None), 0
-    bench = types.SimpleNamespace(plan=lambda exclude: (None, types.SimpleNamespace(graph=None)))
+
+class FakeSearch(knapsack_tests.FakeSearch):
+    """test_knapsack's stand-in, with the output SQNR of any set of float units given by ``db_of``."""
 
     def __init__(self, db_of, min_sqnr):
-        self.tried, self.builds, self.db_of, self.min_sqnr = [], 0, db_of, min_sqnr
-
-    def over_budget(self, step=""):
-        return False
-
-    def unit_ms(self):
-        return {}
-
-    def meets(self, c):
-        return c.score.meets(self.min_sqnr, self.min_score)
+        super().__init__(ms={})
+        self.db_of, self.min_sqnr = db_of, min_sqnr
 
     def build(self, name, model, cal, methods, base, exclude=(), record=True, bias=False):
         self.builds += 1
