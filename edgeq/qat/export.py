@@ -23,6 +23,16 @@
    DequantizeLinear (``passes/int4_storage.py``): onnxruntime folds the Cast at load and runs the
    layer with its int8 kernels, where a DequantizeLinear of int4 codes would run on every
    inference in front of a float Conv.
+6. On a CPU whose onnxruntime saturates products of 8-bit weights (x86 without VNNI:
+   ``runtime/cpu.py``), a model with 8-bit weights (where static mode measured and kept them,
+   ``stages/weight_bits.py``) is checked with onnxruntime's QDQ fusion off
+   (``session.disable_quant_qdq``) and its integer MatMuls written as exact float64 arithmetic
+   (``passes/integer_as_float.py``): the arithmetic the file states and torch simulates. This
+   CPU's kernels differ from both where a pair of products passes 32767 (MiniLM: 99.65% of the
+   first MatMul's codes within one step), which is the CPU's, not the export's; the model's
+   fidelity on those kernels is what static mode measured in choosing 8 bits, and what a user's
+   own measurement sees. ``ExportCheck.fused`` says which form the check ran. ConvInteger and
+   DynamicQuantizeLSTM keep their kernels (QAT builds them only at 7 bits here: static mode).
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ class ExportCheck:
     worst_agreement: float
     output_max_abs: float
     samples: int
+    fused: bool = True  # onnxruntime's fused int8 kernels ran (False: QDQ fusion off, (6))
 
 
 def _set(inits: dict[str, ir.Value], name: str | None, array: np.ndarray, dtype: ir.DataType | None = None) -> None:
@@ -122,22 +133,40 @@ def _probe_model(model: ir.Model, names: list[str]) -> ir.Model:
     return probe
 
 
-def check_against_torch(qat: Any, model: ir.Model, feeds: list[dict[str, np.ndarray]]) -> tuple[str | None, float, float, int]:
+def saturating(qat: Any) -> bool:
+    """(6) Whether ``qat`` has weights of more than 7 bits (|level| > 63) and this CPU's onnxruntime
+    saturates products of 8-bit weights (``runtime/cpu.py``)."""
+    from edgeq.passes.weights import REDUCED_QMAX
+    from edgeq.runtime.cpu import int8_saturates
+
+    wide = any(qat.quants[w.quant].qmax > REDUCED_QMAX for w in qat.weights)
+    return wide and int8_saturates()
+
+
+def check_against_torch(qat: Any, model: ir.Model, feeds: list[dict[str, np.ndarray]],
+                        fused: bool = True) -> tuple[str | None, float, float, int]:
     """(2) onnxruntime vs torch, each compared on onnxruntime's own upstream values: the codes at
     every QuantizeLinear (within one code), the outputs of run-time quantized MatMuls and the
     graph's float outputs (within one 8-bit step of their range). Returns the first tensor (graph
     order) below the bar, else the worst; its share within one step; the outputs' largest absolute
-    difference end to end; how many tensors were compared."""
+    difference end to end; how many tensors were compared. ``fused=False``: onnxruntime's QDQ
+    fusion off (6)."""
     import onnxruntime as ort
 
     from edgeq.io import model_bytes
+    from edgeq.passes.integer_as_float import IntegerAsFloatPass
 
     qat.eval()
     _, codes = qat.codes(feeds[0])
     dyn_in, dyn_out = qat.dynamic_values()
     code_names = [n for n in codes if n not in dyn_out]
     probed = list(dict.fromkeys(code_names + dyn_in + dyn_out))
-    session = ort.InferenceSession(model_bytes(_probe_model(model, probed)), providers=["CPUExecutionProvider"])
+    probe = _probe_model(model, probed)
+    options = ort.SessionOptions()
+    if not fused:  # (6) the file's own arithmetic, not this CPU's saturating kernels
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
+        IntegerAsFloatPass()(probe)
+    session = ort.InferenceSession(model_bytes(probe), options, providers=["CPUExecutionProvider"])
     out_names = [o.name for o in session.get_outputs()]
     n_graph = len(model.graph.outputs)
     floats: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {n: [] for n in dyn_out + out_names[:n_graph]}
@@ -204,15 +233,16 @@ def export(qat: Any, example_inputs: Any, path: str | os.PathLike, *, check: boo
     except Exception as e:  # noqa: BLE001 - the checker's own errors
         raise ExportError(f"the exported QAT model fails onnx.checker: {e}") from None
     worst, share, out_max, count = (None, 1.0, 0.0, 0)
+    fused = not saturating(qat)
     if check:
         with _as_stored(qat, stored):
-            worst, share, out_max, count = check_against_torch(qat, model, feeds)
+            worst, share, out_max, count = check_against_torch(qat, model, feeds, fused)
         if worst is not None and share < MIN_AGREEMENT:
             raise ExportError(
                 f"onnxruntime and the torch QAT model differ at {worst!r}: {share:.2%} of its codes within one "
                 f"step (needs {MIN_AGREEMENT:.1%}); the first such tensor in the graph order is where they part")
     saved = save_model(model, os.fspath(path), inputs=[])
-    return ExportCheck(saved, count, worst, share, out_max, len(feeds))
+    return ExportCheck(saved, count, worst, share, out_max, len(feeds), fused)
 
 
 @contextlib.contextmanager

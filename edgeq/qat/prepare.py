@@ -99,6 +99,7 @@ def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config
     from edgeq.stages.load import load
     from edgeq.stages.load import prepare as prepare_stage
     from edgeq.stages.variant import build_variant
+    from edgeq.stages.weight_bits import choose_weight_bits, weight_bits_to_choose
 
     config = config or QATConfig()
     precision = dict(config.precision) | plan_precision(plan)
@@ -129,7 +130,11 @@ def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config
         batchnorms = batchnorms_of(module, loaded_model) if module is not None else {}
         prepared = prepare_stage(load(loaded_model, calib), qconfig)
         float_model = copy_model(prepared.model)
-        result = build_variant(prepared, qconfig, progress=progress)
+        if weight_bits_to_choose(qconfig, prepared):  # static mode's 7 or 8 bits, measured on this CPU's kernels
+            result, bits = choose_weight_bits(prepared, qconfig, progress=progress)
+            qconfig = qconfig.replace(reduce_range=bits == 7)
+        else:
+            result = build_variant(prepared, qconfig, progress=progress)
     qat = QATModel(result.model, float_model, weight_bits=config.weight_bits, learn=config.scales == "learned",
                    batchnorms=batchnorms)
     qat.config = config

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from edgeq.stages.load import Prepared
     from edgeq.stages.result import QuantResult
 
-__all__ = ["weight_bits_to_choose", "build_choosing_weight_bits", "MAX_FEEDS", "MARGIN_DB"]
+__all__ = ["weight_bits_to_choose", "build_choosing_weight_bits", "choose_weight_bits", "MAX_FEEDS", "MARGIN_DB"]
 
 MAX_FEEDS = 32
 MAX_READ = 256  # calibration samples read to choose MAX_FEEDS from
@@ -106,6 +106,12 @@ def _spread_feeds(data: Any) -> list[dict[str, np.ndarray]]:
 
 def build_choosing_weight_bits(prepared: Prepared, config: QuantConfig, ranges: Any = None,
                                progress: bool = False) -> QuantResult:
+    return choose_weight_bits(prepared, config, ranges, progress)[0]
+
+
+def choose_weight_bits(prepared: Prepared, config: QuantConfig, ranges: Any = None,
+                       progress: bool = False) -> tuple[QuantResult, int]:
+    """``build_choosing_weight_bits``, and the width kept (7 or 8): QAT trains on that grid."""
     from edgeq.errors import EdgeqError
     from edgeq.stages.variant import build_variant
 
@@ -113,7 +119,7 @@ def build_choosing_weight_bits(prepared: Prepared, config: QuantConfig, ranges: 
     try:
         feeds = _spread_feeds(prepared.data)
     except EdgeqError:  # a one-shot iterator, spent by calibration: 7 bits never saturate
-        return seven
+        return seven, 7
     eight = build_variant(prepared, config.replace(reduce_range=False), seven.ranges or ranges)
     (db7, each7), (db8, each8) = _scores(prepared.model, [seven.model, eight.model], feeds)
     keep = seven if db7 > db8 + MARGIN_DB or each7 > each8 + MARGIN_DB else eight
@@ -124,4 +130,4 @@ def build_choosing_weight_bits(prepared: Prepared, config: QuantConfig, ranges: 
             f"ratios {each8:.1f} and {each7:.1f} dB); --reduce-range or --no-reduce-range decides instead")
     notes = keep.report.setdefault("notes", [])
     notes[:] = [n for n in notes if not n.startswith("weights of u8s8 kernels")] + [note]
-    return keep
+    return keep, bits

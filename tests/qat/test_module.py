@@ -222,6 +222,43 @@ def test_run_time_quantized_matmuls_are_checked_too(tmp_path, monkeypatch):
         export(qat, feeds[:4], tmp_path / "bad.onnx")
 
 
+class Positive(nn.Module):
+    """A ReLU into a Linear of positive weights: uint8 activation levels near 255 meet 8-bit weight
+    levels of one sign, so pairs of products pass 32767, where saturating u8s8 kernels clip them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(64, 8)
+        with torch.no_grad():
+            self.fc.weight.uniform_(0.5, 1.0)
+
+    def forward(self, x):
+        return self.fc(torch.relu(x))
+
+
+@pytest.mark.weight_bits
+def test_weights_take_the_width_static_mode_keeps_and_8_bits_check_against_the_files_arithmetic(tmp_path, monkeypatch):
+    from edgeq.qat.export import check_against_torch, to_onnx
+    from edgeq.runtime.cpu import measured
+    from edgeq.stages import weight_bits
+
+    monkeypatch.setenv("EDGEQ_INT8_SATURATES", "1")  # a CPU that saturates 8-bit products: static mode builds 7 and 8
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.uniform(0.0, 1.0, (4, 64)).astype(np.float32)} for _ in range(16)]
+    for kept, scores in ((8, [(20.0, 20.0), (40.0, 40.0)]), (7, [(40.0, 40.0), (20.0, 20.0)])):  # 7's, 8's dB
+        monkeypatch.setattr(weight_bits, "_scores", lambda ref, models, fs, s=scores: s)
+        qat = prepare(Positive().eval(), (torch.rand(4, 64),), calib=feeds)
+        assert qat.quant_config.reduce_range is (kept == 7)
+        assert (max(qat.quants[w.quant].qmax for w in qat.weights) > 63) is (kept == 8)
+        check = export(qat, feeds[:4], tmp_path / f"w{kept}.onnx")
+        assert check.fused is (kept == 7)  # 8 bits: checked on the file's exact arithmetic (export.py 6)
+        assert check.worst_agreement >= 0.999
+        if kept == 8 and measured():  # this CPU's kernels really saturate: they miss torch, which is why
+            worst, share, _, _ = check_against_torch(qat, to_onnx(qat), feeds[:4], fused=True)
+            assert share < 0.999
+
+
 def test_plan_from_an_auto_run(prepared):
     import edgeq
 
