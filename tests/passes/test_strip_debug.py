@@ -1,4 +1,5 @@
-"""StripDebugMetadataPass: exporters' per-node stack traces do not ship in the quantized model."""
+"""StripDebugMetadataPass: exporters' stack traces, program signatures and per-value records do not
+ship in the quantized model; other keys do."""
 
 from __future__ import annotations
 
@@ -22,9 +23,16 @@ def _net() -> onnx.ModelProto:
             node.metadata_props.add(key=key, value=value)
     graph = helper.make_graph([conv, relu], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], [w])
+    graph.metadata_props.add(key="pkg.torch.export.ExportedProgram.graph_signature",
+                             value="p_w: PARAMETER target='w' " * 40)
+    graph.metadata_props.add(key="my.graph.tag", value="keep me")
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.metadata_props.add(key="author", value="me")
-    return model
+    ir_model = ir.from_proto(model)  # a value's metadata (onnx keeps it in value_info, onnx_ir on the value)
+    ir_model.graph.initializers["w"].metadata_props.update(
+        {"pkg.torch.export.graph_signature.InputSpec.kind": "PARAMETER", "pkg.torch.onnx.original_node_name": "p_w"})
+    ir_model.graph.inputs[0].metadata_props["my.value.tag"] = "keep me"
+    return ir.to_proto(ir_model)
 
 
 def test_debug_metadata_dropped_other_keys_kept():
@@ -35,3 +43,7 @@ def test_debug_metadata_dropped_other_keys_kept():
     assert keys == {"my.own.tag"}, keys
     assert "secret" not in proto.SerializeToString().decode("latin-1")
     assert {p.key: p.value for p in proto.metadata_props}.get("author") == "me"
+    assert {p.key for p in proto.graph.metadata_props} == {"my.graph.tag"}
+    text = proto.SerializeToString().decode("latin-1")
+    assert "PARAMETER" not in text and "p_w" not in text and "InputSpec" not in text
+    assert result.model.graph.inputs[0].metadata_props == {"my.value.tag": "keep me"}
