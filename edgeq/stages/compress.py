@@ -3,7 +3,8 @@
     load -> prepare (BatchNorm folded ...) -> CodebookWeightsPass (passes/codebook_weights.py)
          -> exporters' metadata and intermediate shapes (passes/drop_shapes.py) stripped
          -> the other float weights of 1024+ elements as fp16
-         (passes/float_weights.py) -> check -> report
+         (passes/float_weights.py), the smaller ones in one fp16 block (passes/pack_small_floats.py)
+         -> check -> report
 
 Edge updates ship over slow links, and devices keep several models in flash. Every Conv, MatMul
 and Gemm weight and every Gather table (embeddings) of at least 1024 elements is stored as
@@ -36,21 +37,25 @@ def _input_bytes(loaded: Any) -> int:
 
 
 def _write(model: Any, config: QuantConfig, scheme: str, bits: int, keep: frozenset[str], per_node: dict,
-           per_weight: dict, cache: dict) -> tuple[Any, int, int]:
+           per_weight: dict, cache: dict) -> tuple[Any, tuple[int, int, int, int]]:
     """``model`` in place as this mode writes it: codebook weights, exporters' metadata stripped,
     the other float weights fp16 (``float_weights``), intermediate shapes dropped. Returns the
-    codebook pass (its ``layers``) and the fp16 count and bytes saved."""
+    codebook pass (its ``layers``), and the tensors stored as fp16 and bytes saved: alone, and packed."""
     from edgeq.passes.codebook_weights import CodebookWeightsPass
     from edgeq.passes.drop_shapes import DropShapesPass
     from edgeq.passes.float_weights import store_float16
+    from edgeq.passes.pack_small_floats import PackSmallFloatsPass
     from edgeq.passes.strip_debug import StripDebugMetadataPass
 
     stored = CodebookWeightsPass(scheme, bits, keep=keep, per_node=per_node, per_weight=per_weight, cache=cache)
     stored(model)
     StripDebugMetadataPass()(model)  # exporters' stack traces: not for deployment
     halves, saved = store_float16(model) if config.float_weights == "fp16" else (0, 0)
+    packed = PackSmallFloatsPass()
+    if config.float_weights == "fp16":  # the smaller ones (biases ...) in one fp16 block
+        packed(model)
     DropShapesPass()(model)  # intermediate shapes: runtimes infer them; a tenth of a small model's file
-    return stored, halves, saved
+    return stored, (halves, saved, packed.count, packed.saved)
 
 
 def _size_search(model: Any, config: QuantConfig, scheme: str, bits: int, keep: frozenset[str], per_node: dict,
@@ -117,7 +122,7 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
     if config.max_size:
         per_weight, search = _size_search(model, config, scheme, bits, keep, per_node, prepared, input_bytes,
                                           cache, progress)
-    stored, halves, saved = _write(model, config, scheme, bits, keep, per_node, per_weight, cache)
+    stored, (halves, saved, packs, packed) = _write(model, config, scheme, bits, keep, per_node, per_weight, cache)
     check(model)
     weights = sum(int(layer["fp32_bytes"]) // 4 for layer in stored.layers)
     kept = sum(int(layer["bytes"]) for layer in stored.layers)
@@ -129,6 +134,8 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
                      "than fp32; rebuilt when the session loads, so the kernels are fp32's")
     if halves:
         notes.append(f"{halves} other float weight tensor(s) stored as fp16 ({saved / 1e6:.2f} MB saved)")
+    if packs:
+        notes.append(f"{packs} small float tensor(s) (biases ...) stored in one fp16 block ({packed} bytes saved)")
     left = [{"node": name, "op": "", "reason": "kept fp32 as asked"} for name in config.precision.nodes("fp32")]
     report = plain_report(model, config, prepared, quantized_count=len(stored.layers), quantized=stored.layers,
                           left_float=left)
