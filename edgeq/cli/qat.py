@@ -107,11 +107,14 @@ def qat(name: str, calib: str | None, eval_data: str | None, loss: str, out: str
     click.echo(_row("PTQ", summary["ptq"]))
     click.echo(_row("QAT", summary["qat"]))
     scores = ", ".join(f"{x:.1f}" for x in summary["validation_sqnr_db"])
-    click.echo(f"validation SQNR (held-out training inputs) before training and per epoch: {scores} dB; "
+    click.echo(f"validation SQNR (held-out training inputs, {summary['validated_on']}) before training and per "
+               f"epoch: {scores} dB; "
                f"kept {'the untrained model' if summary['best_epoch'] == 0 else 'epoch ' + str(summary['best_epoch'])}")
     check = summary["export_check"]
     click.echo(f"export check: onnxruntime within one step of torch on {check['within_one_step']:.2%} of the "
-               f"worst of {check['tensors']} tensors compared ({check['worst_tensor']}; {check['samples']} inputs)")
+               f"worst of {check['tensors']} tensors compared ({check['worst_tensor']}; {check['samples']} inputs)"
+               + ("" if check["fused"] else "; on the file's exact arithmetic: this CPU's kernels saturate products "
+                  "of 8-bit weights, which torch does not simulate"))
     click.echo(f"wrote {summary['path']}")
     if report:
         with atomic_path(report, [out]) as tmp, open(tmp, "w") as f:

@@ -209,7 +209,8 @@ def distill(fp32: str, train: Sequence[dict[str, np.ndarray]], unseen: Sequence[
         axes, out_axes = batch_axes(qat.qdq)  # the graph's inputs and outputs, as the file has them
         loader = batches([train[i] for i in fitted], [teacher[i] for i in fitted], batch, seed, axes, out_axes)
         validation = batches([train[i] for i in held], [teacher[i] for i in held], batch, seed, axes, out_axes)
-        if saturating(qat):  # (6)
+        kernels = saturating(qat)
+        if kernels:  # (6)
             held_feeds, held_teacher = [train[i] for i in held], [teacher[i] for i in held]
             validate = lambda m: _deployed_sqnr(m, held_feeds, held_teacher)  # noqa: E731
         else:
@@ -226,10 +227,12 @@ def distill(fp32: str, train: Sequence[dict[str, np.ndarray]], unseen: Sequence[
         "eval_samples": len(unseen), "device": device, "fp32": fp32_score, "ptq": before, "qat": after,
         "losses": [round(x, 6) for x in history.losses], "train_seconds": round(history.seconds, 1),
         "validation_sqnr_db": [round(x, 2) for x in history.scores], "best_epoch": history.best_epoch,
+        "validated_on": "onnxruntime's kernels" if kernels else "torch",
         "seconds": round(time.perf_counter() - start, 1),
         "export_check": {"tensors": checked.tensors, "worst_tensor": checked.worst_tensor,
                          "within_one_step": round(checked.worst_agreement, 5),
-                         "output_max_abs_diff": round(checked.output_max_abs, 6), "samples": checked.samples},
+                         "output_max_abs_diff": round(checked.output_max_abs, 6), "samples": checked.samples,
+                         "fused": checked.fused},
         "path": checked.path,
     }
 
