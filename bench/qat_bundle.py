@@ -116,6 +116,7 @@ def run_bundle(name: str, folder: str, epochs: int) -> list[dict]:
             rows.append({"model": name, "variant": label,
                          **dict(zip(("kernels_db", "exact_db"), _scores(path, unseen, reference)))})
         rows[-1].update(validation=summary["validation_sqnr_db"], best_epoch=summary["best_epoch"],
+                        gain_check=summary.get("gain_check"),
                         seconds=round(seconds, 1), check=summary["export_check"]["within_one_step"])
     return rows
 
@@ -146,8 +147,9 @@ def main() -> int:
     print("|---|---|---|---|---|")
     for name in names:
         for row in run_bundle(name, args.bundle, args.epochs):
-            notes = row.get("weights") or (f"validation by epoch {row['validation']}, kept {row['best_epoch']}, "
-                                           f"{row['seconds']} s, export check {row['check']}" if "validation" in row else "")
+            notes = row.get("weights") or (f"validation by epoch {row['validation']}, kept {row['best_epoch']} "
+                                           f"(gain check {row['gain_check']}), {row['seconds']} s, export check "
+                                           f"{row['check']}" if "validation" in row else "")
             print(f"| {row['model']} | {row['variant']} | {row['kernels_db']} | {row['exact_db']} | {notes} |", flush=True)
             print(json.dumps(row), flush=True)
     return 0

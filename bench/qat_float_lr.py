@@ -43,7 +43,8 @@ def main() -> int:
             print(f"| {name} | {lr} | {r['ptq']['sqnr_db']} | {r['qat']['sqnr_db']} | "
                   f"{', '.join(str(v) for v in r['validation_sqnr_db'])} | {r['best_epoch']} | "
                   f"{time.perf_counter() - began:.0f} |", flush=True)
-            print(json.dumps({"model": name, "lr": lr, "ptq": r["ptq"], "qat": r["qat"]}), flush=True)
+            print(json.dumps({"model": name, "lr": lr, "ptq": r["ptq"], "qat": r["qat"], "gain_check": r.get("gain_check")}),
+                  flush=True)
     return 0
 
 

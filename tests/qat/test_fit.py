@@ -163,3 +163,41 @@ def test_float_parameters_move_less_with_8_bit_weights(data):
         fit(four, data[:1], _mse, epochs=1, progress=False)
         fit(eight, data[:1], _mse, epochs=1, lr=3e-4, progress=False)
     assert [m[-1] for m in made] == [1e-5, 1e-4, 3e-4]
+
+
+def test_clear_gain_asks_for_more_than_the_held_out_spread():
+    from edgeq.qat.zoo_recipe import clear_gain, noise_per_input
+
+    before = np.full(10, 1e-3)
+    assert clear_gain(before, before / 2)[0]  # 3 dB on every input
+    mixed = before * np.array([0.3, 3.0, 0.4, 2.5, 0.5, 2.0, 0.3, 3.0, 0.6, 1.8])  # some better, some worse
+    kept, mean, error = clear_gain(before, mixed)
+    assert not kept and error > 1.0
+    assert not clear_gain(before[:1], before[:1] / 2)[0]  # one input: no spread to judge by
+    teacher = [[np.ones(4), np.full(2, 10.0)], [np.ones(4), np.full(2, 10.0)]]
+    outputs = [[np.ones(4) * 1.1, np.full(2, 10.0)], [np.ones(4), np.full(2, 11.0)]]
+    # each output's error relative to its own energy: 4 * 0.01 / 4 and 2 * 1 / 200
+    np.testing.assert_allclose(noise_per_input(outputs, teacher), [0.01, 0.01])
+
+
+def test_a_trained_model_is_kept_only_for_a_clear_gain(tmp_path, monkeypatch):
+    """4-bit weights, where training gains clearly: the trained model is kept. Asked for a gain no
+    training can show (GAIN_T huge), the same run returns the untrained model, edgeq's PTQ."""
+    import onnx_ir as ir
+
+    from edgeq.qat import zoo_recipe
+    from edgeq.qat.prepare import prepare as prepare_qat
+
+    qat = prepare_qat(_net(), (torch.randn(1, 3, 16, 16),), calib=_feeds(16, 0))
+    ir.save(qat.float_model, str(tmp_path / "net.onnx"))
+    train, unseen = _feeds(80, 7), _feeds(16, 9)
+    runs = {}
+    for label, t in (("default", zoo_recipe.GAIN_T), ("never", 1e9)):
+        monkeypatch.setattr(zoo_recipe, "GAIN_T", t)
+        runs[label] = zoo_recipe.distill(str(tmp_path / "net.onnx"), train, unseen, str(tmp_path / f"{label}.onnx"),
+                                         epochs=3, batch=8, config=QATConfig(weight_bits=4), progress=False)
+    kept, never = runs["default"], runs["never"]
+    assert kept["gain_check"]["kept"] and kept["best_epoch"] >= 1 and kept["gain_check"]["mean_db"] > 0
+    assert kept["qat"]["sqnr_db"] > kept["ptq"]["sqnr_db"]
+    assert not never["gain_check"]["kept"] and never["gain_check"]["mean_db"] > 0  # the same gain, not enough
+    assert never["best_epoch"] == 0 and never["qat"]["sqnr_db"] == never["ptq"]["sqnr_db"]
