@@ -112,8 +112,8 @@ def qat(name: str, calib: str | None, eval_data: str | None, loss: str, out: str
                f"kept {'the untrained model' if summary['best_epoch'] == 0 else 'epoch ' + str(summary['best_epoch'])}")
     gain = summary.get("gain_check")
     if gain and not gain["kept"]:
-        click.echo(f"epoch {gain['epoch']} gained {gain['mean_db']:+.2f} dB a held-out input on average, within twice "
-                   f"its standard error ({gain['standard_error_db']:.2f} dB): not a clear gain, so the untrained "
+        click.echo(f"epoch {gain['epoch']} gained {gain['mean_db']:+.2f} dB a held-out input on average (standard error "
+                   f"{gain['standard_error_db']:.2f} dB): not a clear gain (one-sided t-test at 5%), so the untrained "
                    "model (edgeq's PTQ) is kept; more training data would tell")
     check = summary["export_check"]
     click.echo(f"export check: onnxruntime within one step of torch on {check['within_one_step']:.2%} of the "

@@ -174,6 +174,10 @@ def test_clear_gain_asks_for_more_than_the_held_out_spread():
     kept, mean, error = clear_gain(before, mixed)
     assert not kept and error > 1.0
     assert not clear_gain(before[:1], before[:1] / 2)[0]  # one input: no spread to judge by
+    from edgeq.qat.zoo_recipe import t_critical
+
+    for df, table in ((3, 2.353), (9, 1.833), (30, 1.697), (120, 1.658)):  # Student's t, one-sided 5%
+        assert abs(t_critical(df) - table) < 0.01
     teacher = [[np.ones(4), np.full(2, 10.0)], [np.ones(4), np.full(2, 10.0)]]
     outputs = [[np.ones(4) * 1.1, np.full(2, 10.0)], [np.ones(4), np.full(2, 11.0)]]
     # each output's error relative to its own energy: 4 * 0.01 / 4 and 2 * 1 / 200
@@ -182,7 +186,7 @@ def test_clear_gain_asks_for_more_than_the_held_out_spread():
 
 def test_a_trained_model_is_kept_only_for_a_clear_gain(tmp_path, monkeypatch):
     """4-bit weights, where training gains clearly: the trained model is kept. Asked for a gain no
-    training can show (GAIN_T huge), the same run returns the untrained model, edgeq's PTQ."""
+    training can show (GAIN_Z huge), the same run returns the untrained model, edgeq's PTQ."""
     import onnx_ir as ir
 
     from edgeq.qat import zoo_recipe
@@ -192,8 +196,8 @@ def test_a_trained_model_is_kept_only_for_a_clear_gain(tmp_path, monkeypatch):
     ir.save(qat.float_model, str(tmp_path / "net.onnx"))
     train, unseen = _feeds(80, 7), _feeds(16, 9)
     runs = {}
-    for label, t in (("default", zoo_recipe.GAIN_T), ("never", 1e9)):
-        monkeypatch.setattr(zoo_recipe, "GAIN_T", t)
+    for label, z in (("default", zoo_recipe.GAIN_Z), ("never", 1e9)):
+        monkeypatch.setattr(zoo_recipe, "GAIN_Z", z)
         runs[label] = zoo_recipe.distill(str(tmp_path / "net.onnx"), train, unseen, str(tmp_path / f"{label}.onnx"),
                                          epochs=3, batch=8, config=QATConfig(weight_bits=4), progress=False)
     kept, never = runs["default"], runs["never"]
