@@ -13,6 +13,11 @@
    as ``per_token=True`` gives every run-time MatMul); the rest int8. Per-token layers need 8-bit
    weights, as ``per_token`` does.
 3. 4-bit weights need opset 21 (int4 DequantizeLinear): the model is upgraded to it.
+4. 8-bit weights take the width static mode gives the model on this CPU: where onnxruntime
+   saturates 8-bit products (x86 without VNNI), 7 or 8 bits as measured on ``calib``
+   (``stages/weight_bits.py``); ``quant_config.reduce_range`` records it. The export check and
+   the recipe's validation then allow for torch not simulating the saturation
+   (``export.py`` (6), ``zoo_recipe.py`` (6)).
 """
 
 from __future__ import annotations

@@ -256,12 +256,12 @@ def distill(fp32: str, train: Sequence[dict[str, np.ndarray]], unseen: Sequence[
         axes, out_axes = batch_axes(qat.qdq)  # the graph's inputs and outputs, as the file has them
         loader = batches([train[i] for i in fitted], [teacher[i] for i in fitted], batch, seed, axes, out_axes)
         validation = batches([train[i] for i in held], [teacher[i] for i in held], batch, seed, axes, out_axes)
+        held_feeds, held_teacher = [train[i] for i in held], [teacher[i] for i in held]
         kernels = saturating(qat)
         if kernels:  # (6)
-            validate = lambda m: _deployed_sqnr(m, [train[i] for i in held], [teacher[i] for i in held])  # noqa: E731
+            validate = lambda m: _deployed_sqnr(m, held_feeds, held_teacher)  # noqa: E731
         else:
             validate = lambda m: _sqnr(m, validation)  # noqa: E731
-        held_feeds, held_teacher = [train[i] for i in held], [teacher[i] for i in held]
         untrained = copy.deepcopy(qat.state_dict())  # (7)
         untrained_noise = noise_per_input(_exported_outputs(qat, held_feeds), held_teacher)
         history = fit(qat, loader, distillation_loss(classification, scales), epochs, lr=lr, step_lr=step_lr,
