@@ -32,7 +32,7 @@
    first MatMul's codes within one step), which is the CPU's, not the export's; the model's
    fidelity on those kernels is what static mode measured in choosing 8 bits, and what a user's
    own measurement sees. ``ExportCheck.fused`` says which form the check ran. ConvInteger and
-   DynamicQuantizeLSTM keep their kernels (QAT builds them only at 7 bits here: static mode).
+   DynamicQuantizeLSTM have no exact form: a model with them keeps 7 bits here (``prepare.py`` (4)).
 """
 
 from __future__ import annotations

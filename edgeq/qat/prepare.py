@@ -17,7 +17,8 @@
    saturates 8-bit products (x86 without VNNI), 7 or 8 bits as measured on ``calib``
    (``stages/weight_bits.py``); ``quant_config.reduce_range`` records it. The export check and
    the recipe's validation then allow for torch not simulating the saturation
-   (``export.py`` (6), ``zoo_recipe.py`` (6)).
+   (``export.py`` (6), ``zoo_recipe.py`` (6)). A model with int8 LSTMs or ConvIntegers
+   (``UNCHECKED``: the exact form of the check has none for them) keeps 7 bits there.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from edgeq.qat.config import QATConfig
 __all__ = ["prepare", "plan_precision"]
 
 logger = logging.getLogger(__name__)
+
+UNCHECKED = frozenset({"ConvInteger", "DynamicQuantizeLSTM"})  # (4) no form in passes/integer_as_float.py
 
 
 def plan_precision(plan: Any) -> dict[str, str]:
@@ -96,7 +99,7 @@ def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config
     import torch
 
     from edgeq.config import PerChannel, PerTensor, PerToken, QuantConfig
-    from edgeq.graph import copy_model
+    from edgeq.graph import copy_model, graphs_of
     from edgeq.io import as_model
     from edgeq.qat.batchnorm import batchnorms_of
     from edgeq.qat.export import as_feeds
@@ -135,8 +138,13 @@ def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config
         batchnorms = batchnorms_of(module, loaded_model) if module is not None else {}
         prepared = prepare_stage(load(loaded_model, calib), qconfig)
         float_model = copy_model(prepared.model)
-        if weight_bits_to_choose(qconfig, prepared):  # static mode's 7 or 8 bits, measured on this CPU's kernels
+        if weight_bits_to_choose(qconfig, prepared):  # (4) static mode's 7 or 8 bits, measured on this CPU's kernels
             result, bits = choose_weight_bits(prepared, qconfig, progress=progress)
+            unchecked = sorted({n.op_type for g in graphs_of(result.model) for n in g} & UNCHECKED)
+            if bits == 8 and unchecked:  # (4) kernels the export check cannot run exactly: 7 bits never saturate
+                logger.info("qat: 7-bit weights, where static mode keeps 8: %s saturate here and has no exact "
+                            "form for the export check", ", ".join(unchecked))
+                result, bits = build_variant(prepared, qconfig.replace(reduce_range=True), progress=progress), 7
             qconfig = qconfig.replace(reduce_range=bits == 7)
         else:
             result = build_variant(prepared, qconfig, progress=progress)

@@ -77,6 +77,21 @@ def test_if_branches_and_int8_lstm_train_and_export(vad, tmp_path):
     assert taken and all(float(qat.params[r.param].grad.abs().sum()) > 0 for r in taken)
 
 
+@pytest.mark.weight_bits
+def test_int8_lstms_keep_7_bit_weights_where_8_bits_would_saturate(vad, monkeypatch):
+    """On a CPU that saturates 8-bit products, QAT takes static mode's width, except where the
+    export check has no exact form for a kernel (DynamicQuantizeLSTM): there 7 bits, which never
+    saturate, even where static mode measured 8 as better."""
+    from edgeq.stages import weight_bits
+
+    monkeypatch.setenv("EDGEQ_INT8_SATURATES", "1")
+    monkeypatch.setattr(weight_bits, "_scores", lambda ref, models, feeds: [(20.0, 20.0), (40.0, 40.0)])  # 8 wins
+    path, spec = vad
+    qat = prepare(path, calib=spec.calibration_data(16))
+    assert qat.quant_config.reduce_range is True
+    assert max(qat.quants[w.quant].qmax for w in qat.weights) <= 63
+
+
 def test_vad_w4a8_qat_improves_on_ptq_and_exports(vad, tmp_path):
     """4-bit weights, LSTM included (its initializers repeat names across the branches: renamed),
     distilled on the model's own stream: better than the untrained 4-bit grid on unseen audio, and
