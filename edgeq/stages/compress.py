@@ -135,7 +135,7 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
     if halves:
         notes.append(f"{halves} other float weight tensor(s) stored as fp16 ({saved / 1e6:.2f} MB saved)")
     if packs:
-        notes.append(f"{packs} small float tensor(s) (biases ...) stored in one fp16 block ({packed} bytes saved)")
+        notes.append(f"{packs} small float tensor(s) (biases ...) stored in one fp16 block (about {packed} bytes saved)")
     left = [{"node": name, "op": "", "reason": "kept fp32 as asked"} for name in config.precision.nodes("fp32")]
     report = plain_report(model, config, prepared, quantized_count=len(stored.layers), quantized=stored.layers,
                           left_float=left)
