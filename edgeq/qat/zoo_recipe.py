@@ -126,7 +126,7 @@ def distillation_loss(classification: bool, scales: Sequence[float]):
     return loss
 
 
-def _run(path: str, feeds: Sequence[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+def _run(path: str | bytes, feeds: Sequence[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
     import onnxruntime as ort
 
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -171,14 +171,11 @@ def _exported_outputs(model: Any, feeds: list[dict[str, np.ndarray]]) -> list[li
     """``model`` exported as it would be, run on onnxruntime's CPU kernels."""
     import copy
 
-    import onnxruntime as ort
-
     from edgeq.io import model_bytes
     from edgeq.qat.export import to_onnx
 
     on_cpu = model if next(model.parameters()).device.type == "cpu" else copy.deepcopy(model).to("cpu")
-    session = ort.InferenceSession(model_bytes(to_onnx(on_cpu)), providers=["CPUExecutionProvider"])
-    return [session.run(None, f) for f in feeds]
+    return _run(model_bytes(to_onnx(on_cpu)), feeds)
 
 
 def _deployed_sqnr(model: Any, feeds: list[dict[str, np.ndarray]], teacher: list[list[np.ndarray]]) -> float:

@@ -50,10 +50,11 @@ def _write(model: Any, config: QuantConfig, scheme: str, bits: int, keep: frozen
     stored = CodebookWeightsPass(scheme, bits, keep=keep, per_node=per_node, per_weight=per_weight, cache=cache)
     stored(model)
     StripDebugMetadataPass()(model)  # exporters' stack traces: not for deployment
-    halves, saved = store_float16(model) if config.float_weights == "fp16" else (0, 0)
+    halves = saved = 0
     packed = PackSmallFloatsPass()
-    if config.float_weights == "fp16":  # the smaller ones (biases ...) in one fp16 block
-        packed(model)
+    if config.float_weights == "fp16":
+        halves, saved = store_float16(model)
+        packed(model)  # the smaller ones (biases ...) in one fp16 block
     DropShapesPass()(model)  # intermediate shapes: runtimes infer them; a tenth of a small model's file
     return stored, (halves, saved, packed.count, packed.saved)
 
