@@ -391,6 +391,7 @@ def run_case(name: str, args) -> dict[str, Any]:
     row["gate_n"] = gate.get("samples")
     row["gate_point"] = _num(gate.get("min_sqnr_db"))
     row["gate_bound"] = _num(gate.get("bound_db"))
+    row["gate_half_in"] = gate.get("noise_half_in")  # how many gate samples carry half the noise
     with open(case.path, "rb") as f:
         ref = _run(f.read(), case.unseen)
     os.makedirs(args.workdir, exist_ok=True)
@@ -489,6 +490,8 @@ def to_markdown(rows: list[dict], command: str, wall_s: float) -> str:
             continue
         answer = "fp32 returned" if r["fp32"] else "int8 (auto)"
         prom = f"fp32 answer (target {_db(r['target'])})" if r["fp32"] else f"{_db(r['gate_bound'])} / {_db(r['gate_point'])} ({r['gate_n']})"
+        if not r["fp32"] and r.get("gate_half_in"):
+            prom += f"; half the noise in {r['gate_half_in']}"
         lines.append(
             f"| {r['model']} ({r['what']}) | {r['calib']} / {r['unseen']} | {answer} | {prom} | {_db(r['sqnr'])} | "
             f"{_db(r['worst'])} / {_db(r['p5'])} | {_kept(r)} | {r['metric']['text']} | {r['quantize_s']:.1f} | "

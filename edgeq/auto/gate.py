@@ -45,7 +45,8 @@ import numpy as np
 if TYPE_CHECKING:
     from edgeq.auto.workbench import Score
 
-__all__ = ["final_gate", "gate_figure", "check_on", "check_cross_fitted", "gate_dict", "MAX_ALTERNATIVES"]
+__all__ = ["final_gate", "gate_figure", "check_on", "check_cross_fitted", "gate_dict", "noise_half_in",
+           "few_carriers_note", "MAX_ALTERNATIVES"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,15 +69,38 @@ def gate_dict(checked: Score) -> dict[str, Any]:
     def low(per: dict[str, float] | None) -> float:
         return min((per or {}).values(), default=math.inf)
 
+    carried = checked.carried or {}
     out: dict[str, Any] = {
         "samples": checked.samples, "min_sqnr_db": _db(checked.min_sqnr), "bound_db": _db(low(checked.low)),
         "worst_sample_db": _db(low(checked.worst)), "p5_sample_db": _db(low(checked.p5)),
+        "noise_half_in": noise_half_in(checked),
         "outputs": {n: {"sqnr_db": _db(checked.sqnr[n]), "bound_db": _db(checked.low[n]),
-                        "worst_sample_db": _db(checked.worst[n]), "p5_sample_db": _db(checked.p5[n])}
+                        "worst_sample_db": _db(checked.worst[n]), "p5_sample_db": _db(checked.p5[n]),
+                        "noise_half_in": carried.get(n)}
                     for n in checked.sqnr}}
     if checked.metric is not None:
         out["metric"] = checked.metric
     return out
+
+
+def noise_half_in(checked: Score) -> int | None:
+    """``samples.py`` (5): of the output with the lowest bound, the fewest samples holding half its noise."""
+    if not checked.carried or not checked.low:
+        return None
+    name = min(checked.low, key=lambda n: checked.low[n])
+    return checked.carried.get(name)
+
+
+def few_carriers_note(checked: Score) -> str:
+    """``samples.py`` (5): the verdict's caution where the bound rests on a handful of samples, else ""."""
+    from edgeq.auto.samples import FEW_CARRIERS, MIN_HOLDOUT_SOURCE
+
+    k = noise_half_in(checked)
+    if not k or (checked.samples or 0) < 2 * MIN_HOLDOUT_SOURCE or k > FEW_CARRIERS:
+        return ""
+    return (f"; half of its output noise comes from {k} of the {checked.samples} samples: the bound rests on "
+            f"{'it' if k == 1 else 'them'} (inputs like {'it' if k == 1 else 'those'} may be more common in use: "
+            "more calibration samples, or --eval data, would firm it up)")
 
 
 class _Tally:
@@ -265,8 +289,9 @@ def final_gate(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: 
                 record["fitted"] = (f"its weights were fitted to the calibration samples ({fit}): the bound is the lower "
                                     f"of the bound over all of them and over the {len(drawn.held)} held out of the fit")
             # the verdict's figure is the gate's, over every sample checked, not the search's estimate
+            caution = few_carriers_note(checked)
             verdict = gate_figure(verdict, f"min output SQNR {checked.min_sqnr:.1f} dB on all {checked.samples} "
-                                  f"{drawn.gate_what} (bound {checked.min_low:.1f} dB)")
+                                  f"{drawn.gate_what} (bound {checked.min_low:.1f} dB){caution}")
             if candidate is not chosen:
                 first = record["failed"][0]
                 verdict = (f"int8 configuration {candidate.name!r}: {candidate.latency_ms:.3f} ms vs fp32 "
@@ -276,6 +301,7 @@ def final_gate(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: 
                 if again:
                     verdict += (f"; the search ran again {len(again)} time(s), aiming at up to {again[-1]['aim_db']} dB "
                                 f"({sum(len(a['configurations']) for a in again)} configuration(s) met the aims)")
+                verdict += caution
                 candidate.result.ranges = search.cal.table_for(candidate.methods, candidate.base)
             return candidate, verdict, record
         record["failed"].append({"configuration": candidate.name, **gate_dict(checked)})

@@ -148,7 +148,8 @@ def _gate_line(auto: Mapping[str, Any]) -> str:
     if "samples" in gate:
         line += (f" Checked on all {gate['samples']} {gate['what']}: min output SQNR {_fmt(gate['min_sqnr_db'])} dB "
                  f"(bound {_fmt(gate['bound_db'])}, worst sample {_fmt(gate['worst_sample_db'])}, "
-                 f"5th percentile {_fmt(gate['p5_sample_db'])})"
+                 f"5th percentile {_fmt(gate['p5_sample_db'])}"
+                 + (f", half the noise in {gate['noise_half_in']} of them" if gate.get("noise_half_in") else "") + ")"
                  + (f", {metric_name(auto)} {_metric(gate['metric'])}" if gate.get("metric") is not None
                     else "") + ".")
         if gate.get("fitted"):

@@ -55,6 +55,7 @@ class Score:
     worst: dict[str, float] | None = None  # per output: the worst sample's SQNR
     p5: dict[str, float] | None = None  # per output: the 5th percentile of the per-sample SQNRs
     samples: int | None = None
+    carried: dict[str, int] | None = None  # per output: the fewest samples holding half its noise
 
     @property
     def min_sqnr(self) -> float:
@@ -75,7 +76,7 @@ class Score:
         """From a ``SampleFidelity`` per float output (``edgeq.auto.samples``)."""
         return cls({n: f.point for n, f in fidelity.items()}, metric, low={n: f.low for n, f in fidelity.items()},
                    worst={n: f.worst for n, f in fidelity.items()}, p5={n: f.p5 for n, f in fidelity.items()},
-                   samples=samples)
+                   samples=samples, carried={n: f.carried for n, f in fidelity.items()})
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"min_sqnr_db": _round(self.min_sqnr), "sqnr_db": {k: _round(v) for k, v in self.sqnr.items()}}

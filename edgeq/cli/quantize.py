@@ -211,6 +211,7 @@ def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str]
             click.echo(f"  checked on all {gate['samples']} {gate['what']}: min output SQNR {_fmt_db(gate['min_sqnr_db'])} dB "
                        f"(bound {_fmt_db(gate['bound_db'])} dB), worst sample {_fmt_db(gate['worst_sample_db'])} dB, "
                        f"5th percentile {_fmt_db(gate['p5_sample_db'])} dB"
+                       + (f", half the noise in {gate['noise_half_in']} of them" if gate.get("noise_half_in") else "")
                        + (f", {metric_name(auto)} {gate['metric']:.4f}"
                           if gate.get("metric") is not None else ""))
             if gate["what"] != "evaluation samples" or gate["samples"] < SMALL_GATE:
