@@ -346,8 +346,9 @@ class QuantConfig:
     # weights of u8s8 kernels (Conv, MatMul, Gemm, LSTM) within 7 bits: None (default): where this
     # CPU's onnxruntime saturates products of 8-bit weights (x86 without VNNI, measured once:
     # runtime/cpu.py) and the provider is the CPU, static/dynamic modes with data keep whichever of
-    # 7 and 8 bits scores better on the calibration samples (stages/weight_bits.py), passes and
-    # auto use 7; True: 7 bits (a model bound for such CPUs); False: 8 bits
+    # 7 and 8 bits scores better on the calibration samples (stages/weight_bits.py), and auto
+    # measures the same on its uniform build (auto/weight_width.py); passes alone use 7; True: 7
+    # bits (a model bound for such CPUs); False: 8 bits
     reduce_range: bool | None = None
     # a Conv whose int8 output only float ops read: per-channel output steps (passes/channel_scales.py)
     channel_scales: bool = True

@@ -168,6 +168,13 @@ def auto_quantize(
         search = Search(bench, source, min_sqnr, min_score, bar, config.time_budget_s)
         cal = calibrate_once(float_model, source, config, progress=False)
         uniform = [search.build(f"int8 uniform {METHODS[0]}", float_model, cal, {}, METHODS[0])]
+        from edgeq.auto.weight_width import eight_bit_weights
+
+        eight, width_note = eight_bit_weights(search, float_model, cal, uniform[0])
+        if width_note:
+            notes.append(width_note)
+        if eight is not None:  # 8-bit weights from here on (bench.config), in place of the 7-bit build
+            uniform, config = [eight], search.bench.config
         if precision_changes(uniform[0].result.model):  # no activation quantized statically: ranges change nothing
             uniform += [search.build(f"int8 uniform {m}", float_model, cal, {}, m) for m in METHODS[1:]]
         best = max(uniform, key=search.key)

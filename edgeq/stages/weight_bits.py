@@ -26,7 +26,7 @@ frames' aggregate 43.2 against 42.4, but their per-sample mean 7 bits by far (th
 against 25.7 dB), and unseen speech 31.4 dB with 8 bits, 47.6 with 7. A note gives the figures.
 Without data (a ranges table alone), with data that cannot be read twice (a one-shot iterator),
 or for a model of more than ``MAX_BYTES`` of weights (two builds beside it), 7 bits: they never
-saturate. Auto mode keeps 7 bits (its own search measures fidelity).
+saturate. Auto mode measures the same on its uniform build before its search (``auto/weight_width.py``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from edgeq.stages.load import Prepared
     from edgeq.stages.result import QuantResult
 
-__all__ = ["weight_bits_to_choose", "build_choosing_weight_bits", "choose_weight_bits", "MAX_FEEDS", "MARGIN_DB"]
+__all__ = ["weight_bits_to_choose", "build_choosing_weight_bits", "choose_weight_bits", "width_scores", "spread_feeds",
+           "MAX_FEEDS", "MARGIN_DB"]
 
 MAX_FEEDS = 32
 MAX_READ = 256  # calibration samples read to choose MAX_FEEDS from
@@ -61,7 +62,7 @@ def weight_bits_to_choose(config: QuantConfig, prepared: Prepared) -> bool:
     return int8_saturates()
 
 
-def _scores(reference: Any, candidates: list[Any], feeds: list[dict[str, np.ndarray]]) -> list[tuple[float, float]]:
+def width_scores(reference: Any, candidates: list[Any], feeds: list[dict[str, np.ndarray]]) -> list[tuple[float, float]]:
     """Per candidate: the lowest aggregate SQNR and the lowest mean of per-sample noise ratios
     (dB) over the float outputs, with this CPU's kernels; the reference runs once for all."""
     from edgeq.metrics import power_ratio_db
@@ -96,7 +97,7 @@ def _scores(reference: Any, candidates: list[Any], feeds: list[dict[str, np.ndar
     return out
 
 
-def _spread_feeds(data: Any) -> list[dict[str, np.ndarray]]:
+def spread_feeds(data: Any) -> list[dict[str, np.ndarray]]:
     """``MAX_FEEDS`` calibration samples spread over up to ``MAX_READ`` (stratified, not the first N)."""
     from edgeq.metrics import feature, spread
 
@@ -117,11 +118,11 @@ def choose_weight_bits(prepared: Prepared, config: QuantConfig, ranges: Any = No
 
     seven = build_variant(prepared, config.replace(reduce_range=True), ranges, progress=progress)
     try:
-        feeds = _spread_feeds(prepared.data)
+        feeds = spread_feeds(prepared.data)
     except EdgeqError:  # a one-shot iterator, spent by calibration: 7 bits never saturate
         return seven, 7
     eight = build_variant(prepared, config.replace(reduce_range=False), seven.ranges or ranges)
-    (db7, each7), (db8, each8) = _scores(prepared.model, [seven.model, eight.model], feeds)
+    (db7, each7), (db8, each8) = width_scores(prepared.model, [seven.model, eight.model], feeds)
     keep = seven if db7 > db8 + MARGIN_DB or each7 > each8 + MARGIN_DB else eight
     bits = 8 if keep is eight else 7
     note = (f"weights of u8s8 kernels: {bits} bits, measured on {len(feeds)} calibration sample(s) with this CPU's "

@@ -247,7 +247,7 @@ def test_weights_take_the_width_static_mode_keeps_and_8_bits_check_against_the_f
     rng = np.random.default_rng(0)
     feeds = [{"x": rng.uniform(0.0, 1.0, (4, 64)).astype(np.float32)} for _ in range(16)]
     for kept, scores in ((8, [(20.0, 20.0), (40.0, 40.0)]), (7, [(40.0, 40.0), (20.0, 20.0)])):  # 7's, 8's dB
-        monkeypatch.setattr(weight_bits, "_scores", lambda ref, models, fs, s=scores: s)
+        monkeypatch.setattr(weight_bits, "width_scores", lambda ref, models, fs, s=scores: s)
         qat = prepare(Positive().eval(), (torch.rand(4, 64),), calib=feeds)
         assert qat.quant_config.reduce_range is (kept == 7)
         assert (max(qat.quants[w.quant].qmax for w in qat.weights) > 63) is (kept == 8)

