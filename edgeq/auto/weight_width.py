@@ -16,10 +16,13 @@ The extra weight noise of 7 bits moves the near-tied crops most, the ones the ca
 holds few of; 8 bits hold up on new crops.
 
 1. Only where static mode would choose (``weight_bits_to_choose``: the CPU provider, QDQ, the
-   width left to edgeq, a CPU that saturates, data to measure on). The uniform build's dynamic
-   MatMuls (a classifier's head between float ops, a transformer's) run with the chosen width
-   too; where their run-time activation codes saturate with 8 bits, the measurement says so (a
-   transformer keeps 7).
+   width left to edgeq, a CPU that saturates, data to measure on), and where the uniform build
+   has a static int8 Conv, MatMul or Gemm (both inputs through DequantizeLinear). Its dynamic
+   MatMuls (a classifier's head between float ops) run with the chosen width too, and where
+   their run-time activation codes saturate with 8 bits the measurement says so. A build whose
+   weighted nodes are all dynamic or per-token (a transformer's MatMuls) keeps 7 bits without
+   the two extra passes: activation codes spread over 0-255 at run time saturate with 8-bit
+   weights (MiniLM, every MatMul per token: 13.6 dB with 8 bits, 23.5 with 7; docs/per_token.md).
 2. The uniform min/max build is made again with 8-bit weights (the same ranges) and both run with
    this CPU's kernels on the calibration samples static mode's choice reads (``MAX_FEEDS`` spread
    over them), scored as there (``choose_weight_bits``' rule and ``MARGIN_DB``): 8 bits unless
@@ -48,6 +51,8 @@ def eight_bit_weights(search: Any, float_model: Any, cal: Any, uniform: Any) -> 
     prepared.data = search.source
     if not weight_bits_to_choose(bench.config, prepared):
         return None, ""
+    if not _static_int8(uniform.result.model):
+        return None, ""
     seven_config = bench.config
     bench.config = seven_config.replace(reduce_range=False)
     try:
@@ -71,3 +76,15 @@ def eight_bit_weights(search: Any, float_model: Any, cal: Any, uniform: Any) -> 
     search.tried[:] = [c for c in search.tried if c is not uniform]
     search.tried.append(eight)
     return eight, note
+
+
+def _static_int8(model: Any) -> bool:
+    """(1) Whether a Conv, ConvTranspose, MatMul or Gemm reads both its data input and its weight
+    through DequantizeLinear."""
+    from edgeq.graph import all_nodes
+
+    def dequantized(value: Any) -> bool:
+        return value is not None and value.producer() is not None and value.producer().op_type == "DequantizeLinear"
+
+    return any(n.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm") and len(n.inputs) > 1
+               and dequantized(n.inputs[0]) and dequantized(n.inputs[1]) for n in all_nodes(model.graph))

@@ -73,3 +73,30 @@ def test_no_choice_where_the_width_is_given_or_the_cpu_does_not_saturate(monkeyp
         assert not any(n.startswith("weights of u8s8 kernels:") for n in auto["notes"])
         levels = _conv_weight_levels(result.model)
         assert (levels <= 63) == (config.reduce_range is True)  # 7 bits asked; else 8 (no saturation, or asked)
+
+
+@pytest.mark.weight_bits
+def test_a_build_of_dynamic_matmuls_only_keeps_7_bits_unmeasured(monkeypatch):
+    """Every weighted node dynamic or per token (a transformer's MatMuls): run-time activation codes
+    spread over 0-255 saturate with 8-bit weights; 7 bits stay without the two extra passes."""
+    from edgeq.auto import auto_quantize, latency
+    from edgeq.auto.weight_width import _static_int8
+    from edgeq.stages import weight_bits
+    from passes.nets import build
+
+    monkeypatch.setenv("EDGEQ_INT8_SATURATES", "1")
+    monkeypatch.setattr(latency, "measure", int8_pays_timing)
+    monkeypatch.setattr(weight_bits, "width_scores", lambda *a: pytest.fail("measured"))
+    rng = np.random.default_rng(0)
+    model = build("""<ir_version: 8, opset_import: ["" : 17]>
+        g (float[N,32] x) => (float[N,32] y) {
+          h = MatMul(x, W1)
+          t = Tanh(h)
+          y = MatMul(t, W2)
+        }""", {"W1": rng.normal(0, 0.2, (32, 32)), "W2": rng.normal(0, 0.2, (32, 32))})
+    feeds = [{"x": rng.standard_normal((2, 32)).astype(np.float32)} for _ in range(12)]
+    result = auto_quantize(model, feeds, min_sqnr=20.0, progress=False)
+    auto = result.report["auto"]
+    uniform = [c for c in auto["configurations"] if c["name"] == "int8 uniform minmax"]
+    assert uniform and not any(n.startswith("weights of u8s8 kernels:") for n in auto["notes"])
+    assert not _static_int8(result.model)
