@@ -35,9 +35,12 @@ holds few of; 8 bits hold up on new crops.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 __all__ = ["eight_bit_weights"]
+
+logger = logging.getLogger(__name__)
 
 
 def eight_bit_weights(search: Any, float_model: Any, cal: Any, uniform: Any) -> tuple[Any | None, str]:
@@ -60,9 +63,10 @@ def eight_bit_weights(search: Any, float_model: Any, cal: Any, uniform: Any) -> 
                              record=False)
         feeds = spread_feeds(search.source)
         (db7, each7), (db8, each8) = width_scores(float_model, [uniform.result.model, eight.result.model], feeds)
-    except Exception:
+    except Exception as e:  # 7 bits never saturate: a failed measurement keeps them
         bench.config = seven_config
-        raise
+        logger.info("auto: 8-bit weights not measured (%s): 7 bits kept", e)
+        return None, ""
     keep_seven = db7 > db8 + MARGIN_DB or each7 > each8 + MARGIN_DB
     note = (f"weights of u8s8 kernels: {7 if keep_seven else 8} bits, measured on {len(feeds)} calibration sample(s) "
             f"with this CPU's kernels, which saturate products of 8-bit weights (x86 without VNNI): uniform int8 "
