@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-__all__ = ["build", "outlier_net", "outlier_feeds", "DYNAMIC_NET"]
+__all__ = ["build", "outlier_net", "outlier_feeds", "relu_mlp", "DYNAMIC_NET"]
 
 OUTLIER_NET = """<ir_version: 8, opset_import: ["" : 17]>
 outlier_net (float[N,8,16,16] x) => (float[N,10] y) {
@@ -66,3 +66,19 @@ def outlier_feeds(n: int = 16, seed: int = 1, spike: float = 400.0) -> list[dict
             x[0, 0, rng.integers(16), rng.integers(16)] = spike
         out.append({"x": x.astype(np.float32)})
     return out
+
+
+RELU_MLP = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[N,32] x) => (float[N,32] y) {
+  h = MatMul(x, W1)
+  r = Relu(h)
+  y = MatMul(r, W2)
+}"""
+
+
+def relu_mlp() -> tuple[onnx.ModelProto, list[dict[str, np.ndarray]]]:
+    """Two MatMuls around a Relu (seeded weights) and 12 feeds of 2 rows."""
+    rng = np.random.default_rng(0)
+    model = build(RELU_MLP, {"W1": rng.normal(0, 0.2, (32, 32)), "W2": rng.normal(0, 0.2, (32, 32))})
+    feeds = [{"x": rng.standard_normal((2, 32)).astype(np.float32)} for _ in range(12)]
+    return model, feeds

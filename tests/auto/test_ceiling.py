@@ -9,24 +9,15 @@ import pytest
 import edgeq.auto.latency as latency
 from edgeq.auto import auto_quantize
 from ortutil import int8_pays_timing, run_ort
-from passes.nets import build
+
+from .nets import relu_mlp
 
 pytestmark = pytest.mark.speed_ceiling
-
-NET = """<ir_version: 8, opset_import: ["" : 17]>
-g (float[N,32] x) => (float[N,32] y) {
-  h = MatMul(x, W1)
-  r = Relu(h)
-  y = MatMul(r, W2)
-}"""
 
 
 @pytest.fixture
 def model_and_feeds():
-    rng = np.random.default_rng(0)
-    model = build(NET, {"W1": rng.normal(0, 0.2, (32, 32)), "W2": rng.normal(0, 0.2, (32, 32))})
-    feeds = [{"x": rng.standard_normal((2, 32)).astype(np.float32)} for _ in range(12)]
-    return model, feeds
+    return relu_mlp()
 
 
 def _scaled(int8_factor, calls):

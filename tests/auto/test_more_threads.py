@@ -64,26 +64,18 @@ def test_the_gates_figure_replaces_the_searchs_with_a_note_behind_it():
 def test_an_fp32_answer_on_a_cpu_without_vnni_says_where_int8_pays(monkeypatch):
     """The verdict of a model whose int8 lost on the timing, on a CPU that saturates 8-bit
     products (no VNNI), says so and where int8 pays; elsewhere it says nothing of it."""
-    import numpy as np
-
     from edgeq.auto import auto_quantize
     from edgeq.runtime import cpu
     from ortutil import int8_pays_timing
-    from passes.nets import build
+
+    from .nets import relu_mlp
 
     def fp32_wins(models, feed, **kw):
         times = int8_pays_timing(models, feed, **kw)
         return {k: (0.5 if k in ("fp32", "original") else v + 10.0) for k, v in times.items()}
 
     monkeypatch.setattr(latency, "measure", fp32_wins)
-    rng = np.random.default_rng(0)
-    model = build("""<ir_version: 8, opset_import: ["" : 17]>
-g (float[N,32] x) => (float[N,32] y) {
-  h = MatMul(x, W1)
-  r = Relu(h)
-  y = MatMul(r, W2)
-}""", {"W1": rng.normal(0, 0.2, (32, 32)), "W2": rng.normal(0, 0.2, (32, 32))})
-    feeds = [{"x": rng.standard_normal((2, 32)).astype(np.float32)} for _ in range(12)]
+    model, feeds = relu_mlp()
     for saturates, said in (("1", True), ("0", False)):
         monkeypatch.setenv(cpu.ENV, saturates)
         verdict = auto_quantize(model, feeds, min_sqnr=20.0, progress=False).report["auto"]["verdict"]

@@ -82,19 +82,15 @@ def test_a_build_of_dynamic_matmuls_only_keeps_7_bits_unmeasured(monkeypatch):
     from edgeq.auto import auto_quantize, latency
     from edgeq.auto.weight_width import _static_int8
     from edgeq.stages import weight_bits
-    from passes.nets import build
+
+    from .nets import DYNAMIC_NET, build
 
     monkeypatch.setenv("EDGEQ_INT8_SATURATES", "1")
     monkeypatch.setattr(latency, "measure", int8_pays_timing)
     monkeypatch.setattr(weight_bits, "width_scores", lambda *a: pytest.fail("measured"))
-    rng = np.random.default_rng(0)
-    model = build("""<ir_version: 8, opset_import: ["" : 17]>
-        g (float[N,32] x) => (float[N,32] y) {
-          h = MatMul(x, W1)
-          t = Tanh(h)
-          y = MatMul(t, W2)
-        }""", {"W1": rng.normal(0, 0.2, (32, 32)), "W2": rng.normal(0, 0.2, (32, 32))})
-    feeds = [{"x": rng.standard_normal((2, 32)).astype(np.float32)} for _ in range(12)]
+    rng = np.random.default_rng(5)
+    model = build(DYNAMIC_NET, {w: rng.normal(0, 0.25, (64, 64)) for w in ("W1", "W2", "W3")})
+    feeds = [{"x": rng.standard_normal((4, 64)).astype(np.float32)} for _ in range(16)]
     result = auto_quantize(model, feeds, min_sqnr=20.0, progress=False)
     auto = result.report["auto"]
     uniform = [c for c in auto["configurations"] if c["name"] == "int8 uniform minmax"]
