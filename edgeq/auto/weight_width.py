@@ -28,7 +28,7 @@ holds few of; 8 bits hold up on new crops.
    weights (MiniLM, every MatMul per token: 13.6 dB with 8 bits, 23.5 with 7; docs/per_token.md).
 2. The uniform min/max build is made again with 8-bit weights (the same ranges) and both run with
    this CPU's kernels on the calibration samples static mode's choice reads (``MAX_FEEDS`` spread
-   over them), scored as there (``choose_weight_bits``' rule and ``MARGIN_DB``): 8 bits unless
+   over them), scored by the same rule (``weight_bits.kept_width``, ``MARGIN_DB``): 8 bits unless
    7 lead by more than the margin on the aggregate or on the mean of per-sample noise ratios.
 3. With 8 bits chosen, every later build of the search (and the gate's refits) uses them: the
    workbench's config carries ``reduce_range=False``, and the 7-bit build leaves the tried
@@ -50,7 +50,7 @@ def eight_bit_weights(search: Any, float_model: Any, cal: Any, uniform: Any) -> 
     """(1)-(3): the 8-bit uniform build where it wins (``None`` where 7 bits stay), and the note."""
     from edgeq.auto.calib import METHODS
     from edgeq.stages.load import Prepared
-    from edgeq.stages.weight_bits import MARGIN_DB, spread_feeds, weight_bits_to_choose, width_scores
+    from edgeq.stages.weight_bits import kept_width, spread_feeds, weight_bits_to_choose, width_scores
 
     bench = search.bench
     prepared = Prepared.of(float_model)
@@ -65,18 +65,13 @@ def eight_bit_weights(search: Any, float_model: Any, cal: Any, uniform: Any) -> 
         eight = search.build(f"int8 uniform {METHODS[0]}, 8-bit weights", float_model, cal, {}, METHODS[0],
                              record=False)
         feeds = spread_feeds(search.source)
-        (db7, each7), (db8, each8) = width_scores(float_model, [uniform.result.model, eight.result.model], feeds)
+        scores = width_scores(float_model, [uniform.result.model, eight.result.model], feeds)
     except Exception as e:  # 7 bits never saturate: a failed measurement keeps them
         bench.config = seven_config
         logger.info("auto: 8-bit weights not measured (%s): 7 bits kept", e)
         return None, ""
-    keep_seven = db7 > db8 + MARGIN_DB or each7 > each8 + MARGIN_DB
-    note = (f"weights of u8s8 kernels: {7 if keep_seven else 8} bits, measured on {len(feeds)} calibration sample(s) "
-            f"with this CPU's kernels, which saturate products of 8-bit weights (x86 without VNNI): uniform int8 "
-            f"{db8:.1f} dB with 8 bits, {db7:.1f} dB with 7 (the lowest output SQNR against the float model; the "
-            f"mean of per-sample noise ratios {each8:.1f} and {each7:.1f} dB); --reduce-range or --no-reduce-range "
-            "decides instead")
-    if keep_seven:
+    bits, note = kept_width(scores, len(feeds), "uniform int8 ")
+    if bits == 7:
         bench.config = seven_config
         return None, note
     # the 7-bit build leaves the tried configurations: the gate's refits of it would use 8 bits

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from edgeq.stages.load import Prepared
     from edgeq.stages.result import QuantResult
 
-__all__ = ["weight_bits_to_choose", "build_choosing_weight_bits", "choose_weight_bits", "width_scores", "spread_feeds",
+__all__ = ["weight_bits_to_choose", "build_choosing_weight_bits", "choose_weight_bits", "width_scores", "kept_width",
+           "spread_feeds",
            "MAX_FEEDS", "MARGIN_DB"]
 
 MAX_FEEDS = 32
@@ -97,6 +98,19 @@ def width_scores(reference: Any, candidates: list[Any], feeds: list[dict[str, np
     return out
 
 
+def kept_width(scores: list[tuple[float, float]], feeds: int, what: str = "") -> tuple[int, str]:
+    """(bits kept, the report's note) from ``width_scores`` of the (7-bit, 8-bit) builds: 8 unless
+    7 lead by more than ``MARGIN_DB`` on the aggregate or the per-sample mean. ``what``: whose
+    scores they are, for the note ("uniform int8 ")."""
+    (db7, each7), (db8, each8) = scores
+    bits = 7 if db7 > db8 + MARGIN_DB or each7 > each8 + MARGIN_DB else 8
+    note = (f"weights of u8s8 kernels: {bits} bits, measured on {feeds} calibration sample(s) with this CPU's "
+            f"kernels, which saturate products of 8-bit weights (x86 without VNNI): {what}{db8:.1f} dB with 8 bits, "
+            f"{db7:.1f} dB with 7 (the lowest output SQNR against the float model; the mean of per-sample noise "
+            f"ratios {each8:.1f} and {each7:.1f} dB); --reduce-range or --no-reduce-range decides instead")
+    return bits, note
+
+
 def spread_feeds(data: Any) -> list[dict[str, np.ndarray]]:
     """``MAX_FEEDS`` calibration samples spread over up to ``MAX_READ`` (stratified, not the first N)."""
     from edgeq.metrics import feature, spread
@@ -122,13 +136,8 @@ def choose_weight_bits(prepared: Prepared, config: QuantConfig, ranges: Any = No
     except EdgeqError:  # a one-shot iterator, spent by calibration: 7 bits never saturate
         return seven, 7
     eight = build_variant(prepared, config.replace(reduce_range=False), seven.ranges or ranges)
-    (db7, each7), (db8, each8) = width_scores(prepared.model, [seven.model, eight.model], feeds)
-    keep = seven if db7 > db8 + MARGIN_DB or each7 > each8 + MARGIN_DB else eight
-    bits = 8 if keep is eight else 7
-    note = (f"weights of u8s8 kernels: {bits} bits, measured on {len(feeds)} calibration sample(s) with this CPU's "
-            f"kernels, which saturate products of 8-bit weights (x86 without VNNI): {db8:.1f} dB with 8 bits, "
-            f"{db7:.1f} dB with 7 (the lowest output SQNR against the float model; the mean of per-sample noise "
-            f"ratios {each8:.1f} and {each7:.1f} dB); --reduce-range or --no-reduce-range decides instead")
+    bits, note = kept_width(width_scores(prepared.model, [seven.model, eight.model], feeds), len(feeds))
+    keep = eight if bits == 8 else seven
     notes = keep.report.setdefault("notes", [])
     notes[:] = [n for n in notes if not n.startswith("weights of u8s8 kernels")] + [note]
     return keep, bits
