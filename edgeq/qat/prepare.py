@@ -139,12 +139,14 @@ def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config
         prepared = prepare_stage(load(loaded_model, calib), qconfig)
         float_model = copy_model(prepared.model)
         if weight_bits_to_choose(qconfig, prepared):  # (4) static mode's 7 or 8 bits, measured on this CPU's kernels
-            result, bits = choose_weight_bits(prepared, qconfig, progress=progress)
-            unchecked = sorted({n.op_type for g in graphs_of(result.model) for n in g} & UNCHECKED)
-            if bits == 8 and unchecked:  # (4) kernels the export check cannot run exactly: 7 bits never saturate
-                logger.info("qat: 7-bit weights, where static mode keeps 8: %s saturate here and has no exact "
-                            "form for the export check", ", ".join(unchecked))
-                result, bits = build_variant(prepared, qconfig.replace(reduce_range=True), progress=progress), 7
+            def allow_eight(model: Any) -> bool:  # (4) kernels the export check cannot run exactly: 7 bits never saturate
+                unchecked = sorted({n.op_type for g in graphs_of(model) for n in g} & UNCHECKED)
+                if unchecked:
+                    logger.info("qat: 7-bit weights, where static mode keeps 8: %s saturate here and has no exact "
+                                "form for the export check", ", ".join(unchecked))
+                return not unchecked
+
+            result, bits = choose_weight_bits(prepared, qconfig, progress=progress, allow_eight=allow_eight)
             qconfig = qconfig.replace(reduce_range=bits == 7)
         else:
             result = build_variant(prepared, qconfig, progress=progress)

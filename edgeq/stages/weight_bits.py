@@ -124,9 +124,11 @@ def build_choosing_weight_bits(prepared: Prepared, config: QuantConfig, ranges: 
     return choose_weight_bits(prepared, config, ranges, progress)[0]
 
 
-def choose_weight_bits(prepared: Prepared, config: QuantConfig, ranges: Any = None,
-                       progress: bool = False) -> tuple[QuantResult, int]:
-    """``build_choosing_weight_bits``, and the width kept (7 or 8): QAT trains on that grid."""
+def choose_weight_bits(prepared: Prepared, config: QuantConfig, ranges: Any = None, progress: bool = False,
+                       allow_eight: Any = None) -> tuple[QuantResult, int]:
+    """``build_choosing_weight_bits``, and the width kept (7 or 8): QAT trains on that grid.
+    ``allow_eight(model) -> bool``: where it says no to the 8-bit build that won, the 7-bit build
+    is returned as built (QAT: kernels its export check cannot run exactly)."""
     from edgeq.errors import EdgeqError
     from edgeq.stages.variant import build_variant
 
@@ -137,6 +139,8 @@ def choose_weight_bits(prepared: Prepared, config: QuantConfig, ranges: Any = No
         return seven, 7
     eight = build_variant(prepared, config.replace(reduce_range=False), seven.ranges or ranges)
     bits, note = kept_width(width_scores(prepared.model, [seven.model, eight.model], feeds), len(feeds))
+    if bits == 8 and allow_eight is not None and not allow_eight(eight.model):
+        return seven, 7
     keep = eight if bits == 8 else seven
     notes = keep.report.setdefault("notes", [])
     notes[:] = [n for n in notes if not n.startswith("weights of u8s8 kernels")] + [note]
