@@ -299,7 +299,9 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "format": ("qdq", "qoperator"),
     "recurrent": ("int8", "float"),
     "float_weights": ("fp16", "fp32"),
+    "token_rows": ("full", "narrow"),
 }
+_OPTIONAL = {"token_rows"}  # None: edgeq decides
 
 
 @dataclasses.dataclass(frozen=True)
@@ -350,6 +352,10 @@ class QuantConfig:
     # measures the same on its uniform build (auto/weight_width.py); passes alone use 7; True: 7
     # bits (a model bound for such CPUs); False: 8 bits
     reduce_range: bool | None = None
+    # per-token MatMuls where those weights keep 7 bits (passes/per_token.py (2)): "full" rows (255
+    # levels, 7-bit weights) or "narrow" rows (181 levels, 8-bit weights, same-sign pairs of rows
+    # 2i, 2i + 1 within 181 in sum); None (default): full, but auto builds both and keeps the better
+    token_rows: str | None = None
     # a Conv whose int8 output only float ops read: per-channel output steps (passes/channel_scales.py)
     channel_scales: bool = True
     min_sqnr: float | None = None
@@ -394,7 +400,7 @@ class QuantConfig:
             self.precision, {"exclude": exclude, "int16_nodes": int16_nodes, "fp16_nodes": fp16_nodes}))
         for field, choices in _CHOICES.items():
             value = getattr(self, field)
-            if value not in choices:
+            if value not in choices and not (field in _OPTIONAL and value is None):
                 raise UsageError(
                     f"unknown {field} {value!r}: choose one of {', '.join(choices)}"
                 )
@@ -510,7 +516,7 @@ _NUMBER = (int, float)
 _TYPES: dict[str, tuple[type, ...]] = {
     "mode": (str,), "method": (str,), "activations": (str,), "weights": (str,), "weight_op": (str,), "accuracy_level": (int, type(None)), "format": (str,),
     "recurrent": (str,), "float_weights": (str,), "percentile": _NUMBER, "num_bins": (int,), "symmetric": (bool,),
-    "reduce_range": (bool, type(None)),
+    "reduce_range": (bool, type(None)), "token_rows": (str, type(None)),
     "integer_only": (bool,), "strict": (bool,), "opset": (int, type(None)), "max_samples": (int, type(None)),
     "batch_size": (int,), "dynamic_conv": (bool,), "channel_scales": (bool,), "outlier_channels": (bool,), "min_sqnr": (*_NUMBER, type(None)),
     "metric": (str, type(None)), "min_score": (*_NUMBER, type(None)), "min_top1": _NUMBER, "min_iou": _NUMBER, "seed": (int,), "provider": (str,),

@@ -56,7 +56,10 @@ def per_tensor_fronts(search: Search, best: Config, cal: Any) -> Config | None:
             fronts.setdefault(node.inputs[0].name, []).append(node)
     if len(fronts) < 2:
         return None
-    harm = front_harm(copy, fronts, search.source, cal, search.bench.config.outlier_channels)
+    from edgeq.passes.per_token import row_form
+
+    harm = front_harm(copy, fronts, search.source, cal, search.bench.config.outlier_channels,
+                      row_form(search.bench.config)[0])
     order = sorted(fronts, key=lambda name: harm[name][0] / max(harm[name][1], 1))  # (2)
     # every input per tensor is the build the per-token repair replaced: it missed the target
     lo, hi, found, most = 1, len(order) - 1, None, 0
@@ -77,10 +80,11 @@ def per_tensor_fronts(search: Search, best: Config, cal: Any) -> Config | None:
 
 
 def front_harm(model: Any, fronts: dict[str, list[Any]], source: Any, cal: Any,
-               outliers: bool) -> dict[str, tuple[float, int]]:
+               outliers: bool, half: int = 127) -> dict[str, tuple[float, int]]:
     """(2) {input name: (noise per tensor minus noise per row at its MatMuls' outputs, relative to
     each output row's power, mean over rows; the input's elements per sample)} on up to
-    ``SAMPLES`` samples of ``source``."""
+    ``SAMPLES`` samples of ``source``; ``half``: a row's levels either side of its centre
+    (``per_token.row_form``)."""
     from edgeq.calibrate import load_data
     from edgeq.calibrate.collect import ObservedModel
     from edgeq.passes.outliers import outlier_channels
@@ -104,7 +108,7 @@ def front_harm(model: Any, fronts: dict[str, list[Any]], source: Any, cal: Any,
             for name, x in zip(session.names, session.run(feed, label)):
                 x = np.asarray(x, np.float32).reshape(-1, x.shape[-1])
                 sizes[name] = max(sizes[name], x.size)
-                sums[name] += _noise(x, masks[name], weights[name])
+                sums[name] += _noise(x, masks[name], weights[name], half)
     finally:
         session.close()
     out = {}
@@ -113,7 +117,7 @@ def front_harm(model: Any, fronts: dict[str, list[Any]], source: Any, cal: Any,
     return out
 
 
-def _noise(x: np.ndarray, outliers: np.ndarray | None, weights: list[np.ndarray | None]) -> np.ndarray:
+def _noise(x: np.ndarray, outliers: np.ndarray | None, weights: list[np.ndarray | None], half: int = 127) -> np.ndarray:
     """(rows, noise with one scale per tensor, noise with one per row) at the MatMuls' outputs,
     each row's noise relative to that row's power: every token counts alike, as a LayerNorm after
     it makes them (the small tokens beside outlier ones are where one scale per tensor fails)."""
@@ -125,7 +129,7 @@ def _noise(x: np.ndarray, outliers: np.ndarray | None, weights: list[np.ndarray 
     zero = np.round(-lo / step)
     per_tensor = (np.clip(np.round(masked / step) + zero, 0, 255) - zero) * step - masked
     rmax, rmin = masked.max(axis=1, keepdims=True), masked.min(axis=1, keepdims=True)
-    mid, rstep = (rmax + rmin) / 2, np.maximum((rmax - rmin) / 254, np.finfo(np.float32).tiny)
+    mid, rstep = (rmax + rmin) / 2, np.maximum((rmax - rmin) / (2 * half), np.finfo(np.float32).tiny)
     per_row = np.round((masked - mid) / rstep) * rstep + mid - masked  # per_token.py (1)
     out = np.zeros(3)
     for w in weights:

@@ -340,15 +340,48 @@ def _per_token_dynamic(search: Search, best: Config, cal: Any, repairs: list[dic
     bench.config = before.replace(dynamic_granularity=PerToken())
     trial = search.build("int8, per-token dynamic MatMuls", best.model, cal, best.methods, best.base, best.exclude,
                          bias=best.bias)
+    trial, rows = _token_rows(search, trial, best, cal)
     kept = search.key(trial) > search.key(best) and trial.score.min_sqnr > best.score.min_sqnr + 0.05
     repairs.append({"repair": "per-token dynamic MatMuls", "kept": kept, "before_db": _db(best.score.min_sqnr),
                     "after_db": _db(trial.score.min_sqnr),
                     "detail": f"{len(dynamic)} MatMul/Gemm between float ops: one activation scale per row at run "
-                              "time instead of one per tensor (passes/per_token.py)"})
+                              f"time instead of one per tensor (passes/per_token.py){rows}"})
     if not kept:
         bench.config = before
         return best
     return trial
+
+
+def _token_rows(search: Search, trial: Config, best: Config, cal: Any) -> tuple[Config, str]:
+    """(2) Where per-token MatMuls keep 7-bit weights (this CPU saturates 8-bit products) and
+    ``token_rows`` was left to edgeq: the same build with narrow rows (181 levels, 8-bit weights
+    with pairs limited, passes/per_token.py (2)) too, the better kept for every later build (the
+    other leaves the tried configurations: the gate refits with the workbench's config). Which
+    wins depends on the model: every MatMul per token, unseen data, a CPU without VNNI: MiniLM
+    26.4 dB full, 29.6 narrow; tiny_transformer 39.5 full, 35.9 narrow. Returns (the build, a note
+    for the repair's detail)."""
+    from edgeq.passes.per_token import row_form
+
+    config = search.bench.config
+    if config.token_rows is not None or row_form(config.replace(token_rows="narrow"))[1] is None \
+            or search.over_budget("repairs"):
+        return trial, ""
+    search.bench.config = config.replace(token_rows="narrow")
+    try:
+        narrow = search.build("int8, per-token dynamic MatMuls, narrow rows", best.model, cal, best.methods, best.base,
+                              best.exclude, record=False, bias=best.bias)
+    except Exception as e:  # full rows never saturate: a failed build keeps them
+        logger.info("auto: narrow per-token rows not built (%s): full rows kept", e)
+        search.bench.config = config.replace(token_rows="full")
+        return trial, ""
+    note = (f"; rows narrowed to 181 levels with 8-bit weights: {_db(narrow.score.min_sqnr)} dB against "
+            f"{_db(trial.score.min_sqnr)} dB with full rows and 7-bit weights")
+    if search.key(narrow) > search.key(trial):
+        search.tried[:] = [c for c in search.tried if c is not trial]
+        search.tried.append(narrow)
+        return narrow, note + " (narrow kept)"
+    search.bench.config = config.replace(token_rows="full")
+    return trial, note + " (full kept)"
 
 
 SMOOTH_ALPHAS = (0.5, 0.6)  # SmoothQuant migration strengths tried with per-token MatMuls

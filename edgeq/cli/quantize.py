@@ -46,6 +46,7 @@ def quant_options(func):
         click.option("--reduce-range/--no-reduce-range", "reduce_range", default=None, help="Weights of u8s8 kernels (Conv, MatMul, Gemm, LSTM) within 7 bits, for x86 CPUs without VNNI, whose onnxruntime saturates products of 8-bit weights (default, where this CPU does: static/dynamic modes keep whichever of 7 and 8 bits scores better on the calibration samples, auto mode the same on its uniform int8 build)."),
         click.option("--float-weights", "float_weights", type=click.Choice(["fp16", "fp32"]), default=None, help="Weights of layers left float: stored fp16 and cast to fp32 when the session loads (default fp16: a smaller file, the same fp32 kernels), or kept fp32."),
         click.option("--channel-scales/--no-channel-scales", "channel_scales", default=None, help="A Conv whose int8 output only float ops read (SiLU, hard-swish ...) gets a finer step for each narrow output channel, undone by a float Mul (default on)."),
+        click.option("--token-rows", "token_rows", type=click.Choice(["full", "narrow"]), default=None, help="Per-token MatMuls where their weights keep 7 bits (a CPU that saturates 8-bit products): full rows (255 levels, 7-bit weights) or narrow rows (181 levels, 8-bit weights whose same-sign pairs stay within 181). Default: full; auto mode builds both and keeps the better."),
         click.option("--outlier-channels/--no-outlier-channels", "outlier_channels", default=None, help="MatMuls quantized at run time (per token, or per tensor between float ops), with --calib: input channels whose calibrated range is far above the median channel's (a transformer LayerNorm's few large channels) multiplied in float beside the int8 kernel, so they do not set every row's or the tensor's scale (default on)."),
         click.option("--exclude", multiple=True, help="Keep a node (by name) or an op type float; repeatable."),
         click.option("--int16-node", "int16_nodes", multiple=True, help="Give this node int16 activations (int8 weights); repeatable."),
@@ -107,7 +108,7 @@ def _config_from(kw: dict[str, Any], calib: Any = None):
         metric=kw["metric"], min_score=kw["min_score"], min_top1=kw["min_top1"], min_iou=kw["min_iou"], provider=kw["provider"], threads=kw["threads"],
         time_budget_s=kw["time_budget_s"], recurrent=kw["recurrent"], dynamic_granularity=kw["dynamic_granularity"],
         channel_scales=kw["channel_scales"], outlier_channels=kw["outlier_channels"], float_weights=kw["float_weights"], reduce_range=kw["reduce_range"],
-        weights=kw["weights"], weight_op=kw["weight_op"], accuracy_level=kw["accuracy_level"],
+        token_rows=kw["token_rows"], weights=kw["weights"], weight_op=kw["weight_op"], accuracy_level=kw["accuracy_level"],
         max_ppl_increase=kw["max_ppl_increase"], max_size=kw["max_size"],
     )
 

@@ -25,7 +25,17 @@ MatMul with an outlier token, 1 thread (bench/per_token_design.py, docs/per_toke
 2. uint8 activations with zero point 128 and int8 weights: onnxruntime's u8s8 kernel. int8 x int8
    (MatMulIntegerToFloat or MatMulInteger) measured 11-20x slower (4.6-8.5 ms) on the same CPU.
    The kernel multiplies the raw uint8 A_q (not A_q - 128) by the weights: on x86 without VNNI
-   a pair of products saturates int16 unless the weights keep 7 bits (``weights.weight_qmax``).
+   it adds the products of weight rows 2i and 2i + 1 in int16, which saturates once
+   a1 w1 + a2 w2 passes 32767 (``runtime/cpu.py``). There (where ``weights.weight_qmax`` is 7
+   bits) rows narrow instead of weights: each row takes ``cpu.NARROW_LEVELS`` = 181 levels around
+   zero point 91 (s = (max - min) / 180), weights keep 8 bits, and each pair of same-sign levels
+   in rows 2i, 2i + 1 is held within ``cpu.PAIR_LIMIT`` = 181 in sum (``limit_pairs``: 181 x 181
+   = 32761; about 2% of MiniLM's pairs give up a few levels). Measured on MiniLM, every MatMul
+   per token, 48 unseen sentences, this CPU (AMD EPYC, no VNNI): 7-bit weights and 255-level
+   rows 26.4 dB; 8-bit weights and 127-level rows 28.8; 8-bit pair-limited weights and 181-level
+   rows 29.6, at the same speed; 8-bit weights stored uint8 (u8u8, exact) 31.5, but that
+   kernel runs 15-24% slower here. Where ``cpu.pairs_exact()`` fails (a kernel pairing other
+   rows), weights keep 7 bits and rows 255 levels.
 3. Quantizing A: from opset 21 Sub(A, m) and one QuantizeLinear with ``block_size`` = K along the
    last axis (its zero point 128 built by ConstantOfShape, since M is known only at run time);
    below opset 21 Mul(A, 1/s) -> Add(128.5 - m/s) -> Cast(uint8): the centre is folded into the
@@ -84,15 +94,29 @@ from edgeq.graph import MS_DOMAIN, add_initializer, graphs_of, remove_unused_ini
 from edgeq.passes.dynamic import quantize_matmul_weight, replace_nodes
 from edgeq.passes.outliers import outlier_channels, own_weights, shared_weights
 from edgeq.passes.plan import QuantPlan, Role, derived_name, fresh_base, node_label
-from edgeq.passes.weights import QMAX, note_reduced, weight_qmax
+from edgeq.passes.weights import QMAX, QuantizedWeight, note_reduced, shared_result, weight_qmax
 
-__all__ = ["PerTokenMatMulPass"]
+__all__ = ["PerTokenMatMulPass", "row_form", "limit_pairs"]
 
 logger = logging.getLogger(__name__)
 
 TINY = np.finfo(np.float32).tiny  # (1) the smallest row scale
 REL = 2.0 ** -15  # (1) the smallest row scale, relative to max |A|
 CENTER = True  # (1) (8) rows quantized around their midpoint; False: symmetric around 0
+
+
+def row_form(config: QuantConfig) -> tuple[int, int | None, int]:
+    """(2) (levels either side of a row's zero point, the pair limit of the weights or None, the
+    weights' largest level): (127, None, 127); where weights keep 7 bits (this CPU's products
+    saturate, or ``reduce_range``) (127, None, 63), or with ``config.token_rows`` "narrow" (90, 181,
+    127) (unless this CPU's kernel does not pair rows 2i, 2i + 1: ``cpu.pairs_exact``)."""
+    qmax = weight_qmax(config)
+    if qmax != QMAX and getattr(config, "token_rows", None) == "narrow":
+        from edgeq.runtime import cpu
+
+        if cpu.pairs_exact():
+            return cpu.NARROW_LEVELS // 2, cpu.PAIR_LIMIT, QMAX
+    return 127, None, qmax
 
 
 class Front(NamedTuple):
@@ -113,7 +137,7 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
         self.config = config
         self.plan = plan
         self.center = CENTER if center is None else center
-        self.qmax = weight_qmax(config)
+        self.half, self.pair_limit, self.qmax = row_form(config)  # (2)
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         count, self._opset = 0, model.opset_imports.get("", 13)
@@ -129,6 +153,12 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
             model.opset_imports.setdefault(MS_DOMAIN, 1)
         if count and self.qmax != QMAX:
             note_reduced(self.plan.notes, self.config)
+        if count and self.pair_limit is not None:
+            note = (f"per-token MatMuls: rows on {2 * self.half + 1} levels and 8-bit weights, no two same-sign weight "
+                    f"levels of rows 2i, 2i + 1 above {self.pair_limit} in sum: this CPU's onnxruntime adds pairs of "
+                    "u8s8 products in int16 (x86 without VNNI)")
+            if note not in self.plan.notes:
+                self.plan.notes.append(note)
         logger.info("per-token: %d MatMul/Gemm to per-token dynamic int8 (%s)", count,
                     "rows centred" if self.center else "symmetric")
         return ir.passes.PassResult(model, modified=count > 0)
@@ -170,7 +200,8 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
             nodes += [self._reduce(graph, "ReduceMax", x, f"{label}_token_max"),
                       self._reduce(graph, "ReduceMin", x, f"{label}_token_min")]
             hi, lo = nodes[-2].outputs[0], nodes[-1].outputs[0]
-            width = add("Mul", [add("Sub", [hi, lo], "range"), self._f32(graph, "inv254", 1 / 254)], "step")
+            width = add("Mul", [add("Sub", [hi, lo], "range"),
+                                self._f32(graph, f"inv{2 * self.half}", 1 / (2 * self.half))], "step")
             s = add("Max", [width, add("Mul", [hi, self._f32(graph, "rel", REL)], "rel_hi"),
                             add("Mul", [lo, self._f32(graph, "neg_rel", -REL)], "rel_lo"),
                             self._f32(graph, "tiny", TINY)], "scale")
@@ -179,16 +210,16 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
         else:  # (1) symmetric
             nodes.append(ir.node("Abs", [x], name=f"{label}_token_abs"))
             nodes.append(self._reduce(graph, "ReduceMax", nodes[-1].outputs[0], f"{label}_token_max"))
-            raw = add("Mul", [nodes[-1].outputs[0], self._f32(graph, "inv127", 1 / 127)], "div")
+            raw = add("Mul", [nodes[-1].outputs[0], self._f32(graph, f"inv{self.half}", 1 / self.half)], "div")
             s = add("Max", [raw, self._f32(graph, "tiny", TINY)], "scale")
         if self._opset >= 21:  # (3) one blocked QuantizeLinear (of A - m)
             source = x if mid is None else add("Sub", [x, mid], "centred")
             zp = add("ConstantOfShape", [add("Shape", [s], "shape")], "zp",
-                     {"value": ir.tensor(np.array([128], np.uint8))})
+                     {"value": ir.tensor(np.array([self.half + 1], np.uint8))})
             q = add("QuantizeLinear", [source, s, zp], "q", {"axis": -1, "block_size": k})
         else:  # (3) elementwise: one multiply, one add, one truncating cast over A
             inv = add("Div", [self._f32(graph, "one", 1.0), s], "inv")
-            offset = self._f32(graph, "f128_5", 128.5)
+            offset = self._f32(graph, f"f{self.half + 1}_5", self.half + 1.5)
             if mid is not None:  # the centre folded into the per-row offset 128.5 - m / s
                 offset = add("Sub", [offset, add("Mul", [mid, inv], "mid_steps")], "offset")
             shift = add("Add", [add("Mul", [x, inv], "mul"), offset], "shift")
@@ -204,6 +235,10 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
     def _matmul(self, graph: ir.Graph, node: ir.Node, fronts: dict[ir.Value, Front]) -> None:
         weight, qw, bias = quantize_matmul_weight(node, not isinstance(self.config.granularity, PerTensor),
                                                   self.qmax)  # (5), (7)
+        if self.pair_limit is not None:  # (2)
+            limit = self.pair_limit
+            qw = QuantizedWeight(shared_result(qw.values, f"pairs{limit}", lambda v: limit_pairs(v, limit)),
+                                 qw.scale, qw.zero_point, qw.axis)
         x = node.inputs[0]
         if x not in fronts:  # (6)
             fronts[x] = self._front(graph, x, node, weight.shape[0])
@@ -211,7 +246,7 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
         base = fresh_base(graph, node.inputs[1].name or node_label(node), ("_q", "_scale", "_bias", "_colsum"))
         inputs = [front.q, add_initializer(graph, f"{base}_q", qw.values), front.scale,
                   add_initializer(graph, f"{base}_scale", qw.scale),
-                  self._const(graph, "zp128", np.array(128, np.uint8)),  # (2)
+                  self._const(graph, f"zp{self.half + 1}", np.array(self.half + 1, np.uint8)),  # (2)
                   self._const(graph, "zp0", np.array(0, np.int8))]  # (7)
         new = [ir.node("MatMulIntegerToFloat", inputs, domain=MS_DOMAIN, name=derived_name(node, "per_token"))]  # (4)
         if front.extra is not None:  # (9) [m, A_O] x [colsum; W_O]: the centre and the outlier channels
@@ -234,6 +269,7 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
         remove_unused_initializers(graph, old_inputs)
         self.plan.weights[node] = {**qw.summary(weight), "kernel": "MatMulIntegerToFloat", "activations": "per-token",
                                    "rows": "centred" if front.mid is not None else "symmetric",
+                                   "row_levels": 2 * self.half + 1,
                                    "outlier_channels": 0 if front.outliers is None else int(front.outliers.size)}
 
 
@@ -241,3 +277,22 @@ def dequantized_colsum(values: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """(8) sum over K of s_w * W_q: the column sums of the weights the kernel multiplies by (not
     of the float weights: their difference, times the row centre, would be an error per column)."""
     return (values.astype(np.float64).sum(axis=0) * np.asarray(scale, np.float64)).astype(np.float32).reshape(-1)
+
+
+def limit_pairs(values: np.ndarray, limit: int) -> np.ndarray:
+    """(2) ``values`` [K, N] with every pair of same-sign levels in rows 2i, 2i + 1 brought within
+    ``limit`` in sum: the excess taken from both, the larger one's half first (the nearest such
+    pair; 2% of MiniLM's pairs at ``limit`` 181). Read-only, like the weights it replaces."""
+    v = np.asarray(values, np.int32)
+    k = v.shape[0]
+    padded = np.vstack([v, np.zeros((1, v.shape[1]), np.int32)]) if k % 2 else v.copy()
+    pairs = padded.reshape(-1, 2, v.shape[1])
+    a, b = pairs[:, 0], pairs[:, 1]
+    excess = np.where(a * b > 0, np.maximum(np.abs(a) + np.abs(b) - limit, 0), 0)
+    small, large = excess // 2, excess - excess // 2
+    a_first = np.abs(a) >= np.abs(b)
+    pairs[:, 0] = a - np.sign(a) * np.where(a_first, large, small)
+    pairs[:, 1] = b - np.sign(b) * np.where(a_first, small, large)
+    out = pairs.reshape(-1, v.shape[1])[:k].astype(np.int8)
+    out.flags.writeable = False
+    return out

@@ -14,6 +14,13 @@ does not. The outputs are then far off (on an AMD EPYC of the first Zen generati
 Measured there with onnxruntime 1.32 (``tests/runtime/test_cpu.py``): MatMulInteger and
 QLinearConv (group 1) u8s8 saturate; depthwise QLinearConv, ConvInteger, u8u8 and s8s8 do not.
 
+Such a kernel pairs the products of consecutive weights along K (rows 2i and 2i + 1 of a MatMul's
+[K, N] weight), so a pair of same-sign weight levels whose sum stays within 32767 / a_max never
+saturates, whatever the weights' width: per-token MatMuls (passes/per_token.py (2)) keep 8-bit
+weights there with rows on ``NARROW_LEVELS`` levels (a_max = 181) and no same-sign pair above
+``PAIR_LIMIT`` (181) in sum. ``pairs_exact()`` measures that pairing (a kernel that paired otherwise,
+or added four products in int16, fails it, and per-token MatMuls then keep 7-bit weights).
+
 The answer is measured, not read from CPU flags: a 4x64 by 64x16 MatMulInteger whose exact
 result saturating kernels cannot give (about 5 ms, once a process). ``EDGEQ_INT8_SATURATES=1``
 (or ``0``) overrides it, so that machines of a mixed fleet build the same model (the test suite
@@ -29,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["int8_saturates", "measured", "ENV", "wide_int8_weights", "saturation_warning"]
+__all__ = ["int8_saturates", "measured", "ENV", "wide_int8_weights", "saturation_warning", "pairs_exact", "pairs_within",
+           "NARROW_LEVELS", "PAIR_LIMIT"]
 
 ENV = "EDGEQ_INT8_SATURATES"
 
@@ -37,12 +45,15 @@ logger = logging.getLogger(__name__)
 
 
 _K = 64
+INT16_MAX = 32767
+NARROW_LEVELS = 181  # per-token rows where products saturate: uint8 levels 1 .. 181 around zero point 91
+PAIR_LIMIT = INT16_MAX // NARROW_LEVELS  # 181: the largest sum of two same-sign weight levels then
 
 
-def _probe_model() -> bytes:
+def _probe_model(weight: np.ndarray | None = None) -> bytes:
     from onnx import TensorProto, helper, numpy_helper
 
-    weight = np.full((_K, 16), 127, np.int8)
+    weight = np.full((_K, 16), 127, np.int8) if weight is None else weight
     graph = helper.make_graph(
         [helper.make_node("MatMulInteger", ["a", "w"], ["y"])], "edgeq_int8_probe",
         [helper.make_tensor_value_info("a", TensorProto.UINT8, [4, _K])],
@@ -81,6 +92,40 @@ def measured() -> bool:
     return saturates
 
 
+@functools.cache
+def pairs_exact() -> bool:
+    """True where onnxruntime's CPU u8s8 kernel is exact for activations up to ``NARROW_LEVELS``
+    and weights whose same-sign pairs (rows 2i, 2i + 1) stay within ``PAIR_LIMIT`` in sum, though
+    rows 2i + 1, 2i + 2 and groups of four do not (the weight column 127, 54, 54, 127, ...)."""
+    import onnxruntime as ort
+
+    column = np.tile(np.array([127, PAIR_LIMIT - 127, PAIR_LIMIT - 127, 127], np.int8), _K // 4)
+    weight = np.repeat(column[:, None], 16, axis=1)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(_probe_model(weight), options, providers=["CPUExecutionProvider"])
+        a = np.full((4, _K), NARROW_LEVELS, np.uint8)
+        got = session.run(None, {"a": a})[0]
+    except Exception as exc:
+        logger.debug("int8 pair probe did not run: %s", exc)
+        return False
+    exact = bool(np.array_equal(got, a.astype(np.int64) @ weight.astype(np.int64)))
+    logger.debug("int8 pair probe: pairs within %d %s", PAIR_LIMIT, "exact" if exact else "saturate")
+    return exact
+
+
+def pairs_within(values: np.ndarray, limit: int) -> bool:
+    """No two same-sign levels of rows 2i and 2i + 1 of ``values`` ([K, N]) sum above ``limit``."""
+    v = np.asarray(values, np.int32)
+    if v.ndim != 2:
+        return False
+    v = v[: v.shape[0] // 2 * 2].reshape(-1, 2, v.shape[1])
+    a, b = v[:, 0], v[:, 1]
+    return not bool(np.any((a * b > 0) & (np.abs(a) + np.abs(b) > limit)))
+
+
 # Operators whose int8 weight input (index) meets uint8 activations in a u8s8 GEMM, and the input
 # holding the activations' zero point (its type says uint8 or int8).
 _KERNELS: dict[str, tuple[tuple[int, ...], int | None]] = {
@@ -112,6 +157,11 @@ def wide_int8_weights(model: Any) -> list[str]:
         tensor = inits.get(name) if name else None
         return tensor is not None and tensor.data_type == TensorProto.INT8
 
+    def _narrow_rows(name: str | None) -> bool:  # edgeq's per-token rows: levels 1 .. 181 around 91
+        tensor = inits.get(name) if name else None
+        return (tensor is not None and tensor.data_type == TensorProto.UINT8
+                and int(numpy_helper.to_array(tensor).reshape(-1)[0]) == NARROW_LEVELS // 2 + 1)
+
     def depthwise(node: Any, weight: str) -> bool:
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
         dims = list(inits[weight].dims) if weight in inits else []
@@ -124,7 +174,9 @@ def wide_int8_weights(model: Any) -> list[str]:
             zp_name = node.input[zp] if zp is not None and len(node.input) > zp else None
             if int8_activations(zp_name) or (node.op_type == "QLinearConv" and depthwise(node, node.input[3])):
                 continue
-            found += [node.input[i] for i in weights if len(node.input) > i and wide(node.input[i])]
+            narrow = node.op_type == "MatMulIntegerToFloat" and _narrow_rows(zp_name)
+            found += [node.input[i] for i in weights if len(node.input) > i and wide(node.input[i])
+                      and not (narrow and pairs_within(numpy_helper.to_array(inits[node.input[i]]), PAIR_LIMIT))]
         elif node.op_type in _QDQ_READERS and len(node.input) > 1:
             dq = producers.get(node.input[1])
             if dq is None or dq.op_type != "DequantizeLinear" or not wide(dq.input[0]):

@@ -94,3 +94,60 @@ def test_bench_carries_the_warning_back_from_its_worker_process(tmp_path, monkey
     monkeypatch.setenv(cpu.ENV, "1")  # the worker process inherits it
     (result,) = bench([wide], batches=[4], iters=3, warmup=1)
     assert len(result.warnings) == 1 and "saturates" in result.warnings[0]
+
+
+def _matmul_integer_of(weight: np.ndarray, a: np.ndarray) -> np.ndarray:
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, list(a.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
+        [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"a": a})[0]
+
+
+def test_pairs_within_the_limit_are_exact_on_this_cpu():
+    """cpu.pairs_exact: 8-bit weights whose same-sign pairs of rows 2i, 2i + 1 sum within
+    PAIR_LIMIT, times activations up to NARROW_LEVELS, are exact here (what per-token MatMuls'
+    narrow rows rely on); a pair over the limit is not, where the CPU saturates."""
+    from edgeq.passes.per_token import limit_pairs
+
+    assert cpu.pairs_exact()
+    assert cpu.PAIR_LIMIT * cpu.NARROW_LEVELS <= 32767 < (cpu.PAIR_LIMIT + 1) * cpu.NARROW_LEVELS
+    rng = np.random.default_rng(0)
+    w = np.clip(np.round(rng.standard_t(3, (385, 96)) * 45), -127, 127).astype(np.int8)  # heavy tails, odd K
+    limited = limit_pairs(w, cpu.PAIR_LIMIT)
+    assert cpu.pairs_within(limited, cpu.PAIR_LIMIT) and not cpu.pairs_within(w, cpu.PAIR_LIMIT)
+    changed = limited != w
+    assert 0 < changed.mean() < 0.05 and np.abs(limited.astype(np.int16)).max() == 127
+    assert np.all(np.abs(limited.astype(np.int16)) <= np.abs(w.astype(np.int16)))  # only ever smaller
+    assert np.all((np.sign(limited) == np.sign(w)) | (limited == 0))
+    a = np.clip(rng.integers(150, cpu.NARROW_LEVELS + 1, (7, 385)), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(_matmul_integer_of(limited, a), a.astype(np.int64) @ limited.astype(np.int64))
+    if cpu.measured():  # the unlimited weights are what saturates
+        assert not np.array_equal(_matmul_integer_of(w, a), a.astype(np.int64) @ w.astype(np.int64))
+
+
+def test_narrow_rows_weights_are_not_reported_wide(tmp_path):
+    """wide_int8_weights: a MatMulIntegerToFloat with narrow rows (A zero point 91) whose 8-bit
+    weights keep their pairs within the limit is safe; the same weights with full rows are not."""
+    from edgeq.passes.per_token import limit_pairs
+
+    rng = np.random.default_rng(1)
+    w = limit_pairs(np.clip(np.round(rng.standard_t(3, (64, 16)) * 45), -127, 127).astype(np.int8), cpu.PAIR_LIMIT)
+
+    def model(zero_point: int):
+        inits = [numpy_helper.from_array(w, "w_q"), numpy_helper.from_array(np.ones((1,), np.float32), "a_s"),
+                 numpy_helper.from_array(np.ones(16, np.float32), "w_s"),
+                 numpy_helper.from_array(np.array(zero_point, np.uint8), "a_zp"),
+                 numpy_helper.from_array(np.array(0, np.int8), "w_zp")]
+        node = helper.make_node("MatMulIntegerToFloat", ["a", "w_q", "a_s", "w_s", "a_zp", "w_zp"], ["y"],
+                                domain="com.microsoft")
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", TensorProto.UINT8, [4, 64])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 16])], inits)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+
+    assert cpu.wide_int8_weights(model(cpu.NARROW_LEVELS // 2 + 1)) == []
+    assert cpu.wide_int8_weights(model(128)) == ["w_q"]
