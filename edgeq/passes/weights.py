@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["QuantizedWeight", "quantize_weight", "weight_qmax", "QMAX", "REDUCED_QMAX", "note_reduced", "quantize_bias", "bias_safe_min_scale", "INT32_MAX",
+__all__ = ["QuantizedWeight", "quantize_weight", "limit_pairs", "weight_qmax", "QMAX", "REDUCED_QMAX", "note_reduced", "quantize_bias", "bias_safe_min_scale", "INT32_MAX",
            "reuse_quantized_weights", "gptq_rounding", "weight_key", "shared_result"]
 
 INT32_MAX = 2**31 - 1
@@ -190,6 +190,24 @@ def _quantize_weight(weight: np.ndarray, axis: int | None, min_scale: np.ndarray
     shaped = scale if axis is None else scale.reshape(_scale_shape(weight.ndim, axis))
     values = np.clip(np.rint(weight / shaped), -qmax, qmax).astype(np.int8)
     return QuantizedWeight(values, scale, np.zeros(scale.shape, dtype=np.int8), axis)
+
+
+def limit_pairs(values: np.ndarray, limit: int) -> np.ndarray:
+    """``values`` [K, N] (int8 levels) with every pair of same-sign levels in rows 2i, 2i + 1
+    brought within ``limit`` in sum: the excess taken from both, the larger one's half first (the
+    nearest such pair). A kernel that adds pairs of uint8 x int8 products in int16 is exact with
+    them for activations up to 32767 // ``limit`` (runtime/cpu.py, per_token.py (2))."""
+    v = np.asarray(values, np.int32)
+    k = v.shape[0]
+    padded = np.vstack([v, np.zeros((1, v.shape[1]), np.int32)]) if k % 2 else v.copy()
+    pairs = padded.reshape(-1, 2, v.shape[1])
+    a, b = pairs[:, 0], pairs[:, 1]
+    excess = np.where(a * b > 0, np.maximum(np.abs(a) + np.abs(b) - limit, 0), 0)
+    small, large = excess // 2, excess - excess // 2
+    a_first = np.abs(a) >= np.abs(b)
+    pairs[:, 0] = a - np.sign(a) * np.where(a_first, large, small)
+    pairs[:, 1] = b - np.sign(b) * np.where(a_first, small, large)
+    return pairs.reshape(-1, v.shape[1])[:k].astype(np.int8)
 
 
 def quantize_bias(bias: np.ndarray, input_scale: float, weight_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ from edgeq.passes import per_token
 from edgeq.passes.outliers import OUTLIER_RATIO
 from edgeq.passes.pipeline import rewrite_passes
 from edgeq.passes.plan import Role
-from edgeq.passes.weights import quantize_weight
+from edgeq.passes.weights import limit_pairs, quantize_weight
 from edgeq.runtime import cpu
 from ortutil import op_types, run_ort
 from passes.helpers import plan_for, quantize_with_numpy_ranges
@@ -54,7 +54,7 @@ def _on_grid(weight: np.ndarray) -> np.ndarray:
     """``weight`` [K, N] moved onto its own per-column weight grid (pairs limited as the pass does):
     quantizing it again is (all but) exact, so what these tests measure is the activations' error."""
     qw = quantize_weight(np.asarray(weight, np.float32), 1, qmax=QM)
-    values = qw.values if LIMIT is None else per_token.limit_pairs(qw.values, LIMIT)
+    values = qw.values if LIMIT is None else limit_pairs(qw.values, LIMIT)
     return (values.astype(np.float32) * qw.scale).astype(np.float32)
 
 
@@ -147,7 +147,7 @@ def _reference(a: np.ndarray, weight: np.ndarray, colsum_of: str = "int8", form:
     q = np.floor(a * inv + (f32(HALF + 1.5) - mid * inv)).astype(np.int64) - (HALF + 1)
     assert np.abs(q).max() <= HALF
     qw = quantize_weight(weight, 1, qmax=QM)
-    w_q = qw.values if LIMIT is None else per_token.limit_pairs(qw.values, LIMIT)
+    w_q = qw.values if LIMIT is None else limit_pairs(qw.values, LIMIT)
     w_q, s_w = w_q.astype(np.int64), qw.scale.astype(np.float64)
     colsum = (w_q * s_w).sum(0) if colsum_of == "int8" else weight.astype(np.float64).sum(0)
     return (q @ w_q) * s_w * s + mid.astype(np.float64) * colsum
@@ -160,7 +160,7 @@ def _grid_weight(seed: int) -> np.ndarray:
     w_q = rng.integers(-QM, QM + 1, (K, N))
     w_q[0], w_q[1] = QM, 0  # each column's largest level, in a pair no limit changes
     if LIMIT is not None:
-        w_q = per_token.limit_pairs(w_q, LIMIT)
+        w_q = limit_pairs(w_q, LIMIT)
     return (w_q * rng.uniform(0.001, 0.01, N)).astype(np.float32)
 
 

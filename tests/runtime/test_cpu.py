@@ -112,7 +112,7 @@ def test_pairs_within_the_limit_are_exact_on_this_cpu():
     """cpu.pairs_exact: 8-bit weights whose same-sign pairs of rows 2i, 2i + 1 sum within
     PAIR_LIMIT, times activations up to NARROW_LEVELS, are exact here (what per-token MatMuls'
     narrow rows rely on); a pair over the limit is not, where the CPU saturates."""
-    from edgeq.passes.per_token import limit_pairs
+    from edgeq.passes.weights import limit_pairs
 
     assert cpu.pairs_exact()
     assert cpu.PAIR_LIMIT * cpu.NARROW_LEVELS <= 32767 < (cpu.PAIR_LIMIT + 1) * cpu.NARROW_LEVELS
@@ -133,7 +133,7 @@ def test_pairs_within_the_limit_are_exact_on_this_cpu():
 def test_narrow_rows_weights_are_not_reported_wide(tmp_path):
     """wide_int8_weights: a MatMulIntegerToFloat with narrow rows (A zero point 91) whose 8-bit
     weights keep their pairs within the limit is safe; the same weights with full rows are not."""
-    from edgeq.passes.per_token import limit_pairs
+    from edgeq.passes.weights import limit_pairs
 
     rng = np.random.default_rng(1)
     w = limit_pairs(np.clip(np.round(rng.standard_t(3, (64, 16)) * 45), -127, 127).astype(np.int8), cpu.PAIR_LIMIT)
