@@ -7,7 +7,12 @@ quantize`` defaults), uniform static int8 (its MatMuls dynamic per tensor, with 
 outlier channels), the same with the MatMuls that share an input (Q, K, V) per token, every
 weighted MatMul per token (with and without
 outlier channels, and at opset 21: one blocked QuantizeLinear), weight-only 8-bit MatMulNBits
-with int8 compute (accuracy level 4, blocks of 32 and 128) and 4-bit. Each is scored on the
+with int8 compute (accuracy level 4, blocks of 32 and 128) and 4-bit. On a CPU that saturates
+8-bit products (no VNNI) three more: every MatMul per token with narrow rows (``token_rows``
+"narrow": 181 levels, 8-bit weights with pairs limited), with 127-level rows and 8-bit weights
+(``pt_all_oc_a7``, a control: per_token.py's rows at 63 levels either side), and with 8-bit
+weights stored uint8 (``pt_all_oc_u8w``, a control edgeq does not offer: the u8u8 kernel is
+exact but slower). Each is scored on the
 unseen feeds (SQNR over all, worst sample, 5th percentile, the task metric) and timed
 interleaved with fp32 (``bench/_timing.py``, 8 unseen feeds, 5 rounds, twice at 1 and at 2
 threads). Rows go to OUTDIR/NAME.json. Used on the GPU host's Xeon (docs/benchmarks.md, "With
@@ -57,10 +62,39 @@ def variants(ops: set[str], shared: list[str]) -> dict:
         "pt_all_oc": QuantConfig(precision=per_token),
         "pt_all_nooc": QuantConfig(precision=per_token, outlier_channels=False),
         "pt_all_oc_o21": QuantConfig(precision=per_token, opset=21),
+        "pt_all_oc_narrow": QuantConfig(precision=per_token, token_rows="narrow"),
+        "pt_all_oc_a7": QuantConfig(precision=per_token, token_rows="narrow"),  # rows at 127 levels: _a7_rows
+        "pt_all_oc_u8w": QuantConfig(precision=per_token, reduce_range=False),  # then _u8_weights
         "wo8_b32_acc4": QuantConfig(mode="weight-only", weights="int8", accuracy_level=4),
         "wo8_b128_acc4": QuantConfig(mode="weight-only", weights="int8", accuracy_level=4, granularity="per-block:128"),
         "wo4_b32_acc4": QuantConfig(mode="weight-only", weights="int4", accuracy_level=4),
     }
+
+
+def _u8_weights(data: bytes) -> bytes:
+    """(control) Every MatMulIntegerToFloat's int8 weights stored uint8 with zero point 128: the
+    same levels, onnxruntime's u8u8 kernel (exact on CPUs without VNNI, slower there)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_from_string(data)
+    inits = {t.name: t for t in model.graph.initializer}
+    done: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type != "MatMulIntegerToFloat":
+            continue
+        weight = inits[node.input[1]]
+        if weight.name not in done:
+            done.add(weight.name)
+            levels = numpy_helper.to_array(weight).astype(np.int16) + 128
+            weight.CopyFrom(numpy_helper.from_array(levels.astype(np.uint8), weight.name))
+        zero = f"{weight.name}_zp_u8"
+        if zero not in inits:
+            inits[zero] = numpy_helper.from_array(np.array(128, np.uint8), zero)
+            model.graph.initializer.append(inits[zero])
+        node.input[5] = zero
+    return model.SerializeToString()
 
 
 def main() -> None:
@@ -85,12 +119,22 @@ def main() -> None:
                 continue
             try:
                 start = time.time()
-                result = edgeq.quantize(case.path, config, case.calib, progress=False)
+                if key == "pt_all_oc_a7":  # (control) 127-level rows: 63 either side of zero point 64
+                    from unittest import mock
+
+                    from edgeq.passes import per_token
+
+                    with mock.patch.object(per_token, "row_form", lambda c: (63, None, 127)):
+                        result = edgeq.quantize(case.path, config, case.calib, progress=False)
+                else:
+                    result = edgeq.quantize(case.path, config, case.calib, progress=False)
                 seconds = time.time() - start
                 path = os.path.join(tmp, f"{key}.onnx")
                 result.save(path)
                 with open(path, "rb") as f:
                     data = f.read()
+                if key == "pt_all_oc_u8w":
+                    data = _u8_weights(data)
                 got = g._run(data, case.unseen)
                 row = {"quantize_s": round(seconds, 1), "kb": len(data) // 1024, "ratio": round(len(fp32) / len(data), 3),
                        "sqnr": g.sqnr_figures(reference, got), "task": g.task_metric(case.task, reference, got).get("text")}

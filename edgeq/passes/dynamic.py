@@ -45,7 +45,15 @@ from edgeq.config import PerTensor, QuantConfig
 from edgeq.graph import MS_DOMAIN, add_initializer, const_array, graphs_of, remove_unused_initializers
 from edgeq.passes.outliers import outlier_channels, own_weights, shared_weights
 from edgeq.passes.plan import QuantPlan, Role, derived_name, fresh_base, node_label
-from edgeq.passes.weights import QMAX, QuantizedWeight, note_reduced, quantize_weight, shared_result, weight_qmax
+from edgeq.passes.weights import (
+    QMAX,
+    QuantizedWeight,
+    note_reduced,
+    paired_qmax,
+    quantize_weight,
+    shared_result,
+    weight_qmax,
+)
 
 __all__ = ["DynamicQuantizePass", "replace_nodes", "bias_add"]
 
@@ -251,12 +259,14 @@ def _insert_after_producer(graph: ir.Graph, value: ir.Value, nodes: list[ir.Node
         graph.insert_after(producer, nodes)
 
 
-def quantize_matmul_weight(node: ir.Node, per_channel: bool,
-                           qmax: int = QMAX) -> tuple[np.ndarray, QuantizedWeight, np.ndarray | None]:
+def quantize_matmul_weight(node: ir.Node, per_channel: bool, qmax: int = QMAX,
+                           pair_limit: int | None = None) -> tuple[np.ndarray, QuantizedWeight, np.ndarray | None]:
     """(weight as [K, N], its int8 form with one scale per column or one in all, a Gemm's own bias
     or None) of a MatMul/Gemm with a constant weight. The stored array itself is quantized, not a
     copy, so that ``reuse_quantized_weights`` and ``gptq_rounding`` find it; a Gemm's transB
-    weight [N, K] is quantized along axis 0 and its levels transposed."""
+    weight [N, K] is quantized along axis 0 and its levels transposed. ``pair_limit`` (per
+    channel): each column's largest level chosen by ``weights.paired_qmax`` (the caller still
+    limits the pairs: ``weights.limit_pairs``)."""
     weight = np.asarray(const_array(node.inputs[1]), np.float32)  # no copy
     bias = None
     transposed = False
@@ -266,6 +276,9 @@ def quantize_matmul_weight(node: ir.Node, per_channel: bool,
         if len(node.inputs) > 2 and node.inputs[2] is not None:
             bias = const_array(node.inputs[2]).astype(np.float32).reshape(-1)
     axis = None if not per_channel else (0 if transposed else 1)
+    if pair_limit is not None and axis is not None and weight.ndim == 2:
+        qmax = shared_result(weight, f"paired_qmax{pair_limit}",
+                             lambda w: paired_qmax(w.T if transposed else w, pair_limit))
     qw = quantize_weight(weight, axis, qmax=qmax)
     if transposed:
         weight = weight.T
