@@ -1,12 +1,14 @@
-"""8-bit against 7-bit weights on this CPU: what onnxruntime's u8s8 saturation does (docs/benchmarks.md).
+"""8-bit, 7-bit and pair-limited 8-bit weights on this CPU: what onnxruntime's u8s8 saturation does (docs/benchmarks.md).
 
     .venv/bin/python bench/saturation.py [--models NAME,...] [--calib 32] [--eval 32] [--rounds 5] [--out FILE]
 
 On x86 CPUs without VNNI, onnxruntime's u8s8 kernels add pairs of uint8 x int8 products in int16
 and saturate (edgeq/runtime/cpu.py). Each model is quantized in static mode (uniform int8, default
-options otherwise) four ways: edgeq with 8-bit weights (``reduce_range=False``), edgeq with 7-bit
-weights (``reduce_range=True``), edgeq's default (where the CPU saturates: both built, the better
-on the calibration samples kept, ``stages/weight_bits.py``), and onnxruntime.quantization's
+options otherwise) five ways: edgeq with 8-bit weights (``reduce_range=False``), edgeq with 7-bit
+weights (``reduce_range=True``), edgeq with 8-bit weights whose same-sign pairs along K stay
+within 128 (``passes/weights.py`` ``quantize_paired``: the width left to edgeq, its choice
+turned off), edgeq's default (where the CPU saturates: the pair-limited and the 8-bit builds
+made, the better on the calibration samples kept, ``stages/weight_bits.py``), and onnxruntime.quantization's
 static QDQ defaults (8-bit weights, its own baseline); each is judged on the generalization bench's
 unseen split (output SQNR against fp32, task metric) and timed at 1 thread against fp32 in
 interleaved rounds (median of ``--rounds`` medians). The table says what the CPU measured.
@@ -87,13 +89,23 @@ def row(name: str, args) -> dict:
     out = {"model": name}
     with tempfile.TemporaryDirectory() as tmp:
         paths = {}
-        for label, reduce in (("8-bit", False), ("7-bit", True), ("default", None)):
-            result = edgeq.quantize(case.path, QuantConfig(mode="static", reduce_range=reduce), case.calib, progress=False)
+        from unittest import mock
+
+        from edgeq.stages import weight_bits
+
+        for label, reduce in (("8-bit", False), ("7-bit", True), ("paired", None), ("default", None)):
+            config = QuantConfig(mode="static", reduce_range=reduce)
+            if label == "paired":  # the width left to edgeq without its choice: weights.quantize_paired
+                with mock.patch.object(weight_bits, "weight_bits_to_choose", return_value=False):
+                    result = edgeq.quantize(case.path, config, case.calib, progress=False)
+            else:
+                result = edgeq.quantize(case.path, config, case.calib, progress=False)
             paths[label] = os.path.join(tmp, f"{label}.onnx")
             result.save(paths[label])
             if reduce is None:  # stages/weight_bits.py's choice, where the CPU saturates
-                note = next((n for n in result.report.get("notes", []) if n.startswith("weights of u8s8")), "")
-                out["default_bits"] = note.split(" bits", 1)[0].rsplit(" ", 1)[-1] if " bits" in note else "?"
+                note = next((n for n in result.report.get("notes", []) if n.startswith("weights of u8s8 kernels: ")), "")
+                kept = note[len("weights of u8s8 kernels: "):].split(",", 1)[0] if note else "?"
+                out["default_bits"] = {"8 bits with pairs limited": "paired"}.get(kept, kept)
         paths["ort"] = os.path.join(tmp, "ort.onnx")
         try:
             _ort_static(case.path, case.calib, paths["ort"])
@@ -116,8 +128,8 @@ def render(rows: list[dict], cmd: str, saturates: bool) -> str:
     lines = [f"CPU: {_cpu()}, {os.cpu_count()} cores; onnxruntime's u8s8 products "
              f"{'saturate' if saturates else 'do not saturate'} here (edgeq/runtime/cpu.py, measured). "
              f"Command: `{cmd}`.", "",
-             "| model | fp32 ms | edgeq 8-bit weights | edgeq 7-bit weights | edgeq default: bits chosen | onnxruntime.quantization static |",
-             "|---|---|---|---|---|---|"]
+             "| model | fp32 ms | edgeq 8-bit weights | edgeq 7-bit weights | edgeq 8-bit, pairs within 128 | edgeq default: weights chosen | onnxruntime.quantization static |",
+             "|---|---|---|---|---|---|---|"]
 
     def cell(r: dict, key: str) -> str:
         c = r.get(key)
@@ -126,8 +138,8 @@ def render(rows: list[dict], cmd: str, saturates: bool) -> str:
         return f"{c['sqnr']:.1f} dB, {c['metric']}, {c['speedup']:.2f}x"
 
     for r in rows:
-        lines.append(f"| {r['model']} | {r['fp32_ms']:.2f} | {cell(r, '8-bit')} | {cell(r, '7-bit')} | "
-                     f"{r.get('default_bits', '?')} bits: {cell(r, 'default')} | {cell(r, 'ort')} |")
+        lines.append(f"| {r['model']} | {r['fp32_ms']:.2f} | {cell(r, '8-bit')} | {cell(r, '7-bit')} | {cell(r, 'paired')} | "
+                     f"{r.get('default_bits', '?')}: {cell(r, 'default')} | {cell(r, 'ort')} |")
     return "\n".join(lines)
 
 

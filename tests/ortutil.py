@@ -83,3 +83,28 @@ def first_output_stacked(path, feeds) -> np.ndarray:
 
     sess = cpu_session(str(path), 1)
     return np.concatenate([sess.run(None, f)[0] for f in feeds])
+
+
+def weight_width(model) -> str:
+    """How a model's u8s8 weights (int8 levels of non-depthwise Conv, MatMul and Gemm weights read
+    through DequantizeLinear; an onnx_ir model) were made: "7 bits" (within +-63), "paired" (8
+    bits, every same-sign pair along K within 128: passes/weights.py quantize_paired) or "8 bits"."""
+    from edgeq.graph import all_nodes
+    from edgeq.passes.quantize_weights import is_depthwise
+    from edgeq.passes.weights import PAIR_LIMIT, k_major
+    from edgeq.runtime.cpu import pairs_within
+
+    top, paired = 0, True
+    for node in all_nodes(model.graph):
+        if node.op_type not in ("Conv", "MatMul", "Gemm") or len(node.inputs) < 2 or node.inputs[1] is None:
+            continue
+        dq = node.inputs[1].producer()
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.inputs[0].const_value is None:
+            continue
+        values = dq.inputs[0].const_value.numpy()
+        if values.dtype != np.int8 or is_depthwise(node, values) or (node.op_type != "Conv" and values.ndim != 2):
+            continue
+        top = max(top, int(np.abs(values.astype(np.int16)).max()))
+        trans_b = node.op_type == "Gemm" and bool(getattr(node.attributes.get("transB"), "value", 0))
+        paired = paired and pairs_within(k_major(values, node.op_type, trans_b), PAIR_LIMIT)
+    return "7 bits" if top <= 63 else "paired" if paired else "8 bits"

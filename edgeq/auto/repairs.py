@@ -93,10 +93,10 @@ def correct_bias(model: Any, cal: Any, config: QuantConfig, nodes: Any = None) -
     means = {name: cal.channel_mean(name) for name in cal.channels}
     means = {k: v for k, v in means.items() if v is not None}
     copy = _copy(model)
-    from edgeq.passes.weights import weight_qmax
+    from edgeq.passes.weights import pairs_form, weight_qmax
 
     bc = BiasCorrectionPass(means, per_channel=not isinstance(config.granularity, PerTensor), nodes=nodes,
-                            qmax=weight_qmax(config))
+                            qmax=weight_qmax(config), paired=pairs_form(config))
     if not bc(copy).modified:
         return None, "no Conv/Gemm with calibrated input means"
     _freeze(copy)  # its new biases too: a copy of an unfrozen model goes through protobuf, and every

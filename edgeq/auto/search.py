@@ -375,7 +375,7 @@ def _token_rows(search: Search, trial: Config, best: Config, cal: Any) -> tuple[
         search.bench.config = config.replace(token_rows="full")
         return trial, ""
     note = (f"; rows narrowed to 181 levels with 8-bit weights: {_db(narrow.score.min_sqnr)} dB against "
-            f"{_db(trial.score.min_sqnr)} dB with full rows and 7-bit weights")
+            f"{_db(trial.score.min_sqnr)} dB with full rows")
     if search.key(narrow) > search.key(trial):
         search.tried[:] = [c for c in search.tried if c is not trial]
         search.tried.append(narrow)

@@ -23,9 +23,12 @@ holds few of; 8 bits hold up on new crops.
    has a static int8 Conv, MatMul or Gemm (both inputs through DequantizeLinear). Its dynamic
    MatMuls (a classifier's head between float ops) run with the chosen width too, and where
    their run-time activation codes saturate with 8 bits the measurement says so. A build whose
-   weighted nodes are all dynamic or per-token (a transformer's MatMuls) keeps 7 bits without
-   the two extra passes: activation codes spread over 0-255 at run time saturate with 8-bit
-   weights (MiniLM, every MatMul per token: 13.6 dB with 8 bits, 23.5 with 7; docs/per_token.md).
+   weighted nodes are all dynamic or per-token (a transformer's MatMuls) keeps the narrower form
+   without the two extra passes: activation codes spread over 0-255 at run time saturate with
+   plain 8-bit weights (MiniLM, every MatMul per token: 13.6 dB with 8 bits, 23.5 with 7).
+   The narrower form is 8 bits with pairs limited (``weights.pairs_form``: every same-sign pair
+   of levels along K within 128, which never saturates) where the kernel's pairing is measured,
+   7 bits otherwise; "7" below stands for it.
 2. The uniform min/max build is made again with 8-bit weights (the same ranges) and both run with
    this CPU's kernels on the calibration samples static mode's choice reads (``MAX_FEEDS`` spread
    over them), scored by the same rule (``weight_bits.kept_width``, ``MARGIN_DB``): 8 bits unless
@@ -49,8 +52,9 @@ logger = logging.getLogger(__name__)
 def eight_bit_weights(search: Any, float_model: Any, cal: Any, uniform: Any) -> tuple[Any | None, str]:
     """(1)-(3): the 8-bit uniform build where it wins (``None`` where 7 bits stay), and the note."""
     from edgeq.auto.calib import METHODS
+    from edgeq.passes.weights import pairs_form
     from edgeq.stages.load import Prepared
-    from edgeq.stages.weight_bits import kept_width, spread_feeds, weight_bits_to_choose, width_scores
+    from edgeq.stages.weight_bits import PAIRED, kept_width, spread_feeds, weight_bits_to_choose, width_scores
 
     bench = search.bench
     prepared = Prepared.of(float_model)
@@ -70,7 +74,7 @@ def eight_bit_weights(search: Any, float_model: Any, cal: Any, uniform: Any) -> 
         bench.config = seven_config
         logger.info("auto: 8-bit weights not measured (%s): 7 bits kept", e)
         return None, ""
-    bits, note = kept_width(scores, len(feeds), "uniform int8 ")
+    bits, note = kept_width(scores, len(feeds), "uniform int8 ", small=PAIRED if pairs_form(seven_config) else "7 bits")
     if bits == 7:
         bench.config = seven_config
         return None, note

@@ -39,12 +39,17 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
     """Subtract the expected int8 weight error per output channel (see the module docstring)."""
 
     def __init__(self, means: Mapping[str, np.ndarray], per_channel: bool = True,
-                 nodes: Sequence[str] | None = None, qmax: int | None = None) -> None:
+                 nodes: Sequence[str] | None = None, qmax: int | None = None, paired: bool | None = None) -> None:
         super().__init__()
         from edgeq.passes.weights import weight_qmax
 
         # the grid QuantizeWeightsPass will use: ``weights.weight_qmax`` of the config (None: the default's)
         self.qmax = weight_qmax(None) if qmax is None else qmax
+        # 8-bit weights with pairs limited (weights.quantize_paired) where qmax is 7 bits: the config's
+        # ``weights.pairs_form`` (None: the default's)
+        from edgeq.passes.weights import pairs_form
+
+        self.paired = pairs_form(None) if paired is None else paired
         self.means = means
         self.per_channel = per_channel
         self.nodes = None if nodes is None else frozenset(nodes)
@@ -63,11 +68,15 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
 
     def _error(self, node: ir.Node, w: np.ndarray, mean: np.ndarray) -> np.ndarray | None:
         from edgeq.passes.quantize_weights import is_depthwise, weight_axis
-        from edgeq.passes.weights import QMAX, quantize_weight
+        from edgeq.passes.weights import QMAX, pairs_apply, quantize_paired, quantize_weight
 
         axis = weight_axis(node, w.ndim) if self.per_channel else None
         qmax = QMAX if is_depthwise(node, w) else self.qmax
-        err = quantize_weight(w, axis, qmax=qmax).dequantize().astype(np.float64) - w.astype(np.float64)
+        if self.paired and qmax != QMAX and pairs_apply(node.op_type, w):
+            qw = quantize_paired(w, axis, node.op_type, trans_b=bool(attr_value(node, "transB", 0)))
+        else:
+            qw = quantize_weight(w, axis, qmax=qmax)
+        err = qw.dequantize().astype(np.float64) - w.astype(np.float64)
         if node.op_type == "Conv":
             groups = conv_groups(node)
             if groups == 1 and mean.size == w.shape[1]:  # case 1

@@ -46,10 +46,12 @@ from edgeq.graph import MS_DOMAIN, add_initializer, const_array, graphs_of, remo
 from edgeq.passes.outliers import outlier_channels, own_weights, shared_weights
 from edgeq.passes.plan import QuantPlan, Role, derived_name, fresh_base, node_label
 from edgeq.passes.weights import (
+    PAIR_LIMIT,
     QMAX,
     QuantizedWeight,
     note_reduced,
-    paired_qmax,
+    pairs_form,
+    quantize_paired,
     quantize_weight,
     shared_result,
     weight_qmax,
@@ -95,6 +97,9 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
         self.config = config
         self.plan = plan
         self.qmax = weight_qmax(config)
+        # weights.quantize_paired: 8-bit MatMul/Gemm weights whose pairs DynamicQuantizeMatMul's
+        # uint8 activations (0-255) cannot saturate, where the CPU would otherwise need 7 bits
+        self.pair_limit = PAIR_LIMIT if self.qmax != QMAX and pairs_form(config) else None
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         count = 0
@@ -113,7 +118,7 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
             model.opset_imports.setdefault(MS_DOMAIN, 1)
         logger.info("dynamic: %d nodes to dynamic int8", count)
         if count and self.qmax != QMAX:
-            note_reduced(self.plan.notes, self.config)
+            note_reduced(self.plan.notes, self.config, paired=self.pair_limit is not None)
         return ir.passes.PassResult(model, modified=count > 0)
 
     def _readers(self, graph: ir.Graph) -> dict[ir.Value, list[ir.Node]]:
@@ -171,7 +176,7 @@ class DynamicQuantizePass(ir.passes.InPlacePass):
         return not isinstance(self.config.granularity, PerTensor)
 
     def _matmul(self, graph: ir.Graph, node: ir.Node) -> None:
-        weight, qw, bias = quantize_matmul_weight(node, self._per_channel(), self.qmax)  # (1), (2)
+        weight, qw, bias = quantize_matmul_weight(node, self._per_channel(), self.qmax, self.pair_limit)  # (1), (2)
         add = None
         if bias is None:
             add, bias = bias_add(node, weight.shape[1])
@@ -276,10 +281,10 @@ def quantize_matmul_weight(node: ir.Node, per_channel: bool, qmax: int = QMAX,
         if len(node.inputs) > 2 and node.inputs[2] is not None:
             bias = const_array(node.inputs[2]).astype(np.float32).reshape(-1)
     axis = None if not per_channel else (0 if transposed else 1)
-    if pair_limit is not None and axis is not None and weight.ndim == 2:
-        qmax = shared_result(weight, f"paired_qmax{pair_limit}",
-                             lambda w: paired_qmax(w.T if transposed else w, pair_limit))
-    qw = quantize_weight(weight, axis, qmax=qmax)
+    if pair_limit is not None and weight.ndim == 2:  # weights.quantize_paired: 8 bits, pairs limited
+        qw = quantize_paired(weight, axis, node.op_type, trans_b=transposed, limit=pair_limit)
+    else:
+        qw = quantize_weight(weight, axis, qmax=qmax)
     if transposed:
         weight = weight.T
         # one transposed copy per quantized weight, shared by every variant (auto: ddddocr_rec's

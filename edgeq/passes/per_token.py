@@ -26,16 +26,17 @@ MatMul with an outlier token, 1 thread (bench/per_token_design.py, docs/per_toke
    (MatMulIntegerToFloat or MatMulInteger) measured 11-20x slower (4.6-8.5 ms) on the same CPU.
    The kernel multiplies the raw uint8 A_q (not A_q - 128) by the weights: on x86 without VNNI
    it adds the products of weight rows 2i and 2i + 1 in int16, which saturates once
-   a1 w1 + a2 w2 passes 32767 (``runtime/cpu.py``). There (where ``weights.weight_qmax`` is 7
-   bits) rows narrow instead of weights: each row takes ``cpu.NARROW_LEVELS`` = 181 levels around
-   zero point 91 (s = (max - min) / 180), weights keep 8 bits, and each pair of same-sign levels
-   in rows 2i, 2i + 1 is held within ``cpu.PAIR_LIMIT`` = 181 in sum (``limit_pairs``: 181 x 181
-   = 32761; about 2% of MiniLM's pairs give up a few levels). Measured on MiniLM, every MatMul
-   per token, 48 unseen sentences, this CPU (AMD EPYC, no VNNI): 7-bit weights and 255-level
-   rows 26.4 dB; 8-bit weights and 127-level rows 28.8; 8-bit pair-limited weights and 181-level
-   rows 29.6, at the same speed; 8-bit weights stored uint8 (u8u8, exact) 31.5, but that
-   kernel runs 15-24% slower here. Where ``cpu.pairs_exact()`` fails (a kernel pairing other
-   rows), weights keep 7 bits and rows 255 levels.
+   a1 w1 + a2 w2 passes 32767 (``runtime/cpu.py``). There (``row_form``) the weights keep 8 bits
+   with each same-sign pair of levels in rows 2i, 2i + 1 within 128 (``weights.quantize_paired``,
+   as every u8s8 weight there: 255 x 128 = 32640), or, with ``token_rows`` "narrow", rows narrow
+   to ``cpu.NARROW_LEVELS`` = 181 levels around zero point 91 (s = (max - min) / 180) and the
+   pairs may reach ``cpu.PAIR_LIMIT`` = 181 (181 x 181 = 32761). Each weight column's largest
+   level is chosen so that few pairs need a cut (``weights.paired_qmax``). Measured on MiniLM,
+   every MatMul per token, 48 unseen sentences, this CPU (AMD EPYC, no VNNI): 7-bit weights
+   26.4 dB; full rows, pairs within 128: 30.7; narrow rows, pairs within 181: 30.3; 8-bit weights
+   stored uint8 (u8u8, exact) 31.5, but that kernel runs 15-24% slower here. Where
+   ``cpu.pairs_exact()`` fails (a kernel pairing other rows) or ``reduce_range`` is True,
+   weights keep 7 bits and rows 255 levels.
 3. Quantizing A: from opset 21 Sub(A, m) and one QuantizeLinear with ``block_size`` = K along the
    last axis (its zero point 128 built by ConstantOfShape, since M is known only at run time);
    below opset 21 Mul(A, 1/s) -> Add(128.5 - m/s) -> Cast(uint8): the centre is folded into the
@@ -94,7 +95,7 @@ from edgeq.graph import MS_DOMAIN, add_initializer, graphs_of, remove_unused_ini
 from edgeq.passes.dynamic import quantize_matmul_weight, replace_nodes
 from edgeq.passes.outliers import outlier_channels, own_weights, shared_weights
 from edgeq.passes.plan import QuantPlan, Role, derived_name, fresh_base, node_label
-from edgeq.passes.weights import QMAX, QuantizedWeight, limit_pairs, note_reduced, shared_result, weight_qmax
+from edgeq.passes.weights import PAIR_LIMIT, QMAX, note_reduced, pairs_form, weight_qmax
 
 __all__ = ["PerTokenMatMulPass", "row_form"]
 
@@ -106,16 +107,20 @@ CENTER = True  # (1) (8) rows quantized around their midpoint; False: symmetric 
 
 
 def row_form(config: QuantConfig) -> tuple[int, int | None, int]:
-    """(2) (levels either side of a row's zero point, the pair limit of the weights or None, the
-    weights' largest level): (127, None, 127); where weights keep 7 bits (this CPU's products
-    saturate, or ``reduce_range``) (127, None, 63), or with ``config.token_rows`` "narrow" (90, 181,
-    127) (unless this CPU's kernel does not pair rows 2i, 2i + 1: ``cpu.pairs_exact``)."""
+    """(2) (levels either side of a row's zero point, the weights' pair limit or None, their
+    largest level): (127, None, 127) where products do not saturate; where they do (or with
+    ``reduce_range``), full rows with 8-bit weights whose pairs stay within 128 (127, 128, 127:
+    ``weights.pairs_form``) or, with ``reduce_range`` True or a kernel that pairs otherwise,
+    7-bit weights (127, None, 63); with ``config.token_rows`` "narrow", narrow rows (90, 181, 127)."""
     qmax = weight_qmax(config)
-    if qmax != QMAX and getattr(config, "token_rows", None) == "narrow":
-        from edgeq.runtime import cpu
+    if qmax == QMAX:
+        return 127, None, qmax
+    from edgeq.runtime import cpu
 
-        if cpu.pairs_exact():
-            return cpu.NARROW_LEVELS // 2, cpu.PAIR_LIMIT, QMAX
+    if getattr(config, "token_rows", None) == "narrow" and cpu.pairs_exact():
+        return cpu.NARROW_LEVELS // 2, cpu.PAIR_LIMIT, QMAX
+    if pairs_form(config):
+        return 127, PAIR_LIMIT, QMAX
     return 127, None, qmax
 
 
@@ -235,11 +240,6 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
     def _matmul(self, graph: ir.Graph, node: ir.Node, fronts: dict[ir.Value, Front]) -> None:
         weight, qw, bias = quantize_matmul_weight(node, not isinstance(self.config.granularity, PerTensor),
                                                   self.qmax, self.pair_limit)  # (5), (7)
-        if self.pair_limit is not None:  # (2) after the rounding (GPTQ's too: a cut inside its walk
-            # measured worse on MiniLM, 29.0 against 29.8 dB)
-            limit = self.pair_limit
-            qw = QuantizedWeight(shared_result(qw.values, f"pairs{limit}", lambda v: _read_only(limit_pairs(v, limit))),
-                                 qw.scale, qw.zero_point, qw.axis)
         x = node.inputs[0]
         if x not in fronts:  # (6)
             fronts[x] = self._front(graph, x, node, weight.shape[0])
@@ -279,7 +279,3 @@ def dequantized_colsum(values: np.ndarray, scale: np.ndarray) -> np.ndarray:
     of the float weights: their difference, times the row centre, would be an error per column)."""
     return (values.astype(np.float64).sum(axis=0) * np.asarray(scale, np.float64)).astype(np.float32).reshape(-1)
 
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False  # shared by every variant, like the weights it replaces
-    return array

@@ -18,10 +18,13 @@
    4) and so undoes int16 (measured: a Gemm's output fell from 47.1 to 44.4 dB); an int16 DQ it
    leaves alone (com.microsoft DQ below opset 21). int16 Conv weights stay int8.
 7. Where this CPU's onnxruntime saturates 8-bit weight products (x86 without VNNI,
-   ``runtime/cpu.py``) or ``--reduce-range`` asks, weights of u8s8 kernels keep 7 bits
-   ([-63, 63], ``weights.weight_qmax``): Conv with more than one input channel per group, and
-   MatMul/Gemm. A depthwise Conv (its kernel widens to 16 bits first, measured exact) and an
-   int16-activation node (not fused: computed in float) keep [-127, 127].
+   ``runtime/cpu.py``), weights of u8s8 kernels (Conv with more than one input channel per
+   group, MatMul/Gemm) keep 8 bits with every same-sign pair of levels along K within 128
+   (``weights.quantize_paired``; ``weights.pairs_form``: the width left to edgeq and the kernel's
+   pairing measured), or 7 bits ([-63, 63], ``weights.weight_qmax``) where ``--reduce-range``
+   asks or the pairing is not the measured one. A depthwise Conv (its kernel widens to 16 bits
+   first, measured exact) and an int16-activation node (not fused: computed in float) keep
+   [-127, 127].
 8. ``weights="int4"`` (static mode, W4A8): Conv, MatMul and Gemm weights get 4-bit levels,
    [-7, 7] per output channel, stored as int4 (opset 21) and read at int8 speed through
    ``passes/int4_storage.py``. 8 bits stay where 4 lose most for few bytes: depthwise Conv
@@ -52,7 +55,17 @@ from edgeq.config import PerTensor, QuantConfig
 from edgeq.graph import MS_DOMAIN, add_initializer, const_array, graphs_of, remove_unused_initializers
 from edgeq.passes.plan import QuantPlan, Role, fresh_base, node_label
 from edgeq.passes.weight_only import reaches_output
-from edgeq.passes.weights import QMAX, bias_safe_min_scale, note_reduced, quantize_bias, quantize_weight, weight_qmax
+from edgeq.passes.weights import (
+    QMAX,
+    bias_safe_min_scale,
+    note_reduced,
+    pairs_apply,
+    pairs_form,
+    quantize_bias,
+    quantize_paired,
+    quantize_weight,
+    weight_qmax,
+)
 
 __all__ = ["QuantizeWeightsPass", "weight_axis", "dequantize_node", "is_depthwise", "pot_levels"]
 
@@ -114,6 +127,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         self.config = config
         self.plan = plan
         self.qmax = weight_qmax(config)
+        self.paired = self.qmax != QMAX and pairs_form(config)  # (7) 8 bits, pairs limited
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         count = 0
@@ -126,7 +140,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
                         count += 1
         logger.info("quantize_weights: %d weights to %s", count, self.config.weights)
         if count and self.qmax != QMAX and self.config.weights != "int4":
-            note_reduced(self.plan.notes, self.config)
+            note_reduced(self.plan.notes, self.config, paired=self.paired)
         return ir.passes.PassResult(model, modified=count > 0)
 
     def _quantize(self, graph: ir.Graph, node: ir.Node) -> None:
@@ -148,7 +162,11 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         pot = self.config.weights == "pot" and not int16  # (9)
         if pot:
             qmax = 1 << (qmax.bit_length() - 1)
-        qw = quantize_weight(weight, axis, min_scale=min_scale, qmax=qmax)
+        if self.paired and qmax == self.qmax and not pot and pairs_apply(node.op_type, weight):  # (7)
+            trans_b = node.op_type == "Gemm" and bool(getattr(node.attributes.get("transB"), "value", 0))
+            qw = quantize_paired(weight, axis, node.op_type, trans_b=trans_b, min_scale=min_scale)
+        else:
+            qw = quantize_weight(weight, axis, min_scale=min_scale, qmax=qmax)
         label = node_label(node)
         values, zero_point = qw.values, qw.zero_point
         if pot:

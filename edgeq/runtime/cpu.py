@@ -15,11 +15,14 @@ Measured there with onnxruntime 1.32 (``tests/runtime/test_cpu.py``): MatMulInte
 QLinearConv (group 1) u8s8 saturate; depthwise QLinearConv, ConvInteger, u8u8 and s8s8 do not.
 
 Such a kernel pairs the products of consecutive weights along K (rows 2i and 2i + 1 of a MatMul's
-[K, N] weight), so a pair of same-sign weight levels whose sum stays within 32767 / a_max never
-saturates, whatever the weights' width: per-token MatMuls (passes/per_token.py (2)) keep 8-bit
-weights there with rows on ``NARROW_LEVELS`` levels (a_max = 181) and no same-sign pair above
-``PAIR_LIMIT`` (181) in sum. ``pairs_exact()`` measures that pairing (a kernel that paired otherwise,
-or added four products in int16, fails it, and per-token MatMuls then keep 7-bit weights).
+[K, N] weight; input channels 2i and 2i + 1 at one kernel position of a Conv), so a pair of
+same-sign weight levels whose sum stays within 32767 / a_max never saturates, whatever the
+weights' width: 128 against uint8 activations (0-255). Where the width is left to edgeq, weights
+keep 8 bits with their pairs held within 128 (passes/weights.py ``quantize_paired``: a weight error
+about 4 dB under 7-bit levels'), and per-token MatMuls may narrow their rows to ``NARROW_LEVELS``
+(a_max 181, pairs within ``PAIR_LIMIT`` = 181; passes/per_token.py (2)). ``pairs_exact()``
+measures that pairing (a kernel that paired otherwise, or added four products in int16, fails
+it, and weights then keep 7 bits).
 
 The answer is measured, not read from CPU flags: a 4x64 by 64x16 MatMulInteger whose exact
 result saturating kernels cannot give (about 5 ms, once a process). ``EDGEQ_INT8_SATURATES=1``
@@ -94,25 +97,47 @@ def measured() -> bool:
 
 @functools.cache
 def pairs_exact() -> bool:
-    """True where onnxruntime's CPU u8s8 kernel is exact for activations up to ``NARROW_LEVELS``
-    and weights whose same-sign pairs (rows 2i, 2i + 1) stay within ``PAIR_LIMIT`` in sum, though
-    rows 2i + 1, 2i + 2 and groups of four do not (the weight column 127, 54, 54, 127, ...)."""
+    """True where onnxruntime's CPU u8s8 kernels are exact for weights whose same-sign pairs (rows
+    2i, 2i + 1 of a MatMul's [K, N]; input channels 2i, 2i + 1 at one kernel position of a Conv,
+    passes/weights.py ``k_major``) stay within 32767 // a_max, though other pairings or groups of
+    four would not: a MatMulInteger against activations of 181 (``PAIR_LIMIT``, the weight column
+    127, 54, 54, 127, ...) and of 255 (limit 128: 127, 1, 1, 127, ...), and a 3x3 QLinearConv of
+    two input channels (127 and 1 at every position) against 255."""
     import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
 
-    column = np.tile(np.array([127, PAIR_LIMIT - 127, PAIR_LIMIT - 127, 127], np.int8), _K // 4)
-    weight = np.repeat(column[:, None], 16, axis=1)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = 1
     try:
-        session = ort.InferenceSession(_probe_model(weight), options, providers=["CPUExecutionProvider"])
-        a = np.full((4, _K), NARROW_LEVELS, np.uint8)
-        got = session.run(None, {"a": a})[0]
+        for a_max, small in ((NARROW_LEVELS, PAIR_LIMIT - 127), (255, 1)):
+            column = np.tile(np.array([127, small, small, 127], np.int8), _K // 4)
+            weight = np.repeat(column[:, None], 16, axis=1)
+            session = ort.InferenceSession(_probe_model(weight), options, providers=["CPUExecutionProvider"])
+            a = np.full((4, _K), a_max, np.uint8)
+            if not np.array_equal(session.run(None, {"a": a})[0], a.astype(np.int64) @ weight.astype(np.int64)):
+                return False
+        conv = np.zeros((4, 2, 3, 3), np.int8)
+        conv[:, 0], conv[:, 1] = 127, 1
+        exact = 9 * 255 * 128  # every output away from the border
+        consts = [numpy_helper.from_array(conv, "w"), numpy_helper.from_array(np.array(1.0, np.float32), "xs"),
+                  numpy_helper.from_array(np.array(0, np.uint8), "xz"), numpy_helper.from_array(np.ones(4, np.float32), "ws"),
+                  numpy_helper.from_array(np.zeros(4, np.int8), "wz"),
+                  numpy_helper.from_array(np.array(exact / 100, np.float32), "ys"),
+                  numpy_helper.from_array(np.array(0, np.uint8), "yz")]
+        graph = helper.make_graph(
+            [helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"])], "edgeq_pair_probe",
+            [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 2, 5, 5])],
+            [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], consts)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        got = session.run(None, {"x": np.full((1, 2, 5, 5), 255, np.uint8)})[0]
     except Exception as exc:
         logger.debug("int8 pair probe did not run: %s", exc)
         return False
-    exact = bool(np.array_equal(got, a.astype(np.int64) @ weight.astype(np.int64)))
-    logger.debug("int8 pair probe: pairs within %d %s", PAIR_LIMIT, "exact" if exact else "saturate")
+    exact = bool(np.all(got == 100))
+    logger.debug("int8 pair probe: %s", "exact" if exact else "saturates")
     return exact
 
 
@@ -147,11 +172,15 @@ def wide_int8_weights(model: Any) -> list[str]:
     inits = {t.name: t for t in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
 
-    def wide(name: str) -> bool:
+    def wide(name: str, op: str = "", trans_b: bool = False, limit: int = INT16_MAX // 255) -> bool:
+        """Beyond +-64, unless ``op``'s same-sign pairs along K stay within ``limit``."""
         tensor = inits.get(name)
         if tensor is None or tensor.data_type != TensorProto.INT8 or tensor.data_location == TensorProto.EXTERNAL:
             return False
-        return bool(np.abs(numpy_helper.to_array(tensor).astype(np.int16)).max(initial=0) > _SAFE)
+        levels = numpy_helper.to_array(tensor)
+        if np.abs(levels.astype(np.int16)).max(initial=0) <= _SAFE:
+            return False
+        return not _paired(levels, op, trans_b, limit)
 
     def int8_activations(name: str | None) -> bool:
         tensor = inits.get(name) if name else None
@@ -175,11 +204,14 @@ def wide_int8_weights(model: Any) -> list[str]:
             if int8_activations(zp_name) or (node.op_type == "QLinearConv" and depthwise(node, node.input[3])):
                 continue
             narrow = node.op_type == "MatMulIntegerToFloat" and _narrow_rows(zp_name)
-            found += [node.input[i] for i in weights if len(node.input) > i and wide(node.input[i])
-                      and not (narrow and pairs_within(numpy_helper.to_array(inits[node.input[i]]), PAIR_LIMIT))]
+            op = {"QLinearConv": "Conv", "QGemm": "Gemm"}.get(node.op_type, "MatMul" if node.op_type != "DynamicQuantizeLSTM" else "")
+            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+            found += [node.input[i] for i in weights if len(node.input) > i
+                      and wide(node.input[i], op, trans_b, PAIR_LIMIT if narrow else INT16_MAX // 255)]
         elif node.op_type in _QDQ_READERS and len(node.input) > 1:
             dq = producers.get(node.input[1])
-            if dq is None or dq.op_type != "DequantizeLinear" or not wide(dq.input[0]):
+            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+            if dq is None or dq.op_type != "DequantizeLinear" or not wide(dq.input[0], node.op_type, trans_b):
                 continue
             x = producers.get(node.input[0])
             x_zp = x.input[2] if x is not None and x.op_type == "DequantizeLinear" and len(x.input) > 2 else None
@@ -187,6 +219,18 @@ def wide_int8_weights(model: Any) -> list[str]:
                 continue
             found.append(dq.input[0])
     return list(dict.fromkeys(found))
+
+
+def _paired(levels: np.ndarray, op: str, trans_b: bool, limit: int) -> bool:
+    """Whether an int8 weight of ``op`` (Conv, MatMul, Gemm; "" for none) keeps its same-sign
+    pairs along K within ``limit`` (passes/weights.py ``k_major``: the order the kernel pairs)."""
+    if op == "Conv" and levels.ndim >= 3:
+        k_major = levels.transpose(*range(2, levels.ndim), 1, 0).reshape(-1, levels.shape[0])
+    elif op in ("MatMul", "Gemm") and levels.ndim == 2:
+        k_major = levels.T if trans_b else levels
+    else:
+        return False
+    return pairs_within(k_major, limit)
 
 
 def saturation_warning(path: str) -> str | None:

@@ -27,6 +27,11 @@ against 25.7 dB), and unseen speech 31.4 dB with 8 bits, 47.6 with 7. A note giv
 Without data (a ranges table alone), with data that cannot be read twice (a one-shot iterator),
 or for a model of more than ``MAX_BYTES`` of weights (two builds beside it), 7 bits: they never
 saturate. Auto mode measures the same on its uniform build before its search (``auto/weight_width.py``).
+
+Where this CPU's kernels pair weight rows 2i, 2i + 1 (``weights.pairs_form``), the narrower build
+is 8 bits with every same-sign pair along K within 128 instead of 7 bits (never saturates, about
+4 dB less weight error: ``weights.quantize_paired``); "7 bits" above stands for it, and the note
+names it ("8 bits with pairs limited"). QAT asks for 7 (``paired=False``).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ if TYPE_CHECKING:
     from edgeq.stages.load import Prepared
     from edgeq.stages.result import QuantResult
 
-__all__ = ["weight_bits_to_choose", "build_choosing_weight_bits", "choose_weight_bits", "width_scores", "kept_width",
+__all__ = ["weight_bits_to_choose", "build_choosing_weight_bits", "choose_weight_bits", "width_scores", "kept_width", "PAIRED",
            "spread_feeds",
            "MAX_FEEDS", "MARGIN_DB"]
 
@@ -98,15 +103,21 @@ def width_scores(reference: Any, candidates: list[Any], feeds: list[dict[str, np
     return out
 
 
-def kept_width(scores: list[tuple[float, float]], feeds: int, what: str = "") -> tuple[int, str]:
+PAIRED = "8 bits with pairs limited"  # the narrower build, where weights.pairs_form: 8 bits that cannot saturate
+
+
+def kept_width(scores: list[tuple[float, float]], feeds: int, what: str = "", small: str = "7 bits") -> tuple[int, str]:
     """(bits kept, the report's note) from ``width_scores`` of the (7-bit, 8-bit) builds: 8 unless
     7 lead by more than ``MARGIN_DB`` on the aggregate or the per-sample mean. ``what``: whose
-    scores they are, for the note ("uniform int8 ")."""
+    scores they are, for the note ("uniform int8 "); ``small``: what the narrower build's weights
+    are (``PAIRED`` where ``weights.pairs_form``: 8-bit levels whose same-sign pairs along K stay
+    within 128, which these kernels never saturate; "bits kept" is then 7 for it)."""
     (db7, each7), (db8, each8) = scores
     bits = 7 if db7 > db8 + MARGIN_DB or each7 > each8 + MARGIN_DB else 8
-    note = (f"weights of u8s8 kernels: {bits} bits, measured on {feeds} calibration sample(s) with this CPU's "
+    kept = small if bits == 7 else "8 bits"
+    note = (f"weights of u8s8 kernels: {kept}, measured on {feeds} calibration sample(s) with this CPU's "
             f"kernels, which saturate products of 8-bit weights (x86 without VNNI): {what}{db8:.1f} dB with 8 bits, "
-            f"{db7:.1f} dB with 7 (the lowest output SQNR against the float model; the mean of per-sample noise "
+            f"{db7:.1f} dB with {small} (the lowest output SQNR against the float model; the mean of per-sample noise "
             f"ratios {each8:.1f} and {each7:.1f} dB); --reduce-range or --no-reduce-range decides instead")
     return bits, note
 
@@ -125,20 +136,25 @@ def build_choosing_weight_bits(prepared: Prepared, config: QuantConfig, ranges: 
 
 
 def choose_weight_bits(prepared: Prepared, config: QuantConfig, ranges: Any = None, progress: bool = False,
-                       allow_eight: Any = None) -> tuple[QuantResult, int]:
+                       allow_eight: Any = None, paired: bool = True) -> tuple[QuantResult, int]:
     """``build_choosing_weight_bits``, and the width kept (7 or 8): QAT trains on that grid.
     ``allow_eight(model) -> bool``: where it says no to the 8-bit build that won, the 7-bit build
-    is returned as built (QAT: kernels its export check cannot run exactly)."""
+    is returned as built (QAT: kernels its export check cannot run exactly). ``paired``: the
+    narrower build is 8 bits with pairs limited where ``weights.pairs_form`` (7 bits otherwise;
+    QAT, whose fake quantization knows no pair limit, passes False)."""
     from edgeq.errors import EdgeqError
+    from edgeq.passes.weights import pairs_form
     from edgeq.stages.variant import build_variant
 
-    seven = build_variant(prepared, config.replace(reduce_range=True), ranges, progress=progress)
+    paired = paired and pairs_form(config)
+    seven = build_variant(prepared, config if paired else config.replace(reduce_range=True), ranges, progress=progress)
     try:
         feeds = spread_feeds(prepared.data)
     except EdgeqError:  # a one-shot iterator, spent by calibration: 7 bits never saturate
         return seven, 7
     eight = build_variant(prepared, config.replace(reduce_range=False), seven.ranges or ranges)
-    bits, note = kept_width(width_scores(prepared.model, [seven.model, eight.model], feeds), len(feeds))
+    bits, note = kept_width(width_scores(prepared.model, [seven.model, eight.model], feeds), len(feeds),
+                            small=PAIRED if paired else "7 bits")
     if bits == 8 and allow_eight is not None and not allow_eight(eight.model):
         return seven, 7
     keep = eight if bits == 8 else seven

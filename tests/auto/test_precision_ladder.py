@@ -136,8 +136,9 @@ def test_fp16_rung_first_where_the_provider_has_fp16_kernels(monkeypatch):
     assert c0["precision"] == "fp16" and "fp16 for fidelity" in c0["why"], c0
     assert "with it int8 the target fails" in c0["why"]
     casts = [n for n in result.model.graph if n.op_type == "Cast"]
-    assert len(casts) == 2  # into and out of the fp16 region (c0 and its Relu)
-    assert [c.name for c in casts[0].outputs[0].consumers()] + [casts[1].inputs[0].producer().name] == ["c0", "r0"]
+    assert len(casts) == 2  # into and out of one fp16 region: from c0 to a Relu (r0, or r1 with c1 fp16 too)
+    assert [c.name for c in casts[0].outputs[0].consumers()] == ["c0"]
+    assert casts[1].inputs[0].producer().name in ("r0", "r1")
     assert _sqnr(result.model) >= 30.0
 
 

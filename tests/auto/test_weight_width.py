@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ortutil import int8_pays_timing
+from edgeq.runtime import cpu
+from ortutil import int8_pays_timing, weight_width
 
 from .nets import outlier_feeds, outlier_net
 
@@ -47,13 +48,14 @@ def test_auto_takes_the_measured_weight_width(monkeypatch, eight_wins):
     auto = result.report["auto"]
     assert seen == [12]  # once, on the samples range calibration read (12 of 16: a quarter held out)
     notes = [n for n in auto["notes"] if n.startswith("weights of u8s8 kernels")]
-    assert len(notes) == 1 and notes[0].startswith(f"weights of u8s8 kernels: {8 if eight_wins else 7} bits")
+    small = "8 bits with pairs limited" if cpu.pairs_exact() else "7 bits"  # the narrower build (weights.pairs_form)
+    assert len(notes) == 1 and notes[0].startswith(f"weights of u8s8 kernels: {'8 bits,' if eight_wins else small}")
     names = [c["name"] for c in auto["configurations"]]
     assert ("int8 uniform minmax, 8-bit weights" in names) == eight_wins  # the 8-bit build replaces the 7-bit one
     assert ("int8 uniform minmax" in names) != eight_wins
     assert auto["verdict"].startswith("int8"), auto["verdict"]
-    levels = _conv_weight_levels(result.model)
-    assert (levels > 63) == eight_wins and levels <= 127  # every build after the choice has its width
+    # every build after the choice has its width
+    assert weight_width(result.model) == ("8 bits" if eight_wins else "paired" if cpu.pairs_exact() else "7 bits")
 
 
 @pytest.mark.weight_bits

@@ -7,7 +7,20 @@ import onnx
 import onnx_ir as ir
 
 from edgeq.config import QuantConfig
-from edgeq.passes.weights import INT32_MAX, bias_safe_min_scale, quantize_bias, quantize_weight, weight_qmax
+from edgeq.passes.weights import (
+    INT32_MAX,
+    PAIR_LIMIT,
+    bias_safe_min_scale,
+    from_k_major,
+    k_major,
+    limit_pairs,
+    paired_qmax,
+    pairs_form,
+    quantize_bias,
+    quantize_weight,
+    weight_qmax,
+)
+from edgeq.runtime.cpu import pairs_within
 from passes.helpers import quantize_with_numpy_ranges
 from passes.nets import conv_net, depthwise_net, feeds
 
@@ -29,10 +42,16 @@ def test_conv_and_gemm_weights_per_channel_and_bias_scale():
         w = float_w[w_name]
         assert q.dtype == np.int8 and zp.dtype == np.int8 and not zp.any() and got_axis == axis
         qmax = weight_qmax(QuantConfig())  # 63 in this suite (conftest): a CPU that saturates 8-bit products
-        assert scale.shape == (w.shape[0],) and np.abs(q).max() == qmax
+        if pairs_form(QuantConfig()):  # (7) where its kernels pair weight rows: 8 bits, pairs within 128
+            qmax = paired_qmax(k_major(w, "Conv"), PAIR_LIMIT)  # each output channel's largest level
+            assert pairs_within(k_major(q, "Conv"), PAIR_LIMIT) and np.abs(q).max() == 127
+        assert scale.shape == (w.shape[0],) and np.all(np.abs(q).reshape(w.shape[0], -1).max(1) <= qmax)
         np.testing.assert_allclose(scale, np.abs(w).reshape(w.shape[0], -1).max(1) / qmax, rtol=1e-6)
-        err = np.abs(w - q * scale.reshape(-1, 1, 1, 1))
-        assert np.all(err <= scale.reshape(-1, 1, 1, 1) / 2 + 1e-7)  # exact: half a step at most
+        step = scale.reshape(-1, 1, 1, 1)
+        nearest = np.clip(np.rint(w / step), -np.reshape(qmax, (-1, 1, 1, 1)), np.reshape(qmax, (-1, 1, 1, 1)))
+        if pairs_form(QuantConfig()):  # the nearest levels, then the pairs over 128 cut (weights.limit_pairs)
+            nearest = from_k_major(limit_pairs(k_major(nearest.astype(np.int8), "Conv"), PAIR_LIMIT), "Conv", w.shape)
+        np.testing.assert_array_equal(q, nearest)  # exact: the nearest level (half a step at most) but for the cuts
         qb, b_scale, b_zp, _ = _dq_inputs(node, 2)
         in_scale = node.inputs[0].producer().inputs[1].const_value.numpy()
         assert qb.dtype == np.int32 and not b_zp.any()
