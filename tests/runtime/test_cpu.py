@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeq.runtime import cpu
@@ -151,3 +152,66 @@ def test_narrow_rows_weights_are_not_reported_wide(tmp_path):
 
     assert cpu.wide_int8_weights(model(cpu.NARROW_LEVELS // 2 + 1)) == []
     assert cpu.wide_int8_weights(model(128)) == ["w_q"]
+
+
+def test_pair_limited_weights_run_exact_and_do_not_warn(tmp_path):
+    """passes/weights.py quantize_paired, as the suite's static mode builds it (conftest: a CPU that
+    saturates): 8-bit Conv and Gemm weights, every same-sign pair along K within 128; the
+    saturation warning stays quiet about them."""
+    import onnx_ir as ir
+
+    import edgeq
+    from edgeq.config import QuantConfig
+    from edgeq.passes.weights import PAIR_LIMIT, k_major, pairs_form
+    from ortutil import weight_width
+    from passes.nets import conv_net
+
+    assert pairs_form(QuantConfig())  # the suite's CPU saturates, and its kernels pair rows 2i, 2i + 1
+    rng = np.random.default_rng(3)
+    data = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32) * 3} for _ in range(8)]
+    result = edgeq.quantize(conv_net(), QuantConfig(mode="static"), data, progress=False)
+    assert weight_width(result.model) == "paired"
+    for node in result.model.graph:
+        if node.op_type == "Conv" and node.inputs[1].producer() is not None:
+            levels = node.inputs[1].producer().inputs[0].const_value.numpy()
+            assert cpu.pairs_within(k_major(levels, "Conv"), PAIR_LIMIT)
+    path = tmp_path / "paired.onnx"
+    onnx.save(ir.to_proto(result.model), path)
+    assert cpu.wide_int8_weights(onnx.load(path)) == [] and cpu.saturation_warning(str(path)) is None
+
+
+@pytest.mark.parametrize(("channels", "group", "kernel"), [(16, 1, 3), (15, 1, 3), (16, 2, 3), (32, 1, 1)])
+def test_a_conv_with_pairs_within_128_is_exact_against_255(channels, group, kernel):
+    """QLinearConv pairs input channels at one kernel position (passes/weights.py k_major), grouped
+    too and with an odd channel count: 8-bit weights limited there are exact against activations
+    of 255 on any CPU; the same weights unlimited are not where this CPU saturates."""
+    import torch
+
+    from edgeq.passes.weights import PAIR_LIMIT, from_k_major, k_major, limit_pairs
+
+    rng = np.random.default_rng(channels + group)
+    raw = np.clip(np.round(rng.standard_t(3, (8, channels // group, kernel, kernel)) * 60), -127, 127).astype(np.int8)
+    limited = from_k_major(limit_pairs(k_major(raw, "Conv"), PAIR_LIMIT), "Conv", raw.shape)
+    x = np.full((1, channels, 6, 6), 255, np.uint8)
+
+    def run(w: np.ndarray) -> np.ndarray:
+        y_scale = float(np.abs(w.astype(np.int64)).sum(axis=(1, 2, 3)).max() * 255 / 120)
+        consts = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(1.0, np.float32), "xs"),
+                  numpy_helper.from_array(np.array(0, np.uint8), "xz"), numpy_helper.from_array(np.ones(8, np.float32), "ws"),
+                  numpy_helper.from_array(np.zeros(8, np.int8), "wz"),
+                  numpy_helper.from_array(np.array(y_scale, np.float32), "ys"),
+                  numpy_helper.from_array(np.array(128, np.uint8), "yz")]
+        node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"],
+                                pads=[kernel // 2] * 4, group=group)
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, list(x.shape))],
+                                  [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], consts)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        exact = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64), torch.tensor(w, dtype=torch.float64),
+                                           padding=kernel // 2, groups=group).numpy()
+        return got.astype(np.int64) - np.clip(np.round(exact / y_scale) + 128, 0, 255).astype(np.int64)
+
+    assert not run(limited).any()
+    if cpu.measured():
+        assert run(raw).any()  # what the limit prevents
