@@ -352,9 +352,10 @@ class QuantConfig:
     # measures the same on its uniform build (auto/weight_width.py); passes alone use 7; True: 7
     # bits (a model bound for such CPUs); False: 8 bits
     reduce_range: bool | None = None
-    # per-token MatMuls where those weights keep 7 bits (passes/per_token.py (2)): "full" rows (255
-    # levels, 7-bit weights) or "narrow" rows (181 levels, 8-bit weights, same-sign pairs of rows
-    # 2i, 2i + 1 within 181 in sum); None (default): full, but auto builds both and keeps the better
+    # per-token MatMuls on a CPU that saturates 8-bit products (passes/per_token.py (2)): "full"
+    # rows (255 levels; 8-bit weights with same-sign pairs along K within 128, or 7 bits) or
+    # "narrow" rows (181 levels, 8-bit weights, pairs within 181); None (default): full, but auto
+    # builds both and keeps the better
     token_rows: str | None = None
     # a Conv whose int8 output only float ops read: per-channel output steps (passes/channel_scales.py)
     channel_scales: bool = True

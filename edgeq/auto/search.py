@@ -353,13 +353,14 @@ def _per_token_dynamic(search: Search, best: Config, cal: Any, repairs: list[dic
 
 
 def _token_rows(search: Search, trial: Config, best: Config, cal: Any) -> tuple[Config, str]:
-    """(2) Where per-token MatMuls keep 7-bit weights (this CPU saturates 8-bit products) and
-    ``token_rows`` was left to edgeq: the same build with narrow rows (181 levels, 8-bit weights
-    with pairs limited, passes/per_token.py (2)) too, the better kept for every later build (the
-    other leaves the tried configurations: the gate refits with the workbench's config). Which
-    wins depends on the model: every MatMul per token, unseen data, a CPU without VNNI: MiniLM
-    26.4 dB full, 29.6 narrow; tiny_transformer 39.5 full, 35.9 narrow. Returns (the build, a note
-    for the repair's detail)."""
+    """(2) Where this CPU saturates 8-bit products (per-token weights would keep 7 bits, or 8 with
+    their pairs within 128) and ``token_rows`` was left to edgeq: the same build with narrow rows
+    (181 levels, 8-bit weights with pairs within 181, passes/per_token.py (2)) too, the better kept
+    for every later build (the other leaves the tried configurations: the gate refits with the
+    workbench's config). Which wins can depend on the model: every MatMul per token, unseen data,
+    a CPU without VNNI, full rows with pairs within 128 against narrow: MiniLM 30.7 and 30.3 dB,
+    tiny_transformer 39.4 and 39.4 (full rows with 7-bit weights: 26.4 and 37.6). Returns (the
+    build, a note for the repair's detail)."""
     from edgeq.passes.per_token import row_form
 
     config = search.bench.config

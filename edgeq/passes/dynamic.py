@@ -269,9 +269,9 @@ def quantize_matmul_weight(node: ir.Node, per_channel: bool, qmax: int = QMAX,
     """(weight as [K, N], its int8 form with one scale per column or one in all, a Gemm's own bias
     or None) of a MatMul/Gemm with a constant weight. The stored array itself is quantized, not a
     copy, so that ``reuse_quantized_weights`` and ``gptq_rounding`` find it; a Gemm's transB
-    weight [N, K] is quantized along axis 0 and its levels transposed. ``pair_limit`` (per
-    channel): each column's largest level chosen by ``weights.paired_qmax`` (the caller still
-    limits the pairs: ``weights.limit_pairs``)."""
+    weight [N, K] is quantized along axis 0 and its levels transposed. ``pair_limit``: 8-bit
+    levels whose same-sign pairs along K stay within it (``weights.quantize_paired``: each
+    channel's largest level chosen for them, then the pairs over it cut)."""
     weight = np.asarray(const_array(node.inputs[1]), np.float32)  # no copy
     bias = None
     transposed = False

@@ -19,7 +19,7 @@ Such a kernel pairs the products of consecutive weights along K (rows 2i and 2i 
 same-sign weight levels whose sum stays within 32767 / a_max never saturates, whatever the
 weights' width: 128 against uint8 activations (0-255). Where the width is left to edgeq, weights
 keep 8 bits with their pairs held within 128 (passes/weights.py ``quantize_paired``: a weight error
-about 4 dB under 7-bit levels'), and per-token MatMuls may narrow their rows to ``NARROW_LEVELS``
+about 4 dB under 7-bit levels), and per-token MatMuls may narrow their rows to ``NARROW_LEVELS``
 (a_max 181, pairs within ``PAIR_LIMIT`` = 181; passes/per_token.py (2)). ``pairs_exact()``
 measures that pairing (a kernel that paired otherwise, or added four products in int16, fails
 it, and weights then keep 7 bits).
