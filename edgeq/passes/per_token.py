@@ -30,7 +30,7 @@ MatMul with an outlier token, 1 thread (bench/per_token_design.py, docs/per_toke
    with each same-sign pair of levels in rows 2i, 2i + 1 within 128 (``weights.quantize_paired``,
    as every u8s8 weight there: 255 x 128 = 32640), or, with ``token_rows`` "narrow", rows narrow
    to ``cpu.NARROW_LEVELS`` = 181 levels around zero point 91 (s = (max - min) / 180) and the
-   pairs may reach ``cpu.PAIR_LIMIT`` = 181 (181 x 181 = 32761). Each weight column's largest
+   pairs may reach ``cpu.NARROW_PAIR_LIMIT`` = 181 (181 x 181 = 32761). Each weight column's largest
    level is chosen so that few pairs need a cut (``weights.paired_qmax``). Measured on MiniLM,
    every MatMul per token, 48 unseen sentences, this CPU (AMD EPYC, no VNNI): 7-bit weights
    26.4 dB; full rows, pairs within 128: 30.7; narrow rows, pairs within 181: 30.3; 8-bit weights
@@ -118,7 +118,7 @@ def row_form(config: QuantConfig) -> tuple[int, int | None, int]:
     from edgeq.runtime import cpu
 
     if getattr(config, "token_rows", None) == "narrow" and cpu.pairs_exact():
-        return cpu.NARROW_LEVELS // 2, cpu.PAIR_LIMIT, QMAX
+        return cpu.NARROW_LEVELS // 2, cpu.NARROW_PAIR_LIMIT, QMAX
     if pairs_form(config):
         return 127, PAIR_LIMIT, QMAX
     return 127, None, qmax

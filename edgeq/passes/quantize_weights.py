@@ -53,7 +53,7 @@ import onnx_ir as ir
 
 from edgeq.config import PerTensor, QuantConfig
 from edgeq.graph import MS_DOMAIN, add_initializer, const_array, graphs_of, remove_unused_initializers
-from edgeq.passes.plan import QuantPlan, Role, fresh_base, node_label
+from edgeq.passes.plan import QuantPlan, Role, attr_value, fresh_base, node_label
 from edgeq.passes.weight_only import reaches_output
 from edgeq.passes.weights import (
     QMAX,
@@ -163,8 +163,8 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         if pot:
             qmax = 1 << (qmax.bit_length() - 1)
         if self.paired and qmax == self.qmax and not pot and pairs_apply(node.op_type, weight):  # (7)
-            trans_b = node.op_type == "Gemm" and bool(getattr(node.attributes.get("transB"), "value", 0))
-            qw = quantize_paired(weight, axis, node.op_type, trans_b=trans_b, min_scale=min_scale)
+            qw = quantize_paired(weight, axis, node.op_type, trans_b=bool(attr_value(node, "transB", 0)),
+                                 min_scale=min_scale)
         else:
             qw = quantize_weight(weight, axis, min_scale=min_scale, qmax=qmax)
         label = node_label(node)

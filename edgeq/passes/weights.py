@@ -18,6 +18,10 @@ from typing import Any
 
 import numpy as np
 
+# 32767 // 255 = 128: a same-sign pair of weight levels within it never saturates against uint8
+# activations; the order along K the kernel pairs them in
+from edgeq.runtime.cpu import PAIR_LIMIT, k_major
+
 __all__ = ["QuantizedWeight", "quantize_weight", "limit_pairs", "paired_qmax", "PAIR_QMAX", "PAIR_LIMIT", "pairs_form",
            "quantize_paired", "pairs_apply", "k_major", "from_k_major", "weight_qmax", "QMAX", "REDUCED_QMAX", "note_reduced", "quantize_bias", "bias_safe_min_scale", "INT32_MAX",
            "reuse_quantized_weights", "gptq_rounding", "weight_key", "shared_result"]
@@ -25,7 +29,6 @@ __all__ = ["QuantizedWeight", "quantize_weight", "limit_pairs", "paired_qmax", "
 INT32_MAX = 2**31 - 1
 QMAX = 127  # int8 weights: symmetric levels in [-127, 127]
 REDUCED_QMAX = 63  # 7 bits, where onnxruntime's u8s8 kernels saturate (runtime/cpu.py): 255 * 63 * 2 < 2^15
-PAIR_LIMIT = 128  # 32767 // 255: a same-sign pair of weight levels within it never saturates against uint8 activations
 
 _REUSE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("edgeq_quantized_weights", default=None)
 _GPTQ: contextvars.ContextVar[dict | None] = contextvars.ContextVar("edgeq_gptq_hessians", default=None)
@@ -272,18 +275,8 @@ def paired_qmax(weight: np.ndarray, limit: int, per_column: bool = True) -> np.n
     return tops[np.argmin(err, axis=0)].astype(np.int16)
 
 
-def k_major(array: np.ndarray, op: str, trans_b: bool = False) -> np.ndarray:
-    """A weight as [K, C] in the order onnxruntime's u8s8 GEMM walks K (C: its output channels):
-    a MatMul's [K, N] itself, a transB Gemm's [N, K] transposed, a Conv's [O, I, *kernel] as
-    (*kernel, I) by O (measured: QLinearConv pairs input channels at one kernel position, grouped
-    too; runtime/cpu.py)."""
-    if op == "Conv":
-        return array.transpose(*range(2, array.ndim), 1, 0).reshape(-1, array.shape[0])
-    return array.T if trans_b else array
-
-
 def from_k_major(array: np.ndarray, op: str, shape: tuple[int, ...], trans_b: bool = False) -> np.ndarray:
-    """``k_major``'s inverse (``shape``: the weight's)."""
+    """``k_major``'s (runtime/cpu.py) inverse (``shape``: the weight's)."""
     if op == "Conv":
         n = len(shape)
         return np.ascontiguousarray(array.reshape(*shape[2:], shape[1], shape[0]).transpose(n - 1, n - 2, *range(n - 2)))

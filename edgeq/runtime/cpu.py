@@ -20,7 +20,7 @@ same-sign weight levels whose sum stays within 32767 / a_max never saturates, wh
 weights' width: 128 against uint8 activations (0-255). Where the width is left to edgeq, weights
 keep 8 bits with their pairs held within 128 (passes/weights.py ``quantize_paired``: a weight error
 about 4 dB under 7-bit levels), and per-token MatMuls may narrow their rows to ``NARROW_LEVELS``
-(a_max 181, pairs within ``PAIR_LIMIT`` = 181; passes/per_token.py (2)). ``pairs_exact()``
+(a_max 181, pairs within ``NARROW_PAIR_LIMIT`` = 181; passes/per_token.py (2)). ``pairs_exact()``
 measures that pairing (a kernel that paired otherwise, or added four products in int16, fails
 it, and weights then keep 7 bits).
 
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["int8_saturates", "measured", "ENV", "wide_int8_weights", "saturation_warning", "pairs_exact", "pairs_within",
-           "NARROW_LEVELS", "PAIR_LIMIT"]
+           "k_major", "NARROW_LEVELS", "PAIR_LIMIT", "NARROW_PAIR_LIMIT"]
 
 ENV = "EDGEQ_INT8_SATURATES"
 
@@ -49,8 +49,9 @@ logger = logging.getLogger(__name__)
 
 _K = 64
 INT16_MAX = 32767
+PAIR_LIMIT = INT16_MAX // 255  # 128: the largest sum of two same-sign weight levels against uint8 activations
 NARROW_LEVELS = 181  # per-token rows where products saturate: uint8 levels 1 .. 181 around zero point 91
-PAIR_LIMIT = INT16_MAX // NARROW_LEVELS  # 181: the largest sum of two same-sign weight levels then
+NARROW_PAIR_LIMIT = INT16_MAX // NARROW_LEVELS  # 181: the largest such sum against those rows
 
 
 def _probe_model(weight: np.ndarray | None = None) -> bytes:
@@ -100,7 +101,7 @@ def pairs_exact() -> bool:
     """True where onnxruntime's CPU u8s8 kernels are exact for weights whose same-sign pairs (rows
     2i, 2i + 1 of a MatMul's [K, N]; input channels 2i, 2i + 1 at one kernel position of a Conv,
     passes/weights.py ``k_major``) stay within 32767 // a_max, though other pairings or groups of
-    four would not: a MatMulInteger against activations of 181 (``PAIR_LIMIT``, the weight column
+    four would not: a MatMulInteger against activations of 181 (``NARROW_PAIR_LIMIT``, the weight column
     127, 54, 54, 127, ...) and of 255 (limit 128: 127, 1, 1, 127, ...), and a 3x3 QLinearConv of
     two input channels (127 and 1 at every position) against 255."""
     import onnxruntime as ort
@@ -110,7 +111,7 @@ def pairs_exact() -> bool:
     options.log_severity_level = 3
     options.intra_op_num_threads = 1
     try:
-        for a_max, small in ((NARROW_LEVELS, PAIR_LIMIT - 127), (255, 1)):
+        for a_max, small in ((NARROW_LEVELS, NARROW_PAIR_LIMIT - 127), (255, PAIR_LIMIT - 127)):
             column = np.tile(np.array([127, small, small, 127], np.int8), _K // 4)
             weight = np.repeat(column[:, None], 16, axis=1)
             session = ort.InferenceSession(_probe_model(weight), options, providers=["CPUExecutionProvider"])
@@ -141,6 +142,16 @@ def pairs_exact() -> bool:
     return exact
 
 
+def k_major(array: np.ndarray, op: str, trans_b: bool = False) -> np.ndarray:
+    """A weight as [K, C] in the order onnxruntime's u8s8 GEMM walks K (C: its output channels):
+    a MatMul's [K, N] itself, a transB Gemm's [N, K] transposed, a Conv's [O, I, *kernel] as
+    (*kernel, I) by O (measured: QLinearConv pairs input channels at one kernel position, grouped
+    too; ``pairs_exact``)."""
+    if op == "Conv":
+        return array.transpose(*range(2, array.ndim), 1, 0).reshape(-1, array.shape[0])
+    return array.T if trans_b else array
+
+
 def pairs_within(values: np.ndarray, limit: int) -> bool:
     """No two same-sign levels of rows 2i and 2i + 1 of ``values`` ([K, N]) sum above ``limit``."""
     v = np.asarray(values, np.int32)
@@ -151,12 +162,13 @@ def pairs_within(values: np.ndarray, limit: int) -> bool:
     return not bool(np.any((a * b > 0) & (np.abs(a) + np.abs(b) > limit)))
 
 
-# Operators whose int8 weight input (index) meets uint8 activations in a u8s8 GEMM, and the input
-# holding the activations' zero point (its type says uint8 or int8).
-_KERNELS: dict[str, tuple[tuple[int, ...], int | None]] = {
-    "QLinearConv": ((3,), 2), "QLinearMatMul": ((3,), 2), "QGemm": ((3,), 2),
-    "MatMulInteger": ((1,), 2), "MatMulIntegerToFloat": ((1,), 4), "DynamicQuantizeMatMul": ((1,), None),
-    "DynamicQuantizeLSTM": ((1, 2), None),
+# Operators whose int8 weight input (index) meets uint8 activations in a u8s8 GEMM, the input
+# holding the activations' zero point (its type says uint8 or int8), and the weight's layout for
+# ``k_major`` ("": not measured, no pair limit makes it safe).
+_KERNELS: dict[str, tuple[tuple[int, ...], int | None, str]] = {
+    "QLinearConv": ((3,), 2, "Conv"), "QLinearMatMul": ((3,), 2, "MatMul"), "QGemm": ((3,), 2, "Gemm"),
+    "MatMulInteger": ((1,), 2, "MatMul"), "MatMulIntegerToFloat": ((1,), 4, "MatMul"),
+    "DynamicQuantizeMatMul": ((1,), None, "MatMul"), "DynamicQuantizeLSTM": ((1, 2), None, ""),
 }
 _QDQ_READERS = {"Conv", "MatMul", "Gemm"}  # float ops that onnxruntime fuses with a weight DQ (input 1)
 _SAFE = 64  # 255 * 64 * 2 = 32640 < 32767: levels within +-64 never saturate
@@ -172,7 +184,7 @@ def wide_int8_weights(model: Any) -> list[str]:
     inits = {t.name: t for t in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
 
-    def wide(name: str, op: str = "", trans_b: bool = False, limit: int = INT16_MAX // 255) -> bool:
+    def wide(name: str, op: str = "", trans_b: bool = False, limit: int = PAIR_LIMIT) -> bool:
         """Beyond +-64, unless ``op``'s same-sign pairs along K stay within ``limit``."""
         tensor = inits.get(name)
         if tensor is None or tensor.data_type != TensorProto.INT8 or tensor.data_location == TensorProto.EXTERNAL:
@@ -198,19 +210,17 @@ def wide_int8_weights(model: Any) -> list[str]:
 
     found: list[str] = []
     for node in graph.node:
+        trans_b = any(a.name == "transB" and a.i for a in node.attribute)
         if node.op_type in _KERNELS:
-            weights, zp = _KERNELS[node.op_type]
+            weights, zp, op = _KERNELS[node.op_type]
             zp_name = node.input[zp] if zp is not None and len(node.input) > zp else None
             if int8_activations(zp_name) or (node.op_type == "QLinearConv" and depthwise(node, node.input[3])):
                 continue
             narrow = node.op_type == "MatMulIntegerToFloat" and _narrow_rows(zp_name)
-            op = {"QLinearConv": "Conv", "QGemm": "Gemm"}.get(node.op_type, "MatMul" if node.op_type != "DynamicQuantizeLSTM" else "")
-            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
             found += [node.input[i] for i in weights if len(node.input) > i
-                      and wide(node.input[i], op, trans_b, PAIR_LIMIT if narrow else INT16_MAX // 255)]
+                      and wide(node.input[i], op, trans_b, NARROW_PAIR_LIMIT if narrow else PAIR_LIMIT)]
         elif node.op_type in _QDQ_READERS and len(node.input) > 1:
             dq = producers.get(node.input[1])
-            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
             if dq is None or dq.op_type != "DequantizeLinear" or not wide(dq.input[0], node.op_type, trans_b):
                 continue
             x = producers.get(node.input[0])
@@ -223,14 +233,10 @@ def wide_int8_weights(model: Any) -> list[str]:
 
 def _paired(levels: np.ndarray, op: str, trans_b: bool, limit: int) -> bool:
     """Whether an int8 weight of ``op`` (Conv, MatMul, Gemm; "" for none) keeps its same-sign
-    pairs along K within ``limit`` (passes/weights.py ``k_major``: the order the kernel pairs)."""
-    if op == "Conv" and levels.ndim >= 3:
-        k_major = levels.transpose(*range(2, levels.ndim), 1, 0).reshape(-1, levels.shape[0])
-    elif op in ("MatMul", "Gemm") and levels.ndim == 2:
-        k_major = levels.T if trans_b else levels
-    else:
-        return False
-    return pairs_within(k_major, limit)
+    pairs along K within ``limit`` (``k_major``: the order the kernel pairs)."""
+    if (op == "Conv" and levels.ndim >= 3) or (op in ("MatMul", "Gemm") and levels.ndim == 2):
+        return pairs_within(k_major(levels, op, trans_b), limit)
+    return False
 
 
 def saturation_warning(path: str) -> str | None:

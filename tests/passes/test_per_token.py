@@ -29,7 +29,7 @@ K, N = 64, 48
 # rows, 8-bit weights whose same-sign pairs stay within 128 ("paired"); "narrow" rows (181 levels,
 # pairs within 181) where asked; "full" is a CPU that does not saturate, "seven" 7-bit weights
 # (--reduce-range, or a kernel that pairs products otherwise: cpu.pairs_exact() False).
-FORMS = {"full": (127, None, 127), "paired": (127, PAIR_LIMIT, 127), "narrow": (cpu.NARROW_LEVELS // 2, cpu.PAIR_LIMIT, 127),
+FORMS = {"full": (127, None, 127), "paired": (127, PAIR_LIMIT, 127), "narrow": (cpu.NARROW_LEVELS // 2, cpu.NARROW_PAIR_LIMIT, 127),
          "seven": (127, None, 63)}
 FORM = per_token.row_form(QuantConfig())
 HALF, LIMIT, QM = FORM
@@ -374,7 +374,7 @@ def test_cli_dynamic_granularity(tmp_path, capsys):
     kernel = next(n for n in onnx.load(tmp_path / "n.onnx").graph.node if n.op_type == "MatMulIntegerToFloat")
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(tmp_path / "n.onnx").graph.initializer}
     assert int(inits[kernel.input[4]]) == 91 and np.abs(inits[kernel.input[1]].astype(np.int16)).max() == 127
-    assert cpu.pairs_within(inits[kernel.input[1]], cpu.PAIR_LIMIT)
+    assert cpu.pairs_within(inits[kernel.input[1]], cpu.NARROW_PAIR_LIMIT)
     report = json.loads((tmp_path / "n.json").read_text())
     assert any("rows on 181 levels" in note for note in report["notes"]), report["notes"]
 

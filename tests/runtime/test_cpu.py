@@ -116,11 +116,11 @@ def test_pairs_within_the_limit_are_exact_on_this_cpu():
     from edgeq.passes.weights import limit_pairs
 
     assert cpu.pairs_exact()
-    assert cpu.PAIR_LIMIT * cpu.NARROW_LEVELS <= 32767 < (cpu.PAIR_LIMIT + 1) * cpu.NARROW_LEVELS
+    assert cpu.NARROW_PAIR_LIMIT * cpu.NARROW_LEVELS <= 32767 < (cpu.NARROW_PAIR_LIMIT + 1) * cpu.NARROW_LEVELS
     rng = np.random.default_rng(0)
     w = np.clip(np.round(rng.standard_t(3, (385, 96)) * 45), -127, 127).astype(np.int8)  # heavy tails, odd K
-    limited = limit_pairs(w, cpu.PAIR_LIMIT)
-    assert cpu.pairs_within(limited, cpu.PAIR_LIMIT) and not cpu.pairs_within(w, cpu.PAIR_LIMIT)
+    limited = limit_pairs(w, cpu.NARROW_PAIR_LIMIT)
+    assert cpu.pairs_within(limited, cpu.NARROW_PAIR_LIMIT) and not cpu.pairs_within(w, cpu.NARROW_PAIR_LIMIT)
     changed = limited != w
     assert 0 < changed.mean() < 0.05 and np.abs(limited.astype(np.int16)).max() == 127
     assert np.all(np.abs(limited.astype(np.int16)) <= np.abs(w.astype(np.int16)))  # only ever smaller
@@ -137,7 +137,7 @@ def test_narrow_rows_weights_are_not_reported_wide(tmp_path):
     from edgeq.passes.weights import limit_pairs
 
     rng = np.random.default_rng(1)
-    w = limit_pairs(np.clip(np.round(rng.standard_t(3, (64, 16)) * 45), -127, 127).astype(np.int8), cpu.PAIR_LIMIT)
+    w = limit_pairs(np.clip(np.round(rng.standard_t(3, (64, 16)) * 45), -127, 127).astype(np.int8), cpu.NARROW_PAIR_LIMIT)
 
     def model(zero_point: int):
         inits = [numpy_helper.from_array(w, "w_q"), numpy_helper.from_array(np.ones((1,), np.float32), "a_s"),
