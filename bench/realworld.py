@@ -216,9 +216,14 @@ def load_bundled(name: str, folder: str):
 
 
 # -- what runs int8 -----------------------------------------------------------------------------
+HELPERS = ("_token_terms", "_outliers")  # edgeq's MatMuls of depth 2 + |O|: per_token.py (9) (10), dynamic.py
+
+
 def precision_counts(path: str) -> dict[str, int]:
     """Conv/MatMul/Gemm/LSTM-like nodes of a model file that run int8 (integer kernels, or both
-    first inputs fed by DequantizeLinear: Q/DQ that onnxruntime fuses) vs float."""
+    first inputs fed by DequantizeLinear: Q/DQ that onnxruntime fuses) vs float; the small float
+    MatMuls edgeq adds beside its int8 MatMuls (``HELPERS``: row ranges, outlier channels) are
+    neither."""
     import onnx
 
     counts: collections.Counter = collections.Counter()
@@ -231,6 +236,8 @@ def precision_counts(path: str) -> dict[str, int]:
                     walk(sub)
             if node.op_type in INT8_OPS:
                 counts["int8"] += 1
+            elif node.name.endswith(HELPERS):  # a per-token front's or outlier correction's small MatMul
+                continue
             elif node.op_type in COMPUTE_OPS:
                 fed = [producer.get(i) for i in node.input[:2]]
                 counts["int8" if fed and all(p == "DequantizeLinear" for p in fed) else "float"] += 1

@@ -35,13 +35,18 @@ FORM = per_token.row_form(QuantConfig())
 HALF, LIMIT, QM = FORM
 PER_TOKEN = QuantConfig(mode="dynamic", dynamic_granularity="per-token")
 PER_TENSOR = QuantConfig(mode="dynamic")
-# per_token.py (1) centred row grid: range, scale with its floors, midpoint
-GRID = ["ReduceMax", "ReduceMin", "Sub", "Mul", "Mul", "Mul", "Max", "Add", "Mul"]
+# per_token.py (1) (10) centred row grid: range, scale with its floors, midpoint
+GRID = ["ReduceMax", "ReduceMin", "Concat", "MatMul", "Split", "Max"]  # hi, lo -> [step, floors, centre] in one MatMul (10)
 FRONT_17 = [*GRID, "Div", "Mul", "Sub", "Mul", "Add", "Cast"]  # (3) below opset 21: the centre in the offset
 FRONT_21 = [*GRID, "Sub", "Shape", "ConstantOfShape", "QuantizeLinear"]  # (3) from opset 21
 KERNEL = ["MatMulIntegerToFloat", "Mul", "Add"]  # (8) + centre * colsum
 SYM_17 = ["Abs", "ReduceMax", "Mul", "Max", "Div", "Mul", "Add", "Cast"]  # (1) symmetric (CENTER = False)
 SYM_21 = ["Abs", "ReduceMax", "Mul", "Max", "Shape", "ConstantOfShape", "QuantizeLinear"]
+
+
+def float_matmuls(model) -> list:
+    """MatMuls left float, but for the front end's own (10): [hi, lo] x terms."""
+    return [n for n in model.graph if n.op_type == "MatMul" and not n.name.endswith("_token_terms")]
 
 
 def _matmul(opset: int = 17, a_shape: str = "B,M,64") -> onnx.ModelProto:
@@ -263,8 +268,8 @@ g (float[M,64] a) => (float y, float z) {
     # correction (8), not the kernel's input
     assert ops.count("ReduceMin") == 1 and ops.count("MatMulIntegerToFloat") == 2 and "Gemm" not in ops
     assert ops[len(FRONT_17):len(FRONT_17) + 4] == [*KERNEL, "Add"]  # Gemm: kernel, m * colsum, C
-    # the front end's sum and shift, each kernel's correction, C, the MatMul's own Add kept
-    assert ops.count("Add") == 6
+    # the front end's shift, each kernel's correction, C, the MatMul's own Add kept
+    assert ops.count("Add") == 5
     assert all(len(n.inputs) == 6 for n in model.graph if n.op_type == "MatMulIntegerToFloat")
     a = _outliers((17, K)) + 3.0  # rows off centre: the correction and the bias both count
     for want, got in zip(run_ort(proto, {"a": a}), run_ort(model, {"a": a})):
@@ -315,7 +320,7 @@ g (float[B,M,64] a) => (float y) {
     feeds = [{"a": _outliers((1, 16, K), seed=s)} for s in range(3)]
     config = QuantConfig(dynamic_granularity="per-token")
     model, plan = quantize_with_numpy_ranges(proto, feeds, config)
-    assert op_types(model).count("MatMulIntegerToFloat") == 2 and "MatMul" not in op_types(model)
+    assert op_types(model).count("MatMulIntegerToFloat") == 2 and not float_matmuls(model)
     assert len(plan.per_token) == 2 and all(plan.role(n) == Role.DYNAMIC for n in plan.per_token)
     model, plan = quantize_with_numpy_ranges(proto, feeds, QuantConfig(precision={"MatMul": "int8-per-token"}))
     assert op_types(model).count("MatMulIntegerToFloat") == 2
@@ -465,18 +470,19 @@ def test_outlier_channels_go_float_beside_the_kernel(tmp_path):
     plain = edgeq.quantize(proto, config.replace(outlier_channels=False), _ln_feeds(1), progress=False)
     model = result.model
     ops = op_types(model)
-    assert ops.count("MatMulIntegerToFloat") == 1 and ops.count("MatMul") == 1  # the correction, float
+    assert ops.count("MatMulIntegerToFloat") == 1 and len(float_matmuls(model)) == 1  # the correction, float
     assert "Gather" in ops and "Concat" in ops and "Mul" in ops
-    correction = next(n for n in model.graph if n.op_type == "MatMul")
+    (correction,) = float_matmuls(model)
     rows = const_array(correction.inputs[1])
-    assert rows.shape == (3, N)  # the centre's column sums, then W's rows 3 and 40 as they are
+    assert rows.shape == (4, N)  # half the column sums for hi and for lo (10), then W's rows 3 and 40 as they are
     weight = onnx.numpy_helper.to_array(next(i for i in proto.graph.initializer if i.name == "W"))
-    np.testing.assert_array_equal(rows[1:], weight[[3, 40]])
+    np.testing.assert_array_equal(rows[2:], weight[[3, 40]])
+    np.testing.assert_array_equal(rows[0], rows[1])
     kernel = next(n for n in model.graph if n.op_type == "MatMulIntegerToFloat")
     w_q = const_array(kernel.inputs[1])
     plain_w_q = const_array(next(n for n in plain.model.graph if n.op_type == "MatMulIntegerToFloat").inputs[1])
     np.testing.assert_array_equal(w_q, plain_w_q)  # the int8 weights as without (their rows O cancel: masked A)
-    np.testing.assert_allclose(rows[0], per_token.dequantized_colsum(w_q, const_array(kernel.inputs[3])), rtol=1e-6)
+    np.testing.assert_allclose(2 * rows[0], per_token.dequantized_colsum(w_q, const_array(kernel.inputs[3])), rtol=1e-6)
     got = np.concatenate([run_ort(model, f)[0] for f in unseen])
     before = np.concatenate([run_ort(plain.model, f)[0] for f in unseen])
     # measured 57.0 dB with the outlier channels float, 39.7 dB without (their range sets every row's step)
@@ -521,4 +527,4 @@ g (float[B,M,64] a) => (float y) {
     proto = build(text, {"S": gamma, "Z": np.zeros(K, np.float32), "W": np.concatenate([_grid_weight(13), _grid_weight(14)[:, :K - N]], axis=1)})
     result = edgeq.quantize(proto, QuantConfig(precision={"MatMul": "int8-per-token"}), _ln_feeds(1), progress=False)
     ops = op_types(result.model)
-    assert ops.count("MatMulIntegerToFloat") == 2 and "Gather" not in ops and "MatMul" not in ops
+    assert ops.count("MatMulIntegerToFloat") == 2 and "Gather" not in ops and not float_matmuls(result.model)
