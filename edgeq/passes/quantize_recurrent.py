@@ -5,10 +5,14 @@
                                           W_scale[D,4H], W_zp[D,4H] = 0, R_scale[D,4H], R_zp[D,4H] = 0)
 
 1. The kernel reads W and R transposed, ``[num_directions, in, 4*hidden]`` (the K x N of its
-   GEMMs), as int8 or uint8. int8 symmetric in [-127, 127] ([-63, 63] where the CPU saturates
-   8-bit products: ``weights.weight_qmax``) with zero points 0 (the kernel
+   GEMMs), as int8 or uint8. int8 symmetric in [-127, 127] with zero points 0 (the kernel
    requires 0 for int8 per-column zero points), one scale per direction and gate column
    (``[D, 4H]``, the output channels); per-tensor granularity gives one per direction (``[D]``).
+   Where the CPU saturates 8-bit products (x86 without VNNI: runtime/cpu.py), the kernel's GEMMs
+   pair rows 2i, 2i + 1 of each direction's [K, 4H] as a MatMul's (measured against X and the
+   hidden state at code 255: tests/runtime/test_cpu.py), so the levels keep 8 bits with each
+   same-sign pair there within 128 (``weights.quantize_paired``, ``pairs_form``); with
+   ``reduce_range`` True, or a kernel that pairs otherwise, 7 bits ([-63, 63]: ``weight_qmax``).
 2. X and the hidden state are quantized to uint8 by the kernel at run time, asymmetric from
    their min/max (X once for the whole sequence in one GEMM, the hidden state at every step),
    so nothing is calibrated. B, P, the initial
@@ -38,7 +42,7 @@ import onnx_ir as ir
 from edgeq.config import PerTensor, QuantConfig
 from edgeq.graph import MS_DOMAIN, add_initializer, const_array, graphs_of, remove_unused_initializers
 from edgeq.passes.plan import QuantPlan, Role, attr_value, derived_name, fresh_base, is_float, node_label
-from edgeq.passes.weights import QMAX, note_reduced, quantize_weight, weight_qmax
+from edgeq.passes.weights import QMAX, note_reduced, pairs_form, quantize_paired, quantize_weight, weight_qmax
 
 __all__ = ["QuantizeRecurrentPass", "recurrent_float_reason", "RECURRENT"]
 
@@ -79,6 +83,7 @@ class QuantizeRecurrentPass(ir.passes.InPlacePass):
         self.config = config
         self.plan = plan
         self.qmax = weight_qmax(config)
+        self.paired = self.qmax != QMAX and pairs_form(config)  # (1) 8 bits, pairs along K within 128
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         count = 0
@@ -92,7 +97,7 @@ class QuantizeRecurrentPass(ir.passes.InPlacePass):
             model.opset_imports.setdefault(MS_DOMAIN, 1)
         logger.info("quantize_recurrent: %d LSTM to DynamicQuantizeLSTM", count)
         if count and self.qmax != QMAX:
-            note_reduced(self.plan.notes, self.config)
+            note_reduced(self.plan.notes, self.config, paired=self.paired)
         return ir.passes.PassResult(model, modified=count > 0)
 
     def _weight(self, graph: ir.Graph, value: ir.Value, label: str) -> tuple[ir.Value, ir.Value, ir.Value, dict]:
@@ -102,7 +107,9 @@ class QuantizeRecurrentPass(ir.passes.InPlacePass):
         weight = const_array(value).astype(np.float32)
         per_channel = not isinstance(self.config.granularity, PerTensor)
         transposed = np.ascontiguousarray(weight.transpose(0, 2, 1))
-        parts = [quantize_weight(w, 1 if per_channel else None, qmax=self.qmax) for w in transposed]
+        axis = 1 if per_channel else None
+        parts = [quantize_paired(w, axis, "MatMul") if self.paired else quantize_weight(w, axis, qmax=self.qmax)
+                 for w in transposed]  # (1) each direction's [K, 4H]
         values = np.stack([q.values for q in parts])
         scale = np.stack([q.scale for q in parts]).astype(np.float32)
         errors = [float(np.max(np.abs(w - q.dequantize()))) if w.size else 0.0 for w, q in zip(transposed, parts)]

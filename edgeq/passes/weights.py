@@ -144,8 +144,8 @@ def note_reduced(notes: list[str], config: Any, paired: bool = False) -> None:
     """Add (once) the report's note that weights of u8s8 kernels keep 7 bits (or, ``paired``, 8
     bits with their pairs limited: ``quantize_paired``), and why."""
     if paired:
-        note = ("weights of u8s8 kernels (Conv, MatMul, Gemm) keep 8 bits with no same-sign pair of levels along K above "
-                f"{PAIR_LIMIT} in sum (LSTM weights: 7 bits): this CPU's onnxruntime adds pairs of uint8 x int8 products "
+        note = ("weights of u8s8 kernels (Conv, MatMul, Gemm, LSTM) keep 8 bits with no same-sign pair of levels along K "
+                f"above {PAIR_LIMIT} in sum: this CPU's onnxruntime adds pairs of uint8 x int8 products "
                 "in int16 (x86 without VNNI, measured); --no-reduce-range for a target with VNNI or ARM dot products, "
                 "--reduce-range for 7-bit weights")
         if note not in notes:

@@ -168,7 +168,7 @@ def pairs_within(values: np.ndarray, limit: int) -> bool:
 _KERNELS: dict[str, tuple[tuple[int, ...], int | None, str]] = {
     "QLinearConv": ((3,), 2, "Conv"), "QLinearMatMul": ((3,), 2, "MatMul"), "QGemm": ((3,), 2, "Gemm"),
     "MatMulInteger": ((1,), 2, "MatMul"), "MatMulIntegerToFloat": ((1,), 4, "MatMul"),
-    "DynamicQuantizeMatMul": ((1,), None, "MatMul"), "DynamicQuantizeLSTM": ((1, 2), None, ""),
+    "DynamicQuantizeMatMul": ((1,), None, "MatMul"), "DynamicQuantizeLSTM": ((1, 2), None, "LSTM"),
 }
 _QDQ_READERS = {"Conv", "MatMul", "Gemm"}  # float ops that onnxruntime fuses with a weight DQ (input 1)
 _SAFE = 64  # 255 * 64 * 2 = 32640 < 32767: levels within +-64 never saturate
@@ -232,10 +232,12 @@ def wide_int8_weights(model: Any) -> list[str]:
 
 
 def _paired(levels: np.ndarray, op: str, trans_b: bool, limit: int) -> bool:
-    """Whether an int8 weight of ``op`` (Conv, MatMul, Gemm; "" for none) keeps its same-sign
+    """Whether an int8 weight of ``op`` (Conv, MatMul, Gemm, LSTM; "" for none) keeps its same-sign
     pairs along K within ``limit`` (``k_major``: the order the kernel pairs)."""
     if (op == "Conv" and levels.ndim >= 3) or (op in ("MatMul", "Gemm") and levels.ndim == 2):
         return pairs_within(k_major(levels, op, trans_b), limit)
+    if op == "LSTM" and levels.ndim == 3:  # [D, K, 4H]: each direction a MatMul's [K, N]
+        return all(pairs_within(direction, limit) for direction in levels)
     return False
 
 

@@ -14,6 +14,8 @@ from edgeq.graph import run_passes
 from edgeq.metrics import sqnr_db
 from edgeq.passes.pipeline import rewrite_passes
 from edgeq.passes.plan import Role
+from edgeq.passes.weights import PAIR_LIMIT, pairs_form
+from edgeq.runtime import cpu
 from ortutil import cli_ok, op_types, run_ort
 from passes.helpers import plan_for, quantize_with_numpy_ranges
 from passes.nets import build
@@ -82,6 +84,9 @@ def test_lstm_becomes_dynamic_quantize_lstm_close_to_fp32(rng, direction, bias, 
     assert w_q.dtype == r_q.dtype == np.int8 and w_zp.dtype == np.int8 and not w_zp.any()
     assert w_q.shape == (d, FEATURES, 4 * HIDDEN) and r_q.shape == (d, HIDDEN, 4 * HIDDEN)  # (1) transposed
     assert w_scale.shape == (d, 4 * HIDDEN)  # one scale per direction and gate column
+    if pairs_form(QuantConfig(mode=mode)):  # (1) the suite's CPU saturates (conftest): 8 bits, pairs along K within 128
+        assert max(np.abs(w_q.astype(np.int16)).max(), np.abs(r_q.astype(np.int16)).max()) == 127
+        assert all(cpu.pairs_within(levels, PAIR_LIMIT) for levels in (*w_q, *r_q))
     assert [v is None for v in node.inputs[3:8]] == [not bias, True, not states, not states, True]  # (3)
     assert not any(a.dtype == np.float32 and a.size >= 4 * HIDDEN * FEATURES for a in _weights(model).values())
     assert _worst_sqnr(proto, model, feed) >= MIN_SQNR_DB

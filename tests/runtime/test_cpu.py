@@ -215,3 +215,44 @@ def test_a_conv_with_pairs_within_128_is_exact_against_255(channels, group, kern
     assert not run(limited).any()
     if cpu.measured():
         assert run(raw).any()  # what the limit prevents
+
+
+def test_an_lstm_with_pairs_within_128_is_exact_against_255():
+    """DynamicQuantizeLSTM's GEMMs pair rows 2i, 2i + 1 of W [I, 4H] and R [H, 4H] (the K of each,
+    as a MatMul's): 8-bit levels limited there (passes/quantize_recurrent.py) are exact with X and
+    the hidden state at their largest code (255: the kernel quantizes each per tensor from 0 to its
+    max); the same levels unlimited are not where this CPU saturates."""
+    from edgeq.passes.weights import PAIR_LIMIT, limit_pairs
+
+    features, hidden = 48, 16
+    rng = np.random.default_rng(7)
+    raw_w = np.clip(np.round(rng.standard_t(3, (features, 4 * hidden)) * 60), -127, 127).astype(np.int8)
+    raw_r = np.clip(np.round(rng.standard_t(3, (hidden, 4 * hidden)) * 60), -127, 127).astype(np.int8)
+    s_w = (0.5 / np.abs(raw_w.astype(np.int64)).sum(axis=0)).astype(np.float32)[None]
+    s_r = (0.5 / np.abs(raw_r.astype(np.int64)).sum(axis=0)).astype(np.float32)[None]
+    x, h0 = np.full((1, 1, features), 1.0, np.float32), np.full((1, 1, hidden), 1.0, np.float32)
+
+    def run(w: np.ndarray, r: np.ndarray) -> np.ndarray:
+        consts = [numpy_helper.from_array(w[None], "W"), numpy_helper.from_array(r[None], "R"),
+                  numpy_helper.from_array(s_w, "ws"), numpy_helper.from_array(np.zeros((1, 4 * hidden), np.int8), "wz"),
+                  numpy_helper.from_array(s_r, "rs"), numpy_helper.from_array(np.zeros((1, 4 * hidden), np.int8), "rz")]
+        node = helper.make_node("DynamicQuantizeLSTM", ["x", "W", "R", "", "", "h0", "", "", "ws", "wz", "rs", "rz"],
+                                ["y"], domain="com.microsoft", hidden_size=hidden)
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape)),
+                                                helper.make_tensor_value_info("h0", TensorProto.FLOAT, list(h0.shape))],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], consts)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14), helper.make_opsetid("com.microsoft", 1)])
+        model.ir_version = 8
+        got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, {"x": x, "h0": h0})[0].reshape(-1)
+        z = (w.astype(np.float64).sum(axis=0) * s_w[0] + r.astype(np.float64).sum(axis=0) * s_r[0])  # codes 255 x 1/255
+        gate = dict(zip("iofc", np.split(z, 4)))  # ONNX's gate order, c0 = 0
+        sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+        want = sigmoid(gate["o"]) * np.tanh(sigmoid(gate["i"]) * np.tanh(gate["c"]))
+        return np.abs(got - want).max()
+
+    limited_w, limited_r = limit_pairs(raw_w, PAIR_LIMIT), limit_pairs(raw_r, PAIR_LIMIT)
+    assert not cpu.pairs_within(raw_w, PAIR_LIMIT) and not cpu.pairs_within(raw_r, PAIR_LIMIT)
+    assert run(limited_w, limited_r) < 1e-5
+    if cpu.measured():
+        assert run(raw_w, limited_r) > 1e-3 and run(limited_w, raw_r) > 1e-3  # what the limit prevents, in W and in R
