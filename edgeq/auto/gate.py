@@ -92,13 +92,17 @@ def noise_half_in(checked: Score) -> int | None:
 
 
 def few_carriers_note(checked: Score) -> str:
-    """``samples.py`` (5): the verdict's caution where the bound rests on a handful of samples, else ""."""
+    """``samples.py`` (5): the verdict's caution where the bound of any output rests on a handful
+    of samples (of those, the output with the lowest bound; named where there are several), else ""."""
     from edgeq.auto.samples import FEW_CARRIERS, MIN_HOLDOUT_SOURCE
 
-    k = noise_half_in(checked)
-    if not k or (checked.samples or 0) < 2 * MIN_HOLDOUT_SOURCE or k > FEW_CARRIERS:
+    carried = {name: k for name, k in (checked.carried or {}).items() if k}
+    few = {name: k for name, k in carried.items() if k <= FEW_CARRIERS}
+    if not few or (checked.samples or 0) < 2 * MIN_HOLDOUT_SOURCE:
         return ""
-    return (f"; half of its output noise comes from {k} of the {checked.samples} samples: the bound rests on "
+    name = min(few, key=lambda n: (checked.low or checked.sqnr).get(n, math.inf))
+    k, which = few[name], f"the noise of its output {name}" if len(carried) > 1 else "its output noise"
+    return (f"; half of {which} comes from {k} of the {checked.samples} samples: the bound rests on "
             f"{'it' if k == 1 else 'them'} (inputs like {'it' if k == 1 else 'those'} may be more common in use: "
             "more calibration samples, or --eval data, would firm it up)")
 

@@ -249,3 +249,22 @@ def test_the_samples_carrying_half_the_noise_are_counted_and_a_handful_is_said()
     # a few samples only: no caution (each of 8 carries an eighth anyway)
     few = SampleFidelity.of(signal[:8], signal[:8] * np.r_[np.full(7, 1e-6), 1e-2])
     assert few_carriers_note(Score.of({"y": few}, None, 8)) == ""
+
+
+def test_the_caution_reads_every_output_not_only_the_lowest_bound():
+    """samples.py (5): a model of two outputs whose noise in one of them sits in a single sample,
+    while the other output has the lower bound and evenly spread noise: the verdict cautions, and
+    names the output."""
+    from edgeq.auto.gate import few_carriers_note
+    from edgeq.auto.samples import SampleFidelity
+    from edgeq.auto.workbench import Score
+
+    rng = np.random.default_rng(1)
+    signal = rng.uniform(0.5, 1.0, 32)
+    even = SampleFidelity.of(signal, signal * 1e-3 * rng.uniform(0.5, 1.5, 32))  # about 30 dB
+    tail = SampleFidelity.of(signal, signal * np.r_[np.full(31, 1e-7), 2e-3])  # about 42 dB, one sample
+    assert even.low < tail.low and even.carried >= 8 and tail.carried == 1
+    note = few_carriers_note(Score.of({"boxes": even, "scores": tail}, None, 32))
+    assert "comes from 1 of the 32 samples" in note and "scores" in note
+    assert few_carriers_note(Score.of({"boxes": even, "scores": even}, None, 32)) == ""
+    assert "scores" not in few_carriers_note(Score.of({"scores": tail}, None, 32))  # one output: no name
