@@ -67,7 +67,7 @@ MatMul with an outlier token, 1 thread (bench/per_token_design.py, docs/per_toke
 
        A -> Mul(mask: 0 at O, 1 elsewhere) -> the front end (1) (3)      (O left out of the row's range)
        A -> Gather(O, axis -1) = A_O [.., M, |O|]
-       Concat(m, A_O) [.., M, 1 + |O|] -> MatMul([colsum; W_O]) -> Add after the kernel
+       Concat(hi, lo, A_O) [.., M, 2 + |O|] -> MatMul([colsum / 2; colsum / 2; W_O]) -> Add after the kernel   (10)
 
    W_q keeps its rows O: the masked channels are 0, so with the centre's correction (8) over all
    of K their int8 products cancel (but for the rounding of -m / s), and the int8 weights stay one
@@ -81,8 +81,8 @@ MatMul with an outlier token, 1 thread (bench/per_token_design.py, docs/per_toke
    a Gather, and a MatMul of depth 1 + |O| in place of the correction's Mul). Activations without
    such channels (a GELU output, whose large values move from token to token) have none (no change).
 10. The row arithmetic in few nodes: every node costs onnxruntime a few microseconds whatever its
-   size, and the front end's [.., M, 1] arithmetic was 10 of them (Sub, Mul, Mul, Mul, Max, Add,
-   Mul for s and m). Here hi and lo are concatenated (with A_O where (9) applies) and one MatMul
+   size, and the front end's [.., M, 1] arithmetic for s and m was seven of them (Sub, Mul, Mul,
+   Mul, Max, Add, Mul). Here hi and lo are concatenated (with A_O where (9) applies) and one MatMul
    by a constant [2 (+ |O|), 4] gives (hi - lo) / (2 * half), hi / 2^15, -lo / 2^15 and
    (hi + lo) / 2 at once; Split and one Max make s, the last column is m. The same numbers but
    for float rounding (hi / L - lo / L against (hi - lo) / L). With outlier channels the
@@ -140,7 +140,7 @@ class Front(NamedTuple):
     q: ir.Value
     scale: ir.Value
     mid: ir.Value | None
-    extra: ir.Value | None = None  # (9) Concat(m, A_O) (or A_O when symmetric): the float correction's left side
+    extra: ir.Value | None = None  # (9) (10) Concat(hi, lo, A_O) (or A_O when symmetric): the float correction's left side
     outliers: np.ndarray | None = None  # (9) the channels O
 
 
@@ -269,7 +269,7 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
                   self._const(graph, f"zp{self.half + 1}", np.array(self.half + 1, np.uint8)),  # (2)
                   self._const(graph, "zp0", np.array(0, np.int8))]  # (7)
         new = [ir.node("MatMulIntegerToFloat", inputs, domain=MS_DOMAIN, name=derived_name(node, "per_token"))]  # (4)
-        if front.extra is not None:  # (9) [m, A_O] x [colsum; W_O]: the centre and the outlier channels
+        if front.extra is not None:  # (9) (10) [hi, lo, A_O] x [colsum / 2; colsum / 2; W_O]: centre and outliers
             rows = [] if front.outliers is None else [weight[front.outliers].astype(np.float32)]
             if front.mid is not None:  # (10) extra = [hi, lo, A_O]: m = hi / 2 + lo / 2
                 rows[:0] = [0.5 * dequantized_colsum(qw.values, qw.scale)[None, :]] * 2
