@@ -20,7 +20,7 @@ import numpy as np
 
 # 32767 // 255 = 128: a same-sign pair of weight levels within it never saturates against uint8
 # activations; the order along K the kernel pairs them in
-from edgeq.runtime.cpu import PAIR_LIMIT, k_major
+from edgeq.runtime.cpu import PAIR_LIMIT, k_major, pairs_over
 
 __all__ = ["QuantizedWeight", "quantize_weight", "limit_pairs", "paired_qmax", "PAIR_QMAX", "PAIR_LIMIT", "pairs_form",
            "quantize_paired", "pairs_apply", "k_major", "from_k_major", "weight_qmax", "QMAX", "REDUCED_QMAX", "note_reduced", "quantize_bias", "bias_safe_min_scale", "INT32_MAX",
@@ -320,13 +320,11 @@ def limit_pairs(values: np.ndarray, limit: int) -> np.ndarray:
     them for activations up to 32767 // ``limit`` (runtime/cpu.py, per_token.py (2)). A new array;
     only the pairs over the limit are touched."""
     out = np.array(values, np.int8, copy=True)
-    k = out.shape[0]
-    a, b = out[0:k - 1:2].astype(np.int16), out[1:k:2].astype(np.int16)
-    over = (a * b > 0) & (np.abs(a) + np.abs(b) > limit)
+    over = pairs_over(out, limit)
     if not over.any():
         return out
     i, j = np.nonzero(over)
-    ai, bi = a[i, j].astype(np.int32), b[i, j].astype(np.int32)
+    ai, bi = out[2 * i, j].astype(np.int32), out[2 * i + 1, j].astype(np.int32)
     excess = np.abs(ai) + np.abs(bi) - limit
     small, large = excess // 2, excess - excess // 2
     a_first = np.abs(ai) >= np.abs(bi)

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["int8_saturates", "measured", "ENV", "wide_int8_weights", "saturation_warning", "pairs_exact", "pairs_within",
+__all__ = ["int8_saturates", "measured", "ENV", "wide_int8_weights", "saturation_warning", "pairs_exact", "pairs_within", "pairs_over",
            "k_major", "NARROW_LEVELS", "PAIR_LIMIT", "NARROW_PAIR_LIMIT"]
 
 ENV = "EDGEQ_INT8_SATURATES"
@@ -152,14 +152,18 @@ def k_major(array: np.ndarray, op: str, trans_b: bool = False) -> np.ndarray:
     return array.T if trans_b else array
 
 
+def pairs_over(values: np.ndarray, limit: int) -> np.ndarray:
+    """[K // 2, N]: where the same-sign levels of rows 2i and 2i + 1 of ``values`` ([K, N]) sum
+    above ``limit`` (an odd K's last row pairs with nothing)."""
+    v = np.asarray(values, np.int32)
+    k = v.shape[0] // 2 * 2
+    a, b = v[0:k:2], v[1:k:2]
+    return (a * b > 0) & (np.abs(a) + np.abs(b) > limit)
+
+
 def pairs_within(values: np.ndarray, limit: int) -> bool:
     """No two same-sign levels of rows 2i and 2i + 1 of ``values`` ([K, N]) sum above ``limit``."""
-    v = np.asarray(values, np.int32)
-    if v.ndim != 2:
-        return False
-    v = v[: v.shape[0] // 2 * 2].reshape(-1, 2, v.shape[1])
-    a, b = v[:, 0], v[:, 1]
-    return not bool(np.any((a * b > 0) & (np.abs(a) + np.abs(b) > limit)))
+    return np.ndim(values) == 2 and not bool(pairs_over(values, limit).any())
 
 
 # Operators whose int8 weight input (index) meets uint8 activations in a u8s8 GEMM, the input
