@@ -107,13 +107,14 @@ from edgeq.passes.outliers import outlier_channels, own_weights, shared_weights
 from edgeq.passes.plan import QuantPlan, Role, derived_name, fresh_base, node_label
 from edgeq.passes.weights import PAIR_LIMIT, QMAX, note_reduced, pairs_form, weight_qmax
 
-__all__ = ["PerTokenMatMulPass", "row_form"]
+__all__ = ["PerTokenMatMulPass", "row_form", "TERMS"]
 
 logger = logging.getLogger(__name__)
 
 TINY = np.finfo(np.float32).tiny  # (1) the smallest row scale
 REL = 2.0 ** -15  # (1) the smallest row scale, relative to max |A|
 CENTER = True  # (1) (8) rows quantized around their midpoint; False: symmetric around 0
+TERMS = "_token_terms"  # (10) the name ending of the row arithmetic's constant matrix (fixed: no weight)
 
 
 def row_form(config: QuantConfig) -> tuple[int, int | None, int]:
@@ -227,7 +228,7 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
             extra = bounds if a_o is not None else None  # (9) [hi, lo, A_O]
             terms = np.zeros((2 + (0 if outliers is None else outliers.size), 4), np.float32)
             terms[:2] = [[1 / (2 * self.half), REL, 0.0, 0.5], [-1 / (2 * self.half), 0.0, -REL, 0.5]]
-            y = add("MatMul", [bounds, add_initializer(graph, f"{label}_token_terms", terms)], "terms")
+            y = add("MatMul", [bounds, add_initializer(graph, f"{label}{TERMS}", terms)], "terms")
             nodes.append(self._split(graph, y, 4, f"{label}_token_split"))
             width, rel_hi, rel_lo, mid = nodes[-1].outputs
             s = add("Max", [width, rel_hi, rel_lo, self._f32(graph, "tiny", TINY)], "scale")

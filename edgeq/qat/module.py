@@ -22,7 +22,8 @@ the trained values.
    (uint8, per tensor, range including 0), B as a weight (2).
 6. Float initializers of more than one element that are a layer's parameters (weights and
    biases of layers left float, LayerNorm) are trained too; scalars, integer tensors and the
-   graph's other constants (a preprocessing mean, a mask, Resize scales) are fixed.
+   graph's other constants (a preprocessing mean, a mask, Resize scales, a per-token front's row
+   arithmetic: passes/per_token.py (10)) are fixed.
 8. Per-token MatMuls (``passes/per_token.py``): the rows' scales and centres are the graph's own
    float ops; their Cast to uint8 (or blocked QuantizeLinear) passes the gradient straight
    through, and the centred form's column sums follow the trained weight.
@@ -638,7 +639,12 @@ _PARAMETER_READERS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LayerNormaliza
 def _is_parameter(value: ir.Value) -> bool:
     """(6) A weight, bias or normalization parameter of a layer, not a constant of the graph's own
     arithmetic (a preprocessing mean, a mask, Resize scales): every reader is such a layer, or an
-    Add that adds it to one's output (a bias stored apart)."""
+    Add that adds it to one's output (a bias stored apart). A per-token front's row arithmetic
+    (passes/per_token.py (10): [hi, lo] times a constant, by a MatMul) is the graph's own."""
+    from edgeq.passes.per_token import TERMS
+
+    if value.name and value.name.endswith(TERMS):
+        return False
     for node, _ in value.uses():
         if node.op_type in _PARAMETER_READERS:
             continue

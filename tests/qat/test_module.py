@@ -329,6 +329,11 @@ def test_per_token_matmuls_train_and_export(tmp_path):
     check = export(qat, feeds[:4], tmp_path / "pt.onnx")
     assert check.worst_agreement >= 0.999
     written = ir.load(str(tmp_path / "pt.onnx"))
+    # the fronts' row arithmetic (per_token.py (10)) is no weight: not trained, written as built
+    terms = {n: v.const_value.numpy() for n, v in qat.qdq.graph.initializers.items() if n.endswith("_token_terms")}
+    assert terms and not any(name.endswith("_token_terms") for name in qat.float_params)
+    for name, array in terms.items():
+        np.testing.assert_array_equal(written.graph.initializers[name].const_value.numpy(), array)
     for name, q, p in qat.colsums:
         stored = np.asarray(written.graph.initializers[name].const_value.numpy())
         np.testing.assert_allclose(stored, qat.quants[q](qat._get(p)).sum(dim=0).detach().numpy(), rtol=1e-5, atol=1e-6)
