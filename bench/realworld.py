@@ -216,15 +216,16 @@ def load_bundled(name: str, folder: str):
 
 
 # -- what runs int8 -----------------------------------------------------------------------------
-HELPERS = ("_token_terms", "_outliers")  # edgeq's MatMuls of depth 2 + |O|: per_token.py (9) (10), dynamic.py
-
-
 def precision_counts(path: str) -> dict[str, int]:
     """Conv/MatMul/Gemm/LSTM-like nodes of a model file that run int8 (integer kernels, or both
     first inputs fed by DequantizeLinear: Q/DQ that onnxruntime fuses) vs float; the small float
-    MatMuls edgeq adds beside its int8 MatMuls (``HELPERS``: row ranges, outlier channels) are
-    neither."""
+    MatMuls edgeq adds beside its int8 MatMuls (row ranges: per_token.py (10); outlier channels:
+    per_token.py (9), dynamic.py) are neither."""
     import onnx
+
+    from edgeq.passes.per_token import TERMS
+
+    helpers = (TERMS, "_outliers")  # their node names' endings
 
     counts: collections.Counter = collections.Counter()
 
@@ -236,7 +237,7 @@ def precision_counts(path: str) -> dict[str, int]:
                     walk(sub)
             if node.op_type in INT8_OPS:
                 counts["int8"] += 1
-            elif node.name.endswith(HELPERS):  # a per-token front's or outlier correction's small MatMul
+            elif node.name.endswith(helpers):  # a per-token front's or outlier correction's small MatMul
                 continue
             elif node.op_type in COMPUTE_OPS:
                 fed = [producer.get(i) for i in node.input[:2]]

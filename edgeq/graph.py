@@ -23,7 +23,7 @@ Imports only onnx_ir, numpy and edgeq.errors: any layer may use it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal, final
 
 import numpy as np
@@ -40,6 +40,7 @@ __all__ = [
     "initializer_tensor",
     "initializer_array",
     "add_initializer",
+    "split_node",
     "remove_unused_initializers",
     "copy_model",
     "all_nodes",
@@ -98,6 +99,16 @@ def add_initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
     value.shape = ir.Shape(array.shape)
     graph.register_initializer(value)
     return value
+
+
+def split_node(x: ir.Value, sizes: Sequence[int], axis: int, opset: int, name: str,
+               sizes_input: Callable[[np.ndarray], ir.Value]) -> ir.Node:
+    """A Split of ``x`` along ``axis`` into pieces of ``sizes``: from opset 13 the sizes are an
+    int64 input (``sizes_input`` makes it from the array), before it the ``split`` attribute."""
+    if opset >= 13:
+        return ir.node("Split", [x, sizes_input(np.array(sizes, np.int64))], {"axis": axis},
+                       num_outputs=len(sizes), name=name)
+    return ir.node("Split", [x], {"axis": axis, "split": [int(s) for s in sizes]}, num_outputs=len(sizes), name=name)
 
 
 def remove_unused_initializers(graph: ir.Graph, values: Iterable[ir.Value | None]) -> None:

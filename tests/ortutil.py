@@ -40,12 +40,14 @@ def int8_pays_timing(models, feed, **_):
     are measured by bench/auto_vs_uniform.py, not by tests on a noisy machine."""
     import onnx
 
+    from edgeq.passes.per_token import TERMS
+
     out = {}
     for name, data in models.items():
         proto = data.proto() if hasattr(data, "proto") else onnx.load_from_string(data)  # InMemoryModel or bytes
         dq = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
         heavy = [n for n in proto.graph.node if n.op_type in ("Conv", "MatMul", "Gemm") and len(n.input) > 1
-                 and not n.name.endswith(("_token_terms", "_outliers"))]
+                 and not n.name.endswith((TERMS, "_outliers"))]
         integer = sum(n.op_type.startswith(("QLinear", "DynamicQuantize", "MatMulInteger", "ConvInteger"))
                       for n in proto.graph.node)
         out[name] = sum(0.4 if n.input[1] in dq else 1.0 for n in heavy) + 0.4 * integer + 0.01 * len(dq)

@@ -24,7 +24,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from edgeq.graph import add_initializer
+from edgeq.graph import add_initializer, split_node
 
 __all__ = ["PackSmallFloatsPass", "REL_ERROR", "MIN_SAVED"]
 
@@ -70,13 +70,8 @@ class PackSmallFloatsPass(ir.passes.InPlacePass):
         first = next(iter(graph))
         block = add_initializer(graph, "small_floats_fp16", np.concatenate([h.reshape(-1) for _, h in pieces]))
         cast = ir.node("Cast", [block], {"to": ir.DataType.FLOAT}, name="small_floats_to_fp32")
-        sizes = np.array([h.size for _, h in pieces], np.int64)
-        if model.opset_imports.get("", 1) >= 13:
-            split = ir.node("Split", [cast.outputs[0], add_initializer(graph, "small_floats_sizes", sizes)], {"axis": 0},
-                            num_outputs=len(pieces), name="small_floats_split")
-        else:
-            split = ir.node("Split", [cast.outputs[0]], {"axis": 0, "split": sizes.tolist()},
-                            num_outputs=len(pieces), name="small_floats_split")
+        split = split_node(cast.outputs[0], [h.size for _, h in pieces], 0, model.opset_imports.get("", 1),
+                           "small_floats_split", lambda sizes: add_initializer(graph, "small_floats_sizes", sizes))
         nodes = [cast, split]
         for (value, half), piece in zip(pieces, split.outputs):
             out = piece

@@ -101,7 +101,7 @@ import numpy as np
 import onnx_ir as ir
 
 from edgeq.config import PerTensor, QuantConfig
-from edgeq.graph import MS_DOMAIN, add_initializer, graphs_of, remove_unused_initializers
+from edgeq.graph import MS_DOMAIN, add_initializer, graphs_of, remove_unused_initializers, split_node
 from edgeq.passes.dynamic import quantize_matmul_weight, replace_nodes
 from edgeq.passes.outliers import outlier_channels, own_weights, shared_weights
 from edgeq.passes.plan import QuantPlan, Role, derived_name, fresh_base, node_label
@@ -114,7 +114,7 @@ logger = logging.getLogger(__name__)
 TINY = np.finfo(np.float32).tiny  # (1) the smallest row scale
 REL = 2.0 ** -15  # (1) the smallest row scale, relative to max |A|
 CENTER = True  # (1) (8) rows quantized around their midpoint; False: symmetric around 0
-TERMS = "_token_terms"  # (10) the name ending of the row arithmetic's constant matrix (fixed: no weight)
+TERMS = "_token_terms"  # (10) the name ending of the row arithmetic's MatMul ("terms" below) and of its constant matrix
 
 
 def row_form(config: QuantConfig) -> tuple[int, int | None, int]:
@@ -192,14 +192,6 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
             return ir.node(op, [x, self._const(graph, "axes", np.array([-1], np.int64))], {"keepdims": 1}, name=name)
         return ir.node(op, [x], {"axes": [-1], "keepdims": 1}, name=name)
 
-    def _split(self, graph: ir.Graph, x: ir.Value, parts: int, name: str) -> ir.Node:
-        """``x`` split into ``parts`` of width 1 along its last axis."""
-        outputs = [ir.Value(name=f"{name}_{i}") for i in range(parts)]
-        if self._opset >= 13:
-            sizes = self._const(graph, f"ones{parts}", np.ones(parts, np.int64))
-            return ir.node("Split", [x, sizes], {"axis": -1}, outputs=outputs, name=name)
-        return ir.node("Split", [x], {"axis": -1, "split": [1] * parts}, outputs=outputs, name=name)
-
     def _front(self, graph: ir.Graph, x: ir.Value, before: ir.Node, k: int) -> Front:
         """(1) (3) A's row scales (and centres) and A quantized with them, inserted before ``before``."""
         label = x.name or node_label(before)
@@ -229,7 +221,10 @@ class PerTokenMatMulPass(ir.passes.InPlacePass):
             terms = np.zeros((2 + (0 if outliers is None else outliers.size), 4), np.float32)
             terms[:2] = [[1 / (2 * self.half), REL, 0.0, 0.5], [-1 / (2 * self.half), 0.0, -REL, 0.5]]
             y = add("MatMul", [bounds, add_initializer(graph, f"{label}{TERMS}", terms)], "terms")
-            nodes.append(self._split(graph, y, 4, f"{label}_token_split"))
+            nodes.append(split_node(y, [1] * 4, -1, self._opset, f"{label}_token_split",
+                                    lambda sizes: self._const(graph, "ones4", sizes)))
+            for i, out in enumerate(nodes[-1].outputs):
+                out.name = f"{label}_token_split_{i}"
             width, rel_hi, rel_lo, mid = nodes[-1].outputs
             s = add("Max", [width, rel_hi, rel_lo, self._f32(graph, "tiny", TINY)], "scale")
             mid.name, mid.dtype = f"{label}_token_mid", ir.DataType.FLOAT

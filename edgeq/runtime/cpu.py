@@ -168,7 +168,7 @@ def pairs_within(values: np.ndarray, limit: int) -> bool:
 
 # Operators whose int8 weight input (index) meets uint8 activations in a u8s8 GEMM, the input
 # holding the activations' zero point (its type says uint8 or int8), and the weight's layout for
-# ``k_major`` ("": not measured, no pair limit makes it safe).
+# ``_paired`` (an LSTM's [D, K, 4H]: each direction a MatMul's).
 _KERNELS: dict[str, tuple[tuple[int, ...], int | None, str]] = {
     "QLinearConv": ((3,), 2, "Conv"), "QLinearMatMul": ((3,), 2, "MatMul"), "QGemm": ((3,), 2, "Gemm"),
     "MatMulInteger": ((1,), 2, "MatMul"), "MatMulIntegerToFloat": ((1,), 4, "MatMul"),
