@@ -62,7 +62,9 @@ def render_table(results) -> object:
     from rich.table import Table
 
     several = any(r.speedup is not None for r in results)
-    table = Table(title="edgeq bench (latency in ms)", title_justify="left")
+    rounds = max((r.rounds for r in results), default=1)
+    title = "edgeq bench (latency in ms" + (f"; medians of {rounds} rounds, models interleaved" if rounds > 1 else "") + ")"
+    table = Table(title=title, title_justify="left")
     for col in ("model", "provider", "threads", "batch", "p50", "p90", "p99", "mean", "samples/s",
                 "start ms", "peak MB", "size MB", "iters"):
         table.add_column(col, justify="left" if col in ("model", "provider") else "right")
@@ -85,7 +87,8 @@ def render_table(results) -> object:
             str(r.iters),
         ]
         if several:
-            row.append("-" if r.speedup is None else f"{r.speedup:.2f}x")
+            row.append("-" if r.speedup is None else f"{r.speedup:.2f}x" + (
+                "" if r.speedup_range is None else f" ({r.speedup_range[0]:.2f}-{r.speedup_range[1]:.2f})"))
         table.add_row(*row)
     return table
 
@@ -106,6 +109,9 @@ def render_table(results) -> object:
 @click.option("--input-shape", "input_shape", multiple=True, metavar="NAME=1x3x224x224",
               help="Shape of an input with symbolic dims (its first dim follows --batch).")
 @click.option("--dim", "dim", multiple=True, metavar="NAME=SIZE", help="Size of a named symbolic dim, e.g. seq=128.")
+@click.option("--rounds", type=click.IntRange(min=1), default=None,
+              help="Rounds per configuration, models interleaved and their order rotated each round; the figures "
+                   "are medians over the rounds (default 3 with several models, 1 with one; the time is split).")
 @click.option("--json", "json_out", type=click.Path(path_type=str), default=None, help="Write all results as JSON.")
 @click.option("--in-process", is_flag=True, help="Measure in this process instead of one fresh process each.")
 @click.option("--prompt-tokens", type=click.IntRange(1), default=64, show_default=True,
@@ -113,8 +119,8 @@ def render_table(results) -> object:
 @click.option("--new-tokens", type=click.IntRange(2), default=64, show_default=True,
               help="Decoder models: tokens generated for decode tokens/s.")
 @device_options
-def bench(models, providers, threads, batch, warmup, iters, seconds, inputs, input_shape, dim, json_out, in_process,
-          prompt_tokens, new_tokens, cluster, workers, device, timeout_s):
+def bench(models, providers, threads, batch, warmup, iters, seconds, inputs, input_shape, dim, rounds, json_out,
+          in_process, prompt_tokens, new_tokens, cluster, workers, device, timeout_s):
     """Benchmark MODELS for every provider x threads x batch; the first model is the baseline.
     Decoder language models get time to first token, prefill and decode tokens/s and peak memory."""
     from edgeq.io import atomic_path
@@ -142,6 +148,7 @@ def bench(models, providers, threads, batch, warmup, iters, seconds, inputs, inp
         dims=parse_dims(dim),
         shapes=parse_shapes(input_shape),
         isolate=not in_process,
+        rounds=rounds,
     )
     node = None
     if cluster is not None or device is not None:

@@ -46,6 +46,8 @@ def write_reports(report: dict, out_dir: str, inputs: list[str], title: str) -> 
 @click.option("--iters", type=click.IntRange(min=1), default=None, help="Timed runs (overrides --seconds).")
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Time per configuration (at least 10 runs).")
+@click.option("--rounds", type=click.IntRange(min=1), default=None,
+              help="Rounds per configuration, models interleaved (default 3 with several models; edgeq bench --help).")
 @click.option("--profile/--no-profile", default=True, show_default=True,
               help="Per-operator time from onnxruntime's profiler.")
 @click.option("--input-shape", "input_shape", multiple=True, metavar="NAME=1x3x224x224",
@@ -55,7 +57,7 @@ def write_reports(report: dict, out_dir: str, inputs: list[str], title: str) -> 
               help="Folder for report.json, report.md and report.html.")
 @click.option("--title", default="edgeq compare", show_default=True, help="Title of the HTML report.")
 @device_options
-def compare(models, providers, inputs, batch, threads, warmup, iters, seconds, profile, input_shape, dim,
+def compare(models, providers, inputs, batch, threads, warmup, iters, seconds, rounds, profile, input_shape, dim,
             out_dir, title, cluster, workers, device, timeout_s):
     """Compare MODELS on every provider: latency, throughput, memory, and each output against the
     first model on the first provider (SQNR, cosine, max abs error, top-1 agreement)."""
@@ -73,6 +75,7 @@ def compare(models, providers, inputs, batch, threads, warmup, iters, seconds, p
         warmup=warmup,
         iters=iters,
         seconds=seconds,
+        rounds=rounds,
         profile=profile,
         dims=parse_dims(dim),
         shapes=parse_shapes(input_shape),

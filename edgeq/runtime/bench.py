@@ -8,6 +8,18 @@ not warm the next. In that process: feeds are made (random from the input specs,
 ``inputs``), the baseline RSS is taken, the session is built (timed), warmed up, then run
 ``iters`` times or for ``seconds`` (at least ``min_iters`` runs). ``speedup`` compares each
 model's p50 with the first model's in the same configuration.
+
+Rounds: with several models, each configuration is measured in ``rounds`` rounds (``ROUNDS`` by
+default; one with a single model), the budget (``iters`` or ``seconds``, and ``min_iters``) split
+between them. Within a round the models of one provider x threads x batch run one after the
+other, their order rotated each round, so that a shared machine's drift (another job starting,
+the clock changing) hits every model alike instead of whichever ran last. A model's figures are
+the medians over its rounds (p50, p90, p99, session start, first run); ``iters`` the sum; min,
+max, mean and throughput over all runs; ``speedup`` the first model's p50 over this one's (the
+two columns a reader divides), and ``speedup_range`` the lowest and highest of that ratio
+within one round. On this project's shared 2-core machine the demo's ``edgeq bench`` read int8
+at 0.72x fp32 with every fp32 configuration measured before every int8 one, where the quantize
+step, timing the two interleaved, had just measured 1.06x.
 """
 
 from __future__ import annotations
@@ -24,9 +36,11 @@ import numpy as np
 
 from edgeq.errors import UsageError
 
-__all__ = ["BenchResult", "bench", "measure", "make_feed", "file_bytes", "bench_report"]
+__all__ = ["BenchResult", "bench", "measure", "make_feed", "file_bytes", "bench_report", "ROUNDS"]
 
 logger = logging.getLogger(__name__)
+
+ROUNDS = 3  # rounds per configuration where several models are compared (module docstring)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,10 +69,15 @@ class BenchResult:
     fell_back: bool = False  # the requested provider could not run the model (see providers_used)
     warnings: list[str] = dataclasses.field(default_factory=list)  # the session's (runtime/cpu.py: saturation)
     first_run_ms: float | None = None  # the first run after the session started (cold caches, lazy init)
+    rounds: int = 1  # rounds measured (module docstring): the figures are their medians
+    speedup_range: tuple[float, float] | None = None  # lowest and highest of the rounds' ratios
+
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["providers_used"] = list(self.providers_used)
+        if self.speedup_range is not None:
+            d["speedup_range"] = list(self.speedup_range)
         return d
 
     @classmethod
@@ -66,6 +85,8 @@ class BenchResult:
         fields = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in d.items() if k in fields}
         data["providers_used"] = tuple(data.get("providers_used", ()))
+        if data.get("speedup_range") is not None:
+            data["speedup_range"] = tuple(data["speedup_range"])
         return cls(**data)
 
 
@@ -271,11 +292,14 @@ def bench(
     shapes: Mapping[str, Sequence[int]] | None = None,
     isolate: bool = True,
     progress: bool = False,
+    rounds: int | None = None,
 ) -> list[BenchResult]:
     """Benchmark every model x provider x threads x batch; see the module docstring.
 
     ``batches=None`` means batch 1 for random inputs and the data's own batch for ``inputs``.
-    Unavailable providers are skipped with a warning; none available raises ProviderError.
+    ``rounds``: None for ``ROUNDS`` with several models, 1 with one. Unavailable providers are
+    skipped with a warning; none available raises ProviderError. Results come in the order
+    model x provider x threads x batch.
     """
     from edgeq.runtime.providers import available_providers, canonical_name
     from edgeq.runtime.session import check_model_file
@@ -289,6 +313,9 @@ def bench(
         raise UsageError(f"--iters must be at least 1, got {iters}")
     if warmup < 0 or seconds <= 0:
         raise UsageError("--warmup must be >= 0 and --seconds > 0")
+    if rounds is not None and rounds < 1:
+        raise UsageError(f"--rounds must be at least 1, got {rounds}")
+    rounds = rounds if rounds is not None else (ROUNDS if len(models) > 1 else 1)
     avail = available_providers()
     chosen = [name for name in providers if canonical_name(name) in avail]
     if chosen:
@@ -301,17 +328,16 @@ def bench(
         raise ProviderError(
             f"none of the requested providers ({', '.join(providers)}) is available; available: {', '.join(avail)}"
         )
-    configs = [
-        (index, model, p, t, b)
-        for index, model in enumerate(models)
-        for p in chosen
-        for t in threads
-        for b in (list(batches) if batches else [None])
-    ]
-    common = dict(warmup=warmup, iters=iters, seconds=seconds, min_iters=min_iters, inputs=inputs,
-                  dims=dict(dims or {}), shapes={k: list(v) for k, v in (shapes or {}).items()})
+    groups = [(p, t, b) for p in chosen for t in threads for b in (list(batches) if batches else [None])]
+    configs = [(index, model, p, t, b) for index, model in enumerate(models) for p, t, b in groups]
+    # the budget split between the rounds (module docstring)
+    common = dict(warmup=warmup, iters=None if iters is None else -(-iters // rounds), seconds=seconds / rounds,
+                  min_iters=max(1, -(-min_iters // rounds)), inputs=inputs, dims=dict(dims or {}),
+                  shapes={k: list(v) for k, v in (shapes or {}).items()})
     timeout = 600.0 + (seconds * 20 if iters is None else 1200.0)
-    results: list[BenchResult] = []
+    order = [(r, (index, models[index], *group)) for r in range(rounds) for group in groups
+             for index in [(k + r) % len(models) for k in range(len(models))]]  # models rotated each round
+    measured: dict[tuple, list[BenchResult]] = {}
     bar = None
     if progress:
         from rich.console import Console
@@ -321,33 +347,66 @@ def bench(
         bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                        TimeElapsedColumn(), console=Console(stderr=True), transient=True)
         bar.start()
-        task = bar.add_task("bench", total=len(configs))
+        task = bar.add_task("bench", total=len(order))
     try:
-        for _, model, p, t, b in configs:
+        for r, config in order:
+            _, model, p, t, b = config
             label = f"{os.path.basename(model)} {p} threads={t} batch={b or 'data'}"
+            if rounds > 1:
+                label += f" (round {r + 1} of {rounds})"
             if bar is not None:
                 bar.update(task, description=label)
             logger.info("benchmarking %s", label)
             if isolate:
                 spec = dict(common, model=model, provider=p, threads=t, batch=b)
-                results.append(_measure_isolated(spec, timeout))
+                result = _measure_isolated(spec, timeout)
             else:
-                results.append(measure(model, p, t, batch=b, **common))
+                result = measure(model, p, t, batch=b, **common)
+            measured.setdefault(config, []).append(result)
             if bar is not None:
                 bar.advance(task)
     finally:
         if bar is not None:
             bar.stop()
-    return _with_speedups(results, [c[0] for c in configs])
+    return _combined(configs, measured)
 
 
-def _with_speedups(results: list[BenchResult], indices: list[int]) -> list[BenchResult]:
-    base = {(r.provider, r.threads, r.batch): r.p50_ms for r, i in zip(results, indices) if i == 0}
+def _combined(configs: list[tuple], measured: dict[tuple, list[BenchResult]]) -> list[BenchResult]:
+    """One result per configuration from its rounds, with the speed-up against the first model of
+    the same provider x threads x batch (module docstring)."""
+    first = {config[2:]: measured[config] for config in configs if config[0] == 0}
     out = []
-    for r, i in zip(results, indices):
-        ref = base.get((r.provider, r.threads, r.batch))
-        out.append(dataclasses.replace(r, speedup=None if ref is None or i == 0 else ref / r.p50_ms))
+    for config in configs:
+        runs = measured[config]
+        result = _median_of(runs)
+        if config[0] != 0:
+            ref = first[config[2:]]
+            ratios = sorted(a.p50_ms / b.p50_ms for a, b in zip(ref, runs))
+            result = dataclasses.replace(result, speedup=_median_of(ref).p50_ms / result.p50_ms,
+                                         speedup_range=(ratios[0], ratios[-1]) if len(ratios) > 1 else None)
+        out.append(result)
     return out
+
+
+def _median_of(runs: list[BenchResult]) -> BenchResult:
+    """``runs`` (one configuration's rounds) as one result; a single round as it is."""
+    if len(runs) == 1:
+        return runs[0]
+
+    def median(name: str) -> float:
+        return float(np.median([getattr(r, name) for r in runs]))
+
+    iters = sum(r.iters for r in runs)
+    mean = sum(r.mean_ms * r.iters for r in runs) / iters
+    firsts = [r.first_run_ms for r in runs if r.first_run_ms is not None]
+    peaks = [r.peak_rss_delta_bytes for r in runs if r.peak_rss_delta_bytes is not None]
+    return dataclasses.replace(
+        runs[0], iters=iters, p50_ms=median("p50_ms"), p90_ms=median("p90_ms"), p99_ms=median("p99_ms"),
+        mean_ms=mean, min_ms=min(r.min_ms for r in runs), max_ms=max(r.max_ms for r in runs),
+        throughput=runs[0].batch / (mean / 1e3), session_start_ms=median("session_start_ms"),
+        peak_rss_delta_bytes=max(peaks) if peaks else None, fell_back=any(r.fell_back for r in runs),
+        warnings=list(dict.fromkeys(w for r in runs for w in r.warnings)),
+        first_run_ms=float(np.median(firsts)) if firsts else None, rounds=len(runs))
 
 
 def bench_report(results: Sequence[BenchResult]) -> dict[str, Any]:

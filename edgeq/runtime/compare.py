@@ -187,8 +187,10 @@ def compare(
     shapes: Mapping[str, Sequence[int]] | None = None,
     isolate: bool = True,
     progress: bool = False,
+    rounds: int | None = None,
 ) -> CompareReport:
-    """Benchmark and cross-check ``models`` on ``providers``; see the module docstring."""
+    """Benchmark and cross-check ``models`` on ``providers``; see the module docstring (``rounds``:
+    ``edgeq.runtime.bench``'s, models interleaved)."""
     from edgeq.runtime.bench import bench
     from edgeq.runtime.providers import canonical_name
     from edgeq.runtime.session import Session, check_model_file
@@ -230,7 +232,7 @@ def compare(
 
     results = bench(models, providers=chosen, threads=threads, batches=batches, warmup=warmup, iters=iters,
                     seconds=seconds, min_iters=min_iters, inputs=inputs, dims=dims, shapes=shapes,
-                    isolate=isolate, progress=progress)
+                    isolate=isolate, progress=progress, rounds=rounds)
     runs = []
     for r in results:
         d = r.to_dict()

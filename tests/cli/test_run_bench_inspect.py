@@ -114,6 +114,14 @@ def test_bench_json(net, tmp_path, capsys):
         assert r["throughput"] == pytest.approx(r["batch"] * 1e3 / r["mean_ms"], rel=1e-6)
     assert results[2]["speedup"] == pytest.approx(results[0]["p50_ms"] / results[2]["p50_ms"])
     assert "vs first" in out and "net.onnx" in out and "other.onnx" in out
+    assert all(r["rounds"] == 3 for r in results) and "medians of 3 rounds" in out  # two models: interleaved
+    code, out, err = _main(["bench", path, other, "--iters", "4", "--warmup", "0", "--rounds", "2", "--json",
+                            out_json], capsys)
+    assert code == 0, err
+    results = json.loads(out_json.read_text())["results"]
+    assert [(r["rounds"], r["iters"]) for r in results] == [(2, 4), (2, 4)] and "medians of 2 rounds" in out
+    lo, hi = results[1]["speedup_range"]  # two rounds: the ratio of their means lies between theirs
+    assert lo * (1 - 1e-9) <= results[1]["speedup"] <= hi * (1 + 1e-9)
 
 
 def test_bench_input_shape_and_dims(tmp_path, capsys):

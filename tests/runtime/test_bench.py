@@ -47,10 +47,55 @@ def test_seconds_budget_and_speedup_against_first(model_path, tmp_path):
     other = save(conv_net(seed=1)[0], tmp_path / "other.onnx")
     results = bench([model_path, other], seconds=0.05, min_iters=12, warmup=1, isolate=False)
     first, second = results
-    assert first.iters >= 12 and second.iters >= 12
-    assert first.speedup is None
+    assert first.iters >= 12 and second.iters >= 12  # 3 rounds of at least 4 runs each
+    assert first.rounds == second.rounds == 3 and first.speedup is None
     assert second.speedup == pytest.approx(first.p50_ms / second.p50_ms)
+    lo, hi = second.speedup_range
+    assert lo <= hi and lo > 0
     _check_consistent(second)
+    assert BenchResult.from_dict(json.loads(json.dumps(second.to_dict()))) == second
+    (alone,) = bench([model_path], iters=10, warmup=0, isolate=False)  # one model: one round, no range
+    assert alone.rounds == 1 and alone.iters == 10 and alone.speedup_range is None
+
+
+def test_rounds_interleave_the_models_and_take_medians(model_path, tmp_path, monkeypatch):
+    """Each provider x threads x batch: the models one after the other, their order rotated each
+    round, the budget split between the rounds; a model's p50 is the median of its rounds (a burst
+    in one round does not move it), the speed-up the ratio of the medians, its range the rounds'."""
+    import dataclasses
+
+    import edgeq.runtime.bench as bench_module
+
+    other = save(conv_net(seed=2)[0], tmp_path / "b.onnx")
+    real, calls = bench_module.measure, []
+    p50 = {("net.onnx", 1): [1.0, 5.0, 1.2], ("b.onnx", 1): [0.8, 0.9, 0.7],  # a burst in round 2 of net
+           ("net.onnx", 2): [2.0, 2.0, 2.0], ("b.onnx", 2): [4.0, 4.0, 1.0]}
+
+    def fake(model, provider, threads, *, batch, iters, min_iters, seconds, **kw):
+        name = os.path.basename(model)
+        calls.append((name, batch, iters, min_iters, seconds))
+        ms = p50[(name, batch)][sum(c[:2] == (name, batch) for c in calls) - 1]
+        r = real(model, provider, threads, batch=batch, iters=2, warmup=0)
+        return dataclasses.replace(r, iters=iters, p50_ms=ms, p90_ms=ms * 1.1, p99_ms=ms * 1.2, min_ms=ms * 0.9,
+                                   max_ms=ms * 1.3, mean_ms=ms, throughput=batch / (ms / 1e3))
+
+    monkeypatch.setattr(bench_module, "measure", fake)
+    results = bench([model_path, other], batches=[1, 2], iters=7, min_iters=10, warmup=0, isolate=False)
+    assert [c[:2] for c in calls] == [("net.onnx", 1), ("b.onnx", 1), ("net.onnx", 2), ("b.onnx", 2),
+                                      ("b.onnx", 1), ("net.onnx", 1), ("b.onnx", 2), ("net.onnx", 2),
+                                      ("net.onnx", 1), ("b.onnx", 1), ("net.onnx", 2), ("b.onnx", 2)]
+    assert {c[2:] for c in calls} == {(3, 4, 2.0 / 3)}  # iters 7 and min_iters 10 over 3 rounds, rounded up
+    net1, net2, b1, b2 = results  # model x provider x threads x batch, as without rounds
+    assert (net1.model, net1.batch, b2.model, b2.batch) == (model_path, 1, other, 2)
+    assert net1.p50_ms == 1.2 and b1.p50_ms == pytest.approx(0.8) and net1.iters == 9 and net1.rounds == 3
+    assert b1.speedup == pytest.approx(1.2 / 0.8) and b1.speedup_range == pytest.approx((1.25, 5.0 / 0.9))
+    assert b2.speedup == pytest.approx(0.5) and b2.speedup_range == pytest.approx((0.5, 2.0))
+    assert net1.min_ms == pytest.approx(0.9) and net1.max_ms == pytest.approx(6.5)
+    assert net1.mean_ms == pytest.approx((1.0 + 5.0 + 1.2) / 3)
+    for r in results:
+        _check_consistent(r)
+    with pytest.raises(UsageError, match="rounds must be at least 1"):
+        bench([model_path, other], rounds=0)
 
 
 def test_external_data_counts_in_file_size(tmp_path):
