@@ -4,7 +4,8 @@
     ms = interleaved_ms({"fp32": a, "int8": b}, feeds, runs=200, repeats=7, warmup=3)
 
 Every model runs ``runs`` inferences (cycling over ``feeds``) per round, the models take turns
-within a round so that machine drift hits all alike, and the median over ``repeats`` rounds of
+within a round (their order rotated from one round to the next, so that no model always runs
+first) so that machine drift hits all alike, and the median over ``repeats`` rounds of
 the per-inference time is returned. ``runs=None``: as many as fill about 0.2 s for the first
 model, and at least one pass over ``feeds``. ``threads``: intra-op threads of every session (1
 unless told).
@@ -48,8 +49,10 @@ def interleaved_ms(models: dict[str, bytes], feeds: list[dict[str, np.ndarray]],
         next(iter(sessions.values())).run(None, feeds[0])
         runs = max(len(feeds), int(ROUND_S / max(time.perf_counter() - start, 1e-6)))
     times: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(repeats):
-        for name, sess in sessions.items():
+    names = list(sessions)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:  # the order rotated each round
+            sess = sessions[name]
             start = time.perf_counter()
             for i in range(runs):
                 sess.run(None, feeds[i % len(feeds)])

@@ -377,7 +377,9 @@ class QuantConfig:
     min_iou: float = 0.95
     seed: int = 0
     provider: str = "cpu"  # auto mode: the provider whose latency counts ("never slower than fp32" there)
-    threads: int = 1  # auto mode: intra-op threads for those latency measurements
+    # auto mode: intra-op threads for those latency measurements; None (the default): 1 thread, and an
+    # int8 answer slower at 2 threads must be faster over 1 and 2 together (auto/placement.py, two_threads)
+    threads: int | None = None
     precision: NodePrecision = NodePrecision()  # per-layer precision: node name -> fp32 | fp16 | int16
     time_budget_s: float | None = 600.0  # auto mode: optional search steps stop after about this long (None: no limit)
 
@@ -462,7 +464,7 @@ class QuantConfig:
         object.__setattr__(self, "dynamic_granularity", parse_granularity(self.dynamic_granularity))
         if not isinstance(self.dynamic_granularity, (PerTensor, PerToken)):
             raise UsageError(f"dynamic_granularity must be per-tensor or per-token, not {self.dynamic_granularity}")
-        if self.threads < 1:
+        if self.threads is not None and self.threads < 1:
             raise UsageError(f"threads must be at least 1, got {self.threads}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise UsageError(f"time_budget_s must be positive, got {self.time_budget_s}")
@@ -521,7 +523,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "integer_only": (bool,), "strict": (bool,), "opset": (int, type(None)), "max_samples": (int, type(None)),
     "batch_size": (int,), "dynamic_conv": (bool,), "channel_scales": (bool,), "outlier_channels": (bool,), "min_sqnr": (*_NUMBER, type(None)),
     "metric": (str, type(None)), "min_score": (*_NUMBER, type(None)), "min_top1": _NUMBER, "min_iou": _NUMBER, "seed": (int,), "provider": (str,),
-    "threads": (int,), "time_budget_s": (*_NUMBER, type(None)), "max_size": (str, *_NUMBER, type(None)),
+    "threads": (int, type(None)), "time_budget_s": (*_NUMBER, type(None)), "max_size": (str, *_NUMBER, type(None)),
 }
 MAX_BINS = 1 << 16  # entropy/mse histograms: more bins than this only cost memory
 

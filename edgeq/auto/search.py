@@ -32,8 +32,11 @@ Order of work (each step measured on the evaluation feeds against the fp32 outpu
    run int8 there, with cheaper units float instead. Timing decides between them.
 4. Latency: float gaps between int8 regions are quantized back where fidelity allows (fewer
    precision changes); isolated int8 nodes are dropped; every configuration tried is timed on the
-   provider at ``threads`` (interleaved medians). The fastest one meeting the target wins; if it
-   is not faster than fp32, the fp32 model is returned with that verdict. So an int16 or fp16
+   provider at ``threads`` (interleaved medians; 1 where not given). The fastest one meeting the
+   target wins; if it is not faster than fp32, the fp32 model is returned with that verdict. Where
+   ``threads`` was not given, the answer that passed the final gate (``gate.py``) is timed at 2
+   threads too and kept only where it is faster than fp32 over 1 and 2 threads together
+   (``placement.two_threads``). So an int16 or fp16
    layer survives only in a configuration that measured faster than the alternatives (on the CPU
    provider int16 runs as a float kernel between Q/DQ: it rarely pays there; its value is
    fidelity on integer-only targets).
@@ -117,7 +120,7 @@ def auto_quantize(
     metric: Any = None,
     min_score: float | None = None,
     provider: str = "cpu",
-    threads: int = 1,
+    threads: int | None = None,
     eval_data: Any = None,
     config: QuantConfig | None = None,
     progress: bool = True,
@@ -139,8 +142,9 @@ def auto_quantize(
         raise UsageError("min_score needs a metric: pass metric='module:function' (or --metric)")
     if min_sqnr is None and min_score is None:
         raise UsageError("give a fidelity target: min_sqnr (dB) and/or metric with min_score")
-    if threads < 1:
+    if threads is not None and threads < 1:
         raise UsageError(f"threads must be at least 1, got {threads}")
+    asked, threads = threads, threads or 1  # None: timed at 1 thread, and at 2 before the answer leaves
     config = (config or QuantConfig()).replace(mode="static", min_sqnr=None)
     loaded, source_path = as_model(model)
     from edgeq.modelinfo import refuse_quantized
@@ -198,6 +202,10 @@ def auto_quantize(
         from edgeq.auto.gate import final_gate
 
         chosen, verdict, gate = final_gate(search, chosen, verdict, drawn, float_model, _again_for(search))
+        if asked is None:
+            from edgeq.auto.placement import two_threads
+
+            chosen, verdict = two_threads(search, chosen, verdict, gate, float_model, provider, largest)
         dropped = {k: v for k, v in dropped.items() if k in chosen.exclude and not verdict.startswith("fp32")}
     if search.cut:
         notes.append(f"time budget ({config.time_budget_s:.0f} s) spent: cut short: {'; '.join(search.cut)}")

