@@ -119,6 +119,8 @@ def _profile_section(report: Mapping[str, Any]) -> list[str]:
 
 
 def _speed_table(report: Mapping[str, Any]) -> list[str]:
+    from edgeq.runtime.compare import speedup_text
+
     header = ["model", "provider (used)", "threads", "batch", "p50 ms", "p90 ms", "p99 ms", "samples/s",
               "start ms", "peak RSS MB", "vs first"]
     rows = []
@@ -128,7 +130,7 @@ def _speed_table(report: Mapping[str, Any]) -> list[str]:
         rows.append([_name(r["model"]), f"{r['provider']} ({_used(r)}){fell}", r["threads"], r["batch"],
                      _num(r["p50_ms"]), _num(r.get("p90_ms")), _num(r.get("p99_ms")), _num(r["throughput"], ".1f"),
                      _num(r.get("session_start_ms"), ".1f"), "-" if rss is None else f"{rss / 2**20:.1f}",
-                     "-" if r.get("speedup") is None else f"{r['speedup']:.2f}x"])
+                     speedup_text(r)])
     return ["<h2>Speed</h2>", html_table(header, rows, left=2)]
 
 

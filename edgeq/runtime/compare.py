@@ -29,7 +29,7 @@ import numpy as np
 
 from edgeq.errors import ProviderError, UsageError
 
-__all__ = ["CompareReport", "compare", "gpu_memory_mb", "to_markdown", "INT8_KERNELS"]
+__all__ = ["CompareReport", "compare", "gpu_memory_mb", "to_markdown", "speedup_text", "INT8_KERNELS"]
 
 logger = logging.getLogger(__name__)
 
@@ -274,6 +274,15 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
     return format(value, spec)
 
 
+def speedup_text(run: Mapping[str, Any]) -> str:
+    """A run's speed-up against the first model, with the rounds' lowest and highest where it has them
+    (``edgeq.runtime.bench``: several rounds): "1.39x (1.30-1.45)"; "-" for the first model."""
+    if run.get("speedup") is None:
+        return "-"
+    spread = run.get("speedup_range")
+    return f"{run['speedup']:.2f}x" + ("" if not spread else f" ({spread[0]:.2f}-{spread[1]:.2f})")
+
+
 def to_markdown(report: Mapping[str, Any]) -> str:
     """The compare report as Markdown: speed table, fidelity table, skipped providers."""
     name = lambda path: os.path.basename(path)  # noqa: E731
@@ -291,7 +300,7 @@ def to_markdown(report: Mapping[str, Any]) -> str:
             f"{r['threads']} | {r['batch']} | {_fmt(r['p50_ms'])} | {_fmt(r['p90_ms'])} | {_fmt(r['p99_ms'])} | "
             f"{_fmt(r['throughput'], '.1f')} | {_fmt(r['session_start_ms'], '.1f')} | "
             f"{_fmt(None if rss is None else rss / 2**20, '.1f')} | "
-            f"{'-' if r.get('speedup') is None else _fmt(r['speedup'], '.2f') + 'x'} |"
+            f"{speedup_text(r)} |"
         )
     lines += ["", "## Fidelity against the reference", "",
               "| model | provider | output | SQNR dB | cosine | max abs error | top-1 agreement | GPU MB added |",

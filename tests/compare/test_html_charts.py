@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 
 from edgeq.report import charts
 from edgeq.report.html import render_html
+from edgeq.runtime.compare import to_markdown
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -53,7 +54,7 @@ def test_render_compare_report_is_self_contained():
     run = {"model": "/x/m.onnx", "provider": "cpu", "providers_used": ["CPUExecutionProvider"], "threads": 1,
            "batch": 1, "p50_ms": 1.0, "p90_ms": 1.2, "p99_ms": 1.5, "throughput": 1000.0,
            "session_start_ms": 5.0, "peak_rss_delta_bytes": 2**20, "speedup": None, "fell_back": False}
-    run8 = dict(run, batch=8, throughput=4000.0)
+    run8 = dict(run, batch=8, throughput=4000.0, speedup=1.3947, speedup_range=[1.3, 1.45])  # rounds' spread
     gpu = dict(run, provider="cuda", providers_used=["CPUExecutionProvider"], fell_back=True)
     report = {
         "kind": "edgeq.compare", "models": ["/x/m.onnx"], "providers": ["cpu", "cuda"],
@@ -73,6 +74,7 @@ def test_render_compare_report_is_self_contained():
     assert not re.search(r"(src|href)=", page)  # nothing loaded from anywhere
     assert page.count("<svg") == 4  # 2 latency groups, throughput, op share
     assert "FELL BACK" in page and "not available &lt;here&gt;" in page
+    assert "1.39x (1.30-1.45)" in page and "1.39x (1.30-1.45)" in to_markdown(report)
     assert "<td class=\"\">inf</td>" in page
 
 
