@@ -110,6 +110,7 @@ def int8_ceiling(search: Any, uniform: list[Any], float_model: Any, original: An
         c.latency_ms = statistics.median(t[f"{i}"] for t in times)
     search.given = original
     search.given_ms = statistics.median(t["original"] for t in times) if "original" in models else None
+    search.prepared_ms = statistics.median(t["fp32"] for t in times)
     search.fp32_ms = fp32_ms
     search.fp32_original = original if base == "original" else None
     fastest = candidates[best]

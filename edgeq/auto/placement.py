@@ -250,9 +250,25 @@ def _drift(search: Any, fp32: Any, given: Any) -> float:
         return math.inf
 
 
+def _given_unless_prepared_pays(search: Any) -> Any:
+    """The model as given (``search.given``) where edgeq's prepared float graph did not measure
+    faster than it by ``MIN_WIN`` (a changed graph must pay for itself, as an int8 one must: the
+    digits_mobilenet, mobilenet224 and PP-OCRv5 detector answers that were the prepared graph by a
+    timing within noise then measured 0.94-0.97x the file as given); else None."""
+    given, given_ms = getattr(search, "given", None), getattr(search, "given_ms", None)
+    prepared_ms = getattr(search, "prepared_ms", None)
+    if given is None or not given_ms or not prepared_ms or prepared_ms <= given_ms * (1 - MIN_WIN):
+        return None
+    return given
+
+
 def float_answer(search: Any, best: Any, float_model: Any, original: Any, reason: str) -> tuple[Any, str]:
-    """(the fp32 configuration, its verdict): the prepared float model, or ``original`` (the
-    user's graph, when it ran faster than the prepared one) as it was given."""
+    """(the fp32 configuration, its verdict): the prepared float model where it measured faster than
+    the model as given by ``MIN_WIN``, else ``original`` (the user's graph, when it ran faster
+    than the prepared one) or the model as given (``_given_unless_prepared_pays``), as it was given."""
+    unpaid = original is None and _given_unless_prepared_pays(search) is not None
+    if unpaid:
+        original = search.given
     cal = search.cal
     search.bench.model = float_model
     units = tuple(u.name for u in search.bench.units())
@@ -260,7 +276,7 @@ def float_answer(search: Any, best: Any, float_model: Any, original: Any, reason
     fp32.latency_ms = search.fp32_ms
     fp32.result.ranges = cal.table_for(best.methods, best.base)
     given = getattr(search, "given", None)
-    drift = _drift(search, fp32, given) if original is None else math.inf
+    drift = _drift(search, fp32, given) if original is None else math.inf  # (the prepared graph returned)
     if drift < (search.min_sqnr or 30.0):
         # prepare's rewrites are exact up to float rounding: a float answer that moves the outputs
         # beyond the target is a fault of edgeq's, never to be written in the user's name
@@ -268,6 +284,9 @@ def float_answer(search: Any, best: Any, float_model: Any, original: Any, reason
                        drift)
         original = given
         reason += f"; edgeq's prepared float graph moved the outputs ({drift:.1f} dB), so the model is returned as given"
+    elif unpaid:  # the prepared graph was not faster by MIN_WIN: the user's graph as it was
+        reason += (f"; the model is returned as given (edgeq's prepared float graph did not run {MIN_WIN:.0%} "
+                   "faster than it)")
     elif original is not None:  # the user's graph runs faster than the prepared one: give it back as it was
         reason += "; the model is returned as given (it ran faster than edgeq's prepared float graph)"
     else:
