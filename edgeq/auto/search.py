@@ -55,7 +55,7 @@ from edgeq.auto.knapsack import by_time, promising
 from edgeq.auto.latency import precision_changes
 from edgeq.auto.state import SQNR_MARGIN_DB, Config, Ranking, Search
 from edgeq.config import QuantConfig
-from edgeq.errors import UsageError
+from edgeq.errors import EdgeqError, UsageError
 from edgeq.graph import all_nodes
 
 __all__ = ["auto_quantize"]
@@ -152,6 +152,16 @@ def auto_quantize(
     refuse_quantized(loaded, source_path)
     source = reusable_source(data, loaded)
     float_model, prepare_notes = prepare_float(loaded, config, source)
+    from edgeq.auto.opset_lift import lifted
+
+    raised, lift_note = lifted(loaded, float_model, config)
+    if lift_note:  # opset_lift.py: per-token rows by one blocked QuantizeLinear
+        try:
+            float_model, prepare_notes = prepare_float(loaded, raised, source)
+            config = raised
+        except EdgeqError as e:  # (3) the converter could not raise it: the model's own opset
+            lift_note = ""
+            logger.info("auto: the model stays at its own opset (%s)", e)
     drawn = draw(eval_data, source, float_model, max_eval)
     source, feeds, note = drawn.calib, drawn.feeds, drawn.note
     feeds = feeds[:affordable(model_bytes_of(float_model), feeds, max_eval)]  # all drawn where scoring is cheap
@@ -160,7 +170,7 @@ def auto_quantize(
     metric, min_score, guard_note = default_guard(float_model, metric, min_score, config.min_top1, config.min_iou,
                                                   feeds[0] if feeds else None)
     bench = Workbench.create(float_model, config, feeds, metric)
-    notes = [n for n in [note, scoring_note(drawn, len(feeds)), guard_note] if n]
+    notes = [n for n in [note, scoring_note(drawn, len(feeds)), guard_note, lift_note] if n]
     if min_sqnr is not None:
         notes.append(f"the search aims at {min_sqnr + SQNR_MARGIN_DB:g} dB: {SQNR_MARGIN_DB:g} dB of headroom over the "
                      f"{min_sqnr:g} dB target, estimated on {len(feeds)} samples, for data it has not seen")
