@@ -14,9 +14,10 @@ development machine, 1.10x and 0.87x. An int8 answer slower at 2 threads is kept
 is not slower over the two thread counts together (the geometric mean of its two speed-ups at
 least 1: a deployment's thread count unknown, each is taken as likely), with a note
 giving the 2-thread figure; otherwise the fp32 model is returned, the verdict saying why. The
-2-thread figure is the median of ``MORE_THREADS_ROUNDS`` interleaved rounds' ratios. A machine
-that another job loads still misleads it (the demo's digits_mobilenet read 0.69-0.71x at 2
-threads while a test run was being stopped, 1.19x a moment later; int8 in 4 quiet runs of 4). ``--threads N``
+2-thread figure is the median of ``MORE_THREADS_ROUNDS`` interleaved rounds' ratios (one pair of
+timings read the demo's digits_mobilenet at 0.71x at 2 threads on the shared 2-core machine,
+1.19x a moment later; with five rounds, turned away in none of 5 quiet runs). A machine that
+another job loads still misleads it (0.69x over five rounds while a test run was being stopped). ``--threads N``
 means the deployment's count is known: the search times there and nothing else.
 """
 
