@@ -509,8 +509,13 @@ def _zoo() -> list[str]:
 
 
 def replace_block(path: str, text: str, begin: str = BEGIN, end: str = END) -> None:
-    """Write ``text`` between the markers (added at the end of the page, with them, the first time)."""
+    """Write ``text`` between the markers (added at the end of the page, with them, the first time).
+    ``path`` "-" is standard output, where every script prints the text already: nothing is
+    written (a file named "-" was written, and committed, by ``--out -`` before)."""
     from edgeq.io import atomic_path
+
+    if path == "-":
+        return
 
     page = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
     if begin in page and end in page:
