@@ -61,6 +61,8 @@ def _provider(r) -> str:
 def render_table(results) -> object:
     from rich.table import Table
 
+    from edgeq.runtime.compare import speedup_text
+
     several = any(r.speedup is not None for r in results)
     rounds = max((r.rounds for r in results), default=1)
     title = "edgeq bench (latency in ms" + (f"; medians of {rounds} rounds, models interleaved" if rounds > 1 else "") + ")"
@@ -87,8 +89,7 @@ def render_table(results) -> object:
             str(r.iters),
         ]
         if several:
-            row.append("-" if r.speedup is None else f"{r.speedup:.2f}x" + (
-                "" if r.speedup_range is None else f" ({r.speedup_range[0]:.2f}-{r.speedup_range[1]:.2f})"))
+            row.append(speedup_text({"speedup": r.speedup, "speedup_range": r.speedup_range}))
         table.add_row(*row)
     return table
 

@@ -374,15 +374,15 @@ def bench(
 def _combined(configs: list[tuple], measured: dict[tuple, list[BenchResult]]) -> list[BenchResult]:
     """One result per configuration from its rounds, with the speed-up against the first model of
     the same provider x threads x batch (module docstring)."""
-    first = {config[2:]: measured[config] for config in configs if config[0] == 0}
+    combined = {config: _median_of(measured[config]) for config in configs}
+    first = {config[2:]: config for config in configs if config[0] == 0}
     out = []
     for config in configs:
-        runs = measured[config]
-        result = _median_of(runs)
+        result = combined[config]
         if config[0] != 0:
             ref = first[config[2:]]
-            ratios = sorted(a.p50_ms / b.p50_ms for a, b in zip(ref, runs))
-            result = dataclasses.replace(result, speedup=_median_of(ref).p50_ms / result.p50_ms,
+            ratios = sorted(a.p50_ms / b.p50_ms for a, b in zip(measured[ref], measured[config]))
+            result = dataclasses.replace(result, speedup=combined[ref].p50_ms / result.p50_ms,
                                          speedup_range=(ratios[0], ratios[-1]) if len(ratios) > 1 else None)
         out.append(result)
     return out
