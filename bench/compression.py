@@ -10,7 +10,10 @@ calibrated on). Variants: fp32 as exported; edgeq int8 (``--mode static``, the 3
 feeds); edgeq int4 W4A8 (``--mode static --weights int4``: 4-bit Conv/MatMul/Gemm weights per
 channel, int8 activations, int8 kernels); compress mode at kmeans 2/3/4/6 bits, uniform 4 bits
 and pot (4-bit powers of two); compress mode with a size target (``--max-size 6x`` and ``8x``:
-per-layer k-means widths, each layer's effect measured on the calibration feeds). ``--variants``
+per-layer k-means widths, each layer's effect measured on the calibration feeds); auto mode
+(its answer), with ``--max-size 4x`` (its fidelity promise, 30 dB, kept: ``auto/size_fit.py``)
+and with ``--max-size 6x --min-sqnr 20`` (a promise for a small file); where the size breaks the
+promise the row gives auto's message, with the smallest file found that keeps it. ``--variants``
 picks some (fp32 always runs).
 Fidelity on the unseen feeds against fp32: SQNR (all outputs, mean over samples), top-1
 agreement (classifiers) or the worst embedding cosine (MiniLM). Latency: 1 thread, the median of
@@ -35,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 VARIANTS = ["int8", "int4 (W4A8)", "kmeans:2", "kmeans:3", "kmeans:4", "uniform:4", "pot", "kmeans:6",
-            "max-size 6x", "max-size 8x"]
+            "max-size 6x", "max-size 8x", "auto", "auto 4x", "auto 6x 20dB"]
 
 
 def _session(path: str):
@@ -117,6 +120,21 @@ def main() -> None:
                 elif variant == "int4 (W4A8)":
                     result = edgeq.quantize(case.path, QuantConfig(mode="static", weights="int4"), case.calib, progress=False)
                     bits[variant] = "4 (8: depthwise, first, last)"
+                elif variant.startswith("auto"):  # auto's answer; with a size (and a promise), auto/size_fit.py
+                    words = variant.split(" ")
+                    config = QuantConfig(mode="auto", max_size=words[1] if len(words) > 1 else None,
+                                         **({"min_sqnr": float(words[2][:-2])} if len(words) > 2 else {}))
+                    start = time.perf_counter()
+                    try:
+                        result = edgeq.quantize(case.path, config, case.calib, progress=False)
+                    except edgeq.EdgeqError as e:  # a size out of reach, or one that breaks the promise: the row says so
+                        print(f"| {name} | {variant} | {e} | | | | | |", flush=True)
+                        continue
+                    auto = result.report["auto"]
+                    size = auto.get("size") or {}
+                    chosen = "fp32" if auto["verdict"].startswith("fp32") else "int8"
+                    bits[variant] = (f"{chosen} answer; {', '.join(f'{n} {k}' for k, n in size.get('widths', {}).items())}"
+                                     f" ({time.perf_counter() - start:.0f} s)")
                 elif variant.startswith("max-size "):
                     config = QuantConfig(mode="compress", max_size=variant.split(" ")[1])
                     try:

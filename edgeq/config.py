@@ -366,7 +366,8 @@ class QuantConfig:
     # perplexity on the calibration tokens is at most (1 + this) x fp32's (stages/decoder_bits.py)
     max_ppl_increase: float | None = None
     # compress mode: the file at most this size, "2.5" (MB) or "8x" (times smaller than the input
-    # file): per layer the codebook width that keeps the outputs closest (stages/size_target.py)
+    # file): per layer the codebook width that keeps the outputs closest (stages/size_target.py);
+    # auto mode: its answer's weights stored in fewer bits to fit, its fidelity promise kept (auto/size_fit.py)
     max_size: str | None = None
     # auto mode without a metric of the user's: outputs holding class scores keep their top-1 class
     # on at least this share of rows, estimated from margins (edgeq/auto/top1.py; 0: no such guard)
@@ -421,10 +422,13 @@ class QuantConfig:
         if self.max_size is not None:
             object.__setattr__(self, "max_size", str(self.max_size).strip().lower())
             parse_size_target(self.max_size)
-            if self.mode != "compress":
+            if self.mode not in ("compress", "auto"):
                 raise UsageError(f"--max-size chooses per-layer codebook widths: it is compress mode's (the default "
-                                 f"with it), not --mode {self.mode}")
-            if self.weights == "int8":  # the field's default: k-means, up to 8 bits a layer
+                                 f"with it; fp32 kernels) or auto mode's (int8 kernels, its fidelity promise kept), "
+                                 f"not --mode {self.mode}")
+            if self.mode == "auto" and self.weights != "int8":
+                raise UsageError(f"--max-size in auto mode chooses each layer's width itself: drop --weights {self.weights}")
+            if self.mode == "compress" and self.weights == "int8":  # the field's default: k-means, up to 8 bits a layer
                 object.__setattr__(self, "weights", "kmeans:8")
         codebook = weight_codebook(self.weights)
         static_pot = self.weights == "pot" and self.mode == "static"  # int8 levels 0, +-2^e: shift kernels

@@ -184,22 +184,29 @@ def check_on(fp32: bytes, model: bytes, source: Any, metric: Any = None) -> Scor
     return tally.score()
 
 
-def check_cross_fitted(search: Any, candidate: Any, drawn: Any, fp32: bytes, cals: dict) -> Score:
+def check_cross_fitted(search: Any, candidate: Any, drawn: Any, fp32: bytes, cals: dict,
+                       transform: Any = None) -> Score:
     """``candidate`` judged on every calibration sample out of sample (samples.py (2)): the
     held-out quarter by ``candidate`` itself, each other quarter by the same configuration built
-    on ranges calibrated without that quarter (``cals`` caches those calibrations per float model)."""
+    on ranges calibrated without that quarter (``cals`` caches those calibrations per float model).
+    ``transform(model) -> bytes``: what is judged of each build (its weights stored otherwise:
+    ``size_fit.py``), else the build itself."""
     from edgeq.auto.calib import calibrate_once
     from edgeq.auto.latency import precision_changes
 
+    def judged_form(config: Any) -> Any:
+        return config.data if transform is None else transform(config.result.model)
+
     tally = _Tally(search.bench.metric)
-    tally.add(fp32, candidate.data, drawn.held)
+    data = judged_form(candidate)
+    tally.add(fp32, data, drawn.held)
     fitted = id(candidate.model) in getattr(search, "fitted", {})  # (4): out of sample for the fit too
     held = tally.score() if fitted else None  # the held-out quarter alone: all the tally holds so far
     if not candidate.bias and not precision_changes(candidate.result.model):
         # no activation quantized with a calibrated range (dynamic and per-token MatMuls, weight-only
         # Gathers) and no bias correction: ranges from other samples would build the same model
         for _, judged in drawn.folds:
-            tally.add(fp32, candidate.data, judged)
+            tally.add(fp32, data, judged)
         return _with_held_bound(tally.score(), held)
     for j, (train, judged) in enumerate(drawn.folds):
         key = (id(candidate.model), j)
@@ -209,7 +216,7 @@ def check_cross_fitted(search: Any, candidate: Any, drawn: Any, fp32: bytes, cal
                              candidate.methods, candidate.base, candidate.exclude, record=False, bias=candidate.bias,
                              int16=candidate.int16, fp16=candidate.fp16, per_token=candidate.per_token,
                              dynamic=candidate.dynamic)
-        tally.add(fp32, refit.data, judged)
+        tally.add(fp32, judged_form(refit), judged)
         del refit
     return _with_held_bound(tally.score(), held)
 

@@ -40,6 +40,12 @@ def quantize_auto(model: Any, config: QuantConfig, data: Any, *, eval_data: Any 
     if weights_nbytes(loaded) > AUTO_MAX_BYTES:
         from edgeq.stages.int8 import quantize_int8
 
+        if config.max_size is not None:
+            from edgeq.errors import UsageError
+
+            raise UsageError(f"--max-size with auto mode: a model with over {AUTO_MAX_BYTES / 1e9:.1f} GB of weights "
+                             "gets static mode, which takes no size target: use --mode compress")
+
         del loaded
         result = quantize_int8(model, config.replace(mode="static"), data, eval_data=eval_data, labels=labels,
                                progress=progress)
@@ -54,7 +60,8 @@ def quantize_auto(model: Any, config: QuantConfig, data: Any, *, eval_data: Any 
     with reuse_quantized_weights():  # each weight quantized once for all the variants
         result = auto_quantize(model, data, min_sqnr=min_sqnr, metric=config.metric, min_score=config.min_score,
                                provider=config.provider, threads=config.threads, eval_data=eval_data,
-                               config=config.replace(mode="static", min_sqnr=None), progress=progress)
+                               config=config.replace(mode="static", min_sqnr=None, max_size=None), progress=progress,
+                               max_size=config.max_size)
     result.report["config"] = config.replace(min_sqnr=min_sqnr).to_dict()
     result.report["summary"]["seconds"] = round(time.perf_counter() - start, 3)  # the whole search
     if eval_data is not None:

@@ -125,12 +125,15 @@ def auto_quantize(
     config: QuantConfig | None = None,
     progress: bool = True,
     max_eval: int = 16,
+    max_size: str | None = None,
 ) -> Any:
     """Quantize ``model`` choosing per-layer precision (see the module docstring).
 
     ``min_sqnr``: every float output's SQNR vs fp32 (dB) on the eval feeds must reach it.
     ``metric``: ``"module:function"`` or a callable ``(reference_outputs, outputs) -> score``
     (dicts of output name -> array stacked over the eval feeds), with ``min_score``.
+    ``max_size``: "2.5" (MB) or "8x" (times smaller than the model given): the answer's weights
+    stored in fewer bits to fit, the promise checked again (``size_fit.py``).
     Returns an ``edgeq.QuantResult`` whose ``report["auto"]`` says what was tried and why.
     """
     from edgeq.auto.samples import affordable, draw, scoring_note
@@ -147,6 +150,7 @@ def auto_quantize(
     asked, threads = threads, threads or 1  # None: timed at 1 thread, and at 2 before the answer leaves
     config = (config or QuantConfig()).replace(mode="static", min_sqnr=None)
     loaded, source_path = as_model(model)
+    limit = _size_limit(max_size, loaded, source_path)
     from edgeq.modelinfo import refuse_quantized
 
     refuse_quantized(loaded, source_path)
@@ -216,6 +220,11 @@ def auto_quantize(
             from edgeq.auto.placement import two_threads
 
             chosen, verdict = two_threads(search, chosen, verdict, gate, float_model, provider, largest)
+        if limit is not None:
+            from edgeq.auto.size_fit import fit_size
+
+            chosen, verdict, size_record = fit_size(search, chosen, verdict, drawn, float_model, limit, max_size,
+                                                    provider, threads, largest)
         dropped = {k: v for k, v in dropped.items() if k in chosen.exclude and not verdict.startswith("fp32")}
     if search.cut:
         notes.append(f"time budget ({config.time_budget_s:.0f} s) spent: cut short: {'; '.join(search.cut)}")
@@ -234,9 +243,27 @@ def auto_quantize(
     result.report["auto"] = auto_section(search, chosen, verdict, repairs, fallback, dropped, notes,
                                          min_sqnr=min_sqnr, min_score=min_score, provider=provider, threads=threads)
     result.report["auto"]["gate"] = gate
+    if limit is not None:
+        result.report["auto"]["size"] = size_record
     result.report["auto"]["data"] = data_section
     result.report["config"]["mode"] = "auto"
     return result
+
+
+def _size_limit(max_size: str | None, loaded: Any, source_path: str | None) -> float | None:
+    """``max_size`` in bytes ("8x": the model's file over 8; a model given in memory, serialized)."""
+    if max_size is None:
+        return None
+    import os
+
+    from edgeq.config import parse_size_target
+    from edgeq.io import model_bytes
+
+    kind, amount = parse_size_target(max_size)
+    if kind == "mb":
+        return amount * 1e6
+    given = os.path.getsize(source_path) if source_path and os.path.isfile(source_path) else len(model_bytes(loaded))
+    return given / amount
 
 
 def _search(search: Search, best: Config, cal: Any, float_model: Any, loaded: Any, config: QuantConfig,

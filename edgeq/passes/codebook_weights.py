@@ -33,6 +33,10 @@
 7. ``per_weight``: (scheme, bits) by weight name, ahead of ``per_node`` (a size search's choice,
    ``stages/size_target.py``); ``cache``: (name, scheme, bits) -> codes, shared with that search
    so that no weight is clustered twice at one width.
+8. ``integer``: int8 weights too (``passes/integer_codebooks.py``: a quantized model's, read
+   through their DequantizeLinear or by an integer MatMul), rebuilt as int8 from int8 codebooks
+   (no Cast), chains named ``cbi<bits>_``, scheme "int" in ``layers``; ``only``: the weights
+   stored, by name (the rest left as they are): auto's size target (``auto/size_fit.py``).
 """
 
 from __future__ import annotations
@@ -46,32 +50,16 @@ import onnx_ir as ir
 
 from edgeq.graph import add_initializer, const_array
 from edgeq.passes.codebooks import codebook, pack
-from edgeq.passes.plan import attr_value, node_label
+from edgeq.passes.integer_codebooks import encode_integer, integer_compressible
+from edgeq.passes.plan import node_label
+from edgeq.passes.weight_rows import MIN_GROUP, channels_a_group, layout
 
 __all__ = ["CodebookWeightsPass", "MIN_ELEMENTS", "MIN_GROUP", "compressible", "encode", "stored_bytes", "rebuilt"]
 
 logger = logging.getLogger(__name__)
 
 MIN_ELEMENTS = 256  # (3)
-MIN_GROUP = 64  # (1) weights a group per codebook entry
 OPSET = 13  # (2)
-
-
-def _layout(node: ir.Node, value: ir.Value) -> bool | None:
-    """(3) (4) None if ``node`` does not read ``value`` as a weight, else whether it is stored transposed."""
-    if node.domain not in ("", "ai.onnx"):
-        return None
-    if node.op_type == "Conv" and len(node.inputs) > 1 and node.inputs[1] is value:
-        return False
-    if node.op_type in ("MatMul", "Gemm") and len(node.inputs) > 1 and node.inputs[1] is value:
-        if node.inputs[0] is value:
-            return None
-        if node.op_type == "Gemm":
-            return not attr_value(node, "transB", 0)
-        return True
-    if node.op_type == "Gather" and node.inputs[0] is value and attr_value(node, "axis", 0) == 0:
-        return False
-    return None
 
 
 def compressible(graph: ir.Graph, keep: frozenset[str] = frozenset()) -> dict[ir.Value, bool]:
@@ -82,7 +70,7 @@ def compressible(graph: ir.Graph, keep: frozenset[str] = frozenset()) -> dict[ir
         for value in node.inputs[:2]:
             if value is None or value in weights or not value.is_initializer():
                 continue
-            layouts = [_layout(user, value) for user, _ in value.uses()]
+            layouts = [layout(user, value) for user, _ in value.uses()]
             if (layouts and None not in layouts and len(set(layouts)) == 1 and not value.is_graph_output()
                     and not any(user.name in keep or user.op_type in keep for user, _ in value.uses())):
                 array = const_array(value)
@@ -95,8 +83,7 @@ def encode(array: np.ndarray, transposed: bool, scheme: str, bits: int) -> tuple
     """(1) (4) (rows: W as [channels, rest], codebook [G, 2^N], indices [G, m])."""
     rows = np.ascontiguousarray(array.T) if transposed else array.reshape(array.shape[0], -1)
     channels, per_channel = rows.shape[0], rows.size // rows.shape[0]
-    want = MIN_GROUP << bits
-    group = next(g for g in range(1, channels + 1) if channels % g == 0 and (g * per_channel >= want or g == channels))
+    group = channels_a_group(channels, per_channel, bits)
     book, indices = codebook(rows.reshape(channels // group, group * per_channel), bits, scheme)
     return rows, book, indices
 
@@ -117,12 +104,15 @@ class CodebookWeightsPass(ir.passes.InPlacePass):
 
     def __init__(self, scheme: str, bits: int, keep: frozenset[str] = frozenset(),
                  per_node: Mapping[str, tuple[str, int]] | None = None,
-                 per_weight: Mapping[str, tuple[str, int]] | None = None, cache: dict | None = None) -> None:
+                 per_weight: Mapping[str, tuple[str, int]] | None = None, cache: dict | None = None,
+                 integer: bool = False, only: frozenset[str] | None = None) -> None:
         super().__init__()
         self.scheme, self.bits, self.keep = scheme, bits, keep
         self.per_node = dict(per_node or {})
         self.per_weight = dict(per_weight or {})
         self.cache = cache
+        self.integer = integer  # (8) int8 weights too, through integer codebooks
+        self.only = only  # (8) these weights (by name) and no others
         self.layers: list[dict[str, Any]] = []
 
     def _spec(self, value: ir.Value) -> tuple[str, int]:
@@ -136,29 +126,35 @@ class CodebookWeightsPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        weights = compressible(graph, self.keep)
-        chains: dict[tuple[str, int], list] = {}
+        weights = {**compressible(graph, self.keep), **(integer_compressible(graph, self.keep) if self.integer else {})}
+        if self.only is not None:
+            weights = {v: t for v, t in weights.items() if v.name in self.only}
+        chains: dict[tuple[str, int, bool], list] = {}
         for value, transposed in weights.items():
             scheme, bits = self._spec(value)
-            chains.setdefault((scheme, bits), []).append((value, transposed, *self._codes(value, transposed, scheme, bits)))
+            integer = value.dtype == ir.DataType.INT8
+            chains.setdefault((scheme, bits, integer), []).append(
+                (value, transposed, *self._codes(value, transposed, scheme, bits, integer)))
         taken = {node.name for node in graph}
-        for (scheme, bits), items in chains.items():
-            prefix, i = f"cb{scheme[0]}{bits}", 0
+        for (scheme, bits, integer), items in chains.items():
+            letter = "i" if integer else scheme[0]
+            prefix, i = f"cb{letter}{bits}", 0
             while any(name.startswith(prefix + "_") for name in taken if name):  # (6) a model compressed before
                 i += 1
-                prefix = f"cb{scheme[0]}{bits}x{i}"
-            self._store(graph, items, scheme, bits, prefix)
+                prefix = f"cb{letter}{bits}x{i}"
+            self._store(graph, items, "int" if integer else scheme, bits, prefix)
         logger.info("codebook weights: %d tensors to %s", len(self.layers),
-                    ", ".join(f"{len(items)} {s} {b}-bit" for (s, b), items in chains.items()) or "none")
+                    ", ".join(f"{len(items)} {'int' if i else s} {b}-bit" for (s, b, i), items in chains.items()) or "none")
         return ir.passes.PassResult(model, modified=bool(self.layers))
 
-    def _codes(self, value: ir.Value, transposed: bool, scheme: str, bits: int
+    def _codes(self, value: ir.Value, transposed: bool, scheme: str, bits: int, integer: bool = False
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(1) (4) (rows, codebook, indices), from ``cache`` where a search computed them (7)."""
-        key = (value.name, scheme, bits)
+        key = (value.name, "int" if integer else scheme, bits)
         if self.cache is not None and key in self.cache:
             return self.cache[key]
-        codes = encode(np.asarray(const_array(value), np.float32), transposed, scheme, bits)
+        codes = (encode_integer(const_array(value), transposed, bits) if integer
+                 else encode(np.asarray(const_array(value), np.float32), transposed, scheme, bits))
         if self.cache is not None:
             self.cache[key] = codes
         return codes
@@ -197,13 +193,15 @@ class CodebookWeightsPass(ir.passes.InPlacePass):
             short = f"w{k}"  # (6) the chain's own names: short, the rebuilt weight keeps ``name``
             shape = tuple(const_array(value).shape)
             grouped = add("Reshape", [part, const(f"{short}g", np.array(indices.shape, np.int64))], f"{short}g")
-            entries = add("Cast", [const(f"{short}c", book)], f"{short}e", {"to": ir.DataType.FLOAT})
+            dtype = ir.DataType.INT8 if book.dtype == np.int8 else ir.DataType.FLOAT  # (8): int8 entries as they are
+            entries = (const(f"{short}c", book) if dtype == ir.DataType.INT8
+                       else add("Cast", [const(f"{short}c", book)], f"{short}e", {"to": ir.DataType.FLOAT}))
             out = add("Reshape", [add("GatherElements", [entries, grouped], f"{short}x", {"axis": 1}),
                                   const(f"{short}s", np.array(shape if not transposed else rows.shape, np.int64))],
                       f"{short}w")
             if transposed:
                 out = add("Transpose", [out], f"{short}t", {"perm": [1, 0]})
-            out.dtype, out.shape = ir.DataType.FLOAT, ir.Shape(shape)
+            out.dtype, out.shape = dtype, ir.Shape(shape)
             users = [node_label(node) for node, _ in value.uses()]
             ops = sorted({node.op_type for node, _ in value.uses()})
             value.replace_all_uses_with(out)

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["size_plan", "measured_sqnr", "WIDTHS", "PROBE_BITS", "MAX_FEEDS"]
+__all__ = ["size_plan", "allocate", "measured_sqnr", "WIDTHS", "PROBE_BITS", "MAX_FEEDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -142,27 +142,61 @@ def size_plan(model: Any, scheme: str, keep: frozenset[str], fixed: dict[str, An
     alphas = _alphas(model, weights, cache, scheme, {v.name: error[(v.name, PROBE_BITS)] for v in weights}, feeds,
                      progress)
     names = [v.name for v in weights]
-    width = dict.fromkeys(names, 0)  # index into WIDTHS
-    plan = dict.fromkeys(names, (scheme, WIDTHS[0]))
-    rest = build(plan) - sum(cost[(n, WIDTHS[0])] for n in names)  # (2)
+    ladders = {n: [((scheme, b), cost[(n, b)], error[(n, b)]) for b in WIDTHS] for n in names}
+
+    def refuse(smallest: float) -> Exception:
+        return UsageError(f"--max-size {limit / 1e6:.3f} MB cannot be met: with every weight at {WIDTHS[-1]} bits "
+                          f"the file is about {smallest / 1e6:.3f} MB (the graph and the weights kept float count too)")
+
+    plan, size, noise = allocate(ladders, alphas, limit, build, refuse)
+    summary = {"limit_bytes": int(limit), "bytes": int(size), "searched": len(names),
+               "widths": {str(b): sum(1 for n in names if plan[n][1] == b) for b in WIDTHS},
+               "plan": {n: plan[n][1] for n in names},
+               "sensitivity": (f"each layer's effect on the outputs measured on {len(feeds[:MAX_FEEDS])} sample(s)" if feeds
+                               else "layers weighed by their relative weight error (pass --calib to measure each "
+                                    "layer's effect on the outputs)"),
+               "predicted_sqnr_db": round(-10 * math.log10(noise), 1) if noise > 0 and feeds else None}
+    logger.info("size target: %s", summary)
+    return plan, summary
+
+
+def allocate(ladders: dict[str, list[tuple[Any, float, float]]], alphas: dict[str, float], limit: float,
+             build: Callable[[dict[str, Any]], int], refuse: Callable[[float], Exception]
+             ) -> tuple[dict[str, Any], int, float]:
+    """(4) For each name, one option of its ladder (``(key, bytes, squared error)``, widest first)
+    so that the built file is at most ``limit`` bytes with the least forecast noise
+    (``alphas[name]`` x error, summed). ``build({name: key})`` builds the file and returns its
+    size. Returns (that plan, its size, the forecast noise); ``refuse(smallest)`` is raised where
+    every name at its last option is still over the limit."""
+    names = list(ladders)
+    width = dict.fromkeys(names, 0)  # index into each ladder
+
+    def cost(n: str, i: int) -> float:
+        return ladders[n][i][1]
+
+    def error(n: str, i: int) -> float:
+        return ladders[n][i][2]
+
+    def current() -> dict[str, Any]:
+        return {n: ladders[n][width[n]][0] for n in names}
+
+    rest = build(current()) - sum(cost(n, 0) for n in names)  # (2)
 
     def estimate() -> float:
-        return rest + sum(cost[(n, WIDTHS[width[n]])] for n in names)
+        return rest + sum(cost(n, width[n]) for n in names)
 
-    smallest = rest + sum(cost[(n, WIDTHS[-1])] for n in names)
+    smallest = rest + sum(cost(n, len(ladders[n]) - 1) for n in names)
     if smallest > limit:
-        raise UsageError(f"--max-size {limit / 1e6:.3f} MB cannot be met: with every weight at {WIDTHS[-1]} bits "
-                         f"the file is about {smallest / 1e6:.3f} MB (the graph and the weights kept float count too)")
+        raise refuse(smallest)
 
     def step() -> bool:
         best, best_rate = None, math.inf
         for n in names:
             i = width[n]
-            if i + 1 >= len(WIDTHS):
+            if i + 1 >= len(ladders[n]):
                 continue
-            saved = cost[(n, WIDTHS[i])] - cost[(n, WIDTHS[i + 1])]
-            added = alphas[n] * (error[(n, WIDTHS[i + 1])] - error[(n, WIDTHS[i])])
-            rate = added / max(saved, 1e-9)
+            saved = cost(n, i) - cost(n, i + 1)
+            rate = alphas[n] * (error(n, i + 1) - error(n, i)) / max(saved, 1e-9)
             if rate < best_rate:
                 best, best_rate = n, rate
         if best is None:
@@ -176,9 +210,9 @@ def size_plan(model: Any, scheme: str, keep: frozenset[str], fixed: dict[str, An
         best, best_noise = None, math.inf
         for n in names:
             i = width[n]
-            if i + 1 >= len(WIDTHS) or cost[(n, WIDTHS[i])] - cost[(n, WIDTHS[i + 1])] < deficit:
+            if i + 1 >= len(ladders[n]) or cost(n, i) - cost(n, i + 1) < deficit:
                 continue
-            noise = alphas[n] * (error[(n, WIDTHS[i + 1])] - error[(n, WIDTHS[i])])
+            noise = alphas[n] * (error(n, i + 1) - error(n, i))
             if noise < best_noise:
                 best, best_noise = n, noise
         if best is None:
@@ -193,10 +227,10 @@ def size_plan(model: Any, scheme: str, keep: frozenset[str], fixed: dict[str, An
             i = width[n]
             if i == 0:
                 continue
-            added = cost[(n, WIDTHS[i - 1])] - cost[(n, WIDTHS[i])]
+            added = cost(n, i - 1) - cost(n, i)
             if added > room:
                 continue
-            rate = alphas[n] * (error[(n, WIDTHS[i])] - error[(n, WIDTHS[i - 1])]) / max(added, 1e-9)
+            rate = alphas[n] * (error(n, i) - error(n, i - 1)) / max(added, 1e-9)
             if rate > best_rate:
                 best, best_rate = n, rate
         if best is None:
@@ -211,8 +245,7 @@ def size_plan(model: Any, scheme: str, keep: frozenset[str], fixed: dict[str, An
             pass
         while refill(limit - estimate()):
             pass
-        plan = {n: (scheme, WIDTHS[width[n]]) for n in names}
-        size = build(plan)
+        size = build(current())
         missed = size - estimate()
         if abs(missed) <= SLACK * limit:
             break
@@ -221,16 +254,6 @@ def size_plan(model: Any, scheme: str, keep: frozenset[str], fixed: dict[str, An
     while size > limit and trim(size - limit):  # still over: the cheapest step that covers it, then
         while refill(limit - estimate()):  # back up into what that step freed
             pass
-        plan = {n: (scheme, WIDTHS[width[n]]) for n in names}
-        size = build(plan)
+        size = build(current())
         rest += size - estimate()
-    noise = sum(alphas[n] * error[(n, WIDTHS[width[n]])] for n in names)
-    summary = {"limit_bytes": int(limit), "bytes": int(size), "searched": len(names),
-               "widths": {str(b): sum(1 for n in names if WIDTHS[width[n]] == b) for b in WIDTHS},
-               "plan": {n: WIDTHS[width[n]] for n in names},
-               "sensitivity": (f"each layer's effect on the outputs measured on {len(feeds[:MAX_FEEDS])} sample(s)" if feeds
-                               else "layers weighed by their relative weight error (pass --calib to measure each "
-                                    "layer's effect on the outputs)"),
-               "predicted_sqnr_db": round(-10 * math.log10(noise), 1) if noise > 0 and feeds else None}
-    logger.info("size target: %s", summary)
-    return plan, summary
+    return current(), int(size), sum(alphas[n] * error(n, width[n]) for n in names)

@@ -1,0 +1,325 @@
+"""Auto mode with a size target (``--mode auto --max-size MB|Nx``): the answer's weights stored in
+fewer bits until the file fits, the fidelity promise checked again, the latency measured.
+
+    chosen, verdict, record = fit_size(search, chosen, verdict, drawn, float_model, limit, ...)
+
+Auto's answer (int8 layers, float layers, or the fp32 model) is what the search found fastest
+under the promise; here only how its weights are stored changes, never what runs:
+
+1. Options per weight, widest (the answer as it is) first: an int8 weight (a Conv's, a MatMul's,
+   an embedding table) at 8 bits, or through integer codebooks of 6, 5, 4, 3 or 2 bits
+   (``passes/integer_codebooks.py``: rebuilt as int8 when the session loads, so the int8 kernels
+   still run); a float weight (a layer auto left float) as stored (fp16, or fp32 where fp16 would
+   not hold it), or through k-means codebooks of 8 down to 2 bits (``passes/codebook_weights.py``:
+   rebuilt as fp32 at load, the fp32 kernels).
+2. Each weight's effect on the outputs is measured (``size_target.py`` (3)): the answer with that
+   weight alone at ``PROBE_BITS`` bits, on the search's scoring samples, its output noise against
+   the answer's per unit of squared rounding error. The allocation is ``size_target.allocate``:
+   the least forecast noise within the limit, built and measured until the file fits.
+3. The promise: the stored file is checked as the answer was (``gate.py``): every calibration
+   sample judged out of sample (the held-out quarter by the file, each other quarter by the
+   same configuration on ranges calibrated without it, its weights stored by the same plan),
+   or on the evaluation samples given; the bound must reach the target and the guards (top-1,
+   score-map IoU, a metric) their scores. A plan that breaks it is not returned: ``RAISES``
+   bisection steps (geometric) between the limit and the answer's own size (which keeps it) name
+   the smallest file found that keeps it, and a ``FidelityError`` says so (nothing is written).
+4. Latency and load: the stored file, the answer as searched and fp32, timed interleaved on the
+   provider at the search's threads (medians), and each session's creation (the unpacking runs
+   then, once), in the record (``report["auto"]["size"]``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+__all__ = ["fit_size", "apply_plan", "INT_WIDTHS", "FLOAT_WIDTHS", "RAISES"]
+
+logger = logging.getLogger(__name__)
+
+INT_WIDTHS = (6, 5, 4, 3, 2)  # (1) below the int8 weight itself
+FLOAT_WIDTHS = (8, 6, 5, 4, 3, 2)
+RAISES = 4  # (3) bisection steps to name the smallest file that keeps the promise
+LOAD_ROUNDS = 3  # (4)
+
+
+def _widen(model: Any) -> set[str]:
+    """fp16 weight -> Cast(to=FLOAT) -> readers  ==>  an fp32 initializer of the Cast's output name
+    (exact: the fp16 values), so that codebooks see it as a float weight; the names widened."""
+    import onnx_ir as ir
+
+    from edgeq.graph import add_initializer, const_array
+
+    graph, widened = model.graph, set()
+    for node in list(graph):
+        if node.op_type != "Cast" or node.domain not in ("", "ai.onnx") or len(node.inputs) != 1:
+            continue
+        source, out = node.inputs[0], node.outputs[0]
+        to = node.attributes.get("to")
+        if (to is None or to.as_int() != ir.DataType.FLOAT or source is None or not source.is_initializer()
+                or len(source.uses()) != 1 or out.is_graph_output()):
+            continue
+        array = const_array(source)
+        if array is None or array.dtype != np.float16:
+            continue
+        name = out.name
+        graph.remove(node, safe=False)
+        graph.initializers.pop(source.name)
+        wide = add_initializer(graph, f"{name}__wide", array.astype(np.float32))
+        out.replace_all_uses_with(wide)
+        graph.initializers.pop(wide.name)
+        wide.name = name
+        graph.register_initializer(wide)
+        widened.add(name)
+    return widened
+
+
+def _codes(cache: dict, value: Any, transposed: bool, bits: int) -> tuple:
+    """A weight's codes at ``bits`` (integer codebooks for int8), from ``cache`` where the same
+    data was clustered before (a refit of the answer stores the same weights)."""
+    from edgeq.graph import const_array
+    from edgeq.passes.codebook_weights import encode
+    from edgeq.passes.integer_codebooks import encode_integer
+
+    array = np.asarray(const_array(value))
+    integer = array.dtype == np.int8
+    key = (value.name, "int" if integer else "kmeans", bits)
+    hit = cache.get(key)
+    rows = np.ascontiguousarray(array.T) if transposed else array.reshape(array.shape[0], -1)
+    if hit is not None and hit[0].shape == rows.shape and np.array_equal(hit[0], rows.astype(np.float32)):
+        return hit
+    codes = encode_integer(array, transposed, bits) if integer else encode(array.astype(np.float32), transposed,
+                                                                            "kmeans", bits)
+    shared = cache.setdefault(("rows", value.name), codes[0])  # one copy of a weight's rows for all its widths
+    if shared.shape == codes[0].shape and np.array_equal(shared, codes[0]):
+        codes = (shared, *codes[1:])
+    cache[key] = codes
+    return codes
+
+
+def _candidates(model: Any) -> dict[Any, bool]:
+    from edgeq.passes.codebook_weights import compressible
+    from edgeq.passes.integer_codebooks import integer_compressible
+    from edgeq.passes.per_token import TERMS
+
+    keep = frozenset(n.name for n in model.graph if n.name and n.name.endswith(TERMS))  # per-token row arithmetic
+    return {**compressible(model.graph, keep), **integer_compressible(model.graph, keep)}
+
+
+def apply_plan(model: Any, plan: dict[str, int], cache: dict) -> Any:
+    """``model`` (a copy is changed) with the weights ``plan`` names stored at its widths (1), the
+    rest as they were; intermediate shapes and exporters' metadata dropped."""
+    from edgeq.graph import copy_model
+    from edgeq.passes.codebook_weights import CodebookWeightsPass
+    from edgeq.passes.drop_shapes import DropShapesPass
+    from edgeq.passes.float_weights import store_float16
+    from edgeq.passes.strip_debug import StripDebugMetadataPass
+
+    model = copy_model(model)
+    widened = _widen(model)
+    chosen = {name: bits for name, bits in plan.items() if bits is not None}
+    if chosen:
+        local: dict = {}
+        for value, transposed in _candidates(model).items():
+            if value.name in chosen:
+                codes = _codes(cache, value, transposed, chosen[value.name])
+                local[(value.name, "int" if codes[1].dtype == np.int8 else "kmeans", chosen[value.name])] = codes
+        CodebookWeightsPass("kmeans", 8, per_weight={n: ("kmeans", b) for n, b in chosen.items()}, cache=local,
+                            integer=True, only=frozenset(chosen))(model)
+    if widened:
+        store_float16(model)  # the float weights not stored by codebooks: fp16 again, as they were
+    StripDebugMetadataPass()(model)
+    DropShapesPass()(model)
+    return model
+
+
+def _ladders(model: Any, cache: dict) -> tuple[dict[str, list], dict[str, float], dict[str, str]]:
+    """(1) Per weight its options ``(bits or None, bytes, squared error)``, its probe error, and
+    whether it is an int8 or a float weight, by name."""
+    from edgeq.graph import copy_model
+    from edgeq.passes.codebook_weights import stored_bytes
+    from edgeq.stages.size_target import PROBE_BITS
+
+    work = copy_model(model)
+    widened = _widen(work)
+    ladders, probe_error, kinds = {}, {}, {}
+    for value, transposed in _candidates(work).items():
+        codes = {}
+        integer = np.asarray(value.const_value.numpy()).dtype == np.int8
+        widths = INT_WIDTHS if integer else FLOAT_WIDTHS
+        for bits in sorted(set(widths) | {PROBE_BITS}):
+            codes[bits] = _codes(cache, value, transposed, bits)
+        size = value.const_value.size
+        first = (None, size * (1 if integer else 2 if value.name in widened else 4), 0.0)
+        errors = {b: float(np.square(c[0].astype(np.float64) - _rebuilt(c)).sum()) for b, c in codes.items()}
+        ladders[value.name] = [first, *((b, stored_bytes(codes[b][1], codes[b][2], b), errors[b]) for b in widths)]
+        probe_error[value.name] = errors[PROBE_BITS]
+        kinds[value.name] = "int8" if integer else "float"
+    return ladders, probe_error, kinds
+
+
+def _rebuilt(codes: tuple) -> np.ndarray:
+    from edgeq.passes.codebook_weights import rebuilt
+
+    rows, book, indices = codes
+    return rebuilt(rows, book, indices).astype(np.float64)
+
+
+def _alphas(model: Any, feeds: list, probe_error: dict[str, float], cache: dict, progress: Any) -> dict[str, float]:
+    """(2) Output noise (relative to the answer's output power) per unit of squared weight error."""
+    from edgeq.auto.workbench import model_bytes_of
+    from edgeq.report.evaluate import cpu_session
+    from edgeq.stages.size_target import PROBE_BITS
+
+    reference_session = cpu_session(model_bytes_of(model), 1)
+    reference = [reference_session.run(None, feed) for feed in feeds]
+    power = sum(float(np.square(o.astype(np.float64)).sum()) for outs in reference for o in outs
+                if np.asarray(o).dtype.kind == "f") or 1e-30
+    alphas = {}
+    for name in probe_error:
+        probe = apply_plan(model, {name: PROBE_BITS}, cache)
+        session = cpu_session(model_bytes_of(probe), 1)
+        noise = sum(float(np.square(np.asarray(a, np.float64) - np.asarray(b, np.float64)).sum())
+                    for feed, outs in zip(feeds, reference) for a, b in zip(session.run(None, feed), outs)
+                    if np.asarray(b).dtype.kind == "f")
+        alphas[name] = (noise / power) / max(probe_error[name], 1e-30)
+        progress()
+    return alphas
+
+
+def _check(search: Any, chosen: Any, drawn: Any, fp32: Any, plan: dict, cache: dict, cals: dict) -> Any:
+    """(3) The stored file judged as the gate judged the answer."""
+    from edgeq.auto.gate import check_cross_fitted, check_on
+    from edgeq.auto.workbench import model_bytes_of
+
+    def stored(model: Any) -> Any:
+        return model_bytes_of(apply_plan(model, plan, cache))
+
+    if drawn.folds and not chosen.name.startswith("fp16 (whole model)"):
+        return check_cross_fitted(search, chosen, drawn, fp32, cals, transform=stored)
+    source = drawn.gate if drawn.gate is not None else _Feeds(search.bench.feeds)
+    return check_on(fp32, stored(chosen.result.model), source, search.bench.metric)
+
+
+class _Feeds:
+    """A list of feeds as the gate reads a source."""
+
+    def __init__(self, feeds: list) -> None:
+        self.feeds = feeds
+
+    def items(self) -> Any:
+        return enumerate(self.feeds)
+
+
+def _timed(models: dict[str, Any], feed: dict, provider: str, threads: int) -> tuple[dict, dict]:
+    """(4) Median ms per run (interleaved) and median session creation ms of each model."""
+    from edgeq.runtime.session import Session
+    from edgeq.runtime.timing import measure
+
+    loads = {}
+    for name, data in models.items():
+        times = []
+        for _ in range(LOAD_ROUNDS):
+            start = time.perf_counter()
+            built = Session(data, providers=(provider,), threads=threads).ort_session  # the codebooks unpack here
+            del built
+            times.append((time.perf_counter() - start) * 1e3)
+        loads[name] = statistics.median(times)
+    return measure(models, feed, provider=provider, threads=threads), loads
+
+
+def fit_size(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: Any, limit: float, asked: str,
+             provider: str, threads: int, feed: dict) -> tuple[Any, str, dict]:
+    """(answer, verdict, record): the module docstring's steps; ``limit`` in bytes (``asked``: the
+    option as given, for the messages). Raises ``UsageError`` where no plan reaches the limit and
+    ``FidelityError`` where the promise breaks at it."""
+    from edgeq.auto.state import SQNR_MARGIN_DB
+    from edgeq.auto.workbench import model_bytes_of
+    from edgeq.errors import FidelityError, UsageError
+    from edgeq.io import model_bytes
+    from edgeq.stages.size_target import allocate
+
+    answer = chosen.result.model
+    before = len(model_bytes(answer))
+    record: dict[str, Any] = {"asked": asked, "limit_bytes": int(limit), "answer_bytes": before}
+    if before <= limit:
+        record.update(bytes=before, stored="as searched (it fits)")
+        return chosen, verdict + f"; {before / 1e6:.3f} MB, within --max-size {asked} as it is", record
+    cache: dict = {}
+    search.bar.update(search.task, description="auto --max-size: each weight's effect on the outputs")
+    ladders, probe_error, kinds = _ladders(answer, cache)
+    if not ladders:
+        raise UsageError(f"--max-size {asked}: the answer ({before / 1e6:.3f} MB) has no weight to store in fewer bits")
+    feeds = search.bench.feeds[:8]
+    alphas = _alphas(answer, feeds, probe_error, cache, lambda: search.bar.advance(search.task))
+    built: dict[str, Any] = {}
+
+    def build(plan: dict[str, Any]) -> int:
+        built["plan"], built["model"] = dict(plan), apply_plan(answer, plan, cache)
+        built["bytes"] = model_bytes(built["model"])
+        return len(built["bytes"])
+
+    def refuse(smallest: float) -> Exception:
+        return UsageError(f"--max-size {asked} ({limit / 1e6:.3f} MB) cannot be met: with every weight at 2 bits auto's "
+                          f"answer would still be about {smallest / 1e6:.3f} MB (its graph and small tensors count too)")
+
+    target = None if search.min_sqnr is None else search.min_sqnr - SQNR_MARGIN_DB
+    fp32 = model_bytes_of(float_model)
+    cals: dict = {}
+    search.bar.update(search.task, description=f"auto --max-size: checking the file on all {drawn.gate_what}")
+    plan, size, noise = allocate(ladders, alphas, limit, build, refuse)
+    checked = _check(search, chosen, drawn, fp32, plan, cache, cals)
+    if not checked.meets(target, search.min_score):
+        raise FidelityError(_broken(search, chosen, drawn, fp32, ladders, alphas, build, cals, cache, checked, target,
+                                    limit, before, asked))
+    stored = built["model"] if built.get("plan") == plan else apply_plan(answer, plan, cache)
+    data = model_bytes_of(stored)
+    times, loads = _timed({"fp32": fp32, "searched": chosen.data, "stored": data}, feed, provider, threads)
+    widths: dict[str, int] = {}
+    for name, bits in plan.items():
+        label = f"{kinds[name]} {'as searched' if bits is None else f'{bits}-bit'}"
+        widths[label] = widths.get(label, 0) + 1
+    record.update(bytes=size, stored="codebooks", weights=len(plan), widths=widths,
+                  predicted_sqnr_db=round(-10 * math.log10(noise), 1) if noise > 0 else None,
+                  plan={n: b for n, b in plan.items() if b is not None},
+                  ms={k: round(v, 4) for k, v in times.items()}, load_ms={k: round(v, 1) for k, v in loads.items()},
+                  check={"samples": checked.samples, "min_sqnr_db": round(checked.min_sqnr, 2),
+                         "bound_db": round(checked.min_low, 2), "target_db": target,
+                         **({"metric": checked.metric} if checked.metric is not None else {})})
+    chosen.result.model, chosen.data = stored, data
+    speed = times["fp32"] / times["stored"] if times["stored"] > 0 else math.inf
+    verdict += (f"; stored in {size / 1e6:.3f} MB for --max-size {asked} ({before / 1e6:.3f} MB as searched), "
+                f"min output SQNR bound {checked.min_low:.1f} dB on all {checked.samples} {drawn.gate_what}, "
+                f"{speed:.2f}x fp32 ({times['stored']:.3f} vs {times['fp32']:.3f} ms), session start "
+                f"{loads['stored']:.0f} ms (fp32 {loads['fp32']:.0f} ms)")
+    return chosen, verdict, record
+
+
+def _broken(search: Any, chosen: Any, drawn: Any, fp32: Any, ladders: dict, alphas: dict, build: Any, cals: dict,
+            cache: dict, checked: Any, target: float | None, limit: float, before: int, asked: str) -> str:
+    """(3) The message of a limit that breaks the promise, naming the smallest larger file found
+    that keeps it (``RAISES`` geometric steps from the limit towards the answer's size)."""
+    from edgeq.auto.summary import metric_label
+    from edgeq.stages.size_target import allocate
+
+    what = (f"min output SQNR bound {checked.min_low:.1f} dB < {target:g} dB" if target is not None
+            and not checked.meets(target, None) else
+            f"{metric_label(search.bench.metric)} {checked.metric:.4f} < {search.min_score}")
+    lo, hi, found = limit, float(before), None  # lo breaks it, hi (the answer as searched) keeps it
+    for _ in range(RAISES):
+        trial = math.sqrt(lo * hi)
+        plan, size, _ = allocate(ladders, alphas, trial, build, lambda smallest: RuntimeError())
+        if _check(search, chosen, drawn, fp32, plan, cache, cals).meets(target, search.min_score):
+            hi, found = trial, size
+        else:
+            lo = trial
+    hint = (f"the smallest file found that keeps it is {found / 1e6:.3f} MB (--max-size {math.ceil(found / 1e3) / 1e3:.3f})"
+            if found else f"no smaller file found keeps it than the answer as searched, {before / 1e6:.3f} MB")
+    return (f"--max-size {asked} ({limit / 1e6:.3f} MB) breaks auto's fidelity promise: stored that small, the answer "
+            f"measured {what} on all {checked.samples} {drawn.gate_what}; {hint}; or lower --min-sqnr, or use "
+            "--mode compress (fp32 kernels, no promise)")
