@@ -173,15 +173,19 @@ def weight_codebook(weights: str) -> tuple[str, int] | None:
 
 
 def parse_size_target(text: str) -> tuple[str, float]:
-    """``--max-size``: "2.5" or "2.5mb" -> ("mb", 2.5); "8x" -> ("ratio", 8.0); a UsageError otherwise."""
+    """``--max-size``: "2.5" or "2.5mb" -> ("mb", 2.5); "8x" -> ("ratio", 8.0); "min" -> ("min", 0.0)
+    (auto mode: the smallest file that keeps its promise); a UsageError otherwise."""
     value = str(text).strip().lower()
+    if value in ("min", "smallest"):
+        return "min", 0.0
     kind, number = ("ratio", value[:-1]) if value.endswith("x") else ("mb", value.removesuffix("mb"))
     try:
         amount = float(number)
     except ValueError:
         amount = float("nan")
     if not amount > 0 or amount == float("inf") or (kind == "ratio" and amount <= 1):
-        raise UsageError(f"--max-size takes megabytes (2.5) or a ratio to the input file above 1 (8x), not {text!r}")
+        raise UsageError(f"--max-size takes megabytes (2.5), a ratio to the input file above 1 (8x) or min (auto "
+                         f"mode), not {text!r}")
     return kind, amount
 
 
@@ -421,7 +425,9 @@ class QuantConfig:
         object.__setattr__(self, "granularity", parse_granularity(self.granularity))
         if self.max_size is not None:
             object.__setattr__(self, "max_size", str(self.max_size).strip().lower())
-            parse_size_target(self.max_size)
+            if parse_size_target(self.max_size)[0] == "min" and self.mode != "auto":
+                raise UsageError("--max-size min (the smallest file that keeps the fidelity promise) is auto mode's "
+                                 "(--mode auto, with --calib): compress mode has no promise, give megabytes or a ratio")
             if self.mode not in ("compress", "auto"):
                 raise UsageError(f"--max-size chooses per-layer codebook widths: it is compress mode's (the default "
                                  f"with it; fp32 kernels) or auto mode's (int8 kernels, its fidelity promise kept), "

@@ -132,8 +132,9 @@ def auto_quantize(
     ``min_sqnr``: every float output's SQNR vs fp32 (dB) on the eval feeds must reach it.
     ``metric``: ``"module:function"`` or a callable ``(reference_outputs, outputs) -> score``
     (dicts of output name -> array stacked over the eval feeds), with ``min_score``.
-    ``max_size``: "2.5" (MB) or "8x" (times smaller than the model given): the answer's weights
-    stored in fewer bits to fit, the promise checked again (``size_fit.py``).
+    ``max_size``: "2.5" (MB), "8x" (times smaller than the model given) or "min" (the smallest
+    file that keeps the promise): the answer's weights stored in fewer bits to fit, the promise
+    checked again (``size_fit.py``).
     Returns an ``edgeq.QuantResult`` whose ``report["auto"]`` says what was tried and why.
     """
     from edgeq.auto.samples import affordable, draw, scoring_note
@@ -260,6 +261,8 @@ def _size_limit(max_size: str | None, loaded: Any, source_path: str | None) -> f
     from edgeq.io import model_bytes
 
     kind, amount = parse_size_target(max_size)
+    if kind == "min":  # the smallest file that keeps the promise (size_fit.py)
+        return 0.0
     if kind == "mb":
         return amount * 1e6
     given = os.path.getsize(source_path) if source_path and os.path.isfile(source_path) else len(model_bytes(loaded))

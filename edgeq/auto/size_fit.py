@@ -1,5 +1,5 @@
-"""Auto mode with a size target (``--mode auto --max-size MB|Nx``): the answer's weights stored in
-fewer bits until the file fits, the fidelity promise checked again, the latency measured.
+"""Auto mode with a size target (``--mode auto --max-size MB|Nx|min``): the answer's weights stored
+in fewer bits until the file fits, the fidelity promise checked again, the latency measured.
 
     chosen, verdict, record = fit_size(search, chosen, verdict, drawn, float_model, limit, ...)
 
@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 INT_WIDTHS = (6, 5, 4, 3, 2)  # (1) below the int8 weight itself
 FLOAT_WIDTHS = (8, 6, 5, 4, 3, 2)
 RAISES = 4  # (3) bisection steps to name the smallest file that keeps the promise
+SMALLEST_STEPS = 6  # (3) bisection steps of --max-size min, from the file with every weight at 2 bits
 LOAD_ROUNDS = 3  # (4)
 
 
@@ -233,59 +234,112 @@ def _timed(models: dict[str, Any], feed: dict, provider: str, threads: int) -> t
     return measure(models, feed, provider=provider, threads=threads), loads
 
 
+class _Fit:
+    """What the allocation, the checks and the bisections of one size target share."""
+
+    def __init__(self, search: Any, chosen: Any, drawn: Any, fp32: Any, answer: Any, target: float | None) -> None:
+        from edgeq.io import model_bytes
+
+        self.search, self.chosen, self.drawn, self.fp32, self.answer, self.target = (search, chosen, drawn, fp32,
+                                                                                     answer, target)
+        self.before = len(model_bytes(answer))
+        self.cache: dict = {}
+        self.cals: dict = {}
+        self.built: dict[str, Any] = {}
+        self.ladders, probe_error, self.kinds = _ladders(answer, self.cache)
+        self.alphas = (_alphas(answer, search.bench.feeds[:8], probe_error, self.cache,
+                               lambda: search.bar.advance(search.task)) if self.ladders else {})
+
+    def build(self, plan: dict[str, Any]) -> int:
+        from edgeq.io import model_bytes
+
+        self.built = {"plan": dict(plan), "model": apply_plan(self.answer, plan, self.cache)}
+        return len(model_bytes(self.built["model"]))
+
+    def floor(self) -> float:
+        """The file with every weight at its narrowest (estimated from a build of the widest)."""
+        rest = self.build(dict.fromkeys(self.ladders)) - sum(ladder[0][1] for ladder in self.ladders.values())
+        return rest + sum(ladder[-1][1] for ladder in self.ladders.values())
+
+    def allocate(self, limit: float, refuse: Any = None) -> tuple[dict, int, float]:
+        from edgeq.stages.size_target import allocate
+
+        return allocate(self.ladders, self.alphas, limit, self.build, refuse or (lambda smallest: RuntimeError()))
+
+    def check(self, plan: dict) -> Any:
+        return _check(self.search, self.chosen, self.drawn, self.fp32, plan, self.cache, self.cals)
+
+    def keeps(self, checked: Any) -> bool:
+        return checked.meets(self.target, self.search.min_score)
+
+    def bisect(self, lo: float, steps: int) -> tuple[dict, int, Any] | None:
+        """(3) Geometric bisection between ``lo`` (breaks the promise, or the floor) and the answer's
+        own size (keeps it): the smallest (plan, bytes, check) found that keeps it, else None."""
+        hi, found = float(self.before), None
+        for _ in range(steps):
+            trial = math.sqrt(max(lo, 1.0) * hi)
+            plan, size, _ = self.allocate(trial)
+            checked = self.check(plan)
+            if self.keeps(checked):
+                hi, found = trial, (plan, size, checked)
+            else:
+                lo = trial
+        return found
+
+
 def fit_size(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: Any, limit: float, asked: str,
              provider: str, threads: int, feed: dict) -> tuple[Any, str, dict]:
-    """(answer, verdict, record): the module docstring's steps; ``limit`` in bytes (``asked``: the
-    option as given, for the messages). Raises ``UsageError`` where no plan reaches the limit and
-    ``FidelityError`` where the promise breaks at it."""
+    """(answer, verdict, record): the module docstring's steps; ``limit`` in bytes, 0 for the
+    smallest file that keeps the promise (``--max-size min``: ``SMALLEST_STEPS`` bisection steps
+    from the floor); ``asked``: the option as given, for the messages. Raises ``UsageError`` where
+    no plan reaches the limit and ``FidelityError`` where the promise breaks at it."""
     from edgeq.auto.state import SQNR_MARGIN_DB
     from edgeq.auto.workbench import model_bytes_of
     from edgeq.errors import FidelityError, UsageError
     from edgeq.io import model_bytes
-    from edgeq.stages.size_target import allocate
 
     answer = chosen.result.model
     before = len(model_bytes(answer))
     record: dict[str, Any] = {"asked": asked, "limit_bytes": int(limit), "answer_bytes": before}
-    if before <= limit:
+    if 0 < limit and before <= limit:
         record.update(bytes=before, stored="as searched (it fits)")
         return chosen, verdict + f"; {before / 1e6:.3f} MB, within --max-size {asked} as it is", record
-    cache: dict = {}
     search.bar.update(search.task, description="auto --max-size: each weight's effect on the outputs")
-    ladders, probe_error, kinds = _ladders(answer, cache)
-    if not ladders:
-        raise UsageError(f"--max-size {asked}: the answer ({before / 1e6:.3f} MB) has no weight to store in fewer bits")
-    feeds = search.bench.feeds[:8]
-    alphas = _alphas(answer, feeds, probe_error, cache, lambda: search.bar.advance(search.task))
-    built: dict[str, Any] = {}
-
-    def build(plan: dict[str, Any]) -> int:
-        built["plan"], built["model"] = dict(plan), apply_plan(answer, plan, cache)
-        built["bytes"] = model_bytes(built["model"])
-        return len(built["bytes"])
-
-    def refuse(smallest: float) -> Exception:
-        return UsageError(f"--max-size {asked} ({limit / 1e6:.3f} MB) cannot be met: with every weight at 2 bits auto's "
-                          f"answer would still be about {smallest / 1e6:.3f} MB (its graph and small tensors count too)")
-
     target = None if search.min_sqnr is None else search.min_sqnr - SQNR_MARGIN_DB
-    fp32 = model_bytes_of(float_model)
-    cals: dict = {}
+    fit = _Fit(search, chosen, drawn, model_bytes_of(float_model), answer, target)
+    if not fit.ladders:
+        if limit <= 0:
+            record.update(bytes=before, stored="as searched (no weight to store in fewer bits)")
+            return chosen, verdict + f"; {before / 1e6:.3f} MB: no weight to store in fewer bits", record
+        raise UsageError(f"--max-size {asked}: the answer ({before / 1e6:.3f} MB) has no weight to store in fewer bits")
     search.bar.update(search.task, description=f"auto --max-size: checking the file on all {drawn.gate_what}")
-    plan, size, noise = allocate(ladders, alphas, limit, build, refuse)
-    checked = _check(search, chosen, drawn, fp32, plan, cache, cals)
-    if not checked.meets(target, search.min_score):
-        raise FidelityError(_broken(search, chosen, drawn, fp32, ladders, alphas, build, cals, cache, checked, target,
-                                    limit, before, asked))
-    stored = built["model"] if built.get("plan") == plan else apply_plan(answer, plan, cache)
+    if limit <= 0:  # the smallest file that keeps the promise
+        found = fit.bisect(fit.floor(), SMALLEST_STEPS)
+        if found is None:
+            record.update(bytes=before, stored="as searched (no smaller file found keeps the promise)")
+            return chosen, verdict + (f"; {before / 1e6:.3f} MB: no smaller file found keeps the promise "
+                                      f"({SMALLEST_STEPS} sizes tried)"), record
+        plan, size, checked = found
+        noise = None
+    else:
+        def refuse(smallest: float) -> Exception:
+            return UsageError(f"--max-size {asked} ({limit / 1e6:.3f} MB) cannot be met: with every weight at 2 bits "
+                              f"auto's answer would still be about {smallest / 1e6:.3f} MB (its graph and small tensors "
+                              "count too)")
+
+        plan, size, noise = fit.allocate(limit, refuse)
+        checked = fit.check(plan)
+        if not fit.keeps(checked):
+            raise FidelityError(_broken(fit, checked, limit, asked))
+    stored = fit.built["model"] if fit.built.get("plan") == plan else apply_plan(answer, plan, fit.cache)
     data = model_bytes_of(stored)
-    times, loads = _timed({"fp32": fp32, "searched": chosen.data, "stored": data}, feed, provider, threads)
+    times, loads = _timed({"fp32": fit.fp32, "searched": chosen.data, "stored": data}, feed, provider, threads)
     widths: dict[str, int] = {}
     for name, bits in plan.items():
-        label = f"{kinds[name]} {'as searched' if bits is None else f'{bits}-bit'}"
+        label = f"{fit.kinds[name]} {'as searched' if bits is None else f'{bits}-bit'}"
         widths[label] = widths.get(label, 0) + 1
     record.update(bytes=size, stored="codebooks", weights=len(plan), widths=widths,
-                  predicted_sqnr_db=round(-10 * math.log10(noise), 1) if noise > 0 else None,
+                  predicted_sqnr_db=round(-10 * math.log10(noise), 1) if noise else None,
                   plan={n: b for n, b in plan.items() if b is not None},
                   ms={k: round(v, 4) for k, v in times.items()}, load_ms={k: round(v, 1) for k, v in loads.items()},
                   check={"samples": checked.samples, "min_sqnr_db": round(checked.min_sqnr, 2),
@@ -300,26 +354,19 @@ def fit_size(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: An
     return chosen, verdict, record
 
 
-def _broken(search: Any, chosen: Any, drawn: Any, fp32: Any, ladders: dict, alphas: dict, build: Any, cals: dict,
-            cache: dict, checked: Any, target: float | None, limit: float, before: int, asked: str) -> str:
+def _broken(fit: _Fit, checked: Any, limit: float, asked: str) -> str:
     """(3) The message of a limit that breaks the promise, naming the smallest larger file found
-    that keeps it (``RAISES`` geometric steps from the limit towards the answer's size)."""
+    that keeps it (``RAISES`` bisection steps from the limit towards the answer's size)."""
     from edgeq.auto.summary import metric_label
-    from edgeq.stages.size_target import allocate
 
-    what = (f"min output SQNR bound {checked.min_low:.1f} dB < {target:g} dB" if target is not None
-            and not checked.meets(target, None) else
+    search = fit.search
+    what = (f"min output SQNR bound {checked.min_low:.1f} dB < {fit.target:g} dB" if fit.target is not None
+            and not checked.meets(fit.target, None) else
             f"{metric_label(search.bench.metric)} {checked.metric:.4f} < {search.min_score}")
-    lo, hi, found = limit, float(before), None  # lo breaks it, hi (the answer as searched) keeps it
-    for _ in range(RAISES):
-        trial = math.sqrt(lo * hi)
-        plan, size, _ = allocate(ladders, alphas, trial, build, lambda smallest: RuntimeError())
-        if _check(search, chosen, drawn, fp32, plan, cache, cals).meets(target, search.min_score):
-            hi, found = trial, size
-        else:
-            lo = trial
-    hint = (f"the smallest file found that keeps it is {found / 1e6:.3f} MB (--max-size {math.ceil(found / 1e3) / 1e3:.3f})"
-            if found else f"no smaller file found keeps it than the answer as searched, {before / 1e6:.3f} MB")
+    found = fit.bisect(limit, RAISES)
+    hint = (f"the smallest file found that keeps it is {found[1] / 1e6:.3f} MB (--max-size "
+            f"{math.ceil(found[1] / 1e3) / 1e3:.3f}, or --max-size min)" if found
+            else f"no smaller file found keeps it than the answer as searched, {fit.before / 1e6:.3f} MB")
     return (f"--max-size {asked} ({limit / 1e6:.3f} MB) breaks auto's fidelity promise: stored that small, the answer "
-            f"measured {what} on all {checked.samples} {drawn.gate_what}; {hint}; or lower --min-sqnr, or use "
+            f"measured {what} on all {checked.samples} {fit.drawn.gate_what}; {hint}; or lower --min-sqnr, or use "
             "--mode compress (fp32 kernels, no promise)")

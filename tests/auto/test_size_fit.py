@@ -135,6 +135,17 @@ def test_auto_fits_the_file_keeps_the_promise_and_the_int8_kernels(int8_pays, tm
     assert sqnr_db(ref, np.concatenate([run_ort(data, f)[0] for f in unseen])) >= 15.0
 
 
+def test_auto_smallest_file_that_keeps_the_promise(int8_pays):
+    result = _auto("min")
+    size = result.report["auto"]["size"]
+    data = model_bytes(result.model)
+    assert size["stored"] == "codebooks" and size["bytes"] == len(data) < 0.8 * size["answer_bytes"]
+    assert size["check"]["bound_db"] >= 15.0 and size["limit_bytes"] == 0
+    # well below it (0.6x) the promise breaks: the bisection went down to the edge the promise sets
+    with pytest.raises(FidelityError, match="breaks auto's fidelity promise"):
+        _auto(f"{0.6 * len(data) / 1e6:.6f}")
+
+
 def test_auto_within_the_limit_as_searched_changes_no_weight(int8_pays):
     result = _auto("100")  # 100 MB
     size = result.report["auto"]["size"]
@@ -154,6 +165,9 @@ def test_size_target_config_rules_in_auto_mode():
         QuantConfig(mode="auto", max_size="6x", weights="kmeans:4")
     with pytest.raises(UsageError, match="compress mode's .* or auto mode's"):
         QuantConfig(mode="static", max_size="6x")
+    assert QuantConfig(mode="auto", max_size="MIN").max_size == "min"
+    with pytest.raises(UsageError, match="--max-size min .* is auto mode's"):
+        QuantConfig(mode="compress", max_size="min")
 
 
 def test_cli_auto_size_target_writes_nothing_where_the_promise_breaks(int8_pays, tmp_path, capsys):
