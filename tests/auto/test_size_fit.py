@@ -146,6 +146,14 @@ def test_auto_smallest_file_that_keeps_the_promise(int8_pays):
         _auto(f"{0.6 * len(data) / 1e6:.6f}")
 
 
+def test_auto_size_target_checked_on_the_evaluation_samples_given(int8_pays):
+    result = edgeq.quantize(_net(), QuantConfig(mode="auto", max_size="min", min_sqnr=15.0, min_top1=0.0),
+                            feeds((1, 3, 16, 16), n=16), eval_data=feeds((1, 3, 16, 16), n=12, seed=5), progress=False)
+    size = result.report["auto"]["size"]
+    assert size["check"]["samples"] == 12 and size["check"]["bound_db"] >= 15.0
+    assert "evaluation samples" in result.report["auto"]["verdict"]
+
+
 def test_auto_within_the_limit_as_searched_changes_no_weight(int8_pays):
     result = _auto("100")  # 100 MB
     size = result.report["auto"]["size"]
