@@ -238,6 +238,8 @@ def auto_quantize(
 
     result = chosen.result
     check(result.model)  # the variants skip the checker (build_variant); the answer gets it
+    if limit is not None and size_record.get("stored") == "codebooks":  # size_fit.py: the weights as stored now
+        _stored_sizes(result.report.setdefault("summary", {}), result.model)
     result.report["prepare"] = list(prepare_notes)  # the variants skipped prepare: what it did, once
     _own_reasons(result.report, config)
     result.source = source_path
@@ -249,6 +251,16 @@ def auto_quantize(
     result.report["auto"]["data"] = data_section
     result.report["config"]["mode"] = "auto"
     return result
+
+
+def _stored_sizes(summary: dict[str, Any], model: Any) -> None:
+    """The report summary's weight bytes after a size target stored them in fewer bits."""
+    from edgeq.io import weights_nbytes
+
+    after = weights_nbytes(model)
+    summary["size_after_bytes"] = after
+    before = summary.get("size_before_bytes")
+    summary["size_ratio"] = (after / before) if before else None
 
 
 def _size_limit(max_size: str | None, loaded: Any, source_path: str | None) -> float | None:

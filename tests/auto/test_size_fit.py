@@ -126,6 +126,8 @@ def test_auto_fits_the_file_keeps_the_promise_and_the_int8_kernels(int8_pays, tm
     assert len(data) <= limit and size["bytes"] == len(data) and size["answer_bytes"] == searched
     assert size["stored"] == "codebooks" and size["plan"] and all(2 <= b <= 8 for b in size["plan"].values())
     assert size["check"]["bound_db"] >= 15.0 and size["check"]["samples"] == 32
+    summary, plain_summary = result.report["summary"], plain.report["summary"]
+    assert summary["size_after_bytes"] < plain_summary["size_after_bytes"] and summary["size_ratio"] < plain_summary["size_ratio"]
     assert set(size["ms"]) == set(size["load_ms"]) == {"fp32", "searched", "stored"}
     assert "stored in" in result.report["auto"]["verdict"] and "--max-size" in result.report["auto"]["verdict"]
     assert _optimized_ops(data, tmp_path)["QLinearConv"] == _optimized_ops(model_bytes(plain.model), tmp_path)["QLinearConv"]
