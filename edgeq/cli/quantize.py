@@ -231,9 +231,11 @@ def _run_quantize(model: Any, out: str, kw: dict[str, Any], *, inputs: list[str]
                        "that aim", err=True)
         if auto.get("chosen") == "fp32":
             prepared = "the answer is edgeq's prepared float graph" in auto.get("verdict", "")
-            click.echo(f"note: {out} is {'a faster' if prepared else 'the'} fp32 model (auto mode found no int8 "
-                       "configuration that is both faithful and faster here); --mode static forces uniform int8",
-                       err=True)
+            stored = (auto.get("size") or {}).get("stored") == "codebooks"  # auto/size_fit.py
+            what = (f"{'a faster' if prepared else 'the'} fp32 model" if not stored
+                    else "the fp32 model with its weights stored in codebooks for --max-size (fp32 kernels)")
+            click.echo(f"note: {out} is {what} (auto mode found no int8 configuration that is both faithful and faster "
+                       "here); --mode static forces uniform int8", err=True)
     return result
 
 
