@@ -307,6 +307,29 @@ def test_a_node_with_other_versions_is_refused(ray_cluster):
         executor.check_nodes({**_versions(), "onnxruntime": "0.0.1"})
 
 
+@needs_ray
+def test_auto_size_target_probes_on_the_cluster_to_the_same_file(ray_cluster, monkeypatch):
+    import edgeq
+    from edgeq.auto import latency
+    from edgeq.config import QuantConfig
+    from ortutil import int8_pays_timing
+
+    monkeypatch.setattr(latency, "measure", int8_pays_timing)  # timing decides nothing here: the same bytes or not
+    _, executor, _ = ray_cluster
+    labels, real_map = [], executor.map
+    monkeypatch.setattr(executor, "map", lambda fn, items, **kw: labels.append(kw.get("label")) or real_map(fn, items, **kw))
+    rng = np.random.default_rng(6)
+    model = build(DYNAMIC_NET, {w: rng.normal(0, 0.25, (64, 64)) for w in ("W1", "W2", "W3")})
+    feeds = [{"x": rng.standard_normal((4, 64)).astype(np.float32)} for _ in range(16)]
+    config = QuantConfig(mode="auto", min_sqnr=20.0, max_size="min", min_top1=0.0, time_budget_s=None)
+    here = edgeq.quantize(model, config, feeds, progress=False)
+    there = _on(executor, lambda: edgeq.quantize(model, config, feeds, progress=False))
+    assert "size probe" in labels, "the size target's probes did not go to the cluster"
+    assert here.report["auto"]["size"]["stored"] == "codebooks"
+    assert ir.to_proto(there.model).SerializeToString() == ir.to_proto(here.model).SerializeToString()
+    assert there.report["auto"]["size"]["plan"] == here.report["auto"]["size"]["plan"]
+
+
 def _cli(args: list[str]) -> int:
     from edgeq.cli.main import main
 

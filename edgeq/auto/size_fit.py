@@ -14,7 +14,9 @@ under the promise; here only how its weights are stored changes, never what runs
    rebuilt as fp32 at load, the fp32 kernels).
 2. Each weight's effect on the outputs is measured (``size_target.py`` (3)): the answer with that
    weight alone at ``PROBE_BITS`` bits, on the search's scoring samples, its output noise against
-   the answer's per unit of squared rounding error. The allocation is ``size_target.allocate``:
+   the answer's per unit of squared rounding error (on a cluster, ``--cluster``, the probes run
+   as tasks, each worker clustering its weight again: the same figures, so the same file). The
+   allocation is ``size_target.allocate``:
    the least forecast noise within the limit, built and measured until the file fits.
 3. The promise: the stored file is checked as the answer was (``gate.py``): every calibration
    sample judged out of sample (the held-out quarter by the file, each other quarter by the
@@ -30,6 +32,7 @@ under the promise; here only how its weights are stored changes, never what runs
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import statistics
@@ -38,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["fit_size", "apply_plan", "INT_WIDTHS", "FLOAT_WIDTHS", "RAISES"]
+__all__ = ["fit_size", "apply_plan", "probe_noise", "ProbeJob", "INT_WIDTHS", "FLOAT_WIDTHS", "RAISES"]
 
 logger = logging.getLogger(__name__)
 
@@ -171,26 +174,71 @@ def _rebuilt(codes: tuple) -> np.ndarray:
     return rebuilt(rows, book, indices).astype(np.float64)
 
 
-def _alphas(model: Any, feeds: list, probe_error: dict[str, float], cache: dict, progress: Any) -> dict[str, float]:
-    """(2) Output noise (relative to the answer's output power) per unit of squared weight error."""
+@dataclasses.dataclass(frozen=True)
+class ProbeJob:
+    """What a cluster's worker needs to probe the answer's weights (2): the answer serialized, the
+    scoring feeds and the answer's outputs on them (computed once, here)."""
+
+    key: str
+    model: bytes
+    feeds: list
+    reference: list
+
+
+def probe_noise(shared: Any, name: str) -> float:
+    """(2) The output noise energy of the answer with weight ``name`` alone at ``PROBE_BITS``, on
+    the feeds. ``shared``: a ``ProbeJob`` (on a worker, where the codes are clustered again: the
+    same k-means, the same figure) or, here, ``(model, feeds, reference, cache)``."""
     from edgeq.auto.workbench import model_bytes_of
+    from edgeq.cluster import worker_cache
     from edgeq.report.evaluate import cpu_session
     from edgeq.stages.size_target import PROBE_BITS
+
+    if isinstance(shared, ProbeJob):
+        model, feeds, reference = worker_cache(shared.key, lambda: _parsed(shared.model)), shared.feeds, shared.reference
+        cache: dict = {}
+    else:
+        model, feeds, reference, cache = shared
+    session = cpu_session(model_bytes_of(apply_plan(model, {name: PROBE_BITS}, cache)), 1)
+    return sum(float(np.square(np.asarray(a, np.float64) - np.asarray(b, np.float64)).sum())
+               for feed, outs in zip(feeds, reference) for a, b in zip(session.run(None, feed), outs)
+               if np.asarray(b).dtype.kind == "f")
+
+
+def _parsed(data: bytes) -> Any:
+    import onnx
+    import onnx_ir as ir
+
+    proto = onnx.ModelProto()
+    proto.ParseFromString(data)
+    return ir.from_proto(proto)
+
+
+def _alphas(model: Any, feeds: list, probe_error: dict[str, float], cache: dict, progress: Any) -> dict[str, float]:
+    """(2) Output noise (relative to the answer's output power) per unit of squared weight error;
+    the probes run as tasks on a cluster where one is in use (``--cluster``), in order here."""
+    import uuid
+
+    from edgeq import cluster
+    from edgeq.auto.workbench import model_bytes_of
+    from edgeq.errors import ClusterError
+    from edgeq.io import model_bytes
+    from edgeq.report.evaluate import cpu_session
 
     reference_session = cpu_session(model_bytes_of(model), 1)
     reference = [reference_session.run(None, feed) for feed in feeds]
     power = sum(float(np.square(o.astype(np.float64)).sum()) for outs in reference for o in outs
                 if np.asarray(o).dtype.kind == "f") or 1e-30
-    alphas = {}
-    for name in probe_error:
-        probe = apply_plan(model, {name: PROBE_BITS}, cache)
-        session = cpu_session(model_bytes_of(probe), 1)
-        noise = sum(float(np.square(np.asarray(a, np.float64) - np.asarray(b, np.float64)).sum())
-                    for feed, outs in zip(feeds, reference) for a, b in zip(session.run(None, feed), outs)
-                    if np.asarray(b).dtype.kind == "f")
-        alphas[name] = (noise / power) / max(probe_error[name], 1e-30)
-        progress()
-    return alphas
+    executor, names = cluster.current(), list(probe_error)
+    if executor.distributed:
+        data = model_bytes(model)
+        if len(data) >= 2**31:
+            raise ClusterError("a model of 2 GB or more is not sent to a cluster's workers: run without --cluster")
+        shared = executor.share(ProbeJob(uuid.uuid4().hex, data, list(feeds), reference))
+    else:
+        shared = (model, feeds, reference, cache)
+    noises = executor.map(probe_noise, names, shared=shared, label="size probe", on_result=lambda i, r: progress())
+    return {name: (noise / power) / max(probe_error[name], 1e-30) for name, noise in zip(names, noises)}
 
 
 def _check(search: Any, chosen: Any, drawn: Any, fp32: Any, plan: dict, cache: dict, cals: dict) -> Any:
