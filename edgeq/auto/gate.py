@@ -190,7 +190,8 @@ def check_cross_fitted(search: Any, candidate: Any, drawn: Any, fp32: bytes, cal
     held-out quarter by ``candidate`` itself, each other quarter by the same configuration built
     on ranges calibrated without that quarter (``cals`` caches those calibrations per float model).
     ``transform(model) -> bytes``: what is judged of each build (its weights stored otherwise:
-    ``size_fit.py``), else the build itself."""
+    ``size_fit.py``), else the build itself; with it, the refits are kept in ``cals`` for the
+    next call (the same candidate judged under another transform builds them once)."""
     from edgeq.auto.calib import calibrate_once
     from edgeq.auto.latency import precision_changes
 
@@ -212,10 +213,13 @@ def check_cross_fitted(search: Any, candidate: Any, drawn: Any, fp32: bytes, cal
         key = (id(candidate.model), j)
         if key not in cals:
             cals[key] = (candidate.model, calibrate_once(candidate.model, train, search.bench.config, progress=False))
-        refit = search.build(f"{candidate.name} (ranges without quarter {j + 2})", candidate.model, cals[key][1],
-                             candidate.methods, candidate.base, candidate.exclude, record=False, bias=candidate.bias,
-                             int16=candidate.int16, fp16=candidate.fp16, per_token=candidate.per_token,
-                             dynamic=candidate.dynamic)
+        built = ("refit", id(candidate), j)  # kept where a transform judges the same refits again (size_fit.py)
+        refit = cals.get(built) or search.build(
+            f"{candidate.name} (ranges without quarter {j + 2})", candidate.model, cals[key][1], candidate.methods,
+            candidate.base, candidate.exclude, record=False, bias=candidate.bias, int16=candidate.int16,
+            fp16=candidate.fp16, per_token=candidate.per_token, dynamic=candidate.dynamic)
+        if transform is not None:
+            cals[built] = refit
         tally.add(fp32, judged_form(refit), judged)
         del refit
     return _with_held_bound(tally.score(), held)
