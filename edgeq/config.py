@@ -434,6 +434,10 @@ class QuantConfig:
                                  f"not --mode {self.mode}")
             if self.mode == "auto" and self.weights != "int8":
                 raise UsageError(f"--max-size in auto mode chooses each layer's width itself: drop --weights {self.weights}")
+            if self.mode == "auto" and self.format != "qdq":
+                raise UsageError("--max-size in auto mode stores weights through codebooks that the session unpacks "
+                                 "when it loads: the QDQ format's (integer-only targets and edgeq's integer reference "
+                                 "run no unpacking); drop --format qoperator")
             if self.mode == "compress" and self.weights == "int8":  # the field's default: k-means, up to 8 bits a layer
                 object.__setattr__(self, "weights", "kmeans:8")
         codebook = weight_codebook(self.weights)

@@ -175,6 +175,8 @@ def test_size_target_config_rules_in_auto_mode():
         QuantConfig(mode="auto", max_size="6x", weights="kmeans:4")
     with pytest.raises(UsageError, match="compress mode's .* or auto mode's"):
         QuantConfig(mode="static", max_size="6x")
+    with pytest.raises(UsageError, match="drop --format qoperator"):
+        QuantConfig(mode="auto", max_size="6x", format="qoperator")
     assert QuantConfig(mode="auto", max_size="MIN").max_size == "min"
     with pytest.raises(UsageError, match="--max-size min .* is auto mode's"):
         QuantConfig(mode="compress", max_size="min")
