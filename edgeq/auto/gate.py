@@ -111,8 +111,9 @@ class _Tally:
     """Per-sample signal/noise energies of each output over one or more runs (and the outputs,
     when a metric needs them): memory holds two numbers a sample, not the outputs."""
 
-    def __init__(self, metric: Any = None) -> None:
+    def __init__(self, metric: Any = None, sessions: dict | None = None) -> None:
         self.metric = metric
+        self.sessions = sessions  # where given: the fp32 session kept there, for the next tally of the same fp32
         self.signal: dict[str, list[float]] = {}
         self.noise: dict[str, list[float]] = {}
         self.mismatched: dict[str, int] = {}
@@ -128,7 +129,13 @@ class _Tally:
         from edgeq.report.evaluate import cpu_session
 
         # one thread each, a few feeds at once (calibrate/observe.py): the same figures on any core count
-        ref_sess, sess = cpu_session(fp32, ANALYSIS_THREADS), cpu_session(model, ANALYSIS_THREADS)
+        key = ("fp32 session", id(fp32))
+        ref_sess = self.sessions.get(key) if self.sessions is not None else None
+        if ref_sess is None:
+            ref_sess = cpu_session(fp32, ANALYSIS_THREADS)
+            if self.sessions is not None:
+                self.sessions[key] = ref_sess
+        sess = cpu_session(model, ANALYSIS_THREADS)
         names = [o.name for o in ref_sess.get_outputs()]
         self.wanted = set(getattr(self.metric, "names", None) or names)  # what the metric reads (top1.py: the class outputs)
         for n in names:
@@ -176,10 +183,10 @@ class _Tally:
         return Score.of(outputs, value, self.count)
 
 
-def check_on(fp32: bytes, model: bytes, source: Any, metric: Any = None) -> Score:
+def check_on(fp32: bytes, model: bytes, source: Any, metric: Any = None, sessions: dict | None = None) -> Score:
     """Run both models on every feed of ``source``; per-sample energies only are kept (and the
-    outputs, stacked, when a ``metric`` needs them)."""
-    tally = _Tally(metric)
+    outputs, stacked, when a ``metric`` needs them); ``sessions``: see ``_Tally``."""
+    tally = _Tally(metric, sessions)
     tally.add(fp32, model, source)
     return tally.score()
 
@@ -190,15 +197,15 @@ def check_cross_fitted(search: Any, candidate: Any, drawn: Any, fp32: bytes, cal
     held-out quarter by ``candidate`` itself, each other quarter by the same configuration built
     on ranges calibrated without that quarter (``cals`` caches those calibrations per float model).
     ``transform(model) -> bytes``: what is judged of each build (its weights stored otherwise:
-    ``size_fit.py``), else the build itself; with it, the refits are kept in ``cals`` for the
-    next call (the same candidate judged under another transform builds them once)."""
+    ``size_fit.py``), else the build itself; with it, the refits and the fp32 session are kept in
+    ``cals`` for the next call (the same candidate judged under another plan builds them once)."""
     from edgeq.auto.calib import calibrate_once
     from edgeq.auto.latency import precision_changes
 
     def judged_form(config: Any) -> Any:
         return config.data if transform is None else transform(config.result.model)
 
-    tally = _Tally(search.bench.metric)
+    tally = _Tally(search.bench.metric, sessions=cals if transform is not None else None)
     data = judged_form(candidate)
     tally.add(fp32, data, drawn.held)
     fitted = id(candidate.model) in getattr(search, "fitted", {})  # (4): out of sample for the fit too

@@ -252,7 +252,7 @@ def _check(search: Any, chosen: Any, drawn: Any, fp32: Any, plan: dict, cache: d
     if drawn.folds and not chosen.name.startswith("fp16 (whole model)"):
         return check_cross_fitted(search, chosen, drawn, fp32, cals, transform=stored)
     source = drawn.gate if drawn.gate is not None else _Feeds(search.bench.feeds)
-    return check_on(fp32, stored(chosen.result.model), source, search.bench.metric)
+    return check_on(fp32, stored(chosen.result.model), source, search.bench.metric, sessions=cals)
 
 
 class _Feeds:
