@@ -11,7 +11,8 @@ under the promise; here only how its weights are stored changes, never what runs
    (``passes/integer_codebooks.py``: rebuilt as int8 when the session loads, so the int8 kernels
    still run); a float weight (a layer auto left float) as stored (fp16, or fp32 where fp16 would
    not hold it), or through k-means codebooks of 8 down to 2 bits (``passes/codebook_weights.py``:
-   rebuilt as fp32 at load, the fp32 kernels).
+   rebuilt as fp32 at load, the fp32 kernels). Intermediate shapes are dropped too where
+   onnxruntime runs the same operators without them (``stages/shapes_free.py``).
 2. Each weight's effect on the outputs is measured (``size_target.py`` (3)): the answer with that
    weight alone at ``PROBE_BITS`` bits, on the search's scoring samples, its output noise against
    the answer's per unit of squared rounding error (on a cluster, ``--cluster``, the probes run
@@ -115,9 +116,10 @@ def _candidates(model: Any) -> dict[Any, bool]:
     return {**compressible(model.graph, keep), **integer_compressible(model.graph, keep)}
 
 
-def apply_plan(model: Any, plan: dict[str, int], cache: dict) -> Any:
+def apply_plan(model: Any, plan: dict[str, int], cache: dict, drop_shapes: bool = True) -> Any:
     """``model`` (a copy is changed) with the weights ``plan`` names stored at its widths (1), the
-    rest as they were; intermediate shapes and exporters' metadata dropped."""
+    rest as they were; exporters' metadata dropped, and intermediate shapes where ``drop_shapes``
+    (``stages/shapes_free.py``: where onnxruntime runs the same operators without them)."""
     from edgeq.graph import copy_model
     from edgeq.passes.codebook_weights import CodebookWeightsPass
     from edgeq.passes.drop_shapes import DropShapesPass
@@ -138,17 +140,20 @@ def apply_plan(model: Any, plan: dict[str, int], cache: dict) -> Any:
     if widened:
         store_float16(model)  # the float weights not stored by codebooks: fp16 again, as they were
     StripDebugMetadataPass()(model)
-    DropShapesPass()(model)
+    if drop_shapes:
+        DropShapesPass()(model)
     return model
 
 
-def rebuilt_model(model: Any, plan: dict[str, int], cache: dict) -> Any:
-    """What ``apply_plan(model, plan, cache)`` computes once onnxruntime has folded its codebooks:
-    a copy with each weight ``plan`` names replaced by its rebuilt values (exactly the tensor the
-    folded chain makes), for judging and probing: no unpacking to fold when its session loads."""
+def rebuilt_model(model: Any, plan: dict[str, int], cache: dict, drop_shapes: bool = True) -> Any:
+    """What ``apply_plan(model, plan, cache, drop_shapes)`` computes once onnxruntime has folded its
+    codebooks: a copy with each weight ``plan`` names replaced by its rebuilt values (exactly the
+    tensor the folded chain makes; the same shapes dropped, which can change onnxruntime's fusions),
+    for judging and probing: no unpacking to fold when its session loads."""
     import onnx_ir as ir
 
     from edgeq.graph import copy_model
+    from edgeq.passes.drop_shapes import DropShapesPass
 
     model = copy_model(model)
     _widen(model)
@@ -162,6 +167,8 @@ def rebuilt_model(model: Any, plan: dict[str, int], cache: dict) -> Any:
         rebuilt = np.take_along_axis(book.astype(dtype), indices.astype(np.int64), axis=1).reshape(rows.shape)
         rebuilt = np.ascontiguousarray(rebuilt.T if transposed else rebuilt.reshape(array.shape))
         value.const_value = ir.Tensor(rebuilt, name=value.name)
+    if drop_shapes:
+        DropShapesPass()(model)
     return model
 
 
@@ -206,6 +213,7 @@ class ProbeJob:
     model: bytes
     feeds: list
     reference: list
+    drop_shapes: bool
 
 
 def probe_noise(shared: Any, name: str) -> float:
@@ -220,9 +228,10 @@ def probe_noise(shared: Any, name: str) -> float:
     if isinstance(shared, ProbeJob):
         model, feeds, reference = worker_cache(shared.key, lambda: _parsed(shared.model)), shared.feeds, shared.reference
         cache: dict = {}
+        drop = shared.drop_shapes
     else:
-        model, feeds, reference, cache = shared
-    session = cpu_session(model_bytes_of(rebuilt_model(model, {name: PROBE_BITS}, cache)), 1)
+        model, feeds, reference, cache, drop = shared
+    session = cpu_session(model_bytes_of(rebuilt_model(model, {name: PROBE_BITS}, cache, drop)), 1)
     return sum(float(np.square(np.asarray(a, np.float64) - np.asarray(b, np.float64)).sum())
                for feed, outs in zip(feeds, reference) for a, b in zip(session.run(None, feed), outs)
                if np.asarray(b).dtype.kind == "f")
@@ -237,7 +246,8 @@ def _parsed(data: bytes) -> Any:
     return ir.from_proto(proto)
 
 
-def _alphas(model: Any, feeds: list, probe_error: dict[str, float], cache: dict, progress: Any) -> dict[str, float]:
+def _alphas(model: Any, feeds: list, probe_error: dict[str, float], cache: dict, progress: Any,
+            drop_shapes: bool) -> dict[str, float]:
     """(2) Output noise (relative to the answer's output power) per unit of squared weight error;
     the probes run as tasks on a cluster where one is in use (``--cluster``), in order here."""
     import uuid
@@ -257,20 +267,21 @@ def _alphas(model: Any, feeds: list, probe_error: dict[str, float], cache: dict,
         data = model_bytes(model)
         if len(data) >= 2**31:
             raise ClusterError("a model of 2 GB or more is not sent to a cluster's workers: run without --cluster")
-        shared = executor.share(ProbeJob(uuid.uuid4().hex, data, list(feeds), reference))
+        shared = executor.share(ProbeJob(uuid.uuid4().hex, data, list(feeds), reference, drop_shapes))
     else:
-        shared = (model, feeds, reference, cache)
+        shared = (model, feeds, reference, cache, drop_shapes)
     noises = executor.map(probe_noise, names, shared=shared, label="size probe", on_result=lambda i, r: progress())
     return {name: (noise / power) / max(probe_error[name], 1e-30) for name, noise in zip(names, noises)}
 
 
-def _check(search: Any, chosen: Any, drawn: Any, fp32: Any, plan: dict, cache: dict, cals: dict) -> Any:
+def _check(search: Any, chosen: Any, drawn: Any, fp32: Any, plan: dict, cache: dict, cals: dict,
+           drop_shapes: bool) -> Any:
     """(3) The stored file judged as the gate judged the answer."""
     from edgeq.auto.gate import check_cross_fitted, check_on
     from edgeq.auto.workbench import model_bytes_of
 
     def stored(model: Any) -> Any:  # judged as onnxruntime runs the stored file, its codebooks folded
-        return model_bytes_of(rebuilt_model(model, plan, cache))
+        return model_bytes_of(rebuilt_model(model, plan, cache, drop_shapes))
 
     if drawn.folds and not chosen.name.startswith("fp16 (whole model)"):
         return check_cross_fitted(search, chosen, drawn, fp32, cals, transform=stored)
@@ -310,6 +321,7 @@ class _Fit:
 
     def __init__(self, search: Any, chosen: Any, drawn: Any, fp32: Any, answer: Any, target: float | None) -> None:
         from edgeq.io import model_bytes
+        from edgeq.stages.shapes_free import shapes_are_free
 
         self.search, self.chosen, self.drawn, self.fp32, self.answer, self.target = (search, chosen, drawn, fp32,
                                                                                      answer, target)
@@ -318,13 +330,14 @@ class _Fit:
         self.cals: dict = {}
         self.built: dict[str, Any] = {}
         self.ladders, probe_error, self.kinds = _ladders(answer, self.cache)
+        self.drop_shapes = shapes_are_free(answer)  # (stages/shapes_free.py) else kept, as the answer has them
         self.alphas = (_alphas(answer, search.bench.feeds[:8], probe_error, self.cache,
-                               lambda: search.bar.advance(search.task)) if self.ladders else {})
+                               lambda: search.bar.advance(search.task), self.drop_shapes) if self.ladders else {})
 
     def build(self, plan: dict[str, Any]) -> int:
         from edgeq.io import model_bytes
 
-        self.built = {"plan": dict(plan), "model": apply_plan(self.answer, plan, self.cache)}
+        self.built = {"plan": dict(plan), "model": apply_plan(self.answer, plan, self.cache, self.drop_shapes)}
         return len(model_bytes(self.built["model"]))
 
     def floor(self) -> float:
@@ -338,7 +351,7 @@ class _Fit:
         return allocate(self.ladders, self.alphas, limit, self.build, refuse or (lambda smallest: RuntimeError()))
 
     def check(self, plan: dict) -> Any:
-        return _check(self.search, self.chosen, self.drawn, self.fp32, plan, self.cache, self.cals)
+        return _check(self.search, self.chosen, self.drawn, self.fp32, plan, self.cache, self.cals, self.drop_shapes)
 
     def keeps(self, checked: Any) -> bool:
         return checked.meets(self.target, self.search.min_score)
@@ -402,14 +415,15 @@ def fit_size(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: An
         checked = fit.check(plan)
         if not fit.keeps(checked):
             raise FidelityError(_broken(fit, checked, limit, asked))
-    stored = fit.built["model"] if fit.built.get("plan") == plan else apply_plan(answer, plan, fit.cache)
+    stored = (fit.built["model"] if fit.built.get("plan") == plan
+              else apply_plan(answer, plan, fit.cache, fit.drop_shapes))
     data = model_bytes_of(stored)
     times, loads = _timed({"fp32": fit.fp32, "searched": chosen.data, "stored": data}, feed, provider, threads)
     widths: dict[str, int] = {}
     for name, bits in plan.items():
         label = f"{fit.kinds[name]} {'as searched' if bits is None else f'{bits}-bit'}"
         widths[label] = widths.get(label, 0) + 1
-    record.update(bytes=size, stored="codebooks", weights=len(plan), widths=widths,
+    record.update(bytes=size, stored="codebooks", weights=len(plan), widths=widths, shapes_dropped=fit.drop_shapes,
                   predicted_sqnr_db=round(-10 * math.log10(noise), 1) if noise else None,
                   plan={n: b for n, b in plan.items() if b is not None},
                   ms={k: round(v, 4) for k, v in times.items()}, load_ms={k: round(v, 1) for k, v in loads.items()},

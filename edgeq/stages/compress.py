@@ -1,7 +1,8 @@
 """The ``compress`` mode: the smallest file that runs anywhere, weights in N bits through codebooks.
 
     load -> prepare (BatchNorm folded ...) -> CodebookWeightsPass (passes/codebook_weights.py)
-         -> exporters' metadata and intermediate shapes (passes/drop_shapes.py) stripped
+         -> exporters' metadata and intermediate shapes (passes/drop_shapes.py; where onnxruntime runs
+            the same operators without them, stages/shapes_free.py) stripped
          -> the other float weights of 1024+ elements as fp16
          (passes/float_weights.py), the smaller ones in one fp16 block (passes/pack_small_floats.py)
          -> check -> report
@@ -37,10 +38,11 @@ def _input_bytes(loaded: Any) -> int:
 
 
 def _write(model: Any, config: QuantConfig, scheme: str, bits: int, keep: frozenset[str], per_node: dict,
-           per_weight: dict, cache: dict) -> tuple[Any, tuple[int, int, int, int]]:
+           per_weight: dict, cache: dict, drop_shapes: bool = True) -> tuple[Any, tuple[int, int, int, int]]:
     """``model`` in place as this mode writes it: codebook weights, exporters' metadata stripped,
-    the other float weights fp16 (``float_weights``), intermediate shapes dropped. Returns the
-    codebook pass (its ``layers``), and the tensors stored as fp16 and bytes saved: alone, and packed."""
+    the other float weights fp16 (``float_weights``), intermediate shapes dropped where
+    ``drop_shapes`` (``stages/shapes_free.py``). Returns the codebook pass (its ``layers``), and
+    the tensors stored as fp16 and bytes saved: alone, and packed."""
     from edgeq.passes.codebook_weights import CodebookWeightsPass
     from edgeq.passes.drop_shapes import DropShapesPass
     from edgeq.passes.float_weights import store_float16
@@ -55,12 +57,13 @@ def _write(model: Any, config: QuantConfig, scheme: str, bits: int, keep: frozen
     if config.float_weights == "fp16":
         halves, saved = store_float16(model)
         packed(model)  # the smaller ones (biases ...) in one fp16 block
-    DropShapesPass()(model)  # intermediate shapes: runtimes infer them; a tenth of a small model's file
+    if drop_shapes:  # intermediate shapes: a tenth of a small model's file, where onnxruntime infers what it needs
+        DropShapesPass()(model)
     return stored, (halves, saved, packed.count, packed.saved)
 
 
 def _size_search(model: Any, config: QuantConfig, scheme: str, bits: int, keep: frozenset[str], per_node: dict,
-                 prepared: Any, input_bytes: int, cache: dict, progress: bool) -> tuple[dict, dict]:
+                 prepared: Any, input_bytes: int, cache: dict, progress: bool, drop_shapes: bool) -> tuple[dict, dict]:
     """``stages/size_target.py`` on ``model``: each candidate written (``_write``) on a copy and
     measured; the output SQNR is the last one's, the file this handler then writes."""
     import itertools
@@ -76,7 +79,7 @@ def _size_search(model: Any, config: QuantConfig, scheme: str, bits: int, keep: 
 
     def build(per_weight: dict) -> int:
         candidate = copy_model(model)
-        _write(candidate, config, scheme, bits, keep, per_node, per_weight, cache)
+        _write(candidate, config, scheme, bits, keep, per_node, per_weight, cache, drop_shapes)
         built[:] = [model_bytes(candidate)]
         return len(built[0])
 
@@ -120,10 +123,14 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
         raise UsageError(f"compress mode takes per-layer fp32, kmeans:N, uniform:N or pot, not {bad[0]}")
     keep = frozenset(config.precision.nodes("fp32"))
     per_weight, cache, search = {}, {}, None
+    from edgeq.stages.shapes_free import shapes_are_free
+
+    drop_shapes = shapes_are_free(model)
     if config.max_size:
         per_weight, search = _size_search(model, config, scheme, bits, keep, per_node, prepared, input_bytes,
-                                          cache, progress)
-    stored, (halves, saved, packs, packed) = _write(model, config, scheme, bits, keep, per_node, per_weight, cache)
+                                          cache, progress, drop_shapes)
+    stored, (halves, saved, packs, packed) = _write(model, config, scheme, bits, keep, per_node, per_weight, cache,
+                                                    drop_shapes)
     check(model)
     weights = sum(int(layer["fp32_bytes"]) // 4 for layer in stored.layers)
     kept = sum(int(layer["bytes"]) for layer in stored.layers)
