@@ -45,7 +45,8 @@ def _half(value: ir.Value, graph: ir.Graph) -> np.ndarray | None:
     array = tensor.numpy()
     if array.size == 0 or not np.isfinite(array).all():
         return None
-    half = array.astype(np.float16)
+    with np.errstate(over="ignore"):  # a value past float16's range becomes inf: refused just below
+        half = array.astype(np.float16)
     if not np.all(np.abs(half.astype(np.float64) - array) <= REL_ERROR * np.abs(array.astype(np.float64))):
         return None
     return half
