@@ -6,19 +6,16 @@ in fewer bits until the file fits, the fidelity promise checked again, the laten
 Auto's answer (int8 layers, float layers, or the fp32 model) is what the search found fastest
 under the promise; here only how its weights are stored changes, never what runs:
 
-1. Options per weight, widest (the answer as it is) first: an int8 weight (a Conv's, a MatMul's,
-   an embedding table) at 8 bits, or through integer codebooks of 6, 5, 4, 3 or 2 bits
-   (``passes/integer_codebooks.py``: rebuilt as int8 when the session loads, so the int8 kernels
-   still run); a float weight (a layer auto left float) as stored (fp16, or fp32 where fp16 would
-   not hold it), or through k-means codebooks of 8 down to 2 bits (``passes/codebook_weights.py``:
-   rebuilt as fp32 at load, the fp32 kernels). Intermediate shapes are dropped too where
-   onnxruntime runs the same operators without them (``stages/shapes_free.py``).
+1. Options per weight (``size_store.py``): an int8 weight at 8 bits or through integer codebooks
+   of 6 to 2 bits (rebuilt as int8 when the session loads, so the int8 kernels still run); a
+   float weight as stored or through k-means codebooks of 8 to 2 bits (the fp32 kernels).
+   Intermediate shapes are dropped too where onnxruntime runs the same operators without them.
 2. Each weight's effect on the outputs is measured (``size_target.py`` (3)): the answer with that
    weight alone at ``PROBE_BITS`` bits, on the search's scoring samples, its output noise against
    the answer's per unit of squared rounding error (on a cluster, ``--cluster``, the probes run
    as tasks, each worker clustering its weight again: the same figures, so the same file). The
-   allocation is ``size_target.allocate``:
-   the least forecast noise within the limit, built and measured until the file fits.
+   allocation is ``size_target.allocate``: the least forecast noise within the limit, built and
+   measured until the file fits. Probes and checks judge ``size_store.rebuilt_model``.
 3. The promise: the stored file is checked as the answer was (``gate.py``): every calibration
    sample judged out of sample (the held-out quarter by the file, each other quarter by the
    same configuration on ranges calibrated without it, its weights stored by the same plan),
@@ -42,166 +39,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["fit_size", "apply_plan", "rebuilt_model", "probe_noise", "ProbeJob", "INT_WIDTHS", "FLOAT_WIDTHS", "RAISES"]
+from edgeq.auto.size_store import apply_plan, ladders_of, rebuilt_model
+
+__all__ = ["fit_size", "probe_noise", "ProbeJob", "RAISES", "SMALLEST_STEPS"]
 
 logger = logging.getLogger(__name__)
 
-INT_WIDTHS = (6, 5, 4, 3, 2)  # (1) below the int8 weight itself
-FLOAT_WIDTHS = (8, 6, 5, 4, 3, 2)
 RAISES = 4  # (3) bisection steps to name the smallest file that keeps the promise
 SMALLEST_STEPS = 6  # (3) bisection steps of --max-size min, from the file with every weight at 2 bits
 LOAD_ROUNDS = 3  # (4)
-
-
-def _widen(model: Any) -> set[str]:
-    """fp16 weight -> Cast(to=FLOAT) -> readers  ==>  an fp32 initializer of the Cast's output name
-    (exact: the fp16 values), so that codebooks see it as a float weight; the names widened."""
-    import onnx_ir as ir
-
-    from edgeq.graph import add_initializer, const_array
-
-    graph, widened = model.graph, set()
-    for node in list(graph):
-        if node.op_type != "Cast" or node.domain not in ("", "ai.onnx") or len(node.inputs) != 1:
-            continue
-        source, out = node.inputs[0], node.outputs[0]
-        to = node.attributes.get("to")
-        if (to is None or to.as_int() != ir.DataType.FLOAT or source is None or not source.is_initializer()
-                or len(source.uses()) != 1 or out.is_graph_output()):
-            continue
-        array = const_array(source)
-        if array is None or array.dtype != np.float16:
-            continue
-        name = out.name
-        graph.remove(node, safe=False)
-        graph.initializers.pop(source.name)
-        wide = add_initializer(graph, f"{name}__wide", array.astype(np.float32))
-        out.replace_all_uses_with(wide)
-        graph.initializers.pop(wide.name)
-        wide.name = name
-        graph.register_initializer(wide)
-        widened.add(name)
-    return widened
-
-
-def _codes(cache: dict, value: Any, transposed: bool, bits: int) -> tuple:
-    """A weight's codes at ``bits`` (integer codebooks for int8), from ``cache`` where the same
-    data was clustered before (a refit of the answer stores the same weights)."""
-    from edgeq.graph import const_array
-    from edgeq.passes.codebook_weights import encode
-    from edgeq.passes.integer_codebooks import encode_integer
-
-    array = np.asarray(const_array(value))
-    integer = array.dtype == np.int8
-    key = (value.name, "int" if integer else "kmeans", bits)
-    hit = cache.get(key)
-    rows = np.ascontiguousarray(array.T) if transposed else array.reshape(array.shape[0], -1)
-    if hit is not None and hit[0].shape == rows.shape and np.array_equal(hit[0], rows.astype(np.float32)):
-        return hit
-    codes = encode_integer(array, transposed, bits) if integer else encode(array.astype(np.float32), transposed,
-                                                                            "kmeans", bits)
-    shared = cache.setdefault(("rows", value.name), codes[0])  # one copy of a weight's rows for all its widths
-    if shared.shape == codes[0].shape and np.array_equal(shared, codes[0]):
-        codes = (shared, *codes[1:])
-    cache[key] = codes
-    return codes
-
-
-def _candidates(model: Any) -> dict[Any, bool]:
-    from edgeq.passes.codebook_weights import compressible
-    from edgeq.passes.integer_codebooks import integer_compressible
-    from edgeq.passes.per_token import TERMS
-
-    keep = frozenset(n.name for n in model.graph if n.name and n.name.endswith(TERMS))  # per-token row arithmetic
-    return {**compressible(model.graph, keep), **integer_compressible(model.graph, keep)}
-
-
-def apply_plan(model: Any, plan: dict[str, int], cache: dict, drop_shapes: bool = True) -> Any:
-    """``model`` (a copy is changed) with the weights ``plan`` names stored at its widths (1), the
-    rest as they were; exporters' metadata dropped, and intermediate shapes where ``drop_shapes``
-    (``stages/shapes_free.py``: where onnxruntime runs the same operators without them)."""
-    from edgeq.graph import copy_model
-    from edgeq.passes.codebook_weights import CodebookWeightsPass
-    from edgeq.passes.drop_shapes import DropShapesPass
-    from edgeq.passes.float_weights import store_float16
-    from edgeq.passes.strip_debug import StripDebugMetadataPass
-
-    model = copy_model(model)
-    widened = _widen(model)
-    chosen = {name: bits for name, bits in plan.items() if bits is not None}
-    if chosen:
-        local: dict = {}
-        for value, transposed in _candidates(model).items():
-            if value.name in chosen:
-                codes = _codes(cache, value, transposed, chosen[value.name])
-                local[(value.name, "int" if codes[1].dtype == np.int8 else "kmeans", chosen[value.name])] = codes
-        CodebookWeightsPass("kmeans", 8, per_weight={n: ("kmeans", b) for n, b in chosen.items()}, cache=local,
-                            integer=True, only=frozenset(chosen))(model)
-    if widened:
-        store_float16(model)  # the float weights not stored by codebooks: fp16 again, as they were
-    StripDebugMetadataPass()(model)
-    if drop_shapes:
-        DropShapesPass()(model)
-    return model
-
-
-def rebuilt_model(model: Any, plan: dict[str, int], cache: dict, drop_shapes: bool = True) -> Any:
-    """What ``apply_plan(model, plan, cache, drop_shapes)`` computes once onnxruntime has folded its
-    codebooks: a copy with each weight ``plan`` names replaced by its rebuilt values (exactly the
-    tensor the folded chain makes; the same shapes dropped, which can change onnxruntime's fusions),
-    for judging and probing: no unpacking to fold when its session loads."""
-    import onnx_ir as ir
-
-    from edgeq.graph import copy_model
-    from edgeq.passes.drop_shapes import DropShapesPass
-
-    model = copy_model(model)
-    _widen(model)
-    chosen = {name: bits for name, bits in plan.items() if bits is not None}
-    for value, transposed in _candidates(model).items():
-        if value.name not in chosen:
-            continue
-        array = np.asarray(value.const_value.numpy())
-        rows, book, indices = _codes(cache, value, transposed, chosen[value.name])
-        dtype = np.int8 if book.dtype == np.int8 else np.float32
-        rebuilt = np.take_along_axis(book.astype(dtype), indices.astype(np.int64), axis=1).reshape(rows.shape)
-        rebuilt = np.ascontiguousarray(rebuilt.T if transposed else rebuilt.reshape(array.shape))
-        value.const_value = ir.Tensor(rebuilt, name=value.name)
-    if drop_shapes:
-        DropShapesPass()(model)
-    return model
-
-
-def _ladders(model: Any, cache: dict) -> tuple[dict[str, list], dict[str, float], dict[str, str]]:
-    """(1) Per weight its options ``(bits or None, bytes, squared error)``, its probe error, and
-    whether it is an int8 or a float weight, by name."""
-    from edgeq.graph import copy_model
-    from edgeq.passes.codebook_weights import stored_bytes
-    from edgeq.stages.size_target import PROBE_BITS
-
-    work = copy_model(model)
-    widened = _widen(work)
-    ladders, probe_error, kinds = {}, {}, {}
-    for value, transposed in _candidates(work).items():
-        codes = {}
-        integer = np.asarray(value.const_value.numpy()).dtype == np.int8
-        widths = INT_WIDTHS if integer else FLOAT_WIDTHS
-        for bits in sorted(set(widths) | {PROBE_BITS}):
-            codes[bits] = _codes(cache, value, transposed, bits)
-        size = value.const_value.size
-        first = (None, size * (1 if integer else 2 if value.name in widened else 4), 0.0)
-        errors = {b: float(np.square(c[0].astype(np.float64) - _rebuilt(c)).sum()) for b, c in codes.items()}
-        ladders[value.name] = [first, *((b, stored_bytes(codes[b][1], codes[b][2], b), errors[b]) for b in widths)]
-        probe_error[value.name] = errors[PROBE_BITS]
-        kinds[value.name] = "int8" if integer else "float"
-    return ladders, probe_error, kinds
-
-
-def _rebuilt(codes: tuple) -> np.ndarray:
-    from edgeq.passes.codebook_weights import rebuilt
-
-    rows, book, indices = codes
-    return rebuilt(rows, book, indices).astype(np.float64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,7 +175,7 @@ class _Fit:
         self.cache: dict = {}
         self.cals: dict = {}
         self.built: dict[str, Any] = {}
-        self.ladders, probe_error, self.kinds = _ladders(answer, self.cache)
+        self.ladders, probe_error, self.kinds = ladders_of(answer, self.cache)
         self.drop_shapes = shapes_are_free(answer)  # (stages/shapes_free.py) else kept, as the answer has them
         self.alphas = (_alphas(answer, search.bench.feeds[:8], probe_error, self.cache,
                                lambda: search.bar.advance(search.task), self.drop_shapes) if self.ladders else {})

@@ -104,10 +104,10 @@ g (float[N,64] x) => (float[N,48] y) {
 
 @pytest.mark.parametrize("answer", ["int8", "fp32"])
 def test_the_rebuilt_weights_auto_judges_are_what_the_stored_file_computes(answer):
-    from edgeq.auto.size_fit import _candidates, apply_plan, rebuilt_model
+    from edgeq.auto.size_store import apply_plan, candidates, rebuilt_model
 
     model = _int8_model() if answer == "int8" else ir.from_proto(_net())
-    plan = {v.name: bits for v, bits in zip(_candidates(model), (4, 3, 6, 2, 5))}
+    plan = {v.name: bits for v, bits in zip(candidates(model), (4, 3, 6, 2, 5))}
     assert len(plan) == 5
     cache: dict = {}
     stored, judged = model_bytes(apply_plan(model, plan, cache)), model_bytes(rebuilt_model(model, plan, cache))
