@@ -56,7 +56,7 @@ def test_readme_blocks_run(tmp_path):
     assert ran >= 10
     # what the README promises is there
     for name in ("digits.int8.onnx", "report.json", "report.md", "bench.json", "compare-report/report.html",
-                 "digits.qop.onnx", "digits.p9999.int8.onnx", "digits.k4.onnx"):
+                 "digits.qop.onnx", "digits.p9999.int8.onnx", "digits.k4.onnx", "digits.small.onnx"):
         assert (tmp_path / name).is_file(), name
 
 
