@@ -129,6 +129,9 @@ def auto_markdown(report: Mapping[str, Any]) -> str:
              + (f", {metric_name(auto)} >= {auto['target']['min_score']}" if auto["target"].get("min_score") is not None else ""),
              ""]
     lines += [_gate_line(auto), ""]
+    if auto.get("size"):
+        lines += ["## Size target", "", _size_line(auto["size"]), ""]
+        lines += _md_table(["weights stored as", "count"], sorted(auto["size"].get("widths", {}).items())) + [""]
     lines += ["## Configurations tried", ""] + _md_table(_AUTO_HEAD, _auto_rows(auto)) + [""]
     lines += ["## Repairs", ""] + _md_table(["repair", "kept", "min SQNR before", "after", "detail"],
                                             [[r["repair"], r["kept"], r.get("before_db"), r.get("after_db"),
@@ -137,6 +140,22 @@ def auto_markdown(report: Mapping[str, Any]) -> str:
     lines += _md_table(["node", "op", "precision", "why"], _layer_rows(auto))
     lines += [""] + [f"- {n}" for n in auto.get("notes", [])]
     return "\n".join(lines) + "\n"
+
+
+def _size_line(size: Mapping[str, Any]) -> str:
+    """``report["auto"]["size"]`` (``auto/size_fit.py``) in a sentence."""
+    limit = "the smallest file that keeps the promise" if not size.get("limit_bytes") else \
+        f"at most {size['limit_bytes'] / 1e6:.3f} MB"
+    line = (f"--max-size {size.get('asked')}: {limit}; {size.get('bytes', 0) / 1e6:.3f} MB "
+            f"({size.get('answer_bytes', 0) / 1e6:.3f} MB as searched), stored {size.get('stored')}.")
+    check, ms, load = size.get("check"), size.get("ms"), size.get("load_ms")
+    if check:
+        line += (f" Checked on {check['samples']} samples: min output SQNR {_fmt(check['min_sqnr_db'])} dB "
+                 f"(bound {_fmt(check['bound_db'])}, target {_fmt(check['target_db'])}).")
+    if ms and load:
+        line += (f" Latency {ms['stored']:.3f} ms (as searched {ms['searched']:.3f}, fp32 {ms['fp32']:.3f}); session "
+                 f"start {load['stored']:.0f} ms (fp32 {load['fp32']:.0f}).")
+    return line
 
 
 def _gate_line(auto: Mapping[str, Any]) -> str:
@@ -172,7 +191,10 @@ def auto_html(report: Mapping[str, Any]) -> str:
     points = [(c["name"], c["latency_ms"], _num(c["min_sqnr_db"]), c["meets_target"])
               for c in auto["configurations"] if c.get("latency_ms") is not None]
     chart = tradeoff_scatter(points, auto.get("chosen"), "Error vs latency", target=auto["target"]["min_sqnr"])
-    parts = [f"<p>Verdict: {html.escape(auto['verdict'])}</p>", f"<p>{html.escape(_gate_line(auto))}</p>", chart,
+    size = [f"<h2>Size target</h2><p>{html.escape(_size_line(auto['size']))}</p>",
+            _html_table(["weights stored as", "count"], sorted(auto["size"].get("widths", {}).items()))] \
+        if auto.get("size") else []
+    parts = [f"<p>Verdict: {html.escape(auto['verdict'])}</p>", f"<p>{html.escape(_gate_line(auto))}</p>", *size, chart,
              "<h2>Configurations tried</h2>",
              _html_table(_AUTO_HEAD, _auto_rows(auto)), "<h2>Per-layer precision</h2>",
              f"<p>Layers: {html.escape(_precision_counts(auto))}.</p>",

@@ -145,6 +145,10 @@ def test_auto_fits_the_file_keeps_the_promise_and_the_int8_kernels(int8_pays, tm
     assert set(size["ms"]) == set(size["load_ms"]) == {"fp32", "searched", "stored"}
     assert "stored in" in result.report["auto"]["verdict"] and "--max-size" in result.report["auto"]["verdict"]
     assert _optimized_ops(data, tmp_path)["QLinearConv"] == _optimized_ops(model_bytes(plain.model), tmp_path)["QLinearConv"]
+    from edgeq.auto.render import auto_html, auto_markdown
+
+    markdown, page = auto_markdown(result.report), auto_html(result.report)
+    assert "## Size target" in markdown and f"{size['bytes'] / 1e6:.3f} MB" in markdown and "Size target" in page
     # the promise on samples the search never saw
     unseen = feeds((1, 3, 16, 16), n=32, seed=77)
     ref = np.concatenate([run_ort(_net(), f)[0] for f in unseen])
