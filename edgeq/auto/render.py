@@ -147,7 +147,8 @@ def _size_line(size: Mapping[str, Any]) -> str:
     limit = "the smallest file that keeps the promise" if not size.get("limit_bytes") else \
         f"at most {size['limit_bytes'] / 1e6:.3f} MB"
     line = (f"--max-size {size.get('asked')}: {limit}; {size.get('bytes', 0) / 1e6:.3f} MB "
-            f"({size.get('answer_bytes', 0) / 1e6:.3f} MB as searched), stored {size.get('stored')}.")
+            f"({size.get('answer_bytes', 0) / 1e6:.3f} MB as searched), "
+            + ("weights stored through codebooks." if size.get("stored") == "codebooks" else f"{size.get('stored')}."))
     check, ms, load = size.get("check"), size.get("ms"), size.get("load_ms")
     if check:
         line += (f" Checked on {check['samples']} samples: min output SQNR {_fmt(check['min_sqnr_db'])} dB "
