@@ -195,10 +195,13 @@ def default_mode(*, has_data: bool, has_ranges: bool = False, format: str = "qdq
     without a config): auto where there is calibration data to measure with; static with a
     reused ranges table, for the qoperator format (scales fixed offline), or with no data at all
     (whose error then says what to pass); weight-only for int4 weights (static mode's W4A8 is asked
-    for by name); compress for codebook weights or a size target (``max_size``).
+    for by name); compress for codebook weights or a size target (``max_size``), auto for
+    ``max_size="min"`` (the smallest file that keeps auto's promise).
     A ``QuantConfig`` built without ``mode`` is static."""
     if weights == "int4":
         return "weight-only"
+    if max_size is not None and str(max_size).strip().lower() in ("min", "smallest"):
+        return "auto"  # the smallest file that keeps a fidelity promise: only auto makes one
     if max_size is not None or weight_codebook(weights) is not None:
         return "compress"
     return "auto" if has_data and not has_ranges and format == "qdq" else "static"

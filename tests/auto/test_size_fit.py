@@ -196,6 +196,9 @@ def test_size_target_config_rules_in_auto_mode():
     with pytest.raises(UsageError, match="drop --format qoperator"):
         QuantConfig(mode="auto", max_size="6x", format="qoperator")
     assert QuantConfig(mode="auto", max_size="MIN").max_size == "min"
+    from edgeq.config import default_mode
+
+    assert default_mode(has_data=True, max_size="min") == "auto" and default_mode(has_data=True, max_size="6x") == "compress"
     with pytest.raises(UsageError, match="--max-size min .* is auto mode's"):
         QuantConfig(mode="compress", max_size="min")
 
