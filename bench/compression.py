@@ -134,8 +134,8 @@ def main() -> None:
                     auto = result.report["auto"]
                     size = auto.get("size") or {}
                     chosen = "fp32" if auto["verdict"].startswith("fp32") else "int8"
-                    bits[variant] = (f"{chosen} answer; {', '.join(f'{n} {k}' for k, n in size.get('widths', {}).items())}"
-                                     f" ({time.perf_counter() - start:.0f} s)")
+                    widths = ", ".join(f"{n} {k}" for k, n in size.get("widths", {}).items())
+                    bits[variant] = f"{chosen} answer{'; ' + widths if widths else ''} ({time.perf_counter() - start:.0f} s)"
                 elif variant.startswith("max-size "):
                     config = QuantConfig(mode="compress", max_size=variant.split(" ")[1])
                     try:
