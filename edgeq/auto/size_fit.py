@@ -65,7 +65,7 @@ class ProbeJob:
 def probe_noise(shared: Any, name: str) -> float:
     """(2) The output noise energy of the answer with weight ``name`` alone at ``PROBE_BITS``, on
     the feeds. ``shared``: a ``ProbeJob`` (on a worker, where the codes are clustered again: the
-    same k-means, the same figure) or, here, ``(model, feeds, reference, cache)``."""
+    same k-means, the same figure) or, here, ``(model, feeds, reference, cache, drop_shapes)``."""
     from edgeq.auto.workbench import model_bytes_of
     from edgeq.cluster import worker_cache
     from edgeq.report.evaluate import cpu_session
