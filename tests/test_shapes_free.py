@@ -11,6 +11,7 @@ import edgeq
 from corpus.builders import transformer_layer
 from edgeq.config import QuantConfig
 from edgeq.stages.shapes_free import shapes_are_free
+from passes.helpers import ort_optimized_ops
 from passes.nets import conv_net
 
 
@@ -21,14 +22,8 @@ def _with_shapes(proto: onnx.ModelProto) -> ir.Model:
 def test_a_transformer_needs_its_shapes_and_a_conv_net_does_not(tmp_path):
     import collections
 
-    import onnxruntime as ort
-
     transformer = _with_shapes(transformer_layer()[0])
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    options.log_severity_level = 3
-    ort.InferenceSession(ir.to_proto(transformer).SerializeToString(), options, providers=["CPUExecutionProvider"])
-    fused = collections.Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+    fused = collections.Counter(ort_optimized_ops(transformer, tmp_path))
     assert fused["SkipLayerNormalization"] == 2  # with the shapes
     assert not shapes_are_free(transformer)
     assert shapes_are_free(_with_shapes(conv_net()))

@@ -13,25 +13,13 @@ from edgeq.config import QuantConfig, default_mode, parse_size_target
 from edgeq.errors import UsageError
 from edgeq.metrics import sqnr_db
 from ortutil import cli_ok, run_ort
-from passes.nets import build, feeds
+from passes.nets import FOUR_CONVS, build, feeds
 
 
 def _net() -> onnx.ModelProto:
     """Convs of very different sensitivity: a wide stem, two 32-channel 3x3 Convs, a 1x1 and a head."""
     rng = np.random.default_rng(7)
-    return build("""<ir_version: 8, opset_import: ["" : 17]>
-g (float[N,3,16,16] x) => (float[N,10] y) {
-  a = Conv<pads=[1,1,1,1]>(x, W0, B0)
-  ra = Relu(a)
-  b = Conv<pads=[1,1,1,1]>(ra, W1, B1)
-  rb = Relu(b)
-  c = Conv<pads=[1,1,1,1]>(rb, W2, B2)
-  rc = Relu(c)
-  d = Conv(rc, W3, B3)
-  g = GlobalAveragePool(d)
-  f = Flatten(g)
-  y = Gemm<transB=1>(f, G, GB)
-}""", {"W0": rng.normal(0, 0.3, (32, 3, 3, 3)), "B0": rng.normal(0, 0.1, 32),
+    return build(FOUR_CONVS, {"W0": rng.normal(0, 0.3, (32, 3, 3, 3)), "B0": rng.normal(0, 0.1, 32),
        "W1": rng.normal(0, 0.08, (32, 32, 3, 3)), "B1": rng.normal(0, 0.1, 32),
        "W2": rng.normal(0, 0.08, (32, 32, 3, 3)), "B2": rng.normal(0, 0.1, 32),
        "W3": rng.normal(0, 0.2, (32, 32, 1, 1)), "B3": rng.normal(0, 0.1, 32),

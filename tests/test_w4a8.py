@@ -15,17 +15,8 @@ from edgeq.config import QuantConfig
 from edgeq.errors import UsageError
 from edgeq.metrics import sqnr_db
 from ortutil import run_ort
+from passes.helpers import ort_optimized_ops
 from passes.nets import build, depthwise_net, feeds
-
-
-def _fused_ops(path, tmp_path) -> collections.Counter:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.optimized_model_filepath = str(tmp_path / "fused.onnx")
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "fused.onnx")).graph.node)
 
 
 def _deep_net() -> onnx.ModelProto:
@@ -71,7 +62,7 @@ def test_w4a8_packs_4_bit_weights_and_runs_integer_kernels(tmp_path):
     levels = [onnx.numpy_helper.to_array(t).astype(np.int8) for t in packed.values()]
     assert all(np.abs(v).max() == 7 for v in levels)  # each weight's largest channel on +-7
     assert (tmp_path / "w4.onnx").stat().st_size < 0.8 * (tmp_path / "w8.onnx").stat().st_size
-    fused = _fused_ops(tmp_path / "w4.onnx", tmp_path)
+    fused = collections.Counter(ort_optimized_ops(tmp_path / "w4.onnx", tmp_path))
     assert fused["QLinearConv"] == 4 and fused["Conv"] == 0 and fused["Cast"] == 0
     assert not any("u8s8" in note for note in int4.report["notes"])  # 4-bit levels: no 7-or-8-bit choice
     test = feeds((1, 3, 16, 16), n=8, seed=9)

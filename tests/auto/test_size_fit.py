@@ -10,7 +10,6 @@ import collections
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 import pytest
 
 import edgeq
@@ -21,25 +20,14 @@ from edgeq.metrics import sqnr_db
 from edgeq.passes.codebook_weights import CodebookWeightsPass
 from edgeq.passes.integer_codebooks import integer_compressible
 from ortutil import int8_pays_timing, run_ort
-from passes.nets import build, feeds
+from passes.helpers import ort_optimized_ops
+from passes.nets import FOUR_CONVS, build, feeds
 
 
 def _net() -> onnx.ModelProto:
     """Four Convs of different sensitivity and a head: int8 under auto, weights worth storing."""
     rng = np.random.default_rng(3)
-    return build("""<ir_version: 8, opset_import: ["" : 17]>
-g (float[N,3,16,16] x) => (float[N,10] y) {
-  a = Conv<pads=[1,1,1,1]>(x, W0, B0)
-  ra = Relu(a)
-  b = Conv<pads=[1,1,1,1]>(ra, W1, B1)
-  rb = Relu(b)
-  c = Conv<pads=[1,1,1,1]>(rb, W2, B2)
-  rc = Relu(c)
-  d = Conv(rc, W3, B3)
-  g = GlobalAveragePool(d)
-  f = Flatten(g)
-  y = Gemm<transB=1>(f, G, GB)
-}""", {"W0": rng.normal(0, 0.3, (32, 3, 3, 3)), "B0": rng.normal(0, 0.1, 32),
+    return build(FOUR_CONVS, {"W0": rng.normal(0, 0.3, (32, 3, 3, 3)), "B0": rng.normal(0, 0.1, 32),
        "W1": rng.normal(0, 0.08, (64, 32, 3, 3)), "B1": rng.normal(0, 0.1, 64),
        "W2": rng.normal(0, 0.05, (64, 64, 3, 3)), "B2": rng.normal(0, 0.1, 64),
        "W3": rng.normal(0, 0.2, (32, 64, 1, 1)), "B3": rng.normal(0, 0.1, 32),
@@ -47,11 +35,7 @@ g (float[N,3,16,16] x) => (float[N,10] y) {
 
 
 def _optimized_ops(data: bytes, tmp_path) -> collections.Counter:
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    options.log_severity_level = 3
-    ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    return collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+    return collections.Counter(ort_optimized_ops(data, tmp_path))
 
 
 def _int8_model() -> ir.Model:

@@ -56,13 +56,18 @@ def quantize_with_numpy_ranges(proto, feeds, config: QuantConfig | None = None):
     return model, plan
 
 
-def ort_optimized_ops(model: ir.Model, tmp_path) -> list[str]:
-    """Op types after onnxruntime's graph optimizations (where QDQ fusion happens)."""
+def ort_optimized_ops(model: ir.Model | bytes | str, tmp_path) -> list[str]:
+    """Op types after onnxruntime's graph optimizations (where QDQ fusion happens) of a model, its
+    bytes or its file."""
+    import os
+
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     so.log_severity_level = 3
-    ort.InferenceSession(ir.to_proto(model).SerializeToString(), so, providers=["CPUExecutionProvider"])
+    data = model if isinstance(model, bytes) else os.fspath(model) if isinstance(model, (str, os.PathLike)) \
+        else ir.to_proto(model).SerializeToString()
+    ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
     return [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-__all__ = ["build", "conv_net", "mlp_net", "depthwise_net", "feeds"]
+__all__ = ["build", "conv_net", "mlp_net", "depthwise_net", "feeds", "FOUR_CONVS"]
 
 CONV_NET = """<ir_version: 8, opset_import: ["" : 17]>
 conv_net (float[N,3,16,16] x) => (float[N,10] y) {
@@ -16,6 +16,22 @@ conv_net (float[N,3,16,16] x) => (float[N,10] y) {
   r2 = Relu(c2)
   a = Add(r2, p1)
   g = GlobalAveragePool(a)
+  f = Flatten(g)
+  y = Gemm<transB=1>(f, G, GB)
+}"""
+
+# four Convs (3 -> 32 -> W1's -> W2's -> 32 channels, a 1x1 last), pooling and a Gemm head: layers of
+# different sensitivity, for size targets (tests/test_size_target.py, tests/auto/test_size_fit.py)
+FOUR_CONVS = """<ir_version: 8, opset_import: ["" : 17]>
+g (float[N,3,16,16] x) => (float[N,10] y) {
+  a = Conv<pads=[1,1,1,1]>(x, W0, B0)
+  ra = Relu(a)
+  b = Conv<pads=[1,1,1,1]>(ra, W1, B1)
+  rb = Relu(b)
+  c = Conv<pads=[1,1,1,1]>(rb, W2, B2)
+  rc = Relu(c)
+  d = Conv(rc, W3, B3)
+  g = GlobalAveragePool(d)
   f = Flatten(g)
   y = Gemm<transB=1>(f, G, GB)
 }"""
