@@ -32,6 +32,7 @@ __all__ = [
     "load_model",
     "inlined",
     "as_model",
+    "given_bytes",
     "save_model",
     "check_output_path",
     "check_outputs",
@@ -149,6 +150,14 @@ def load_model(path: str | os.PathLike) -> ir.Model:
     _check_external_paths(model, os.path.dirname(os.path.abspath(path)))
     _check_declared_sizes(model, path)
     return model
+
+
+def given_bytes(model: ir.Model | onnx.ModelProto, path: str | None) -> int:
+    """The size of the model as the user gave it: its file's, or serialized where it came in memory
+    (what ``--max-size Nx`` divides)."""
+    if isinstance(path, str) and os.path.isfile(path):
+        return os.path.getsize(path)
+    return len(model_bytes(model))
 
 
 def as_model(model: str | os.PathLike | onnx.ModelProto | ir.Model, *,

@@ -267,18 +267,15 @@ def _size_limit(max_size: str | None, loaded: Any, source_path: str | None) -> f
     """``max_size`` in bytes ("8x": the model's file over 8; a model given in memory, serialized)."""
     if max_size is None:
         return None
-    import os
-
     from edgeq.config import parse_size_target
-    from edgeq.io import model_bytes
+    from edgeq.io import given_bytes
 
     kind, amount = parse_size_target(max_size)
     if kind == "min":  # the smallest file that keeps the promise (size_fit.py)
         return 0.0
     if kind == "mb":
         return amount * 1e6
-    given = os.path.getsize(source_path) if source_path and os.path.isfile(source_path) else len(model_bytes(loaded))
-    return given / amount
+    return given_bytes(loaded, source_path) / amount
 
 
 def _search(search: Search, best: Config, cal: Any, float_model: Any, loaded: Any, config: QuantConfig,

@@ -85,11 +85,10 @@ def probe_noise(shared: Any, name: str) -> float:
 
 def _parsed(data: bytes) -> Any:
     import onnx
-    import onnx_ir as ir
 
-    proto = onnx.ModelProto()
-    proto.ParseFromString(data)
-    return ir.from_proto(proto)
+    from edgeq.io import as_model
+
+    return as_model(onnx.load_from_string(data))[0]
 
 
 def _alphas(model: Any, feeds: list, probe_error: dict[str, float], cache: dict, progress: Any,
@@ -165,13 +164,14 @@ def _timed(models: dict[str, Any], feed: dict, provider: str, threads: int) -> t
 class _Fit:
     """What the allocation, the checks and the bisections of one size target share."""
 
-    def __init__(self, search: Any, chosen: Any, drawn: Any, fp32: Any, answer: Any, target: float | None) -> None:
-        from edgeq.io import model_bytes
+    def __init__(self, search: Any, chosen: Any, drawn: Any, fp32: Any, answer: Any, before: int,
+                 target: float | None) -> None:
         from edgeq.stages.shapes_free import shapes_are_free
 
         self.search, self.chosen, self.drawn, self.fp32, self.answer, self.target = (search, chosen, drawn, fp32,
                                                                                      answer, target)
-        self.before = len(model_bytes(answer))
+        self.before = before  # the answer's bytes as searched
+        self.sizes: dict[tuple, int] = {}  # plan -> bytes: every allocation starts from the same widest build
         self.cache: dict = {}
         self.cals: dict = {}
         self.built: dict[str, Any] = {}
@@ -183,8 +183,11 @@ class _Fit:
     def build(self, plan: dict[str, Any]) -> int:
         from edgeq.io import model_bytes
 
-        self.built = {"plan": dict(plan), "model": apply_plan(self.answer, plan, self.cache, self.drop_shapes)}
-        return len(model_bytes(self.built["model"]))
+        key = tuple(sorted(plan.items(), key=lambda item: item[0]))
+        if key not in self.sizes:
+            self.built = {"plan": dict(plan), "model": apply_plan(self.answer, plan, self.cache, self.drop_shapes)}
+            self.sizes[key] = len(model_bytes(self.built["model"]))
+        return self.sizes[key]
 
     def floor(self) -> float:
         """The file with every weight at its narrowest (estimated from a build of the widest)."""
@@ -236,7 +239,7 @@ def fit_size(search: Any, chosen: Any, verdict: str, drawn: Any, float_model: An
         return chosen, verdict + f"; {before / 1e6:.3f} MB, within --max-size {asked} as it is", record
     search.bar.update(search.task, description="auto --max-size: each weight's effect on the outputs")
     target = None if search.min_sqnr is None else search.min_sqnr - SQNR_MARGIN_DB
-    fit = _Fit(search, chosen, drawn, model_bytes_of(float_model), answer, target)
+    fit = _Fit(search, chosen, drawn, model_bytes_of(float_model), answer, before, target)
     if not fit.ladders:
         if limit <= 0:
             record.update(bytes=before, stored="as searched (no weight to store in fewer bits)")

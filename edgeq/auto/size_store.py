@@ -93,22 +93,29 @@ def candidates(model: Any) -> dict[Any, bool]:
     return {**compressible(model.graph, keep), **integer_compressible(model.graph, keep)}
 
 
+def _working_copy(model: Any) -> tuple[Any, set[str], dict[Any, bool]]:
+    """A copy of ``model`` with its fp16 weights widened, the names widened, and its candidates."""
+    from edgeq.graph import copy_model
+
+    model = copy_model(model)
+    widened = _widen(model)
+    return model, widened, candidates(model)
+
+
 def apply_plan(model: Any, plan: dict[str, int], cache: dict, drop_shapes: bool = True) -> Any:
     """``model`` (a copy is changed) with the weights ``plan`` names stored at its widths (1), the
     rest as they were; exporters' metadata dropped, and intermediate shapes where ``drop_shapes``
     (``stages/shapes_free.py``: where onnxruntime runs the same operators without them)."""
-    from edgeq.graph import copy_model
     from edgeq.passes.codebook_weights import CodebookWeightsPass
     from edgeq.passes.drop_shapes import DropShapesPass
     from edgeq.passes.float_weights import store_float16
     from edgeq.passes.strip_debug import StripDebugMetadataPass
 
-    model = copy_model(model)
-    widened = _widen(model)
+    model, widened, found = _working_copy(model)
     chosen = {name: bits for name, bits in plan.items() if bits is not None}
     if chosen:
         local: dict = {}
-        for value, transposed in candidates(model).items():
+        for value, transposed in found.items():
             if value.name in chosen:
                 codes = _codes(cache, value, transposed, chosen[value.name])
                 local[(value.name, "int" if codes[1].dtype == np.int8 else "kmeans", chosen[value.name])] = codes
@@ -129,21 +136,19 @@ def rebuilt_model(model: Any, plan: dict[str, int], cache: dict, drop_shapes: bo
     for judging and probing: no unpacking to fold when its session loads."""
     import onnx_ir as ir
 
-    from edgeq.graph import copy_model
+    from edgeq.passes.codebook_weights import rebuilt
     from edgeq.passes.drop_shapes import DropShapesPass
 
-    model = copy_model(model)
-    _widen(model)
+    model, _, found = _working_copy(model)
     chosen = {name: bits for name, bits in plan.items() if bits is not None}
-    for value, transposed in candidates(model).items():
+    for value, transposed in found.items():
         if value.name not in chosen:
             continue
-        array = np.asarray(value.const_value.numpy())
         rows, book, indices = _codes(cache, value, transposed, chosen[value.name])
-        dtype = np.int8 if book.dtype == np.int8 else np.float32
-        rebuilt = np.take_along_axis(book.astype(dtype), indices.astype(np.int64), axis=1).reshape(rows.shape)
-        rebuilt = np.ascontiguousarray(rebuilt.T if transposed else rebuilt.reshape(array.shape))
-        value.const_value = ir.Tensor(rebuilt, name=value.name)
+        # float32 holds an int8 codebook's entries exactly: the int8 tensor the folded chain makes
+        values = rebuilt(rows, book, indices).astype(np.int8 if book.dtype == np.int8 else np.float32)
+        values = np.ascontiguousarray(values.T if transposed else values.reshape(tuple(value.const_value.shape)))
+        value.const_value = ir.Tensor(values, name=value.name)
     if drop_shapes:
         DropShapesPass()(model)
     return model
@@ -152,14 +157,12 @@ def rebuilt_model(model: Any, plan: dict[str, int], cache: dict, drop_shapes: bo
 def ladders_of(model: Any, cache: dict) -> tuple[dict[str, list], dict[str, float], dict[str, str]]:
     """(1) Per weight its options ``(bits or None, bytes, squared error)``, its probe error, and
     whether it is an int8 or a float weight, by name."""
-    from edgeq.graph import copy_model
     from edgeq.passes.codebook_weights import stored_bytes
     from edgeq.stages.size_target import PROBE_BITS
 
-    work = copy_model(model)
-    widened = _widen(work)
+    _, widened, found = _working_copy(model)
     ladders, probe_error, kinds = {}, {}, {}
-    for value, transposed in candidates(work).items():
+    for value, transposed in found.items():
         codes = {}
         integer = np.asarray(value.const_value.numpy()).dtype == np.int8
         widths = INT_WIDTHS if integer else FLOAT_WIDTHS

@@ -26,17 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["quantize_compressed"]
 
 
-def _input_bytes(loaded: Any) -> int:
-    """The input model's size: its file's, or serialized where it came in memory."""
-    import os
-
-    from edgeq.io import model_bytes
-
-    if isinstance(loaded.source, str) and os.path.isfile(loaded.source):
-        return os.path.getsize(loaded.source)
-    return len(model_bytes(loaded.model))
-
-
 def _write(model: Any, config: QuantConfig, scheme: str, bits: int, keep: frozenset[str], per_node: dict,
            per_weight: dict, cache: dict, drop_shapes: bool = True) -> tuple[Any, tuple[int, int, int, int]]:
     """``model`` in place as this mode writes it: codebook weights, exporters' metadata stripped,
@@ -106,7 +95,9 @@ def quantize_compressed(model: Any, config: QuantConfig, data: Any = None, *, ev
 
     start = time.perf_counter()
     loaded = load(model, data if config.max_size else None, keep_fp32=eval_data is not None)
-    input_bytes = _input_bytes(loaded) if config.max_size else 0
+    from edgeq.io import given_bytes
+
+    input_bytes = given_bytes(loaded.model, loaded.source) if config.max_size else 0
     if loaded.model.opset_imports.get("", 1) < OPSET and (config.opset or 0) < OPSET:
         config = config.replace(opset=OPSET)  # codebook_weights.py (2)
     prepared = prepare(loaded, config)
