@@ -212,10 +212,12 @@ def test_auto_ranks_and_requantizes_on_the_cluster_to_the_same_model(ray_cluster
 
     monkeypatch.setattr(latency, "measure", int8_pays_timing)  # timing decides nothing here: the same bytes or not
     monkeypatch.setattr(unit_time, "unit_times", int8_pays_unit_times)
+    from edgeq.auto.ahead import Ahead
+
     ranked, ahead = [], []
-    real, real_ahead = search._rank_on_cluster, search._requantize_ahead
+    real, real_close = search._rank_on_cluster, Ahead.close
     monkeypatch.setattr(search, "_rank_on_cluster", lambda *a, **k: ranked.append(1) or real(*a, **k))
-    monkeypatch.setattr(search, "_requantize_ahead", lambda *a, **k: ahead.append(1) or real_ahead(*a, **k))
+    monkeypatch.setattr(Ahead, "close", lambda self: ahead.append(self.taken) or real_close(self))
     _, executor, _ = ray_cluster
     rng = np.random.default_rng(5)
     model = build(DYNAMIC_NET, {w: rng.normal(0, 0.25, (64, 64)) for w in ("W1", "W2", "W3")})
@@ -224,7 +226,7 @@ def test_auto_ranks_and_requantizes_on_the_cluster_to_the_same_model(ray_cluster
     here = edgeq.quantize(model, config, feeds, progress=False)
     there = _on(executor, lambda: edgeq.quantize(model, config, feeds, progress=False))
     assert ranked, "the per-layer ranking did not go to the cluster"
-    assert ahead, "the re-quantization did not go to the cluster"
+    assert ahead and ahead[0] > 0, "the search's chains did not run ahead on the cluster"
     assert any("most sensitive float" in c["name"] for c in here.report["auto"]["configurations"])
     assert ir.to_proto(there.model).SerializeToString() == ir.to_proto(here.model).SerializeToString()
     assert there.report["auto"]["verdict"] == here.report["auto"]["verdict"]
@@ -414,63 +416,80 @@ def test_an_address_where_no_cluster_answers_fails_in_seconds():
     _check_reachable("local")  # nothing to probe
 
 
-def test_requantizing_ahead_takes_back_what_the_loop_takes_back(monkeypatch):
-    """``search._requantize_ahead`` (a cluster's: trials scored in batches, each as if none before
-    it in the batch were taken back) against the loop it replaces, on a made-up noise model where
-    several units come back: the same answer, the same measures of the units left float, fewer builds here."""
-    import types
+class _Spread:
+    """A serial executor that says it spreads work: auto runs its chains ahead (``auto/ahead.py``)
+    through the workers' code path, in this process (each task runs when its result is asked for)."""
 
-    from edgeq import cluster
-    from edgeq.auto import latency, remote, search
-    from edgeq.auto.workbench import Score
+    def __new__(cls, width):
+        from edgeq import cluster
 
-    noise = {"a": 0.4, "b": 3.8, "c": 0.2, "d": 2.5, "e": 0.1, "f": 0.3, "g": 4.0}
+        class Spread(cluster.Executor):
+            distributed = True
 
-    def sqnr(exclude):  # each unit back in int8 costs its noise (dB) off 40 dB
-        return 40.0 - sum(v for k, v in noise.items() if k not in exclude)
+        executor = Spread()
+        executor.width = width
+        return executor
 
-    class FakeSearch:
-        min_sqnr, min_score, gptq, bar, task = 36.0, None, {}, types.SimpleNamespace(advance=lambda *a: None), 0
-        bench = types.SimpleNamespace(plan=lambda exclude: (None, types.SimpleNamespace(graph=None)))
 
-        def __init__(self):
-            self.tried, self.builds = [], 0
+def _same_auto(model, config, feeds, width):
+    import edgeq
 
-        def over_budget(self, step=""):
-            return False
+    here = edgeq.quantize(model, config, feeds, progress=False)
+    there = _on(_Spread(width), lambda: edgeq.quantize(model, config, feeds, progress=False))
+    assert ir.to_proto(there.model).SerializeToString() == ir.to_proto(here.model).SerializeToString()
+    assert there.report["auto"]["verdict"] == here.report["auto"]["verdict"]
+    assert [c["name"] for c in there.report["auto"]["configurations"]] == \
+        [c["name"] for c in here.report["auto"]["configurations"]]
+    return here
 
-        def unit_ms(self):
-            return {}
 
-        def meets(self, c):
-            return c.score.meets(self.min_sqnr, self.min_score)
+def test_chains_run_ahead_give_the_same_model_and_build_here_only_what_is_used(monkeypatch):
+    """Auto through ``ahead.py``'s path (built and scored as a worker builds them, from the
+    serialized float model) against the plain loop: the same bytes, verdict and configurations;
+    the builds the chains took from the workers were mostly never built again here."""
+    from edgeq.auto import ahead, latency, unit_time
+    from edgeq.auto.state import Config
+    from edgeq.config import QuantConfig
+    from ortutil import int8_pays_timing, int8_pays_unit_times
 
-        def build(self, name, model, cal, methods, base, exclude=(), record=True, bias=False):
-            self.builds += 1
-            return types.SimpleNamespace(name=name, exclude=tuple(exclude), score=Score({"y": sqnr(exclude)}),
-                                         model=model, methods=methods, base=base, bias=bias)
+    monkeypatch.setattr(latency, "measure", int8_pays_timing)
+    monkeypatch.setattr(unit_time, "unit_times", int8_pays_unit_times)
+    counts, real_close = [], ahead.Ahead.close
+    monkeypatch.setattr(ahead.Ahead, "close", lambda self: counts.append((self.submitted, self.taken)) or real_close(self))
+    built_here, real_result = [], Config.result.fget
+    monkeypatch.setattr(Config, "result", property(
+        lambda c: (built_here.append(c.name) if c.later is not None and not c.built else None) or real_result(c),
+        Config.result.fset))
+    rng = np.random.default_rng(5)
+    model = build(DYNAMIC_NET, {w: rng.normal(0, 0.25, (64, 64)) for w in ("W1", "W2", "W3")})
+    feeds = [{"x": rng.standard_normal((4, 64)).astype(np.float32)} for _ in range(16)]
+    _same_auto(model, QuantConfig(mode="auto", min_sqnr=34.0, time_budget_s=None), feeds, 4)  # ranked, bisected
+    (submitted, taken), = counts
+    assert taken >= 3 and submitted >= taken, counts
+    assert len(built_here) < taken, (built_here, taken)
 
-    class Ahead(cluster.Executor):
-        distributed, width = True, 3
 
-    monkeypatch.setattr(latency, "gaps", lambda plan, graph, order: [])
-    monkeypatch.setattr(remote, "shared_for", lambda *a: None)
-    monkeypatch.setattr(remote, "score_variant", lambda shared, exclude: Score({"y": sqnr(exclude)}))
-    found = types.SimpleNamespace(name="int8, 7 most sensitive float", exclude=tuple(noise), model=None, methods={},
-                                  base="minmax", bias=False, score=Score({"y": 40.0}))
-    order = list(noise)
-    cal = types.SimpleNamespace(table_for=lambda methods, base: None)
-    results = []
-    for executor in (cluster.Executor(), Ahead()):
-        fake, tried = FakeSearch(), {}
-        with cluster.using(executor):
-            answer = search._requantize(fake, found, cal, order, tried)
-        results.append((answer.exclude, answer.name, tried, [c.exclude for c in fake.tried], fake.builds))
-    (loop_answer, loop_name, loop_tried, loop_recorded, loop_builds), ahead = results[0], results[1]
-    assert loop_answer == ("b", "g") and ahead[0] == loop_answer  # a, c, d, e, f came back; b and g missed
-    assert (ahead[1], ahead[3]) == (loop_name, loop_recorded)
-    # the units left float were measured alike; the loop takes runs back at once and measures no
-    # unit that came back on its own ({a}, {a b} missed; {c}, {c d}, {c d e f}, {c d e f g} missed)
-    assert loop_tried == {"b": {"int8": 35.8}, "g": {"int8": 32.5}} and ahead[2]["b"] == loop_tried["b"]
-    assert ahead[2]["g"] == loop_tried["g"] and set(ahead[2]) == set(noise)
-    assert ahead[4] == 5 < loop_builds == 6  # here: only the trials taken back were built
+def test_bias_corrected_configurations_run_ahead_to_the_same_model(monkeypatch):
+    """Bias correction kept: the workers correct each configuration's int8 nodes from the channel
+    means, as this process does."""
+    from edgeq.auto import ahead, latency, unit_time
+    from edgeq.config import QuantConfig
+    from ortutil import int8_pays_timing, int8_pays_unit_times
+
+    from auto.test_auto import BIAS2
+
+    monkeypatch.setattr(latency, "measure", int8_pays_timing)
+    monkeypatch.setattr(unit_time, "unit_times", int8_pays_unit_times)
+    biased, real_plan = [], ahead.Ahead.plan
+    monkeypatch.setattr(ahead.Ahead, "plan", lambda self, builds: biased.extend(b for b in builds if b.get("bias"))
+                        or real_plan(self, builds))
+    rng = np.random.default_rng(0)
+    scale = np.exp(np.linspace(-3, 1, 16)).reshape(16, 1, 1, 1)
+    proto = build(BIAS2, {"W1": rng.normal(0.05, 0.3, (16, 8, 3, 3)) * scale, "B1": rng.normal(0, 0.1, 16),
+                          "W2": rng.normal(0.02, 0.1, (16, 16, 3, 3)) * scale, "B2": rng.normal(0, 0.1, 16)})
+    feeds = [{"x": (3.0 + rng.normal(0, 0.5, (1, 8, 10, 10))).astype(np.float32)} for _ in range(12)]
+    here = _same_auto(proto, QuantConfig(mode="auto", min_sqnr=40.0, granularity="per-tensor", time_budget_s=None),
+                      feeds, 3)
+    assert {r["repair"]: r["kept"] for r in here.report["auto"]["repairs"]}["bias correction"]
+    assert biased, "no bias-corrected configuration ran ahead"
+

@@ -248,14 +248,13 @@ def _alternatives(search: Any, failed: list[Any], gap: float, target: float | No
     fp32 by ``MIN_WIN``; first those whose scoring SQNR minus ``gap`` (the most the gate fell
     below the scoring samples' figure so far) still reaches ``target`` (more layers kept out of
     int8: they can absorb the gap), fastest first, then the rest, fastest first."""
-    from edgeq.auto.latency import has_int8
     from edgeq.auto.placement import MIN_WIN
 
     fp32_ms = getattr(search, "fp32_ms", None)
     if fp32_ms is None:
         return []
     ok = [c for c in search.tried if c not in failed and search.meets(c) and c.latency_ms is not None
-          and (has_int8(c.result.model) or c.fp16) and c.latency_ms <= fp32_ms * (1 - MIN_WIN)]
+          and (c.has_int8() or c.fp16) and c.latency_ms <= fp32_ms * (1 - MIN_WIN)]
 
     def absorbs(c: Any) -> bool:
         return target is None or not math.isfinite(gap) or c.score.min_sqnr - gap >= target

@@ -73,17 +73,23 @@ def by_time(search: Any, best: Any, cal: Any, order: list[str], requantize: Call
     ``search.tried``."""
     if not order or not search.unit_ms():
         return None
-    lo, hi, found, length = 1, len(order), None, 0
-    while lo <= hi:
+    from edgeq.auto.chains import largest
+
+    def build(j: int) -> dict[str, Any]:
+        return dict(model=best.model, cal=cal, methods=best.methods, base=best.base,
+                    exclude=best.exclude + tuple(order[j:]), bias=best.bias)
+
+    state, found, length = largest(1, len(order)), None, 0
+    while state is not None:
         if search.over_budget("int8 by time saved per noise"):
             return None
-        j = (lo + hi) // 2
-        trial = search.build(f"{NAME}: {j} of {len(order)} int8", best.model, cal, best.methods, best.base,
-                             best.exclude + tuple(order[j:]), record=False, bias=best.bias)
-        if search.meets(trial):
-            found, length, lo = trial, j, j + 1
-        else:
-            hi = j - 1
+        search.run_ahead(state, largest.probe, largest.after, lambda s: build(largest.probe(s)))
+        j = largest.probe(state)
+        trial = search.build(f"{NAME}: {j} of {len(order)} int8", **build(j), record=False)
+        met = search.meets(trial)
+        if met:
+            found, length = trial, j
+        state = largest.after(state, met)
     if found is None:
         return None
     answer = requantize(search, found, cal, order[length:])

@@ -111,7 +111,7 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
     search.fp32_original = original if baseline == "original" else None  # the float answer, if it comes to that
     fp32_ms = search.fp32_ms = times[baseline]
     # a configuration without any int8 (or fp16) node is fp32 in disguise: it competes as "fp32" below
-    eligible = [c for c in search.tried if search.meets(c) and (has_int8(c.result.model) or c.fp16)]
+    eligible = [c for c in search.tried if search.meets(c) and (c.has_int8() or c.fp16)]
     chosen = None
     if eligible:  # the fastest, and among those within timing noise of it, the most faithful
         fastest = min(c.latency_ms for c in eligible)
@@ -131,14 +131,14 @@ def place(search: Any, best: Any, cal: Any, float_model: Any, provider: str, thr
                    f"min output SQNR {chosen.score.min_sqnr:.1f} dB")
         chosen.result.ranges = cal.table_for(chosen.methods, chosen.base)  # every tensor: reusable by --ranges
         return chosen, verdict, {k: v for k, v in dropped.items() if k in chosen.exclude}
-    if not any(has_int8(c.result.model) for c in search.tried):
+    if not any(c.has_int8() for c in search.tried):
         reason = (f"nothing in this graph is worth int8 on {provider}: the selector keeps every node float "
                   "(see the per-node reasons in the report's 'float' list)")
     elif chosen is None:
         reason = "no configuration with int8 layers met the fidelity target"
     else:
         reason = (
-            f"the best {'int8' if has_int8(chosen.result.model) else 'fp16'} configuration meeting the target ({chosen.name!r}, {chosen.latency_ms:.3f} ms) "
+            f"the best {'int8' if chosen.has_int8() else 'fp16'} configuration meeting the target ({chosen.name!r}, {chosen.latency_ms:.3f} ms) "
             f"is not faster than fp32 ({fp32_ms:.3f} ms) by {MIN_WIN:.0%} on {provider} with {threads} thread(s)")
         reason += no_vnni(provider)
     return (*float_answer(search, best, float_model, original if baseline == "original" else None, reason), {})

@@ -9,7 +9,10 @@
    and, per task, ``build``s the variant with ``exclude`` and scores it, as the driver would.
 2. On the serial executor ``shared`` is the ``Workbench`` itself and nothing is serialized: the
    serial path is the loop it always was.
-3. Timing stays here: latency is measured on the machine the model is for, in one process
+3. ``build_and_score(shared, recipe)``: any configuration the search builds from the float model
+   (its own ranges table, int16/fp16/per-token/dynamic units), for ``ahead.py``: its score, what
+   its graph holds, and its bytes where the search records it for timing.
+4. Timing stays here: latency is measured on the machine the model is for, in one process
    (``runtime.timing``), never on a worker.
 """
 
@@ -23,7 +26,7 @@ from typing import Any
 from edgeq.cluster import worker_cache
 from edgeq.config import QuantConfig
 
-__all__ = ["BenchJob", "score_variant", "shared_for"]
+__all__ = ["BenchJob", "Recipe", "build_and_score", "score_variant", "shared_for"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,9 +38,10 @@ class BenchJob:
     ref_samples: dict[str, list]
     metric: Any
     table: Any  # the RangesTable every variant of this job is built with
+    means: dict[str, Any] | None = None  # per-channel means for bias correction (``repairs.channel_means``)
 
     @classmethod
-    def of(cls, bench: Any, model: Any, table: Any) -> BenchJob:
+    def of(cls, bench: Any, model: Any, table: Any, means: dict[str, Any] | None = None) -> BenchJob:
         import onnx_ir as ir
 
         from edgeq.errors import ClusterError
@@ -46,7 +50,7 @@ class BenchJob:
         if proto.ByteSize() >= 2**31:
             raise ClusterError("a model of 2 GB or more is not sent to a cluster's workers: run without --cluster")
         return cls(uuid.uuid4().hex, proto.SerializeToString(), bench.config, bench.feeds, bench.ref_samples,
-                   bench.metric, table)
+                   bench.metric, table, means)
 
 
 def _bench_of(job: BenchJob) -> Any:
@@ -72,6 +76,41 @@ def score_variant(shared: Any, exclude: Sequence[str]) -> Any:
     else:
         bench, model, table = shared
     return bench.score(bench.build(table, tuple(exclude), model=model).model)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One configuration for a worker to build (``Workbench.build_mixed``'s arguments)."""
+
+    table: Any
+    exclude: tuple[str, ...]
+    int16: tuple[str, ...] = ()
+    fp16: tuple[str, ...] = ()
+    per_token: tuple[str, ...] = ()
+    dynamic: tuple[str, ...] = ()
+    bias: bool = False  # bias correction on the int8 nodes (the job's ``means``)
+    want_bytes: bool = False  # the serialized model too (a configuration recorded for timing)
+
+
+def build_and_score(job: BenchJob, recipe: Recipe) -> tuple[Any, bytes | None, dict[str, Any]]:
+    """(its ``Score``, its bytes where asked, {"int8": has_int8, "changes": precision_changes}):
+    built as ``Search.build`` builds it (``state.py``)."""
+    from edgeq.auto.latency import has_int8, precision_changes
+    from edgeq.auto.workbench import model_bytes_of
+
+    bench = worker_cache(job.key, lambda: _bench_of(job))
+    model = bench.model
+    if recipe.bias:
+        model = bench.bias_corrected(model, job.means or {}, recipe.exclude + recipe.fp16)
+    result = bench.build_mixed(recipe.table, recipe.exclude, model, int16=recipe.int16, fp16=recipe.fp16,
+                               per_token=recipe.per_token, dynamic=recipe.dynamic)
+    data = model_bytes_of(result.model)
+    facts = {"int8": has_int8(result.model), "changes": precision_changes(result.model)}
+    if not recipe.want_bytes:
+        return bench.score(data), None, facts
+    import onnx_ir as ir
+
+    return bench.score(data), ir.to_proto(result.model).SerializeToString(), facts
 
 
 def shared_for(executor: Any, bench: Any, model: Any, table: Any) -> Any:

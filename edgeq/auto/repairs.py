@@ -86,12 +86,18 @@ def smooth_per_token(model: Any, cal: Any, config: QuantConfig, alpha: float) ->
     return copy, f"{len(sq.smoothed)} MatMul input(s) smoothed (alpha {alpha:g})"
 
 
-def correct_bias(model: Any, cal: Any, config: QuantConfig, nodes: Any = None) -> tuple[Any | None, str]:
-    """Bias correction on ``nodes`` (default: every Conv/Gemm); only right where they end int8."""
+def channel_means(cal: Any) -> dict[str, Any]:
+    """Each calibrated tensor's per-channel mean, where recorded: what bias correction reads."""
+    means = {name: cal.channel_mean(name) for name in cal.channels}
+    return {k: v for k, v in means.items() if v is not None}
+
+
+def correct_bias(model: Any, cal: Any, config: QuantConfig, nodes: Any = None, means: Any = None) -> tuple[Any | None, str]:
+    """Bias correction on ``nodes`` (default: every Conv/Gemm); only right where they end int8.
+    ``means``: ``channel_means(cal)`` where already taken (a cluster's worker has no ``cal``)."""
     from edgeq.passes.bias_correction import BiasCorrectionPass
 
-    means = {name: cal.channel_mean(name) for name in cal.channels}
-    means = {k: v for k, v in means.items() if v is not None}
+    means = channel_means(cal) if means is None else means
     copy = _copy(model)
     from edgeq.passes.weights import pairs_form, weight_qmax
 

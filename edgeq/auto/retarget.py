@@ -40,7 +40,7 @@ def retarget(search: Any, gap: float, target: float | None, fp32: bytes, again: 
     timed against ``fp32`` (the prepared float model's bytes; ``latency_ms`` on the scale of
     the first timing, ``placement.place``); [] where there is nothing to aim
     at (no SQNR target, no gap in dB, no timing, the time budget spent)."""
-    from edgeq.auto.latency import has_int8, measure_in_groups
+    from edgeq.auto.latency import measure_in_groups
     from edgeq.auto.state import SQNR_MARGIN_DB
 
     if (target is None or not math.isfinite(gap) or gap <= 0 or search.timing is None
@@ -56,7 +56,7 @@ def retarget(search: Any, gap: float, target: float | None, fp32: bytes, again: 
         again()
         seen, added = set(), []
         for c in search.tried[start:]:
-            if search.meets(c) and has_int8(c.result.model) and c.layout not in seen:
+            if search.meets(c) and c.has_int8() and c.layout not in seen:
                 seen.add(c.layout)
                 added.append(c)
     finally:

@@ -90,17 +90,23 @@ def _disagreement(cal: Any, name: str) -> float:
 def _refine_methods(search: Search, model: Any, cal: Any, best: Config, roots: list[str]) -> Config:
     ranked = sorted((n for n in roots if n in cal), key=lambda n: -_disagreement(cal, n))
     ranked = [n for n in ranked if _disagreement(cal, n) > 1.2][:REFINE_TENSORS]
-    current = best
-    for name in ranked:
-        if search.over_budget("per-tensor range methods"):
-            break
-        for method in METHODS:
-            if method == current.methods.get(name, current.base):
-                continue
-            trial = search.build(f"range {name}: {method}", model, cal, {**current.methods, name: method},
-                                 current.base, current.exclude, record=False)
-            if search.key(trial) > search.key(current) and trial.score.min_sqnr > current.score.min_sqnr + 0.05:
-                current = trial
+    from edgeq.auto.chains import Methods
+
+    chain = Methods(ranked, METHODS, best.base)
+
+    def build(pick: Any) -> dict[str, Any]:
+        return dict(model=model, cal=cal, methods=chain.step(pick)[2], base=best.base, exclude=best.exclude)
+
+    current, pick, last = best, chain.start(best.methods), -1
+    while pick is not None and not (pick.t != last and search.over_budget("per-tensor range methods")):
+        last = pick.t
+        search.run_ahead(pick, chain.probe, chain.after, build)
+        name, method, _ = chain.step(pick)
+        trial = search.build(f"range {name}: {method}", **build(pick), record=False)
+        kept = search.key(trial) > search.key(current) and trial.score.min_sqnr > current.score.min_sqnr + 0.05
+        if kept:
+            current = trial
+        pick = chain.after(pick, kept)
     if current is not best:
         current.name = f"int8, per-tensor ranges ({len(current.methods)} changed)"
         search.tried.append(current)
@@ -227,6 +233,8 @@ def auto_quantize(
             chosen, verdict, size_record = fit_size(search, chosen, verdict, drawn, float_model, limit, max_size,
                                                     provider, threads, largest)
         dropped = {k: v for k, v in dropped.items() if k in chosen.exclude and not verdict.startswith("fp32")}
+        if search.ahead is not None:
+            search.ahead.close()
     if search.cut:
         notes.append(f"time budget ({config.time_budget_s:.0f} s) spent: cut short: {'; '.join(search.cut)}")
     from edgeq.auto.diagnose import diagnose
@@ -654,90 +662,78 @@ def _back_order(search: Search, ranked: list[str], noise: dict[str, float], excl
 def _prefix(search: Search, best: Config, cal: Any, ranked: list[str], rung: str) -> Config | None:
     """The smallest prefix of ``ranked`` that, in ``rung`` ("fp32", "int16" or "fp16"), meets
     the target (binary search); None when even the whole list does not."""
-    lo, hi, found = 1, len(ranked), None
-    while lo <= hi:
-        k = (lo + hi) // 2
+    matmuls = search.matmul_units() if rung == PER_TOKEN else frozenset()
+
+    def build(k: int) -> dict[str, Any]:
         chosen = tuple(ranked[:k])
         if rung == "fp32":
-            trial = search.build(f"int8, {k} most sensitive float", best.model, cal, best.methods, best.base,
-                                 best.exclude + chosen, bias=best.bias)
-        else:  # per-token: its MatMul/Gemm units per-token, the other units fp32
-            matmuls = search.matmul_units() if rung == PER_TOKEN else frozenset()
-            trial = search.build(f"int8, {k} most sensitive in {LADDER_NAMES[rung]}", best.model, cal,
-                                 best.methods, best.base,
-                                 best.exclude + (tuple(n for n in chosen if n not in matmuls) if matmuls else ()),
-                                 bias=best.bias, int16=chosen if rung == "int16" else (),
-                                 fp16=chosen if rung == "fp16" else (),
-                                 per_token=tuple(n for n in chosen if n in matmuls))
+            return dict(model=best.model, cal=cal, methods=best.methods, base=best.base,
+                        exclude=best.exclude + chosen, bias=best.bias)
+        # per-token: its MatMul/Gemm units per-token, the other units fp32
+        return dict(model=best.model, cal=cal, methods=best.methods, base=best.base,
+                    exclude=best.exclude + (tuple(n for n in chosen if n not in matmuls) if matmuls else ()),
+                    bias=best.bias, int16=chosen if rung == "int16" else (), fp16=chosen if rung == "fp16" else (),
+                    per_token=tuple(n for n in chosen if n in matmuls))
+
+    from edgeq.auto.chains import smallest
+
+    state, found = smallest(1, len(ranked)), None
+    while state is not None:
+        search.run_ahead(state, smallest.probe, smallest.after, lambda s: {**build(smallest.probe(s)), "record": True})
+        k = smallest.probe(state)
+        label = f"int8, {k} most sensitive float" if rung == "fp32" else f"int8, {k} most sensitive in {LADDER_NAMES[rung]}"
+        trial = search.build(label, **build(k))
         trial.prefix = rung
-        if search.meets(trial):
-            found, hi = trial, k - 1
-        else:
-            lo = k + 1
+        met = search.meets(trial)
+        if met:
+            found = trial
+        state = smallest.after(state, met)
     return found
 
 
 def _requantize(search: Search, found: Config, cal: Any, order: list[str],
                 tried: dict[str, dict[str, Any]] | None = None) -> Config:
-    """Quantize float units back one at a time while the target holds: first those in gaps
-    between int8 regions (fewer precision changes), then the rest, in ``order`` (``_back_order``:
-    most fp32 time saved per unit of noise first). The ranking is an
-    estimate (noise does not add exactly); this pass corrects it with measurements."""
+    """Quantize float units back while the target holds: first those in gaps between int8
+    regions (fewer precision changes), then the rest, in ``order`` (``_back_order``: most fp32
+    time saved per unit of noise first). The ranking is an estimate (noise does not add exactly);
+    this pass corrects it with measurements.
+
+    Units go back in runs (``chains.TakeBack``): from one unit on, the longest run that goes back
+    to int8 together and meets the target (lengths 1, 2, 4 ... until one misses, then a binary
+    search between the last that met and the first that missed), taken back, and the unit after it
+    left float. The unit left float was built on top of the run (the miss one longer than it), so
+    it is measured as a one-at-a-time loop measures it; where noise adds up (more int8 units never
+    less noise), the answer is that loop's, in about 2 log2(run) builds per run instead of one per
+    unit (MiniLM's knapsack: 21 of 27 back). On a cluster the next steps run ahead (``ahead.py``)."""
+    from edgeq.auto.chains import TakeBack
     from edgeq.auto.latency import gaps
 
     plan, copy = search.bench.plan(found.exclude)
     in_gaps = gaps(plan, copy.graph, order)
-    current = found
     names = [*in_gaps, *(n for n in order if n not in in_gaps)][:MAX_REQUANTIZE]
-    executor = cluster.current()
-    if executor.distributed and executor.width > 1 and not found.bias and search.gptq.get(id(found.model)) is None:
-        return _requantize_ahead(search, executor, found, cal, names, tried)  # (one worker: nothing to run ahead)
-    i = 0
-    while i < len(names) and not search.over_budget("re-quantizing float layers"):
-        current, i = _take_back_run(search, found, current, cal, names, i, tried)
-    return _requantized(search, found, current)
+    chain = TakeBack(names)
 
+    def build(run: Any) -> dict[str, Any]:
+        return dict(model=found.model, cal=cal, methods=found.methods, base=found.base, exclude=chain.probe(run),
+                    bias=found.bias)
 
-def _take_back_run(search: Search, found: Config, current: Config, cal: Any, names: list[str], i: int,
-                   tried: dict[str, dict[str, Any]] | None) -> tuple[Config, int]:
-    """From ``names[i]`` on, the longest run of units that go back to int8 together and meet the
-    target (lengths 1, 2, 4 ... until one misses, then a binary search between the last that met
-    and the first that missed), taken back, and the unit after it left float: (the new current
-    configuration, where the next run starts). The unit left float was built on top of the run
-    (the miss one longer than it), so it is measured as the one-at-a-time loop measures it; where
-    noise adds up (more int8 units never less noise), the answer is that loop's, in about
-    2 log2(run) builds per run instead of one per unit (MiniLM's knapsack: 21 of 27 back)."""
-
-    def trial(length: int) -> Config:
-        group = set(names[i : i + length])
-        label = f"re-quantize {names[i + length - 1]}" + (f" ({length} back at once)" if length > 1 else "")
-        return search.build(label, found.model, cal, found.methods, found.base,
-                            tuple(n for n in current.exclude if n not in group), record=False, bias=found.bias)
-
-    met, met_at, missed, missed_at, length = current, 0, None, None, 1
-    while i + met_at < len(names):  # lengths 1, 2, 4 ...: met_at met, missed_at (if any) missed
-        length = min(length, len(names) - i)
-        if search.over_budget("re-quantizing float layers"):
-            return met, i + met_at
-        t = trial(length)
-        if not search.meets(t):
-            missed, missed_at = t, length
-            break
-        met, met_at, length = t, length, length * 2
-    while missed_at is not None and missed_at - met_at > 1:
-        if search.over_budget("re-quantizing float layers"):
-            return met, i + met_at
-        mid = (met_at + missed_at) // 2
-        t = trial(mid)
-        if search.meets(t):
-            met, met_at = t, mid
+    current, missed, run = found, None, chain.start(found.exclude)
+    while run is not None and not search.over_budget("re-quantizing float layers"):
+        search.run_ahead(run, chain.probe, chain.after, build)
+        length = chain.length(run)
+        label = f"re-quantize {names[run.i + length - 1]}" + (f" ({length} back at once)" if length > 1 else "")
+        trial = search.build(label, **build(run), record=False)
+        met = search.meets(trial)
+        if met:
+            current = trial
         else:
-            missed, missed_at = t, mid
-    if missed is None:
-        return met, len(names)
-    if tried is not None:  # the unit left float: its trial is the run plus it
-        tried.setdefault(names[i + met_at], {})["int8"] = _db(missed.score.min_sqnr)
-    return met, i + met_at + 1
+            missed = trial
+        after = chain.after(run, met)
+        settled = after is None or after.i != run.i
+        if settled and not (met and run.missed_at is None) and tried is not None:  # the unit left float: the run plus it
+            tried.setdefault(names[run.i + (length if met else run.met_at)], {})["int8"] = _db(missed.score.min_sqnr)
+        run = after
+    return _requantized(search, found, current)
 
 
 def _requantized(search: Search, found: Config, current: Config) -> Config:
@@ -747,58 +743,32 @@ def _requantized(search: Search, found: Config, current: Config) -> Config:
     return current
 
 
-def _requantize_ahead(search: Search, executor: Any, found: Config, cal: Any, names: list[str],
-                      tried: dict[str, dict[str, Any]] | None) -> Config:
-    """``_requantize`` on a cluster, ahead of the answers: the next ``width`` units' trials are
-    scored by the workers at once, each as if none before it in the batch were taken back; they
-    are read in order, and at the first that meets the target, the rest of the batch is dropped
-    (their base changed), that one is built here (as the loop builds it: the same scores, so the
-    same answer) and the next batch starts after it. Trials that miss cost no build here."""
-    from edgeq.auto.remote import score_variant, shared_for
-
-    shared = shared_for(executor, search.bench, found.model, cal.table_for(found.methods, found.base))
-    current, i = found, 0
-    while i < len(names):
-        if search.over_budget("re-quantizing float layers"):
-            break
-        batch = names[i : i + executor.width]
-        excludes = [tuple(n for n in current.exclude if n != name) for name in batch]
-        scores = executor.map(score_variant, excludes, shared=shared, label="auto re-quantize variant",
-                              on_result=lambda *_: search.bar.advance(search.task))
-        for name, exclude, score in zip(batch, excludes, scores):
-            i += 1
-            if tried is not None:
-                tried.setdefault(name, {})["int8"] = _db(score.min_sqnr)
-            if score.meets(search.min_sqnr, search.min_score):
-                trial = search.build(f"re-quantize {name}", found.model, cal, found.methods, found.base, exclude,
-                                     record=False, bias=found.bias)
-                if search.meets(trial):  # (it scores as the worker scored it)
-                    current = trial
-                    break
-    return _requantized(search, found, current)
-
-
 def _ladder(search: Search, found: Config, cal: Any, *, order: list[str], rungs: tuple[str, ...],
             tried: dict[str, dict[str, Any]]) -> Config:
     """From ``found`` (meets the target), give each fp32 unit the first ladder precision that
     keeps the target, in ``order`` (``_back_order``); recorded as one more configuration beside
     ``found``, so that timing decides between them."""
+    from edgeq.auto.chains import Ladder
+
     current, matmuls = found, search.matmul_units() if PER_TOKEN in rungs else frozenset()
-    for name in [n for n in order if n in found.exclude][:MAX_LADDER]:
-        if search.over_budget("precision ladder"):
-            break
-        for rung in [r for r in rungs if r != PER_TOKEN or name in matmuls]:
-            exclude = tuple(n for n in current.exclude if n != name)
-            int16 = current.int16 + ((name,) if rung == "int16" else ())
-            fp16 = current.fp16 + ((name,) if rung == "fp16" else ())
-            per_token = current.per_token + ((name,) if rung == PER_TOKEN else ())
-            trial = search.build(f"{LADDER_NAMES[rung]} {name}", found.model, cal, found.methods, found.base,
-                                 exclude, record=False, bias=found.bias, int16=int16, fp16=fp16, per_token=per_token)
-            tried.setdefault(name, {})[rung] = _db(trial.score.min_sqnr)
-            if search.meets(trial):
-                tried[name].setdefault("meets", []).append(rung)
-                current = trial
-                break
+    names = [n for n in order if n in found.exclude][:MAX_LADDER]
+    chain = Ladder(names, {n: [r for r in rungs if r != PER_TOKEN or n in matmuls] for n in names})
+
+    def build(rung: Any) -> dict[str, Any]:
+        return dict(model=found.model, cal=cal, methods=found.methods, base=found.base, bias=found.bias,
+                    **chain.step(rung)[2])
+
+    step = chain.start(found.exclude, found.int16, found.fp16, found.per_token)
+    while step is not None and not (step.r == 0 and search.over_budget("precision ladder")):  # (checked per unit)
+        search.run_ahead(step, chain.probe, chain.after, build)
+        name, rung, _ = chain.step(step)
+        trial = search.build(f"{LADDER_NAMES[rung]} {name}", **build(step), record=False)
+        tried.setdefault(name, {})[rung] = _db(trial.score.min_sqnr)
+        met = search.meets(trial)
+        if met:
+            tried[name].setdefault("meets", []).append(rung)
+            current = trial
+        step = chain.after(step, met)
     same = [c for c in search.tried if c.layout == current.layout]
     if current is not found and not same:  # (the binary search may have built it already)
         parts = [f"{len(current.per_token)} int8 per-token" if current.per_token else "",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 __all__ = ["Config", "Ranking", "Search"]
@@ -22,29 +22,69 @@ logger = logging.getLogger(__name__)
 SQNR_MARGIN_DB = 0.5  # headroom over the user's min_sqnr while searching (see Search.__init__)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Config:
     name: str
     exclude: tuple[str, ...]
     score: Any
-    result: Any
+    result: Any = dataclasses.field(repr=False)  # its QuantResult (built here on first use where a worker scored it)
     model: Any  # the float model it was built from
     methods: dict[str, str]
     base: str
     bias: bool = False  # bias correction applied to the nodes that are int8 in this configuration
     latency_ms: float | None = None
-    data: bytes | None = None
+    data: bytes | None = dataclasses.field(default=None, repr=False)  # what onnxruntime loads (likewise)
     int16: tuple[str, ...] = ()  # units with int16 activations (int8 weights)
     fp16: tuple[str, ...] = ()  # units computed in fp16
     per_token: tuple[str, ...] = ()  # MatMul/Gemm units with per-token dynamic activations (passes/per_token.py)
     dynamic: tuple[str, ...] = ()  # MatMul/Gemm units with per-tensor dynamic activations where the rest are per-token
     prefix: str = ""  # the ladder precision of a ranked-prefix configuration (search._prefix), else ""
+    # a configuration a worker built and scored (``ahead.py``): what its graph holds, as the worker
+    # counted it, and how this process builds the same result when it is first asked for
+    facts: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
+    later: Callable[[], Any] | None = dataclasses.field(default=None, repr=False)
 
     @property
     def layout(self) -> tuple:
         """What it builds, order aside: its per-layer precisions and whether bias is corrected."""
         return (frozenset(self.exclude), frozenset(self.int16), frozenset(self.fp16), frozenset(self.per_token),
                 frozenset(self.dynamic), self.bias)
+
+    @property
+    def built(self) -> bool:
+        return self.__dict__.get("_result") is not None
+
+    def has_int8(self) -> bool:
+        """Whether its graph runs or feeds an int8 kernel (``latency.has_int8``), without building it here."""
+        from edgeq.auto.latency import has_int8
+
+        return has_int8(self.result.model) if self.built or self.facts is None else bool(self.facts["int8"])
+
+    def precision_changes(self) -> int:
+        """``latency.precision_changes`` of its graph, without building it here."""
+        from edgeq.auto.latency import precision_changes
+
+        return precision_changes(self.result.model) if self.built or self.facts is None else int(self.facts["changes"])
+
+
+def _result(self: Config) -> Any:
+    if self.__dict__.get("_result") is None and self.later is not None:
+        self.__dict__["_result"] = self.later()
+    return self.__dict__.get("_result")
+
+
+def _data(self: Config) -> Any:
+    if self.__dict__.get("_data") is None and self.later is not None:
+        from edgeq.auto.workbench import model_bytes_of
+
+        self.__dict__["_data"] = model_bytes_of(self.result.model)
+    return self.__dict__.get("_data")
+
+
+# ``result`` and ``data`` are read through these: built on first use where a worker scored the
+# configuration (``later``), as this process would have built them
+Config.result = property(_result, lambda self, value: self.__dict__.__setitem__("_result", value))  # type: ignore[assignment]
+Config.data = property(_data, lambda self, value: self.__dict__.__setitem__("_data", value))  # type: ignore[assignment]
 
 
 @dataclasses.dataclass
@@ -83,6 +123,9 @@ class Search:
         self.before_fallback: tuple[Config, Any, tuple[str, ...]] | None = None  # (best, cal, rungs)
         self.timing: tuple[dict, str, int] | None = None  # (feed, provider, threads) where auto times
         self._unit_ms: dict[str, float] | None = None
+        from edgeq.auto.ahead import Ahead
+
+        self.ahead = Ahead.open(self)  # the chains' next builds on a cluster's workers (ahead.py)
 
     def unit_ms(self) -> dict[str, float]:
         """{unit: fp32 ms per run} from one profile of the float model where auto times
@@ -129,9 +172,31 @@ class Search:
               exclude: tuple[str, ...] = (), record: bool = True, bias: bool = False,
               int16: tuple[str, ...] = (), fp16: tuple[str, ...] = (), per_token: tuple[str, ...] = (),
               dynamic: tuple[str, ...] = ()) -> Config:
-        result, data = self._assemble(name, model, cal, methods, base, exclude, bias, int16, fp16, per_token, dynamic)
+        args = (model, cal, methods, base, exclude, bias, int16, fp16, per_token, dynamic)
+        if self.ahead is not None:  # a worker built and scored it (ahead.py): built here only when asked for
+            from edgeq.auto.ahead import recipe_key
+
+            hit = self.ahead.take(recipe_key(model, methods, base, exclude, bias, int16, fp16, per_token, dynamic))
+            if hit is not None:
+                self.bar.update(self.task, description=f"auto: {name}")
+                score, data, facts = hit
+                c = self._scored(name, None, data, score, model, methods, base, exclude, record, bias, int16, fp16,
+                                 per_token, dynamic)
+                c.facts, c.later = facts, lambda: self._assemble(name, *args)[0]
+                return c
+        result, data = self._assemble(name, *args)
         return self._scored(name, result, data, self.bench.score(data), model, methods, base, exclude, record, bias,
                             int16, fp16, per_token, dynamic)
+
+    def run_ahead(self, state: Any, probe: Any, after: Any, build: Any) -> None:
+        """Before a chain's step: the builds its next steps may ask for (``build(state)``: the
+        ``build`` keyword arguments of that state's step, with ``cal``), submitted to the workers
+        (``ahead.py``); nothing without a cluster."""
+        if self.ahead is None or state is None:
+            return
+        from edgeq.auto.ahead import frontier
+
+        self.ahead.plan([build(s) for _, s in frontier(state, probe, after, self.ahead.width)])
 
     def build_each(self, name_and_exclude: Iterable[tuple[str, tuple[str, ...]]], model: Any, cal: Any,
                    methods: dict[str, str], base: str, *, bias: bool = False, step: str = "") -> Iterator[Config]:
@@ -171,12 +236,8 @@ class Search:
         target = self._bias_corrected(model, cal, tuple(exclude) + tuple(fp16)) if bias else model
         registered = self.gptq.get(id(model))
         with gptq_rounding(registered[1] if registered is not None and registered[0] is model else {}):
-            if int16 or fp16 or per_token or dynamic:
-                table = cal.table_for({**methods, **self._int16_minmax(exclude, int16, model)}, base)
-                result = self._variant(table, exclude, target, int16=int16, fp16=fp16, per_token=per_token,
-                                       dynamic=dynamic)
-            else:
-                result = self.bench.build(cal.table_for(methods, base), exclude, model=target)
+            result = self.bench.build_mixed(self._table(cal, methods, base, exclude, int16, model), exclude, target,
+                                            int16=int16, fp16=fp16, per_token=per_token, dynamic=dynamic)
         return result, model_bytes_of(result.model)
 
     def _scored(self, name: str, result: Any, data: Any, score: Any, model: Any, methods: dict[str, str], base: str,
@@ -190,21 +251,10 @@ class Search:
             self.tried.append(c)
         return c
 
-    def _variant(self, table: Any, exclude: tuple[str, ...], model: Any, *, int16: tuple[str, ...],
-                 fp16: tuple[str, ...], per_token: tuple[str, ...] = (), dynamic: tuple[str, ...] = ()) -> Any:
-        """``Workbench.build`` with int16/fp16/int8-per-token/int8-dynamic units too (an fp16 unit
-        takes its folded Relu/Clip)."""
-        from edgeq.stages.load import Prepared
-        from edgeq.stages.variant import build_variant
-
-        config = self.bench.config  # the user's own precisions stay, unless a unit here overrides them
-        folded = {u.name: [f.split(":")[0] for f in u.folded] for u in self.bench.units()} if fp16 else {}
-        int16_nodes = {*config.int16_nodes, *int16}
-        entries = [(n, "fp32") for n in exclude] + [(n, "int16") for n in int16]
-        entries += [(n, "int8-per-token") for n in per_token] + [(n, "int8-dynamic") for n in dynamic]
-        # an fp16 unit takes its folded Relu/Clip along, unless one is int16
-        entries += [(n, "fp16") for u in fp16 for n in [u, *folded.get(u, [])] if n not in int16_nodes]
-        return build_variant(Prepared.of(model), config.with_precision(entries).replace(min_sqnr=None), table)
+    def _table(self, cal: Any, methods: dict[str, str], base: str, exclude: tuple[str, ...],
+               int16: tuple[str, ...], model: Any) -> Any:
+        """The ranges a build takes: ``methods`` (else ``base``), min/max where int16 alone reads a tensor."""
+        return cal.table_for({**methods, **self._int16_minmax(exclude, int16, model)}, base)
 
     def _int16_minmax(self, exclude: tuple[str, ...], int16: tuple[str, ...], model: Any) -> dict[str, str]:
         """{tensor: "minmax"} for the activations of int16 units that no int8 node produces or
@@ -235,12 +285,7 @@ class Search:
         return out
 
     def _bias_corrected(self, model: Any, cal: Any, exclude: tuple[str, ...]) -> Any:
-        """A copy of ``model`` with bias correction on exactly the nodes that will be int8 (a
-        float node must keep its float bias: the correction would be an error there)."""
-        from edgeq.auto.repairs import correct_bias
-        from edgeq.graph import all_nodes
+        """``Workbench.bias_corrected`` with ``cal``'s channel means."""
+        from edgeq.auto.repairs import channel_means
 
-        plan, copy = self.bench.plan(exclude, model=model)
-        int8 = [n.name for n in all_nodes(copy.graph) if plan.role(n) != "float"]
-        corrected, _ = correct_bias(model, cal, self.bench.config, nodes=int8)
-        return model if corrected is None else corrected
+        return self.bench.bias_corrected(model, channel_means(cal), exclude)

@@ -155,13 +155,12 @@ def metric_label(metric: Any) -> str | None:
 def auto_section(search: Any, chosen: Any, verdict: str, repairs: list, fallback: dict, dropped: dict,
                  notes: list[str], *, min_sqnr: float | None, min_score: float | None, provider: str,
                  threads: int) -> dict[str, Any]:
-    from edgeq.auto.latency import precision_changes
 
     configurations = []
     for c in search.tried:
         entry = {"name": c.name, "min_sqnr_db": _db(c.score.min_sqnr), "meets_target": search.meets(c),
                  "float_nodes": len(c.exclude), "latency_ms": None if c.latency_ms is None else round(c.latency_ms, 4),
-                 "precision_changes": precision_changes(c.result.model)}
+                 "precision_changes": c.precision_changes()}
         if c.score.metric is not None:
             entry["metric"] = c.score.metric
         configurations.append(entry)

@@ -292,3 +292,34 @@ class Workbench:
 
         config = self.config.with_precision((n, "fp32") for n in exclude).replace(min_sqnr=None)
         return build_variant(Prepared.of(self.model if model is None else model), config, table)
+
+    def build_mixed(self, table: Any, exclude: Sequence[str] = (), model: Any = None, *, int16: Sequence[str] = (),
+                    fp16: Sequence[str] = (), per_token: Sequence[str] = (), dynamic: Sequence[str] = ()) -> Any:
+        """``build`` with int16/fp16/int8-per-token/int8-dynamic units too (an fp16 unit takes its
+        folded Relu/Clip, unless that is int16); the user's own precisions stay unless a unit here
+        overrides them. ``build`` itself where all of those are empty."""
+        if not (int16 or fp16 or per_token or dynamic):
+            return self.build(table, exclude, model=model)
+        from edgeq.stages.load import Prepared
+        from edgeq.stages.variant import build_variant
+
+        config = self.config
+        folded = {u.name: [f.split(":")[0] for f in u.folded] for u in self.units()} if fp16 else {}
+        int16_nodes = {*config.int16_nodes, *int16}
+        entries = [(n, "fp32") for n in exclude] + [(n, "int16") for n in int16]
+        entries += [(n, "int8-per-token") for n in per_token] + [(n, "int8-dynamic") for n in dynamic]
+        entries += [(n, "fp16") for u in fp16 for n in [u, *folded.get(u, [])] if n not in int16_nodes]
+        return build_variant(Prepared.of(self.model if model is None else model),
+                             config.with_precision(entries).replace(min_sqnr=None), table)
+
+    def bias_corrected(self, model: Any, means: dict[str, Any], exclude: Sequence[str]) -> Any:
+        """A copy of ``model`` with bias correction (``means``: ``repairs.channel_means``) on
+        exactly the nodes that will be int8 with ``exclude`` float (a float node must keep its
+        float bias: the correction would be an error there); ``model`` where none changes."""
+        from edgeq.auto.repairs import correct_bias
+        from edgeq.graph import all_nodes
+
+        plan, copy = self.plan(exclude, model=model)
+        int8 = [n.name for n in all_nodes(copy.graph) if plan.role(n) != "float"]
+        corrected, _ = correct_bias(model, None, self.config, nodes=int8, means=means)
+        return model if corrected is None else corrected

@@ -14,7 +14,11 @@
    ``ClusterError`` naming the task: no result is lost or silently left out.
 4. ``cpus``: the CPUs each task holds (a device job holds none: its device resource alone keeps
    it exclusive, on a node started with ``--num-cpus 0`` so that no other work lands there).
-5. ``worker_cache(key, build)``: what a worker builds from ``shared`` (a deserialized model, its
+5. ``pending = executor.submit(fn, item, shared=value)`` starts one task and returns at once;
+   ``pending.result()`` waits for it (errors and retries as in 3), ``pending.cancel()`` drops it.
+   Auto's search runs ahead with it (``auto/ahead.py``); on the serial executor the task runs
+   when its result is first asked for.
+6. ``worker_cache(key, build)``: what a worker builds from ``shared`` (a deserialized model, its
    sessions) kept for the next task of the same map on that worker (two entries at most).
 """
 
@@ -25,7 +29,7 @@ import contextvars
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["Executor", "Shared", "current", "using", "worker_cache"]
+__all__ = ["Executor", "Pending", "Shared", "current", "using", "worker_cache"]
 
 _CURRENT: contextvars.ContextVar[Executor | None] = contextvars.ContextVar("edgeq_executor", default=None)
 _CACHE: dict[str, Any] = {}
@@ -61,6 +65,28 @@ class Executor:
             if on_result is not None:
                 on_result(index, out[-1])
         return out
+
+    def submit(self, fn: Callable[[Any, Any], Any], item: Any, *, shared: Any = None, retries: int = 2,
+               label: str = "task", cpus: float = 1) -> Pending:
+        value = shared.value if isinstance(shared, Shared) else shared
+        return Pending(lambda: fn(value, item))
+
+
+class Pending:
+    """One submitted task (``Executor.submit``): ``result()`` waits for it, ``cancel()`` drops it."""
+
+    def __init__(self, run: Callable[[], Any], cancel: Callable[[], None] | None = None) -> None:
+        self._run, self._cancel, self._done, self._value = run, cancel, False, None
+
+    def result(self) -> Any:
+        if not self._done:
+            self._value, self._done = self._run(), True
+        return self._value
+
+    def cancel(self) -> None:
+        if not self._done and self._cancel is not None:
+            self._cancel()
+        self._done = True
 
 
 _SERIAL = Executor()

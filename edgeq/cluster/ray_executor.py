@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from edgeq.cluster.executor import Executor, Shared
+from edgeq.cluster.executor import Executor, Pending, Shared
 from edgeq.errors import ClusterError, EdgeqError, UsageError
 
 __all__ = ["RayExecutor", "connect", "PACKAGES"]
@@ -147,6 +147,13 @@ class RayExecutor(Executor):
             for ref in pending:
                 ray.cancel(ref, force=True)
         return results
+
+    def submit(self, fn: Callable[[Any, Any], Any], item: Any, *, shared: Any = None, retries: int = 2,
+               label: str = "task", cpus: float = 1) -> Pending:
+        ray = _ray()
+        task = _remote("run", _run).options(max_retries=retries, retry_exceptions=False, num_cpus=cpus)
+        ref = task.remote(fn, self.share(shared).handle, item)
+        return Pending(lambda: self._get(ray, ref, label, 0, retries), lambda: ray.cancel(ref, force=False))
 
     def _late(self, label: str, late: list[int], timeout_s: float | None, resources: dict[str, float] | None) -> str:
         where = ""

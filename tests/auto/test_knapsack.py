@@ -26,6 +26,14 @@ class FakeSearch:
 
     def __init__(self, ms=MS):
         self.tried, self.builds, self._ms = [], 0, dict(ms)
+        self.planned, self.asked = set(), []  # (ahead.py) what the chains would run ahead, what they built
+
+    def run_ahead(self, state, probe, after, build):
+        from edgeq.auto.ahead import frontier
+
+        for _, s in frontier(state, probe, after, 4):
+            kwargs = build(s)
+            self.planned.add(tuple(kwargs["exclude"]))
 
     def over_budget(self, step=""):
         return False
@@ -38,6 +46,7 @@ class FakeSearch:
 
     def build(self, name, model, cal, methods, base, exclude=(), record=True, bias=False):
         self.builds += 1
+        self.asked.append(tuple(exclude))
         added = sum(v for k, v in NOISE.items() if k not in exclude)
         db = -10 * math.log10(added) if added else 120.0
         c = Config(name, tuple(exclude), Score({"y": db}), None, model, dict(methods), base, bias)
@@ -67,6 +76,9 @@ def test_the_knapsack_runs_the_slow_noisy_unit_in_int8_where_the_prefix_cannot(m
     assert fake.meets(answer)  # one more convolution back: 31.8 dB, missed
     saved = {c.name: sum(MS[n] for n in MS if n not in c.exclude) for c in (prefix, answer)}
     assert saved[answer.name] == 70.0 > saved[prefix.name] == 20.0  # what timing then chooses between
+    # the prefix's bisection, the runs taken back and the knapsack's bisection each planned every
+    # build they then asked for (ahead.py: on a cluster, a worker had it ready)
+    assert fake.asked and set(fake.asked) <= fake.planned
 
 
 def test_no_profile_no_second_candidate_and_one_layout_is_recorded_once(monkeypatch):

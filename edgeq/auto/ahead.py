@@ -1,0 +1,144 @@
+"""Auto's decision chains run ahead on a cluster's workers: the same decisions, fewer waits.
+
+    ahead = Ahead.open(search)                       # None unless the executor spreads work
+    search.run_ahead(state, probe, after, recipe)    # before each step of a chain (state.py)
+
+Auto's search is mostly chains: a binary search over the ranked prefix, the runs of units taken
+back to int8 (lengths 1, 2, 4 ... then a bisection), the precision ladder unit by unit, the
+per-tensor range methods one by one. Each step builds one configuration and waits for its score
+before it knows the next; on one machine that is the whole cost, and a cluster's workers sat idle.
+
+1. Each chain is a state machine: ``probe(state)`` is what the state builds (a hashable name of
+   the step), ``after(state, met)`` the next state (None: the chain is done). ``frontier`` walks
+   the tree of the chain's possible futures from the current state, breadth first, both outcomes
+   of every step, and returns the first ``width`` probes: the builds this step and the next
+   ``log2(width)`` or so may ask for.
+2. ``Ahead.plan`` submits those not yet in flight to the workers (``remote.build_and_score``:
+   the variant built from the same float model, configuration and ranges table, scored on the
+   same feeds against the same fp32 outputs, at one onnxruntime thread) and cancels the ones in
+   flight that the current state can no longer reach (the branch not taken).
+3. ``Search.build`` takes a configuration from a worker where one was submitted: its score, the
+   bytes onnxruntime loads (for the configurations recorded for timing) and what its graph holds
+   (``Config.facts``); its ``QuantResult`` is built here only when it is asked for (the answer,
+   a report line), by the same code (``Config.later``). The chain then decides exactly as it
+   would have on its own, on the same scores: the answer is the same bytes as one process's.
+4. Only on a distributed executor with more than one worker, and only for configurations a
+   worker can build from the float model, the ranges and the channel means (bias correction);
+   GPTQ-rounded weights (their Hessians stay here) are built here, as before. With ``width`` workers a bisection of ``n`` steps waits about
+   ``n / log2(width + 1)`` times instead of ``n``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Any
+
+__all__ = ["Ahead", "frontier"]
+
+logger = logging.getLogger(__name__)
+
+MAX_JOBS = 4  # float models (with their scoring feeds) kept in the object store at once
+
+
+def frontier(state: Any, probe: Callable[[Any], Hashable], after: Callable[[Any, bool], Any],
+             width: int) -> list[tuple[Hashable, Any]]:
+    """The first ``width`` distinct (probe, state) of the chain's future from ``state``, breadth
+    first over both outcomes of each step (``state`` itself first)."""
+    out: dict[Hashable, Any] = {}
+    queue = deque([state])
+    while queue and len(out) < width:
+        s = queue.popleft()
+        if s is None:
+            continue
+        key = probe(s)
+        if key not in out:
+            out[key] = s
+        queue.extend((after(s, True), after(s, False)))
+    return list(out.items())
+
+
+def recipe_key(model: Any, methods: dict[str, str], base: str, exclude: tuple[str, ...], bias: bool = False,
+               int16: tuple[str, ...] = (), fp16: tuple[str, ...] = (), per_token: tuple[str, ...] = (),
+               dynamic: tuple[str, ...] = ()) -> tuple:
+    """What decides a build's bytes (``Search.build``'s arguments but its name and ``record``)."""
+    return (id(model), tuple(sorted(methods.items())), base, tuple(exclude), bias, tuple(int16), tuple(fp16),
+            tuple(per_token), tuple(dynamic))
+
+
+class Ahead:
+    """The builds submitted ahead of one search's chains (module docstring)."""
+
+    def __init__(self, search: Any, executor: Any) -> None:
+        self.search, self.executor = search, executor
+        self.width = executor.width
+        self.jobs: dict[tuple, tuple[Any, Any]] = {}  # (model, config, feeds) ids -> (objects kept alive, shared job)
+        self.pending: dict[tuple, Any] = {}  # recipe key -> Pending
+        self.submitted = self.taken = 0
+
+    @classmethod
+    def open(cls, search: Any) -> Ahead | None:
+        from edgeq import cluster
+
+        executor = cluster.current()
+        return cls(search, executor) if executor.distributed and executor.width > 1 else None
+
+    def can(self, model: Any) -> bool:
+        """Whether a worker can build this configuration (module docstring (4))."""
+        return self.search.gptq.get(id(model)) is None
+
+    def plan(self, builds: list[dict[str, Any]]) -> None:
+        """Submit ``builds`` (``Search.build`` keyword arguments, with ``cal``) not yet in flight;
+        cancel those in flight that are not among them (no state reachable now asks for them)."""
+        from edgeq.auto.remote import Recipe, build_and_score
+
+        keys = {}
+        for kwargs in builds:
+            if self.can(kwargs["model"]):
+                keys[recipe_key(**{k: v for k, v in kwargs.items() if k not in ("cal", "record")})] = kwargs
+        for key in [k for k in self.pending if k not in keys]:
+            self.pending.pop(key).cancel()
+        for key, kwargs in keys.items():
+            if key in self.pending:
+                continue
+            search, model = self.search, kwargs["model"]
+            exclude, int16 = tuple(kwargs.get("exclude", ())), tuple(kwargs.get("int16", ()))
+            table = search._table(kwargs["cal"], kwargs["methods"], kwargs["base"], exclude, int16, model)
+            bias = bool(kwargs.get("bias", False))
+            recipe = Recipe(table, exclude, int16, tuple(kwargs.get("fp16", ())), tuple(kwargs.get("per_token", ())),
+                            tuple(kwargs.get("dynamic", ())), bias, bool(kwargs.get("record", False)))
+            job = self._job(model, kwargs["cal"] if bias else None)
+            self.pending[key] = self.executor.submit(build_and_score, recipe, shared=job, label="auto variant")
+            self.submitted += 1
+
+    def take(self, key: tuple) -> tuple[Any, Any, dict[str, Any]] | None:
+        """The worker's (score, bytes or None, facts) for ``key``, waiting for it; None where it
+        was not submitted."""
+        pending = self.pending.pop(key, None)
+        if pending is None:
+            return None
+        self.taken += 1
+        return pending.result()
+
+    def close(self) -> None:
+        for pending in self.pending.values():
+            pending.cancel()
+        self.pending.clear()
+        if self.submitted:
+            logger.info("auto: %d builds run ahead on the workers, %d of them used", self.submitted, self.taken)
+
+    def _job(self, model: Any, cal: Any) -> Any:
+        """The float model, configuration and scoring feeds (and, for bias correction, ``cal``'s
+        channel means) in the object store, once for all the builds from them."""
+        from edgeq.auto.remote import BenchJob
+        from edgeq.auto.repairs import channel_means
+
+        bench = self.search.bench
+        key = (id(model), id(bench.config), id(bench.feeds), id(cal))
+        if key not in self.jobs:
+            while len(self.jobs) >= MAX_JOBS:
+                self.jobs.pop(next(iter(self.jobs)))
+            job = BenchJob.of(bench, model, None, None if cal is None else channel_means(cal))
+            self.jobs[key] = ((model, bench.config, bench.feeds, cal), self.executor.share(job))
+        return self.jobs[key][1]
