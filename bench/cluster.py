@@ -1,7 +1,8 @@
 """Work on a Ray cluster (issue 18): time with 1 to 16 workers, and the same bytes as one process.
 
     .venv/bin/python bench/cluster.py [--models mobilenet224,resnet224] [--workers 1,2,4,8,16]
-        [--calib 32] [--bundle DIR | --make-bundle DIR] [--out docs/benchmarks.md | -] [--json FILE]
+        [--jobs auto,sensitivity,static] [--calib 32] [--bundle DIR | --make-bundle DIR]
+        [--out docs/benchmarks.md | -] [--json FILE]
 
 Per model (zoo models, exported by ``edgeq.exporter``, or read from a bundle that
 ``--make-bundle`` wrote, for a machine without torch), three jobs, first in one process (no
@@ -95,19 +96,55 @@ def run_job(job: str, path: str, feeds: list[dict], times: int = 1) -> Any:
 
 
 ANSWERS: dict[tuple[str, str], str] = {}  # (model, job) -> what auto answered (one process)
+PHASES: dict[str, float] = {}  # auto's steps: seconds in the last run (inclusive), see _phases
+
+
+def _phases() -> None:
+    """Time auto's steps (inclusive: the fallback holds the chains; ``waits``: this process
+    waiting for workers' builds) into ``PHASES``, for where the time falls."""
+    import functools
+
+    from edgeq.auto import gate, knapsack, placement, search
+    from edgeq.cluster import executor
+
+    def timed(module: Any, name: str, label: str) -> None:
+        real = getattr(module, name)
+
+        @functools.wraps(real)
+        def wrapper(*a: Any, **k: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return real(*a, **k)
+            finally:
+                PHASES[label] = PHASES.get(label, 0.0) + time.perf_counter() - start
+        setattr(module, name, wrapper)
+
+    for module, name, label in [(search, "calibrate_once", "calibration"), (search, "_refine_methods", "range methods"),
+                                (search, "_repair", "repairs"), (search, "_fallback", "fallback"),
+                                (search, "_prefix", "prefix bisections"), (search, "_requantize", "taken back"),
+                                (search, "_ladder", "ladder"), (knapsack, "by_time", "knapsack"),
+                                (placement, "place", "timing"), (gate, "final_gate", "gate"),
+                                (executor.Pending, "result", "waits")]:
+        timed(module, name, label)
 
 
 def _timed(job: str, path: str, feeds: list[dict], args) -> tuple[float, str]:
     times, digests = [], set()
+    phases = []
     for _ in range(args.repeats):
+        PHASES.clear()
         start = time.perf_counter()
         result = run_job(job, path, feeds, args.calib_times)
         times.append(time.perf_counter() - start)
+        phases.append({k: round(v, 2) for k, v in PHASES.items()})
         digests.add(_digest(result))
         if job == "auto":
             ANSWERS.setdefault((path, job), result.report["auto"]["verdict"].split(":")[0])
     if len(digests) != 1:
         raise SystemExit(f"{job}: {len(digests)} different results in one setting: not deterministic")
+    if job == "auto":
+        print(f"    auto's steps (s, inclusive): {phases[times.index(statistics.median(times))] if len(times) % 2 else phases[-1]}",
+              flush=True)
     return statistics.median(times), digests.pop()
 
 
@@ -120,11 +157,12 @@ def measure(name: str, args) -> list[dict[str, Any]]:
     from ortutil import int8_pays_timing, int8_pays_unit_times
 
     latency.measure = int8_pays_timing  # module docstring (3)
+    _phases()
     unit_time.unit_times = int8_pays_unit_times
     path, feeds = _case(name, args)
     rows = []
     base: dict[str, tuple[float, str]] = {}
-    for job in JOBS:
+    for job in args.jobs:
         base[job] = _timed(job, path, feeds, args)
         rows.append({"model": name, "job": job, "workers": "one process", "s": base[job][0], "speedup": 1.0,
                      "identical": True, "answer": ANSWERS.get((path, job))})
@@ -135,7 +173,7 @@ def measure(name: str, args) -> list[dict[str, Any]]:
         ray_start = time.perf_counter() - started
         try:
             with cluster.using(executor):
-                for job in JOBS:
+                for job in args.jobs:
                     seconds, digest = _timed(job, path, feeds, args)
                     row = {"model": name, "job": job, "workers": n, "s": seconds, "speedup": base[job][0] / seconds,
                            "identical": digest == base[job][1], "ray_start_s": ray_start}
@@ -166,6 +204,8 @@ def to_markdown(rows: list[dict], command: str, host: str) -> str:
     lines.append("|---|---|" + "---|" * len(counts))
     for model in models:
         for job in JOBS:
+            if not any(r["model"] == model and r["job"] == job for r in rows):
+                continue
             cells = []
             for c in counts:
                 r = next((r for r in rows if r["model"] == model and r["job"] == job and r["workers"] == c), None)
@@ -199,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="mobilenet224,resnet224")
     parser.add_argument("--workers", default="1,2,4,8,16")
+    parser.add_argument("--jobs", default="static,sensitivity,auto", help="of: static, sensitivity, auto")
     parser.add_argument("--calib", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--calib-times", type=int, default=8,
@@ -211,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", default=None, metavar="JSON[,JSON]", help="only render these runs' tables")
     args = parser.parse_args(argv)
     names = [m for m in args.models.split(",") if m]
+    short = {"static": "static calibration", "sensitivity": "sensitivity", "auto": "auto"}
+    args.jobs = [short[j] for j in args.jobs.split(",") if j]
     if args.make_bundle:
         import realworld
 
