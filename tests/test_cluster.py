@@ -472,11 +472,10 @@ def test_chains_run_ahead_give_the_same_model_and_build_here_only_what_is_used(m
 def test_bias_corrected_configurations_run_ahead_to_the_same_model(monkeypatch):
     """Bias correction kept: the workers correct each configuration's int8 nodes from the channel
     means, as this process does."""
+    from auto.test_auto import BIAS2
     from edgeq.auto import ahead, latency, unit_time
     from edgeq.config import QuantConfig
     from ortutil import int8_pays_timing, int8_pays_unit_times
-
-    from auto.test_auto import BIAS2
 
     monkeypatch.setattr(latency, "measure", int8_pays_timing)
     monkeypatch.setattr(unit_time, "unit_times", int8_pays_unit_times)

@@ -59,12 +59,13 @@ def frontier(state: Any, probe: Callable[[Any], Hashable], after: Callable[[Any,
     return list(out.items())
 
 
-def recipe_key(model: Any, methods: dict[str, str], base: str, exclude: tuple[str, ...], bias: bool = False,
+def recipe_key(model: Any, cal: Any, methods: dict[str, str], base: str, exclude: tuple[str, ...], bias: bool = False,
                int16: tuple[str, ...] = (), fp16: tuple[str, ...] = (), per_token: tuple[str, ...] = (),
                dynamic: tuple[str, ...] = ()) -> tuple:
-    """What decides a build's bytes (``Search.build``'s arguments but its name and ``record``)."""
-    return (id(model), tuple(sorted(methods.items())), base, tuple(exclude), bias, tuple(int16), tuple(fp16),
-            tuple(per_token), tuple(dynamic))
+    """What decides a build's bytes (``Search.build``'s arguments but its name and ``record``):
+    the float model and the calibration by identity (the gate's refits differ in ``cal`` alone)."""
+    return (id(model), id(cal), tuple(sorted(methods.items())), base, tuple(exclude), bias, tuple(int16),
+            tuple(fp16), tuple(per_token), tuple(dynamic))
 
 
 class Ahead:
@@ -96,7 +97,7 @@ class Ahead:
         keys = {}
         for kwargs in builds:
             if self.can(kwargs["model"]):
-                keys[recipe_key(**{k: v for k, v in kwargs.items() if k not in ("cal", "record")})] = kwargs
+                keys[recipe_key(**{k: v for k, v in kwargs.items() if k != "record"})] = kwargs
         for key in [k for k in self.pending if k not in keys]:
             self.pending.pop(key).cancel()
         for key, kwargs in keys.items():
@@ -108,7 +109,7 @@ class Ahead:
             bias = bool(kwargs.get("bias", False))
             recipe = Recipe(table, exclude, int16, tuple(kwargs.get("fp16", ())), tuple(kwargs.get("per_token", ())),
                             tuple(kwargs.get("dynamic", ())), bias, bool(kwargs.get("record", False)))
-            job = self._job(model, kwargs["cal"] if bias else None)
+            job = self.job(model, kwargs["cal"] if bias else None)
             self.pending[key] = self.executor.submit(build_and_score, recipe, shared=job, label="auto variant")
             self.submitted += 1
 
@@ -128,7 +129,7 @@ class Ahead:
         if self.submitted:
             logger.info("auto: %d builds run ahead on the workers, %d of them used", self.submitted, self.taken)
 
-    def _job(self, model: Any, cal: Any) -> Any:
+    def job(self, model: Any, cal: Any) -> Any:
         """The float model, configuration and scoring feeds (and, for bias correction, ``cal``'s
         channel means) in the object store, once for all the builds from them."""
         from edgeq.auto.remote import BenchJob

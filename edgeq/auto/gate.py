@@ -216,10 +216,18 @@ def check_cross_fitted(search: Any, candidate: Any, drawn: Any, fp32: bytes, cal
         for _, judged in drawn.folds:
             tally.add(fp32, data, judged)
         return _with_held_bound(tally.score(), held)
-    for j, (train, judged) in enumerate(drawn.folds):
+    for j, (train, _) in enumerate(drawn.folds):
         key = (id(candidate.model), j)
         if key not in cals:
             cals[key] = (candidate.model, calibrate_once(candidate.model, train, search.bench.config, progress=False))
+    if getattr(search, "ahead", None) is not None:  # every refit built at once on a cluster's workers (ahead.py)
+        search.ahead.plan([dict(model=candidate.model, cal=cals[(id(candidate.model), j)][1], methods=candidate.methods,
+                                base=candidate.base, exclude=candidate.exclude, bias=candidate.bias,
+                                int16=candidate.int16, fp16=candidate.fp16, per_token=candidate.per_token,
+                                dynamic=candidate.dynamic, record=transform is None)
+                           for j in range(len(drawn.folds)) if ("refit", id(candidate), j) not in cals])
+    for j, (_, judged) in enumerate(drawn.folds):
+        key = (id(candidate.model), j)
         built = ("refit", id(candidate), j)  # kept where a transform judges the same refits again (size_fit.py)
         refit = cals.get(built) or search.build(
             f"{candidate.name} (ranges without quarter {j + 2})", candidate.model, cals[key][1], candidate.methods,

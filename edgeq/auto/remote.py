@@ -23,10 +23,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from edgeq.auto.workbench import model_bytes_of
 from edgeq.cluster import worker_cache
 from edgeq.config import QuantConfig
 
-__all__ = ["BenchJob", "Recipe", "build_and_score", "score_variant", "shared_for"]
+__all__ = ["BenchJob", "RankTrial", "Recipe", "build_and_score", "rank_variant", "score_variant", "shared_for"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +97,6 @@ def build_and_score(job: BenchJob, recipe: Recipe) -> tuple[Any, bytes | None, d
     """(its ``Score``, its bytes where asked, {"int8": has_int8, "changes": precision_changes}):
     built as ``Search.build`` builds it (``state.py``)."""
     from edgeq.auto.latency import has_int8, precision_changes
-    from edgeq.auto.workbench import model_bytes_of
 
     bench = worker_cache(job.key, lambda: _bench_of(job))
     model = bench.model
@@ -111,6 +111,29 @@ def build_and_score(job: BenchJob, recipe: Recipe) -> tuple[Any, bytes | None, d
     import onnx_ir as ir
 
     return bench.score(data), ir.to_proto(result.model).SerializeToString(), facts
+
+
+@dataclasses.dataclass(frozen=True)
+class RankTrial:
+    """One unit's ranking variant (``search.ranking_trial``), worked out where it is built."""
+
+    table: Any
+    name: str
+    units: tuple[str, ...]
+    exclude: tuple[str, ...]  # the configuration's own float units
+    dynamic: bool  # a dynamic MatMul/Gemm: int8 alone whatever its neighbours
+    bias: bool = False
+
+
+def rank_variant(job: BenchJob, trial: RankTrial) -> tuple[bool, Any]:
+    """(whether the unit was int8 alone, the ``Score`` of its variant): ``search.ranking_trial``
+    and ``Search.build`` on a worker."""
+    from edgeq.auto.search import ranking_trial
+
+    bench = worker_cache(job.key, lambda: _bench_of(job))
+    alone, exclude = ranking_trial(bench, trial.exclude, list(trial.units), trial.name, trial.dynamic)
+    model = bench.bias_corrected(bench.model, job.means or {}, exclude) if trial.bias else bench.model
+    return alone, bench.score(model_bytes_of(bench.build(trial.table, exclude, model=model).model))
 
 
 def shared_for(executor: Any, bench: Any, model: Any, table: Any) -> Any:

@@ -551,15 +551,14 @@ def _fallback(search: Search, best: Config, cal: Any, rungs: tuple[str, ...] = (
         # provider has int16 kernels), slower and less exact than keeping it float (MiniLM: 5 builds)
         rungs = tuple(r for r in rungs if r != "int16")
     executor = cluster.current()
-    on_cluster = executor.distributed and not best.bias and search.gptq.get(id(best.model)) is None
-    if on_cluster:
+    if executor.distributed and search.gptq.get(id(best.model)) is None:
         _rank_on_cluster(search, executor, best, cal, units, dynamic, noise, only_db, full)
     else:  # each variant scored while the next is built (``Search.build_each``)
         alone_of: dict[str, bool] = {}
 
         def trials() -> Iterator[tuple[str, tuple[str, ...]]]:
             for name in units:
-                alone_of[name], exclude = _ranking_trial(search, best, units, name, dynamic)
+                alone_of[name], exclude = ranking_trial(search.bench, best.exclude, units, name, name in dynamic)
                 yield f"{'only' if alone_of[name] else 'all but'} {name}", exclude
 
         step = "per-layer sensitivity ranking (unmeasured layers ranked last)"
@@ -572,16 +571,19 @@ def _fallback(search: Search, best: Config, cal: Any, rungs: tuple[str, ...] = (
     return _from_ranking(search, best, cal, ranked, noise, rungs, only_db)
 
 
-def _ranking_trial(search: Search, best: Config, units: list[str], name: str, dynamic: set[str]) -> tuple[bool, tuple[str, ...]]:
+def ranking_trial(bench: Any, exclude: tuple[str, ...], units: list[str], name: str,
+                  dynamic: bool) -> tuple[bool, tuple[str, ...]]:
     """(whether ``name`` can be int8 alone, the float units of its ranking trial): int8 alone where
-    it can ("only"), else every unit int8 but it ("all but")."""
+    it can ("only"), else every unit int8 but it ("all but"); ``exclude``: the configuration's own
+    float units, ``dynamic``: ``name`` is a dynamic MatMul/Gemm (int8 alone whatever its
+    neighbours). ``bench``: the ``Workbench`` (its float model: the configuration's)."""
     others = tuple(n for n in units if n != name)
-    alone = name in dynamic
+    alone = dynamic
     if not alone:
-        plan, copy = search.bench.plan(best.exclude + others)
+        plan, copy = bench.plan(exclude + others)
         node = next((n for n in all_nodes(copy.graph) if n.name == name), None)
         alone = node is not None and plan.role(node) != "float"
-    return alone, best.exclude + others if alone else best.exclude + (name,)
+    return alone, exclude + others if alone else exclude + (name,)
 
 
 def _ranked(name: str, alone: bool, score: Any, full: float, noise: dict[str, float], only_db: dict[str, float]) -> None:
@@ -595,23 +597,30 @@ def _ranked(name: str, alone: bool, score: Any, full: float, noise: dict[str, fl
 
 def _rank_on_cluster(search: Search, executor: Any, best: Config, cal: Any, units: list[str], dynamic: set[str],
                      noise: dict[str, float], only_db: dict[str, float], full: float) -> None:
-    """``_fallback``'s per-unit loop with the variants built and scored on ``executor``'s workers
-    (``remote.py``), ``width`` at a time (the budget is checked between them): the same variants,
-    the same scores, so the same ranking."""
-    from edgeq.auto.remote import score_variant, shared_for
+    """``_fallback``'s per-unit loop with every variant submitted to ``executor``'s workers at
+    once (``remote.rank_variant``: each worker also works out which trial its unit takes, and
+    corrects biases where ``best`` does), read in order, the budget checked between them: the same
+    variants, the same scores, so the same ranking."""
+    from edgeq.auto.ahead import Ahead
+    from edgeq.auto.remote import RankTrial, rank_variant
 
-    items = [(name, *_ranking_trial(search, best, units, name, dynamic)) for name in units]
-    shared = shared_for(executor, search.bench, best.model, cal.table_for(best.methods, best.base))
+    table = cal.table_for(best.methods, best.base)
+    ahead = search.ahead or Ahead(search, executor)
+    job = ahead.job(best.model, cal if best.bias else None)
     search.bar.update(search.task, description=f"auto: per-layer ranking ({executor.width} workers)")
-    for start in range(0, len(items), executor.width):
-        if search.over_budget("per-layer sensitivity ranking (unmeasured layers ranked last)"):
-            noise.update({n: -1.0 for n in units if n not in noise})
-            return
-        chunk = items[start : start + executor.width]
-        scores = executor.map(score_variant, [exclude for _, _, exclude in chunk], shared=shared,
-                              label="auto ranking variant", on_result=lambda *_: search.bar.advance(search.task))
-        for (name, alone, _), score in zip(chunk, scores):
+    pending = [executor.submit(rank_variant, RankTrial(table, name, tuple(units), best.exclude, name in dynamic, best.bias),
+                               shared=job, label="auto ranking variant") for name in units]
+    try:
+        for name, task in zip(units, pending):
+            if search.over_budget("per-layer sensitivity ranking (unmeasured layers ranked last)"):
+                noise.update({n: -1.0 for n in units if n not in noise})
+                return
+            alone, score = task.result()
+            search.bar.advance(search.task)
             _ranked(name, alone, score, full, noise, only_db)
+    finally:
+        for task in pending:
+            task.cancel()
 
 
 def _from_ranking(search: Search, best: Config, cal: Any, ranked: list[str], noise: dict[str, float],

@@ -176,7 +176,7 @@ class Search:
         if self.ahead is not None:  # a worker built and scored it (ahead.py): built here only when asked for
             from edgeq.auto.ahead import recipe_key
 
-            hit = self.ahead.take(recipe_key(model, methods, base, exclude, bias, int16, fp16, per_token, dynamic))
+            hit = self.ahead.take(recipe_key(*args))
             if hit is not None:
                 self.bar.update(self.task, description=f"auto: {name}")
                 score, data, facts = hit

@@ -77,27 +77,27 @@ def _old_take_back(names, base, meets):
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 8, 33, 64])
 def test_bisections_take_the_old_loops_steps(n):
-    for cut in range(0, n + 2):
-        steps, found = _old_smallest(n, lambda k: k >= cut)
-        assert _run(smallest(1, n), smallest.probe, smallest.after, lambda k: k >= cut) == steps
-        steps, found = _old_largest(n, lambda j: j <= cut)
-        assert _run(largest(1, n), largest.probe, largest.after, lambda j: j <= cut) == steps
+    for cut in range(n + 2):
+        steps, found = _old_smallest(n, lambda k, cut=cut: k >= cut)
+        assert _run(smallest(1, n), smallest.probe, smallest.after, lambda k, cut=cut: k >= cut) == steps
+        steps, found = _old_largest(n, lambda j, cut=cut: j <= cut)
+        assert _run(largest(1, n), largest.probe, largest.after, lambda j, cut=cut: j <= cut) == steps
 
 
 def test_runs_taken_back_take_the_old_loops_steps_on_any_outcomes():
     rng = random.Random(3)
     for trial in range(300):
         names = [f"u{i}" for i in range(rng.randint(1, 12))]
-        base = tuple(["x", *names, "y"])
+        base = ("x", *names, "y")
         noise = {n: rng.choice([0.0, 0.2, 1.0, 3.0]) for n in names}
         budget = rng.uniform(0, 6)
         if trial % 3 == 0:  # additive noise: monotone
-            def meets(ex):
+            def meets(ex, noise=noise, budget=budget):
                 return sum(v for k, v in noise.items() if k not in ex) <= budget
         else:  # not monotone at all: the chain must still take the loop's steps
             table = {}
 
-            def meets(ex):
+            def meets(ex, table=table):
                 return table.setdefault(ex, rng.random() < 0.6)
         steps, current = _old_take_back(names, base, meets)
         chain = TakeBack(names)
@@ -112,10 +112,10 @@ def test_the_ladder_and_the_range_methods_take_the_old_loops_steps():
         rungs = {n: rng.sample(["int8-per-token", "int16"], rng.randint(0, 2)) for n in names}
         table = {}
 
-        def meets(key):
+        def meets(key, table=table):
             return table.setdefault(key, rng.random() < 0.4)
         # the old ladder loop
-        steps, ex, i16, p16, pt = [], tuple(["z", *names]), (), (), ()
+        steps, ex, i16, p16, pt = [], ("z", *names), (), (), ()
         for name in names:
             for rung in rungs[name]:
                 key = (tuple(n for n in ex if n != name), i16 + ((name,) if rung == "int16" else ()), p16,
@@ -125,7 +125,7 @@ def test_the_ladder_and_the_range_methods_take_the_old_loops_steps():
                     ex, i16, p16, pt = key
                     break
         chain = Ladder(names, rungs)
-        assert _run(chain.start(tuple(["z", *names]), (), (), ()), chain.probe, chain.after, meets) == steps
+        assert _run(chain.start(("z", *names), (), (), ()), chain.probe, chain.after, meets) == steps
 
         choices, base = ("minmax", "entropy", "percentile"), "minmax"
         own = {n: rng.choice(choices) for n in names if rng.random() < 0.5}
@@ -159,8 +159,8 @@ def _rounds(state, probe, after, outcome, width):
 def test_a_bisection_waits_log_width_times_less(width, most):
     """63 units: 6 steps one at a time; 2 rounds of 7 builds (3 levels each) with 7 workers."""
     for cut in range(1, 65):
-        rounds, steps = _rounds(smallest(1, 63), smallest.probe, smallest.after, lambda k: k >= cut, width)
-        assert steps == _old_smallest(63, lambda k: k >= cut)[0]
+        rounds, steps = _rounds(smallest(1, 63), smallest.probe, smallest.after, lambda k, cut=cut: k >= cut, width)
+        assert steps == _old_smallest(63, lambda k, cut=cut: k >= cut)[0]
         assert rounds <= most
 
 
@@ -168,12 +168,12 @@ def test_runs_taken_back_wait_less_with_more_workers():
     """MAX_REQUANTIZE's 64 units, additive noise: rounds fall with the width, steps stay the loop's."""
     rng = random.Random(11)
     names = [f"u{i}" for i in range(64)]
-    total, steps_all = {w: 0 for w in (1, 2, 4, 8, 16)}, 0
+    total, steps_all = dict.fromkeys((1, 2, 4, 8, 16), 0), 0
     for _ in range(20):
         noise = {n: rng.expovariate(1.0) for n in names}
         budget = rng.uniform(5, 40)
 
-        def meets(ex):
+        def meets(ex, noise=noise, budget=budget):
             return sum(v for k, v in noise.items() if k not in ex) <= budget
         chain = TakeBack(names)
         reference = _old_take_back(names, tuple(names), meets)[0]

@@ -10,7 +10,7 @@ from edgeq.auto.gate import _alternatives
 def _config(name: str, sqnr: float, ms: float):
     score = types.SimpleNamespace(min_sqnr=sqnr)
     result = types.SimpleNamespace(model=None)
-    return types.SimpleNamespace(name=name, score=score, latency_ms=ms, result=result, fp16=("x",))
+    return types.SimpleNamespace(name=name, score=score, latency_ms=ms, result=result, fp16=("x",), has_int8=lambda: False)
 
 
 def test_after_a_miss_the_configurations_that_can_absorb_the_gap_come_first(monkeypatch):
