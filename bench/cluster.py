@@ -83,6 +83,16 @@ def _more(feeds: list[dict], times: int) -> list[dict]:
     return out
 
 
+def _warm(_: Any, item: int) -> int:
+    """A worker process started and edgeq's auto modules imported (not timed: a running cluster's
+    workers are up already)."""
+    import edgeq.auto.remote  # noqa: F401
+    import edgeq.auto.search  # noqa: F401
+
+    time.sleep(1.0)  # held long enough that the other tasks start their own workers
+    return item
+
+
 def run_job(job: str, path: str, feeds: list[dict], times: int = 1) -> Any:
     import edgeq
     from edgeq.auto import sensitivity
@@ -170,6 +180,7 @@ def measure(name: str, args) -> list[dict[str, Any]]:
     for n in args.workers:
         started = time.perf_counter()
         executor = cluster.connect("local", workers=n, env={ENV: "1" if int8_saturates() else "0"})  # as the CLI pins it
+        executor.map(_warm, range(n), label="warm-up")  # every worker process started, as on a running cluster
         ray_start = time.perf_counter() - started
         try:
             with cluster.using(executor):

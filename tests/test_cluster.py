@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -460,13 +461,33 @@ def test_chains_run_ahead_give_the_same_model_and_build_here_only_what_is_used(m
     monkeypatch.setattr(Config, "result", property(
         lambda c: (built_here.append(c.name) if c.later is not None and not c.built else None) or real_result(c),
         Config.result.fset))
-    rng = np.random.default_rng(5)
-    model = build(DYNAMIC_NET, {w: rng.normal(0, 0.25, (64, 64)) for w in ("W1", "W2", "W3")})
-    feeds = [{"x": rng.standard_normal((4, 64)).astype(np.float32)} for _ in range(16)]
-    _same_auto(model, QuantConfig(mode="auto", min_sqnr=34.0, time_budget_s=None), feeds, 4)  # ranked, bisected
+    model, feeds = _deep_convs(12)
+    here = _same_auto(model, QuantConfig(mode="auto", min_sqnr=40.0, time_budget_s=None), feeds, 4)
+    assert any("most sensitive float" in c["name"] for c in here.report["auto"]["configurations"])  # bisected
     (submitted, taken), = counts
-    assert taken >= 3 and submitted >= taken, counts
-    assert len(built_here) < taken, (built_here, taken)
+    assert taken >= 8 and submitted >= taken, counts
+    assert len(built_here) < taken / 2, (built_here, taken)
+
+
+def _deep_convs(layers: int) -> tuple[Any, list[dict]]:
+    """x[1,16,6,6] -> (Conv 3x3 -> Relu) x layers, weights with growing outliers: a ranked prefix to bisect."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    nodes, inits, last = [], [], "x"
+    for i in range(layers):
+        w = rng.normal(0, 1 / np.sqrt(16 * 9), (16, 16, 3, 3)).astype(np.float32)
+        w[rng.integers(0, 16), rng.integers(0, 16), 1, 1] *= 1 + 4 * i  # an outlier weight, larger deeper
+        inits += [numpy_helper.from_array(w, f"W{i}"), numpy_helper.from_array(np.zeros(16, np.float32), f"B{i}")]
+        nodes += [helper.make_node("Conv", [last, f"W{i}", f"B{i}"], [f"c{i}"], name=f"conv{i}", pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
+        last = f"r{i}"
+    graph = helper.make_graph(nodes, "deep", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 6, 6])],
+                              [helper.make_tensor_value_info(last, TensorProto.FLOAT, [1, 16, 6, 6])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model, [{"x": np.abs(rng.standard_normal((1, 16, 6, 6))).astype(np.float32)} for _ in range(16)]
 
 
 def test_bias_corrected_configurations_run_ahead_to_the_same_model(monkeypatch):
@@ -480,8 +501,8 @@ def test_bias_corrected_configurations_run_ahead_to_the_same_model(monkeypatch):
     monkeypatch.setattr(latency, "measure", int8_pays_timing)
     monkeypatch.setattr(unit_time, "unit_times", int8_pays_unit_times)
     biased, real_plan = [], ahead.Ahead.plan
-    monkeypatch.setattr(ahead.Ahead, "plan", lambda self, builds: biased.extend(b for b in builds if b.get("bias"))
-                        or real_plan(self, builds))
+    monkeypatch.setattr(ahead.Ahead, "plan", lambda self, builds, **k: biased.extend(b for b in builds if b.get("bias"))
+                        or real_plan(self, builds, **k))
     rng = np.random.default_rng(0)
     scale = np.exp(np.linspace(-3, 1, 16)).reshape(16, 1, 1, 1)
     proto = build(BIAS2, {"W1": rng.normal(0.05, 0.3, (16, 8, 3, 3)) * scale, "B1": rng.normal(0, 0.1, 16),

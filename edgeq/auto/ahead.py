@@ -10,9 +10,12 @@ before it knows the next; on one machine that is the whole cost, and a cluster's
 
 1. Each chain is a state machine: ``probe(state)`` is what the state builds (a hashable name of
    the step), ``after(state, met)`` the next state (None: the chain is done). ``frontier`` walks
-   the tree of the chain's possible futures from the current state, breadth first, both outcomes
-   of every step, and returns the first ``width`` probes: the builds this step and the next
-   ``log2(width)`` or so may ask for.
+   the tree of the chain's possible futures from the current state, both outcomes of every step,
+   most likely first, and returns the first ``width`` probes. How likely a step meets the target
+   comes from the additive noise model of the ranking (``Search.likely``: the units' ranking
+   noise, scaled to a configuration measured; the ranked prefix's and the knapsack's bisections,
+   the runs taken back); where there is none (the ladder, the range methods), both outcomes are
+   even and the walk is breadth first: ``log2(width + 1)`` steps a round.
 2. ``Ahead.plan`` submits those not yet in flight to the workers (``remote.build_and_score``:
    the variant built from the same float model, configuration and ranges table, scored on the
    same feeds against the same fp32 outputs, at one onnxruntime thread) and cancels the ones in
@@ -23,15 +26,18 @@ before it knows the next; on one machine that is the whole cost, and a cluster's
    a report line), by the same code (``Config.later``). The chain then decides exactly as it
    would have on its own, on the same scores: the answer is the same bytes as one process's.
 4. Only on a distributed executor with more than one worker, and only for configurations a
-   worker can build from the float model, the ranges and the channel means (bias correction);
-   GPTQ-rounded weights (their Hessians stay here) are built here, as before. With ``width`` workers a bisection of ``n`` steps waits about
-   ``n / log2(width + 1)`` times instead of ``n``.
+   worker can build from the float model, the ranges and the channel means (bias correction, sent
+   with each build: a few hundred kB at most);
+   GPTQ-rounded weights (their Hessians stay here) are built here, as before.
+5. The step at hand, where no worker has it in flight yet, is built here (this process scores
+   its feeds concurrently: faster than one worker's single thread) while the workers take the
+   steps after it.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
-from collections import deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -42,20 +48,25 @@ logger = logging.getLogger(__name__)
 MAX_JOBS = 4  # float models (with their scoring feeds) kept in the object store at once
 
 
-def frontier(state: Any, probe: Callable[[Any], Hashable], after: Callable[[Any, bool], Any],
-             width: int) -> list[tuple[Hashable, Any]]:
-    """The first ``width`` distinct (probe, state) of the chain's future from ``state``, breadth
-    first over both outcomes of each step (``state`` itself first)."""
+def frontier(state: Any, probe: Callable[[Any], Hashable], after: Callable[[Any, bool], Any], width: int,
+             likely: Callable[[Any], float] | None = None) -> list[tuple[Hashable, Any]]:
+    """The first ``width`` distinct (probe, state) of the chain's future from ``state`` (itself
+    first), most likely first: each step's outcome is "met" with probability ``likely(state)``
+    (0.5 where not given: breadth first), a future state as likely as the path to it."""
     out: dict[Hashable, Any] = {}
-    queue = deque([state])
-    while queue and len(out) < width:
-        s = queue.popleft()
-        if s is None:
-            continue
+    heap: list[tuple[float, int, Any]] = [(-1.0, 0, state)]
+    count = 1
+    while heap and len(out) < width:
+        chance, _, s = heapq.heappop(heap)
         key = probe(s)
         if key not in out:
             out[key] = s
-        queue.extend((after(s, True), after(s, False)))
+        p = 0.5 if likely is None else min(max(likely(s), 0.05), 0.95)
+        for met, q in ((True, p), (False, 1.0 - p)):
+            nxt = after(s, met)
+            if nxt is not None:
+                heapq.heappush(heap, (chance * q, count, nxt))
+                count += 1
     return list(out.items())
 
 
@@ -77,6 +88,7 @@ class Ahead:
         self.jobs: dict[tuple, tuple[Any, Any]] = {}  # (model, config, feeds) ids -> (objects kept alive, shared job)
         self.pending: dict[tuple, Any] = {}  # recipe key -> Pending
         self.submitted = self.taken = 0
+        self._means: tuple[Any, dict[str, Any]] | None = None
 
     @classmethod
     def open(cls, search: Any) -> Ahead | None:
@@ -89,28 +101,31 @@ class Ahead:
         """Whether a worker can build this configuration (module docstring (4))."""
         return self.search.gptq.get(id(model)) is None
 
-    def plan(self, builds: list[dict[str, Any]]) -> None:
-        """Submit ``builds`` (``Search.build`` keyword arguments, with ``cal``) not yet in flight;
-        cancel those in flight that are not among them (no state reachable now asks for them)."""
+    def plan(self, builds: list[dict[str, Any]], here_first: bool = False) -> None:
+        """Submit ``builds`` (``Search.build`` keyword arguments, with ``cal``) not yet in flight
+        (``here_first``: the first of them, the step at hand, is built here unless a worker has
+        it already: (5)); cancel those in flight that are not among them (no state reachable now
+        asks for them)."""
         from edgeq.auto.remote import Recipe, build_and_score
 
         keys = {}
         for kwargs in builds:
             if self.can(kwargs["model"]):
                 keys[recipe_key(**{k: v for k, v in kwargs.items() if k != "record"})] = kwargs
+        first = next(iter(keys), None) if here_first else None
         for key in [k for k in self.pending if k not in keys]:
             self.pending.pop(key).cancel()
         for key, kwargs in keys.items():
-            if key in self.pending:
+            if key in self.pending or key == first:
                 continue
             search, model = self.search, kwargs["model"]
             exclude, int16 = tuple(kwargs.get("exclude", ())), tuple(kwargs.get("int16", ()))
             table = search._table(kwargs["cal"], kwargs["methods"], kwargs["base"], exclude, int16, model)
-            bias = bool(kwargs.get("bias", False))
+            means = self.means(kwargs["cal"]) if kwargs.get("bias") else None
             recipe = Recipe(table, exclude, int16, tuple(kwargs.get("fp16", ())), tuple(kwargs.get("per_token", ())),
-                            tuple(kwargs.get("dynamic", ())), bias, bool(kwargs.get("record", False)))
-            job = self.job(model, kwargs["cal"] if bias else None)
-            self.pending[key] = self.executor.submit(build_and_score, recipe, shared=job, label="auto variant")
+                            tuple(kwargs.get("dynamic", ())), means, bool(kwargs.get("record", False)))
+            self.pending[key] = self.executor.submit(build_and_score, recipe, shared=self.job(model),
+                                                     label="auto variant")
             self.submitted += 1
 
     def take(self, key: tuple) -> tuple[Any, Any, dict[str, Any]] | None:
@@ -129,17 +144,23 @@ class Ahead:
         if self.submitted:
             logger.info("auto: %d builds run ahead on the workers, %d of them used", self.submitted, self.taken)
 
-    def job(self, model: Any, cal: Any) -> Any:
-        """The float model, configuration and scoring feeds (and, for bias correction, ``cal``'s
-        channel means) in the object store, once for all the builds from them."""
+    def job(self, model: Any) -> Any:
+        """The float model, configuration and scoring feeds in the object store, once for all
+        the builds from them."""
         from edgeq.auto.remote import BenchJob
-        from edgeq.auto.repairs import channel_means
 
         bench = self.search.bench
-        key = (id(model), id(bench.config), id(bench.feeds), id(cal))
+        key = (id(model), id(bench.config), id(bench.feeds))
         if key not in self.jobs:
             while len(self.jobs) >= MAX_JOBS:
                 self.jobs.pop(next(iter(self.jobs)))
-            job = BenchJob.of(bench, model, None, None if cal is None else channel_means(cal))
-            self.jobs[key] = ((model, bench.config, bench.feeds, cal), self.executor.share(job))
+            self.jobs[key] = ((model, bench.config, bench.feeds), self.executor.share(BenchJob.of(bench, model, None)))
         return self.jobs[key][1]
+
+    def means(self, cal: Any) -> dict[str, Any]:
+        """``cal``'s channel means (bias correction), taken once per calibration."""
+        from edgeq.auto.repairs import channel_means
+
+        if self._means is None or self._means[0] is not cal:
+            self._means = (cal, channel_means(cal))
+        return self._means[1]

@@ -83,7 +83,8 @@ def by_time(search: Any, best: Any, cal: Any, order: list[str], requantize: Call
     while state is not None:
         if search.over_budget("int8 by time saved per noise"):
             return None
-        search.run_ahead(state, largest.probe, largest.after, lambda s: build(largest.probe(s)))
+        search.run_ahead(state, largest.probe, largest.after, lambda s: build(largest.probe(s)),
+                         lambda s: search.likely(build(largest.probe(s))["exclude"], best))
         j = largest.probe(state)
         trial = search.build(f"{NAME}: {j} of {len(order)} int8", **build(j), record=False)
         met = search.meets(trial)

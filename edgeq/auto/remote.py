@@ -39,10 +39,9 @@ class BenchJob:
     ref_samples: dict[str, list]
     metric: Any
     table: Any  # the RangesTable every variant of this job is built with
-    means: dict[str, Any] | None = None  # per-channel means for bias correction (``repairs.channel_means``)
 
     @classmethod
-    def of(cls, bench: Any, model: Any, table: Any, means: dict[str, Any] | None = None) -> BenchJob:
+    def of(cls, bench: Any, model: Any, table: Any) -> BenchJob:
         import onnx_ir as ir
 
         from edgeq.errors import ClusterError
@@ -51,7 +50,7 @@ class BenchJob:
         if proto.ByteSize() >= 2**31:
             raise ClusterError("a model of 2 GB or more is not sent to a cluster's workers: run without --cluster")
         return cls(uuid.uuid4().hex, proto.SerializeToString(), bench.config, bench.feeds, bench.ref_samples,
-                   bench.metric, table, means)
+                   bench.metric, table)
 
 
 def _bench_of(job: BenchJob) -> Any:
@@ -89,7 +88,7 @@ class Recipe:
     fp16: tuple[str, ...] = ()
     per_token: tuple[str, ...] = ()
     dynamic: tuple[str, ...] = ()
-    bias: bool = False  # bias correction on the int8 nodes (the job's ``means``)
+    means: dict[str, Any] | None = None  # bias correction on the int8 nodes: the channel means (repairs.py)
     want_bytes: bool = False  # the serialized model too (a configuration recorded for timing)
 
 
@@ -100,8 +99,8 @@ def build_and_score(job: BenchJob, recipe: Recipe) -> tuple[Any, bytes | None, d
 
     bench = worker_cache(job.key, lambda: _bench_of(job))
     model = bench.model
-    if recipe.bias:
-        model = bench.bias_corrected(model, job.means or {}, recipe.exclude + recipe.fp16)
+    if recipe.means is not None:
+        model = bench.bias_corrected(model, recipe.means, recipe.exclude + recipe.fp16)
     result = bench.build_mixed(recipe.table, recipe.exclude, model, int16=recipe.int16, fp16=recipe.fp16,
                                per_token=recipe.per_token, dynamic=recipe.dynamic)
     data = model_bytes_of(result.model)
@@ -115,24 +114,22 @@ def build_and_score(job: BenchJob, recipe: Recipe) -> tuple[Any, bytes | None, d
 
 @dataclasses.dataclass(frozen=True)
 class RankTrial:
-    """One unit's ranking variant (``search.ranking_trial``), worked out where it is built."""
+    """One unit's ranking variant (``Workbench.ranking_trial``), worked out where it is built."""
 
     table: Any
     name: str
     units: tuple[str, ...]
     exclude: tuple[str, ...]  # the configuration's own float units
     dynamic: bool  # a dynamic MatMul/Gemm: int8 alone whatever its neighbours
-    bias: bool = False
+    means: dict[str, Any] | None = None  # bias correction (as ``Recipe.means``)
 
 
 def rank_variant(job: BenchJob, trial: RankTrial) -> tuple[bool, Any]:
-    """(whether the unit was int8 alone, the ``Score`` of its variant): ``search.ranking_trial``
+    """(whether the unit was int8 alone, the ``Score`` of its variant): ``Workbench.ranking_trial``
     and ``Search.build`` on a worker."""
-    from edgeq.auto.search import ranking_trial
-
     bench = worker_cache(job.key, lambda: _bench_of(job))
-    alone, exclude = ranking_trial(bench, trial.exclude, list(trial.units), trial.name, trial.dynamic)
-    model = bench.bias_corrected(bench.model, job.means or {}, exclude) if trial.bias else bench.model
+    alone, exclude = bench.ranking_trial(trial.exclude, list(trial.units), trial.name, trial.dynamic)
+    model = bench.model if trial.means is None else bench.bias_corrected(bench.model, trial.means, exclude)
     return alone, bench.score(model_bytes_of(bench.build(trial.table, exclude, model=model).model))
 
 

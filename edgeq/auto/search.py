@@ -558,7 +558,7 @@ def _fallback(search: Search, best: Config, cal: Any, rungs: tuple[str, ...] = (
 
         def trials() -> Iterator[tuple[str, tuple[str, ...]]]:
             for name in units:
-                alone_of[name], exclude = ranking_trial(search.bench, best.exclude, units, name, name in dynamic)
+                alone_of[name], exclude = search.bench.ranking_trial(best.exclude, units, name, name in dynamic)
                 yield f"{'only' if alone_of[name] else 'all but'} {name}", exclude
 
         step = "per-layer sensitivity ranking (unmeasured layers ranked last)"
@@ -569,21 +569,6 @@ def _fallback(search: Search, best: Config, cal: Any, rungs: tuple[str, ...] = (
     ranked = sorted(units, key=lambda n: -noise[n])
     search.ranking = Ranking(best, cal, ranked, noise, rungs)  # the gate's retarget reuses it (retarget.py)
     return _from_ranking(search, best, cal, ranked, noise, rungs, only_db)
-
-
-def ranking_trial(bench: Any, exclude: tuple[str, ...], units: list[str], name: str,
-                  dynamic: bool) -> tuple[bool, tuple[str, ...]]:
-    """(whether ``name`` can be int8 alone, the float units of its ranking trial): int8 alone where
-    it can ("only"), else every unit int8 but it ("all but"); ``exclude``: the configuration's own
-    float units, ``dynamic``: ``name`` is a dynamic MatMul/Gemm (int8 alone whatever its
-    neighbours). ``bench``: the ``Workbench`` (its float model: the configuration's)."""
-    others = tuple(n for n in units if n != name)
-    alone = dynamic
-    if not alone:
-        plan, copy = bench.plan(exclude + others)
-        node = next((n for n in all_nodes(copy.graph) if n.name == name), None)
-        alone = node is not None and plan.role(node) != "float"
-    return alone, exclude + others if alone else exclude + (name,)
 
 
 def _ranked(name: str, alone: bool, score: Any, full: float, noise: dict[str, float], only_db: dict[str, float]) -> None:
@@ -606,9 +591,9 @@ def _rank_on_cluster(search: Search, executor: Any, best: Config, cal: Any, unit
 
     table = cal.table_for(best.methods, best.base)
     ahead = search.ahead or Ahead(search, executor)
-    job = ahead.job(best.model, cal if best.bias else None)
+    job, means = ahead.job(best.model), ahead.means(cal) if best.bias else None
     search.bar.update(search.task, description=f"auto: per-layer ranking ({executor.width} workers)")
-    pending = [executor.submit(rank_variant, RankTrial(table, name, tuple(units), best.exclude, name in dynamic, best.bias),
+    pending = [executor.submit(rank_variant, RankTrial(table, name, tuple(units), best.exclude, name in dynamic, means),
                                shared=job, label="auto ranking variant") for name in units]
     try:
         for name, task in zip(units, pending):
@@ -688,7 +673,8 @@ def _prefix(search: Search, best: Config, cal: Any, ranked: list[str], rung: str
 
     state, found = smallest(1, len(ranked)), None
     while state is not None:
-        search.run_ahead(state, smallest.probe, smallest.after, lambda s: {**build(smallest.probe(s)), "record": True})
+        search.run_ahead(state, smallest.probe, smallest.after, lambda s: {**build(smallest.probe(s)), "record": True},
+                         (lambda s: search.likely(build(smallest.probe(s))["exclude"], best)) if rung == "fp32" else None)
         k = smallest.probe(state)
         label = f"int8, {k} most sensitive float" if rung == "fp32" else f"int8, {k} most sensitive in {LADDER_NAMES[rung]}"
         trial = search.build(label, **build(k))
@@ -728,7 +714,7 @@ def _requantize(search: Search, found: Config, cal: Any, order: list[str],
 
     current, missed, run = found, None, chain.start(found.exclude)
     while run is not None and not search.over_budget("re-quantizing float layers"):
-        search.run_ahead(run, chain.probe, chain.after, build)
+        search.run_ahead(run, chain.probe, chain.after, build, lambda r: search.likely(chain.probe(r), found))
         length = chain.length(run)
         label = f"re-quantize {names[run.i + length - 1]}" + (f" ({length} back at once)" if length > 1 else "")
         trial = search.build(label, **build(run), record=False)

@@ -188,15 +188,40 @@ class Search:
         return self._scored(name, result, data, self.bench.score(data), model, methods, base, exclude, record, bias,
                             int16, fp16, per_token, dynamic)
 
-    def run_ahead(self, state: Any, probe: Any, after: Any, build: Any) -> None:
+    def run_ahead(self, state: Any, probe: Any, after: Any, build: Any, likely: Any = None) -> None:
         """Before a chain's step: the builds its next steps may ask for (``build(state)``: the
-        ``build`` keyword arguments of that state's step, with ``cal``), submitted to the workers
-        (``ahead.py``); nothing without a cluster."""
+        ``build`` keyword arguments of that state's step, with ``cal``; ``likely(state)``: how
+        likely that step meets the target), submitted to the workers, this step built here where
+        none has it (``ahead.py``); nothing without a cluster."""
         if self.ahead is None or state is None:
             return
         from edgeq.auto.ahead import frontier
 
-        self.ahead.plan([build(s) for _, s in frontier(state, probe, after, self.ahead.width)])
+        futures = frontier(state, probe, after, self.ahead.width + 1, likely)  # (+1: this step, built here)
+        self.ahead.plan([build(s) for _, s in futures], here_first=True)
+
+    def likely(self, exclude: tuple[str, ...], reference: Config) -> float:
+        """How likely the configuration with ``exclude`` float (the rest int8, as ``reference``
+        builds them) meets the SQNR target, by the additive noise model: the ranking's noise of
+        its int8 units (``self.ranking``), scaled so that ``reference``'s add up to its measured
+        noise. 0.5 where there is no ranking or SQNR target, or within 0.5 dB of the target;
+        else 0.85 or 0.15. Only where to look ahead depends on it (``ahead.py``), never a decision."""
+        import math
+
+        ranking = self.ranking
+        if ranking is None or self.min_sqnr is None or not math.isfinite(reference.score.min_sqnr):
+            return 0.5
+        skip = set(exclude)
+        ours = sum(max(ranking.noise.get(u, 0.0), 0.0) for u in ranking.ranked if u not in skip)
+        skip = set(reference.exclude)
+        theirs = sum(max(ranking.noise.get(u, 0.0), 0.0) for u in ranking.ranked if u not in skip)
+        if theirs <= 0:
+            return 0.5
+        estimate = 10.0 ** (-reference.score.min_sqnr / 10.0) * ours / theirs
+        if estimate <= 0:
+            return 0.85
+        margin = self.min_sqnr + 10.0 * math.log10(estimate)  # dB below the target's noise: < 0 meets
+        return 0.5 if abs(margin) < 0.5 else (0.85 if margin < 0 else 0.15)
 
     def build_each(self, name_and_exclude: Iterable[tuple[str, tuple[str, ...]]], model: Any, cal: Any,
                    methods: dict[str, str], base: str, *, bias: bool = False, step: str = "") -> Iterator[Config]:

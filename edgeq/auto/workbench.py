@@ -323,3 +323,19 @@ class Workbench:
         int8 = [n.name for n in all_nodes(copy.graph) if plan.role(n) != "float"]
         corrected, _ = correct_bias(model, None, self.config, nodes=int8, means=means)
         return model if corrected is None else corrected
+
+    def ranking_trial(self, exclude: tuple[str, ...], units: list[str], name: str,
+                      dynamic: bool) -> tuple[bool, tuple[str, ...]]:
+        """(whether ``name`` can be int8 alone, the float units of its ranking trial): int8 alone
+        where it can ("only"), else every unit int8 but it ("all but"); ``exclude``: the
+        configuration's own float units (its float model: this workbench's), ``dynamic``: ``name``
+        is a dynamic MatMul/Gemm (int8 alone whatever its neighbours)."""
+        from edgeq.graph import all_nodes
+
+        others = tuple(n for n in units if n != name)
+        alone = dynamic
+        if not alone:
+            plan, copy = self.plan(exclude + others)
+            node = next((n for n in all_nodes(copy.graph) if n.name == name), None)
+            alone = node is not None and plan.role(node) != "float"
+        return alone, exclude + others if alone else exclude + (name,)
