@@ -135,6 +135,12 @@ def _observed_values(model: Any) -> tuple[list[Any], list[str], dict[str, int], 
     return produced, inputs, channel_axis, out_axis
 
 
+# samples from which calibration is spread over a cluster's workers: below, this process's
+# concurrent feeds are faster than shards of 8 on single-threaded workers, their transfer and the
+# merge (auto's 32 samples of mobilenet224 on a 16-core Xeon: 3.9 s here, 6.7-7.8 s spread)
+MIN_SPREAD = 64
+
+
 def calibrate_once(model: Any, source: Any, config: QuantConfig | None = None, *,
                    max_samples: int | None = None, progress: bool = True) -> Calibration:
     """Observe every float activation of ``model`` (onnx_ir.Model) over ``source`` once."""
@@ -156,7 +162,7 @@ def calibrate_once(model: Any, source: Any, config: QuantConfig | None = None, *
     skipped: set[str] = set()
     count = 0
     executor = cluster.current()
-    if executor.distributed:
+    if executor.distributed and (total is None or total >= MIN_SPREAD):
         from edgeq.auto.calib_shards import observe_on_cluster
 
         with progress_bar(progress) as bar:
