@@ -204,8 +204,9 @@ def to_markdown(rows: list[dict], command: str, host: str) -> str:
         "",
         f"Produced by `{command}` on {host}. Each job first in one process, then on a local Ray",
         "instance with N workers (`--cluster local --workers N`); time: median of the repeats, Ray's",
-        "start-up excluded; identical: the model's bytes (sensitivity: its JSON report) equal one",
-        "process's. Auto's latency comes from a cost model here (bench/cluster.py, docstring (3)).",
+        "start-up and its workers' (processes started, modules imported) excluded; identical: the",
+        "model's bytes (sensitivity: its JSON report) equal one process's. Auto's latency comes from a",
+        "cost model here (bench/cluster.py, docstring (3)).",
         "",
     ]
     models = list(dict.fromkeys(r["model"] for r in rows))

@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 import time
+import types
 from typing import Any
 
 import numpy as np
@@ -214,8 +215,10 @@ def test_auto_ranks_and_requantizes_on_the_cluster_to_the_same_model(ray_cluster
 
     monkeypatch.setattr(latency, "measure", int8_pays_timing)  # timing decides nothing here: the same bytes or not
     monkeypatch.setattr(unit_time, "unit_times", int8_pays_unit_times)
+    from edgeq.auto import ahead as run_ahead
     from edgeq.auto.ahead import Ahead
 
+    monkeypatch.setattr(run_ahead, "MIN_WORKERS", 2)  # (this cluster has 3 CPUs)
     ranked, ahead = [], []
     real, real_close = search._rank_on_cluster, Ahead.close
     monkeypatch.setattr(search, "_rank_on_cluster", lambda *a, **k: ranked.append(1) or real(*a, **k))
@@ -510,7 +513,26 @@ def test_bias_corrected_configurations_run_ahead_to_the_same_model(monkeypatch):
                           "W2": rng.normal(0.02, 0.1, (16, 16, 3, 3)) * scale, "B2": rng.normal(0, 0.1, 16)})
     feeds = [{"x": (3.0 + rng.normal(0, 0.5, (1, 8, 10, 10))).astype(np.float32)} for _ in range(12)]
     here = _same_auto(proto, QuantConfig(mode="auto", min_sqnr=40.0, granularity="per-tensor", time_budget_s=None),
-                      feeds, 3)
+                      feeds, 4)
     assert {r["repair"]: r["kept"] for r in here.report["auto"]["repairs"]}["bias correction"]
     assert biased, "no bias-corrected configuration ran ahead"
+
+
+def test_below_min_workers_auto_runs_as_one_process():
+    from edgeq import cluster
+
+    """``ahead.MIN_WORKERS``: with fewer workers, one process's concurrent scoring is faster, and
+    auto's search does not spread (calibration shards follow their own rule, ``calib.MIN_SPREAD``)."""
+    from edgeq.auto import ahead
+
+    search = types.SimpleNamespace()
+    assert ahead.Ahead.open(search) is None  # the serial executor
+    for width, spread in ((1, False), (ahead.MIN_WORKERS - 1, False), (ahead.MIN_WORKERS, True), (16, True)):
+        executor = _Spread(width)
+        assert ahead.spreads(executor) is spread
+        assert (_on(executor, lambda: ahead.Ahead.open(search)) is not None) is spread
+    # the ranking: from half this process's concurrent feeds (2 workers on 2 cores, 4 on 16)
+    assert [ahead.ranks_on(_Spread(w), 2) for w in (1, 2, 3)] == [False, True, True]
+    assert [ahead.ranks_on(_Spread(w), 8) for w in (2, 3, 4, 16)] == [False, False, True, True]
+    assert not ahead.ranks_on(cluster.Executor(), 8)
 

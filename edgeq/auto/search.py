@@ -551,7 +551,9 @@ def _fallback(search: Search, best: Config, cal: Any, rungs: tuple[str, ...] = (
         # provider has int16 kernels), slower and less exact than keeping it float (MiniLM: 5 builds)
         rungs = tuple(r for r in rungs if r != "int16")
     executor = cluster.current()
-    if executor.distributed and search.gptq.get(id(best.model)) is None:
+    from edgeq.auto.ahead import ranks_on
+
+    if ranks_on(executor, search.bench.width) and search.gptq.get(id(best.model)) is None:
         _rank_on_cluster(search, executor, best, cal, units, dynamic, noise, only_db, full)
     else:  # each variant scored while the next is built (``Search.build_each``)
         alone_of: dict[str, bool] = {}
