@@ -103,7 +103,9 @@ class Ahead:
         self.search, self.executor = search, executor
         self.width = executor.width
         self.jobs: dict[tuple, tuple[Any, Any]] = {}  # (model, config, feeds) ids -> (objects kept alive, shared job)
-        self.pending: dict[tuple, Any] = {}  # recipe key -> Pending
+        # recipe key -> (Pending, its float model and calibration: kept alive while it is in
+        # flight, so that no other object takes their ids, which the key holds)
+        self.pending: dict[tuple, tuple[Any, tuple[Any, Any]]] = {}
         self.submitted = self.taken = 0
         self._means: tuple[Any, dict[str, Any]] | None = None
 
@@ -131,7 +133,7 @@ class Ahead:
                 keys[recipe_key(**{k: v for k, v in kwargs.items() if k != "record"})] = kwargs
         first = next(iter(keys), None) if here_first else None
         for key in [k for k in self.pending if k not in keys]:
-            self.pending.pop(key).cancel()
+            self.pending.pop(key)[0].cancel()
         for key, kwargs in keys.items():
             if key in self.pending or key == first:
                 continue
@@ -141,8 +143,8 @@ class Ahead:
             means = self.means(kwargs["cal"]) if kwargs.get("bias") else None
             recipe = Recipe(table, exclude, int16, tuple(kwargs.get("fp16", ())), tuple(kwargs.get("per_token", ())),
                             tuple(kwargs.get("dynamic", ())), means, bool(kwargs.get("record", False)))
-            self.pending[key] = self.executor.submit(build_and_score, recipe, shared=self.job(model),
-                                                     label="auto variant")
+            task = self.executor.submit(build_and_score, recipe, shared=self.job(model), label="auto variant")
+            self.pending[key] = (task, (model, kwargs["cal"]))
             self.submitted += 1
 
     def take(self, key: tuple) -> tuple[Any, Any, dict[str, Any]] | None:
@@ -152,10 +154,10 @@ class Ahead:
         if pending is None:
             return None
         self.taken += 1
-        return pending.result()
+        return pending[0].result()
 
     def close(self) -> None:
-        for pending in self.pending.values():
+        for pending, _ in self.pending.values():
             pending.cancel()
         self.pending.clear()
         if self.submitted:
