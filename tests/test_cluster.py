@@ -421,26 +421,22 @@ def test_an_address_where_no_cluster_answers_fails_in_seconds():
     _check_reachable("local")  # nothing to probe
 
 
-class _Spread:
-    """A serial executor that says it spreads work: auto runs its chains ahead (``auto/ahead.py``)
-    through the workers' code path, in this process (each task runs when its result is asked for)."""
+def _spread(width):
+    """A serial executor that says it spreads work over ``width`` workers: auto runs its chains
+    ahead (``auto/ahead.py``) through the workers' code path, in this process (each task runs
+    when its result is asked for)."""
+    from edgeq import cluster
 
-    def __new__(cls, width):
-        from edgeq import cluster
-
-        class Spread(cluster.Executor):
-            distributed = True
-
-        executor = Spread()
-        executor.width = width
-        return executor
+    executor = cluster.Executor()
+    executor.distributed, executor.width = True, width
+    return executor
 
 
 def _same_auto(model, config, feeds, width):
     import edgeq
 
     here = edgeq.quantize(model, config, feeds, progress=False)
-    there = _on(_Spread(width), lambda: edgeq.quantize(model, config, feeds, progress=False))
+    there = _on(_spread(width), lambda: edgeq.quantize(model, config, feeds, progress=False))
     assert ir.to_proto(there.model).SerializeToString() == ir.to_proto(here.model).SerializeToString()
     assert there.report["auto"]["verdict"] == here.report["auto"]["verdict"]
     assert [c["name"] for c in there.report["auto"]["configurations"]] == \
@@ -528,11 +524,11 @@ def test_below_min_workers_auto_runs_as_one_process():
     search = types.SimpleNamespace()
     assert ahead.Ahead.open(search) is None  # the serial executor
     for width, spread in ((1, False), (ahead.MIN_WORKERS - 1, False), (ahead.MIN_WORKERS, True), (16, True)):
-        executor = _Spread(width)
+        executor = _spread(width)
         assert ahead.spreads(executor) is spread
         assert (_on(executor, lambda: ahead.Ahead.open(search)) is not None) is spread
     # the ranking: from half this process's concurrent feeds (2 workers on 2 cores, 4 on 16)
-    assert [ahead.ranks_on(_Spread(w), 2) for w in (1, 2, 3)] == [False, True, True]
-    assert [ahead.ranks_on(_Spread(w), 8) for w in (2, 3, 4, 16)] == [False, False, True, True]
+    assert [ahead.ranks_on(_spread(w), 2) for w in (1, 2, 3)] == [False, True, True]
+    assert [ahead.ranks_on(_spread(w), 8) for w in (2, 3, 4, 16)] == [False, False, True, True]
     assert not ahead.ranks_on(cluster.Executor(), 8)
 

@@ -125,12 +125,11 @@ class RankTrial:
 
 
 def rank_variant(job: BenchJob, trial: RankTrial) -> tuple[bool, Any]:
-    """(whether the unit was int8 alone, the ``Score`` of its variant): ``Workbench.ranking_trial``
-    and ``Search.build`` on a worker."""
+    """(whether the unit was int8 alone, the ``Score`` of its variant): ``Workbench.ranking_trial``,
+    then the variant built and scored as ``build_and_score`` does."""
     bench = worker_cache(job.key, lambda: _bench_of(job))
     alone, exclude = bench.ranking_trial(trial.exclude, list(trial.units), trial.name, trial.dynamic)
-    model = bench.model if trial.means is None else bench.bias_corrected(bench.model, trial.means, exclude)
-    return alone, bench.score(model_bytes_of(bench.build(trial.table, exclude, model=model).model))
+    return alone, build_and_score(job, Recipe(trial.table, exclude, means=trial.means))[0]
 
 
 def shared_for(executor: Any, bench: Any, model: Any, table: Any) -> Any:

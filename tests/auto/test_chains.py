@@ -164,19 +164,25 @@ def test_a_bisection_waits_log_width_times_less(width, most):
         assert rounds <= most
 
 
-def test_runs_taken_back_wait_less_with_more_workers():
-    """MAX_REQUANTIZE's 64 units, additive noise: rounds fall with the width, steps stay the loop's."""
-    rng = random.Random(11)
-    names = [f"u{i}" for i in range(64)]
-    total, steps_all = dict.fromkeys((1, 2, 4, 8, 16), 0), 0
-    for _ in range(20):
+def _additive_cases(rng, names, cases=20):
+    """(meets, the old loop's steps) for ``cases`` made-up models where each unit back in int8
+    adds its own noise (exponential) and the target allows a random total of it."""
+    for _ in range(cases):
         noise = {n: rng.expovariate(1.0) for n in names}
         budget = rng.uniform(5, 40)
 
         def meets(ex, noise=noise, budget=budget):
             return sum(v for k, v in noise.items() if k not in ex) <= budget
+        yield meets, _old_take_back(names, tuple(names), meets)[0]
+
+
+def test_runs_taken_back_wait_less_with_more_workers():
+    """MAX_REQUANTIZE's 64 units, additive noise: rounds fall with the width, steps stay the loop's."""
+    rng = random.Random(11)
+    names = [f"u{i}" for i in range(64)]
+    total, steps_all = dict.fromkeys((1, 2, 4, 8, 16), 0), 0
+    for meets, reference in _additive_cases(rng, names):
         chain = TakeBack(names)
-        reference = _old_take_back(names, tuple(names), meets)[0]
         steps_all += len(reference)
         for width in total:
             rounds, steps = _rounds(chain.start(tuple(names)), chain.probe, chain.after, meets, width)
@@ -196,12 +202,7 @@ def test_a_likely_outcome_lets_the_workers_look_far_ahead():
     widths = (1, 2, 4, 8, 16)
     seen, guessed, even = (dict.fromkeys(widths, 0) for _ in range(3))
     steps_all = 0
-    for _ in range(20):
-        noise = {n: rng.expovariate(1.0) for n in names}
-        budget = rng.uniform(5, 40)
-
-        def meets(ex, noise=noise, budget=budget):
-            return sum(v for k, v in noise.items() if k not in ex) <= budget
+    for meets, reference in _additive_cases(rng, names):
         chain = TakeBack(names)
         flips = {}
 
@@ -211,7 +212,6 @@ def test_a_likely_outcome_lets_the_workers_look_far_ahead():
         def guess(run, chain=chain, meets=meets, flips=flips):  # wrong one time in five
             wrong = flips.setdefault(chain.probe(run), rng.random() < 0.2)
             return 0.85 if meets(chain.probe(run)) != wrong else 0.15
-        reference = _old_take_back(names, tuple(names), meets)[0]
         steps_all += len(reference)
         for width in widths:
             for table, likely in ((seen, foreseen), (guessed, guess), (even, None)):
